@@ -1,0 +1,400 @@
+//! Configuration: TOML with every option defaulted, unknown keys refused, and
+//! errors reported with their line and column.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// The documented example configuration, `config/tether.toml`. A test keeps
+/// it equal to the defaults below, so the file is the documentation.
+pub const EXAMPLE_TOML: &str = include_str!("../config/tether.toml");
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub client: ClientConfig,
+    pub admin: AdminConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub workers: usize,
+    pub io_driver: IoDriver,
+    #[serde(deserialize_with = "entries")]
+    pub io_uring_entries: u32,
+    #[serde(deserialize_with = "log_filter")]
+    pub log_level: String,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_drain: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum IoDriver {
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "io_uring")]
+    IoUring,
+    #[serde(rename = "epoll")]
+    Epoll,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientConfig {
+    pub listen: SocketAddr,
+    #[serde(deserialize_with = "size")]
+    pub max_header_bytes: usize,
+    #[serde(deserialize_with = "positive")]
+    pub max_headers: usize,
+    #[serde(deserialize_with = "positive_duration")]
+    pub handshake_timeout: Duration,
+    #[serde(deserialize_with = "size")]
+    pub max_message_bytes: usize,
+    #[serde(deserialize_with = "positive_duration")]
+    pub ping_interval: Duration,
+    #[serde(deserialize_with = "positive_duration")]
+    pub ping_timeout: Duration,
+    #[serde(deserialize_with = "positive_duration")]
+    pub close_timeout: Duration,
+    #[serde(deserialize_with = "positive_duration")]
+    pub send_timeout: Duration,
+    #[serde(deserialize_with = "size")]
+    pub read_buffer_bytes: usize,
+    pub buffer_pool_buffers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            server: ServerConfig::default(),
+            client: ClientConfig::default(),
+            admin: AdminConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            workers: 0,
+            io_driver: IoDriver::Auto,
+            io_uring_entries: 1024,
+            log_level: "info".to_owned(),
+            shutdown_drain: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_header_bytes: 8 * 1024,
+            max_headers: 64,
+            handshake_timeout: Duration::from_secs(10),
+            max_message_bytes: 16 * 1024 * 1024,
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(20),
+            close_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(30),
+            read_buffer_bytes: 16 * 1024,
+            buffer_pool_buffers: 256,
+        }
+    }
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+        }
+    }
+}
+
+/// One problem in a configuration file, located where possible.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.line, self.column) {
+            (Some(l), Some(c)) => write!(f, "line {l}, column {c}: {}", self.message),
+            _ => f.write_str(&self.message),
+        }
+    }
+}
+
+impl Config {
+    /// Parses a complete or partial file: sections and keys left out keep
+    /// their defaults. Returns every error found.
+    pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let (line, column) = match e.span() {
+                Some(span) => line_and_column(text, span.start),
+                None => (None, None),
+            };
+            vec![ConfigError {
+                line,
+                column,
+                message: e.message().trim().to_owned(),
+            }]
+        })?;
+        let errors = config.cross_checks(text);
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<Config, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError {
+                line: None,
+                column: None,
+                message: format!("cannot read {}: {e}", path.display()),
+            }]
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Rules that involve more than one key.
+    fn cross_checks(&self, text: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        if self.admin.listen == self.client.listen {
+            errors.push(located(
+                text,
+                "admin",
+                "listen",
+                "admin.listen must differ from client.listen",
+            ));
+        }
+        if self.client.read_buffer_bytes < 512 {
+            errors.push(located(
+                text,
+                "client",
+                "read_buffer_bytes",
+                "client.read_buffer_bytes must be at least 512",
+            ));
+        }
+        errors
+    }
+
+    /// The number of worker threads to run.
+    pub fn worker_count(&self) -> usize {
+        match self.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+fn line_and_column(text: &str, offset: usize) -> (Option<usize>, Option<usize>) {
+    let mut end = offset.min(text.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let before = &text[..end];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (Some(line), Some(column))
+}
+
+/// An error about `section.key`, placed at the key's line when the file sets it.
+fn located(text: &str, section: &str, key: &str, message: &str) -> ConfigError {
+    let mut current = "";
+    let mut offset = 0;
+    let mut found = None;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim();
+        if let Some(name) = trimmed.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            current = name.trim();
+        } else if let Some((k, _)) = trimmed.split_once('=') {
+            let k = k.trim();
+            let dotted = format!("{section}.{key}");
+            if (current == section && k == key) || (current.is_empty() && k == dotted) {
+                found = Some(offset + (line.len() - line.trim_start().len()));
+            }
+        }
+        offset += line.len();
+    }
+    let (line, column) = found.map_or((None, None), |o| line_and_column(text, o));
+    ConfigError {
+        line,
+        column,
+        message: message.to_owned(),
+    }
+}
+
+/// Parses "250ms", "30s", "5m", "1h".
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .ok_or_else(|| format!("duration `{s}` needs a unit (ms, s, m, h)"))?;
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("invalid duration `{s}`"))?;
+    let secs = match unit.trim() {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit `{other}` (use ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("duration `{s}` is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a byte count: 65536, "64KiB", "16MiB", "1GiB" (also KB/MB/GB as powers of 1000).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: u64 = num.parse().map_err(|_| format!("invalid size `{s}`"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "unknown size unit `{other}` (use B, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    value
+        .checked_mul(mult)
+        .and_then(|v| usize::try_from(v).ok())
+        .ok_or_else(|| format!("size `{s}` is out of range"))
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn positive_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let v = duration(d)?;
+    if v.is_zero() {
+        return Err(serde::de::Error::custom("must be greater than zero"));
+    }
+    Ok(v)
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SizeRepr {
+    Number(u64),
+    Text(String),
+}
+
+fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = match SizeRepr::deserialize(d)? {
+        SizeRepr::Number(n) => usize::try_from(n).map_err(serde::de::Error::custom)?,
+        SizeRepr::Text(s) => parse_size(&s).map_err(serde::de::Error::custom)?,
+    };
+    if v == 0 {
+        return Err(serde::de::Error::custom("must be greater than zero"));
+    }
+    Ok(v)
+}
+
+fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let v = usize::deserialize(d)?;
+    if v == 0 {
+        return Err(serde::de::Error::custom("must be greater than zero"));
+    }
+    Ok(v)
+}
+
+fn entries<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
+    if !(8..=32768).contains(&v) || !v.is_power_of_two() {
+        return Err(serde::de::Error::custom(
+            "must be a power of two from 8 to 32768",
+        ));
+    }
+    Ok(v)
+}
+
+fn log_filter<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    tracing_subscriber::EnvFilter::builder()
+        .parse(&s)
+        .map_err(|e| serde::de::Error::custom(format!("invalid log filter: {e}")))?;
+    Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_file_states_the_defaults() {
+        assert_eq!(Config::parse(EXAMPLE_TOML).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn empty_and_partial_files_use_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        let c = Config::parse("[client]\nping_interval = \"5s\"\n").unwrap();
+        assert_eq!(c.client.ping_interval, Duration::from_secs(5));
+        assert_eq!(c.client.ping_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_positions() {
+        let errs = Config::parse("[client]\nlisten = \"127.0.0.1:1\"\npingg_interval = \"5s\"\n")
+            .unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].line, Some(3));
+        assert_eq!(errs[0].column, Some(1));
+        assert!(
+            errs[0].message.contains("pingg_interval"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn bad_values_are_located() {
+        let errs = Config::parse("[client]\nping_timeout = \"5 parsecs\"\n").unwrap_err();
+        assert_eq!(errs[0].line, Some(2));
+        assert!(errs[0].message.contains("unit"), "{}", errs[0].message);
+        let errs = Config::parse("[server]\nio_driver = \"kqueue\"\n").unwrap_err();
+        assert_eq!(errs[0].line, Some(2));
+        let errs = Config::parse("[admin]\nlisten = \"127.0.0.1:8080\"\n").unwrap_err();
+        assert_eq!((errs[0].line, errs[0].column), (Some(2), Some(1)));
+    }
+
+    #[test]
+    fn units() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").is_err());
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("1ZiB").is_err());
+    }
+}

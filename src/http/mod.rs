@@ -1,0 +1,9 @@
+//! HTTP/1.1 without IO: request heads, routes and the few responses the
+//! gateway writes itself.
+
+pub mod request;
+pub mod response;
+pub mod route;
+
+pub use request::{HeadError, HeadReader, RequestHead};
+pub use response::Status;

@@ -1,0 +1,204 @@
+//! Incremental HTTP/1.1 request-head parsing over a growing byte buffer.
+
+use super::response::Status;
+
+/// A parsed request head. Header names keep their spelling; look-ups ignore case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    pub target: String,
+    /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
+    pub version: u8,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl RequestHead {
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Every value of a header (repeated headers are a comma list, RFC 9110 §5.3).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Comma-separated tokens of a header across all its occurrences, trimmed.
+    pub fn header_tokens<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.header_values(name)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
+}
+
+/// Why a head could not be accepted, each with the status the client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadError {
+    TooLarge,
+    TooManyHeaders,
+    Malformed(&'static str),
+}
+
+impl HeadError {
+    pub fn status(self) -> Status {
+        match self {
+            HeadError::TooLarge | HeadError::TooManyHeaders => Status::HEADER_FIELDS_TOO_LARGE,
+            HeadError::Malformed(_) => Status::BAD_REQUEST,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            HeadError::TooLarge => "request head too large",
+            HeadError::TooManyHeaders => "too many request headers",
+            HeadError::Malformed(why) => why,
+        }
+    }
+}
+
+/// Finds the end of a request head as bytes arrive. Only scans new bytes for
+/// the blank line, and runs the full parse once, when the head is complete.
+#[derive(Debug)]
+pub struct HeadReader {
+    max_bytes: usize,
+    max_headers: usize,
+    scanned: usize,
+}
+
+impl HeadReader {
+    pub fn new(max_bytes: usize, max_headers: usize) -> Self {
+        Self {
+            max_bytes,
+            max_headers,
+            scanned: 0,
+        }
+    }
+
+    /// `Ok(None)`: incomplete, read more. `Ok(Some((head, len)))`: the head
+    /// occupies the first `len` bytes of `buf`; anything after belongs to the
+    /// protocol that follows.
+    pub fn poll(&mut self, buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
+        let from = self.scanned.saturating_sub(3);
+        let Some(end) = find_blank_line(&buf[from..]).map(|i| from + i + 4) else {
+            self.scanned = buf.len();
+            return if buf.len() > self.max_bytes {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(None)
+            };
+        };
+        if end > self.max_bytes {
+            return Err(HeadError::TooLarge);
+        }
+        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&buf[..end]) {
+            Ok(httparse::Status::Complete(len)) => Ok(Some((owned_head(&req)?, len))),
+            Ok(httparse::Status::Partial) => Err(HeadError::Malformed("truncated request head")),
+            Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders),
+            Err(_) => Err(HeadError::Malformed("malformed request head")),
+        }
+    }
+}
+
+fn find_blank_line(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n")
+}
+
+fn owned_head(req: &httparse::Request<'_, '_>) -> Result<RequestHead, HeadError> {
+    let malformed = HeadError::Malformed("malformed request line");
+    Ok(RequestHead {
+        method: req.method.ok_or(malformed)?.to_owned(),
+        target: req.path.ok_or(malformed)?.to_owned(),
+        version: req.version.ok_or(malformed)?,
+        headers: req
+            .headers
+            .iter()
+            .map(|h| (h.name.to_owned(), h.value.to_vec()))
+            .collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const REQ: &[u8] = b"GET /actors/echo/x?a=1 HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\r\nrest";
+
+    fn feed(
+        reader: &mut HeadReader,
+        bytes: &[u8],
+        cuts: &[usize],
+    ) -> Result<Option<(RequestHead, usize)>, HeadError> {
+        let mut points: Vec<usize> = cuts.iter().map(|&c| c.min(bytes.len())).collect();
+        points.sort_unstable();
+        points.push(bytes.len());
+        for p in points {
+            if let Some(done) = reader.poll(&bytes[..p])? {
+                return Ok(Some(done));
+            }
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn parses_a_complete_head_and_leaves_the_rest() {
+        let (head, len) = HeadReader::new(8192, 32).poll(REQ).unwrap().unwrap();
+        assert_eq!(&REQ[len..], b"rest");
+        assert_eq!(head.method, "GET");
+        assert_eq!(head.target, "/actors/echo/x?a=1");
+        assert_eq!(head.header("upgrade"), Some(&b"websocket"[..]));
+        assert_eq!(
+            head.header_tokens("connection").collect::<Vec<_>>(),
+            ["keep-alive", "Upgrade"]
+        );
+    }
+
+    #[test]
+    fn limits_and_errors() {
+        assert_eq!(HeadReader::new(16, 32).poll(REQ), Err(HeadError::TooLarge));
+        assert_eq!(
+            HeadReader::new(16, 32).poll(&[b'a'; 17]),
+            Err(HeadError::TooLarge)
+        );
+        assert_eq!(
+            HeadReader::new(8192, 2).poll(REQ),
+            Err(HeadError::TooManyHeaders)
+        );
+        assert!(matches!(
+            HeadReader::new(8192, 32).poll(b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
+        assert!(matches!(
+            HeadReader::new(8192, 32).poll(b"\x00\x01 junk\r\n\r\n"),
+            Err(HeadError::Malformed(_))
+        ));
+        assert_eq!(
+            HeadReader::new(8192, 32).poll(b"GET / HTTP/1.1\r\n"),
+            Ok(None)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_parses_the_same(cuts in proptest::collection::vec(0usize..REQ.len(), 0..10)) {
+            let whole = HeadReader::new(8192, 32).poll(REQ).unwrap();
+            let split = feed(&mut HeadReader::new(8192, 32), REQ, &cuts).unwrap();
+            prop_assert_eq!(whole, split);
+        }
+
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300), cuts in proptest::collection::vec(0usize..300, 0..5)) {
+            let _ = feed(&mut HeadReader::new(256, 8), &bytes, &cuts);
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Tether: an edge gateway that terminates client WebSockets and (in later
+//! slices) multiplexes them over tunnels that runners dial out to.
+//!
+//! Protocol logic is sans-IO (`http`, `ws`); `server` owns threads and sockets.
+
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod server;
+pub mod ws;
+
+pub use config::Config;
+pub use server::Gateway;

@@ -1,0 +1,116 @@
+//! Socket operations that are safe to abandon.
+//!
+//! monoio loses bytes when an in-flight read is dropped (the kernel already
+//! copied them into a buffer nobody will look at). So no read is ever raced
+//! against a timer: we race *readiness* (which consumes nothing) and read only
+//! once data is there. Writes may be abandoned only when the connection is
+//! being given up anyway.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use monoio::buf::{IoBuf, IoBufMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
+use monoio::net::TcpStream;
+
+#[derive(Debug)]
+pub(crate) enum ReadOutcome {
+    Data(usize),
+    Eof,
+    TimedOut,
+    Failed(#[allow(dead_code)] io::Error), // read through Debug in logs
+}
+
+/// Waits until `stream` is readable or `deadline` passes, without holding a buffer.
+pub(crate) async fn wait_readable(
+    stream: &TcpStream,
+    deadline: Instant,
+) -> Result<(), ReadOutcome> {
+    monoio::select! {
+        r = stream.readable(false) => r.map_err(ReadOutcome::Failed),
+        _ = monoio::time::sleep_until(deadline.into()) => Err(ReadOutcome::TimedOut),
+    }
+}
+
+/// Reads into the spare capacity of `buf` (growing it to at least `room`
+/// free bytes). Call when the stream is known to be readable.
+pub(crate) async fn read_into(
+    stream: &mut TcpStream,
+    mut buf: BytesMut,
+    room: usize,
+) -> (ReadOutcome, BytesMut) {
+    if buf.capacity() - buf.len() < room {
+        buf.reserve(room);
+    }
+    // monoio reads into a BytesMut from offset 0, overwriting what it holds;
+    // reading into the spare tail appends instead.
+    let (len, cap) = (buf.len(), buf.capacity());
+    let (r, slice) = stream.read(buf.slice_mut(len..cap)).await;
+    let buf = slice.into_inner();
+    let outcome = match r {
+        Ok(0) => ReadOutcome::Eof,
+        Ok(n) => ReadOutcome::Data(n),
+        Err(e) => ReadOutcome::Failed(e),
+    };
+    (outcome, buf)
+}
+
+/// `wait_readable` then `read_into`: a read with a deadline that loses nothing.
+pub(crate) async fn read_before(
+    stream: &mut TcpStream,
+    buf: BytesMut,
+    room: usize,
+    deadline: Instant,
+) -> (ReadOutcome, BytesMut) {
+    if let Err(outcome) = wait_readable(stream, deadline).await {
+        return (outcome, buf);
+    }
+    read_into(stream, buf, room).await
+}
+
+/// Writes all of `buf` and hands it back. Fails with `TimedOut` if one write
+/// makes no progress for `stall`: a client that stopped reading must not hold
+/// us forever. On failure the buffer is gone with the connection.
+pub(crate) async fn write_all_or_stall<T>(
+    stream: &mut TcpStream,
+    mut buf: T,
+    stall: Duration,
+) -> io::Result<T>
+where
+    T: IoBuf + Buf + 'static,
+{
+    while buf.has_remaining() {
+        let (r, b) = monoio::select! {
+            done = stream.write(buf) => done,
+            _ = monoio::time::sleep(stall) => return Err(io::ErrorKind::TimedOut.into()),
+        };
+        buf = b;
+        match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf.advance(n),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(buf)
+}
+
+/// Ends a connection politely after we have said our last word: stop
+/// sending, then discard what the peer still sends until it closes or
+/// `linger` passes. Closing with unread input makes the kernel send RST,
+/// which can destroy our final response before the peer reads it.
+pub(crate) async fn linger_close(mut stream: TcpStream, scratch: BytesMut, linger: Duration) {
+    let _ = stream.shutdown().await;
+    let deadline = Instant::now() + linger;
+    let mut buf = scratch;
+    let mut discarded = 0usize;
+    while discarded < 1 << 20 {
+        buf.clear();
+        let (outcome, b) = read_before(&mut stream, buf, 4096, deadline).await;
+        buf = b;
+        match outcome {
+            ReadOutcome::Data(n) => discarded += n,
+            _ => break,
+        }
+    }
+}

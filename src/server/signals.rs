@@ -1,0 +1,40 @@
+//! SIGINT/SIGTERM delivered synchronously to one thread.
+//!
+//! The signals are blocked before any worker starts (threads inherit the
+//! mask), so only the thread calling `wait` ever sees them.
+
+use std::io;
+
+pub struct TerminationSignals {
+    set: libc::sigset_t,
+}
+
+/// Blocks SIGINT and SIGTERM in the calling thread and all it spawns afterwards.
+pub fn block_termination_signals() -> io::Result<TerminationSignals> {
+    // SAFETY: sigset_t is plain data initialised by sigemptyset before use;
+    // pthread_sigmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(TerminationSignals { set })
+    }
+}
+
+impl TerminationSignals {
+    /// Blocks until SIGINT or SIGTERM arrives; returns its number.
+    pub fn wait(&self) -> i32 {
+        loop {
+            let mut sig = 0;
+            // SAFETY: `self.set` is a valid, initialised signal set.
+            if unsafe { libc::sigwait(&self.set, &mut sig) } == 0 {
+                return sig;
+            }
+        }
+    }
+}

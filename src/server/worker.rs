@@ -1,0 +1,175 @@
+//! One worker: a thread with its own monoio runtime, listener, connections
+//! and buffer pool. Nothing here is shared with other workers except the
+//! read-only config, the shutdown signal and the stats counters.
+
+use std::io;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::net::TcpListener;
+use tracing::{info, warn};
+
+use super::admin::serve_admin;
+use super::client::serve_client;
+use super::pool::BufferPool;
+use super::registry::Registry;
+use super::shutdown::ShutdownSignal;
+use super::stopping::Stopping;
+use crate::config::Config;
+use crate::ws::CloseCode;
+
+/// Counters a worker publishes for tests, benchmarks and (later) metrics.
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    pub accepted: AtomicU64,
+    /// The OS thread id the worker runs on (gettid).
+    pub thread_id: AtomicU64,
+}
+
+pub(crate) struct Worker {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub pool: BufferPool,
+    pub registry: Registry,
+    pub stats: Arc<WorkerStats>,
+    pub stopping: Stopping,
+}
+
+/// What a worker thread is handed when it starts.
+pub(crate) struct WorkerSeed {
+    pub id: usize,
+    pub config: Arc<Config>,
+    pub client_listener: std::net::TcpListener,
+    pub admin_listener: Option<std::net::TcpListener>,
+    pub shutdown: Arc<ShutdownSignal>,
+    pub stats: Arc<WorkerStats>,
+    /// Told once the worker serves, or why it cannot.
+    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
+}
+
+impl Worker {
+    /// The worker's whole life; returns when shutdown has completed.
+    pub async fn run(seed: WorkerSeed) -> io::Result<()> {
+        let listeners = TcpListener::from_std(seed.client_listener).and_then(|c| {
+            Ok((
+                c,
+                seed.admin_listener.map(TcpListener::from_std).transpose()?,
+            ))
+        });
+        let (client_listener, admin_listener) = match listeners {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = seed.ready.send(Err(format!(
+                    "worker {}: cannot register listeners: {e}",
+                    seed.id
+                )));
+                return Err(e);
+            }
+        };
+        let _ = seed.ready.send(Ok(()));
+        let cfg = &seed.config.client;
+        let worker = Rc::new(Worker {
+            id: seed.id,
+            pool: BufferPool::new(cfg.read_buffer_bytes, cfg.buffer_pool_buffers),
+            registry: Registry::default(),
+            stats: seed.stats,
+            config: seed.config,
+            stopping: Stopping::default(),
+        });
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() } as u64;
+        worker.stats.thread_id.store(tid, Ordering::Relaxed);
+        if let Some(admin) = admin_listener {
+            monoio::spawn(accept_loop(worker.clone(), admin, Listener::Admin));
+        }
+        let clients = monoio::spawn(accept_loop(
+            worker.clone(),
+            client_listener,
+            Listener::Client,
+        ));
+        seed.shutdown.wait(worker.id).await;
+        worker.stopping.set();
+        // The client listener closes when its loop returns: no new connections.
+        clients.await;
+        worker.drain().await;
+        Ok(())
+    }
+
+    /// After accepting stopped: give clients `shutdown_drain` to leave, then
+    /// close the rest with 1001 and wait (bounded) for their close handshakes.
+    async fn drain(&self) {
+        let drain = self.config.server.shutdown_drain;
+        if self.registry.len() > 0 {
+            info!(
+                worker = self.id,
+                connections = self.registry.len(),
+                ?drain,
+                "draining"
+            );
+        }
+        self.wait_until_empty(drain).await;
+        self.registry
+            .close_all(CloseCode::GOING_AWAY, "server shutting down");
+        let c = &self.config.client;
+        self.wait_until_empty(c.close_timeout + c.send_timeout.min(Duration::from_secs(1)))
+            .await;
+    }
+
+    async fn wait_until_empty(&self, limit: Duration) {
+        let deadline = std::time::Instant::now() + limit;
+        while self.registry.len() > 0 && std::time::Instant::now() < deadline {
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Listener {
+    Client,
+    Admin,
+}
+
+async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: Listener) {
+    loop {
+        // Wait for readiness rather than racing accept() against shutdown:
+        // an abandoned in-flight accept can leak the socket it accepted.
+        monoio::select! {
+            _ = worker.stopping.wait() => return,
+            ready = listener.readable(false) => {
+                if let Err(e) = ready {
+                    warn!(worker = worker.id, ?kind, error = %e, "listener failed");
+                    return;
+                }
+            }
+        }
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                let _ = stream.set_nodelay(true);
+                match kind {
+                    Listener::Client => {
+                        worker.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                        monoio::spawn(serve_client(worker.clone(), stream));
+                    }
+                    Listener::Admin => {
+                        monoio::spawn(serve_admin(worker.clone(), stream));
+                    }
+                }
+            }
+            Err(e) if is_out_of_fds(&e) => {
+                // Spinning on EMFILE burns the core; back off and let connections close.
+                warn!(worker = worker.id, error = %e, "accept failed: out of file descriptors");
+                monoio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => warn!(worker = worker.id, error = %e, "accept failed"),
+        }
+    }
+}
+
+fn is_out_of_fds(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}

@@ -1,0 +1,188 @@
+//! Shared helpers for the loopback tests: a gateway started in-process on
+//! free ports, and a raw WebSocket client written independently of the
+//! gateway's own codec (so the gateway is never tested against itself).
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use tether::{Config, Gateway};
+
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.server.workers = 2;
+    c.server.log_level = std::env::var("TEST_LOG").unwrap_or("warn".into());
+    c.server.shutdown_drain = Duration::from_millis(200);
+    c.client.listen = "127.0.0.1:0".parse().unwrap();
+    c.admin.listen = "127.0.0.1:0".parse().unwrap();
+    c.client.handshake_timeout = Duration::from_secs(2);
+    c.client.close_timeout = Duration::from_secs(1);
+    c
+}
+
+pub fn start(config: Config) -> Gateway {
+    tether::logging::init(&config.server.log_level);
+    Gateway::start(config).expect("gateway starts")
+}
+
+pub fn start_default() -> Gateway {
+    start(test_config())
+}
+
+pub const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+pub fn upgrade_request(path: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Sends raw bytes and reads until the server closes; returns everything received.
+pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+/// A frame as the server sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    pub fn close_code(&self) -> Option<u16> {
+        (self.opcode == 8 && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+/// A WebSocket client over a blocking socket, with hand-written framing.
+pub struct RawWs {
+    pub stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawWs {
+    pub fn connect(addr: SocketAddr, path: &str) -> RawWs {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        stream.write_all(upgrade_request(path).as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            let n = stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "closed during handshake");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "{head}"
+        );
+        RawWs {
+            stream,
+            buf: buf[end..].to_vec(),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    pub fn send(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        let f = client_frame(fin, opcode, payload);
+        self.send_raw(&f);
+    }
+
+    /// Next frame, or `None` if the server closed the TCP connection.
+    pub fn recv(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((frame, used)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = vec![0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads frames until a close frame; returns its code (1005 if none given),
+    /// or 1006 if the connection ended without one.
+    pub fn expect_close(&mut self) -> u16 {
+        while let Some(f) = self.recv() {
+            if f.opcode == 8 {
+                return f.close_code().unwrap_or(1005);
+            }
+        }
+        1006
+    }
+}
+
+/// A masked client frame.
+pub fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0xA1u8, 0x5B, 0x07, 0xE2];
+    let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+    let len = payload.len();
+    if len < 126 {
+        f.push(0x80 | len as u8);
+    } else if len < 65536 {
+        f.push(0x80 | 126);
+        f.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        f.push(0x80 | 127);
+        f.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    f.extend_from_slice(&mask);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+fn parse_server_frame(buf: &[u8]) -> Option<(Frame, usize)> {
+    if buf.len() < 2 {
+        return None;
+    }
+    assert_eq!(buf[1] & 0x80, 0, "server frames must not be masked");
+    let (len, start) = match buf[1] & 0x7F {
+        126 if buf.len() >= 4 => (u16::from_be_bytes([buf[2], buf[3]]) as usize, 4),
+        127 if buf.len() >= 10 => (
+            u64::from_be_bytes(buf[2..10].try_into().unwrap()) as usize,
+            10,
+        ),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    if buf.len() < start + len {
+        return None;
+    }
+    let frame = Frame {
+        fin: buf[0] & 0x80 != 0,
+        opcode: buf[0] & 0x0F,
+        payload: buf[start..start + len].to_vec(),
+    };
+    Some((frame, start + len))
+}
