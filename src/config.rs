@@ -12,7 +12,7 @@ use serde::{Deserialize, Deserializer};
 /// it equal to the defaults below, so the file is the documentation.
 pub const EXAMPLE_TOML: &str = include_str!("../config/tether.toml");
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -72,16 +72,6 @@ pub struct ClientConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            server: ServerConfig::default(),
-            client: ClientConfig::default(),
-            admin: AdminConfig::default(),
-        }
-    }
 }
 
 impl Default for ServerConfig {

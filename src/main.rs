@@ -1,6 +1,6 @@
 //! The `tether` command: serve, or check a configuration file.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check_config(file: &PathBuf) -> ExitCode {
+fn check_config(file: &Path) -> ExitCode {
     match Config::load(file) {
         Ok(_) => {
             println!("{}: ok", file.display());

@@ -20,10 +20,10 @@ pub(crate) async fn serve_admin(worker: Rc<Worker>, mut stream: TcpStream) {
         match reader.poll(&buf) {
             Ok(Some((head, _))) => {
                 let (status, allow, body) = match (head.method.as_str(), head.target.as_str()) {
-                    ("GET" | "HEAD", "/healthz") => (Status::OK, None, "ok\n"),
+                    ("GET", "/healthz") => (Status::OK, None, "ok\n"),
                     (_, "/healthz") => (
                         Status::METHOD_NOT_ALLOWED,
-                        Some(("Allow", "GET, HEAD")),
+                        Some(("Allow", "GET")),
                         "use GET\n",
                     ),
                     _ => (Status::NOT_FOUND, None, "no such path\n"),

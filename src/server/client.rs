@@ -59,9 +59,9 @@ pub(crate) async fn serve_client(worker: Rc<Worker>, mut stream: TcpStream) {
         Ok(out) => worker.pool.give_back(out),
         Err(_) => return,
     }
-    Session::new(worker.clone(), protocols)
-        .run(stream, buf)
-        .await;
+    // The session is a task of its own so that nothing of the handshake
+    // (head, parser, timer) stays allocated for the connection's lifetime.
+    monoio::spawn(Session::new(worker.clone(), protocols).run(stream, buf));
 }
 
 enum Answer {
@@ -75,14 +75,12 @@ enum Answer {
 fn answer(head: &RequestHead, out: &mut BytesMut) -> Answer {
     let actor = match route(&head.target) {
         Err(bad) => return refuse(out, Status::BAD_REQUEST, &[], bad.0),
-        Ok(Route::Healthz) if head.method == "GET" || head.method == "HEAD" => {
-            return refuse(out, Status::OK, &[], "ok")
-        }
+        Ok(Route::Healthz) if head.method == "GET" => return refuse(out, Status::OK, &[], "ok"),
         Ok(Route::Healthz) => {
             return refuse(
                 out,
                 Status::METHOD_NOT_ALLOWED,
-                &[("Allow", "GET, HEAD")],
+                &[("Allow", "GET")],
                 "use GET",
             )
         }

@@ -6,6 +6,7 @@
 //! once data is there. Writes may be abandoned only when the connection is
 //! being given up anyway.
 
+use std::future::Future;
 use std::io;
 use std::time::{Duration, Instant};
 
@@ -74,16 +75,31 @@ pub(crate) async fn read_before(
 /// us forever. On failure the buffer is gone with the connection.
 pub(crate) async fn write_all_or_stall<T>(
     stream: &mut TcpStream,
-    mut buf: T,
+    buf: T,
     stall: Duration,
 ) -> io::Result<T>
 where
     T: IoBuf + Buf + 'static,
 {
+    write_all_unless(stream, buf, || monoio::time::sleep(stall)).await
+}
+
+/// Writes all of `buf`, racing each write against a fresh `stop()` future;
+/// fails with `TimedOut` if `stop` wins. On failure the buffer is gone.
+pub(crate) async fn write_all_unless<T, S, F>(
+    stream: &mut TcpStream,
+    mut buf: T,
+    mut stop: S,
+) -> io::Result<T>
+where
+    T: IoBuf + Buf + 'static,
+    S: FnMut() -> F,
+    F: Future<Output = ()>,
+{
     while buf.has_remaining() {
         let (r, b) = monoio::select! {
             done = stream.write(buf) => done,
-            _ = monoio::time::sleep(stall) => return Err(io::ErrorKind::TimedOut.into()),
+            _ = stop() => return Err(io::ErrorKind::TimedOut.into()),
         };
         buf = b;
         match r {

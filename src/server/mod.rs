@@ -69,6 +69,7 @@ impl Gateway {
                 shutdown: shutdown.clone(),
                 stats: worker_stats,
                 ready: ready_tx.clone(),
+                driver,
             };
             let entries = config.server.io_uring_entries;
             let handle = std::thread::Builder::new()

@@ -6,13 +6,13 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
-use super::io::write_all_or_stall;
+use super::io::write_all_unless;
 use super::pool::BufferPool;
+use super::registry::ConnControl;
 use crate::ws::close::encode_close;
 use crate::ws::frame::{encode_frame, encode_header};
 use crate::ws::{CloseCode, OpCode};
@@ -52,20 +52,21 @@ impl Outbox {
     }
 
     /// Writes everything queued; afterwards the outbox holds no buffer.
+    /// Gives up with `TimedOut` when `control`'s deadline passes first.
     pub async fn flush(
         &mut self,
         stream: &mut TcpStream,
         pool: &BufferPool,
-        stall: Duration,
+        control: &ConnControl,
     ) -> io::Result<()> {
         while let Some(chunk) = self.chunks.pop_front() {
-            write_all_or_stall(stream, chunk, stall).await?;
+            write_all_unless(stream, chunk, || control.timer()).await?;
         }
         if let Some(tail) = self.tail.take() {
             let mut tail = if tail.is_empty() {
                 tail
             } else {
-                write_all_or_stall(stream, tail, stall).await?
+                write_all_unless(stream, tail, || control.timer()).await?
             };
             tail.clear();
             pool.give_back(tail);

@@ -38,7 +38,10 @@ impl BufferPool {
         if !buf.is_empty() {
             return;
         }
+        // Frames split off the front shrink the visible capacity; once they
+        // are dropped the whole allocation can be taken back without copying.
         buf.clear();
+        let _reclaimed = buf.try_reclaim(self.buffer_bytes);
         let cap = buf.capacity();
         let mut idle = self.idle.borrow_mut();
         if cap >= self.buffer_bytes && cap <= 4 * self.buffer_bytes && idle.len() < self.max_idle {

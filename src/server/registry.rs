@@ -1,38 +1,94 @@
-//! The WebSocket connections a worker owns, so the worker can reach them all
-//! (to close them on shutdown today; to publish to them and hibernate them later).
+//! The WebSocket connections a worker owns, and the worker's one timer.
+//!
+//! Connections keep no timer of their own (a monoio `Sleep` per socket costs
+//! hundreds of bytes while idle). Each publishes its next deadline here; a
+//! per-worker sweep wakes those whose deadline passed. The registry is also
+//! how the worker reaches every connection (shutdown today; publish and
+//! hibernation later).
 
 use std::cell::{Cell, RefCell};
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
+use std::time::{Duration, Instant};
 
 use slab::Slab;
 
 use crate::ws::CloseCode;
 
-/// What another task on the same worker can ask of a connection.
-#[derive(Default)]
+/// What wakes a connection task besides its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Signal {
+    /// Its published deadline passed.
+    Timer,
+    /// The worker asks it to close (shutdown).
+    Close(CloseCode, &'static str),
+}
+
 pub(crate) struct ConnControl {
+    deadline: Cell<Instant>,
+    timer_fired: Cell<bool>,
     close_request: Cell<Option<(CloseCode, &'static str)>>,
     waker: Cell<Option<Waker>>,
 }
 
 impl ConnControl {
+    fn new(now: Instant) -> Self {
+        ConnControl {
+            deadline: Cell::new(now),
+            timer_fired: Cell::new(false),
+            close_request: Cell::new(None),
+            waker: Cell::new(None),
+        }
+    }
+
+    /// When the sweep should next wake this connection. Forgets a timer
+    /// that fired for the previous deadline: the caller has just acted on
+    /// its state, and a still-due deadline fires again within one tick.
+    pub fn set_deadline(&self, at: Instant) {
+        self.deadline.set(at);
+        self.timer_fired.set(false);
+    }
+
     pub fn request_close(&self, code: CloseCode, reason: &'static str) {
         self.close_request.set(Some((code, reason)));
+        self.wake();
+    }
+
+    fn fire_timer(&self) {
+        self.timer_fired.set(true);
+        self.wake();
+    }
+
+    fn wake(&self) {
         if let Some(w) = self.waker.take() {
             w.wake();
         }
     }
 
-    /// Resolves with the pending request, if any arrives. Cancel-safe.
-    pub async fn next_request(&self) -> (CloseCode, &'static str) {
-        poll_fn(|cx| match self.close_request.take() {
-            Some(req) => Poll::Ready(req),
-            None => {
-                self.waker.set(Some(cx.waker().clone()));
-                Poll::Pending
+    /// The next signal (a close request before a timer). Cancel-safe.
+    pub async fn next_signal(&self) -> Signal {
+        poll_fn(|cx| {
+            if let Some((code, reason)) = self.close_request.take() {
+                return Poll::Ready(Signal::Close(code, reason));
             }
+            if self.timer_fired.replace(false) {
+                return Poll::Ready(Signal::Timer);
+            }
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Resolves when the deadline passes; close requests wait. Cancel-safe.
+    pub async fn timer(&self) {
+        poll_fn(|cx| {
+            if self.timer_fired.replace(false) {
+                return Poll::Ready(());
+            }
+            self.waker.set(Some(cx.waker().clone()));
+            Poll::Pending
         })
         .await
     }
@@ -44,24 +100,24 @@ pub(crate) struct Registry {
 }
 
 /// Removes the connection from the registry when its task ends, however it ends.
-pub(crate) struct Registration<'a> {
-    registry: &'a Registry,
+pub(crate) struct Registration {
+    registry: Rc<Registry>,
     key: usize,
     pub control: Rc<ConnControl>,
 }
 
-impl Drop for Registration<'_> {
+impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.conns.borrow_mut().remove(self.key);
     }
 }
 
 impl Registry {
-    pub fn register(&self) -> Registration<'_> {
-        let control = Rc::new(ConnControl::default());
+    pub fn register(self: &Rc<Self>, now: Instant) -> Registration {
+        let control = Rc::new(ConnControl::new(now));
         let key = self.conns.borrow_mut().insert(control.clone());
         Registration {
-            registry: self,
+            registry: self.clone(),
             key,
             control,
         }
@@ -75,5 +131,59 @@ impl Registry {
         for (_, c) in self.conns.borrow().iter() {
             c.request_close(code, reason);
         }
+    }
+
+    /// Wakes every connection whose deadline is at or before `now`.
+    pub fn sweep(&self, now: Instant) {
+        for (_, c) in self.conns.borrow().iter() {
+            if c.deadline.get() <= now && !c.timer_fired.get() {
+                c.fire_timer();
+            }
+        }
+    }
+}
+
+/// How often the sweep runs: a tenth of the shortest configured timeout,
+/// between 1 ms and 100 ms. Deadlines are met within one tick.
+pub(crate) fn sweep_tick(timeouts: &[Duration]) -> Duration {
+    let shortest = timeouts
+        .iter()
+        .copied()
+        .min()
+        .unwrap_or(Duration::from_secs(1));
+    (shortest / 10).clamp(Duration::from_millis(1), Duration::from_millis(100))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sweep_fires_only_due_connections() {
+        let registry = Rc::new(Registry::default());
+        let t0 = Instant::now();
+        let a = registry.register(t0);
+        let b = registry.register(t0);
+        a.control.set_deadline(t0 + Duration::from_secs(1));
+        b.control.set_deadline(t0 + Duration::from_secs(5));
+        registry.sweep(t0 + Duration::from_secs(2));
+        assert!(a.control.timer_fired.get());
+        assert!(!b.control.timer_fired.get());
+        drop(a);
+        assert_eq!(registry.len(), 1);
+    }
+
+    #[test]
+    fn tick_follows_the_shortest_timeout() {
+        let s = Duration::from_secs(1);
+        assert_eq!(sweep_tick(&[30 * s, 20 * s]), Duration::from_millis(100));
+        assert_eq!(
+            sweep_tick(&[Duration::from_millis(50)]),
+            Duration::from_millis(5)
+        );
+        assert_eq!(
+            sweep_tick(&[Duration::from_micros(10)]),
+            Duration::from_millis(1)
+        );
     }
 }

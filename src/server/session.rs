@@ -1,11 +1,11 @@
 //! A WebSocket session after the upgrade: the read/keepalive/close loop.
 //!
-//! One task per connection. While idle it waits for readability, a control
-//! request or its single timer, holding no buffer: read and write buffers are
-//! borrowed from the worker's pool only while bytes are in flight.
+//! One task per connection. While idle it waits for readability or a signal
+//! from its worker (timer sweep, shutdown), holding no buffer and no timer:
+//! read and write buffers are borrowed from the worker's pool only while
+//! bytes are in flight.
 
 use std::io;
-use std::pin::pin;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -15,6 +15,7 @@ use tracing::debug;
 
 use super::io::{linger_close, read_into, ReadOutcome};
 use super::outbox::Outbox;
+use super::registry::Signal;
 use super::worker::Worker;
 use crate::ws::keepalive::{Keepalive, KeepaliveAction};
 use crate::ws::{CloseCode, Decoder, Event, OpCode, ProtocolError};
@@ -45,8 +46,7 @@ pub(crate) struct Session {
 
 enum Wake {
     Readable(io::Result<()>),
-    CloseRequested(CloseCode, &'static str),
-    Timer,
+    Signal(Signal),
 }
 
 impl Session {
@@ -54,7 +54,7 @@ impl Session {
         let cfg = &worker.config.client;
         Session {
             decoder: Decoder::new(cfg.max_message_bytes),
-            keepalive: Keepalive::new(Instant::now(), cfg.ping_interval, cfg.ping_timeout),
+            keepalive: Keepalive::new(Instant::now()),
             outbox: Outbox::default(),
             state: State::Open,
             protocols,
@@ -64,7 +64,8 @@ impl Session {
 
     pub async fn run(mut self, mut stream: TcpStream, first_bytes: BytesMut) {
         let worker = self.worker.clone();
-        let registration = worker.registry.register();
+        let registration = worker.registry.register(Instant::now());
+        let control = &registration.control;
         let pool = &worker.pool;
         let cfg = &worker.config.client;
 
@@ -74,36 +75,30 @@ impl Session {
         } else {
             read_buf = self.consume(first_bytes);
         }
-        let mut timer = pin!(monoio::time::sleep_until(self.deadline().into()));
-        let mut armed_for = Some(self.deadline());
         loop {
-            if !self.outbox.is_empty()
-                && self
-                    .outbox
-                    .flush(&mut stream, pool, cfg.send_timeout)
-                    .await
-                    .is_err()
-            {
-                self.state = State::Abandoned;
+            if !self.outbox.is_empty() {
+                control.set_deadline(Instant::now() + cfg.send_timeout);
+                // Boxed: the flush and read futures are large and only live
+                // while bytes move; inline they would be part of every idle
+                // connection's footprint (see docs/ARCHITECTURE.md).
+                let flush = Box::pin(self.outbox.flush(&mut stream, pool, control));
+                if flush.await.is_err() {
+                    self.state = State::Abandoned;
+                }
             }
             if matches!(self.state, State::Finished | State::Abandoned) {
                 break;
             }
-            let deadline = self.deadline();
-            if armed_for != Some(deadline) {
-                timer.as_mut().reset(deadline.into());
-                armed_for = Some(deadline);
-            }
+            control.set_deadline(self.deadline());
             let wake = monoio::select! {
                 r = stream.readable(false) => Wake::Readable(r),
-                (code, reason) = registration.control.next_request() => Wake::CloseRequested(code, reason),
-                _ = &mut timer => Wake::Timer,
+                signal = control.next_signal() => Wake::Signal(signal),
             };
             match wake {
                 Wake::Readable(Err(_)) => self.state = State::Abandoned,
                 Wake::Readable(Ok(())) => {
                     let buf = read_buf.take().unwrap_or_else(|| pool.take());
-                    match read_into(&mut stream, buf, pool.buffer_bytes()).await {
+                    match Box::pin(read_into(&mut stream, buf, pool.buffer_bytes())).await {
                         (ReadOutcome::Data(_), buf) => {
                             self.keepalive.heard_from_peer(Instant::now());
                             read_buf = self.consume(buf);
@@ -114,17 +109,15 @@ impl Session {
                         }
                     }
                 }
-                Wake::CloseRequested(code, reason) => self.close(code, reason),
-                Wake::Timer => {
-                    armed_for = None;
-                    self.on_timer(Instant::now());
-                }
+                Wake::Signal(Signal::Close(code, reason)) => self.close(code, reason),
+                Wake::Signal(Signal::Timer) => self.on_timer(Instant::now()),
             }
         }
         drop(registration);
         if self.state == State::Finished {
+            // A task of its own, so its timer is not part of every idle session.
             let scratch = read_buf.take().unwrap_or_default();
-            linger_close(stream, scratch, cfg.close_timeout).await;
+            monoio::spawn(linger_close(stream, scratch, cfg.close_timeout));
         }
     }
 
@@ -195,14 +188,14 @@ impl Session {
     fn deadline(&self) -> Instant {
         match self.state {
             State::Closing { deadline } => deadline,
-            _ => self.keepalive.deadline(),
+            _ => self.keepalive.deadline(&self.worker.keepalive),
         }
     }
 
     fn on_timer(&mut self, now: Instant) {
         match self.state {
             State::Closing { deadline } if now >= deadline => self.state = State::Abandoned,
-            State::Open => match self.keepalive.on_timer(now) {
+            State::Open => match self.keepalive.on_timer(now, &self.worker.keepalive) {
                 KeepaliveAction::SendPing => {
                     self.outbox
                         .push(&self.worker.pool, OpCode::Ping, &Bytes::new())

@@ -14,10 +14,11 @@ use tracing::{info, warn};
 use super::admin::serve_admin;
 use super::client::serve_client;
 use super::pool::BufferPool;
-use super::registry::Registry;
+use super::registry::{sweep_tick, Registry};
 use super::shutdown::ShutdownSignal;
 use super::stopping::Stopping;
 use crate::config::Config;
+use crate::ws::keepalive::KeepalivePolicy;
 use crate::ws::CloseCode;
 
 /// Counters a worker publishes for tests, benchmarks and (later) metrics.
@@ -32,9 +33,12 @@ pub(crate) struct Worker {
     pub id: usize,
     pub config: Arc<Config>,
     pub pool: BufferPool,
-    pub registry: Registry,
+    pub registry: Rc<Registry>,
     pub stats: Arc<WorkerStats>,
+    pub keepalive: KeepalivePolicy,
     pub stopping: Stopping,
+    /// Set when the worker is done: the sweep ends.
+    pub finished: Stopping,
 }
 
 /// What a worker thread is handed when it starts.
@@ -45,6 +49,7 @@ pub(crate) struct WorkerSeed {
     pub admin_listener: Option<std::net::TcpListener>,
     pub shutdown: Arc<ShutdownSignal>,
     pub stats: Arc<WorkerStats>,
+    pub driver: super::Driver,
     /// Told once the worker serves, or why it cannot.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
 }
@@ -69,14 +74,21 @@ impl Worker {
             }
         };
         let _ = seed.ready.send(Ok(()));
+        info!(worker = seed.id, driver = %seed.driver, "worker serving");
         let cfg = &seed.config.client;
+        let keepalive = KeepalivePolicy {
+            interval: cfg.ping_interval,
+            timeout: cfg.ping_timeout,
+        };
         let worker = Rc::new(Worker {
             id: seed.id,
             pool: BufferPool::new(cfg.read_buffer_bytes, cfg.buffer_pool_buffers),
-            registry: Registry::default(),
+            registry: Rc::new(Registry::default()),
             stats: seed.stats,
             config: seed.config,
+            keepalive,
             stopping: Stopping::default(),
+            finished: Stopping::default(),
         });
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u64;
@@ -89,11 +101,14 @@ impl Worker {
             client_listener,
             Listener::Client,
         ));
+        let sweeper = monoio::spawn(sweep_timers(worker.clone()));
         seed.shutdown.wait(worker.id).await;
         worker.stopping.set();
         // The client listener closes when its loop returns: no new connections.
         clients.await;
         worker.drain().await;
+        worker.finished.set();
+        sweeper.await;
         Ok(())
     }
 
@@ -121,6 +136,23 @@ impl Worker {
         let deadline = std::time::Instant::now() + limit;
         while self.registry.len() > 0 && std::time::Instant::now() < deadline {
             monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The worker's only periodic timer: wakes connections whose deadline passed.
+async fn sweep_timers(worker: Rc<Worker>) {
+    let c = &worker.config.client;
+    let tick = sweep_tick(&[
+        c.ping_interval,
+        c.ping_timeout,
+        c.close_timeout,
+        c.send_timeout,
+    ]);
+    loop {
+        monoio::select! {
+            _ = worker.finished.wait() => return,
+            _ = monoio::time::sleep(tick) => worker.registry.sweep(std::time::Instant::now()),
         }
     }
 }

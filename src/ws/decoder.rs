@@ -40,7 +40,8 @@ struct StreamingFrame {
 #[derive(Debug)]
 pub struct Decoder {
     max_message_bytes: usize,
-    message: Option<Assembly>,
+    /// Boxed: absent on idle connections, which should stay small.
+    message: Option<Box<Assembly>>,
     frame: Option<StreamingFrame>,
 }
 
@@ -85,7 +86,7 @@ impl Decoder {
             if header.opcode.is_control() {
                 return self.control_frame(header, mask, buf);
             }
-            self.start_data_frame(header, mask)?;
+            self.start_data_frame(header)?;
             let total = header.header_len as u64 + header.payload_len;
             if self.message.is_none() && header.fin && (buf.len() as u64) >= total {
                 // Fast path: a whole single-frame message is already here.
@@ -102,11 +103,11 @@ impl Decoder {
             }
             buf.advance(header.header_len);
             if self.message.is_none() {
-                self.message = Some(Assembly {
+                self.message = Some(Box::new(Assembly {
                     text: header.opcode == OpCode::Text,
                     data: BytesMut::new(),
                     utf8: Utf8Validator::new(),
-                });
+                }));
             }
             self.frame = Some(StreamingFrame {
                 fin: header.fin,
@@ -117,7 +118,7 @@ impl Decoder {
         }
     }
 
-    fn start_data_frame(&self, header: FrameHeader, _mask: [u8; 4]) -> Result<(), ProtocolError> {
+    fn start_data_frame(&self, header: FrameHeader) -> Result<(), ProtocolError> {
         let held = match (&self.message, header.opcode) {
             (None, OpCode::Continuation) => {
                 return Err(ProtocolError::new(
@@ -170,7 +171,7 @@ impl Decoder {
         if !frame.fin {
             return Ok(None);
         }
-        let message = self.message.take().expect("checked above");
+        let message = *self.message.take().expect("checked above");
         let payload = message.data.freeze();
         if message.text {
             message.utf8.finish().map_err(|_| BAD_UTF8)?;
@@ -329,8 +330,9 @@ mod tests {
     fn oversized_message_fails_at_its_header() {
         let mut dec = Decoder::new(100);
         let mut buf = frame(false, OpCode::Binary, &[0u8; 60]);
-        buf.extend_from_slice(&frame(true, OpCode::Continuation, &[0u8; 60])[..4]);
         assert_eq!(dec.decode(&mut buf).unwrap(), None);
+        // Only the second frame's header has arrived: refused before its payload.
+        buf.extend_from_slice(&frame(true, OpCode::Continuation, &[0u8; 60])[..8]);
         assert_eq!(dec.decode(&mut buf).unwrap_err().code.0, 1009);
     }
 

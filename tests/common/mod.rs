@@ -88,7 +88,10 @@ impl RawWs {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
         let end = loop {
-            let n = stream.read(&mut chunk).unwrap();
+            let n = match stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => r.unwrap(),
+            };
             assert!(n > 0, "closed during handshake");
             buf.extend_from_slice(&chunk[..n]);
             if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -125,6 +128,7 @@ impl RawWs {
             }
             let mut chunk = vec![0u8; 65536];
             match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Ok(0) | Err(_) => return None,
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
