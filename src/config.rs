@@ -17,7 +17,45 @@ pub const EXAMPLE_TOML: &str = include_str!("../config/tether.toml");
 pub struct Config {
     pub server: ServerConfig,
     pub client: ClientConfig,
+    pub runners: RunnersConfig,
+    pub actors: ActorsConfig,
     pub admin: AdminConfig,
+}
+
+/// The runner token of the embedded defaults: fine on loopback, refused by
+/// `check-config` (and at start-up) on any other address.
+pub const DEV_RUNNER_TOKEN: &str = "tether-dev-token";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunnersConfig {
+    pub listen: SocketAddr,
+    pub token: String,
+    #[serde(deserialize_with = "size")]
+    pub max_message_bytes: usize,
+    #[serde(deserialize_with = "size")]
+    pub max_send_queue_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ActorsConfig {
+    #[serde(deserialize_with = "positive_duration")]
+    pub start_timeout: Duration,
+    /// Actor name → runner pool. Names not listed run in pool "default".
+    pub pools: std::collections::BTreeMap<String, String>,
+}
+
+/// How a failed WebSocket handshake is reported to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum HandshakeErrors {
+    /// A plain HTTP status (what non-browser clients expect).
+    #[serde(rename = "http")]
+    Http,
+    /// Complete the upgrade, then close with 4000 + status and a reason,
+    /// because browsers show every failed handshake as close 1006.
+    #[serde(rename = "close")]
+    Close,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -66,6 +104,9 @@ pub struct ClientConfig {
     #[serde(deserialize_with = "size")]
     pub read_buffer_bytes: usize,
     pub buffer_pool_buffers: usize,
+    #[serde(deserialize_with = "size")]
+    pub max_send_queue_bytes: usize,
+    pub handshake_errors: HandshakeErrors,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -100,6 +141,28 @@ impl Default for ClientConfig {
             send_timeout: Duration::from_secs(30),
             read_buffer_bytes: 16 * 1024,
             buffer_pool_buffers: 256,
+            max_send_queue_bytes: 4 * 1024 * 1024,
+            handshake_errors: HandshakeErrors::Http,
+        }
+    }
+}
+
+impl Default for RunnersConfig {
+    fn default() -> Self {
+        RunnersConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            token: DEV_RUNNER_TOKEN.to_owned(),
+            max_message_bytes: 64 * 1024 * 1024,
+            max_send_queue_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for ActorsConfig {
+    fn default() -> Self {
+        ActorsConfig {
+            start_timeout: Duration::from_secs(10),
+            pools: Default::default(),
         }
     }
 }
@@ -166,12 +229,45 @@ impl Config {
     /// Rules that involve more than one key.
     fn cross_checks(&self, text: &str) -> Vec<ConfigError> {
         let mut errors = Vec::new();
-        if self.admin.listen == self.client.listen {
+        let listeners = [
+            ("client", self.client.listen),
+            ("runners", self.runners.listen),
+            ("admin", self.admin.listen),
+        ];
+        for (i, (a, addr_a)) in listeners.iter().enumerate() {
+            for (b, addr_b) in &listeners[i + 1..] {
+                if addr_a == addr_b {
+                    errors.push(located(
+                        text,
+                        b,
+                        "listen",
+                        &format!("{b}.listen must differ from {a}.listen"),
+                    ));
+                }
+            }
+        }
+        if self.runners.token.is_empty() {
             errors.push(located(
                 text,
-                "admin",
-                "listen",
-                "admin.listen must differ from client.listen",
+                "runners",
+                "token",
+                "runners.token must not be empty",
+            ));
+        } else if self.runners.token == DEV_RUNNER_TOKEN && !self.runners.listen.ip().is_loopback()
+        {
+            errors.push(located(
+                text,
+                "runners",
+                "token",
+                "runners.listen is not a loopback address but runners.token is the development token: set a secret token",
+            ));
+        }
+        if self.runners.max_message_bytes < self.client.max_message_bytes + 64 {
+            errors.push(located(
+                text,
+                "runners",
+                "max_message_bytes",
+                "runners.max_message_bytes must exceed client.max_message_bytes (a client message travels in one tunnel message)",
             ));
         }
         if self.client.read_buffer_bytes < 512 {

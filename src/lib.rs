@@ -6,7 +6,9 @@
 pub mod config;
 pub mod http;
 pub mod logging;
+pub mod runner;
 pub mod server;
+pub mod tunnel;
 pub mod ws;
 
 pub use config::Config;

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tether::runner::{BuiltinActors, Runner, RunnerOptions};
 use tether::{Config, Gateway};
 
 #[global_allocator]
@@ -23,12 +24,37 @@ struct Cli {
 enum Command {
     /// Validate a configuration file and print every error with its position.
     CheckConfig { file: PathBuf },
+    /// Run the reference runner (actors `echo`, `chat`, `counter`) against a gateway.
+    Runner(RunnerArgs),
+    /// Start the gateway on the embedded defaults plus one in-process runner.
+    Demo,
+}
+
+#[derive(clap::Args)]
+struct RunnerArgs {
+    /// The gateway's runner listener.
+    #[arg(long, default_value = "ws://127.0.0.1:8081")]
+    gateway: String,
+    /// Runner token (the embedded default config accepts the development token).
+    #[arg(long, default_value = tether::config::DEV_RUNNER_TOKEN)]
+    token: String,
+    /// Runner pool.
+    #[arg(long, default_value = "default")]
+    pool: String,
+    /// Runner key; a runner connecting with the key of a connected one replaces it.
+    #[arg(long)]
+    key: Option<String>,
+    /// Most actors at once.
+    #[arg(long, default_value_t = 10_000)]
+    capacity: u32,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::CheckConfig { file }) => check_config(&file),
+        Some(Command::Runner(args)) => runner(args),
+        Some(Command::Demo) => demo(),
         None => serve(cli.config),
     }
 }
@@ -46,6 +72,67 @@ fn check_config(file: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn runner_options(args: &RunnerArgs) -> RunnerOptions {
+    let mut o = RunnerOptions::new(&args.gateway, &args.token);
+    o.pool = args.pool.clone();
+    o.capacity = args.capacity;
+    if let Some(k) = &args.key {
+        o.key = k.clone();
+    }
+    o
+}
+
+fn runner(args: RunnerArgs) -> ExitCode {
+    tether::logging::init("info");
+    let signals = match tether::server::signals::block_termination_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tether: cannot set up signal handling: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = runner_options(&args);
+    tracing::info!(gateway = %options.gateway, key = %options.key, pool = %options.pool, "runner starting");
+    let runner = Runner::start(options, BuiltinActors);
+    signals.wait();
+    runner.stop();
+    ExitCode::SUCCESS
+}
+
+fn demo() -> ExitCode {
+    let config = Config::default();
+    tether::logging::init(&config.server.log_level);
+    let signals = match tether::server::signals::block_termination_signals() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tether: cannot set up signal handling: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let gateway = match Gateway::start(config) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("tether: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runner = Runner::start(
+        RunnerOptions::new(
+            &format!("ws://{}", gateway.runner_addr),
+            tether::config::DEV_RUNNER_TOKEN,
+        ),
+        BuiltinActors,
+    );
+    println!(
+        "demo: open ws://{}/actors/chat/lobby from two browser tabs and chat",
+        gateway.client_addr
+    );
+    signals.wait();
+    runner.stop();
+    gateway.shutdown();
+    ExitCode::SUCCESS
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {

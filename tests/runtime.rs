@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tether::config::IoDriver;
+use tether::runner::{BuiltinActors, Runner, RunnerOptions};
 
 #[test]
 fn two_workers_run_on_two_threads_and_both_accept() {
@@ -128,10 +129,10 @@ fn wait_for_listener(addr: SocketAddr) {
 
 #[test]
 fn sigterm_closes_clients_with_1001_after_the_drain_and_exits_0() {
-    let (client, admin) = (free_port(), free_port());
+    let (client, runners, admin) = (free_port(), free_port(), free_port());
     let cfg = write_config(
         "sigterm",
-        &format!("[server]\nworkers = 2\nshutdown_drain = \"300ms\"\n[client]\nlisten = \"127.0.0.1:{client}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
+        &format!("[server]\nworkers = 2\nshutdown_drain = \"300ms\"\n[client]\nlisten = \"127.0.0.1:{client}\"\n[runners]\nlisten = \"127.0.0.1:{runners}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n"),
     );
     let child = Command::new(env!("CARGO_BIN_EXE_tether"))
         .arg("--config")
@@ -142,6 +143,14 @@ fn sigterm_closes_clients_with_1001_after_the_drain_and_exits_0() {
     let mut proc = Proc(child);
     let addr: SocketAddr = format!("127.0.0.1:{client}").parse().unwrap();
     wait_for_listener(addr);
+    let runner = Runner::start(
+        RunnerOptions::new(
+            &format!("ws://127.0.0.1:{runners}"),
+            tether::config::DEV_RUNNER_TOKEN,
+        ),
+        BuiltinActors,
+    );
+    assert!(runner.wait_connected(Duration::from_secs(10)));
     let mut ws = RawWs::connect(addr, "/actors/echo/term");
     let sent = Instant::now();
     // SAFETY: plain kill(2) on our own child's pid.
@@ -169,6 +178,7 @@ fn sigterm_closes_clients_with_1001_after_the_drain_and_exits_0() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
+    runner.stop();
     let _ = std::fs::remove_file(cfg);
 }
 

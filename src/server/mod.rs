@@ -3,14 +3,17 @@
 mod admin;
 mod client;
 pub mod driver;
+mod handoff;
 mod io;
 pub mod listener;
+mod mux;
 mod outbox;
 mod pool;
 mod registry;
 mod session;
 mod shutdown;
 pub mod signals;
+mod slot;
 mod stopping;
 mod worker;
 
@@ -30,6 +33,7 @@ use worker::{Worker, WorkerSeed};
 /// A started gateway. Dropping it does not stop it; call [`Gateway::shutdown`].
 pub struct Gateway {
     pub client_addr: SocketAddr,
+    pub runner_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub driver: Driver,
     shutdown: Arc<ShutdownSignal>,
@@ -46,10 +50,14 @@ impl Gateway {
         let nonblocking = driver == Driver::Epoll;
         let client = listener::bind_shared(config.client.listen, count, nonblocking, "client")
             .map_err(|e| e.to_string())?;
+        let runner = listener::bind_shared(config.runners.listen, count, nonblocking, "runner")
+            .map_err(|e| e.to_string())?;
         let admin = listener::bind_exclusive(config.admin.listen, nonblocking, "admin")
             .map_err(|e| e.to_string())?;
         let client_addr = client[0].local_addr().map_err(|e| e.to_string())?;
         let admin_addr = admin.local_addr().map_err(|e| e.to_string())?;
+        let runner_addr = runner[0].local_addr().map_err(|e| e.to_string())?;
+        let handoffs = Arc::new(handoff::HandoffQueues::new(count, 4096));
 
         let config = Arc::new(config);
         let shutdown = Arc::new(ShutdownSignal::new(count));
@@ -58,14 +66,17 @@ impl Gateway {
         let mut admin = Some(admin);
         let mut workers = Vec::with_capacity(count);
         let mut stats = Vec::with_capacity(count);
-        for (id, client_listener) in client.into_iter().enumerate() {
+        for (id, (client_listener, runner_listener)) in client.into_iter().zip(runner).enumerate() {
             let worker_stats = Arc::new(WorkerStats::default());
             stats.push(worker_stats.clone());
             let seed = WorkerSeed {
                 id,
                 config: config.clone(),
+                worker_count: count,
                 client_listener,
+                runner_listener,
                 admin_listener: admin.take(),
+                handoffs: handoffs.clone(),
                 shutdown: shutdown.clone(),
                 stats: worker_stats,
                 ready: ready_tx.clone(),
@@ -106,9 +117,16 @@ impl Gateway {
                 }
             }
         }
-        info!(client = %client_addr, admin = %admin_addr, workers = count, %driver, "tether is serving");
+        info!(client = %client_addr, runners = %runner_addr, admin = %admin_addr, workers = count, %driver, "tether is serving");
+        if config.runners.token == crate::config::DEV_RUNNER_TOKEN {
+            info!(
+                token = crate::config::DEV_RUNNER_TOKEN,
+                "runners authenticate with the development token (loopback only)"
+            );
+        }
         Ok(Gateway {
             client_addr,
+            runner_addr,
             admin_addr,
             driver,
             shutdown,

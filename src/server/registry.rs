@@ -7,6 +7,7 @@
 //! hibernation later).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
@@ -14,21 +15,31 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use crate::ws::CloseCode;
+use bytes::Bytes;
+
+use crate::ws::{CloseCode, OpCode};
 
 /// What wakes a connection task besides its socket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Signal {
     /// Its published deadline passed.
     Timer,
-    /// The worker asks it to close (shutdown).
-    Close(CloseCode, &'static str),
+    /// Someone on the worker asks it to close (shutdown, the runner, a full queue).
+    Close(CloseCode, String),
+    /// Frames were queued for it (or a congestion it waited on cleared).
+    Outbound,
 }
+
+/// A frame queued for a connection by another task of the same worker.
+pub(crate) type Outgoing = (OpCode, Bytes);
 
 pub(crate) struct ConnControl {
     deadline: Cell<Instant>,
     timer_fired: Cell<bool>,
-    close_request: Cell<Option<(CloseCode, &'static str)>>,
+    close_request: RefCell<Option<(CloseCode, String)>>,
+    outbound: RefCell<VecDeque<Outgoing>>,
+    outbound_bytes: Cell<usize>,
+    poked: Cell<bool>,
     waker: Cell<Option<Waker>>,
 }
 
@@ -37,7 +48,10 @@ impl ConnControl {
         ConnControl {
             deadline: Cell::new(now),
             timer_fired: Cell::new(false),
-            close_request: Cell::new(None),
+            close_request: RefCell::new(None),
+            outbound: RefCell::new(VecDeque::new()),
+            outbound_bytes: Cell::new(0),
+            poked: Cell::new(false),
             waker: Cell::new(None),
         }
     }
@@ -50,8 +64,35 @@ impl ConnControl {
         self.timer_fired.set(false);
     }
 
-    pub fn request_close(&self, code: CloseCode, reason: &'static str) {
-        self.close_request.set(Some((code, reason)));
+    /// Asks the connection to close; the first request wins.
+    pub fn request_close(&self, code: CloseCode, reason: impl Into<String>) {
+        let mut req = self.close_request.borrow_mut();
+        if req.is_none() {
+            *req = Some((code, reason.into()));
+            drop(req);
+            self.wake();
+        }
+    }
+
+    /// Queues a frame for the connection's client; returns the bytes now queued.
+    pub fn push_outbound(&self, frame: Outgoing) -> usize {
+        let total = self.outbound_bytes.get() + frame.1.len();
+        self.outbound_bytes.set(total);
+        self.outbound.borrow_mut().push_back(frame);
+        self.wake();
+        total
+    }
+
+    /// Takes everything queued, in order.
+    pub fn drain_outbound(&self, mut each: impl FnMut(Outgoing)) {
+        let frames = std::mem::take(&mut *self.outbound.borrow_mut());
+        self.outbound_bytes.set(0);
+        frames.into_iter().for_each(&mut each);
+    }
+
+    /// Wakes the task to re-check its situation (e.g. congestion cleared).
+    pub fn poke(&self) {
+        self.poked.set(true);
         self.wake();
     }
 
@@ -66,11 +107,15 @@ impl ConnControl {
         }
     }
 
-    /// The next signal (a close request before a timer). Cancel-safe.
+    /// The next signal (a close request first, then queued frames, then the
+    /// timer). Cancel-safe.
     pub async fn next_signal(&self) -> Signal {
         poll_fn(|cx| {
-            if let Some((code, reason)) = self.close_request.take() {
+            if let Some((code, reason)) = self.close_request.borrow_mut().take() {
                 return Poll::Ready(Signal::Close(code, reason));
+            }
+            if !self.outbound.borrow().is_empty() || self.poked.replace(false) {
+                return Poll::Ready(Signal::Outbound);
             }
             if self.timer_fired.replace(false) {
                 return Poll::Ready(Signal::Timer);
@@ -127,7 +172,7 @@ impl Registry {
         self.conns.borrow().len()
     }
 
-    pub fn close_all(&self, code: CloseCode, reason: &'static str) {
+    pub fn close_all(&self, code: CloseCode, reason: &str) {
         for (_, c) in self.conns.borrow().iter() {
             c.request_close(code, reason);
         }

@@ -1,9 +1,11 @@
-//! A WebSocket session after the upgrade: the read/keepalive/close loop.
+//! A WebSocket session after the upgrade: the read/keepalive/close loop,
+//! for both kinds of WebSocket the gateway terminates: a client of an actor,
+//! and a runner's tunnel.
 //!
 //! One task per connection. While idle it waits for readability or a signal
-//! from its worker (timer sweep, shutdown), holding no buffer and no timer:
-//! read and write buffers are borrowed from the worker's pool only while
-//! bytes are in flight.
+//! from its worker (queued frames, timer sweep, close request), holding no
+//! buffer and no timer: read and write buffers are borrowed from the
+//! worker's pool only while bytes are in flight.
 
 use std::io;
 use std::rc::Rc;
@@ -11,19 +13,21 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::io::{linger_close, read_into, ReadOutcome};
+use super::mux::Tunnel;
 use super::outbox::Outbox;
-use super::registry::Signal;
+use super::registry::{ConnControl, Registration, Signal};
 use super::worker::Worker;
+use crate::tunnel::{decode_frames, Frame, MessageKind, PROTOCOL_VERSION};
 use crate::ws::keepalive::{Keepalive, KeepaliveAction};
 use crate::ws::{CloseCode, Decoder, Event, OpCode, ProtocolError};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Open,
-    /// We sent a close frame and wait for the client's, until the deadline.
+    /// We sent a close frame and wait for the peer's, until the deadline.
     Closing {
         deadline: Instant,
     },
@@ -33,15 +37,26 @@ enum State {
     Abandoned,
 }
 
+/// What the session's messages are for.
+pub(crate) enum Handler {
+    /// A client of an actor: its messages go to the actor's runner.
+    Client { conn_id: u64, next_index: u64 },
+    /// A runner's tunnel, before (`tunnel: None`) and after its hello.
+    Tunnel {
+        control: Rc<ConnControl>,
+        tunnel: Option<Rc<Tunnel>>,
+    },
+}
+
 pub(crate) struct Session {
     worker: Rc<Worker>,
-    /// Offered subprotocols, kept for the runner that will choose one.
-    #[allow(dead_code)]
-    protocols: Vec<String>,
+    handler: Handler,
     decoder: Decoder,
     keepalive: Keepalive,
     outbox: Outbox,
     state: State,
+    /// The close code and reason the peer sent, reported to the runner.
+    peer_close: Option<(u16, String)>,
 }
 
 enum Wake {
@@ -50,21 +65,29 @@ enum Wake {
 }
 
 impl Session {
-    pub fn new(worker: Rc<Worker>, protocols: Vec<String>) -> Self {
-        let cfg = &worker.config.client;
+    pub fn new(worker: Rc<Worker>, handler: Handler) -> Self {
+        let max_message = match handler {
+            Handler::Client { .. } => worker.config.client.max_message_bytes,
+            Handler::Tunnel { .. } => worker.config.runners.max_message_bytes,
+        };
         Session {
-            decoder: Decoder::new(cfg.max_message_bytes),
+            decoder: Decoder::new(max_message),
             keepalive: Keepalive::new(Instant::now()),
             outbox: Outbox::default(),
             state: State::Open,
-            protocols,
+            handler,
             worker,
+            peer_close: None,
         }
     }
 
-    pub async fn run(mut self, mut stream: TcpStream, first_bytes: BytesMut) {
+    pub async fn run(
+        mut self,
+        mut stream: TcpStream,
+        first_bytes: BytesMut,
+        registration: Registration,
+    ) {
         let worker = self.worker.clone();
-        let registration = worker.registry.register(Instant::now());
         let control = &registration.control;
         let pool = &worker.pool;
         let cfg = &worker.config.client;
@@ -85,14 +108,25 @@ impl Session {
                 if flush.await.is_err() {
                     self.state = State::Abandoned;
                 }
+                if let Handler::Tunnel {
+                    tunnel: Some(tunnel),
+                    ..
+                } = &self.handler
+                {
+                    tunnel.flushed();
+                }
             }
             if matches!(self.state, State::Finished | State::Abandoned) {
                 break;
             }
             control.set_deadline(self.deadline());
-            let wake = monoio::select! {
-                r = stream.readable(false) => Wake::Readable(r),
-                signal = control.next_signal() => Wake::Signal(signal),
+            let wake = if self.must_not_read(&registration) {
+                Wake::Signal(control.next_signal().await)
+            } else {
+                monoio::select! {
+                    r = stream.readable(false) => Wake::Readable(r),
+                    signal = control.next_signal() => Wake::Signal(signal),
+                }
             };
             match wake {
                 Wake::Readable(Err(_)) => self.state = State::Abandoned,
@@ -104,20 +138,79 @@ impl Session {
                             read_buf = self.consume(buf);
                         }
                         (outcome, _) => {
-                            debug!(?outcome, "client went away without a close frame");
+                            debug!(?outcome, "peer went away without a close frame");
                             self.state = State::Abandoned;
                         }
                     }
                 }
-                Wake::Signal(Signal::Close(code, reason)) => self.close(code, reason),
+                Wake::Signal(Signal::Close(code, reason)) => self.close(code, &reason),
+                Wake::Signal(Signal::Outbound) => self.collect_outbound(&registration),
                 Wake::Signal(Signal::Timer) => self.on_timer(Instant::now()),
             }
         }
+        self.ended();
         drop(registration);
         if self.state == State::Finished {
             // A task of its own, so its timer is not part of every idle session.
             let scratch = read_buf.take().unwrap_or_default();
             monoio::spawn(linger_close(stream, scratch, cfg.close_timeout));
+        }
+    }
+
+    /// A client of a congested tunnel stops reading (backpressure on that
+    /// runner's clients only) until the tunnel drains and pokes it.
+    fn must_not_read(&self, registration: &Registration) -> bool {
+        let Handler::Client { conn_id, .. } = self.handler else {
+            return false;
+        };
+        match self.worker.mux.tunnel_of(conn_id) {
+            Some(t) if t.is_congested() && self.state == State::Open => {
+                t.wait_until_uncongested(&registration.control);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn collect_outbound(&mut self, registration: &Registration) {
+        let pool = &self.worker.pool;
+        match &self.handler {
+            Handler::Client { .. } => {
+                let outbox = &mut self.outbox;
+                let open = self.state == State::Open;
+                registration.control.drain_outbound(|(op, payload)| {
+                    if open {
+                        outbox.push(pool, op, &payload);
+                    }
+                });
+            }
+            Handler::Tunnel {
+                tunnel: Some(tunnel),
+                ..
+            } => {
+                if let Some(batch) = tunnel.take_pending() {
+                    self.outbox.push(pool, OpCode::Binary, &batch);
+                }
+            }
+            Handler::Tunnel { tunnel: None, .. } => {}
+        }
+    }
+
+    /// The session is over: let the rest of the worker know.
+    fn ended(&mut self) {
+        match &self.handler {
+            Handler::Client { conn_id, .. } => {
+                let (code, reason) = self
+                    .peer_close
+                    .take()
+                    .unwrap_or((1006, "connection lost".into()));
+                self.worker.mux.client_closed(*conn_id, code, &reason);
+            }
+            Handler::Tunnel {
+                tunnel: Some(tunnel),
+                ..
+            } => self.worker.mux.remove_tunnel(tunnel),
+            Handler::Tunnel { tunnel: None, .. } => {}
         }
     }
 
@@ -145,12 +238,17 @@ impl Session {
     fn on_event(&mut self, event: Event) {
         let pool = &self.worker.pool;
         match (event, self.state) {
-            (Event::Text(payload), State::Open) => self.on_message(OpCode::Text, payload),
-            (Event::Binary(payload), State::Open) => self.on_message(OpCode::Binary, payload),
+            (Event::Text(payload), State::Open) => self.on_message(MessageKind::Text, payload),
+            (Event::Binary(payload), State::Open) => self.on_message(MessageKind::Binary, payload),
             (Event::Ping(payload), State::Open) => self.outbox.push(pool, OpCode::Pong, &payload),
             (Event::Close(frame), State::Open) => {
                 // Echo the status code back (RFC 6455 §5.5.1), then we are done.
-                self.outbox.push_close(pool, frame.map(|f| f.code), "");
+                let code = frame.as_ref().map(|f| f.code);
+                self.peer_close = Some(match &frame {
+                    Some(f) => (f.code.0, String::from_utf8_lossy(&f.reason).into_owned()),
+                    None => (1005, String::new()),
+                });
+                self.outbox.push_close(pool, code, "");
                 self.state = State::Finished;
             }
             (Event::Close(_), State::Closing { .. }) => self.state = State::Finished,
@@ -159,19 +257,65 @@ impl Session {
         }
     }
 
-    /// The built-in echo handler: every message goes back as it came.
-    fn on_message(&mut self, opcode: OpCode, payload: Bytes) {
-        self.outbox.push(&self.worker.pool, opcode, &payload);
+    fn on_message(&mut self, kind: MessageKind, payload: Bytes) {
+        match &mut self.handler {
+            Handler::Client {
+                conn_id,
+                next_index,
+            } => {
+                if let Some(tunnel) = self.worker.mux.tunnel_of(*conn_id) {
+                    *next_index += 1;
+                    tunnel.send_message(*conn_id, *next_index, kind, &payload);
+                }
+            }
+            Handler::Tunnel { .. } if kind == MessageKind::Text => {
+                self.fail(ProtocolError::new(
+                    CloseCode(1003),
+                    "tunnel messages are binary",
+                ));
+            }
+            Handler::Tunnel { .. } => self.on_tunnel_message(payload),
+        }
+    }
+
+    fn on_tunnel_message(&mut self, payload: Bytes) {
+        for frame in decode_frames(payload) {
+            let frame = match frame {
+                Ok(f) => f,
+                Err(e) => {
+                    warn!(error = %e, "malformed tunnel frame: closing that tunnel");
+                    return self.fail(ProtocolError::new(CloseCode::PROTOCOL, e.0));
+                }
+            };
+            let Handler::Tunnel { control, tunnel } = &mut self.handler else {
+                return;
+            };
+            let result = match tunnel {
+                Some(tunnel) => self.worker.mux.on_tunnel_frame(tunnel, frame),
+                None => match hello(&self.worker, frame, control.clone()) {
+                    Ok(t) => {
+                        *tunnel = Some(t);
+                        Ok(())
+                    }
+                    Err(reason) => return self.fail_with(CloseCode::PROTOCOL, reason),
+                },
+            };
+            if let Err(e) = result {
+                warn!(error = %e, "tunnel protocol violation: closing that tunnel");
+                return self.fail(ProtocolError::new(CloseCode::PROTOCOL, e.0));
+            }
+        }
     }
 
     fn fail(&mut self, error: ProtocolError) {
-        debug!(
-            code = error.code.0,
-            reason = error.reason,
-            "failing websocket"
-        );
+        self.fail_with(error.code, error.reason.to_owned());
+    }
+
+    fn fail_with(&mut self, code: CloseCode, reason: String) {
+        debug!(code = code.0, %reason, "failing websocket");
         self.outbox
-            .push_close(&self.worker.pool, Some(error.code), error.reason);
+            .push_close(&self.worker.pool, Some(code), &reason);
+        self.peer_close = Some((1006, format!("gateway closed the connection: {reason}")));
         self.state = State::Finished;
     }
 
@@ -201,12 +345,13 @@ impl Session {
                         .push(&self.worker.pool, OpCode::Ping, &Bytes::new())
                 }
                 KeepaliveAction::PeerDead => {
-                    debug!("client missed ping_timeout");
+                    debug!("peer missed ping_timeout");
                     self.outbox.push_close(
                         &self.worker.pool,
                         Some(CloseCode::GOING_AWAY),
                         "ping timeout",
                     );
+                    self.peer_close = Some((1006, "ping timeout".into()));
                     self.state = State::Abandoned;
                 }
                 KeepaliveAction::Nothing => {}
@@ -214,4 +359,24 @@ impl Session {
             _ => {}
         }
     }
+}
+
+/// A runner's first frame: check its version, register its tunnel, welcome it.
+fn hello(worker: &Worker, frame: Frame, control: Rc<ConnControl>) -> Result<Rc<Tunnel>, String> {
+    let Frame::Hello { version, .. } = &frame else {
+        return Err("the first tunnel frame must be hello".into());
+    };
+    if *version != PROTOCOL_VERSION {
+        return Err(format!(
+            "unsupported tunnel protocol version {version}; this gateway speaks {PROTOCOL_VERSION}"
+        ));
+    }
+    let tunnel = worker.mux.add_tunnel(&frame, control).ok_or("bad hello")?;
+    tunnel.send(&Frame::Welcome {
+        version: PROTOCOL_VERSION,
+        workers: worker.worker_count as u32,
+        tunnel_index: worker.id as u32,
+        ping_interval_ms: worker.config.client.ping_interval.as_millis() as u64,
+    });
+    Ok(tunnel)
 }

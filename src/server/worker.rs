@@ -1,6 +1,7 @@
-//! One worker: a thread with its own monoio runtime, listener, connections
-//! and buffer pool. Nothing here is shared with other workers except the
-//! read-only config, the shutdown signal and the stats counters.
+//! One worker: a thread with its own monoio runtime, listeners, connections,
+//! tunnels, actors and buffer pool. Nothing here is shared with other workers
+//! except the read-only config, the shutdown signal, the hand-off queues and
+//! the stats counters.
 
 use std::io;
 use std::rc::Rc;
@@ -12,7 +13,9 @@ use monoio::net::TcpListener;
 use tracing::{info, warn};
 
 use super::admin::serve_admin;
-use super::client::serve_client;
+use super::client::{serve_handoff, serve_http};
+use super::handoff::{HandoffQueues, Listener};
+use super::mux::Mux;
 use super::pool::BufferPool;
 use super::registry::{sweep_tick, Registry};
 use super::shutdown::ShutdownSignal;
@@ -24,6 +27,7 @@ use crate::ws::CloseCode;
 /// Counters a worker publishes for tests, benchmarks and (later) metrics.
 #[derive(Debug, Default)]
 pub struct WorkerStats {
+    /// Connections accepted on this worker's client listener.
     pub accepted: AtomicU64,
     /// The OS thread id the worker runs on (gettid).
     pub thread_id: AtomicU64,
@@ -31,9 +35,12 @@ pub struct WorkerStats {
 
 pub(crate) struct Worker {
     pub id: usize,
+    pub worker_count: usize,
     pub config: Arc<Config>,
     pub pool: BufferPool,
     pub registry: Rc<Registry>,
+    pub mux: Mux,
+    pub handoffs: Arc<HandoffQueues>,
     pub stats: Arc<WorkerStats>,
     pub keepalive: KeepalivePolicy,
     pub stopping: Stopping,
@@ -44,9 +51,12 @@ pub(crate) struct Worker {
 /// What a worker thread is handed when it starts.
 pub(crate) struct WorkerSeed {
     pub id: usize,
+    pub worker_count: usize,
     pub config: Arc<Config>,
     pub client_listener: std::net::TcpListener,
+    pub runner_listener: std::net::TcpListener,
     pub admin_listener: Option<std::net::TcpListener>,
+    pub handoffs: Arc<HandoffQueues>,
     pub shutdown: Arc<ShutdownSignal>,
     pub stats: Arc<WorkerStats>,
     pub driver: super::Driver,
@@ -57,13 +67,14 @@ pub(crate) struct WorkerSeed {
 impl Worker {
     /// The worker's whole life; returns when shutdown has completed.
     pub async fn run(seed: WorkerSeed) -> io::Result<()> {
-        let listeners = TcpListener::from_std(seed.client_listener).and_then(|c| {
-            Ok((
-                c,
+        let listeners = (|| {
+            Ok::<_, io::Error>((
+                TcpListener::from_std(seed.client_listener)?,
+                TcpListener::from_std(seed.runner_listener)?,
                 seed.admin_listener.map(TcpListener::from_std).transpose()?,
             ))
-        });
-        let (client_listener, admin_listener) = match listeners {
+        })();
+        let (client_listener, runner_listener, admin_listener) = match listeners {
             Ok(l) => l,
             Err(e) => {
                 let _ = seed.ready.send(Err(format!(
@@ -75,20 +86,26 @@ impl Worker {
         };
         let _ = seed.ready.send(Ok(()));
         info!(worker = seed.id, driver = %seed.driver, "worker serving");
-        let cfg = &seed.config.client;
-        let keepalive = KeepalivePolicy {
-            interval: cfg.ping_interval,
-            timeout: cfg.ping_timeout,
-        };
+        let cfg = &seed.config;
         let worker = Rc::new(Worker {
             id: seed.id,
-            pool: BufferPool::new(cfg.read_buffer_bytes, cfg.buffer_pool_buffers),
+            worker_count: seed.worker_count,
+            pool: BufferPool::new(cfg.client.read_buffer_bytes, cfg.client.buffer_pool_buffers),
             registry: Rc::new(Registry::default()),
+            mux: Mux::new(
+                seed.id,
+                cfg.runners.max_send_queue_bytes,
+                cfg.client.max_send_queue_bytes,
+            ),
+            handoffs: seed.handoffs,
             stats: seed.stats,
-            config: seed.config,
-            keepalive,
+            keepalive: KeepalivePolicy {
+                interval: cfg.client.ping_interval,
+                timeout: cfg.client.ping_timeout,
+            },
             stopping: Stopping::default(),
             finished: Stopping::default(),
+            config: seed.config,
         });
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u64;
@@ -101,11 +118,19 @@ impl Worker {
             client_listener,
             Listener::Client,
         ));
+        let runners = monoio::spawn(accept_loop(
+            worker.clone(),
+            runner_listener,
+            Listener::Runner,
+        ));
+        let handoffs = monoio::spawn(receive_handoffs(worker.clone()));
         let sweeper = monoio::spawn(sweep_timers(worker.clone()));
         seed.shutdown.wait(worker.id).await;
         worker.stopping.set();
-        // The client listener closes when its loop returns: no new connections.
+        // The listeners close when their loops return: no new connections.
         clients.await;
+        runners.await;
+        handoffs.await;
         worker.drain().await;
         worker.finished.set();
         sweeper.await;
@@ -157,10 +182,15 @@ async fn sweep_timers(worker: Rc<Worker>) {
     }
 }
 
-#[derive(Clone, Copy, Debug)]
-enum Listener {
-    Client,
-    Admin,
+/// Serves connections other workers accepted for this one.
+async fn receive_handoffs(worker: Rc<Worker>) {
+    loop {
+        let handoff = monoio::select! {
+            _ = worker.stopping.wait() => return,
+            h = worker.handoffs.receive(worker.id) => h,
+        };
+        monoio::spawn(serve_handoff(worker.clone(), handoff));
+    }
 }
 
 async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: Listener) {
@@ -182,7 +212,10 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: Listener) 
                 match kind {
                     Listener::Client => {
                         worker.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                        monoio::spawn(serve_client(worker.clone(), stream));
+                        monoio::spawn(serve_http(worker.clone(), stream, kind));
+                    }
+                    Listener::Runner => {
+                        monoio::spawn(serve_http(worker.clone(), stream, kind));
                     }
                     Listener::Admin => {
                         monoio::spawn(serve_admin(worker.clone(), stream));

@@ -8,10 +8,12 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
+use tether::runner::{ActorFactory, BuiltinActors, Runner, RunnerOptions};
 use tether::{Config, Gateway};
 
 pub fn test_config() -> Config {
     let mut c = Config::default();
+    c.runners.listen = "127.0.0.1:0".parse().unwrap();
     c.server.workers = 2;
     c.server.log_level = std::env::var("TEST_LOG").unwrap_or("warn".into());
     c.server.shutdown_drain = Duration::from_millis(200);
@@ -22,12 +24,92 @@ pub fn test_config() -> Config {
     c
 }
 
-pub fn start(config: Config) -> Gateway {
-    tether::logging::init(&config.server.log_level);
-    Gateway::start(config).expect("gateway starts")
+/// A gateway and (usually) one reference runner connected to it.
+pub struct Harness {
+    pub client_addr: SocketAddr,
+    pub runner_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub driver: tether::server::Driver,
+    gateway: Option<Gateway>,
+    runners: Vec<Runner>,
 }
 
-pub fn start_default() -> Gateway {
+impl Harness {
+    pub fn worker_stats(&self) -> &[std::sync::Arc<tether::server::WorkerStats>] {
+        self.gateway.as_ref().unwrap().worker_stats()
+    }
+
+    pub fn runner_url(&self) -> String {
+        format!("ws://{}", self.runner_addr)
+    }
+
+    /// Starts another runner with these actors and waits until all its tunnels are up.
+    pub fn add_runner(&mut self, options: RunnerOptions, actors: impl ActorFactory) -> usize {
+        let runner = Runner::start(options, actors);
+        assert!(
+            runner.wait_connected(Duration::from_secs(10)),
+            "runner connects"
+        );
+        self.runners.push(runner);
+        self.runners.len() - 1
+    }
+
+    pub fn runner(&self, i: usize) -> &Runner {
+        &self.runners[i]
+    }
+
+    pub fn take_runner(&mut self, i: usize) -> Runner {
+        self.runners.remove(i)
+    }
+
+    pub fn runner_options(&self) -> RunnerOptions {
+        RunnerOptions::new(&self.runner_url(), tether::config::DEV_RUNNER_TOKEN)
+    }
+
+    pub fn shutdown(mut self) {
+        for r in self.runners.drain(..) {
+            r.stop();
+        }
+        if let Some(g) = self.gateway.take() {
+            g.shutdown();
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        for r in self.runners.drain(..) {
+            r.stop();
+        }
+        if let Some(g) = self.gateway.take() {
+            g.shutdown();
+        }
+    }
+}
+
+/// A gateway with no runner.
+pub fn start_bare(config: Config) -> Harness {
+    tether::logging::init(&config.server.log_level);
+    let g = Gateway::start(config).expect("gateway starts");
+    Harness {
+        client_addr: g.client_addr,
+        runner_addr: g.runner_addr,
+        admin_addr: g.admin_addr,
+        driver: g.driver,
+        gateway: Some(g),
+        runners: Vec::new(),
+    }
+}
+
+/// A gateway and one reference runner (echo, chat, counter).
+pub fn start(config: Config) -> Harness {
+    let mut h = start_bare(config);
+    let options = h.runner_options();
+    h.add_runner(options, BuiltinActors);
+    h
+}
+
+pub fn start_default() -> Harness {
     start(test_config())
 }
 

@@ -1,0 +1,107 @@
+//! What a runner's actors implement, and what they can do.
+
+use std::collections::{BTreeSet, HashMap};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::tunnel::{encode_frame, encode_message, Frame, MessageKind};
+
+/// A client connection's id, unique within the gateway.
+pub type ConnId = u64;
+
+/// A WebSocket message between an actor and a client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    Text(String),
+    Binary(Bytes),
+}
+
+/// What the gateway tells an actor about a new client connection.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, Bytes)>,
+    /// Subprotocols the client offered, in its order of preference.
+    pub protocols: Vec<String>,
+}
+
+/// An actor's answer to a connection: accept (optionally choosing one of the
+/// offered subprotocols) or reject with an HTTP status the client will see.
+pub enum OpenDecision {
+    Accept { protocol: Option<String> },
+    Reject { status: u16, reason: String },
+}
+
+/// One actor instance: a name and key, state, and handlers. Handlers run on
+/// the tunnel's thread one at a time, so an actor never needs a lock.
+pub trait Actor: Send {
+    fn on_open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _info: &ConnInfo) -> OpenDecision {
+        OpenDecision::Accept { protocol: None }
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, message: Message);
+    fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _code: u16, _reason: &str) {}
+}
+
+/// Creates actors by name. Shared by all tunnels of a runner.
+pub trait ActorFactory: Send + Sync + 'static {
+    /// The actor names this runner can run (announced in its hello).
+    fn actor_names(&self) -> Vec<String>;
+    /// A new instance, or `None` if `name` is not one of ours.
+    fn create(&self, name: &str, key: &[String]) -> Option<Box<dyn Actor>>;
+}
+
+/// What an actor can do from inside a handler. Everything it asks is sent to
+/// the gateway when the handler returns, in order.
+pub struct Ctx<'a> {
+    pub(crate) actor_id: u64,
+    pub(crate) conns: &'a BTreeSet<ConnId>,
+    pub(crate) out: &'a mut BytesMut,
+    pub(crate) out_index: &'a mut HashMap<ConnId, u64>,
+}
+
+impl Ctx<'_> {
+    /// The actor's open connections.
+    pub fn connections(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.conns.iter().copied()
+    }
+
+    pub fn send(&mut self, conn: ConnId, message: &Message) {
+        let index = self.out_index.entry(conn).or_insert(0);
+        *index += 1;
+        let (kind, payload): (MessageKind, &[u8]) = match message {
+            Message::Text(t) => (MessageKind::Text, t.as_bytes()),
+            Message::Binary(b) => (MessageKind::Binary, b),
+        };
+        encode_message(self.out, conn, *index, kind, payload);
+    }
+
+    /// Sends `message` to every connection of this actor.
+    pub fn broadcast(&mut self, message: &Message) {
+        let conns: Vec<ConnId> = self.conns.iter().copied().collect();
+        for c in conns {
+            self.send(c, message);
+        }
+    }
+
+    pub fn close(&mut self, conn: ConnId, code: u16, reason: &str) {
+        encode_frame(
+            self.out,
+            &Frame::Close {
+                conn_id: conn,
+                code,
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
+    /// Asks the gateway to put this actor to sleep.
+    pub fn sleep(&mut self) {
+        encode_frame(
+            self.out,
+            &Frame::SleepRequest {
+                actor_id: self.actor_id,
+            },
+        );
+    }
+}

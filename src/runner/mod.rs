@@ -1,0 +1,133 @@
+//! The Rust runner library: dial out to a gateway, keep one tunnel per
+//! gateway worker, run actors as handlers, reconnect with backoff.
+//!
+//! ```no_run
+//! use tether::runner::{Runner, RunnerOptions, BuiltinActors};
+//! let runner = Runner::start(RunnerOptions::new("ws://127.0.0.1:8081", "tether-dev-token"), BuiltinActors);
+//! // ... later
+//! runner.stop();
+//! ```
+
+mod actor;
+mod builtin;
+mod tunnel_client;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use actor::{Actor, ActorFactory, ConnId, ConnInfo, Ctx, Message, OpenDecision};
+pub use builtin::{BuiltinActors, Chat, Counter, Echo};
+
+#[derive(Debug, Clone)]
+pub struct RunnerOptions {
+    /// The gateway's runner listener, e.g. `ws://127.0.0.1:8081`.
+    pub gateway: String,
+    pub token: String,
+    pub pool: String,
+    /// Unique per runner process; a new connection with the same key replaces the old one.
+    pub key: String,
+    /// Most actors this runner runs at once (across all its tunnels).
+    pub capacity: u32,
+    /// Longest pause between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl RunnerOptions {
+    pub fn new(gateway: &str, token: &str) -> Self {
+        RunnerOptions {
+            gateway: gateway.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+            pool: "default".into(),
+            key: format!(
+                "runner-{}-{}",
+                std::process::id(),
+                NEXT_KEY.fetch_add(1, Ordering::Relaxed)
+            ),
+            capacity: 10_000,
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+static NEXT_KEY: AtomicUsize = AtomicUsize::new(1);
+
+/// State shared by a runner's tunnel threads.
+pub(crate) struct Shared {
+    pub options: RunnerOptions,
+    pub factory: Box<dyn ActorFactory>,
+    pub stopped: AtomicBool,
+    /// Actors running now, across tunnels (checked against capacity).
+    pub running: AtomicUsize,
+    /// Tunnels connected now.
+    pub connected: AtomicUsize,
+    /// How many tunnels exist (learned from the gateway's welcome).
+    pub spawned: AtomicUsize,
+    pub threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A running runner: threads, one per tunnel, until `stop`.
+pub struct Runner {
+    shared: Arc<Shared>,
+}
+
+impl Runner {
+    pub fn start(options: RunnerOptions, factory: impl ActorFactory) -> Runner {
+        let shared = Arc::new(Shared {
+            options,
+            factory: Box::new(factory),
+            stopped: AtomicBool::new(false),
+            running: AtomicUsize::new(0),
+            connected: AtomicUsize::new(0),
+            spawned: AtomicUsize::new(1),
+            threads: Mutex::new(Vec::new()),
+        });
+        tunnel_client::spawn_tunnel(&shared, 0);
+        Runner { shared }
+    }
+
+    /// Tunnels currently connected.
+    pub fn connected_tunnels(&self) -> usize {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Actors currently running on this runner.
+    pub fn running_actors(&self) -> usize {
+        self.shared.running.load(Ordering::Acquire)
+    }
+
+    /// Blocks until every tunnel of the gateway is connected, or `timeout`.
+    pub fn wait_connected(&self, timeout: Duration) -> bool {
+        let until = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < until {
+            let spawned = self.shared.spawned.load(Ordering::Acquire);
+            if self.connected_tunnels() >= spawned && self.shared.welcomed() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// Closes every tunnel and waits for the threads to end.
+    pub fn stop(self) {
+        self.shared.stopped.store(true, Ordering::Release);
+        loop {
+            let handle = self.shared.threads.lock().ok().and_then(|mut t| t.pop());
+            match handle {
+                Some(h) => {
+                    let _ = h.join();
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Tunnel 0 has been welcomed, so the number of tunnels is known.
+    fn welcomed(&self) -> bool {
+        self.spawned.load(Ordering::Acquire) > 1 || self.connected.load(Ordering::Acquire) > 0
+    }
+}

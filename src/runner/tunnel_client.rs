@@ -1,0 +1,349 @@
+//! One tunnel of a runner: a blocking WebSocket client on its own thread,
+//! reconnecting with exponential backoff.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::TcpStream;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tracing::{debug, info, warn};
+use tungstenite::client::IntoClientRequest;
+use tungstenite::protocol::WebSocketConfig;
+use tungstenite::{Message as WsMessage, WebSocket};
+
+use super::actor::{Actor, ConnId, ConnInfo, Ctx, Message, OpenDecision};
+use super::Shared;
+use crate::tunnel::{decode_frames, encode_frame, Frame, MessageKind, PROTOCOL_VERSION};
+
+pub(crate) fn spawn_tunnel(shared: &Arc<Shared>, index: u32) {
+    let s = shared.clone();
+    let handle = std::thread::Builder::new()
+        .name(format!("runner-tunnel-{index}"))
+        .spawn(move || run_tunnel(s, index))
+        .expect("spawn a runner tunnel thread");
+    if let Ok(mut threads) = shared.threads.lock() {
+        threads.push(handle);
+    }
+}
+
+fn run_tunnel(shared: Arc<Shared>, index: u32) {
+    let mut backoff = Duration::from_millis(50);
+    while !shared.stopped.load(Ordering::Acquire) {
+        match connect(&shared, index) {
+            Ok(ws) => {
+                backoff = Duration::from_millis(50);
+                shared.connected.fetch_add(1, Ordering::AcqRel);
+                let mut tunnel = TunnelState::default();
+                let result = tunnel.serve(&shared, ws, index);
+                shared.connected.fetch_sub(1, Ordering::AcqRel);
+                shared
+                    .running
+                    .fetch_sub(tunnel.actors.len(), Ordering::AcqRel);
+                match result {
+                    Ok(()) => return,
+                    Err(e) => warn!(tunnel = index, error = %e, "tunnel lost; reconnecting"),
+                }
+            }
+            Err(e) => debug!(tunnel = index, error = %e, "cannot connect to the gateway"),
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(shared.options.max_backoff);
+    }
+}
+
+type Ws = WebSocket<TcpStream>;
+
+fn connect(shared: &Shared, index: u32) -> Result<Ws, String> {
+    let o = &shared.options;
+    let url = format!("{}/runners/connect?tunnel={index}", o.gateway);
+    let mut request = url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| e.to_string())?;
+    let auth = format!("Bearer {}", o.token)
+        .parse()
+        .map_err(|_| "token is not a valid header value".to_string())?;
+    request.headers_mut().insert("authorization", auth);
+    let host = request
+        .uri()
+        .host()
+        .ok_or("gateway URL has no host")?
+        .to_owned();
+    let port = request.uri().port_u16().unwrap_or(80);
+    let stream = TcpStream::connect((host.as_str(), port)).map_err(|e| e.to_string())?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(256 << 20))
+        .max_frame_size(Some(256 << 20));
+    let (mut ws, _) = tungstenite::client::client_with_config(request, stream, Some(config))
+        .map_err(|e| match e {
+            tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r)) => {
+                format!("gateway refused the tunnel: {}", r.status())
+            }
+            other => other.to_string(),
+        })?;
+    let mut hello = BytesMut::new();
+    encode_frame(
+        &mut hello,
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+            runner_key: o.key.clone(),
+            pool: o.pool.clone(),
+            capacity: o.capacity,
+            tunnel_index: index,
+            actor_names: shared.factory.actor_names(),
+        },
+    );
+    ws.send(WsMessage::Binary(hello.freeze()))
+        .map_err(|e| e.to_string())?;
+    // Short reads so the thread notices `stop` promptly.
+    ws.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .map_err(|e| e.to_string())?;
+    Ok(ws)
+}
+
+struct ActorSlot {
+    actor: Box<dyn Actor>,
+    conns: BTreeSet<ConnId>,
+}
+
+/// The actors and connections of one tunnel.
+#[derive(Default)]
+struct TunnelState {
+    actors: HashMap<u64, ActorSlot>,
+    conn_actor: HashMap<ConnId, u64>,
+    /// Highest message index handled per connection: replays are dropped.
+    last_index: HashMap<ConnId, u64>,
+    out_index: HashMap<ConnId, u64>,
+}
+
+fn is_timeout(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
+}
+
+impl TunnelState {
+    /// Serves the tunnel until it fails (`Err`) or the runner stops (`Ok`).
+    fn serve(&mut self, shared: &Arc<Shared>, mut ws: Ws, index: u32) -> Result<(), String> {
+        loop {
+            if shared.stopped.load(Ordering::Acquire) {
+                let _ = ws.close(None);
+                let _ = ws.flush();
+                return Ok(());
+            }
+            let message = match ws.read() {
+                Ok(m) => m,
+                Err(e) if is_timeout(&e) => continue,
+                Err(e) => return Err(e.to_string()),
+            };
+            let batch = match message {
+                WsMessage::Binary(b) => b,
+                WsMessage::Close(frame) => {
+                    return Err(format!("gateway closed the tunnel: {frame:?}"))
+                }
+                _ => continue,
+            };
+            let mut out = BytesMut::new();
+            for frame in decode_frames(batch) {
+                let frame = frame.map_err(|e| format!("malformed frame from the gateway: {e}"))?;
+                self.handle(shared, frame, index, &mut out);
+            }
+            if !out.is_empty() {
+                ws.send(WsMessage::Binary(out.freeze()))
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+    }
+
+    fn handle(&mut self, shared: &Arc<Shared>, frame: Frame, index: u32, out: &mut BytesMut) {
+        match frame {
+            Frame::Welcome { workers, .. } if index == 0 => {
+                info!(workers, "connected to the gateway");
+                // Tunnel 0 learns how many tunnels the gateway wants: one per worker.
+                let have = shared.spawned.load(Ordering::Acquire) as u32;
+                for i in have..workers {
+                    spawn_tunnel(shared, i);
+                }
+                shared
+                    .spawned
+                    .store(workers.max(1) as usize, Ordering::Release);
+            }
+            Frame::StartActor {
+                actor_id,
+                name,
+                key,
+                ..
+            } => {
+                let running = shared.running.fetch_add(1, Ordering::AcqRel);
+                let created = if running as u32 >= shared.options.capacity {
+                    Err("runner at capacity")
+                } else {
+                    shared
+                        .factory
+                        .create(&name, &key)
+                        .ok_or("unknown actor name")
+                };
+                match created {
+                    Ok(actor) => {
+                        self.actors.insert(
+                            actor_id,
+                            ActorSlot {
+                                actor,
+                                conns: BTreeSet::new(),
+                            },
+                        );
+                        encode_frame(out, &Frame::ActorReady { actor_id });
+                    }
+                    Err(reason) => {
+                        shared.running.fetch_sub(1, Ordering::AcqRel);
+                        encode_frame(
+                            out,
+                            &Frame::ActorStopped {
+                                actor_id,
+                                reason: reason.into(),
+                            },
+                        );
+                    }
+                }
+            }
+            Frame::StopActor { actor_id } => {
+                if let Some(slot) = self.actors.remove(&actor_id) {
+                    shared.running.fetch_sub(1, Ordering::AcqRel);
+                    for c in slot.conns {
+                        self.forget_conn(c);
+                    }
+                }
+            }
+            Frame::ConnOpen {
+                conn_id,
+                actor_id,
+                path,
+                query,
+                headers,
+                protocols,
+            } => {
+                let Some(slot) = self.actors.get_mut(&actor_id) else {
+                    let reason = "actor is not running here".to_owned();
+                    return encode_frame(
+                        out,
+                        &Frame::ConnReject {
+                            conn_id,
+                            status: 503,
+                            reason,
+                        },
+                    );
+                };
+                let info = ConnInfo {
+                    path,
+                    query,
+                    headers,
+                    protocols,
+                };
+                slot.conns.insert(conn_id);
+                // What on_open sends goes after the decision, so the gateway
+                // knows the connection when those messages arrive.
+                let mut early = BytesMut::new();
+                let mut ctx = Ctx {
+                    actor_id,
+                    conns: &slot.conns,
+                    out: &mut early,
+                    out_index: &mut self.out_index,
+                };
+                let decision = slot.actor.on_open(&mut ctx, conn_id, &info);
+                match decision {
+                    OpenDecision::Accept { protocol } => {
+                        encode_frame(
+                            out,
+                            &Frame::ConnAccept {
+                                conn_id,
+                                protocol,
+                                hibernatable: false,
+                            },
+                        );
+                        out.extend_from_slice(&early);
+                        self.conn_actor.insert(conn_id, actor_id);
+                    }
+                    OpenDecision::Reject { status, reason } => {
+                        slot.conns.remove(&conn_id);
+                        encode_frame(
+                            out,
+                            &Frame::ConnReject {
+                                conn_id,
+                                status,
+                                reason,
+                            },
+                        );
+                    }
+                }
+            }
+            Frame::Message {
+                conn_id,
+                index: msg_index,
+                kind,
+                payload,
+            } => {
+                let Some(&actor_id) = self.conn_actor.get(&conn_id) else {
+                    return;
+                };
+                let last = self.last_index.entry(conn_id).or_insert(0);
+                if msg_index != 0 && msg_index <= *last {
+                    return; // a replay of something already handled
+                }
+                *last = msg_index;
+                let Some(slot) = self.actors.get_mut(&actor_id) else {
+                    return;
+                };
+                let message = match kind {
+                    MessageKind::Text => {
+                        Message::Text(String::from_utf8_lossy(&payload).into_owned())
+                    }
+                    MessageKind::Binary => Message::Binary(payload),
+                };
+                let mut ctx = Ctx {
+                    actor_id,
+                    conns: &slot.conns,
+                    out: &mut *out,
+                    out_index: &mut self.out_index,
+                };
+                slot.actor.on_message(&mut ctx, conn_id, message);
+                encode_frame(
+                    out,
+                    &Frame::Ack {
+                        conn_id,
+                        index: msg_index,
+                    },
+                );
+            }
+            Frame::Close {
+                conn_id,
+                code,
+                reason,
+            } => {
+                let Some(actor_id) = self.conn_actor.get(&conn_id).copied() else {
+                    return;
+                };
+                self.forget_conn(conn_id);
+                if let Some(slot) = self.actors.get_mut(&actor_id) {
+                    slot.conns.remove(&conn_id);
+                    let mut ctx = Ctx {
+                        actor_id,
+                        conns: &slot.conns,
+                        out: &mut *out,
+                        out_index: &mut self.out_index,
+                    };
+                    slot.actor.on_close(&mut ctx, conn_id, code, &reason);
+                }
+            }
+            Frame::Keepalive { nonce } => encode_frame(out, &Frame::KeepaliveAck { nonce }),
+            _ => {}
+        }
+    }
+
+    fn forget_conn(&mut self, conn_id: ConnId) {
+        self.conn_actor.remove(&conn_id);
+        self.last_index.remove(&conn_id);
+        self.out_index.remove(&conn_id);
+    }
+}

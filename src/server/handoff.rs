@@ -1,0 +1,80 @@
+//! Moving a just-parsed connection to the worker that must serve it.
+//!
+//! A client belongs on its actor's home worker and a runner tunnel on the
+//! worker it is for, but SO_REUSEPORT lets any worker accept it. After the
+//! request head is read, the accepting worker hands the socket (as a raw fd:
+//! monoio sockets cannot cross threads), the head and any bytes read past it
+//! to the right worker through a bounded lock-free queue. This happens once
+//! per connection, never per message.
+
+use std::future::poll_fn;
+use std::os::fd::OwnedFd;
+use std::task::Poll;
+
+use atomic_waker::AtomicWaker;
+use bytes::BytesMut;
+use crossbeam_queue::ArrayQueue;
+
+use crate::http::RequestHead;
+
+/// Which listener a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Listener {
+    Client,
+    Runner,
+    Admin,
+}
+
+pub(crate) struct Handoff {
+    pub fd: OwnedFd,
+    pub head: RequestHead,
+    pub leftover: BytesMut,
+    pub listener: Listener,
+}
+
+struct Inbox {
+    queue: ArrayQueue<Handoff>,
+    waker: AtomicWaker,
+}
+
+pub(crate) struct HandoffQueues {
+    inboxes: Vec<Inbox>,
+}
+
+impl HandoffQueues {
+    pub fn new(workers: usize, capacity: usize) -> Self {
+        HandoffQueues {
+            inboxes: (0..workers)
+                .map(|_| Inbox {
+                    queue: ArrayQueue::new(capacity),
+                    waker: AtomicWaker::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Gives `handoff` to worker `to`; hands it back if that worker's inbox is full.
+    pub fn send(&self, to: usize, handoff: Handoff) -> Result<(), Handoff> {
+        let inbox = &self.inboxes[to];
+        inbox.queue.push(handoff)?;
+        inbox.waker.wake();
+        Ok(())
+    }
+
+    /// The next connection handed to worker `me`. Only that worker's one
+    /// receiving task may call this.
+    pub async fn receive(&self, me: usize) -> Handoff {
+        let inbox = &self.inboxes[me];
+        poll_fn(|cx| {
+            if let Some(h) = inbox.queue.pop() {
+                return Poll::Ready(h);
+            }
+            inbox.waker.register(cx.waker());
+            match inbox.queue.pop() {
+                Some(h) => Poll::Ready(h),
+                None => Poll::Pending,
+            }
+        })
+        .await
+    }
+}

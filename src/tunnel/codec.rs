@@ -1,0 +1,650 @@
+//! Tunnel frames: what they are, how they are encoded, and decoding that
+//! never panics. Several frames may share one WebSocket binary message.
+//!
+//! A frame is `type: u8`, `body length: varint`, `body`. Field encodings are
+//! in `wire.rs`; the layout of every body is in docs/PROTOCOL.md.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::wire::{put_bytes, put_varint, Reader, Truncated};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageKind {
+    Text,
+    Binary,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    Hello {
+        version: u16,
+        runner_key: String,
+        pool: String,
+        capacity: u32,
+        tunnel_index: u32,
+        actor_names: Vec<String>,
+    },
+    Welcome {
+        version: u16,
+        workers: u32,
+        tunnel_index: u32,
+        ping_interval_ms: u64,
+    },
+    StartActor {
+        actor_id: u64,
+        name: String,
+        key: Vec<String>,
+        input: Bytes,
+    },
+    ActorReady {
+        actor_id: u64,
+    },
+    ActorStopped {
+        actor_id: u64,
+        reason: String,
+    },
+    SleepRequest {
+        actor_id: u64,
+    },
+    StopActor {
+        actor_id: u64,
+    },
+    ConnOpen {
+        conn_id: u64,
+        actor_id: u64,
+        path: String,
+        query: String,
+        headers: Vec<(String, Bytes)>,
+        protocols: Vec<String>,
+    },
+    ConnAccept {
+        conn_id: u64,
+        protocol: Option<String>,
+        hibernatable: bool,
+    },
+    ConnReject {
+        conn_id: u64,
+        status: u16,
+        reason: String,
+    },
+    Message {
+        conn_id: u64,
+        index: u64,
+        kind: MessageKind,
+        payload: Bytes,
+    },
+    Ack {
+        conn_id: u64,
+        index: u64,
+    },
+    Close {
+        conn_id: u64,
+        code: u16,
+        reason: String,
+    },
+    Keepalive {
+        nonce: u64,
+    },
+    KeepaliveAck {
+        nonce: u64,
+    },
+    Drain,
+}
+
+mod tag {
+    pub const HELLO: u8 = 0x01;
+    pub const WELCOME: u8 = 0x02;
+    pub const START_ACTOR: u8 = 0x10;
+    pub const ACTOR_READY: u8 = 0x11;
+    pub const ACTOR_STOPPED: u8 = 0x12;
+    pub const SLEEP_REQUEST: u8 = 0x13;
+    pub const STOP_ACTOR: u8 = 0x14;
+    pub const CONN_OPEN: u8 = 0x20;
+    pub const CONN_ACCEPT: u8 = 0x21;
+    pub const CONN_REJECT: u8 = 0x22;
+    pub const MESSAGE_TEXT: u8 = 0x30;
+    pub const MESSAGE_BINARY: u8 = 0x31;
+    pub const ACK: u8 = 0x32;
+    pub const CLOSE: u8 = 0x33;
+    pub const KEEPALIVE: u8 = 0x40;
+    pub const KEEPALIVE_ACK: u8 = 0x41;
+    pub const DRAIN: u8 = 0x42;
+    /// Types from here up are optional extensions: unknown ones are skipped.
+    pub const FIRST_IGNORABLE: u8 = 0x80;
+}
+
+/// A frame that cannot be decoded: the tunnel must be closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelError(pub &'static str);
+
+impl From<Truncated> for TunnelError {
+    fn from(_: Truncated) -> Self {
+        TunnelError("truncated or malformed frame body")
+    }
+}
+
+impl std::fmt::Display for TunnelError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Appends one frame to `out`. (Control frames only: messages, the hot
+/// path, use [`encode_message`], which builds nothing on the heap.)
+pub fn encode_frame(out: &mut BytesMut, frame: &Frame) {
+    let mut body = BytesMut::new();
+    let t = write_body(&mut body, frame);
+    out.put_u8(t);
+    put_varint(out, body.len() as u64);
+    out.put_slice(&body);
+}
+
+/// Appends a message frame without building a `Frame` (the hot path).
+pub fn encode_message(
+    out: &mut BytesMut,
+    conn_id: u64,
+    index: u64,
+    kind: MessageKind,
+    payload: &[u8],
+) {
+    let mut ids = [0u8; 20];
+    let mut n = 0;
+    for mut v in [conn_id, index] {
+        while v >= 0x80 {
+            ids[n] = (v as u8) | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        ids[n] = v as u8;
+        n += 1;
+    }
+    out.reserve(1 + 10 + n + payload.len());
+    out.put_u8(match kind {
+        MessageKind::Text => tag::MESSAGE_TEXT,
+        MessageKind::Binary => tag::MESSAGE_BINARY,
+    });
+    put_varint(out, (n + payload.len()) as u64);
+    out.put_slice(&ids[..n]);
+    out.put_slice(payload);
+}
+
+fn put_str(out: &mut BytesMut, s: &str) {
+    put_bytes(out, s.as_bytes());
+}
+
+fn put_strs(out: &mut BytesMut, list: &[String]) {
+    put_varint(out, list.len() as u64);
+    for s in list {
+        put_str(out, s);
+    }
+}
+
+fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
+    match frame {
+        Frame::Hello {
+            version,
+            runner_key,
+            pool,
+            capacity,
+            tunnel_index,
+            actor_names,
+        } => {
+            put_varint(out, u64::from(*version));
+            put_str(out, runner_key);
+            put_str(out, pool);
+            put_varint(out, u64::from(*capacity));
+            put_varint(out, u64::from(*tunnel_index));
+            put_strs(out, actor_names);
+            tag::HELLO
+        }
+        Frame::Welcome {
+            version,
+            workers,
+            tunnel_index,
+            ping_interval_ms,
+        } => {
+            put_varint(out, u64::from(*version));
+            put_varint(out, u64::from(*workers));
+            put_varint(out, u64::from(*tunnel_index));
+            put_varint(out, *ping_interval_ms);
+            tag::WELCOME
+        }
+        Frame::StartActor {
+            actor_id,
+            name,
+            key,
+            input,
+        } => {
+            put_varint(out, *actor_id);
+            put_str(out, name);
+            put_strs(out, key);
+            put_bytes(out, input);
+            tag::START_ACTOR
+        }
+        Frame::ActorReady { actor_id } => {
+            put_varint(out, *actor_id);
+            tag::ACTOR_READY
+        }
+        Frame::ActorStopped { actor_id, reason } => {
+            put_varint(out, *actor_id);
+            put_str(out, reason);
+            tag::ACTOR_STOPPED
+        }
+        Frame::SleepRequest { actor_id } => {
+            put_varint(out, *actor_id);
+            tag::SLEEP_REQUEST
+        }
+        Frame::StopActor { actor_id } => {
+            put_varint(out, *actor_id);
+            tag::STOP_ACTOR
+        }
+        Frame::ConnOpen {
+            conn_id,
+            actor_id,
+            path,
+            query,
+            headers,
+            protocols,
+        } => {
+            put_varint(out, *conn_id);
+            put_varint(out, *actor_id);
+            put_str(out, path);
+            put_str(out, query);
+            put_varint(out, headers.len() as u64);
+            for (name, value) in headers {
+                put_str(out, name);
+                put_bytes(out, value);
+            }
+            put_strs(out, protocols);
+            tag::CONN_OPEN
+        }
+        Frame::ConnAccept {
+            conn_id,
+            protocol,
+            hibernatable,
+        } => {
+            put_varint(out, *conn_id);
+            put_str(out, protocol.as_deref().unwrap_or(""));
+            out.put_u8(u8::from(*hibernatable));
+            tag::CONN_ACCEPT
+        }
+        Frame::ConnReject {
+            conn_id,
+            status,
+            reason,
+        } => {
+            put_varint(out, *conn_id);
+            put_varint(out, u64::from(*status));
+            put_str(out, reason);
+            tag::CONN_REJECT
+        }
+        Frame::Message {
+            conn_id,
+            index,
+            kind,
+            payload,
+        } => {
+            put_varint(out, *conn_id);
+            put_varint(out, *index);
+            out.put_slice(payload);
+            match kind {
+                MessageKind::Text => tag::MESSAGE_TEXT,
+                MessageKind::Binary => tag::MESSAGE_BINARY,
+            }
+        }
+        Frame::Ack { conn_id, index } => {
+            put_varint(out, *conn_id);
+            put_varint(out, *index);
+            tag::ACK
+        }
+        Frame::Close {
+            conn_id,
+            code,
+            reason,
+        } => {
+            put_varint(out, *conn_id);
+            put_varint(out, u64::from(*code));
+            put_str(out, reason);
+            tag::CLOSE
+        }
+        Frame::Keepalive { nonce } => {
+            put_varint(out, *nonce);
+            tag::KEEPALIVE
+        }
+        Frame::KeepaliveAck { nonce } => {
+            put_varint(out, *nonce);
+            tag::KEEPALIVE_ACK
+        }
+        Frame::Drain => tag::DRAIN,
+    }
+}
+
+/// Decodes every frame of one WebSocket message, in order.
+pub fn decode_frames(message: Bytes) -> FrameIter {
+    FrameIter {
+        reader: Reader::new(message),
+        failed: false,
+    }
+}
+
+pub struct FrameIter {
+    reader: Reader,
+    failed: bool,
+}
+
+impl Iterator for FrameIter {
+    type Item = Result<Frame, TunnelError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.failed || self.reader.is_empty() {
+                return None;
+            }
+            let result = self.next_frame();
+            match result {
+                Ok(Some(frame)) => return Some(Ok(frame)),
+                Ok(None) => continue, // an ignorable extension frame
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}
+
+impl FrameIter {
+    fn next_frame(&mut self) -> Result<Option<Frame>, TunnelError> {
+        let t = self.reader.u8()?;
+        let body = self.reader.bytes()?;
+        if t >= tag::FIRST_IGNORABLE {
+            return Ok(None);
+        }
+        decode_body(t, Reader::new(body)).map(Some)
+    }
+}
+
+fn u16_field(r: &mut Reader) -> Result<u16, TunnelError> {
+    u16::try_from(r.varint()?).map_err(|_| TunnelError("field out of range"))
+}
+
+fn u32_field(r: &mut Reader) -> Result<u32, TunnelError> {
+    u32::try_from(r.varint()?).map_err(|_| TunnelError("field out of range"))
+}
+
+fn strings(r: &mut Reader) -> Result<Vec<String>, TunnelError> {
+    let n = r.varint()?;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push(r.string()?);
+    }
+    Ok(v)
+}
+
+fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
+    let r = &mut r;
+    // Fields added at the end of a body by a later minor version are ignored.
+    Ok(match t {
+        tag::HELLO => Frame::Hello {
+            version: u16_field(r)?,
+            runner_key: r.string()?,
+            pool: r.string()?,
+            capacity: u32_field(r)?,
+            tunnel_index: u32_field(r)?,
+            actor_names: strings(r)?,
+        },
+        tag::WELCOME => Frame::Welcome {
+            version: u16_field(r)?,
+            workers: u32_field(r)?,
+            tunnel_index: u32_field(r)?,
+            ping_interval_ms: r.varint()?,
+        },
+        tag::START_ACTOR => Frame::StartActor {
+            actor_id: r.varint()?,
+            name: r.string()?,
+            key: strings(r)?,
+            input: r.bytes()?,
+        },
+        tag::ACTOR_READY => Frame::ActorReady {
+            actor_id: r.varint()?,
+        },
+        tag::ACTOR_STOPPED => Frame::ActorStopped {
+            actor_id: r.varint()?,
+            reason: r.string()?,
+        },
+        tag::SLEEP_REQUEST => Frame::SleepRequest {
+            actor_id: r.varint()?,
+        },
+        tag::STOP_ACTOR => Frame::StopActor {
+            actor_id: r.varint()?,
+        },
+        tag::CONN_OPEN => {
+            let conn_id = r.varint()?;
+            let actor_id = r.varint()?;
+            let path = r.string()?;
+            let query = r.string()?;
+            let n = r.varint()?;
+            let mut headers = Vec::new();
+            for _ in 0..n {
+                headers.push((r.string()?, r.bytes()?));
+            }
+            Frame::ConnOpen {
+                conn_id,
+                actor_id,
+                path,
+                query,
+                headers,
+                protocols: strings(r)?,
+            }
+        }
+        tag::CONN_ACCEPT => {
+            let conn_id = r.varint()?;
+            let protocol = r.string()?;
+            Frame::ConnAccept {
+                conn_id,
+                protocol: (!protocol.is_empty()).then_some(protocol),
+                hibernatable: r.u8()? != 0,
+            }
+        }
+        tag::CONN_REJECT => Frame::ConnReject {
+            conn_id: r.varint()?,
+            status: u16_field(r)?,
+            reason: r.string()?,
+        },
+        tag::MESSAGE_TEXT | tag::MESSAGE_BINARY => {
+            let conn_id = r.varint()?;
+            let index = r.varint()?;
+            let payload = r.rest();
+            let kind = if t == tag::MESSAGE_TEXT {
+                if std::str::from_utf8(&payload).is_err() {
+                    return Err(TunnelError("text message is not UTF-8"));
+                }
+                MessageKind::Text
+            } else {
+                MessageKind::Binary
+            };
+            Frame::Message {
+                conn_id,
+                index,
+                kind,
+                payload,
+            }
+        }
+        tag::ACK => Frame::Ack {
+            conn_id: r.varint()?,
+            index: r.varint()?,
+        },
+        tag::CLOSE => Frame::Close {
+            conn_id: r.varint()?,
+            code: u16_field(r)?,
+            reason: r.string()?,
+        },
+        tag::KEEPALIVE => Frame::Keepalive { nonce: r.varint()? },
+        tag::KEEPALIVE_ACK => Frame::KeepaliveAck { nonce: r.varint()? },
+        tag::DRAIN => Frame::Drain,
+        _ => return Err(TunnelError("unknown frame type")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Frame> {
+        vec![
+            Frame::Hello {
+                version: 1,
+                runner_key: "r1".into(),
+                pool: "default".into(),
+                capacity: 100,
+                tunnel_index: 1,
+                actor_names: vec!["echo".into(), "chat".into()],
+            },
+            Frame::Welcome {
+                version: 1,
+                workers: 2,
+                tunnel_index: 1,
+                ping_interval_ms: 30_000,
+            },
+            Frame::StartActor {
+                actor_id: 7,
+                name: "chat".into(),
+                key: vec!["room".into(), "1".into()],
+                input: Bytes::from_static(b"in"),
+            },
+            Frame::ActorReady { actor_id: 7 },
+            Frame::ActorStopped {
+                actor_id: 7,
+                reason: "bye".into(),
+            },
+            Frame::SleepRequest { actor_id: 7 },
+            Frame::StopActor { actor_id: 7 },
+            Frame::ConnOpen {
+                conn_id: 1 << 40,
+                actor_id: 7,
+                path: "/actors/chat/room".into(),
+                query: "a=1".into(),
+                headers: vec![("origin".into(), Bytes::from_static(b"x"))],
+                protocols: vec!["v1".into()],
+            },
+            Frame::ConnAccept {
+                conn_id: 3,
+                protocol: Some("v1".into()),
+                hibernatable: true,
+            },
+            Frame::ConnAccept {
+                conn_id: 3,
+                protocol: None,
+                hibernatable: false,
+            },
+            Frame::ConnReject {
+                conn_id: 3,
+                status: 403,
+                reason: "no".into(),
+            },
+            Frame::Message {
+                conn_id: 3,
+                index: 99,
+                kind: MessageKind::Text,
+                payload: Bytes::from_static("héllo".as_bytes()),
+            },
+            Frame::Message {
+                conn_id: 3,
+                index: 100,
+                kind: MessageKind::Binary,
+                payload: Bytes::from_static(&[0, 255]),
+            },
+            Frame::Ack {
+                conn_id: 3,
+                index: 100,
+            },
+            Frame::Close {
+                conn_id: 3,
+                code: 1000,
+                reason: "done".into(),
+            },
+            Frame::Keepalive { nonce: 5 },
+            Frame::KeepaliveAck { nonce: 5 },
+            Frame::Drain,
+        ]
+    }
+
+    #[test]
+    fn every_frame_round_trips_in_one_batch() {
+        let mut out = BytesMut::new();
+        for f in samples() {
+            encode_frame(&mut out, &f);
+        }
+        let decoded: Vec<Frame> = decode_frames(out.freeze())
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(decoded, samples());
+    }
+
+    #[test]
+    fn fast_message_encoding_matches_and_is_small() {
+        let mut fast = BytesMut::new();
+        encode_message(&mut fast, 1234, 56789, MessageKind::Binary, b"payload");
+        let mut slow = BytesMut::new();
+        encode_frame(
+            &mut slow,
+            &Frame::Message {
+                conn_id: 1234,
+                index: 56789,
+                kind: MessageKind::Binary,
+                payload: Bytes::from_static(b"payload"),
+            },
+        );
+        assert_eq!(fast, slow);
+        assert!(
+            fast.len() - 7 <= 16,
+            "tunnel header of {} bytes",
+            fast.len() - 7
+        );
+    }
+
+    #[test]
+    fn unknown_types_are_errors_below_0x80_and_skipped_above() {
+        let mut out = BytesMut::new();
+        out.put_u8(0x90);
+        put_bytes(&mut out, b"future extension");
+        encode_frame(&mut out, &Frame::Drain);
+        assert_eq!(
+            decode_frames(out.clone().freeze())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap(),
+            vec![Frame::Drain]
+        );
+        let mut bad = BytesMut::new();
+        bad.put_u8(0x7F);
+        put_bytes(&mut bad, b"");
+        assert!(decode_frames(bad.freeze()).next().unwrap().is_err());
+    }
+
+    #[test]
+    fn invalid_text_is_refused() {
+        let mut out = BytesMut::new();
+        encode_message(&mut out, 1, 1, MessageKind::Text, &[0xFF]);
+        assert!(decode_frames(out.freeze()).next().unwrap().is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            for f in decode_frames(Bytes::from(bytes)) {
+                if f.is_err() { break; }
+            }
+        }
+
+        #[test]
+        fn truncated_batches_fail_cleanly(cut in 0usize..400) {
+            let mut out = BytesMut::new();
+            for f in samples() { encode_frame(&mut out, &f); }
+            let cut = cut.min(out.len());
+            let decoded: Vec<_> = decode_frames(out.freeze().slice(..cut)).collect();
+            // Every frame before the cut decodes; at most the last one fails.
+            prop_assert!(decoded.iter().rev().skip(1).all(|f| f.is_ok()));
+        }
+    }
+}
