@@ -43,7 +43,16 @@ fn run_tunnel(shared: Arc<Shared>, index: u32) {
                     .fetch_sub(tunnel.actors.len(), Ordering::AcqRel);
                 match result {
                     Ok(()) => return,
-                    Err(e) => warn!(tunnel = index, error = %e, "tunnel lost; reconnecting"),
+                    Err(TunnelEnd::Replaced) => {
+                        warn!(
+                            tunnel = index,
+                            "another runner connected with this runner's key: this tunnel stops"
+                        );
+                        return;
+                    }
+                    Err(TunnelEnd::Lost(e)) => {
+                        warn!(tunnel = index, error = %e, "tunnel lost; reconnecting")
+                    }
                 }
             }
             Err(e) => debug!(tunnel = index, error = %e, "cannot connect to the gateway"),
@@ -54,6 +63,15 @@ fn run_tunnel(shared: Arc<Shared>, index: u32) {
 }
 
 type Ws = WebSocket<TcpStream>;
+
+/// The gateway's close code for a tunnel replaced by a newer runner with the same key.
+const REPLACED_CODE: u16 = 4409;
+
+enum TunnelEnd {
+    /// Another runner took this key: do not reconnect.
+    Replaced,
+    Lost(String),
+}
 
 fn connect(shared: &Shared, index: u32) -> Result<Ws, String> {
     let o = &shared.options;
@@ -126,7 +144,7 @@ fn is_timeout(e: &tungstenite::Error) -> bool {
 
 impl TunnelState {
     /// Serves the tunnel until it fails (`Err`) or the runner stops (`Ok`).
-    fn serve(&mut self, shared: &Arc<Shared>, mut ws: Ws, index: u32) -> Result<(), String> {
+    fn serve(&mut self, shared: &Arc<Shared>, mut ws: Ws, index: u32) -> Result<(), TunnelEnd> {
         loop {
             if shared.stopped.load(Ordering::Acquire) {
                 let _ = ws.close(None);
@@ -136,23 +154,30 @@ impl TunnelState {
             let message = match ws.read() {
                 Ok(m) => m,
                 Err(e) if is_timeout(&e) => continue,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(TunnelEnd::Lost(e.to_string())),
             };
             let batch = match message {
                 WsMessage::Binary(b) => b,
+                WsMessage::Close(Some(f)) if u16::from(f.code) == REPLACED_CODE => {
+                    return Err(TunnelEnd::Replaced)
+                }
                 WsMessage::Close(frame) => {
-                    return Err(format!("gateway closed the tunnel: {frame:?}"))
+                    return Err(TunnelEnd::Lost(format!(
+                        "gateway closed the tunnel: {frame:?}"
+                    )))
                 }
                 _ => continue,
             };
             let mut out = BytesMut::new();
             for frame in decode_frames(batch) {
-                let frame = frame.map_err(|e| format!("malformed frame from the gateway: {e}"))?;
+                let frame = frame.map_err(|e| {
+                    TunnelEnd::Lost(format!("malformed frame from the gateway: {e}"))
+                })?;
                 self.handle(shared, frame, index, &mut out);
             }
             if !out.is_empty() {
                 ws.send(WsMessage::Binary(out.freeze()))
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| TunnelEnd::Lost(e.to_string()))?;
             }
         }
     }

@@ -19,6 +19,11 @@ use super::slot::Slot;
 use crate::tunnel::{encode_frame, encode_message, Frame, MessageKind, TunnelError};
 use crate::ws::{CloseCode, OpCode};
 
+/// Close code for a tunnel replaced by a newer connection with the same
+/// runner key (4000 + 409 Conflict). A runner library must not reconnect
+/// after it: another process now holds its key.
+pub(crate) const REPLACED: CloseCode = CloseCode(4409);
+
 /// One runner's tunnel to this worker.
 pub(crate) struct Tunnel {
     pub runner_key: String,
@@ -196,7 +201,7 @@ impl Mux {
         if let Some(old) = zombie {
             info!(worker = self.worker_id, runner = %runner_key, "runner reconnected: replacing its previous tunnel");
             old.control.request_close(
-                CloseCode(1012),
+                REPLACED,
                 "replaced by a newer connection of the same runner key",
             );
             self.remove_tunnel(&old);

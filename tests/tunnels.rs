@@ -1,0 +1,417 @@
+//! Runners, tunnels and actors end to end over loopback: the gateway in
+//! process, runners from the runner library, clients as raw sockets.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::*;
+use tether::runner::{
+    Actor, ActorFactory, BuiltinActors, ConnId, ConnInfo, Ctx, Message, OpenDecision,
+};
+use tether::tunnel::{encode_frame, Frame, PROTOCOL_VERSION};
+use tungstenite::client::IntoClientRequest;
+
+const TEXT: u8 = 1;
+
+fn text_of(ws: &mut RawWs) -> String {
+    loop {
+        let f = ws.recv().expect("connection open");
+        if f.opcode == TEXT {
+            return String::from_utf8(f.payload).unwrap();
+        }
+        assert_eq!(f.opcode, 9, "unexpected frame {f:?}");
+    }
+}
+
+#[test]
+fn fifty_clients_in_one_chat_lobby_see_every_message_in_one_order() {
+    let h = start_default();
+    let mut clients: Vec<RawWs> = (0..50)
+        .map(|_| RawWs::connect(h.client_addr, "/actors/chat/lobby"))
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(true, TEXT, format!("msg {i}").as_bytes());
+    }
+    let orders: Vec<Vec<String>> = clients
+        .iter_mut()
+        .map(|c| (0..50).map(|_| text_of(c)).collect())
+        .collect();
+    let expected: HashSet<String> = (0..50).map(|i| format!("msg {i}")).collect();
+    assert_eq!(
+        orders[0].iter().cloned().collect::<HashSet<_>>(),
+        expected,
+        "every message arrives"
+    );
+    for o in &orders {
+        assert_eq!(o, &orders[0], "every client sees the same order");
+    }
+    h.shutdown();
+}
+
+#[test]
+fn different_keys_are_isolated_and_same_keys_share_state() {
+    let h = start_default();
+    let mut a1 = RawWs::connect(h.client_addr, "/actors/counter/a");
+    let mut a2 = RawWs::connect(h.client_addr, "/actors/counter/a");
+    let mut b = RawWs::connect(h.client_addr, "/actors/counter/b");
+    a1.send(true, TEXT, b"inc");
+    assert_eq!(text_of(&mut a1), "1");
+    assert_eq!(
+        text_of(&mut a2),
+        "1",
+        "same key, same instance: broadcast reaches a2"
+    );
+    a2.send(true, TEXT, b"inc");
+    assert_eq!(text_of(&mut a1), "2");
+    assert_eq!(text_of(&mut a2), "2");
+    b.send(true, TEXT, b"get");
+    assert_eq!(text_of(&mut b), "0", "another key is another instance");
+    // Compound keys are distinct from their joined form.
+    let mut c = RawWs::connect(h.client_addr, "/actors/counter/a/b");
+    c.send(true, TEXT, b"get");
+    assert_eq!(text_of(&mut c), "0");
+    h.shutdown();
+}
+
+#[test]
+fn concurrent_first_connections_start_one_instance() {
+    let h = start_default();
+    let addr = h.client_addr;
+    let threads: Vec<_> = (0..16)
+        .map(|_| std::thread::spawn(move || RawWs::connect(addr, "/actors/counter/race")))
+        .collect();
+    let mut clients: Vec<RawWs> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(h.runner(0).running_actors(), 1);
+    clients[0].send(true, TEXT, b"inc");
+    for c in clients.iter_mut() {
+        assert_eq!(text_of(c), "1");
+    }
+    h.shutdown();
+}
+
+#[test]
+fn two_runners_share_the_load() {
+    let mut h = start_default();
+    let options = h.runner_options();
+    h.add_runner(options, BuiltinActors);
+    let mut clients = Vec::new();
+    for i in 0..40 {
+        let mut c = RawWs::connect(h.client_addr, &format!("/actors/echo/k{i}"));
+        c.send(true, TEXT, format!("{i}").as_bytes());
+        assert_eq!(text_of(&mut c), format!("{i}"));
+        clients.push(c);
+    }
+    let (a, b) = (h.runner(0).running_actors(), h.runner(1).running_actors());
+    assert_eq!(a + b, 40);
+    assert!(
+        a >= 10 && b >= 10,
+        "least-loaded placement spreads actors: {a} / {b}"
+    );
+    h.shutdown();
+}
+
+#[test]
+fn clients_accepted_on_one_worker_reach_actors_homed_on_the_other() {
+    let h = start_default();
+    let mut clients: Vec<RawWs> = (0..40)
+        .map(|i| RawWs::connect(h.client_addr, &format!("/actors/echo/w{i}")))
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(true, TEXT, format!("hop {i}").as_bytes());
+        assert_eq!(text_of(c), format!("hop {i}"));
+    }
+    let accepted: Vec<u64> = h
+        .worker_stats()
+        .iter()
+        .map(|s| s.accepted.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    assert!(
+        accepted.iter().all(|&n| n > 0),
+        "both workers accepted clients: {accepted:?}"
+    );
+    h.shutdown();
+}
+
+/// An actor that admits only clients presenting `?pass=yes`.
+struct Guarded;
+
+impl Actor for Guarded {
+    fn on_open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, info: &ConnInfo) -> OpenDecision {
+        if info.query.contains("pass=yes") {
+            OpenDecision::Accept {
+                protocol: info.protocols.last().cloned(),
+            }
+        } else {
+            OpenDecision::Reject {
+                status: 403,
+                reason: "no pass".into(),
+            }
+        }
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, message: Message) {
+        ctx.send(conn, &message);
+    }
+}
+
+struct GuardedFactory;
+
+impl ActorFactory for GuardedFactory {
+    fn actor_names(&self) -> Vec<String> {
+        vec!["guarded".into()]
+    }
+    fn create(&self, _name: &str, _key: &[String]) -> Option<Box<dyn Actor>> {
+        Some(Box::new(Guarded))
+    }
+}
+
+#[test]
+fn a_runner_rejecting_an_open_gives_the_client_its_status() {
+    let mut h = start_default();
+    let options = h.runner_options();
+    h.add_runner(options, GuardedFactory);
+    let r = raw_exchange(
+        h.client_addr,
+        upgrade_request("/actors/guarded/x").as_bytes(),
+    );
+    assert_eq!(status_of(&r), 403, "{r}");
+    assert!(r.contains("no pass"), "{r}");
+    let ok = upgrade_request("/actors/guarded/x?pass=yes").replace(
+        "Host: test\r\n",
+        "Host: test\r\nSec-WebSocket-Protocol: a, b\r\n",
+    );
+    let r = raw_head(h.client_addr, &ok);
+    assert!(r.starts_with("HTTP/1.1 101"), "{r}");
+    assert!(
+        r.contains("Sec-WebSocket-Protocol: b\r\n"),
+        "the actor chose b: {r}"
+    );
+    h.shutdown();
+}
+
+fn raw_head(addr: std::net::SocketAddr, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn unknown_actors_and_missing_runners_get_clear_answers() {
+    let h = start_default();
+    let r = raw_exchange(
+        h.client_addr,
+        upgrade_request("/actors/nosuch/x").as_bytes(),
+    );
+    assert_eq!(status_of(&r), 404, "{r}");
+    h.shutdown();
+
+    let mut c = test_config();
+    c.actors.start_timeout = Duration::from_millis(500);
+    let bare = start_bare(c);
+    let r = raw_exchange(
+        bare.client_addr,
+        upgrade_request("/actors/echo/x").as_bytes(),
+    );
+    assert_eq!(status_of(&r), 503, "{r}");
+    assert!(r.contains("no runner available"), "{r}");
+    bare.shutdown();
+}
+
+#[test]
+fn browser_mode_reports_refusals_as_close_codes() {
+    let mut c = test_config();
+    c.client.handshake_errors = tether::config::HandshakeErrors::Close;
+    let h = start(c);
+    let mut ws = RawWs::connect(h.client_addr, "/actors/nosuch/x");
+    let close = ws.recv().unwrap();
+    assert_eq!(close.close_code(), Some(4404));
+    assert!(String::from_utf8_lossy(&close.payload[2..]).contains("unknown actor"));
+    h.shutdown();
+}
+
+#[test]
+fn runner_listener_refuses_a_wrong_or_missing_token() {
+    let h = start_default();
+    let req = upgrade_request("/runners/connect");
+    assert_eq!(status_of(&raw_exchange(h.runner_addr, req.as_bytes())), 401);
+    let wrong = req.replace(
+        "Host: test\r\n",
+        "Host: test\r\nAuthorization: Bearer nope\r\n",
+    );
+    let r = raw_exchange(h.runner_addr, wrong.as_bytes());
+    assert_eq!(status_of(&r), 401);
+    assert!(r.contains("WWW-Authenticate: Bearer"), "{r}");
+    let bad_tunnel = req
+        .replace("/runners/connect", "/runners/connect?tunnel=99")
+        .replace(
+            "Host: test\r\n",
+            "Host: test\r\nAuthorization: Bearer tether-dev-token\r\n",
+        );
+    assert_eq!(
+        status_of(&raw_exchange(h.runner_addr, bad_tunnel.as_bytes())),
+        400
+    );
+    h.shutdown();
+}
+
+/// A hand-driven tunnel: connects with the token and speaks raw frames.
+fn raw_tunnel(h: &Harness) -> tungstenite::WebSocket<TcpStream> {
+    let mut req = format!("{}/runners/connect", h.runner_url())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", "Bearer tether-dev-token".parse().unwrap());
+    let stream = TcpStream::connect(h.runner_addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    tungstenite::client::client(req, stream).unwrap().0
+}
+
+fn hello(version: u16, key: &str) -> tungstenite::Message {
+    let mut out = BytesMut::new();
+    let names = vec!["echo".to_string()];
+    encode_frame(
+        &mut out,
+        &Frame::Hello {
+            version,
+            runner_key: key.into(),
+            pool: "default".into(),
+            capacity: 10,
+            tunnel_index: 0,
+            actor_names: names,
+        },
+    );
+    tungstenite::Message::Binary(out.freeze())
+}
+
+fn close_code_of(ws: &mut tungstenite::WebSocket<TcpStream>) -> (u16, String) {
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(Some(f))) => {
+                return (u16::from(f.code), f.reason.to_string())
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    }
+}
+
+#[test]
+fn malformed_tunnel_messages_close_that_tunnel_only() {
+    let h = start_default();
+    let mut bad = raw_tunnel(&h);
+    bad.send(hello(PROTOCOL_VERSION, "bad-runner")).unwrap();
+    bad.send(tungstenite::Message::Binary(vec![0x30, 0x7F, 1, 2].into()))
+        .unwrap();
+    assert_eq!(close_code_of(&mut bad).0, 1002);
+    let mut text = raw_tunnel(&h);
+    text.send(tungstenite::Message::text("not binary")).unwrap();
+    assert_eq!(close_code_of(&mut text).0, 1003);
+    // The real runner is unaffected.
+    let mut c = RawWs::connect(h.client_addr, "/actors/echo/after");
+    c.send(true, TEXT, b"fine");
+    assert_eq!(text_of(&mut c), "fine");
+    h.shutdown();
+}
+
+#[test]
+fn an_unsupported_protocol_version_is_refused_with_a_reason() {
+    let h = start_default();
+    let mut t = raw_tunnel(&h);
+    t.send(hello(99, "future-runner")).unwrap();
+    let (code, reason) = close_code_of(&mut t);
+    assert_eq!(code, 1002);
+    assert!(reason.contains("version 99"), "{reason}");
+    h.shutdown();
+}
+
+#[test]
+fn a_runner_reconnecting_with_its_key_replaces_the_zombie() {
+    let mut h = start_bare(test_config());
+    let mut zombie_options = h.runner_options();
+    zombie_options.key = "same-key".into();
+    let mut fresh_options = zombie_options.clone();
+    fresh_options.key = "same-key".into();
+    h.add_runner(zombie_options, BuiltinActors);
+    let mut client = RawWs::connect(h.client_addr, "/actors/counter/z");
+    client.send(true, TEXT, b"inc");
+    assert_eq!(text_of(&mut client), "1");
+    h.add_runner(fresh_options, BuiltinActors);
+    // The zombie's actors go with it: its clients are told to reconnect.
+    assert_eq!(client.expect_close(), 1012);
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while h.runner(0).connected_tunnels() > 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        h.runner(0).connected_tunnels(),
+        0,
+        "the replaced runner lets go"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(h.runner(0).connected_tunnels(), 0, "and does not come back");
+    let mut again = RawWs::connect(h.client_addr, "/actors/counter/z");
+    again.send(true, TEXT, b"get");
+    assert_eq!(
+        text_of(&mut again),
+        "0",
+        "the actor restarted on the new runner"
+    );
+    assert_eq!(h.runner(1).running_actors(), 1);
+    h.shutdown();
+}
+
+/// Sends 200 messages of 64 KiB to whoever says "flood".
+struct Flood;
+
+impl Actor for Flood {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, message: Message) {
+        if message == Message::Text("flood".into()) {
+            let big = Message::Binary(vec![7u8; 64 * 1024].into());
+            for _ in 0..200 {
+                ctx.send(conn, &big);
+            }
+        } else {
+            ctx.send(conn, &message);
+        }
+    }
+}
+
+struct FloodFactory;
+
+impl ActorFactory for FloodFactory {
+    fn actor_names(&self) -> Vec<String> {
+        vec!["flood".into()]
+    }
+    fn create(&self, _name: &str, _key: &[String]) -> Option<Box<dyn Actor>> {
+        Some(Box::new(Flood))
+    }
+}
+
+#[test]
+fn a_client_that_does_not_read_is_closed_with_1008_and_harms_nobody() {
+    let mut c = test_config();
+    c.client.max_send_queue_bytes = 1 << 20;
+    let mut h = start_bare(c);
+    let options = h.runner_options();
+    h.add_runner(options, FloodFactory);
+    let mut slow = RawWs::connect(h.client_addr, "/actors/flood/room");
+    // A small receive buffer so the kernel cannot absorb the whole flood.
+    let sock = socket2::SockRef::from(&slow.stream);
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut fine = RawWs::connect(h.client_addr, "/actors/flood/room");
+    slow.send(true, TEXT, b"flood");
+    std::thread::sleep(Duration::from_millis(500));
+    fine.send(true, TEXT, b"still served");
+    assert_eq!(text_of(&mut fine), "still served");
+    assert_eq!(slow.expect_close(), 1008);
+    h.shutdown();
+}
