@@ -20,31 +20,47 @@ use crate::ws::{CloseCode, OpCode};
 /// Payloads up to this size are copied next to their header.
 const COPY_LIMIT: usize = 16 * 1024;
 
+/// Boxed, and present only while something is queued: an idle connection
+/// pays one pointer for its outbox.
 #[derive(Default)]
 pub(crate) struct Outbox {
+    queued: Option<Box<Queued>>,
+}
+
+struct Queued {
     /// Ready chunks, in wire order, ahead of `tail`.
     chunks: VecDeque<Bytes>,
-    tail: Option<BytesMut>,
+    tail: BytesMut,
 }
 
 impl Outbox {
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.tail.as_ref().is_none_or(|t| t.is_empty())
+        self.queued.is_none()
+    }
+
+    fn queued(&mut self, pool: &BufferPool) -> &mut Queued {
+        self.queued.get_or_insert_with(|| {
+            Box::new(Queued {
+                chunks: VecDeque::new(),
+                tail: pool.take(),
+            })
+        })
     }
 
     pub fn push(&mut self, pool: &BufferPool, opcode: OpCode, payload: &Bytes) {
-        let tail = self.tail.get_or_insert_with(|| pool.take());
+        let q = self.queued(pool);
         if payload.len() <= COPY_LIMIT {
-            encode_frame(tail, opcode, payload);
+            encode_frame(&mut q.tail, opcode, payload);
         } else {
-            encode_header(tail, true, opcode, payload.len());
-            self.chunks.push_back(tail.split().freeze());
-            self.chunks.push_back(payload.clone());
+            encode_header(&mut q.tail, true, opcode, payload.len());
+            let header = q.tail.split().freeze();
+            q.chunks.push_back(header);
+            q.chunks.push_back(payload.clone());
         }
     }
 
     pub fn push_close(&mut self, pool: &BufferPool, code: Option<CloseCode>, reason: &str) {
-        let tail = self.tail.get_or_insert_with(|| pool.take());
+        let tail = &mut self.queued(pool).tail;
         match code {
             Some(code) => encode_close(tail, code, reason),
             None => encode_frame(tail, OpCode::Close, &[]),
@@ -59,18 +75,19 @@ impl Outbox {
         pool: &BufferPool,
         control: &ConnControl,
     ) -> io::Result<()> {
-        while let Some(chunk) = self.chunks.pop_front() {
+        let Some(mut q) = self.queued.take() else {
+            return Ok(());
+        };
+        while let Some(chunk) = q.chunks.pop_front() {
             write_all_unless(stream, chunk, || control.timer()).await?;
         }
-        if let Some(tail) = self.tail.take() {
-            let mut tail = if tail.is_empty() {
-                tail
-            } else {
-                write_all_unless(stream, tail, || control.timer()).await?
-            };
-            tail.clear();
-            pool.give_back(tail);
-        }
+        let mut tail = if q.tail.is_empty() {
+            q.tail
+        } else {
+            write_all_unless(stream, q.tail, || control.timer()).await?
+        };
+        tail.clear();
+        pool.give_back(tail);
         Ok(())
     }
 }

@@ -56,7 +56,7 @@ pub(crate) struct Session {
     outbox: Outbox,
     state: State,
     /// The close code and reason the peer sent, reported to the runner.
-    peer_close: Option<(u16, String)>,
+    peer_close: Option<Box<(u16, String)>>,
 }
 
 enum Wake {
@@ -203,7 +203,7 @@ impl Session {
                 let (code, reason) = self
                     .peer_close
                     .take()
-                    .unwrap_or((1006, "connection lost".into()));
+                    .map_or((1006, "connection lost".into()), |b| *b);
                 self.worker.mux.client_closed(*conn_id, code, &reason);
             }
             Handler::Tunnel {
@@ -244,10 +244,10 @@ impl Session {
             (Event::Close(frame), State::Open) => {
                 // Echo the status code back (RFC 6455 §5.5.1), then we are done.
                 let code = frame.as_ref().map(|f| f.code);
-                self.peer_close = Some(match &frame {
+                self.peer_close = Some(Box::new(match &frame {
                     Some(f) => (f.code.0, String::from_utf8_lossy(&f.reason).into_owned()),
                     None => (1005, String::new()),
-                });
+                }));
                 self.outbox.push_close(pool, code, "");
                 self.state = State::Finished;
             }
@@ -315,7 +315,10 @@ impl Session {
         debug!(code = code.0, %reason, "failing websocket");
         self.outbox
             .push_close(&self.worker.pool, Some(code), &reason);
-        self.peer_close = Some((1006, format!("gateway closed the connection: {reason}")));
+        self.peer_close = Some(Box::new((
+            1006,
+            format!("gateway closed the connection: {reason}"),
+        )));
         self.state = State::Finished;
     }
 
@@ -351,7 +354,7 @@ impl Session {
                         Some(CloseCode::GOING_AWAY),
                         "ping timeout",
                     );
-                    self.peer_close = Some((1006, "ping timeout".into()));
+                    self.peer_close = Some(Box::new((1006, "ping timeout".into())));
                     self.state = State::Abandoned;
                 }
                 KeepaliveAction::Nothing => {}

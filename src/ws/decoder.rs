@@ -42,7 +42,8 @@ pub struct Decoder {
     max_message_bytes: usize,
     /// Boxed: absent on idle connections, which should stay small.
     message: Option<Box<Assembly>>,
-    frame: Option<StreamingFrame>,
+    /// Boxed like `message`: only present while a frame arrives in pieces.
+    frame: Option<Box<StreamingFrame>>,
 }
 
 const UNMASKED: ProtocolError = ProtocolError::new(CloseCode::PROTOCOL, "client frame not masked");
@@ -70,7 +71,7 @@ impl Decoder {
     /// be used has been; read more. After an error the decoder must not be fed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, ProtocolError> {
         loop {
-            if let Some(frame) = self.frame {
+            if let Some(frame) = self.frame.as_deref().copied() {
                 if let Some(event) = self.stream_payload(frame, buf)? {
                     return Ok(Some(event));
                 }
@@ -109,12 +110,12 @@ impl Decoder {
                     utf8: Utf8Validator::new(),
                 }));
             }
-            self.frame = Some(StreamingFrame {
+            self.frame = Some(Box::new(StreamingFrame {
                 fin: header.fin,
                 mask,
                 offset: 0,
                 remaining: header.payload_len,
-            });
+            }));
         }
     }
 
@@ -164,7 +165,7 @@ impl Decoder {
             frame.remaining -= take as u64;
         }
         if frame.remaining > 0 {
-            self.frame = Some(frame);
+            self.frame = Some(Box::new(frame));
             return Ok(None);
         }
         self.frame = None;

@@ -2,7 +2,8 @@
 //! by the number of open, idle, upgraded connections.
 //!
 //! The gateway runs in a child process (this binary re-executed with
-//! `--serve`), so the client's own sockets and buffers are not counted.
+//! `--serve`); the clients and the reference runner (whose `echo` actor
+//! serves the connections) run in this process, so neither is counted.
 //!
 //!     cargo run --release -p tether-bench --bin idle-memory -- --connections 15000
 
@@ -12,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use tether::runner::{BuiltinActors, Runner, RunnerOptions};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -53,8 +55,25 @@ fn main() {
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("ready line");
-    let addr: SocketAddr = line.trim().parse().expect("child prints its address");
+    let mut addrs = line
+        .split_whitespace()
+        .map(|a| a.parse::<SocketAddr>().expect("child prints its addresses"));
+    let (addr, runner_addr) = (
+        addrs.next().expect("client address"),
+        addrs.next().expect("runner address"),
+    );
     let pid = child.id();
+    let runner = Runner::start(
+        RunnerOptions::new(
+            &format!("ws://{runner_addr}"),
+            tether::config::DEV_RUNNER_TOKEN,
+        ),
+        BuiltinActors,
+    );
+    assert!(
+        runner.wait_connected(Duration::from_secs(10)),
+        "runner connects"
+    );
 
     // Warm up: open and close a batch so pools and runtime structures exist.
     let warm: Vec<TcpStream> = (0..200).map(|_| open_idle(addr)).collect();
@@ -86,6 +105,7 @@ fn main() {
         args.connections as f64 / open_secs
     );
     drop(conns);
+    runner.stop();
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -131,9 +151,10 @@ fn serve(args: &Args) {
     };
     config.client.listen = "127.0.0.1:0".parse().expect("addr");
     config.admin.listen = "127.0.0.1:0".parse().expect("addr");
+    config.runners.listen = "127.0.0.1:0".parse().expect("addr");
     tether::logging::init(&config.server.log_level);
     let gw = tether::Gateway::start(config).expect("gateway starts");
-    println!("{}", gw.client_addr);
+    println!("{} {}", gw.client_addr, gw.runner_addr);
     std::io::stdout().flush().expect("flush");
     gw.join();
 }
