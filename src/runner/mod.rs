@@ -60,8 +60,10 @@ pub(crate) struct Shared {
     pub stopped: AtomicBool,
     /// Actors running now, across tunnels (checked against capacity).
     pub running: AtomicUsize,
-    /// Tunnels connected now.
+    /// Tunnels connected (and welcomed) now.
     pub connected: AtomicUsize,
+    /// Tunnel 0 has been welcomed: `spawned` is the gateway's worker count.
+    pub welcomed: AtomicBool,
     /// How many tunnels exist (learned from the gateway's welcome).
     pub spawned: AtomicUsize,
     pub threads: Mutex<Vec<JoinHandle<()>>>,
@@ -80,6 +82,7 @@ impl Runner {
             stopped: AtomicBool::new(false),
             running: AtomicUsize::new(0),
             connected: AtomicUsize::new(0),
+            welcomed: AtomicBool::new(false),
             spawned: AtomicUsize::new(1),
             threads: Mutex::new(Vec::new()),
         });
@@ -102,7 +105,7 @@ impl Runner {
         let until = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < until {
             let spawned = self.shared.spawned.load(Ordering::Acquire);
-            if self.connected_tunnels() >= spawned && self.shared.welcomed() {
+            if self.shared.welcomed.load(Ordering::Acquire) && self.connected_tunnels() >= spawned {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(5));
@@ -122,12 +125,5 @@ impl Runner {
                 None => break,
             }
         }
-    }
-}
-
-impl Shared {
-    /// Tunnel 0 has been welcomed, so the number of tunnels is known.
-    fn welcomed(&self) -> bool {
-        self.spawned.load(Ordering::Acquire) > 1 || self.connected.load(Ordering::Acquire) > 0
     }
 }

@@ -34,10 +34,11 @@ fn run_tunnel(shared: Arc<Shared>, index: u32) {
         match connect(&shared, index) {
             Ok(ws) => {
                 backoff = Duration::from_millis(50);
-                shared.connected.fetch_add(1, Ordering::AcqRel);
                 let mut tunnel = TunnelState::default();
                 let result = tunnel.serve(&shared, ws, index);
-                shared.connected.fetch_sub(1, Ordering::AcqRel);
+                if tunnel.welcomed {
+                    shared.connected.fetch_sub(1, Ordering::AcqRel);
+                }
                 shared
                     .running
                     .fetch_sub(tunnel.actors.len(), Ordering::AcqRel);
@@ -131,6 +132,7 @@ struct ActorSlot {
 /// The actors and connections of one tunnel.
 #[derive(Default)]
 struct TunnelState {
+    welcomed: bool,
     actors: HashMap<u64, ActorSlot>,
     conn_actor: HashMap<ConnId, u64>,
     /// Highest message index handled per connection: replays are dropped.
@@ -184,16 +186,24 @@ impl TunnelState {
 
     fn handle(&mut self, shared: &Arc<Shared>, frame: Frame, index: u32, out: &mut BytesMut) {
         match frame {
-            Frame::Welcome { workers, .. } if index == 0 => {
-                info!(workers, "connected to the gateway");
-                // Tunnel 0 learns how many tunnels the gateway wants: one per worker.
-                let have = shared.spawned.load(Ordering::Acquire) as u32;
-                for i in have..workers {
-                    spawn_tunnel(shared, i);
+            Frame::Welcome { workers, .. } => {
+                if index == 0 {
+                    info!(workers, "connected to the gateway");
+                    // Tunnel 0 learns how many tunnels the gateway wants: one per worker.
+                    let have = shared.spawned.load(Ordering::Acquire) as u32;
+                    for i in have..workers {
+                        spawn_tunnel(shared, i);
+                    }
+                    shared
+                        .spawned
+                        .store(workers.max(1) as usize, Ordering::Release);
+                    shared.welcomed.store(true, Ordering::Release);
                 }
-                shared
-                    .spawned
-                    .store(workers.max(1) as usize, Ordering::Release);
+                // A tunnel counts as connected once the gateway has welcomed it.
+                if !self.welcomed {
+                    self.welcomed = true;
+                    shared.connected.fetch_add(1, Ordering::AcqRel);
+                }
             }
             Frame::StartActor {
                 actor_id,
