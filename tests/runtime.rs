@@ -256,6 +256,19 @@ fn check_config_reports_every_error_with_line_and_column() {
         "{stderr}"
     );
 
+    let exposed = write_config("exposed", "[runners]\nlisten = \"0.0.0.0:8081\"\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .arg("check-config")
+        .arg(&exposed)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("development token"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_file(exposed);
+
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/config/tether.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_tether"))
         .arg("check-config")

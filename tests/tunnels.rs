@@ -220,7 +220,7 @@ fn unknown_actors_and_missing_runners_get_clear_answers() {
         upgrade_request("/actors/echo/x").as_bytes(),
     );
     assert_eq!(status_of(&r), 503, "{r}");
-    assert!(r.contains("no runner available"), "{r}");
+    assert!(r.contains("no_runner: no runner available"), "{r}");
     bare.shutdown();
 }
 
@@ -232,7 +232,11 @@ fn browser_mode_reports_refusals_as_close_codes() {
     let mut ws = RawWs::connect(h.client_addr, "/actors/nosuch/x");
     let close = ws.recv().unwrap();
     assert_eq!(close.close_code(), Some(4404));
-    assert!(String::from_utf8_lossy(&close.payload[2..]).contains("unknown actor"));
+    let reason = String::from_utf8_lossy(&close.payload[2..]).into_owned();
+    assert!(
+        reason.starts_with("unknown_actor: "),
+        "machine-readable reason first: {reason}"
+    );
     h.shutdown();
 }
 
@@ -414,4 +418,75 @@ fn a_client_that_does_not_read_is_closed_with_1008_and_harms_nobody() {
     assert_eq!(text_of(&mut fine), "still served");
     assert_eq!(slow.expect_close(), 1008);
     h.shutdown();
+}
+
+#[test]
+fn the_reference_runner_binary_serves_actors_and_stops_on_sigterm() {
+    let h = start_bare(test_config());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "runner",
+            "--gateway",
+            &h.runner_url(),
+            "--key",
+            "cli-runner",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The runner needs a moment to open its tunnels; until then 503.
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    let mut ws = loop {
+        let r = raw_head(h.client_addr, &upgrade_request("/actors/echo/cli"));
+        if r.starts_with("HTTP/1.1 101") {
+            break RawWs::connect(h.client_addr, "/actors/echo/cli");
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "runner never served: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    ws.send(true, TEXT, b"from a real process");
+    assert_eq!(text_of(&mut ws), "from a real process");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert_eq!(
+        ws.expect_close(),
+        1012,
+        "its actors' clients are told the runner went away"
+    );
+    h.shutdown();
+}
+
+#[test]
+fn a_runner_reconnects_with_backoff_when_the_gateway_comes_back() {
+    let mut config = test_config();
+    let h = start_bare(config.clone());
+    let runner_addr = h.runner_addr;
+    let mut options =
+        tether::runner::RunnerOptions::new(&h.runner_url(), tether::config::DEV_RUNNER_TOKEN);
+    options.max_backoff = Duration::from_millis(200);
+    let runner = tether::runner::Runner::start(options, BuiltinActors);
+    assert!(runner.wait_connected(Duration::from_secs(10)));
+    h.shutdown();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while runner.connected_tunnels() > 0 && std::time::Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(runner.connected_tunnels(), 0);
+    // A new gateway on the same runner port.
+    config.runners.listen = runner_addr;
+    let h2 = start_bare(config);
+    assert!(
+        runner.wait_connected(Duration::from_secs(10)),
+        "the runner came back by itself"
+    );
+    let mut ws = RawWs::connect(h2.client_addr, "/actors/echo/back");
+    ws.send(true, TEXT, b"again");
+    assert_eq!(text_of(&mut ws), "again");
+    runner.stop();
+    h2.shutdown();
 }

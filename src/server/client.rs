@@ -233,7 +233,7 @@ async fn client_request(
         Err(u) => {
             drop(registration);
             debug!(actor = %actor.name, key = ?actor.key, status = u.status, reason = %u.reason, "client refused");
-            let refusal = Refusal::new(Status(u.status), u.reason);
+            let refusal = Refusal::new(Status(u.status), u.describe());
             return match worker.config.client.handshake_errors {
                 HandshakeErrors::Http => refuse(&worker, stream, buf, refusal).await,
                 HandshakeErrors::Close => {
@@ -283,18 +283,11 @@ async fn connect_actor(
     if let Some(ready) = worker.mux.when_ready(&instance) {
         match ready.wait_until(deadline).await {
             Some(Ok(())) => {}
-            Some(Err(reason)) => {
-                return Err(Unavailable {
-                    status: 503,
-                    reason,
-                })
-            }
+            Some(Err(reason)) => return Err(Unavailable::new(503, "start_failed", reason)),
             None => {
                 worker.mux.abandon_start(&instance);
-                return Err(Unavailable {
-                    status: 503,
-                    reason: "actor did not start within actors.start_timeout".into(),
-                });
+                let reason = "actor did not start within actors.start_timeout";
+                return Err(Unavailable::new(503, "start_timeout", reason));
             }
         }
     }
@@ -321,13 +314,13 @@ async fn connect_actor(
             let protocol = protocol.filter(|p| upgrade.protocols.contains(p));
             Ok((conn_id, protocol))
         }
-        Some(OpenAnswer::Rejected { status, reason }) => Err(Unavailable { status, reason }),
+        Some(OpenAnswer::Rejected { status, reason }) => {
+            Err(Unavailable::new(status, "rejected", reason))
+        }
         None => {
             worker.mux.abandon_open(conn_id);
-            Err(Unavailable {
-                status: 503,
-                reason: "the actor did not accept the connection in time".into(),
-            })
+            let reason = "the actor did not accept the connection in time";
+            Err(Unavailable::new(503, "open_timeout", reason))
         }
     }
 }

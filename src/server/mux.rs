@@ -127,19 +127,28 @@ struct ClientLink {
     last_acked: Cell<u64>,
 }
 
-/// Why an actor cannot be reached, as an HTTP status and reason.
+/// Why an actor cannot be reached: an HTTP status, a machine-readable kind
+/// (`unknown_actor`, `no_runner`, `no_capacity`, `start_failed`,
+/// `start_timeout`, `open_timeout`, `rejected`) and a human reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Unavailable {
     pub status: u16,
+    pub kind: &'static str,
     pub reason: String,
 }
 
 impl Unavailable {
-    fn new(status: u16, reason: impl Into<String>) -> Self {
+    pub fn new(status: u16, kind: &'static str, reason: impl Into<String>) -> Self {
         Unavailable {
             status,
+            kind,
             reason: reason.into(),
         }
+    }
+
+    /// `kind: reason`, what the client reads.
+    pub fn describe(&self) -> String {
+        format!("{}: {}", self.kind, self.reason)
     }
 }
 
@@ -451,6 +460,7 @@ impl Mux {
         if in_pool.is_empty() {
             return Err(Unavailable::new(
                 503,
+                "no_runner",
                 format!("no runner available in pool {pool}"),
             ));
         }
@@ -458,7 +468,11 @@ impl Mux {
             .iter()
             .any(|t| t.actor_names.iter().any(|n| n == name))
         {
-            return Err(Unavailable::new(404, format!("unknown actor {name}")));
+            return Err(Unavailable::new(
+                404,
+                "unknown_actor",
+                format!("unknown actor {name}"),
+            ));
         }
         let tunnel = in_pool
             .into_iter()
@@ -467,6 +481,7 @@ impl Mux {
             .ok_or_else(|| {
                 Unavailable::new(
                     503,
+                    "no_capacity",
                     format!("no runner of pool {pool} has capacity for {name}"),
                 )
             })?
