@@ -42,6 +42,18 @@ pub struct RunnersConfig {
 pub struct ActorsConfig {
     #[serde(deserialize_with = "positive_duration")]
     pub start_timeout: Duration,
+    /// A running actor with no traffic for this long is put to sleep, if all
+    /// its connections can hibernate. "0s" disables idle sleep.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+    /// Actor names whose connections hibernate unless the runner says otherwise.
+    pub hibernatable: Vec<String>,
+    #[serde(deserialize_with = "size")]
+    pub max_attachment_bytes: usize,
+    #[serde(deserialize_with = "size")]
+    pub wake_buffer_bytes: usize,
+    /// A close frame from a hibernated client wakes its actor so it sees the close.
+    pub wake_on_close: bool,
     /// Actor name → runner pool. Names not listed run in pool "default".
     pub pools: std::collections::BTreeMap<String, String>,
 }
@@ -113,6 +125,9 @@ pub struct ClientConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer token for the admin API's mutating endpoints (publish). Empty:
+    /// those endpoints answer 403.
+    pub token: String,
 }
 
 impl Default for ServerConfig {
@@ -162,6 +177,11 @@ impl Default for ActorsConfig {
     fn default() -> Self {
         ActorsConfig {
             start_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            hibernatable: Vec::new(),
+            max_attachment_bytes: 2 * 1024,
+            wake_buffer_bytes: 1024 * 1024,
+            wake_on_close: true,
             pools: Default::default(),
         }
     }
@@ -171,6 +191,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
+            token: String::new(),
         }
     }
 }

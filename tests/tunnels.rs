@@ -144,6 +144,7 @@ impl Actor for Guarded {
         if info.query.contains("pass=yes") {
             OpenDecision::Accept {
                 protocol: info.protocols.last().cloned(),
+                hibernatable: None,
             }
         } else {
             OpenDecision::Reject {

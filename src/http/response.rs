@@ -54,7 +54,12 @@ pub fn write_response(
     for (name, value) in extra_headers {
         put_header(out, name, value.as_bytes());
     }
-    put_header(out, "Content-Type", b"text/plain; charset=utf-8");
+    if !extra_headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        put_header(out, "Content-Type", b"text/plain; charset=utf-8");
+    }
     put_header(out, "Content-Length", body.len().to_string().as_bytes());
     put_header(out, "Connection", b"close");
     out.put_slice(b"\r\n");

@@ -29,16 +29,31 @@ pub struct ConnInfo {
 /// An actor's answer to a connection: accept (optionally choosing one of the
 /// offered subprotocols) or reject with an HTTP status the client will see.
 pub enum OpenDecision {
-    Accept { protocol: Option<String> },
-    Reject { status: u16, reason: String },
+    /// `hibernatable`: whether the gateway may keep this connection open
+    /// while the actor sleeps (`None`: the gateway's `actors.hibernatable`).
+    Accept {
+        protocol: Option<String>,
+        hibernatable: Option<bool>,
+    },
+    Reject {
+        status: u16,
+        reason: String,
+    },
 }
 
 /// One actor instance: a name and key, state, and handlers. Handlers run on
 /// the tunnel's thread one at a time, so an actor never needs a lock.
 pub trait Actor: Send {
     fn on_open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _info: &ConnInfo) -> OpenDecision {
-        OpenDecision::Accept { protocol: None }
+        OpenDecision::Accept {
+            protocol: None,
+            hibernatable: None,
+        }
     }
+    /// A hibernated connection handed back after the actor woke. Not an
+    /// open: the client never left. `ctx.attachment(conn)` holds what the
+    /// actor stored with `ctx.set_attachment` before it slept.
+    fn on_restore(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _info: &ConnInfo) {}
     fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, message: Message);
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _code: u16, _reason: &str) {}
 }
@@ -58,6 +73,7 @@ pub struct Ctx<'a> {
     pub(crate) conns: &'a BTreeSet<ConnId>,
     pub(crate) out: &'a mut BytesMut,
     pub(crate) out_index: &'a mut HashMap<ConnId, u64>,
+    pub(crate) attachments: &'a mut HashMap<ConnId, Bytes>,
 }
 
 impl Ctx<'_> {
@@ -93,6 +109,23 @@ impl Ctx<'_> {
                 reason: reason.to_owned(),
             },
         );
+    }
+
+    /// Stores a small per-connection state at the gateway (at most
+    /// `actors.max_attachment_bytes`); it survives the actor sleeping.
+    pub fn set_attachment(&mut self, conn: ConnId, attachment: Bytes) {
+        encode_frame(
+            self.out,
+            &Frame::SetAttachment {
+                conn_id: conn,
+                attachment: attachment.clone(),
+            },
+        );
+        self.attachments.insert(conn, attachment);
+    }
+
+    pub fn attachment(&self, conn: ConnId) -> Option<&Bytes> {
+        self.attachments.get(&conn)
     }
 
     /// Asks the gateway to put this actor to sleep.

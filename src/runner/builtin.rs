@@ -1,6 +1,6 @@
 //! The reference runner's actors: `echo`, `chat` and `counter`.
 
-use super::actor::{Actor, ActorFactory, ConnId, Ctx, Message};
+use super::actor::{Actor, ActorFactory, ConnId, ConnInfo, Ctx, Message, OpenDecision};
 
 /// Runs the three built-in actors.
 pub struct BuiltinActors;
@@ -30,10 +30,16 @@ impl Actor for Echo {
 }
 
 /// Broadcasts every message to every connection of the same key, the sender
-/// included, so all members see one order.
+/// included, so all members see one order. Its connections hibernate.
 pub struct Chat;
 
 impl Actor for Chat {
+    fn on_open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _info: &ConnInfo) -> OpenDecision {
+        OpenDecision::Accept {
+            protocol: None,
+            hibernatable: Some(true),
+        }
+    }
     fn on_message(&mut self, ctx: &mut Ctx<'_>, _conn: ConnId, message: Message) {
         ctx.broadcast(&message);
     }
@@ -46,6 +52,12 @@ pub struct Counter {
 }
 
 impl Actor for Counter {
+    fn on_open(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _info: &ConnInfo) -> OpenDecision {
+        OpenDecision::Accept {
+            protocol: None,
+            hibernatable: Some(true),
+        }
+    }
     fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, message: Message) {
         match message {
             Message::Text(t) if t == "inc" => {

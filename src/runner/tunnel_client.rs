@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tracing::{debug, info, warn};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::WebSocketConfig;
@@ -138,6 +138,7 @@ struct TunnelState {
     /// Highest message index handled per connection: replays are dropped.
     last_index: HashMap<ConnId, u64>,
     out_index: HashMap<ConnId, u64>,
+    attachments: HashMap<ConnId, Bytes>,
 }
 
 fn is_timeout(e: &tungstenite::Error) -> bool {
@@ -285,16 +286,20 @@ impl TunnelState {
                     conns: &slot.conns,
                     out: &mut early,
                     out_index: &mut self.out_index,
+                    attachments: &mut self.attachments,
                 };
                 let decision = slot.actor.on_open(&mut ctx, conn_id, &info);
                 match decision {
-                    OpenDecision::Accept { protocol } => {
+                    OpenDecision::Accept {
+                        protocol,
+                        hibernatable,
+                    } => {
                         encode_frame(
                             out,
                             &Frame::ConnAccept {
                                 conn_id,
                                 protocol,
-                                hibernatable: false,
+                                hibernatable,
                             },
                         );
                         out.extend_from_slice(&early);
@@ -341,6 +346,7 @@ impl TunnelState {
                     conns: &slot.conns,
                     out: &mut *out,
                     out_index: &mut self.out_index,
+                    attachments: &mut self.attachments,
                 };
                 slot.actor.on_message(&mut ctx, conn_id, message);
                 encode_frame(
@@ -367,10 +373,12 @@ impl TunnelState {
                         conns: &slot.conns,
                         out: &mut *out,
                         out_index: &mut self.out_index,
+                        attachments: &mut self.attachments,
                     };
                     slot.actor.on_close(&mut ctx, conn_id, code, &reason);
                 }
             }
+            Frame::RestoreConn { .. } => self.restore(frame, out),
             Frame::Keepalive { nonce } => encode_frame(out, &Frame::KeepaliveAck { nonce }),
             _ => {}
         }
@@ -380,5 +388,47 @@ impl TunnelState {
         self.conn_actor.remove(&conn_id);
         self.last_index.remove(&conn_id);
         self.out_index.remove(&conn_id);
+        self.attachments.remove(&conn_id);
+    }
+
+    /// A hibernated connection handed to this (woken) actor: no open event.
+    fn restore(&mut self, frame: Frame, out: &mut BytesMut) {
+        let Frame::RestoreConn {
+            conn_id,
+            actor_id,
+            path,
+            query,
+            headers,
+            protocol,
+            attachment,
+            last_index,
+        } = frame
+        else {
+            return;
+        };
+        let Some(slot) = self.actors.get_mut(&actor_id) else {
+            return;
+        };
+        slot.conns.insert(conn_id);
+        self.conn_actor.insert(conn_id, actor_id);
+        // Messages up to what the actor acknowledged before it slept were handled.
+        self.last_index.insert(conn_id, last_index);
+        if !attachment.is_empty() {
+            self.attachments.insert(conn_id, attachment);
+        }
+        let info = ConnInfo {
+            path,
+            query,
+            headers,
+            protocols: protocol.into_iter().collect(),
+        };
+        let mut ctx = Ctx {
+            actor_id,
+            conns: &slot.conns,
+            out,
+            out_index: &mut self.out_index,
+            attachments: &mut self.attachments,
+        };
+        slot.actor.on_restore(&mut ctx, conn_id, &info);
     }
 }

@@ -1,60 +1,296 @@
-//! The admin listener: operator endpoints. For now only `GET /healthz`.
+//! The admin listener: operator endpoints.
+//!
+//! - `GET /healthz` → 200.
+//! - `POST /actors/{name}/{key…}/publish[?conn=ID…]` with
+//!   `Authorization: Bearer <admin.token>`: delivers the body as one message
+//!   to every open connection of that actor — running or hibernated — without
+//!   starting it. Body `text/*` (or no type) is a text message (must be
+//!   UTF-8); `application/octet-stream` a binary one. Answers
+//!   `{"delivered":N}`. The request is served by the actor's home worker.
 
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Instant;
 
+use bytes::{Buf, Bytes, BytesMut};
 use monoio::net::TcpStream;
 
+use super::client::actor_home;
+use super::handoff::{Handoff, Listener};
 use super::io::{linger_close, read_before, write_all_or_stall, ReadOutcome};
 use super::worker::Worker;
 use crate::http::response::write_response;
-use crate::http::{HeadReader, Status};
+use crate::http::route::{route, ActorPath, Route};
+use crate::http::{HeadReader, RequestHead, Status};
+use crate::tunnel::MessageKind;
 
 pub(crate) async fn serve_admin(worker: Rc<Worker>, mut stream: TcpStream) {
     let cfg = &worker.config.client;
     let deadline = Instant::now() + cfg.handshake_timeout;
     let mut reader = HeadReader::new(cfg.max_header_bytes, cfg.max_headers);
     let mut buf = worker.pool.take();
-    let mut out = worker.pool.take();
     loop {
         match reader.poll(&buf) {
-            Ok(Some((head, _))) => {
-                let (status, allow, body) = match (head.method.as_str(), head.target.as_str()) {
-                    ("GET", "/healthz") => (Status::OK, None, "ok\n"),
-                    (_, "/healthz") => (
-                        Status::METHOD_NOT_ALLOWED,
-                        Some(("Allow", "GET")),
-                        "use GET\n",
-                    ),
-                    _ => (Status::NOT_FOUND, None, "no such path\n"),
-                };
-                write_response(&mut out, status, allow.as_slice(), body);
-                break;
+            Ok(Some((head, len))) => {
+                buf.advance(len);
+                return admin_request(worker, stream, buf, head).await;
             }
             Ok(None) => {}
-            Err(e) => {
-                write_response(&mut out, e.status(), &[], e.reason());
-                break;
-            }
+            Err(e) => return answer(&worker, stream, buf, e.status(), &[], e.reason()).await,
         }
         let (outcome, b) = read_before(&mut stream, buf, 1024, deadline).await;
         buf = b;
         match outcome {
             ReadOutcome::Data(_) => {}
             ReadOutcome::TimedOut => {
-                write_response(
-                    &mut out,
+                return answer(
+                    &worker,
+                    stream,
+                    buf,
                     Status::REQUEST_TIMEOUT,
                     &[],
-                    "request head timed out\n",
-                );
-                break;
+                    "request head timed out",
+                )
+                .await
             }
             ReadOutcome::Eof | ReadOutcome::Failed(_) => return,
         }
     }
+}
+
+/// Serves an admin request whose head has been read (possibly on another worker).
+pub(crate) async fn admin_request(
+    worker: Rc<Worker>,
+    stream: TcpStream,
+    buf: BytesMut,
+    head: RequestHead,
+) {
+    let path = head
+        .target
+        .split_once('?')
+        .map_or(head.target.as_str(), |(p, _)| p);
+    if path == "/healthz" {
+        return match head.method.as_str() {
+            "GET" => answer(&worker, stream, buf, Status::OK, &[], "ok").await,
+            _ => {
+                answer(
+                    &worker,
+                    stream,
+                    buf,
+                    Status::METHOD_NOT_ALLOWED,
+                    &[("Allow", "GET")],
+                    "use GET",
+                )
+                .await
+            }
+        };
+    }
+    let Some(actor) = publish_target(&head.target) else {
+        return answer(&worker, stream, buf, Status::NOT_FOUND, &[], "no such path").await;
+    };
+    if head.method != "POST" {
+        return answer(
+            &worker,
+            stream,
+            buf,
+            Status::METHOD_NOT_ALLOWED,
+            &[("Allow", "POST")],
+            "use POST",
+        )
+        .await;
+    }
+    let token = &worker.config.admin.token;
+    if token.is_empty() {
+        return answer(
+            &worker,
+            stream,
+            buf,
+            Status(403),
+            &[],
+            "admin.token is not configured: publishing is disabled",
+        )
+        .await;
+    }
+    if !bearer_is(&head, token) {
+        let headers = [("WWW-Authenticate", "Bearer")];
+        return answer(
+            &worker,
+            stream,
+            buf,
+            Status::UNAUTHORIZED,
+            &headers,
+            "missing or wrong admin token",
+        )
+        .await;
+    }
+    let home = actor_home(&actor, worker.worker_count);
+    if home != worker.id {
+        let fd = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
+        let handoff = Handoff {
+            fd,
+            head,
+            leftover: buf,
+            listener: Listener::Admin,
+        };
+        if let Err(back) = worker.handoffs.send(home, handoff) {
+            if let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(back.fd)) {
+                answer(
+                    &worker,
+                    stream,
+                    back.leftover,
+                    Status::SERVICE_UNAVAILABLE,
+                    &[],
+                    "gateway overloaded",
+                )
+                .await;
+            }
+        }
+        return;
+    }
+    publish(worker, stream, buf, head, actor).await;
+}
+
+/// `/actors/{name}/{key…}/publish` → the actor path.
+fn publish_target(target: &str) -> Option<ActorPath> {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let actor_path = path.strip_suffix("/publish")?;
+    let rebuilt = match query {
+        Some(q) => format!("{actor_path}?{q}"),
+        None => actor_path.to_owned(),
+    };
+    match route(&rebuilt) {
+        Ok(Route::Actor(a)) => Some(a),
+        _ => None,
+    }
+}
+
+fn bearer_is(head: &RequestHead, token: &str) -> bool {
+    let Some(given) = head
+        .header("authorization")
+        .and_then(|v| v.strip_prefix(b"Bearer "))
+    else {
+        return false;
+    };
+    let given = given.trim_ascii();
+    given.len() == token.len()
+        && given
+            .iter()
+            .zip(token.as_bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+async fn publish(
+    worker: Rc<Worker>,
+    mut stream: TcpStream,
+    mut buf: BytesMut,
+    head: RequestHead,
+    actor: ActorPath,
+) {
+    let Some(length) = head
+        .header("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok())
+    else {
+        return answer(
+            &worker,
+            stream,
+            buf,
+            Status(411),
+            &[],
+            "Content-Length required",
+        )
+        .await;
+    };
+    if length > worker.config.client.max_message_bytes {
+        return answer(
+            &worker,
+            stream,
+            buf,
+            Status(413),
+            &[],
+            "body larger than client.max_message_bytes",
+        )
+        .await;
+    }
+    let deadline = Instant::now() + worker.config.client.handshake_timeout;
+    while buf.len() < length {
+        let room = length - buf.len();
+        let (outcome, b) = read_before(&mut stream, buf, room, deadline).await;
+        buf = b;
+        match outcome {
+            ReadOutcome::Data(_) => {}
+            ReadOutcome::TimedOut => {
+                return answer(
+                    &worker,
+                    stream,
+                    buf,
+                    Status::REQUEST_TIMEOUT,
+                    &[],
+                    "body timed out",
+                )
+                .await
+            }
+            ReadOutcome::Eof | ReadOutcome::Failed(_) => return,
+        }
+    }
+    let body: Bytes = buf.split_to(length).freeze();
+    let binary = head
+        .header("content-type")
+        .is_some_and(|t| t.starts_with(b"application/octet-stream"));
+    let kind = if binary {
+        MessageKind::Binary
+    } else if std::str::from_utf8(&body).is_ok() {
+        MessageKind::Text
+    } else {
+        return answer(
+            &worker,
+            stream,
+            buf,
+            Status::BAD_REQUEST,
+            &[],
+            "a text message must be UTF-8 (send application/octet-stream for binary)",
+        )
+        .await;
+    };
+    let only: Vec<u64> = actor
+        .query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("conn="))
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let delivered = worker
+        .mux
+        .publish(&actor.name, &actor.key, kind, body, &only);
+    let json = format!("{{\"delivered\":{delivered}}}");
+    answer(
+        &worker,
+        stream,
+        buf,
+        Status::OK,
+        &[("Content-Type", "application/json")],
+        &json,
+    )
+    .await;
+}
+
+async fn answer(
+    worker: &Rc<Worker>,
+    mut stream: TcpStream,
+    scratch: BytesMut,
+    status: Status,
+    headers: &[(&str, &str)],
+    body: &str,
+) {
+    let cfg = &worker.config.client;
+    let mut out = worker.pool.take();
+    write_response(&mut out, status, headers, &format!("{body}\n"));
     if let Ok(out) = write_all_or_stall(&mut stream, out, cfg.send_timeout).await {
         worker.pool.give_back(out);
-        linger_close(stream, buf, cfg.close_timeout).await;
+        linger_close(stream, scratch, cfg.close_timeout).await;
     }
 }

@@ -158,7 +158,7 @@ async fn respond(
     match listener {
         Listener::Client => client_request(worker, stream, buf, head).await,
         Listener::Runner => runner_request(worker, stream, buf, head).await,
-        Listener::Admin => {}
+        Listener::Admin => super::admin::admin_request(worker, stream, buf, head).await,
     }
 }
 
@@ -247,9 +247,12 @@ async fn client_request(
     match write_all_or_stall(&mut stream, out, worker.config.client.send_timeout).await {
         Ok(out) => worker.pool.give_back(out),
         Err(_) => {
-            return worker
-                .mux
-                .client_closed(conn_id, 1006, "connection lost during the handshake")
+            return worker.mux.client_closed(
+                conn_id,
+                1006,
+                "connection lost during the handshake",
+                false,
+            )
         }
     }
     debug!(actor = %actor.name, key = ?actor.key, conn_id, "client connected");
@@ -276,16 +279,13 @@ async fn connect_actor(
 ) -> Result<(u64, Option<String>), Unavailable> {
     let cfg = &worker.config.actors;
     let deadline = Instant::now() + cfg.start_timeout;
-    let pool = cfg.pools.get(&actor.name).map_or("default", String::as_str);
-    let instance = worker
-        .mux
-        .get_or_start(&actor.name, &actor.key, pool, Bytes::new())?;
+
+    let instance = worker.mux.get_or_start(&actor.name, &actor.key)?;
     if let Some(ready) = worker.mux.when_ready(&instance) {
         match ready.wait_until(deadline).await {
             Some(Ok(())) => {}
             Some(Err(reason)) => return Err(Unavailable::new(503, "start_failed", reason)),
             None => {
-                worker.mux.abandon_start(&instance);
                 let reason = "actor did not start within actors.start_timeout";
                 return Err(Unavailable::new(503, "start_timeout", reason));
             }
@@ -309,11 +309,7 @@ async fn connect_actor(
     };
     let (conn_id, answer) = worker.mux.open(&instance, control, request);
     match answer.wait_until(deadline).await {
-        Some(OpenAnswer::Accepted { protocol }) => {
-            // A runner may only pick a protocol the client offered.
-            let protocol = protocol.filter(|p| upgrade.protocols.contains(p));
-            Ok((conn_id, protocol))
-        }
+        Some(OpenAnswer::Accepted { protocol }) => Ok((conn_id, protocol)),
         Some(OpenAnswer::Rejected { status, reason }) => {
             Err(Unavailable::new(status, "rejected", reason))
         }

@@ -15,6 +15,7 @@ mod shutdown;
 pub mod signals;
 mod slot;
 mod stopping;
+mod tunnel;
 mod worker;
 
 use std::net::SocketAddr;

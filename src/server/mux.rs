@@ -1,5 +1,6 @@
 //! The per-worker multiplexer: this worker's runner tunnels, the actors it
-//! placed on them, and the client connections of those actors.
+//! placed on them, and the client connections of those actors — including
+//! actors that sleep while the gateway holds their hibernated connections.
 //!
 //! Everything here is owned by one worker thread. A client connection is
 //! always served by its actor's home worker, and every runner keeps one
@@ -7,8 +8,10 @@
 //! (docs/ARCHITECTURE.md).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use slab::Slab;
@@ -16,78 +19,10 @@ use tracing::{debug, info, warn};
 
 use super::registry::ConnControl;
 use super::slot::Slot;
-use crate::tunnel::{encode_frame, encode_message, Frame, MessageKind, TunnelError};
+pub(crate) use super::tunnel::{Tunnel, REPLACED};
+use crate::config::Config;
+use crate::tunnel::{Frame, MessageKind, TunnelError};
 use crate::ws::{CloseCode, OpCode};
-
-/// Close code for a tunnel replaced by a newer connection with the same
-/// runner key (4000 + 409 Conflict). A runner library must not reconnect
-/// after it: another process now holds its key.
-pub(crate) const REPLACED: CloseCode = CloseCode(4409);
-
-/// One runner's tunnel to this worker.
-pub(crate) struct Tunnel {
-    pub runner_key: String,
-    pub pool: String,
-    pub capacity: u32,
-    pub actor_names: Vec<String>,
-    /// The tunnel session's control: poked when frames are pending.
-    pub control: Rc<ConnControl>,
-    pending: RefCell<BytesMut>,
-    max_pending: usize,
-    placed: Cell<u32>,
-    draining: Cell<bool>,
-    slab_key: Cell<usize>,
-    /// Client sessions that stopped reading because this tunnel is congested.
-    blocked: RefCell<Vec<Rc<ConnControl>>>,
-}
-
-impl Tunnel {
-    pub fn send(&self, frame: &Frame) {
-        encode_frame(&mut self.pending.borrow_mut(), frame);
-        self.control.poke();
-    }
-
-    pub fn send_message(&self, conn_id: u64, index: u64, kind: MessageKind, payload: &[u8]) {
-        encode_message(
-            &mut self.pending.borrow_mut(),
-            conn_id,
-            index,
-            kind,
-            payload,
-        );
-        self.control.poke();
-    }
-
-    /// Everything queued for the runner, as one batch (one WebSocket message).
-    pub fn take_pending(&self) -> Option<Bytes> {
-        let mut p = self.pending.borrow_mut();
-        (!p.is_empty()).then(|| p.split().freeze())
-    }
-
-    /// Past `max_pending` queued bytes, clients of this runner stop reading.
-    pub fn is_congested(&self) -> bool {
-        self.pending.borrow().len() >= self.max_pending
-    }
-
-    pub fn wait_until_uncongested(&self, client: &Rc<ConnControl>) {
-        self.blocked.borrow_mut().push(client.clone());
-    }
-
-    /// Called after the tunnel wrote a batch: release blocked clients.
-    pub fn flushed(&self) {
-        if !self.is_congested() {
-            for c in self.blocked.borrow_mut().drain(..) {
-                c.poke();
-            }
-        }
-    }
-
-    fn can_place(&self, name: &str) -> bool {
-        !self.draining.get()
-            && self.placed.get() < self.capacity
-            && self.actor_names.iter().any(|n| n == name)
-    }
-}
 
 /// Filled when a starting actor runs (or failed to start, with the reason).
 pub(crate) type ReadySlot = Slot<Result<(), String>>;
@@ -96,16 +31,28 @@ pub(crate) type ReadySlot = Slot<Result<(), String>>;
 enum ActorState {
     Starting,
     Running,
+    /// Stopped on its runner; the gateway holds its hibernated connections.
+    Asleep,
 }
 
 pub(crate) struct Actor {
-    pub id: u64,
+    /// The runner-side id of the current incarnation (new at every start).
+    id: Cell<u64>,
     pub name: String,
     pub key: Vec<String>,
-    pub tunnel: Rc<Tunnel>,
+    pool: String,
+    tunnel: RefCell<Option<Rc<Tunnel>>>,
     state: Cell<ActorState>,
+    start_deadline: Cell<Option<Instant>>,
     ready: RefCell<Vec<Rc<ReadySlot>>>,
     conns: RefCell<HashSet<u64>>,
+    last_activity: Cell<Instant>,
+}
+
+impl Actor {
+    fn tunnel(&self) -> Option<Rc<Tunnel>> {
+        self.tunnel.borrow().clone()
+    }
 }
 
 /// How the runner answered a connection open.
@@ -115,16 +62,46 @@ pub(crate) enum OpenAnswer {
     Rejected { status: u16, reason: String },
 }
 
+/// What the runner is told about a new client connection (and again, as a
+/// restore, after the actor wakes).
+pub(crate) struct OpenRequest {
+    pub path: String,
+    pub query: String,
+    pub headers: Vec<(String, Bytes)>,
+    pub protocols: Vec<String>,
+}
+
 struct PendingOpen {
     answer: Rc<Slot<OpenAnswer>>,
     control: Rc<ConnControl>,
     actor: Rc<Actor>,
+    request: OpenRequest,
+}
+
+/// Kept per connection so that it can be restored into a woken actor.
+struct ConnMeta {
+    path: String,
+    query: String,
+    headers: Vec<(String, Bytes)>,
+    protocol: Option<String>,
+    attachment: Bytes,
+}
+
+/// Client messages (and a close) waiting for their actor to start.
+#[derive(Default)]
+struct Held {
+    messages: VecDeque<(u64, MessageKind, Bytes)>,
+    bytes: usize,
+    close: Option<(u16, String)>,
 }
 
 struct ClientLink {
     control: Rc<ConnControl>,
     actor: Rc<Actor>,
     last_acked: Cell<u64>,
+    hibernatable: bool,
+    meta: RefCell<Box<ConnMeta>>,
+    held: RefCell<Option<Box<Held>>>,
 }
 
 /// Why an actor cannot be reached: an HTTP status, a machine-readable kind
@@ -156,28 +133,30 @@ type ActorKey = (String, Vec<String>);
 
 pub(crate) struct Mux {
     worker_id: usize,
-    max_tunnel_pending: usize,
-    max_client_queue: usize,
+    config: Arc<Config>,
     tunnels: RefCell<Slab<Rc<Tunnel>>>,
     actors_by_key: RefCell<HashMap<ActorKey, Rc<Actor>>>,
     actors_by_id: RefCell<HashMap<u64, Rc<Actor>>>,
     conns: RefCell<HashMap<u64, ClientLink>>,
     pending_opens: RefCell<HashMap<u64, PendingOpen>>,
     next_id: Cell<u64>,
+    /// A coarse clock, advanced by the worker's timer sweep: activity
+    /// tracking must not read the clock per message.
+    clock: Cell<Instant>,
 }
 
 impl Mux {
-    pub fn new(worker_id: usize, max_tunnel_pending: usize, max_client_queue: usize) -> Self {
+    pub fn new(worker_id: usize, config: Arc<Config>) -> Self {
         Mux {
             worker_id,
-            max_tunnel_pending,
-            max_client_queue,
+            config,
             tunnels: RefCell::new(Slab::new()),
             actors_by_key: RefCell::new(HashMap::new()),
             actors_by_id: RefCell::new(HashMap::new()),
             conns: RefCell::new(HashMap::new()),
             pending_opens: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
+            clock: Cell::new(Instant::now()),
         }
     }
 
@@ -187,6 +166,8 @@ impl Mux {
         self.next_id.set(n + 1);
         ((self.worker_id as u64) << 56) | n
     }
+
+    // ---- tunnels -------------------------------------------------------
 
     /// A runner introduced itself on a tunnel. A tunnel of the same runner key
     /// already here is a zombie (the runner restarted): it is replaced.
@@ -222,7 +203,7 @@ impl Mux {
             actor_names: actor_names.clone(),
             control,
             pending: RefCell::new(BytesMut::new()),
-            max_pending: self.max_tunnel_pending,
+            max_pending: self.config.runners.max_send_queue_bytes,
             placed: Cell::new(0),
             draining: Cell::new(false),
             slab_key: Cell::new(0),
@@ -234,24 +215,24 @@ impl Mux {
         Some(tunnel)
     }
 
-    /// The tunnel is gone: its actors are gone with it, and so are their
-    /// clients (live migration keeps them; it is not built yet).
+    /// The tunnel is gone: its running actors are gone with it, and so are
+    /// their clients (live migration keeps them; it is not built yet).
+    /// Sleeping actors are behind no tunnel and are not affected.
     pub fn remove_tunnel(&self, tunnel: &Rc<Tunnel>) {
         {
             let mut tunnels = self.tunnels.borrow_mut();
             let key = tunnel.slab_key.get();
-            if tunnels.get(key).is_some_and(|t| Rc::ptr_eq(t, tunnel)) {
-                tunnels.remove(key);
-            } else {
+            if !tunnels.get(key).is_some_and(|t| Rc::ptr_eq(t, tunnel)) {
                 return;
             }
+            tunnels.remove(key);
         }
         info!(worker = self.worker_id, runner = %tunnel.runner_key, "runner tunnel down");
         let actors: Vec<Rc<Actor>> = self
             .actors_by_id
             .borrow()
             .values()
-            .filter(|a| Rc::ptr_eq(&a.tunnel, tunnel))
+            .filter(|a| a.tunnel().is_some_and(|t| Rc::ptr_eq(&t, tunnel)))
             .cloned()
             .collect();
         for actor in actors {
@@ -262,195 +243,7 @@ impl Mux {
         }
     }
 
-    fn remove_actor(&self, actor: &Rc<Actor>, code: CloseCode, reason: &str) {
-        self.actors_by_id.borrow_mut().remove(&actor.id);
-        let key = (actor.name.clone(), actor.key.clone());
-        let mut by_key = self.actors_by_key.borrow_mut();
-        if by_key.get(&key).is_some_and(|a| Rc::ptr_eq(a, actor)) {
-            by_key.remove(&key);
-        }
-        drop(by_key);
-        actor
-            .tunnel
-            .placed
-            .set(actor.tunnel.placed.get().saturating_sub(1));
-        for slot in actor.ready.borrow_mut().drain(..) {
-            slot.fill(Err(reason.to_owned()));
-        }
-        let conn_ids: Vec<u64> = actor.conns.borrow_mut().drain().collect();
-        let mut conns = self.conns.borrow_mut();
-        for id in conn_ids {
-            if let Some(link) = conns.remove(&id) {
-                link.control.request_close(code, reason);
-            }
-        }
-        drop(conns);
-        let mut opens = self.pending_opens.borrow_mut();
-        let stale: Vec<u64> = opens
-            .iter()
-            .filter(|(_, p)| Rc::ptr_eq(&p.actor, actor))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in stale {
-            if let Some(p) = opens.remove(&id) {
-                p.answer.fill(OpenAnswer::Rejected {
-                    status: 503,
-                    reason: reason.to_owned(),
-                });
-            }
-        }
-    }
-
-    /// Handles one frame from a runner. An error closes that tunnel only.
-    pub fn on_tunnel_frame(&self, tunnel: &Rc<Tunnel>, frame: Frame) -> Result<(), TunnelError> {
-        match frame {
-            Frame::Message {
-                conn_id,
-                index: _,
-                kind,
-                payload,
-            } => {
-                let conns = self.conns.borrow();
-                let Some(link) = conns
-                    .get(&conn_id)
-                    .filter(|l| Rc::ptr_eq(&l.actor.tunnel, tunnel))
-                else {
-                    return Ok(()); // closed meanwhile: nothing to deliver to
-                };
-                let opcode = match kind {
-                    MessageKind::Text => OpCode::Text,
-                    MessageKind::Binary => OpCode::Binary,
-                };
-                // One message alone never trips the limit (it is bounded by
-                // max_message_bytes); a backlog behind it does.
-                let len = payload.len();
-                let queued = link.control.push_outbound((opcode, payload));
-                if queued > self.max_client_queue && queued > len {
-                    warn!(
-                        conn = conn_id,
-                        "client is not reading: send queue exceeded, closing with 1008"
-                    );
-                    link.control
-                        .request_close(CloseCode::POLICY, "send queue exceeded: client too slow");
-                }
-            }
-            Frame::Ack { conn_id, index } => {
-                if let Some(link) = self.conns.borrow().get(&conn_id) {
-                    link.last_acked.set(link.last_acked.get().max(index));
-                }
-            }
-            Frame::Close {
-                conn_id,
-                code,
-                reason,
-            } => {
-                let link = self.conns.borrow_mut().remove(&conn_id);
-                if let Some(link) = link.filter(|l| Rc::ptr_eq(&l.actor.tunnel, tunnel)) {
-                    link.actor.conns.borrow_mut().remove(&conn_id);
-                    let code = if CloseCode(code).is_sendable() {
-                        CloseCode(code)
-                    } else {
-                        CloseCode::INTERNAL
-                    };
-                    link.control.request_close(code, reason);
-                }
-            }
-            Frame::ConnAccept {
-                conn_id,
-                protocol,
-                hibernatable: _,
-            } => {
-                let Some(open) = self.pending_opens.borrow_mut().remove(&conn_id) else {
-                    return Ok(());
-                };
-                open.actor.conns.borrow_mut().insert(conn_id);
-                self.conns.borrow_mut().insert(
-                    conn_id,
-                    ClientLink {
-                        control: open.control,
-                        actor: open.actor,
-                        last_acked: Cell::new(0),
-                    },
-                );
-                open.answer.fill(OpenAnswer::Accepted { protocol });
-            }
-            Frame::ConnReject {
-                conn_id,
-                status,
-                reason,
-            } => {
-                if let Some(open) = self.pending_opens.borrow_mut().remove(&conn_id) {
-                    let status = if (400..600).contains(&status) {
-                        status
-                    } else {
-                        500
-                    };
-                    open.answer.fill(OpenAnswer::Rejected { status, reason });
-                }
-            }
-            Frame::ActorReady { actor_id } => {
-                if let Some(actor) = self.actor_on(tunnel, actor_id) {
-                    actor.state.set(ActorState::Running);
-                    for slot in actor.ready.borrow_mut().drain(..) {
-                        slot.fill(Ok(()));
-                    }
-                }
-            }
-            Frame::ActorStopped { actor_id, reason } => {
-                if let Some(actor) = self.actor_on(tunnel, actor_id) {
-                    debug!(actor = %actor.name, key = ?actor.key, %reason, "actor stopped");
-                    self.remove_actor(
-                        &actor,
-                        CloseCode::INTERNAL,
-                        &format!("actor stopped: {reason}"),
-                    );
-                }
-            }
-            Frame::SleepRequest { actor_id } => {
-                // Hibernation is not built yet: a sleeping actor's clients are closed.
-                if let Some(actor) = self.actor_on(tunnel, actor_id) {
-                    tunnel.send(&Frame::StopActor { actor_id });
-                    self.remove_actor(&actor, CloseCode::GOING_AWAY, "actor went to sleep");
-                }
-            }
-            Frame::Keepalive { nonce } => tunnel.send(&Frame::KeepaliveAck { nonce }),
-            Frame::KeepaliveAck { .. } => {}
-            Frame::Drain => {
-                info!(worker = self.worker_id, runner = %tunnel.runner_key, "runner draining: no new actors go there");
-                tunnel.draining.set(true);
-            }
-            Frame::Hello { .. }
-            | Frame::Welcome { .. }
-            | Frame::StartActor { .. }
-            | Frame::StopActor { .. }
-            | Frame::ConnOpen { .. } => {
-                return Err(TunnelError("frame type not allowed from a runner"));
-            }
-        }
-        Ok(())
-    }
-
-    fn actor_on(&self, tunnel: &Rc<Tunnel>, actor_id: u64) -> Option<Rc<Actor>> {
-        self.actors_by_id
-            .borrow()
-            .get(&actor_id)
-            .filter(|a| Rc::ptr_eq(&a.tunnel, tunnel))
-            .cloned()
-    }
-
-    /// The actor for `name`/`key`: the running or starting instance, or a
-    /// new one started on the least loaded runner of `pool` that can run it.
-    pub fn get_or_start(
-        &self,
-        name: &str,
-        key: &[String],
-        pool: &str,
-        input: Bytes,
-    ) -> Result<Rc<Actor>, Unavailable> {
-        let k = (name.to_owned(), key.to_vec());
-        if let Some(a) = self.actors_by_key.borrow().get(&k) {
-            return Ok(a.clone());
-        }
+    fn choose_tunnel(&self, name: &str, pool: &str) -> Result<Rc<Tunnel>, Unavailable> {
         let tunnels = self.tunnels.borrow();
         let in_pool: Vec<&Rc<Tunnel>> = tunnels
             .iter()
@@ -474,41 +267,227 @@ impl Mux {
                 format!("unknown actor {name}"),
             ));
         }
-        let tunnel = in_pool
+        in_pool
             .into_iter()
             .filter(|t| t.can_place(name))
             .min_by_key(|t| t.placed.get())
+            .cloned()
             .ok_or_else(|| {
                 Unavailable::new(
                     503,
                     "no_capacity",
                     format!("no runner of pool {pool} has capacity for {name}"),
                 )
-            })?
-            .clone();
-        drop(tunnels);
+            })
+    }
+
+    // ---- actor lifecycle ----------------------------------------------
+
+    /// The actor for `name`/`key`: the running or starting instance, a
+    /// sleeping one woken, or a new one started on the least loaded runner
+    /// of its pool that can run it.
+    pub fn get_or_start(&self, name: &str, key: &[String]) -> Result<Rc<Actor>, Unavailable> {
+        let k = (name.to_owned(), key.to_vec());
+        let existing = self.actors_by_key.borrow().get(&k).cloned();
+        if let Some(actor) = existing {
+            if actor.state.get() == ActorState::Asleep {
+                self.wake(&actor)?;
+            }
+            return Ok(actor);
+        }
+        let pool = self
+            .config
+            .actors
+            .pools
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| "default".to_owned());
         let actor = Rc::new(Actor {
-            id: self.fresh_id(),
+            id: Cell::new(0),
             name: name.to_owned(),
             key: key.to_vec(),
-            tunnel: tunnel.clone(),
-            state: Cell::new(ActorState::Starting),
+            pool,
+            tunnel: RefCell::new(None),
+            state: Cell::new(ActorState::Asleep),
+            start_deadline: Cell::new(None),
             ready: RefCell::new(Vec::new()),
             conns: RefCell::new(HashSet::new()),
+            last_activity: Cell::new(self.clock.get()),
         });
-        tunnel.placed.set(tunnel.placed.get() + 1);
+        self.start(&actor)?;
         self.actors_by_key.borrow_mut().insert(k, actor.clone());
-        self.actors_by_id
-            .borrow_mut()
-            .insert(actor.id, actor.clone());
-        debug!(actor = %name, key = ?key, runner = %tunnel.runner_key, "starting actor");
-        tunnel.send(&Frame::StartActor {
-            actor_id: actor.id,
-            name: name.to_owned(),
-            key: key.to_vec(),
-            input,
-        });
         Ok(actor)
+    }
+
+    /// Sends StartActor to the best runner; the actor is Starting until ready.
+    fn start(&self, actor: &Rc<Actor>) -> Result<(), Unavailable> {
+        let tunnel = self.choose_tunnel(&actor.name, &actor.pool)?;
+        let id = self.fresh_id();
+        actor.id.set(id);
+        tunnel.placed.set(tunnel.placed.get() + 1);
+        *actor.tunnel.borrow_mut() = Some(tunnel.clone());
+        actor.state.set(ActorState::Starting);
+        actor
+            .start_deadline
+            .set(Some(Instant::now() + self.config.actors.start_timeout));
+        actor.last_activity.set(self.clock.get());
+        self.actors_by_id.borrow_mut().insert(id, actor.clone());
+        debug!(actor = %actor.name, key = ?actor.key, runner = %tunnel.runner_key, "starting actor");
+        tunnel.send(&Frame::StartActor {
+            actor_id: id,
+            name: actor.name.clone(),
+            key: actor.key.clone(),
+            input: Bytes::new(),
+        });
+        Ok(())
+    }
+
+    /// A message (or close) arrived for a sleeping actor: start it anywhere
+    /// in its pool; its hibernated connections are restored when it is ready.
+    fn wake(&self, actor: &Rc<Actor>) -> Result<(), Unavailable> {
+        debug!(actor = %actor.name, key = ?actor.key, connections = actor.conns.borrow().len(), "waking actor");
+        if let Err(u) = self.start(actor) {
+            warn!(actor = %actor.name, key = ?actor.key, reason = %u.reason, "cannot wake actor");
+            self.remove_actor(
+                actor,
+                CloseCode::INTERNAL,
+                &format!("actor could not wake: {}", u.describe()),
+            );
+            return Err(u);
+        }
+        Ok(())
+    }
+
+    fn on_ready(&self, actor: &Rc<Actor>) {
+        actor.state.set(ActorState::Running);
+        actor.start_deadline.set(None);
+        let Some(tunnel) = actor.tunnel() else { return };
+        let restored: Vec<u64> = actor.conns.borrow().iter().copied().collect();
+        let mut closed = Vec::new();
+        {
+            let conns = self.conns.borrow();
+            for conn_id in &restored {
+                let Some(link) = conns.get(conn_id) else {
+                    continue;
+                };
+                let meta = link.meta.borrow();
+                tunnel.send(&Frame::RestoreConn {
+                    conn_id: *conn_id,
+                    actor_id: actor.id.get(),
+                    path: meta.path.clone(),
+                    query: meta.query.clone(),
+                    headers: meta.headers.clone(),
+                    protocol: meta.protocol.clone(),
+                    attachment: meta.attachment.clone(),
+                    last_index: link.last_acked.get(),
+                });
+                if let Some(held) = link.held.borrow_mut().take() {
+                    for (index, kind, payload) in held.messages {
+                        tunnel.send_message(*conn_id, index, kind, &payload);
+                    }
+                    if let Some((code, reason)) = held.close {
+                        tunnel.send(&Frame::Close {
+                            conn_id: *conn_id,
+                            code,
+                            reason,
+                        });
+                        closed.push(*conn_id);
+                    }
+                }
+            }
+        }
+        for conn_id in closed {
+            self.forget_conn(conn_id);
+        }
+        for slot in actor.ready.borrow_mut().drain(..) {
+            slot.fill(Ok(()));
+        }
+    }
+
+    /// Puts a running actor to sleep: the runner stops it; hibernatable
+    /// connections stay open here, the others are closed with 1001.
+    fn sleep(&self, actor: &Rc<Actor>) {
+        if actor.state.get() != ActorState::Running {
+            return;
+        }
+        if let Some(t) = actor.tunnel.borrow_mut().take() {
+            t.send(&Frame::StopActor {
+                actor_id: actor.id.get(),
+            });
+            t.placed.set(t.placed.get().saturating_sub(1));
+        }
+        self.actors_by_id.borrow_mut().remove(&actor.id.get());
+        actor.state.set(ActorState::Asleep);
+        let awake_only: Vec<u64> = {
+            let conns = self.conns.borrow();
+            actor
+                .conns
+                .borrow()
+                .iter()
+                .copied()
+                .filter(|id| conns.get(id).is_some_and(|l| !l.hibernatable))
+                .collect()
+        };
+        for id in awake_only {
+            if let Some(link) = self.forget_conn(id) {
+                link.control
+                    .request_close(CloseCode::GOING_AWAY, "actor went to sleep");
+            }
+        }
+        debug!(actor = %actor.name, key = ?actor.key, hibernated = actor.conns.borrow().len(), "actor asleep");
+        self.drop_if_unused(actor);
+    }
+
+    /// An actor with nothing running and nobody connected is forgotten.
+    fn drop_if_unused(&self, actor: &Rc<Actor>) {
+        if actor.state.get() == ActorState::Asleep && actor.conns.borrow().is_empty() {
+            let key = (actor.name.clone(), actor.key.clone());
+            let mut by_key = self.actors_by_key.borrow_mut();
+            if by_key.get(&key).is_some_and(|a| Rc::ptr_eq(a, actor)) {
+                by_key.remove(&key);
+            }
+        }
+    }
+
+    fn remove_actor(&self, actor: &Rc<Actor>, code: CloseCode, reason: &str) {
+        self.actors_by_id.borrow_mut().remove(&actor.id.get());
+        let key = (actor.name.clone(), actor.key.clone());
+        {
+            let mut by_key = self.actors_by_key.borrow_mut();
+            if by_key.get(&key).is_some_and(|a| Rc::ptr_eq(a, actor)) {
+                by_key.remove(&key);
+            }
+        }
+        if let Some(t) = actor.tunnel.borrow_mut().take() {
+            t.placed.set(t.placed.get().saturating_sub(1));
+        }
+        actor.state.set(ActorState::Asleep);
+        for slot in actor.ready.borrow_mut().drain(..) {
+            slot.fill(Err(reason.to_owned()));
+        }
+        let conn_ids: Vec<u64> = actor.conns.borrow_mut().drain().collect();
+        {
+            let mut conns = self.conns.borrow_mut();
+            for id in conn_ids {
+                if let Some(link) = conns.remove(&id) {
+                    link.control.request_close(code, reason);
+                }
+            }
+        }
+        let mut opens = self.pending_opens.borrow_mut();
+        let stale: Vec<u64> = opens
+            .iter()
+            .filter(|(_, p)| Rc::ptr_eq(&p.actor, actor))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(p) = opens.remove(&id) {
+                p.answer.fill(OpenAnswer::Rejected {
+                    status: 503,
+                    reason: reason.to_owned(),
+                });
+            }
+        }
     }
 
     /// Resolves when the actor runs (immediately if it does already).
@@ -521,15 +500,235 @@ impl Mux {
         Some(slot)
     }
 
-    /// An actor that did not become ready in time is given up on.
-    pub fn abandon_start(&self, actor: &Rc<Actor>) {
-        if actor.state.get() == ActorState::Starting
-            && self.actors_by_id.borrow().contains_key(&actor.id)
-        {
-            actor.tunnel.send(&Frame::StopActor { actor_id: actor.id });
-            self.remove_actor(actor, CloseCode::INTERNAL, "actor did not start in time");
+    /// Timers of the actors: start deadlines and idle sleep. Called by the
+    /// worker's sweep, which also advances the coarse clock.
+    pub fn sweep(&self, now: Instant) {
+        self.clock.set(now);
+        let idle = self.config.actors.idle_timeout;
+        let actors: Vec<Rc<Actor>> = self.actors_by_id.borrow().values().cloned().collect();
+        for actor in actors {
+            match actor.state.get() {
+                ActorState::Starting if actor.start_deadline.get().is_some_and(|d| now >= d) => {
+                    if let Some(t) = actor.tunnel() {
+                        t.send(&Frame::StopActor {
+                            actor_id: actor.id.get(),
+                        });
+                    }
+                    warn!(actor = %actor.name, key = ?actor.key, "actor did not start within actors.start_timeout");
+                    self.remove_actor(
+                        &actor,
+                        CloseCode::INTERNAL,
+                        "actor did not start within actors.start_timeout",
+                    );
+                }
+                ActorState::Running
+                    if !idle.is_zero() && now.duration_since(actor.last_activity.get()) >= idle =>
+                {
+                    // Idle sleep never disconnects anyone: only actors whose
+                    // connections can all hibernate are put to sleep.
+                    let conns = self.conns.borrow();
+                    let all_hibernatable = actor
+                        .conns
+                        .borrow()
+                        .iter()
+                        .all(|id| conns.get(id).is_some_and(|l| l.hibernatable));
+                    drop(conns);
+                    if all_hibernatable
+                        && self
+                            .pending_opens
+                            .borrow()
+                            .values()
+                            .all(|p| !Rc::ptr_eq(&p.actor, &actor))
+                    {
+                        self.sleep(&actor);
+                    }
+                }
+                _ => {}
+            }
         }
     }
+
+    // ---- frames from runners -------------------------------------------
+
+    /// Handles one frame from a runner. An error closes that tunnel only.
+    pub fn on_tunnel_frame(&self, tunnel: &Rc<Tunnel>, frame: Frame) -> Result<(), TunnelError> {
+        match frame {
+            Frame::Message {
+                conn_id,
+                index: _,
+                kind,
+                payload,
+            } => {
+                let conns = self.conns.borrow();
+                let Some(link) = conns.get(&conn_id).filter(|l| self.behind(l, tunnel)) else {
+                    return Ok(()); // closed meanwhile: nothing to deliver to
+                };
+                link.actor.last_activity.set(self.clock.get());
+                self.deliver(link, kind, payload);
+            }
+            Frame::Ack { conn_id, index } => {
+                if let Some(link) = self.conns.borrow().get(&conn_id) {
+                    link.last_acked.set(link.last_acked.get().max(index));
+                }
+            }
+            Frame::Close {
+                conn_id,
+                code,
+                reason,
+            } => {
+                let behind = self
+                    .conns
+                    .borrow()
+                    .get(&conn_id)
+                    .is_some_and(|l| self.behind(l, tunnel));
+                if let Some(link) = behind.then(|| self.forget_conn(conn_id)).flatten() {
+                    let code = if CloseCode(code).is_sendable() {
+                        CloseCode(code)
+                    } else {
+                        CloseCode::INTERNAL
+                    };
+                    link.control.request_close(code, reason);
+                }
+            }
+            Frame::SetAttachment {
+                conn_id,
+                attachment,
+            } => {
+                let conns = self.conns.borrow();
+                let Some(link) = conns.get(&conn_id).filter(|l| self.behind(l, tunnel)) else {
+                    return Ok(());
+                };
+                if attachment.len() > self.config.actors.max_attachment_bytes {
+                    warn!(
+                        conn = conn_id,
+                        bytes = attachment.len(),
+                        "attachment over actors.max_attachment_bytes: ignored"
+                    );
+                } else {
+                    link.meta.borrow_mut().attachment = attachment;
+                }
+            }
+            Frame::ConnAccept {
+                conn_id,
+                protocol,
+                hibernatable,
+            } => {
+                let Some(open) = self.pending_opens.borrow_mut().remove(&conn_id) else {
+                    return Ok(());
+                };
+                let hibernatable = hibernatable
+                    .unwrap_or_else(|| self.config.actors.hibernatable.contains(&open.actor.name));
+                let chosen = protocol.filter(|p| open.request.protocols.contains(p));
+                open.actor.conns.borrow_mut().insert(conn_id);
+                let meta = ConnMeta {
+                    path: open.request.path,
+                    query: open.request.query,
+                    headers: open.request.headers,
+                    protocol: chosen.clone(),
+                    attachment: Bytes::new(),
+                };
+                self.conns.borrow_mut().insert(
+                    conn_id,
+                    ClientLink {
+                        control: open.control,
+                        actor: open.actor,
+                        last_acked: Cell::new(0),
+                        hibernatable,
+                        meta: RefCell::new(Box::new(meta)),
+                        held: RefCell::new(None),
+                    },
+                );
+                open.answer.fill(OpenAnswer::Accepted { protocol: chosen });
+            }
+            Frame::ConnReject {
+                conn_id,
+                status,
+                reason,
+            } => {
+                if let Some(open) = self.pending_opens.borrow_mut().remove(&conn_id) {
+                    let status = if (400..600).contains(&status) {
+                        status
+                    } else {
+                        500
+                    };
+                    open.answer.fill(OpenAnswer::Rejected { status, reason });
+                }
+            }
+            Frame::ActorReady { actor_id } => {
+                if let Some(actor) = self.actor_on(tunnel, actor_id) {
+                    self.on_ready(&actor);
+                }
+            }
+            Frame::ActorStopped { actor_id, reason } => {
+                if let Some(actor) = self.actor_on(tunnel, actor_id) {
+                    debug!(actor = %actor.name, key = ?actor.key, %reason, "actor stopped");
+                    self.remove_actor(
+                        &actor,
+                        CloseCode::INTERNAL,
+                        &format!("actor stopped: {reason}"),
+                    );
+                }
+            }
+            Frame::SleepRequest { actor_id } => {
+                if let Some(actor) = self.actor_on(tunnel, actor_id) {
+                    self.sleep(&actor);
+                }
+            }
+            Frame::Keepalive { nonce } => tunnel.send(&Frame::KeepaliveAck { nonce }),
+            Frame::KeepaliveAck { .. } => {}
+            Frame::Drain => {
+                info!(worker = self.worker_id, runner = %tunnel.runner_key, "runner draining: no new actors go there");
+                tunnel.draining.set(true);
+            }
+            Frame::Hello { .. }
+            | Frame::Welcome { .. }
+            | Frame::StartActor { .. }
+            | Frame::StopActor { .. }
+            | Frame::ConnOpen { .. }
+            | Frame::RestoreConn { .. } => {
+                return Err(TunnelError("frame type not allowed from a runner"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the connection's actor currently lives behind `tunnel`.
+    fn behind(&self, link: &ClientLink, tunnel: &Rc<Tunnel>) -> bool {
+        link.actor
+            .tunnel
+            .borrow()
+            .as_ref()
+            .is_some_and(|t| Rc::ptr_eq(t, tunnel))
+    }
+
+    fn actor_on(&self, tunnel: &Rc<Tunnel>, actor_id: u64) -> Option<Rc<Actor>> {
+        self.actors_by_id
+            .borrow()
+            .get(&actor_id)
+            .filter(|a| a.tunnel().is_some_and(|t| Rc::ptr_eq(&t, tunnel)))
+            .cloned()
+    }
+
+    /// Queues a message for a client; a client with too large a backlog is closed.
+    fn deliver(&self, link: &ClientLink, kind: MessageKind, payload: Bytes) -> bool {
+        let opcode = match kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        // One message alone never trips the limit (it is bounded by
+        // max_message_bytes); a backlog behind it does.
+        let len = payload.len();
+        let queued = link.control.push_outbound((opcode, payload));
+        if queued > self.config.client.max_send_queue_bytes && queued > len {
+            warn!("client is not reading: send queue exceeded, closing with 1008");
+            link.control
+                .request_close(CloseCode::POLICY, "send queue exceeded: client too slow");
+            return false;
+        }
+        true
+    }
+
+    // ---- client connections ---------------------------------------------
 
     /// Asks the runner to accept a client connection for `actor`.
     pub fn open(
@@ -540,62 +739,163 @@ impl Mux {
     ) -> (u64, Rc<Slot<OpenAnswer>>) {
         let conn_id = self.fresh_id();
         let answer = Slot::new();
+        if let Some(tunnel) = actor.tunnel() {
+            tunnel.send(&Frame::ConnOpen {
+                conn_id,
+                actor_id: actor.id.get(),
+                path: request.path.clone(),
+                query: request.query.clone(),
+                headers: request.headers.clone(),
+                protocols: request.protocols.clone(),
+            });
+        }
         self.pending_opens.borrow_mut().insert(
             conn_id,
             PendingOpen {
                 answer: answer.clone(),
                 control,
                 actor: actor.clone(),
+                request,
             },
         );
-        actor.tunnel.send(&Frame::ConnOpen {
-            conn_id,
-            actor_id: actor.id,
-            path: request.path,
-            query: request.query,
-            headers: request.headers,
-            protocols: request.protocols,
-        });
         (conn_id, answer)
     }
 
     /// The runner did not answer an open in time.
     pub fn abandon_open(&self, conn_id: u64) {
         if let Some(open) = self.pending_opens.borrow_mut().remove(&conn_id) {
-            open.actor.tunnel.send(&Frame::Close {
-                conn_id,
-                code: 1001,
-                reason: "open timed out".into(),
-            });
+            if let Some(t) = open.actor.tunnel() {
+                t.send(&Frame::Close {
+                    conn_id,
+                    code: 1001,
+                    reason: "open timed out".into(),
+                });
+            }
         }
     }
 
-    /// The tunnel a client connection talks through, if it is still linked.
+    /// The tunnel a client connection talks through, if its actor runs.
     pub fn tunnel_of(&self, conn_id: u64) -> Option<Rc<Tunnel>> {
         self.conns
             .borrow()
             .get(&conn_id)
-            .map(|l| l.actor.tunnel.clone())
+            .and_then(|l| l.actor.tunnel())
     }
 
-    /// The client closed or went away: tell the runner, forget the link.
-    pub fn client_closed(&self, conn_id: u64, code: u16, reason: &str) {
-        let Some(link) = self.conns.borrow_mut().remove(&conn_id) else {
+    /// A message from a client: to its actor now, or held while the actor
+    /// starts (waking it if it sleeps).
+    pub fn forward(&self, conn_id: u64, index: u64, kind: MessageKind, payload: &[u8]) {
+        let actor = {
+            let conns = self.conns.borrow();
+            let Some(link) = conns.get(&conn_id) else {
+                return;
+            };
+            let actor = link.actor.clone();
+            actor.last_activity.set(self.clock.get());
+            if actor.state.get() == ActorState::Running {
+                if let Some(t) = actor.tunnel() {
+                    t.send_message(conn_id, index, kind, payload);
+                }
+                return;
+            }
+            let mut held = link.held.borrow_mut();
+            let held = held.get_or_insert_with(Default::default);
+            if held.bytes + payload.len() > self.config.actors.wake_buffer_bytes {
+                link.control.request_close(
+                    CloseCode::TRY_AGAIN_LATER,
+                    "too much sent while the actor was waking",
+                );
+                return;
+            }
+            held.bytes += payload.len();
+            held.messages
+                .push_back((index, kind, Bytes::copy_from_slice(payload)));
+            actor
+        };
+        if actor.state.get() == ActorState::Asleep {
+            let _ = self.wake(&actor);
+        }
+    }
+
+    /// The client closed (`explicit`: with a close frame) or went away.
+    pub fn client_closed(&self, conn_id: u64, code: u16, reason: &str, explicit: bool) {
+        let Some(actor) = self.conns.borrow().get(&conn_id).map(|l| l.actor.clone()) else {
             return;
         };
-        link.actor.conns.borrow_mut().remove(&conn_id);
-        link.actor.tunnel.send(&Frame::Close {
-            conn_id,
-            code,
-            reason: reason.to_owned(),
-        });
+        match actor.state.get() {
+            ActorState::Running => {
+                self.forget_conn(conn_id);
+                if let Some(t) = actor.tunnel() {
+                    t.send(&Frame::Close {
+                        conn_id,
+                        code,
+                        reason: reason.to_owned(),
+                    });
+                }
+            }
+            // The actor is waking, or may be woken, so that it sees the close.
+            ActorState::Starting | ActorState::Asleep
+                if explicit && self.config.actors.wake_on_close =>
+            {
+                if let Some(link) = self.conns.borrow().get(&conn_id) {
+                    link.held
+                        .borrow_mut()
+                        .get_or_insert_with(Default::default)
+                        .close = Some((code, reason.to_owned()));
+                }
+                if actor.state.get() == ActorState::Asleep {
+                    let _ = self.wake(&actor);
+                }
+            }
+            ActorState::Starting | ActorState::Asleep => {
+                self.forget_conn(conn_id);
+                self.drop_if_unused(&actor);
+            }
+        }
     }
-}
 
-/// What the runner is told about a new client connection.
-pub(crate) struct OpenRequest {
-    pub path: String,
-    pub query: String,
-    pub headers: Vec<(String, Bytes)>,
-    pub protocols: Vec<String>,
+    fn forget_conn(&self, conn_id: u64) -> Option<ClientLink> {
+        let link = self.conns.borrow_mut().remove(&conn_id)?;
+        link.actor.conns.borrow_mut().remove(&conn_id);
+        Some(link)
+    }
+
+    /// Delivers a message to every open connection of an actor, running or
+    /// asleep, without starting it. Returns how many connections got it.
+    pub fn publish(
+        &self,
+        name: &str,
+        key: &[String],
+        kind: MessageKind,
+        payload: Bytes,
+        only: &[u64],
+    ) -> usize {
+        let Some(actor) = self
+            .actors_by_key
+            .borrow()
+            .get(&(name.to_owned(), key.to_vec()))
+            .cloned()
+        else {
+            return 0;
+        };
+        let conns = self.conns.borrow();
+        let mut delivered = 0;
+        for id in actor.conns.borrow().iter() {
+            if !only.is_empty() && !only.contains(id) {
+                continue;
+            }
+            if let Some(link) = conns.get(id) {
+                if link
+                    .held
+                    .borrow()
+                    .as_ref()
+                    .is_some_and(|h| h.close.is_some())
+                {
+                    continue;
+                }
+                delivered += usize::from(self.deliver(link, kind, payload.clone()));
+            }
+        }
+        delivered
+    }
 }

@@ -204,7 +204,10 @@ impl Session {
                     .peer_close
                     .take()
                     .map_or((1006, "connection lost".into()), |b| *b);
-                self.worker.mux.client_closed(*conn_id, code, &reason);
+                // 1006 means no close frame came: the client vanished.
+                self.worker
+                    .mux
+                    .client_closed(*conn_id, code, &reason, code != 1006);
             }
             Handler::Tunnel {
                 tunnel: Some(tunnel),
@@ -263,10 +266,10 @@ impl Session {
                 conn_id,
                 next_index,
             } => {
-                if let Some(tunnel) = self.worker.mux.tunnel_of(*conn_id) {
-                    *next_index += 1;
-                    tunnel.send_message(*conn_id, *next_index, kind, &payload);
-                }
+                *next_index += 1;
+                self.worker
+                    .mux
+                    .forward(*conn_id, *next_index, kind, &payload);
             }
             Handler::Tunnel { .. } if kind == MessageKind::Text => {
                 self.fail(ProtocolError::new(

@@ -92,11 +92,7 @@ impl Worker {
             worker_count: seed.worker_count,
             pool: BufferPool::new(cfg.client.read_buffer_bytes, cfg.client.buffer_pool_buffers),
             registry: Rc::new(Registry::default()),
-            mux: Mux::new(
-                seed.id,
-                cfg.runners.max_send_queue_bytes,
-                cfg.client.max_send_queue_bytes,
-            ),
+            mux: Mux::new(seed.id, seed.config.clone()),
             handoffs: seed.handoffs,
             stats: seed.stats,
             keepalive: KeepalivePolicy {
@@ -177,7 +173,11 @@ async fn sweep_timers(worker: Rc<Worker>) {
     loop {
         monoio::select! {
             _ = worker.finished.wait() => return,
-            _ = monoio::time::sleep(tick) => worker.registry.sweep(std::time::Instant::now()),
+            _ = monoio::time::sleep(tick) => {
+                let now = std::time::Instant::now();
+                worker.registry.sweep(now);
+                worker.mux.sweep(now);
+            }
         }
     }
 }

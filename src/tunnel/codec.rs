@@ -60,7 +60,25 @@ pub enum Frame {
     ConnAccept {
         conn_id: u64,
         protocol: Option<String>,
-        hibernatable: bool,
+        /// `None`: the gateway's default for this actor name (`actors.hibernatable`).
+        hibernatable: Option<bool>,
+    },
+    /// A hibernated connection handed to a woken actor: not a new open.
+    RestoreConn {
+        conn_id: u64,
+        actor_id: u64,
+        path: String,
+        query: String,
+        headers: Vec<(String, Bytes)>,
+        protocol: Option<String>,
+        attachment: Bytes,
+        /// The last client message index the actor acknowledged.
+        last_index: u64,
+    },
+    /// The actor's small per-connection state, kept by the gateway while it sleeps.
+    SetAttachment {
+        conn_id: u64,
+        attachment: Bytes,
     },
     ConnReject {
         conn_id: u64,
@@ -102,10 +120,12 @@ mod tag {
     pub const CONN_OPEN: u8 = 0x20;
     pub const CONN_ACCEPT: u8 = 0x21;
     pub const CONN_REJECT: u8 = 0x22;
+    pub const RESTORE_CONN: u8 = 0x23;
     pub const MESSAGE_TEXT: u8 = 0x30;
     pub const MESSAGE_BINARY: u8 = 0x31;
     pub const ACK: u8 = 0x32;
     pub const CLOSE: u8 = 0x33;
+    pub const SET_ATTACHMENT: u8 = 0x34;
     pub const KEEPALIVE: u8 = 0x40;
     pub const KEEPALIVE_ACK: u8 = 0x41;
     pub const DRAIN: u8 = 0x42;
@@ -179,6 +199,27 @@ fn put_strs(out: &mut BytesMut, list: &[String]) {
     }
 }
 
+fn put_headers(out: &mut BytesMut, headers: &[(String, Bytes)]) {
+    put_varint(out, headers.len() as u64);
+    for (name, value) in headers {
+        put_str(out, name);
+        put_bytes(out, value);
+    }
+}
+
+fn headers(r: &mut Reader) -> Result<Vec<(String, Bytes)>, TunnelError> {
+    let n = r.varint()?;
+    let mut v = Vec::new();
+    for _ in 0..n {
+        v.push((r.string()?, r.bytes()?));
+    }
+    Ok(v)
+}
+
+fn optional(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
 fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
     match frame {
         Frame::Hello {
@@ -250,11 +291,7 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
             put_varint(out, *actor_id);
             put_str(out, path);
             put_str(out, query);
-            put_varint(out, headers.len() as u64);
-            for (name, value) in headers {
-                put_str(out, name);
-                put_bytes(out, value);
-            }
+            put_headers(out, headers);
             put_strs(out, protocols);
             tag::CONN_OPEN
         }
@@ -265,8 +302,40 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
         } => {
             put_varint(out, *conn_id);
             put_str(out, protocol.as_deref().unwrap_or(""));
-            out.put_u8(u8::from(*hibernatable));
+            out.put_u8(match hibernatable {
+                Some(false) => 0,
+                Some(true) => 1,
+                None => 2,
+            });
             tag::CONN_ACCEPT
+        }
+        Frame::RestoreConn {
+            conn_id,
+            actor_id,
+            path,
+            query,
+            headers,
+            protocol,
+            attachment,
+            last_index,
+        } => {
+            put_varint(out, *conn_id);
+            put_varint(out, *actor_id);
+            put_str(out, path);
+            put_str(out, query);
+            put_headers(out, headers);
+            put_str(out, protocol.as_deref().unwrap_or(""));
+            put_bytes(out, attachment);
+            put_varint(out, *last_index);
+            tag::RESTORE_CONN
+        }
+        Frame::SetAttachment {
+            conn_id,
+            attachment,
+        } => {
+            put_varint(out, *conn_id);
+            put_bytes(out, attachment);
+            tag::SET_ATTACHMENT
         }
         Frame::ConnReject {
             conn_id,
@@ -423,11 +492,7 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
             let actor_id = r.varint()?;
             let path = r.string()?;
             let query = r.string()?;
-            let n = r.varint()?;
-            let mut headers = Vec::new();
-            for _ in 0..n {
-                headers.push((r.string()?, r.bytes()?));
-            }
+            let headers = headers(r)?;
             Frame::ConnOpen {
                 conn_id,
                 actor_id,
@@ -437,15 +502,29 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
                 protocols: strings(r)?,
             }
         }
-        tag::CONN_ACCEPT => {
-            let conn_id = r.varint()?;
-            let protocol = r.string()?;
-            Frame::ConnAccept {
-                conn_id,
-                protocol: (!protocol.is_empty()).then_some(protocol),
-                hibernatable: r.u8()? != 0,
-            }
-        }
+        tag::CONN_ACCEPT => Frame::ConnAccept {
+            conn_id: r.varint()?,
+            protocol: optional(r.string()?),
+            hibernatable: match r.u8()? {
+                0 => Some(false),
+                1 => Some(true),
+                _ => None,
+            },
+        },
+        tag::RESTORE_CONN => Frame::RestoreConn {
+            conn_id: r.varint()?,
+            actor_id: r.varint()?,
+            path: r.string()?,
+            query: r.string()?,
+            headers: headers(r)?,
+            protocol: optional(r.string()?),
+            attachment: r.bytes()?,
+            last_index: r.varint()?,
+        },
+        tag::SET_ATTACHMENT => Frame::SetAttachment {
+            conn_id: r.varint()?,
+            attachment: r.bytes()?,
+        },
         tag::CONN_REJECT => Frame::ConnReject {
             conn_id: r.varint()?,
             status: u16_field(r)?,
@@ -531,12 +610,31 @@ mod tests {
             Frame::ConnAccept {
                 conn_id: 3,
                 protocol: Some("v1".into()),
-                hibernatable: true,
+                hibernatable: Some(true),
             },
             Frame::ConnAccept {
                 conn_id: 3,
                 protocol: None,
-                hibernatable: false,
+                hibernatable: None,
+            },
+            Frame::RestoreConn {
+                conn_id: 3,
+                actor_id: 8,
+                path: "/actors/chat/r".into(),
+                query: "".into(),
+                headers: vec![],
+                protocol: Some("v1".into()),
+                attachment: Bytes::from_static(b"state"),
+                last_index: 41,
+            },
+            Frame::SetAttachment {
+                conn_id: 3,
+                attachment: Bytes::from_static(b"state"),
+            },
+            Frame::ConnAccept {
+                conn_id: 3,
+                protocol: None,
+                hibernatable: Some(false),
             },
             Frame::ConnReject {
                 conn_id: 3,

@@ -1,0 +1,82 @@
+//! One runner's tunnel as this worker sees it: what the runner said in its
+//! hello, the frames waiting to be sent to it, and backpressure on the
+//! clients of its actors.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::registry::ConnControl;
+use crate::tunnel::{encode_frame, encode_message, Frame, MessageKind};
+use crate::ws::CloseCode;
+
+/// Close code for a tunnel replaced by a newer connection with the same
+/// runner key (4000 + 409 Conflict). A runner library must not reconnect
+/// after it: another process now holds its key.
+pub(crate) const REPLACED: CloseCode = CloseCode(4409);
+
+/// One runner's tunnel to this worker.
+pub(crate) struct Tunnel {
+    pub runner_key: String,
+    pub pool: String,
+    pub capacity: u32,
+    pub actor_names: Vec<String>,
+    /// The tunnel session's control: poked when frames are pending.
+    pub control: Rc<ConnControl>,
+    pub(super) pending: RefCell<BytesMut>,
+    pub(super) max_pending: usize,
+    pub(super) placed: Cell<u32>,
+    pub(super) draining: Cell<bool>,
+    pub(super) slab_key: Cell<usize>,
+    /// Client sessions that stopped reading because this tunnel is congested.
+    pub(super) blocked: RefCell<Vec<Rc<ConnControl>>>,
+}
+
+impl Tunnel {
+    pub fn send(&self, frame: &Frame) {
+        encode_frame(&mut self.pending.borrow_mut(), frame);
+        self.control.poke();
+    }
+
+    pub fn send_message(&self, conn_id: u64, index: u64, kind: MessageKind, payload: &[u8]) {
+        encode_message(
+            &mut self.pending.borrow_mut(),
+            conn_id,
+            index,
+            kind,
+            payload,
+        );
+        self.control.poke();
+    }
+
+    /// Everything queued for the runner, as one batch (one WebSocket message).
+    pub fn take_pending(&self) -> Option<Bytes> {
+        let mut p = self.pending.borrow_mut();
+        (!p.is_empty()).then(|| p.split().freeze())
+    }
+
+    /// Past `max_pending` queued bytes, clients of this runner stop reading.
+    pub fn is_congested(&self) -> bool {
+        self.pending.borrow().len() >= self.max_pending
+    }
+
+    pub fn wait_until_uncongested(&self, client: &Rc<ConnControl>) {
+        self.blocked.borrow_mut().push(client.clone());
+    }
+
+    /// Called after the tunnel wrote a batch: release blocked clients.
+    pub fn flushed(&self) {
+        if !self.is_congested() {
+            for c in self.blocked.borrow_mut().drain(..) {
+                c.poke();
+            }
+        }
+    }
+
+    pub(super) fn can_place(&self, name: &str) -> bool {
+        !self.draining.get()
+            && self.placed.get() < self.capacity
+            && self.actor_names.iter().any(|n| n == name)
+    }
+}
