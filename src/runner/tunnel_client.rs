@@ -328,6 +328,7 @@ impl TunnelState {
                     return;
                 };
                 let last = self.last_index.entry(conn_id).or_insert(0);
+
                 if msg_index != 0 && msg_index <= *last {
                     return; // a replay of something already handled
                 }
@@ -365,9 +366,9 @@ impl TunnelState {
                 let Some(actor_id) = self.conn_actor.get(&conn_id).copied() else {
                     return;
                 };
-                self.forget_conn(conn_id);
                 if let Some(slot) = self.actors.get_mut(&actor_id) {
                     slot.conns.remove(&conn_id);
+                    // The actor may still read the connection's attachment here.
                     let mut ctx = Ctx {
                         actor_id,
                         conns: &slot.conns,
@@ -377,6 +378,7 @@ impl TunnelState {
                     };
                     slot.actor.on_close(&mut ctx, conn_id, code, &reason);
                 }
+                self.forget_conn(conn_id);
             }
             Frame::RestoreConn { .. } => self.restore(frame, out),
             Frame::Keepalive { nonce } => encode_frame(out, &Frame::KeepaliveAck { nonce }),

@@ -366,6 +366,8 @@ impl Mux {
         let mut closed = Vec::new();
         {
             let conns = self.conns.borrow();
+            // Every connection first, so that what the actor does with the
+            // first held message (a broadcast, say) reaches all of them.
             for conn_id in &restored {
                 let Some(link) = conns.get(conn_id) else {
                     continue;
@@ -381,6 +383,11 @@ impl Mux {
                     attachment: meta.attachment.clone(),
                     last_index: link.last_acked.get(),
                 });
+            }
+            for conn_id in &restored {
+                let Some(link) = conns.get(conn_id) else {
+                    continue;
+                };
                 if let Some(held) = link.held.borrow_mut().take() {
                     for (index, kind, payload) in held.messages {
                         tunnel.send_message(*conn_id, index, kind, &payload);
@@ -564,6 +571,7 @@ impl Mux {
                     return Ok(()); // closed meanwhile: nothing to deliver to
                 };
                 link.actor.last_activity.set(self.clock.get());
+
                 self.deliver(link, kind, payload);
             }
             Frame::Ack { conn_id, index } => {
