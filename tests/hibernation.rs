@@ -102,6 +102,13 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
+fn parked(h: &Harness) -> u64 {
+    h.worker_stats()
+        .iter()
+        .map(|s| s.parked.load(std::sync::atomic::Ordering::Relaxed))
+        .sum()
+}
+
 fn rooms_harness(config: tether::Config) -> (Harness, Log) {
     let log: Log = Arc::default();
     let mut h = start_bare(config);
@@ -123,6 +130,8 @@ fn a_sleeping_lobby_wakes_on_another_runner_with_connections_and_attachments() {
     // The room asks to sleep; its runner stops it.
     members[0].send(true, TEXT, b"sleep");
     wait_for("the actor to stop", || h.runner(0).running_actors() == 0);
+    // The gateway holds the 20 sockets without a task each.
+    wait_for("all 20 sockets parked", || parked(&h) == 20);
     // That runner goes away entirely; another one arrives.
     let first = h.take_runner(0);
     first.stop();
@@ -139,6 +148,7 @@ fn a_sleeping_lobby_wakes_on_another_runner_with_connections_and_attachments() {
         );
     }
     assert_eq!(h.runner(0).running_actors(), 1);
+    assert_eq!(parked(&h), 0, "awake again, every socket has its task back");
     let log = log.lock().unwrap();
     assert_eq!(
         log.iter().filter(|e| e.as_str() == "start").count(),
@@ -163,6 +173,7 @@ fn idle_actors_sleep_by_themselves_and_pings_do_not_wake_them() {
     a.send(true, TEXT, b"hi");
     assert_eq!(text_of(&mut a), "a: hi");
     wait_for("idle sleep", || h.runner(0).running_actors() == 0);
+    wait_for("the socket to park", || parked(&h) == 1);
     a.send(true, PING, b"still there?");
     let pong = a.recv().unwrap();
     assert_eq!(
@@ -175,6 +186,9 @@ fn idle_actors_sleep_by_themselves_and_pings_do_not_wake_them() {
         0,
         "a ping does not wake the actor"
     );
+    wait_for("the socket to park again after the pong", || {
+        parked(&h) == 1
+    });
     assert_eq!(
         log.lock()
             .unwrap()

@@ -8,7 +8,6 @@
 //!   UTF-8); `application/octet-stream` a binary one. Answers
 //!   `{"delivered":N}`. The request is served by the actor's home worker.
 
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -17,7 +16,7 @@ use monoio::net::TcpStream;
 
 use super::client::actor_home;
 use super::handoff::{Handoff, Listener};
-use super::io::{linger_close, read_before, write_all_or_stall, ReadOutcome};
+use super::io::{detach_fd, linger_close, read_before, write_all_or_stall, ReadOutcome};
 use super::worker::Worker;
 use crate::http::response::write_response;
 use crate::http::route::{route, ActorPath, Route};
@@ -125,7 +124,7 @@ pub(crate) async fn admin_request(
     }
     let home = actor_home(&actor, worker.worker_count);
     if home != worker.id {
-        let fd = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
+        let Ok(fd) = detach_fd(stream) else { return };
         let handoff = Handoff {
             fd,
             head,

@@ -6,7 +6,7 @@
 //! moves bytes between them and the socket.
 
 use std::hash::{Hash, Hasher};
-use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -15,7 +15,7 @@ use monoio::net::TcpStream;
 use tracing::debug;
 
 use super::handoff::{Handoff, Listener};
-use super::io::{linger_close, read_before, write_all_or_stall, ReadOutcome};
+use super::io::{detach_fd, linger_close, read_before, write_all_or_stall, ReadOutcome};
 use super::mux::{OpenAnswer, OpenRequest, Unavailable};
 use super::registry::ConnControl;
 use super::session::{Handler, Session};
@@ -73,7 +73,7 @@ pub(crate) async fn serve_http(worker: Rc<Worker>, mut stream: TcpStream, listen
     if home == worker.id {
         return respond(worker, stream, buf, head, listener).await;
     }
-    let fd = unsafe { OwnedFd::from_raw_fd(stream.into_raw_fd()) };
+    let Ok(fd) = detach_fd(stream) else { return };
     let handoff = Handoff {
         fd,
         head,

@@ -130,3 +130,19 @@ pub(crate) async fn linger_close(mut stream: TcpStream, scratch: BytesMut, linge
         }
     }
 }
+
+/// Takes a socket out of monoio as an owned descriptor, to move it to another
+/// worker or to the parker. A duplicate, not `into_raw_fd`: a cancelled
+/// operation may still hold monoio's handle to the socket (`into_raw_fd`
+/// panics then); dropping the stream closes only the original descriptor.
+pub(crate) fn detach_fd(stream: TcpStream) -> Result<std::os::fd::OwnedFd, TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we hold; the result is checked.
+    let raw = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(stream);
+    }
+    drop(stream);
+    // SAFETY: `raw` is a fresh descriptor we own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
+}

@@ -8,6 +8,7 @@ mod io;
 pub mod listener;
 mod mux;
 mod outbox;
+mod parker;
 mod pool;
 mod registry;
 mod session;

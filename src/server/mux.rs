@@ -441,6 +441,12 @@ impl Mux {
                     .request_close(CloseCode::GOING_AWAY, "actor went to sleep");
             }
         }
+        // Let the hibernated sessions notice, so they park now.
+        for id in actor.conns.borrow().iter() {
+            if let Some(link) = self.conns.borrow().get(id) {
+                link.control.poke();
+            }
+        }
         debug!(actor = %actor.name, key = ?actor.key, hibernated = actor.conns.borrow().len(), "actor asleep");
         self.drop_if_unused(actor);
     }
@@ -866,6 +872,14 @@ impl Mux {
         let link = self.conns.borrow_mut().remove(&conn_id)?;
         link.actor.conns.borrow_mut().remove(&conn_id);
         Some(link)
+    }
+
+    /// Whether the connection's actor sleeps (so its session may park).
+    pub fn is_hibernated(&self, conn_id: u64) -> bool {
+        self.conns
+            .borrow()
+            .get(&conn_id)
+            .is_some_and(|l| l.actor.state.get() == ActorState::Asleep && l.held.borrow().is_none())
     }
 
     /// Delivers a message to every open connection of an actor, running or

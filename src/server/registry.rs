@@ -41,6 +41,8 @@ pub(crate) struct ConnControl {
     outbound_bytes: Cell<usize>,
     poked: Cell<bool>,
     waker: Cell<Option<Waker>>,
+    /// Non-zero while the connection is parked: its token at the parker.
+    parked: Cell<u64>,
 }
 
 impl ConnControl {
@@ -53,6 +55,7 @@ impl ConnControl {
             outbound_bytes: Cell::new(0),
             poked: Cell::new(false),
             waker: Cell::new(None),
+            parked: Cell::new(0),
         }
     }
 
@@ -102,9 +105,30 @@ impl ConnControl {
     }
 
     fn wake(&self) {
-        if let Some(w) = self.waker.take() {
+        let parked = self.parked.get();
+        if parked != 0 {
+            super::parker::unpark_soon(parked);
+        } else if let Some(w) = self.waker.take() {
             w.wake();
         }
+    }
+
+    /// The connection's task ended and the parker holds it under `token`.
+    pub fn park_at(&self, token: u64) {
+        self.waker.set(None);
+        self.parked.set(token);
+    }
+
+    pub fn unparked(&self) {
+        self.parked.set(0);
+    }
+
+    /// Whether anything waits for the connection's task (so it must not park).
+    pub fn has_pending(&self) -> bool {
+        self.close_request.borrow().is_some()
+            || !self.outbound.borrow().is_empty()
+            || self.poked.get()
+            || self.timer_fired.get()
     }
 
     /// The next signal (a close request first, then queued frames, then the

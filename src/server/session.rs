@@ -57,6 +57,8 @@ pub(crate) struct Session {
     state: State,
     /// The close code and reason the peer sent, reported to the runner.
     peer_close: Option<Box<(u16, String)>>,
+    /// Resumed because the socket is readable: read before parking again.
+    input_expected: bool,
 }
 
 enum Wake {
@@ -78,7 +80,12 @@ impl Session {
             handler,
             worker,
             peer_close: None,
+            input_expected: false,
         }
+    }
+
+    pub fn expect_input(&mut self) {
+        self.input_expected = true;
     }
 
     pub async fn run(
@@ -93,6 +100,7 @@ impl Session {
         let cfg = &worker.config.client;
 
         let mut read_buf = None;
+        let mut parking = None;
         if first_bytes.is_empty() {
             pool.give_back(first_bytes);
         } else {
@@ -120,6 +128,12 @@ impl Session {
                 break;
             }
             control.set_deadline(self.deadline());
+            if read_buf.is_none() && self.parkable() && !control.has_pending() {
+                if let Some(parker) = worker.parker.clone() {
+                    parking = Some(parker);
+                    break;
+                }
+            }
             let wake = if self.must_not_read(&registration) {
                 Wake::Signal(control.next_signal().await)
             } else {
@@ -131,6 +145,7 @@ impl Session {
             match wake {
                 Wake::Readable(Err(_)) => self.state = State::Abandoned,
                 Wake::Readable(Ok(())) => {
+                    self.input_expected = false;
                     let buf = read_buf.take().unwrap_or_else(|| pool.take());
                     match Box::pin(read_into(&mut stream, buf, pool.buffer_bytes())).await {
                         (ReadOutcome::Data(_), buf) => {
@@ -148,6 +163,11 @@ impl Session {
                 Wake::Signal(Signal::Timer) => self.on_timer(Instant::now()),
             }
         }
+        if let Some(parker) = parking {
+            // The task ends here; the parker watches the socket (no task,
+            // no buffer, no timer) until something needs this connection.
+            return parker.park(stream, self, registration);
+        }
         self.ended();
         drop(registration);
         if self.state == State::Finished {
@@ -155,6 +175,21 @@ impl Session {
             let scratch = read_buf.take().unwrap_or_default();
             monoio::spawn(linger_close(stream, scratch, cfg.close_timeout));
         }
+    }
+
+    /// Idle, with nothing half-read or unsent, and its actor asleep.
+    fn parkable(&self) -> bool {
+        let Handler::Client { conn_id, .. } = self.handler else {
+            return false;
+        };
+        self.state == State::Open
+            && !self.input_expected
+            && self.outbox.is_empty()
+            && !self.decoder.is_mid_message()
+            && self.worker.mux.is_hibernated(conn_id)
+            // A due keepalive is handled before parking, or it would only
+            // unpark and park again.
+            && self.deadline() > Instant::now()
     }
 
     /// A client of a congested tunnel stops reading (backpressure on that

@@ -16,6 +16,7 @@ use super::admin::serve_admin;
 use super::client::{serve_handoff, serve_http};
 use super::handoff::{HandoffQueues, Listener};
 use super::mux::Mux;
+use super::parker::Parker;
 use super::pool::BufferPool;
 use super::registry::{sweep_tick, Registry};
 use super::shutdown::ShutdownSignal;
@@ -31,6 +32,8 @@ pub struct WorkerStats {
     pub accepted: AtomicU64,
     /// The OS thread id the worker runs on (gettid).
     pub thread_id: AtomicU64,
+    /// Hibernated connections parked now (no task, no buffer, no timer).
+    pub parked: AtomicU64,
 }
 
 pub(crate) struct Worker {
@@ -43,6 +46,8 @@ pub(crate) struct Worker {
     pub handoffs: Arc<HandoffQueues>,
     pub stats: Arc<WorkerStats>,
     pub keepalive: KeepalivePolicy,
+    /// Holds hibernated connections without tasks (None if io_uring is unavailable).
+    pub parker: Option<Rc<Parker>>,
     pub stopping: Stopping,
     /// Set when the worker is done: the sweep ends.
     pub finished: Stopping,
@@ -94,15 +99,26 @@ impl Worker {
             registry: Rc::new(Registry::default()),
             mux: Mux::new(seed.id, seed.config.clone()),
             handoffs: seed.handoffs,
-            stats: seed.stats,
+            stats: seed.stats.clone(),
             keepalive: KeepalivePolicy {
                 interval: cfg.client.ping_interval,
                 timeout: cfg.client.ping_timeout,
+            },
+            parker: match Parker::new(256, seed.stats.clone()) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    warn!(worker = seed.id, error = %e, "no io_uring for parking: hibernated sockets keep their tasks");
+                    None
+                }
             },
             stopping: Stopping::default(),
             finished: Stopping::default(),
             config: seed.config,
         });
+        if let Some(p) = &worker.parker {
+            super::parker::install(p);
+            monoio::spawn(p.clone().run());
+        }
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u64;
         worker.stats.thread_id.store(tid, Ordering::Relaxed);

@@ -1,0 +1,242 @@
+//! Parking hibernated connections: no task, no buffer, no timer.
+//!
+//! A connection whose actor sleeps needs only its socket watched. Its session
+//! task ends and hands the socket, its small session state and its registry
+//! entry to the worker's parker, which arms a one-shot `PollAdd` on a
+//! dedicated io_uring ring (the slot index and a generation in `user_data`).
+//! The ring signals an eventfd that one parker task per worker awaits.
+//! A parked connection is woken back into a session task when
+//! - its socket becomes readable (a ping, a message, a close, EOF), or
+//! - its `ConnControl` is woken (a published message, a close request, the
+//!   keepalive sweep): the control notes the parked slot here and the
+//!   parker cancels the poll.
+//!
+//! Memory per parked connection: a slab slot with the session state (a few
+//! hundred bytes) instead of a task, a pending monoio operation and a
+//! monoio socket object (see bench/README.md for the figures).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+
+use io_uring::{opcode, types, IoUring};
+use monoio::net::TcpStream;
+use slab::Slab;
+use tracing::warn;
+
+use super::io::detach_fd;
+use super::registry::Registration;
+use super::session::Session;
+use super::worker::WorkerStats;
+
+struct Parked {
+    fd: OwnedFd,
+    generation: u32,
+    session: Session,
+    registration: Registration,
+}
+
+/// Parked connections of one worker.
+pub(crate) struct Parker {
+    ring: RefCell<IoUring>,
+    slots: RefCell<Slab<Parked>>,
+    next_generation: Cell<u32>,
+    /// Signalled by the ring on every completion.
+    eventfd: OwnedFd,
+    /// Slots whose control was woken, to unpark.
+    to_unpark: RefCell<Vec<u64>>,
+    task: Cell<Option<Waker>>,
+    stats: Arc<WorkerStats>,
+}
+
+fn user_data(key: usize, generation: u32) -> u64 {
+    ((generation as u64) << 32) | key as u64
+}
+
+impl Parker {
+    pub fn new(entries: u32, stats: Arc<WorkerStats>) -> io::Result<Rc<Parker>> {
+        let ring = IoUring::new(entries)?;
+        // SAFETY: eventfd has no memory preconditions; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor we own.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        Ok(Rc::new(Parker {
+            ring: RefCell::new(ring),
+            slots: RefCell::new(Slab::new()),
+            next_generation: Cell::new(1),
+            eventfd,
+            to_unpark: RefCell::new(Vec::new()),
+            task: Cell::new(None),
+            stats,
+        }))
+    }
+
+    /// Takes over an idle session. If the socket cannot be watched, the
+    /// session simply goes on as a task.
+    pub fn park(self: &Rc<Self>, stream: TcpStream, session: Session, registration: Registration) {
+        let generation = self.next_generation.get();
+        self.next_generation.set(generation.wrapping_add(1).max(1));
+        let fd = match detach_fd(stream) {
+            Ok(fd) => fd,
+            Err(stream) => {
+                monoio::spawn(session.run(stream, bytes::BytesMut::new(), registration));
+                return;
+            }
+        };
+        let mut slots = self.slots.borrow_mut();
+        let entry = slots.vacant_entry();
+        let key = entry.key();
+        let poll = opcode::PollAdd::new(
+            types::Fd(fd.as_raw_fd()),
+            (libc::POLLIN | libc::POLLRDHUP) as u32,
+        )
+        .build()
+        .user_data(user_data(key, generation));
+        let mut ring = self.ring.borrow_mut();
+        // SAFETY: the fd stays open (owned by the slot) until the poll completes or is cancelled.
+        let pushed = unsafe { ring.submission().push(&poll) }.is_ok() || {
+            let _ = ring.submit();
+            unsafe { ring.submission().push(&poll) }.is_ok()
+        };
+        if !pushed || ring.submit().is_err() {
+            drop(ring);
+            drop(slots);
+            warn!("cannot arm a poll on the parking ring: the connection keeps its task");
+            return resume(Parked {
+                fd,
+                generation,
+                session,
+                registration,
+            });
+        }
+        registration.control.park_at(user_data(key, generation));
+        entry.insert(Parked {
+            fd,
+            generation,
+            session,
+            registration,
+        });
+        self.stats.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Called when a parked connection's control is woken.
+    pub fn unpark_soon(&self, token: u64) {
+        self.to_unpark.borrow_mut().push(token);
+        if let Some(w) = self.task.take() {
+            w.wake();
+        }
+    }
+
+    fn take(&self, token: u64) -> Option<Parked> {
+        let key = (token & 0xFFFF_FFFF) as usize;
+        let generation = (token >> 32) as u32;
+        let mut slots = self.slots.borrow_mut();
+        if slots.get(key).is_some_and(|p| p.generation == generation) {
+            self.stats.parked.fetch_sub(1, Ordering::Relaxed);
+            Some(slots.remove(key))
+        } else {
+            None // a stale completion of an earlier parking
+        }
+    }
+
+    /// The parker task: turns readiness and wake-ups back into session tasks.
+    pub async fn run(self: Rc<Self>) {
+        // The eventfd as a monoio socket, only to await its readability.
+        let watch = match self
+            .eventfd
+            .try_clone()
+            .and_then(|fd| TcpStream::from_std(std::net::TcpStream::from(fd)))
+        {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(error = %e, "cannot watch the parking ring; hibernated sockets keep their tasks");
+                return;
+            }
+        };
+        loop {
+            let readable = watch.readable(false);
+            let unparked = poll_fn(|cx| {
+                if self.to_unpark.borrow().is_empty() {
+                    self.task.set(Some(cx.waker().clone()));
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            });
+            monoio::select! {
+                _ = readable => {
+                    let mut counter = [0u8; 8];
+                    // SAFETY: reading 8 bytes into an 8-byte buffer from our nonblocking eventfd.
+                    unsafe { libc::read(self.eventfd.as_raw_fd(), counter.as_mut_ptr().cast(), 8) };
+                }
+                _ = unparked => {}
+            }
+            let ready: Vec<u64> = {
+                let mut ring = self.ring.borrow_mut();
+                ring.completion().map(|c| c.user_data()).collect()
+            };
+            for token in ready {
+                if let Some(mut p) = self.take(token) {
+                    // Readable: the session must read before it may park again.
+                    p.session.expect_input();
+                    resume(p);
+                }
+            }
+            let woken: Vec<u64> = std::mem::take(&mut *self.to_unpark.borrow_mut());
+            for token in woken {
+                if let Some(p) = self.take(token) {
+                    let mut ring = self.ring.borrow_mut();
+                    let cancel = opcode::AsyncCancel::new(token).build().user_data(u64::MAX);
+                    // SAFETY: AsyncCancel references no memory.
+                    if unsafe { ring.submission().push(&cancel) }.is_ok() {
+                        let _ = ring.submit();
+                    }
+                    drop(ring);
+                    resume(p);
+                }
+            }
+        }
+    }
+}
+
+/// Gives a parked connection a session task again.
+fn resume(p: Parked) {
+    p.registration.control.unparked();
+    match TcpStream::from_std(std::net::TcpStream::from(p.fd)) {
+        Ok(stream) => {
+            monoio::spawn(
+                p.session
+                    .run(stream, bytes::BytesMut::new(), p.registration),
+            );
+        }
+        Err(e) => warn!(error = %e, "cannot resume a parked connection"),
+    }
+}
+
+thread_local! {
+    /// This worker thread's parker (each worker runs on its own thread).
+    static CURRENT: RefCell<Option<Rc<Parker>>> = const { RefCell::new(None) };
+}
+
+/// Makes `parker` the one `ConnControl`s of this thread report to.
+pub(crate) fn install(parker: &Rc<Parker>) {
+    CURRENT.with(|c| *c.borrow_mut() = Some(parker.clone()));
+}
+
+/// A parked connection's control was woken: have it unparked.
+pub(crate) fn unpark_soon(token: u64) {
+    CURRENT.with(|c| {
+        if let Some(p) = c.borrow().as_ref() {
+            p.unpark_soon(token);
+        }
+    });
+}
