@@ -92,6 +92,20 @@ pub fn serve_if_asked() {
     config.client.listen = "127.0.0.1:0".parse().expect("addr");
     config.admin.listen = "127.0.0.1:0".parse().expect("addr");
     config.runners.listen = "127.0.0.1:0".parse().expect("addr");
+    // Benchmarks may tune a few settings through the environment.
+    let ms = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(std::time::Duration::from_millis)
+    };
+    if let Some(d) = ms("TETHER_BENCH_IDLE_TIMEOUT_MS") {
+        config.actors.idle_timeout = d;
+    }
+    if let Some(d) = ms("TETHER_BENCH_PING_INTERVAL_MS") {
+        config.client.ping_interval = d;
+        config.client.ping_timeout = d;
+    }
     tether::logging::init(&config.server.log_level);
     let gw = tether::Gateway::start(config).expect("gateway starts");
     println!("{} {}", gw.client_addr, gw.runner_addr);

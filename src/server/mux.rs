@@ -444,7 +444,9 @@ impl Mux {
         // Let the hibernated sessions notice, so they park now.
         for id in actor.conns.borrow().iter() {
             if let Some(link) = self.conns.borrow().get(id) {
-                link.control.poke();
+                if !link.control.is_parked() {
+                    link.control.poke();
+                }
             }
         }
         debug!(actor = %actor.name, key = ?actor.key, hibernated = actor.conns.borrow().len(), "actor asleep");

@@ -180,11 +180,7 @@ impl Parker {
                 }
                 _ = unparked => {}
             }
-            let ready: Vec<u64> = {
-                let mut ring = self.ring.borrow_mut();
-                ring.completion().map(|c| c.user_data()).collect()
-            };
-            for token in ready {
+            for token in self.completions() {
                 if let Some(mut p) = self.take(token) {
                     // Readable: the session must read before it may park again.
                     p.session.expect_input();
@@ -192,18 +188,47 @@ impl Parker {
                 }
             }
             let woken: Vec<u64> = std::mem::take(&mut *self.to_unpark.borrow_mut());
+            let mut cancels = Vec::with_capacity(woken.len());
             for token in woken {
                 if let Some(p) = self.take(token) {
-                    let mut ring = self.ring.borrow_mut();
-                    let cancel = opcode::AsyncCancel::new(token).build().user_data(u64::MAX);
-                    // SAFETY: AsyncCancel references no memory.
-                    if unsafe { ring.submission().push(&cancel) }.is_ok() {
-                        let _ = ring.submit();
-                    }
-                    drop(ring);
+                    cancels.push(token);
                     resume(p);
                 }
             }
+            self.cancel_polls(&cancels);
+        }
+    }
+
+    /// Every completion, including those the kernel kept aside when the
+    /// completion queue overflowed: those do not signal the eventfd again,
+    /// so they are flushed (a GETEVENTS enter) and drained here, or a
+    /// readable socket would stay parked for good.
+    fn completions(&self) -> Vec<u64> {
+        let mut ring = self.ring.borrow_mut();
+        let mut tokens = Vec::new();
+        loop {
+            tokens.extend(ring.completion().map(|c| c.user_data()));
+            if !ring.submission().cq_overflow() {
+                return tokens;
+            }
+            let _ = ring.submit();
+        }
+    }
+
+    /// Cancels the polls of connections unparked by a wake-up, in one submission.
+    fn cancel_polls(&self, tokens: &[u64]) {
+        let mut ring = self.ring.borrow_mut();
+        for &token in tokens {
+            let cancel = opcode::AsyncCancel::new(token).build().user_data(u64::MAX);
+            // SAFETY: AsyncCancel references no memory.
+            while unsafe { ring.submission().push(&cancel) }.is_err() {
+                if ring.submit().is_err() {
+                    return; // a stale completion later is harmless
+                }
+            }
+        }
+        if !tokens.is_empty() {
+            let _ = ring.submit();
         }
     }
 }

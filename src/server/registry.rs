@@ -123,6 +123,10 @@ impl ConnControl {
         self.parked.set(0);
     }
 
+    pub fn is_parked(&self) -> bool {
+        self.parked.get() != 0
+    }
+
     /// Whether anything waits for the connection's task (so it must not park).
     pub fn has_pending(&self) -> bool {
         self.close_request.borrow().is_some()
@@ -213,14 +217,14 @@ impl Registry {
 }
 
 /// How often the sweep runs: a tenth of the shortest configured timeout,
-/// between 1 ms and 100 ms. Deadlines are met within one tick.
+/// between 1 ms and 500 ms. Deadlines are met within one tick.
 pub(crate) fn sweep_tick(timeouts: &[Duration]) -> Duration {
     let shortest = timeouts
         .iter()
         .copied()
         .min()
         .unwrap_or(Duration::from_secs(1));
-    (shortest / 10).clamp(Duration::from_millis(1), Duration::from_millis(100))
+    (shortest / 10).clamp(Duration::from_millis(1), Duration::from_millis(500))
 }
 
 #[cfg(test)]
@@ -245,7 +249,7 @@ mod tests {
     #[test]
     fn tick_follows_the_shortest_timeout() {
         let s = Duration::from_secs(1);
-        assert_eq!(sweep_tick(&[30 * s, 20 * s]), Duration::from_millis(100));
+        assert_eq!(sweep_tick(&[30 * s, 20 * s]), Duration::from_millis(500));
         assert_eq!(
             sweep_tick(&[Duration::from_millis(50)]),
             Duration::from_millis(5)

@@ -104,7 +104,7 @@ impl Worker {
                 interval: cfg.client.ping_interval,
                 timeout: cfg.client.ping_timeout,
             },
-            parker: match Parker::new(256, seed.stats.clone()) {
+            parker: match Parker::new(1024, seed.stats.clone()) {
                 Ok(p) => Some(p),
                 Err(e) => {
                     warn!(worker = seed.id, error = %e, "no io_uring for parking: hibernated sockets keep their tasks");

@@ -1,0 +1,136 @@
+//! Hibernation: N client sockets over many chat rooms, the rooms go to sleep,
+//! and we measure what the gateway keeps per hibernated socket, what it
+//! spends while everything is idle, and how long a wake takes.
+//!
+//!     cargo run --release -p tether-bench --bin hibernate -- --connections 15000 --rooms 1500
+//!
+//! Wake latency: a message on a hibernated socket until the sender gets the
+//! room's broadcast of it back (start on a runner + restore of the room's
+//! connections + delivery + the broadcast's way back).
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use hdrhistogram::Histogram;
+use tether::runner::{BuiltinActors, Runner, RunnerOptions};
+use tether_bench::{client_frame, read_frame, serve_if_asked, ws_connect, GatewayChild};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+struct Args {
+    /// Hibernated sockets (the test machines allow 20,000 open files per process).
+    #[arg(long, default_value_t = 15_000)]
+    connections: usize,
+    /// Chat rooms the sockets are spread over.
+    #[arg(long, default_value_t = 1_500)]
+    rooms: usize,
+    /// How long to watch the gateway's CPU while everything sleeps.
+    #[arg(long, default_value_t = 30)]
+    idle_seconds: u64,
+    /// Rooms woken one after another for the latency distribution.
+    #[arg(long, default_value_t = 300)]
+    wakes: usize,
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    #[arg(long, default_value = "auto")]
+    driver: String,
+}
+
+fn main() {
+    serve_if_asked();
+    let args = Args::parse();
+    // Rooms fall asleep 1 s after their last message; keepalive pings are
+    // spaced out so that these non-answering clients are not dropped.
+    std::env::set_var("TETHER_BENCH_IDLE_TIMEOUT_MS", "1000");
+    std::env::set_var("TETHER_BENCH_PING_INTERVAL_MS", "600000");
+    let gw = GatewayChild::spawn(args.workers, &args.driver);
+    let runner = Runner::start(
+        RunnerOptions::new(
+            &format!("ws://{}", gw.runner_addr),
+            tether::config::DEV_RUNNER_TOKEN,
+        ),
+        BuiltinActors,
+    );
+    assert!(
+        runner.wait_connected(Duration::from_secs(10)),
+        "runner connects"
+    );
+    // Warm-up: a few rooms come and go so pools and tables exist.
+    let warm: Vec<_> = (0..200)
+        .map(|i| ws_connect(gw.client_addr, &format!("/actors/chat/warm{i}")))
+        .collect();
+    drop(warm);
+    wait_until("warm-up rooms asleep", || runner.running_actors() == 0);
+    std::thread::sleep(Duration::from_millis(500));
+    let base = gw.rss_kib();
+
+    let t = Instant::now();
+    let mut conns: Vec<_> = (0..args.connections)
+        .map(|i| {
+            ws_connect(
+                gw.client_addr,
+                &format!("/actors/chat/room{}", i % args.rooms),
+            )
+        })
+        .collect();
+    eprintln!(
+        "  {} sockets open in {:.1}s, gateway RSS {} KiB",
+        args.connections,
+        t.elapsed().as_secs_f64(),
+        gw.rss_kib()
+    );
+    wait_until("every room asleep", || runner.running_actors() == 0);
+    std::thread::sleep(Duration::from_secs(2));
+    let hibernated = gw.rss_kib();
+    let per_socket = (hibernated.saturating_sub(base) as f64 * 1024.0) / args.connections as f64;
+
+    let cpu0 = gw.cpu_seconds();
+    std::thread::sleep(Duration::from_secs(args.idle_seconds));
+    let idle_cpu = gw.cpu_seconds() - cpu0;
+
+    let mut wakes = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram");
+    // The first `rooms` sockets are one per room.
+    for s in conns.iter_mut().take(args.wakes.min(args.rooms)) {
+        let t = Instant::now();
+        s.write_all(&client_frame(b"wake")).expect("send");
+        assert_eq!(read_frame(s), b"wake");
+        wakes
+            .record(t.elapsed().as_micros().max(1) as u64)
+            .expect("record");
+    }
+
+    println!(
+        "hibernate: sockets={} rooms={} workers={} driver={}",
+        args.connections, args.rooms, args.workers, args.driver
+    );
+    println!("  gateway RSS before: {base} KiB, all hibernated: {hibernated} KiB");
+    println!("  RSS growth per hibernated socket: {per_socket:.0} bytes");
+    println!(
+        "  gateway CPU while idle: {:.3} s over {} s ({:.3} %)",
+        idle_cpu,
+        args.idle_seconds,
+        idle_cpu * 100.0 / args.idle_seconds as f64
+    );
+    println!(
+        "  wake latency ({} wakes of {}-socket rooms) µs: p50 {} p90 {} p99 {} max {}",
+        wakes.len(),
+        args.connections / args.rooms,
+        wakes.value_at_quantile(0.5),
+        wakes.value_at_quantile(0.9),
+        wakes.value_at_quantile(0.99),
+        wakes.max()
+    );
+    drop(conns);
+    runner.stop();
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(120);
+    while !cond() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
