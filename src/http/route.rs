@@ -50,6 +50,28 @@ pub fn route(target: &str) -> Result<Route, BadTarget> {
     }))
 }
 
+/// The canonical path of an actor: `/actors/{name}/{key…}`, each segment
+/// percent-encoded so that it decodes back to the same segments.
+pub fn actor_path(name: &str, key: &[String]) -> String {
+    let mut out = String::from("/actors/");
+    percent_encode_into(&mut out, name);
+    for segment in key {
+        out.push('/');
+        percent_encode_into(&mut out, segment);
+    }
+    out
+}
+
+fn percent_encode_into(out: &mut String, segment: &str) {
+    for b in segment.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
 /// Decodes `%XX` escapes; the result must be UTF-8.
 pub fn percent_decode(segment: &str) -> Result<String, BadTarget> {
     let bytes = segment.as_bytes();
@@ -87,6 +109,15 @@ mod tests {
         assert_eq!(a.name, "chat");
         assert_eq!(a.key, ["room/1", "sub key"]);
         assert_eq!(a.query.as_deref(), Some("token=x&y=2"));
+    }
+
+    #[test]
+    fn actor_paths_round_trip() {
+        let key = vec!["room/1".to_string(), "sub key".into(), "é?#%".into()];
+        let Route::Actor(a) = route(&actor_path("chat", &key)).unwrap() else {
+            panic!()
+        };
+        assert_eq!((a.name.as_str(), a.key), ("chat", key));
     }
 
     #[test]

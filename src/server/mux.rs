@@ -21,6 +21,7 @@ use super::registry::ConnControl;
 use super::slot::Slot;
 pub(crate) use super::tunnel::{Tunnel, REPLACED};
 use crate::config::Config;
+use crate::http::route::actor_path;
 use crate::tunnel::{Frame, MessageKind, TunnelError};
 use crate::ws::{CloseCode, OpCode};
 
@@ -78,12 +79,12 @@ struct PendingOpen {
     request: OpenRequest,
 }
 
-/// Kept per connection so that it can be restored into a woken actor.
+/// Kept per connection so that it can be restored into a woken actor. (The
+/// path is the actor's own and is rebuilt from its name and key.)
 struct ConnMeta {
-    path: String,
-    query: String,
-    headers: Vec<(String, Bytes)>,
-    protocol: Option<String>,
+    query: Box<str>,
+    headers: Box<[(String, Bytes)]>,
+    protocol: Option<Box<str>>,
     attachment: Bytes,
 }
 
@@ -376,10 +377,10 @@ impl Mux {
                 tunnel.send(&Frame::RestoreConn {
                     conn_id: *conn_id,
                     actor_id: actor.id.get(),
-                    path: meta.path.clone(),
-                    query: meta.query.clone(),
-                    headers: meta.headers.clone(),
-                    protocol: meta.protocol.clone(),
+                    path: actor_path(&actor.name, &actor.key),
+                    query: meta.query.to_string(),
+                    headers: meta.headers.to_vec(),
+                    protocol: meta.protocol.as_deref().map(str::to_owned),
                     attachment: meta.attachment.clone(),
                     last_index: link.last_acked.get(),
                 });
@@ -637,10 +638,9 @@ impl Mux {
                 let chosen = protocol.filter(|p| open.request.protocols.contains(p));
                 open.actor.conns.borrow_mut().insert(conn_id);
                 let meta = ConnMeta {
-                    path: open.request.path,
-                    query: open.request.query,
-                    headers: open.request.headers,
-                    protocol: chosen.clone(),
+                    query: open.request.query.into(),
+                    headers: open.request.headers.into(),
+                    protocol: chosen.as_deref().map(Into::into),
                     attachment: Bytes::new(),
                 };
                 self.conns.borrow_mut().insert(

@@ -36,8 +36,11 @@ pub(crate) type Outgoing = (OpCode, Bytes);
 pub(crate) struct ConnControl {
     deadline: Cell<Instant>,
     timer_fired: Cell<bool>,
-    close_request: RefCell<Option<(CloseCode, String)>>,
-    outbound: RefCell<VecDeque<Outgoing>>,
+    // Boxed: both are rare, and every connection (a parked one too) pays
+    // for this struct.
+    close_request: RefCell<Option<Box<(CloseCode, String)>>>,
+    #[allow(clippy::box_collection)] // 8 bytes when empty instead of 32
+    outbound: RefCell<Option<Box<VecDeque<Outgoing>>>>,
     outbound_bytes: Cell<usize>,
     poked: Cell<bool>,
     waker: Cell<Option<Waker>>,
@@ -51,7 +54,7 @@ impl ConnControl {
             deadline: Cell::new(now),
             timer_fired: Cell::new(false),
             close_request: RefCell::new(None),
-            outbound: RefCell::new(VecDeque::new()),
+            outbound: RefCell::new(None),
             outbound_bytes: Cell::new(0),
             poked: Cell::new(false),
             waker: Cell::new(None),
@@ -71,7 +74,7 @@ impl ConnControl {
     pub fn request_close(&self, code: CloseCode, reason: impl Into<String>) {
         let mut req = self.close_request.borrow_mut();
         if req.is_none() {
-            *req = Some((code, reason.into()));
+            *req = Some(Box::new((code, reason.into())));
             drop(req);
             self.wake();
         }
@@ -81,16 +84,19 @@ impl ConnControl {
     pub fn push_outbound(&self, frame: Outgoing) -> usize {
         let total = self.outbound_bytes.get() + frame.1.len();
         self.outbound_bytes.set(total);
-        self.outbound.borrow_mut().push_back(frame);
+        self.outbound
+            .borrow_mut()
+            .get_or_insert_with(Default::default)
+            .push_back(frame);
         self.wake();
         total
     }
 
     /// Takes everything queued, in order.
     pub fn drain_outbound(&self, mut each: impl FnMut(Outgoing)) {
-        let frames = std::mem::take(&mut *self.outbound.borrow_mut());
+        let frames = self.outbound.borrow_mut().take();
         self.outbound_bytes.set(0);
-        frames.into_iter().for_each(&mut each);
+        frames.into_iter().flat_map(|f| *f).for_each(&mut each);
     }
 
     /// Wakes the task to re-check its situation (e.g. congestion cleared).
@@ -130,7 +136,7 @@ impl ConnControl {
     /// Whether anything waits for the connection's task (so it must not park).
     pub fn has_pending(&self) -> bool {
         self.close_request.borrow().is_some()
-            || !self.outbound.borrow().is_empty()
+            || self.outbound.borrow().is_some()
             || self.poked.get()
             || self.timer_fired.get()
     }
@@ -139,10 +145,11 @@ impl ConnControl {
     /// timer). Cancel-safe.
     pub async fn next_signal(&self) -> Signal {
         poll_fn(|cx| {
-            if let Some((code, reason)) = self.close_request.borrow_mut().take() {
+            if let Some(req) = self.close_request.borrow_mut().take() {
+                let (code, reason) = *req;
                 return Poll::Ready(Signal::Close(code, reason));
             }
-            if !self.outbound.borrow().is_empty() || self.poked.replace(false) {
+            if self.outbound.borrow().is_some() || self.poked.replace(false) {
                 return Poll::Ready(Signal::Outbound);
             }
             if self.timer_fired.replace(false) {
