@@ -72,6 +72,23 @@ impl Drop for GatewayChild {
     }
 }
 
+/// Starts the reference runner against `gw` in this process and waits until
+/// all its tunnels are up.
+pub fn start_reference_runner(gw: &GatewayChild) -> tether::runner::Runner {
+    let runner = tether::runner::Runner::start(
+        tether::runner::RunnerOptions::new(
+            &format!("ws://{}", gw.runner_addr),
+            tether::config::DEV_RUNNER_TOKEN,
+        ),
+        tether::runner::BuiltinActors,
+    );
+    assert!(
+        runner.wait_connected(Duration::from_secs(10)),
+        "runner connects"
+    );
+    runner
+}
+
 /// In the child: if started with `--serve WORKERS DRIVER`, run a gateway on
 /// free loopback ports, print "CLIENT RUNNER" on stdout, and never return.
 pub fn serve_if_asked() {

@@ -29,6 +29,24 @@ impl RequestHead {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// Whether `Authorization: Bearer <token>` carries exactly `token`,
+    /// compared without an early exit on the first difference.
+    pub fn bearer_is(&self, token: &str) -> bool {
+        let Some(given) = self
+            .header("authorization")
+            .and_then(|v| v.strip_prefix(b"Bearer "))
+        else {
+            return false;
+        };
+        let given = given.trim_ascii();
+        given.len() == token.len()
+            && given
+                .iter()
+                .zip(token.as_bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+
     /// Comma-separated tokens of a header across all its occurrences, trimmed.
     pub fn header_tokens<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.header_values(name)

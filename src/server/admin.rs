@@ -11,51 +11,16 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
-use super::client::actor_home;
+use super::client::{actor_home, refuse, Refusal};
 use super::handoff::{Handoff, Listener};
-use super::io::{detach_fd, linger_close, read_before, write_all_or_stall, ReadOutcome};
+use super::io::{detach_fd, read_before, ReadOutcome};
 use super::worker::Worker;
-use crate::http::response::write_response;
 use crate::http::route::{route, ActorPath, Route};
-use crate::http::{HeadReader, RequestHead, Status};
+use crate::http::{RequestHead, Status};
 use crate::tunnel::MessageKind;
-
-pub(crate) async fn serve_admin(worker: Rc<Worker>, mut stream: TcpStream) {
-    let cfg = &worker.config.client;
-    let deadline = Instant::now() + cfg.handshake_timeout;
-    let mut reader = HeadReader::new(cfg.max_header_bytes, cfg.max_headers);
-    let mut buf = worker.pool.take();
-    loop {
-        match reader.poll(&buf) {
-            Ok(Some((head, len))) => {
-                buf.advance(len);
-                return admin_request(worker, stream, buf, head).await;
-            }
-            Ok(None) => {}
-            Err(e) => return answer(&worker, stream, buf, e.status(), &[], e.reason()).await,
-        }
-        let (outcome, b) = read_before(&mut stream, buf, 1024, deadline).await;
-        buf = b;
-        match outcome {
-            ReadOutcome::Data(_) => {}
-            ReadOutcome::TimedOut => {
-                return answer(
-                    &worker,
-                    stream,
-                    buf,
-                    Status::REQUEST_TIMEOUT,
-                    &[],
-                    "request head timed out",
-                )
-                .await
-            }
-            ReadOutcome::Eof | ReadOutcome::Failed(_) => return,
-        }
-    }
-}
 
 /// Serves an admin request whose head has been read (possibly on another worker).
 pub(crate) async fn admin_request(
@@ -110,14 +75,14 @@ pub(crate) async fn admin_request(
         )
         .await;
     }
-    if !bearer_is(&head, token) {
-        let headers = [("WWW-Authenticate", "Bearer")];
+    if !head.bearer_is(token) {
+        let headers = &[("WWW-Authenticate", "Bearer")];
         return answer(
             &worker,
             stream,
             buf,
             Status::UNAUTHORIZED,
-            &headers,
+            headers,
             "missing or wrong admin token",
         )
         .await;
@@ -164,22 +129,6 @@ fn publish_target(target: &str) -> Option<ActorPath> {
         Ok(Route::Actor(a)) => Some(a),
         _ => None,
     }
-}
-
-fn bearer_is(head: &RequestHead, token: &str) -> bool {
-    let Some(given) = head
-        .header("authorization")
-        .and_then(|v| v.strip_prefix(b"Bearer "))
-    else {
-        return false;
-    };
-    let given = given.trim_ascii();
-    given.len() == token.len()
-        && given
-            .iter()
-            .zip(token.as_bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
 }
 
 async fn publish(
@@ -279,17 +228,21 @@ async fn publish(
 
 async fn answer(
     worker: &Rc<Worker>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     scratch: BytesMut,
     status: Status,
-    headers: &[(&str, &str)],
+    headers: &'static [(&'static str, &'static str)],
     body: &str,
 ) {
-    let cfg = &worker.config.client;
-    let mut out = worker.pool.take();
-    write_response(&mut out, status, headers, &format!("{body}\n"));
-    if let Ok(out) = write_all_or_stall(&mut stream, out, cfg.send_timeout).await {
-        worker.pool.give_back(out);
-        linger_close(stream, scratch, cfg.close_timeout).await;
-    }
+    refuse(
+        worker,
+        stream,
+        scratch,
+        Refusal {
+            status,
+            headers,
+            reason: body.to_owned(),
+        },
+    )
+    .await;
 }

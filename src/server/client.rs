@@ -163,14 +163,14 @@ async fn respond(
 }
 
 /// A refusal before any WebSocket exists: a status, headers and a reason.
-struct Refusal {
-    status: Status,
-    headers: &'static [(&'static str, &'static str)],
-    reason: String,
+pub(crate) struct Refusal {
+    pub status: Status,
+    pub headers: &'static [(&'static str, &'static str)],
+    pub reason: String,
 }
 
 impl Refusal {
-    fn new(status: Status, reason: impl Into<String>) -> Self {
+    pub fn new(status: Status, reason: impl Into<String>) -> Self {
         Refusal {
             status,
             headers: &[],
@@ -347,7 +347,7 @@ async fn runner_request(
     if let Some(r) = refusal {
         return refuse(&worker, stream, buf, r).await;
     }
-    if !bearer_matches(&head, &worker.config.runners.token) {
+    if !head.bearer_is(&worker.config.runners.token) {
         let r = Refusal {
             status: Status::UNAUTHORIZED,
             headers: &[("WWW-Authenticate", "Bearer")],
@@ -398,23 +398,6 @@ async fn runner_request(
     monoio::spawn(Session::new(worker.clone(), handler).run(stream, buf, registration));
 }
 
-/// Compares the bearer token without an early exit on the first difference.
-fn bearer_matches(head: &RequestHead, token: &str) -> bool {
-    let Some(given) = head
-        .header("authorization")
-        .and_then(|v| v.strip_prefix(b"Bearer "))
-    else {
-        return false;
-    };
-    let given = given.trim_ascii();
-    given.len() == token.len()
-        && given
-            .iter()
-            .zip(token.as_bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
-}
-
 /// For browsers: accept the upgrade, then close at once with 4000 + status.
 async fn upgrade_then_close(
     worker: &Rc<Worker>,
@@ -429,7 +412,7 @@ async fn upgrade_then_close(
     send_then_linger(worker, stream, buf, out).await;
 }
 
-async fn refuse(worker: &Rc<Worker>, stream: TcpStream, buf: BytesMut, r: Refusal) {
+pub(crate) async fn refuse(worker: &Rc<Worker>, stream: TcpStream, buf: BytesMut, r: Refusal) {
     if r.status != Status::OK {
         debug!(status = r.status.0, reason = %r.reason, "refusing request");
     }

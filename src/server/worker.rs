@@ -12,7 +12,6 @@ use std::time::Duration;
 use monoio::net::TcpListener;
 use tracing::{info, warn};
 
-use super::admin::serve_admin;
 use super::client::{serve_handoff, serve_http};
 use super::handoff::{HandoffQueues, Listener};
 use super::mux::Mux;
@@ -230,11 +229,8 @@ async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: Listener) 
                         worker.stats.accepted.fetch_add(1, Ordering::Relaxed);
                         monoio::spawn(serve_http(worker.clone(), stream, kind));
                     }
-                    Listener::Runner => {
+                    Listener::Runner | Listener::Admin => {
                         monoio::spawn(serve_http(worker.clone(), stream, kind));
-                    }
-                    Listener::Admin => {
-                        monoio::spawn(serve_admin(worker.clone(), stream));
                     }
                 }
             }

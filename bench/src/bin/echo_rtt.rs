@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use tether::runner::{BuiltinActors, Runner, RunnerOptions};
-use tether_bench::{client_frame, read_frame, serve_if_asked, ws_connect, GatewayChild};
+use tether_bench::{
+    client_frame, read_frame, serve_if_asked, start_reference_runner, ws_connect, GatewayChild,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -40,17 +41,7 @@ fn main() {
     serve_if_asked();
     let args = Args::parse();
     let gw = GatewayChild::spawn(args.workers, &args.driver);
-    let runner = Runner::start(
-        RunnerOptions::new(
-            &format!("ws://{}", gw.runner_addr),
-            tether::config::DEV_RUNNER_TOKEN,
-        ),
-        BuiltinActors,
-    );
-    assert!(
-        runner.wait_connected(Duration::from_secs(10)),
-        "runner connects"
-    );
+    let runner = start_reference_runner(&gw);
     let stop = Arc::new(AtomicBool::new(false));
     let payload = vec![b'x'; args.message_bytes];
     let threads: Vec<_> = (0..args.clients)

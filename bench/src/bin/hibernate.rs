@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use tether::runner::{BuiltinActors, Runner, RunnerOptions};
-use tether_bench::{client_frame, read_frame, serve_if_asked, ws_connect, GatewayChild};
+use tether_bench::{
+    client_frame, read_frame, serve_if_asked, start_reference_runner, ws_connect, GatewayChild,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -47,17 +48,7 @@ fn main() {
     std::env::set_var("TETHER_BENCH_IDLE_TIMEOUT_MS", "1000");
     std::env::set_var("TETHER_BENCH_PING_INTERVAL_MS", "600000");
     let gw = GatewayChild::spawn(args.workers, &args.driver);
-    let runner = Runner::start(
-        RunnerOptions::new(
-            &format!("ws://{}", gw.runner_addr),
-            tether::config::DEV_RUNNER_TOKEN,
-        ),
-        BuiltinActors,
-    );
-    assert!(
-        runner.wait_connected(Duration::from_secs(10)),
-        "runner connects"
-    );
+    let runner = start_reference_runner(&gw);
     // Warm-up: a few rooms come and go so pools and tables exist.
     let warm: Vec<_> = (0..200)
         .map(|i| ws_connect(gw.client_addr, &format!("/actors/chat/warm{i}")))

@@ -10,8 +10,9 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use tether::runner::{BuiltinActors, Runner, RunnerOptions};
-use tether_bench::{client_frame, read_frame, serve_if_asked, ws_connect_with, GatewayChild};
+use tether_bench::{
+    client_frame, read_frame, serve_if_asked, start_reference_runner, ws_connect_with, GatewayChild,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -33,17 +34,7 @@ fn main() {
     serve_if_asked();
     let args = Args::parse();
     let gw = GatewayChild::spawn(args.workers, &args.driver);
-    let runner = Runner::start(
-        RunnerOptions::new(
-            &format!("ws://{}", gw.runner_addr),
-            tether::config::DEV_RUNNER_TOKEN,
-        ),
-        BuiltinActors,
-    );
-    assert!(
-        runner.wait_connected(Duration::from_secs(10)),
-        "runner connects"
-    );
+    let runner = start_reference_runner(&gw);
 
     // Warm up: open and close a batch so pools and runtime structures exist.
     let warm: Vec<_> = (0..200).map(|_| open_idle(&gw)).collect();
