@@ -7,6 +7,30 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The global allocator of the benchmark binaries: mimalloc, counting the
+/// bytes currently allocated, so that live heap can be told apart from RSS
+/// (which also holds memory the allocator keeps after it was freed).
+pub struct CountingMimalloc;
+
+static LIVE_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+// SAFETY: forwards to mimalloc unchanged; only counts sizes.
+unsafe impl std::alloc::GlobalAlloc for CountingMimalloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        mimalloc::MiMalloc.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        LIVE_BYTES.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        mimalloc::MiMalloc.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(new_size, std::sync::atomic::Ordering::Relaxed);
+        LIVE_BYTES.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        mimalloc::MiMalloc.realloc(ptr, layout, new_size)
+    }
+}
+
 /// A gateway running in a child process of the benchmark.
 pub struct GatewayChild {
     child: Child,
@@ -49,6 +73,16 @@ impl GatewayChild {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
+    }
+
+    /// Bytes the gateway has allocated and not freed (it reports them in a
+    /// file every 100 ms).
+    pub fn live_heap_bytes(&self) -> u64 {
+        std::thread::sleep(Duration::from_millis(250));
+        std::fs::read_to_string(live_file(self.pid()))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
     }
 
     /// User + system CPU time of the gateway so far.
@@ -125,10 +159,24 @@ pub fn serve_if_asked() {
     }
     tether::logging::init(&config.server.log_level);
     let gw = tether::Gateway::start(config).expect("gateway starts");
+    let file = live_file(std::process::id());
+    std::thread::spawn(move || loop {
+        let _ = std::fs::write(
+            &file,
+            LIVE_BYTES
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    });
     println!("{} {}", gw.client_addr, gw.runner_addr);
     std::io::stdout().flush().expect("flush");
     gw.join();
     std::process::exit(0);
+}
+
+fn live_file(pid: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tether-bench-live-{pid}"))
 }
 
 /// Opens a WebSocket with a blocking socket; panics on refusal.

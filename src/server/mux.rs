@@ -81,6 +81,7 @@ struct PendingOpen {
 
 /// Kept per connection so that it can be restored into a woken actor. (The
 /// path is the actor's own and is rebuilt from its name and key.)
+#[derive(Default)]
 struct ConnMeta {
     query: Box<str>,
     headers: Box<[(String, Bytes)]>,
@@ -101,7 +102,9 @@ struct ClientLink {
     actor: Rc<Actor>,
     last_acked: Cell<u64>,
     hibernatable: bool,
-    meta: RefCell<Box<ConnMeta>>,
+    /// `None` when there is nothing to keep (no query, headers, protocol or
+    /// attachment): the common case costs no allocation.
+    meta: RefCell<Option<Box<ConnMeta>>>,
     held: RefCell<Option<Box<Held>>>,
 }
 
@@ -374,14 +377,15 @@ impl Mux {
                     continue;
                 };
                 let meta = link.meta.borrow();
+                let meta = meta.as_deref();
                 tunnel.send(&Frame::RestoreConn {
                     conn_id: *conn_id,
                     actor_id: actor.id.get(),
                     path: actor_path(&actor.name, &actor.key),
-                    query: meta.query.to_string(),
-                    headers: meta.headers.to_vec(),
-                    protocol: meta.protocol.as_deref().map(str::to_owned),
-                    attachment: meta.attachment.clone(),
+                    query: meta.map(|m| m.query.to_string()).unwrap_or_default(),
+                    headers: meta.map(|m| m.headers.to_vec()).unwrap_or_default(),
+                    protocol: meta.and_then(|m| m.protocol.as_deref()).map(str::to_owned),
+                    attachment: meta.map(|m| m.attachment.clone()).unwrap_or_default(),
                     last_index: link.last_acked.get(),
                 });
             }
@@ -622,7 +626,10 @@ impl Mux {
                         "attachment over actors.max_attachment_bytes: ignored"
                     );
                 } else {
-                    link.meta.borrow_mut().attachment = attachment;
+                    link.meta
+                        .borrow_mut()
+                        .get_or_insert_with(Default::default)
+                        .attachment = attachment;
                 }
             }
             Frame::ConnAccept {
@@ -637,12 +644,17 @@ impl Mux {
                     .unwrap_or_else(|| self.config.actors.hibernatable.contains(&open.actor.name));
                 let chosen = protocol.filter(|p| open.request.protocols.contains(p));
                 open.actor.conns.borrow_mut().insert(conn_id);
-                let meta = ConnMeta {
-                    query: open.request.query.into(),
-                    headers: open.request.headers.into(),
-                    protocol: chosen.as_deref().map(Into::into),
-                    attachment: Bytes::new(),
-                };
+                let meta = (!open.request.query.is_empty()
+                    || !open.request.headers.is_empty()
+                    || chosen.is_some())
+                .then(|| {
+                    Box::new(ConnMeta {
+                        query: open.request.query.into(),
+                        headers: open.request.headers.into(),
+                        protocol: chosen.as_deref().map(Into::into),
+                        attachment: Bytes::new(),
+                    })
+                });
                 self.conns.borrow_mut().insert(
                     conn_id,
                     ClientLink {
@@ -650,7 +662,7 @@ impl Mux {
                         actor: open.actor,
                         last_acked: Cell::new(0),
                         hibernatable,
-                        meta: RefCell::new(Box::new(meta)),
+                        meta: RefCell::new(meta),
                         held: RefCell::new(None),
                     },
                 );

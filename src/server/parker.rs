@@ -31,13 +31,16 @@ use tracing::warn;
 
 use super::io::detach_fd;
 use super::registry::Registration;
-use super::session::Session;
+use super::session::{ParkedSession, Session};
+use super::worker::Worker;
 use super::worker::WorkerStats;
 
 struct Parked {
     fd: OwnedFd,
     generation: u32,
-    session: Session,
+    /// Resumed because the socket is readable: read before parking again.
+    readable: bool,
+    session: ParkedSession,
     registration: Registration,
 }
 
@@ -108,21 +111,18 @@ impl Parker {
             unsafe { ring.submission().push(&poll) }.is_ok()
         };
         if !pushed || ring.submit().is_err() {
-            drop(ring);
-            drop(slots);
             warn!("cannot arm a poll on the parking ring: the connection keeps its task");
-            return resume(Parked {
-                fd,
-                generation,
-                session,
-                registration,
-            });
+            if let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(fd)) {
+                monoio::spawn(session.run(stream, bytes::BytesMut::new(), registration));
+            }
+            return;
         }
         registration.control.park_at(user_data(key, generation));
         entry.insert(Parked {
             fd,
             generation,
-            session,
+            readable: false,
+            session: session.into_parked(),
             registration,
         });
         self.stats.parked.fetch_add(1, Ordering::Relaxed);
@@ -149,7 +149,7 @@ impl Parker {
     }
 
     /// The parker task: turns readiness and wake-ups back into session tasks.
-    pub async fn run(self: Rc<Self>) {
+    pub async fn run(self: Rc<Self>, worker: Rc<Worker>) {
         // The eventfd as a monoio socket, only to await its readability.
         let watch = match self
             .eventfd
@@ -182,9 +182,8 @@ impl Parker {
             }
             for token in self.completions() {
                 if let Some(mut p) = self.take(token) {
-                    // Readable: the session must read before it may park again.
-                    p.session.expect_input();
-                    resume(p);
+                    p.readable = true;
+                    resume(&worker, p);
                 }
             }
             let woken: Vec<u64> = std::mem::take(&mut *self.to_unpark.borrow_mut());
@@ -192,7 +191,7 @@ impl Parker {
             for token in woken {
                 if let Some(p) = self.take(token) {
                     cancels.push(token);
-                    resume(p);
+                    resume(&worker, p);
                 }
             }
             self.cancel_polls(&cancels);
@@ -234,14 +233,16 @@ impl Parker {
 }
 
 /// Gives a parked connection a session task again.
-fn resume(p: Parked) {
+fn resume(worker: &Rc<Worker>, p: Parked) {
     p.registration.control.unparked();
+    let mut session = Session::from_parked(worker.clone(), p.session);
+    if p.readable {
+        // The session must read before it may park again.
+        session.expect_input();
+    }
     match TcpStream::from_std(std::net::TcpStream::from(p.fd)) {
         Ok(stream) => {
-            monoio::spawn(
-                p.session
-                    .run(stream, bytes::BytesMut::new(), p.registration),
-            );
+            monoio::spawn(session.run(stream, bytes::BytesMut::new(), p.registration));
         }
         Err(e) => warn!(error = %e, "cannot resume a parked connection"),
     }

@@ -61,6 +61,13 @@ pub(crate) struct Session {
     input_expected: bool,
 }
 
+/// A client session while its connection is parked.
+pub(crate) struct ParkedSession {
+    conn_id: u64,
+    next_index: u64,
+    keepalive: Keepalive,
+}
+
 enum Wake {
     Readable(io::Result<()>),
     Signal(Signal),
@@ -86,6 +93,35 @@ impl Session {
 
     pub fn expect_input(&mut self) {
         self.input_expected = true;
+    }
+
+    /// What a parked connection keeps of its session: everything else is
+    /// idle state that is rebuilt on resume.
+    pub fn into_parked(self) -> ParkedSession {
+        let (conn_id, next_index) = match self.handler {
+            Handler::Client {
+                conn_id,
+                next_index,
+            } => (conn_id, next_index),
+            Handler::Tunnel { .. } => (0, 0), // never parked (see `parkable`)
+        };
+        ParkedSession {
+            conn_id,
+            next_index,
+            keepalive: self.keepalive,
+        }
+    }
+
+    pub fn from_parked(worker: Rc<Worker>, parked: ParkedSession) -> Self {
+        let mut s = Session::new(
+            worker,
+            Handler::Client {
+                conn_id: parked.conn_id,
+                next_index: parked.next_index,
+            },
+        );
+        s.keepalive = parked.keepalive;
+        s
     }
 
     pub async fn run(

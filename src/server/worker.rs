@@ -116,7 +116,7 @@ impl Worker {
         });
         if let Some(p) = &worker.parker {
             super::parker::install(p);
-            monoio::spawn(p.clone().run());
+            monoio::spawn(p.clone().run(worker.clone()));
         }
         // SAFETY: gettid has no preconditions.
         let tid = unsafe { libc::gettid() } as u64;

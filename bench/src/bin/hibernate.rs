@@ -18,7 +18,7 @@ use tether_bench::{
 };
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tether_bench::CountingMimalloc = tether_bench::CountingMimalloc;
 
 #[derive(Parser)]
 struct Args {
@@ -57,6 +57,7 @@ fn main() {
     wait_until("warm-up rooms asleep", || runner.running_actors() == 0);
     std::thread::sleep(Duration::from_millis(500));
     let base = gw.rss_kib();
+    let base_live = gw.live_heap_bytes();
 
     let t = Instant::now();
     let mut conns: Vec<_> = (0..args.connections)
@@ -76,6 +77,8 @@ fn main() {
     wait_until("every room asleep", || runner.running_actors() == 0);
     std::thread::sleep(Duration::from_secs(2));
     let hibernated = gw.rss_kib();
+    let live = gw.live_heap_bytes();
+    let live_per_socket = live.saturating_sub(base_live) as f64 / args.connections as f64;
     let per_socket = (hibernated.saturating_sub(base) as f64 * 1024.0) / args.connections as f64;
 
     let cpu0 = gw.cpu_seconds();
@@ -99,6 +102,7 @@ fn main() {
     );
     println!("  gateway RSS before: {base} KiB, all hibernated: {hibernated} KiB");
     println!("  RSS growth per hibernated socket: {per_socket:.0} bytes");
+    println!("  live heap growth per hibernated socket: {live_per_socket:.0} bytes (allocated and not freed)");
     println!(
         "  gateway CPU while idle: {:.3} s over {} s ({:.3} %)",
         idle_cpu,

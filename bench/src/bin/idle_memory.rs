@@ -15,7 +15,7 @@ use tether_bench::{
 };
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tether_bench::CountingMimalloc = tether_bench::CountingMimalloc;
 
 #[derive(Parser)]
 struct Args {
