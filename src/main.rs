@@ -74,6 +74,17 @@ fn check_config(file: &Path) -> ExitCode {
     }
 }
 
+/// Blocks SIGINT/SIGTERM before any thread starts, so one thread can wait for them.
+fn termination_signals() -> Option<tether::server::signals::TerminationSignals> {
+    match tether::server::signals::block_termination_signals() {
+        Ok(s) => Some(s),
+        Err(e) => {
+            eprintln!("tether: cannot set up signal handling: {e}");
+            None
+        }
+    }
+}
+
 fn runner_options(args: &RunnerArgs) -> RunnerOptions {
     let mut o = RunnerOptions::new(&args.gateway, &args.token);
     o.pool = args.pool.clone();
@@ -86,12 +97,8 @@ fn runner_options(args: &RunnerArgs) -> RunnerOptions {
 
 fn runner(args: RunnerArgs) -> ExitCode {
     tether::logging::init("info");
-    let signals = match tether::server::signals::block_termination_signals() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tether: cannot set up signal handling: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(signals) = termination_signals() else {
+        return ExitCode::FAILURE;
     };
     let options = runner_options(&args);
     tracing::info!(gateway = %options.gateway, key = %options.key, pool = %options.pool, "runner starting");
@@ -104,12 +111,8 @@ fn runner(args: RunnerArgs) -> ExitCode {
 fn demo() -> ExitCode {
     let config = Config::default();
     tether::logging::init(&config.server.log_level);
-    let signals = match tether::server::signals::block_termination_signals() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tether: cannot set up signal handling: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(signals) = termination_signals() else {
+        return ExitCode::FAILURE;
     };
     let gateway = match Gateway::start(config) {
         Ok(g) => g,
@@ -149,12 +152,8 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         None => Config::default(),
     };
     tether::logging::init(&config.server.log_level);
-    let signals = match tether::server::signals::block_termination_signals() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("tether: cannot set up signal handling: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(signals) = termination_signals() else {
+        return ExitCode::FAILURE;
     };
     let gateway = match Gateway::start(config) {
         Ok(g) => g,
