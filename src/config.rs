@@ -81,6 +81,8 @@ pub struct ServerConfig {
     pub log_level: String,
     #[serde(deserialize_with = "duration")]
     pub shutdown_drain: Duration,
+    /// Return freed memory to the OS at once (mimalloc purge delay 0).
+    pub return_freed_memory: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -138,6 +140,7 @@ impl Default for ServerConfig {
             io_uring_entries: 1024,
             log_level: "info".to_owned(),
             shutdown_drain: Duration::from_secs(5),
+            return_freed_memory: true,
         }
     }
 }

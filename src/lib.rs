@@ -3,6 +3,7 @@
 //!
 //! Protocol logic is sans-IO (`http`, `ws`); `server` owns threads and sockets.
 
+pub mod allocator;
 pub mod config;
 pub mod http;
 pub mod logging;

@@ -48,6 +48,9 @@ impl Gateway {
     /// are serving, or with the first error.
     pub fn start(config: Config) -> Result<Gateway, String> {
         let driver = driver::choose(config.server.io_driver)?;
+        if config.server.return_freed_memory {
+            crate::allocator::return_freed_memory_at_once();
+        }
         let count = config.worker_count();
         let nonblocking = driver == Driver::Epoll;
         let client = listener::bind_shared(config.client.listen, count, nonblocking, "client")
