@@ -331,10 +331,17 @@ impl Mux {
         tunnel.placed.set(tunnel.placed.get() + 1);
         *actor.tunnel.borrow_mut() = Some(tunnel.clone());
         actor.state.set(ActorState::Starting);
+        // The coarse clock may be stale after a long quiet spell (sweeps only
+        // run when something is due): read the real one here.
+        let now = Instant::now();
+        self.clock.set(now);
+        // A running actor needs the sweep every tick (idle sleep, start
+        // deadline): bring a sweep that sleeps until a far deadline forward.
+        super::registry::note_deadline(now);
         actor
             .start_deadline
-            .set(Some(Instant::now() + self.config.actors.start_timeout));
-        actor.last_activity.set(self.clock.get());
+            .set(Some(now + self.config.actors.start_timeout));
+        actor.last_activity.set(now);
         self.actors_by_id.borrow_mut().insert(id, actor.clone());
         debug!(actor = %actor.name, key = ?actor.key, runner = %tunnel.runner_key, "starting actor");
         tunnel.send(&Frame::StartActor {
@@ -518,6 +525,11 @@ impl Mux {
         let slot = Slot::new();
         actor.ready.borrow_mut().push(slot.clone());
         Some(slot)
+    }
+
+    /// Whether any actor has a timer running (a start deadline or idle sleep).
+    pub fn needs_ticks(&self) -> bool {
+        !self.actors_by_id.borrow().is_empty()
     }
 
     /// Timers of the actors: start deadlines and idle sleep. Called by the

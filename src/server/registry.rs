@@ -68,6 +68,7 @@ impl ConnControl {
     pub fn set_deadline(&self, at: Instant) {
         self.deadline.set(at);
         self.timer_fired.set(false);
+        note_deadline(at);
     }
 
     /// Asks the connection to close; the first request wins.
@@ -215,10 +216,64 @@ impl Registry {
 
     /// Wakes every connection whose deadline is at or before `now`.
     pub fn sweep(&self, now: Instant) {
+        let mut next = None::<Instant>;
         for (_, c) in self.conns.borrow().iter() {
-            if c.deadline.get() <= now && !c.timer_fired.get() {
-                c.fire_timer();
+            let d = c.deadline.get();
+            if d <= now {
+                if !c.timer_fired.get() {
+                    c.fire_timer();
+                }
+            } else if next.is_none_or(|n| d < n) {
+                next = Some(d);
             }
+        }
+        NEXT_DUE.with(|n| n.set(next));
+    }
+}
+
+thread_local! {
+    /// The earliest connection deadline this worker knows of (`None`: none).
+    static NEXT_DUE: Cell<Option<Instant>> = const { Cell::new(None) };
+    /// The sweep task, when it sleeps past `NEXT_DUE`.
+    static SWEEPER: Cell<Option<Waker>> = const { Cell::new(None) };
+}
+
+/// A connection set a deadline: if it is earlier than any the sweep knows
+/// of, the sweep must come earlier. One comparison in the common case.
+pub(crate) fn note_deadline(at: Instant) {
+    NEXT_DUE.with(|n| {
+        if n.get().is_none_or(|due| at < due) {
+            n.set(Some(at));
+            if let Some(w) = SWEEPER.with(|s| s.take()) {
+                w.wake();
+            }
+        }
+    });
+}
+
+/// Sleeps until the earliest known deadline (but not before `not_before`,
+/// so sweeps stay at most one per tick), or until `limit` at the latest.
+pub(crate) async fn sleep_until_due(not_before: Instant, limit: Option<Instant>) {
+    loop {
+        let due = NEXT_DUE.with(|n| n.get());
+        let at = match (due, limit) {
+            (Some(d), Some(l)) => d.min(l),
+            (Some(d), None) => d,
+            (None, Some(l)) => l,
+            (None, None) => not_before + Duration::from_secs(3600),
+        }
+        .max(not_before);
+        let earlier = poll_fn(|cx| {
+            let now_due = NEXT_DUE.with(|n| n.get());
+            if now_due.is_some_and(|d| d.max(not_before) < at) {
+                return Poll::Ready(());
+            }
+            SWEEPER.with(|s| s.set(Some(cx.waker().clone())));
+            Poll::Pending
+        });
+        monoio::select! {
+            _ = monoio::time::sleep_until(at.into()) => return,
+            _ = earlier => continue,
         }
     }
 }

@@ -17,7 +17,7 @@ use super::handoff::{HandoffQueues, Listener};
 use super::mux::Mux;
 use super::parker::Parker;
 use super::pool::BufferPool;
-use super::registry::{sweep_tick, Registry};
+use super::registry::{sleep_until_due, sweep_tick, Registry};
 use super::shutdown::ShutdownSignal;
 use super::stopping::Stopping;
 use crate::config::Config;
@@ -185,11 +185,16 @@ async fn sweep_timers(worker: Rc<Worker>) {
         c.close_timeout,
         c.send_timeout,
     ]);
+    let mut last = std::time::Instant::now();
     loop {
+        // Sleep until something is due (at most one sweep per tick); while
+        // actors run, their idle and start timers need a sweep every tick.
+        let limit = worker.mux.needs_ticks().then_some(last + tick);
         monoio::select! {
             _ = worker.finished.wait() => return,
-            _ = monoio::time::sleep(tick) => {
+            _ = sleep_until_due(last + tick, limit) => {
                 let now = std::time::Instant::now();
+                last = now;
                 worker.registry.sweep(now);
                 worker.mux.sweep(now);
             }
