@@ -85,6 +85,20 @@ fn termination_signals() -> Option<tether::server::signals::TerminationSignals> 
     }
 }
 
+/// Logging, signal handling, then the gateway; errors are printed.
+fn start_gateway(config: Config) -> Option<(Gateway, tether::server::signals::TerminationSignals)> {
+    tether::logging::init(&config.server.log_level);
+    let signals = termination_signals()?;
+    match Gateway::start(config) {
+        Ok(g) => Some((g, signals)),
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("tether: {e}");
+            None
+        }
+    }
+}
+
 fn runner_options(args: &RunnerArgs) -> RunnerOptions {
     let mut o = RunnerOptions::new(&args.gateway, &args.token);
     o.pool = args.pool.clone();
@@ -110,16 +124,8 @@ fn runner(args: RunnerArgs) -> ExitCode {
 
 fn demo() -> ExitCode {
     let config = Config::default();
-    tether::logging::init(&config.server.log_level);
-    let Some(signals) = termination_signals() else {
+    let Some((gateway, signals)) = start_gateway(config) else {
         return ExitCode::FAILURE;
-    };
-    let gateway = match Gateway::start(config) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("tether: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     let runner = Runner::start(
         RunnerOptions::new(
@@ -151,17 +157,8 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         },
         None => Config::default(),
     };
-    tether::logging::init(&config.server.log_level);
-    let Some(signals) = termination_signals() else {
+    let Some((gateway, signals)) = start_gateway(config) else {
         return ExitCode::FAILURE;
-    };
-    let gateway = match Gateway::start(config) {
-        Ok(g) => g,
-        Err(e) => {
-            tracing::error!("{e}");
-            eprintln!("tether: {e}");
-            return ExitCode::FAILURE;
-        }
     };
     let stopper = gateway.stopper();
     std::thread::Builder::new()

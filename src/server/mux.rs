@@ -25,6 +25,18 @@ use crate::http::route::actor_path;
 use crate::tunnel::{Frame, MessageKind, TunnelError};
 use crate::ws::{CloseCode, OpCode};
 
+/// Where a client connection's actor is, as its session needs to know once
+/// per turn of its loop (one map look-up).
+pub(crate) enum LinkView {
+    /// Not linked (closed or being closed).
+    Gone,
+    Running(Rc<Tunnel>),
+    /// Starting or waking: the connection's messages are held.
+    Waking,
+    /// Asleep with nothing held: the session may park.
+    Hibernated,
+}
+
 /// Filled when a starting actor runs (or failed to start, with the reason).
 pub(crate) type ReadySlot = Slot<Result<(), String>>;
 
@@ -242,9 +254,7 @@ impl Mux {
         for actor in actors {
             self.remove_actor(&actor, CloseCode(1012), "the actor's runner went away");
         }
-        for c in tunnel.blocked.borrow_mut().drain(..) {
-            c.poke();
-        }
+        tunnel.release_blocked();
     }
 
     fn choose_tunnel(&self, name: &str, pool: &str) -> Result<Rc<Tunnel>, Unavailable> {
@@ -815,11 +825,19 @@ impl Mux {
     }
 
     /// The tunnel a client connection talks through, if its actor runs.
-    pub fn tunnel_of(&self, conn_id: u64) -> Option<Rc<Tunnel>> {
-        self.conns
-            .borrow()
-            .get(&conn_id)
-            .and_then(|l| l.actor.tunnel())
+    pub fn link_view(&self, conn_id: u64) -> LinkView {
+        let conns = self.conns.borrow();
+        let Some(link) = conns.get(&conn_id) else {
+            return LinkView::Gone;
+        };
+        match link.actor.state.get() {
+            ActorState::Running => link
+                .actor
+                .tunnel()
+                .map_or(LinkView::Gone, LinkView::Running),
+            ActorState::Asleep if link.held.borrow().is_none() => LinkView::Hibernated,
+            _ => LinkView::Waking,
+        }
     }
 
     /// A message from a client: to its actor now, or held while the actor
@@ -898,14 +916,6 @@ impl Mux {
         let link = self.conns.borrow_mut().remove(&conn_id)?;
         link.actor.conns.borrow_mut().remove(&conn_id);
         Some(link)
-    }
-
-    /// Whether the connection's actor sleeps (so its session may park).
-    pub fn is_hibernated(&self, conn_id: u64) -> bool {
-        self.conns
-            .borrow()
-            .get(&conn_id)
-            .is_some_and(|l| l.actor.state.get() == ActorState::Asleep && l.held.borrow().is_none())
     }
 
     /// Delivers a message to every open connection of an actor, running or

@@ -46,6 +46,8 @@ pub(crate) struct ConnControl {
     waker: Cell<Option<Waker>>,
     /// Non-zero while the connection is parked: its token at the parker.
     parked: Cell<u64>,
+    /// Registered with a congested tunnel, to be poked when it drains.
+    waiting_for_tunnel: Cell<bool>,
 }
 
 impl ConnControl {
@@ -59,6 +61,7 @@ impl ConnControl {
             poked: Cell::new(false),
             waker: Cell::new(None),
             parked: Cell::new(0),
+            waiting_for_tunnel: Cell::new(false),
         }
     }
 
@@ -132,6 +135,15 @@ impl ConnControl {
 
     pub fn is_parked(&self) -> bool {
         self.parked.get() != 0
+    }
+
+    /// Returns false if the connection already waits for its tunnel.
+    pub fn start_waiting_for_tunnel(&self) -> bool {
+        !self.waiting_for_tunnel.replace(true)
+    }
+
+    pub fn stop_waiting_for_tunnel(&self) {
+        self.waiting_for_tunnel.set(false);
     }
 
     /// Whether anything waits for the connection's task (so it must not park).

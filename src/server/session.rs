@@ -16,7 +16,7 @@ use monoio::net::TcpStream;
 use tracing::{debug, warn};
 
 use super::io::{linger_close, read_into, ReadOutcome};
-use super::mux::Tunnel;
+use super::mux::{LinkView, Tunnel};
 use super::outbox::Outbox;
 use super::registry::{ConnControl, Registration, Signal};
 use super::worker::Worker;
@@ -164,13 +164,17 @@ impl Session {
                 break;
             }
             control.set_deadline(self.deadline());
-            if read_buf.is_none() && self.parkable() && !control.has_pending() {
+            let link = match self.handler {
+                Handler::Client { conn_id, .. } => worker.mux.link_view(conn_id),
+                Handler::Tunnel { .. } => LinkView::Gone,
+            };
+            if read_buf.is_none() && self.parkable(&link) && !control.has_pending() {
                 if let Some(parker) = worker.parker.clone() {
                     parking = Some(parker);
                     break;
                 }
             }
-            let wake = if self.must_not_read(&registration) {
+            let wake = if self.must_not_read(&link, &registration) {
                 Wake::Signal(control.next_signal().await)
             } else {
                 monoio::select! {
@@ -214,15 +218,12 @@ impl Session {
     }
 
     /// Idle, with nothing half-read or unsent, and its actor asleep.
-    fn parkable(&self) -> bool {
-        let Handler::Client { conn_id, .. } = self.handler else {
-            return false;
-        };
-        self.state == State::Open
+    fn parkable(&self, link: &LinkView) -> bool {
+        matches!(link, LinkView::Hibernated)
+            && self.state == State::Open
             && !self.input_expected
             && self.outbox.is_empty()
             && !self.decoder.is_mid_message()
-            && self.worker.mux.is_hibernated(conn_id)
             // A due keepalive is handled before parking, or it would only
             // unpark and park again.
             && self.deadline() > Instant::now()
@@ -230,12 +231,9 @@ impl Session {
 
     /// A client of a congested tunnel stops reading (backpressure on that
     /// runner's clients only) until the tunnel drains and pokes it.
-    fn must_not_read(&self, registration: &Registration) -> bool {
-        let Handler::Client { conn_id, .. } = self.handler else {
-            return false;
-        };
-        match self.worker.mux.tunnel_of(conn_id) {
-            Some(t) if t.is_congested() && self.state == State::Open => {
+    fn must_not_read(&self, link: &LinkView, registration: &Registration) -> bool {
+        match link {
+            LinkView::Running(t) if t.is_congested() && self.state == State::Open => {
                 t.wait_until_uncongested(&registration.control);
                 true
             }

@@ -61,16 +61,26 @@ impl Tunnel {
         self.pending.borrow().len() >= self.max_pending
     }
 
+    /// Registers `client` (once, however often it asks) to be poked when
+    /// the tunnel is no longer congested.
     pub fn wait_until_uncongested(&self, client: &Rc<ConnControl>) {
-        self.blocked.borrow_mut().push(client.clone());
+        if client.start_waiting_for_tunnel() {
+            self.blocked.borrow_mut().push(client.clone());
+        }
     }
 
     /// Called after the tunnel wrote a batch: release blocked clients.
     pub fn flushed(&self) {
         if !self.is_congested() {
-            for c in self.blocked.borrow_mut().drain(..) {
-                c.poke();
-            }
+            self.release_blocked();
+        }
+    }
+
+    /// Pokes every blocked client (also when the tunnel goes away).
+    pub(super) fn release_blocked(&self) {
+        for c in self.blocked.borrow_mut().drain(..) {
+            c.stop_waiting_for_tunnel();
+            c.poke();
         }
     }
 

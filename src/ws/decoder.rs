@@ -47,6 +47,7 @@ pub struct Decoder {
 }
 
 const UNMASKED: ProtocolError = ProtocolError::new(CloseCode::PROTOCOL, "client frame not masked");
+const BROKEN: ProtocolError = ProtocolError::new(CloseCode::INTERNAL, "decoder state lost");
 const TOO_BIG: ProtocolError = ProtocolError::new(CloseCode::TOO_BIG, "message too big");
 const BAD_UTF8: ProtocolError = ProtocolError::new(
     CloseCode::INVALID_PAYLOAD,
@@ -148,10 +149,9 @@ impl Decoder {
         buf: &mut BytesMut,
     ) -> Result<Option<Event>, ProtocolError> {
         let take = frame.remaining.min(buf.len() as u64) as usize;
-        let message = self
-            .message
-            .as_mut()
-            .expect("a streaming frame belongs to a message");
+        // A streaming frame always belongs to a message; should that ever not
+        // hold, the connection fails instead of the gateway panicking.
+        let message = self.message.as_mut().ok_or(BROKEN)?;
         if take > 0 {
             let start = message.data.len();
             message.data.extend_from_slice(&buf[..take]);
@@ -172,7 +172,7 @@ impl Decoder {
         if !frame.fin {
             return Ok(None);
         }
-        let message = *self.message.take().expect("checked above");
+        let message = *self.message.take().ok_or(BROKEN)?;
         let payload = message.data.freeze();
         if message.text {
             message.utf8.finish().map_err(|_| BAD_UTF8)?;
