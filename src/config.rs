@@ -54,6 +54,25 @@ pub struct ActorsConfig {
     pub wake_buffer_bytes: usize,
     /// A close frame from a hibernated client wakes its actor so it sees the close.
     pub wake_on_close: bool,
+    /// Per connection: messages the actor has not acknowledged plus those
+    /// held while it moves to another runner. Past it the client stops
+    /// being read while the actor runs, and is closed with 1013 while it moves.
+    #[serde(deserialize_with = "size")]
+    pub migration_buffer_bytes: usize,
+    /// How long a runner has to confirm it stopped an actor (to sleep or to
+    /// move it) before the gateway treats that runner as lost for it.
+    #[serde(deserialize_with = "positive_duration")]
+    pub stop_timeout: Duration,
+    /// Wait before restarting an actor that failed twice in a row; doubles
+    /// with each further failure up to `crash_backoff_max`. (The first
+    /// failure restarts at once.)
+    #[serde(deserialize_with = "positive_duration")]
+    pub crash_backoff: Duration,
+    #[serde(deserialize_with = "positive_duration")]
+    pub crash_backoff_max: Duration,
+    /// Failures further apart than this do not count as a loop.
+    #[serde(deserialize_with = "positive_duration")]
+    pub crash_reset_after: Duration,
     /// Actor name → runner pool. Names not listed run in pool "default".
     pub pools: std::collections::BTreeMap<String, String>,
 }
@@ -185,6 +204,11 @@ impl Default for ActorsConfig {
             max_attachment_bytes: 2 * 1024,
             wake_buffer_bytes: 1024 * 1024,
             wake_on_close: true,
+            migration_buffer_bytes: 1024 * 1024,
+            stop_timeout: Duration::from_secs(5),
+            crash_backoff: Duration::from_millis(100),
+            crash_backoff_max: Duration::from_secs(30),
+            crash_reset_after: Duration::from_secs(60),
             pools: Default::default(),
         }
     }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tether::runner::{BuiltinActors, Runner, RunnerOptions};
+use tether::runner::{BuiltinActors, DirStore, Runner, RunnerOptions};
 use tether::{Config, Gateway};
 
 #[global_allocator]
@@ -47,6 +47,19 @@ struct RunnerArgs {
     /// Most actors at once.
     #[arg(long, default_value_t = 10_000)]
     capacity: u32,
+    /// Directory for actors' durable state, shared by the runners of this
+    /// host (default: tether-actor-state in the temporary directory).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    /// On SIGTERM/SIGINT, how long to wait for the gateway to move this
+    /// runner's actors elsewhere before exiting anyway.
+    #[arg(long, default_value = "30s", value_parser = humantime_secs)]
+    drain_timeout: std::time::Duration,
+}
+
+/// "30s", "500ms", "2m" → a duration.
+fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
+    tether::config::parse_duration(s)
 }
 
 fn main() -> ExitCode {
@@ -99,25 +112,53 @@ fn start_gateway(config: Config) -> Option<(Gateway, tether::server::signals::Te
     }
 }
 
-fn runner_options(args: &RunnerArgs) -> RunnerOptions {
+fn runner_options(args: &RunnerArgs) -> Result<RunnerOptions, String> {
     let mut o = RunnerOptions::new(&args.gateway, &args.token);
     o.pool = args.pool.clone();
     o.capacity = args.capacity;
     if let Some(k) = &args.key {
         o.key = k.clone();
     }
-    o
+    let dir = args.state_dir.clone().unwrap_or_else(DirStore::default_dir);
+    let store = DirStore::new(&dir)
+        .map_err(|e| format!("cannot use state directory {}: {e}", dir.display()))?;
+    o.state = Some(std::sync::Arc::new(store));
+    Ok(o)
 }
 
+/// Runs until a termination signal (then drains: the gateway moves the
+/// actors elsewhere, clients staying connected) or until an operator's
+/// drain completes.
 fn runner(args: RunnerArgs) -> ExitCode {
     tether::logging::init("info");
     let Some(signals) = termination_signals() else {
         return ExitCode::FAILURE;
     };
-    let options = runner_options(&args);
+    let options = match runner_options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("tether runner: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing::info!(gateway = %options.gateway, key = %options.key, pool = %options.pool, "runner starting");
     let runner = Runner::start(options, BuiltinActors);
-    signals.wait();
+    loop {
+        if signals
+            .wait_timeout(std::time::Duration::from_millis(100))
+            .is_some()
+        {
+            tracing::info!("draining: the gateway moves this runner's actors elsewhere");
+            if !runner.drain(args.drain_timeout) {
+                tracing::warn!("drain did not complete within --drain-timeout: exiting anyway");
+            }
+            break;
+        }
+        if runner.is_drained() {
+            tracing::info!("drained by the gateway: exiting");
+            break;
+        }
+    }
     runner.stop();
     ExitCode::SUCCESS
 }

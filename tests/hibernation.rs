@@ -313,7 +313,9 @@ fn publish_reaches_hibernated_sockets_and_the_actor_stays_asleep() {
 
 #[test]
 fn publish_is_refused_without_an_admin_token() {
-    let (h, _) = rooms_harness(test_config());
+    let mut c = test_config();
+    c.admin.token = String::new();
+    let (h, _) = rooms_harness(c);
     assert_eq!(
         status_of(&publish(&h, "/actors/room/x/publish", "", "x")),
         403

@@ -350,8 +350,9 @@ fn a_runner_reconnecting_with_its_key_replaces_the_zombie() {
     client.send(true, TEXT, b"inc");
     assert_eq!(text_of(&mut client), "1");
     h.add_runner(fresh_options, BuiltinActors);
-    // The zombie's actors go with it: its clients are told to reconnect.
-    assert_eq!(client.expect_close(), 1012);
+    // The zombie's actors move to the new process, state and clients included.
+    client.send(true, TEXT, b"inc");
+    assert_eq!(text_of(&mut client), "2");
     let until = std::time::Instant::now() + Duration::from_secs(5);
     while h.runner(0).connected_tunnels() > 0 && std::time::Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
@@ -367,8 +368,8 @@ fn a_runner_reconnecting_with_its_key_replaces_the_zombie() {
     again.send(true, TEXT, b"get");
     assert_eq!(
         text_of(&mut again),
-        "0",
-        "the actor restarted on the new runner"
+        "2",
+        "the same actor, now on the new runner"
     );
     assert_eq!(h.runner(1).running_actors(), 1);
     h.shutdown();
@@ -422,8 +423,9 @@ fn a_client_that_does_not_read_is_closed_with_1008_and_harms_nobody() {
 }
 
 #[test]
-fn the_reference_runner_binary_serves_actors_and_stops_on_sigterm() {
-    let h = start_bare(test_config());
+fn the_reference_runner_binary_serves_actors_and_drains_on_sigterm() {
+    let mut h = start_bare(test_config());
+    let state_dir = std::env::temp_dir().join(format!("tether-cli-state-{}", std::process::id()));
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
         .args([
             "runner",
@@ -431,6 +433,8 @@ fn the_reference_runner_binary_serves_actors_and_stops_on_sigterm() {
             &h.runner_url(),
             "--key",
             "cli-runner",
+            "--state-dir",
+            state_dir.to_str().unwrap(),
         ])
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -438,9 +442,9 @@ fn the_reference_runner_binary_serves_actors_and_stops_on_sigterm() {
     // The runner needs a moment to open its tunnels; until then 503.
     let until = std::time::Instant::now() + Duration::from_secs(10);
     let mut ws = loop {
-        let r = raw_head(h.client_addr, &upgrade_request("/actors/echo/cli"));
+        let r = raw_head(h.client_addr, &upgrade_request("/actors/counter/cli"));
         if r.starts_with("HTTP/1.1 101") {
-            break RawWs::connect(h.client_addr, "/actors/echo/cli");
+            break RawWs::connect(h.client_addr, "/actors/counter/cli");
         }
         assert!(
             std::time::Instant::now() < until,
@@ -448,18 +452,23 @@ fn the_reference_runner_binary_serves_actors_and_stops_on_sigterm() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    ws.send(true, TEXT, b"from a real process");
-    assert_eq!(text_of(&mut ws), "from a real process");
+    ws.send(true, TEXT, b"inc");
+    assert_eq!(text_of(&mut ws), "1");
+    // A second runner (sharing the host's state directory) to move to.
+    let mut options = h.runner_options();
+    options.state = Some(std::sync::Arc::new(
+        tether::runner::DirStore::new(&state_dir).unwrap(),
+    ));
+    h.add_runner(options, BuiltinActors);
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    assert_eq!(
-        ws.expect_close(),
-        1012,
-        "its actors' clients are told the runner went away"
-    );
+    // The actor moved with its state; the client never noticed.
+    ws.send(true, TEXT, b"inc");
+    assert_eq!(text_of(&mut ws), "2");
     h.shutdown();
+    let _ = std::fs::remove_dir_all(state_dir);
 }
 
 #[test]

@@ -56,6 +56,15 @@ pub trait Actor: Send {
     fn on_restore(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _info: &ConnInfo) {}
     fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, message: Message);
     fn on_close(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _code: u16, _reason: &str) {}
+    /// The actor's durable state, saved to the runner's state store after
+    /// every batch of events that reached it and before they are
+    /// acknowledged to the gateway. `None`: nothing to keep.
+    fn save_state(&self) -> Option<Vec<u8>> {
+        None
+    }
+    /// State an earlier instance saved (before it slept, moved or crashed),
+    /// given right after the actor is created.
+    fn load_state(&mut self, _state: &[u8]) {}
 }
 
 /// Creates actors by name. Shared by all tunnels of a runner.

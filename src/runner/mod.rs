@@ -10,6 +10,7 @@
 
 mod actor;
 mod builtin;
+mod state;
 mod tunnel_client;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -19,8 +20,9 @@ use std::time::Duration;
 
 pub use actor::{Actor, ActorFactory, ConnId, ConnInfo, Ctx, Message, OpenDecision};
 pub use builtin::{BuiltinActors, Chat, Counter, Echo};
+pub use state::{DirStore, MemoryStore, StateStore};
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RunnerOptions {
     /// The gateway's runner listener, e.g. `ws://127.0.0.1:8081`.
     pub gateway: String,
@@ -32,6 +34,22 @@ pub struct RunnerOptions {
     pub capacity: u32,
     /// Longest pause between reconnection attempts.
     pub max_backoff: Duration,
+    /// Where actors' durable state is kept (`None`: nowhere; an actor that
+    /// moves or wakes starts from scratch). The reference runner uses a
+    /// `DirStore` shared by the runners of one host.
+    pub state: Option<Arc<dyn StateStore>>,
+}
+
+impl std::fmt::Debug for RunnerOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerOptions")
+            .field("gateway", &self.gateway)
+            .field("pool", &self.pool)
+            .field("key", &self.key)
+            .field("capacity", &self.capacity)
+            .field("state", &self.state.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl RunnerOptions {
@@ -47,6 +65,7 @@ impl RunnerOptions {
             ),
             capacity: 10_000,
             max_backoff: Duration::from_secs(5),
+            state: None,
         }
     }
 }
@@ -67,6 +86,12 @@ pub(crate) struct Shared {
     /// How many tunnels exist (learned from the gateway's welcome).
     pub spawned: AtomicUsize,
     pub threads: Mutex<Vec<JoinHandle<()>>>,
+    /// The runner asked to leave: every tunnel sends `Drain`.
+    pub draining: AtomicBool,
+    /// Tunnels the gateway told that nothing runs there any more.
+    pub drained: AtomicUsize,
+    /// Die now: drop every tunnel without a close, an ack or a reply.
+    pub killed: AtomicBool,
 }
 
 /// A running runner: threads, one per tunnel, until `stop`.
@@ -85,6 +110,9 @@ impl Runner {
             welcomed: AtomicBool::new(false),
             spawned: AtomicUsize::new(1),
             threads: Mutex::new(Vec::new()),
+            draining: AtomicBool::new(false),
+            drained: AtomicUsize::new(0),
+            killed: AtomicBool::new(false),
         });
         tunnel_client::spawn_tunnel(&shared, 0);
         Runner { shared }
@@ -113,6 +141,41 @@ impl Runner {
         false
     }
 
+    /// Asks the gateway to move this runner's actors elsewhere (their clients
+    /// stay connected) and waits until it says nothing runs here any more,
+    /// or `timeout`. Returns whether the drain completed; `stop` next.
+    pub fn drain(&self, timeout: Duration) -> bool {
+        self.shared.draining.store(true, Ordering::Release);
+        let until = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < until {
+            if self.is_drained() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
+
+    /// The gateway has drained every tunnel (asked by the runner or by an
+    /// operator): nothing runs here and nothing will be placed here.
+    pub fn is_drained(&self) -> bool {
+        let spawned = self.shared.spawned.load(Ordering::Acquire);
+        self.shared.welcomed.load(Ordering::Acquire)
+            && self.shared.drained.load(Ordering::Acquire) >= spawned
+    }
+
+    /// Dies like a killed process: every tunnel is dropped at once, with no
+    /// close frame, and nothing handled since the last batch is answered.
+    pub fn kill(self) {
+        self.kill_switch().kill();
+        self.stop();
+    }
+
+    /// A handle that kills this runner from anywhere (an actor, say).
+    pub fn kill_switch(&self) -> KillSwitch {
+        KillSwitch(self.shared.clone())
+    }
+
     /// Closes every tunnel and waits for the threads to end.
     pub fn stop(self) {
         self.shared.stopped.store(true, Ordering::Release);
@@ -125,5 +188,16 @@ impl Runner {
                 None => break,
             }
         }
+    }
+}
+
+/// Kills a runner (see `Runner::kill`).
+#[derive(Clone)]
+pub struct KillSwitch(Arc<Shared>);
+
+impl KillSwitch {
+    pub fn kill(&self) {
+        self.0.killed.store(true, Ordering::Release);
+        self.0.stopped.store(true, Ordering::Release);
     }
 }

@@ -14,6 +14,7 @@ use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message as WsMessage, WebSocket};
 
 use super::actor::{Actor, ConnId, ConnInfo, Ctx, Message, OpenDecision};
+use super::state::Record;
 use super::Shared;
 use crate::tunnel::{decode_frames, encode_frame, Frame, MessageKind, PROTOCOL_VERSION};
 
@@ -38,6 +39,9 @@ fn run_tunnel(shared: Arc<Shared>, index: u32) {
                 let result = tunnel.serve(&shared, ws, index);
                 if tunnel.welcomed {
                     shared.connected.fetch_sub(1, Ordering::AcqRel);
+                }
+                if tunnel.drained {
+                    shared.drained.fetch_sub(1, Ordering::AcqRel);
                 }
                 shared
                     .running
@@ -125,8 +129,12 @@ fn connect(shared: &Shared, index: u32) -> Result<Ws, String> {
 }
 
 struct ActorSlot {
+    name: String,
+    key: Vec<String>,
     actor: Box<dyn Actor>,
     conns: BTreeSet<ConnId>,
+    /// Handled indices from the saved record, for connections not restored yet.
+    saved_handled: HashMap<ConnId, u64>,
 }
 
 /// The actors and connections of one tunnel.
@@ -139,6 +147,10 @@ struct TunnelState {
     last_index: HashMap<ConnId, u64>,
     out_index: HashMap<ConnId, u64>,
     attachments: HashMap<ConnId, Bytes>,
+    /// Actors that handled something in this batch: saved before it is acknowledged.
+    dirty: BTreeSet<u64>,
+    drain_sent: bool,
+    drained: bool,
 }
 
 fn is_timeout(e: &tungstenite::Error) -> bool {
@@ -149,10 +161,23 @@ impl TunnelState {
     /// Serves the tunnel until it fails (`Err`) or the runner stops (`Ok`).
     fn serve(&mut self, shared: &Arc<Shared>, mut ws: Ws, index: u32) -> Result<(), TunnelEnd> {
         loop {
+            if shared.killed.load(Ordering::Acquire) {
+                {
+                    die(&ws);
+                    return Ok(());
+                }
+            }
             if shared.stopped.load(Ordering::Acquire) {
                 let _ = ws.close(None);
                 let _ = ws.flush();
                 return Ok(());
+            }
+            if self.welcomed && shared.draining.load(Ordering::Acquire) && !self.drain_sent {
+                self.drain_sent = true;
+                let mut drain = BytesMut::new();
+                encode_frame(&mut drain, &Frame::Drain);
+                ws.send(WsMessage::Binary(drain.freeze()))
+                    .map_err(|e| TunnelEnd::Lost(e.to_string()))?;
             }
             let message = match ws.read() {
                 Ok(m) => m,
@@ -178,6 +203,14 @@ impl TunnelState {
                 })?;
                 self.handle(shared, frame, index, &mut out);
             }
+            if shared.killed.load(Ordering::Acquire) {
+                {
+                    die(&ws);
+                    return Ok(());
+                }
+            }
+            // Saved before `out` (which acknowledges what they handled) leaves.
+            self.save_dirty(shared);
             if !out.is_empty() {
                 ws.send(WsMessage::Binary(out.freeze()))
                     .map_err(|e| TunnelEnd::Lost(e.to_string()))?;
@@ -222,12 +255,19 @@ impl TunnelState {
                         .ok_or("unknown actor name")
                 };
                 match created {
-                    Ok(actor) => {
+                    Ok(mut actor) => {
+                        let record = load_record(shared, &name, &key);
+                        if !record.state.is_empty() {
+                            actor.load_state(&record.state);
+                        }
                         self.actors.insert(
                             actor_id,
                             ActorSlot {
+                                name,
+                                key,
                                 actor,
                                 conns: BTreeSet::new(),
+                                saved_handled: record.handled.into_iter().collect(),
                             },
                         );
                         encode_frame(out, &Frame::ActorReady { actor_id });
@@ -251,6 +291,15 @@ impl TunnelState {
                         self.forget_conn(c);
                     }
                 }
+                // Everything before this frame was handled (and acknowledged
+                // above it in `out`): the gateway may start the actor elsewhere.
+                encode_frame(
+                    out,
+                    &Frame::ActorStopped {
+                        actor_id,
+                        reason: "stopped".into(),
+                    },
+                );
             }
             Frame::ConnOpen {
                 conn_id,
@@ -330,7 +379,15 @@ impl TunnelState {
                 let last = self.last_index.entry(conn_id).or_insert(0);
 
                 if msg_index != 0 && msg_index <= *last {
-                    return; // a replay of something already handled
+                    // A replay of something already handled: acknowledged
+                    // again so the gateway stops keeping it.
+                    return encode_frame(
+                        out,
+                        &Frame::Ack {
+                            conn_id,
+                            index: msg_index,
+                        },
+                    );
                 }
                 *last = msg_index;
                 let Some(slot) = self.actors.get_mut(&actor_id) else {
@@ -350,6 +407,7 @@ impl TunnelState {
                     attachments: &mut self.attachments,
                 };
                 slot.actor.on_message(&mut ctx, conn_id, message);
+                self.dirty.insert(actor_id);
                 encode_frame(
                     out,
                     &Frame::Ack {
@@ -377,12 +435,48 @@ impl TunnelState {
                         attachments: &mut self.attachments,
                     };
                     slot.actor.on_close(&mut ctx, conn_id, code, &reason);
+                    self.dirty.insert(actor_id);
                 }
                 self.forget_conn(conn_id);
             }
             Frame::RestoreConn { .. } => self.restore(frame, out),
             Frame::Keepalive { nonce } => encode_frame(out, &Frame::KeepaliveAck { nonce }),
+            Frame::Drained if !self.drained => {
+                self.drained = true;
+                shared.drained.fetch_add(1, Ordering::AcqRel);
+                info!(
+                    tunnel = index,
+                    "gateway: nothing runs on this tunnel any more"
+                );
+            }
             _ => {}
+        }
+    }
+
+    /// Saves the record of every actor that handled something in this batch.
+    fn save_dirty(&mut self, shared: &Shared) {
+        let Some(store) = &shared.options.state else {
+            self.dirty.clear();
+            return;
+        };
+        for actor_id in std::mem::take(&mut self.dirty) {
+            let Some(slot) = self.actors.get(&actor_id) else {
+                continue;
+            };
+            let Some(state) = slot.actor.save_state() else {
+                continue;
+            };
+            let record = Record {
+                handled: slot
+                    .conns
+                    .iter()
+                    .filter_map(|c| self.last_index.get(c).map(|i| (*c, *i)))
+                    .collect(),
+                state: state.into(),
+            };
+            if let Err(e) = store.save(&slot.name, &slot.key, &record.encode()) {
+                warn!(actor = %slot.name, key = ?slot.key, error = %e, "cannot save actor state");
+            }
         }
     }
 
@@ -413,8 +507,11 @@ impl TunnelState {
         };
         slot.conns.insert(conn_id);
         self.conn_actor.insert(conn_id, actor_id);
-        // Messages up to what the actor acknowledged before it slept were handled.
-        self.last_index.insert(conn_id, last_index);
+        // Messages up to what the gateway saw acknowledged were handled, and
+        // so were those the saved state reflects (handled, saved, and then
+        // the runner died before the acknowledgement left).
+        let saved = slot.saved_handled.remove(&conn_id).unwrap_or(0);
+        self.last_index.insert(conn_id, last_index.max(saved));
         if !attachment.is_empty() {
             self.attachments.insert(conn_id, attachment);
         }
@@ -432,5 +529,27 @@ impl TunnelState {
             attachments: &mut self.attachments,
         };
         slot.actor.on_restore(&mut ctx, conn_id, &info);
+    }
+}
+
+/// Drops the tunnel like a dying process would: no close frame, no goodbye.
+fn die(ws: &Ws) {
+    let _ = ws.get_ref().shutdown(std::net::Shutdown::Both);
+}
+
+fn load_record(shared: &Shared, name: &str, key: &[String]) -> Record {
+    let Some(store) = &shared.options.state else {
+        return Record::default();
+    };
+    match store.load(name, key) {
+        Ok(Some(bytes)) => Record::decode(bytes).unwrap_or_else(|| {
+            warn!(actor = %name, ?key, "saved actor state is corrupt: starting afresh");
+            Record::default()
+        }),
+        Ok(None) => Record::default(),
+        Err(e) => {
+            warn!(actor = %name, ?key, error = %e, "cannot load actor state: starting afresh");
+            Record::default()
+        }
     }
 }

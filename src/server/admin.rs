@@ -1,12 +1,23 @@
-//! The admin listener: operator endpoints.
+//! The admin listener: operator endpoints. Every one but `/healthz`
+//! needs `Authorization: Bearer <admin.token>` (none configured: 403).
 //!
 //! - `GET /healthz` → 200.
-//! - `POST /actors/{name}/{key…}/publish[?conn=ID…]` with
-//!   `Authorization: Bearer <admin.token>`: delivers the body as one message
-//!   to every open connection of that actor — running or hibernated — without
-//!   starting it. Body `text/*` (or no type) is a text message (must be
-//!   UTF-8); `application/octet-stream` a binary one. Answers
-//!   `{"delivered":N}`. The request is served by the actor's home worker.
+//! - `POST /actors/{name}/{key…}/publish[?conn=ID…]`: delivers the body as
+//!   one message to every open connection of that actor — running or
+//!   hibernated — without starting it. Body `text/*` (or no type) is a text
+//!   message (must be UTF-8); `application/octet-stream` a binary one.
+//!   Answers `{"delivered":N}`.
+//! - `POST /actors/{name}/{key…}/migrate`: moves a running actor to another
+//!   runner of its pool (its clients stay connected); answers when it runs
+//!   there: `{"migrated":true,"actor":{…}}`, 409 if it is not running.
+//! - `GET /actors/{name}/{key…}`: the actor's state, runner, connection
+//!   count, failures in a row and whether it is crash-looping.
+//! - `POST /runners/{key}/drain`: no new actors go to that runner; its
+//!   actors move away one by one, and the runner is told when it may exit.
+//!   Answers `{"runner":…,"tunnels":T,"moving":N}` at once.
+//!
+//! Actor requests are served by the actor's home worker; a drain visits
+//! every worker, each draining its own tunnel of the runner.
 
 use std::rc::Rc;
 use std::time::Instant;
@@ -14,120 +25,172 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
+use super::admin_route::{admin_route, AdminRoute};
 use super::client::{actor_home, refuse, Refusal};
-use super::handoff::{Handoff, Listener};
+use super::handoff::{Handoff, Listener, Relay};
 use super::io::{detach_fd, read_before, ReadOutcome};
+use super::mux::MigrateOutcome;
 use super::worker::Worker;
-use crate::http::route::{route, ActorPath, Route};
+use crate::http::route::ActorPath;
 use crate::http::{RequestHead, Status};
 use crate::tunnel::MessageKind;
 
-/// Serves an admin request whose head has been read (possibly on another worker).
+/// Serves an admin request whose head has been read (possibly on another
+/// worker, with what earlier workers gathered in `relay`).
 pub(crate) async fn admin_request(
     worker: Rc<Worker>,
     stream: TcpStream,
     buf: BytesMut,
     head: RequestHead,
+    relay: Relay,
 ) {
-    let path = head
-        .target
-        .split_once('?')
-        .map_or(head.target.as_str(), |(p, _)| p);
-    if path == "/healthz" {
-        return match head.method.as_str() {
-            "GET" => answer(&worker, stream, buf, Status::OK, &[], "ok").await,
-            _ => {
-                answer(
-                    &worker,
-                    stream,
-                    buf,
-                    Status::METHOD_NOT_ALLOWED,
-                    &[("Allow", "GET")],
-                    "use GET",
-                )
-                .await
-            }
-        };
-    }
-    let Some(actor) = publish_target(&head.target) else {
+    let Some(route) = admin_route(&head.target) else {
         return answer(&worker, stream, buf, Status::NOT_FOUND, &[], "no such path").await;
     };
-    if head.method != "POST" {
+    if head.method != route.method() {
+        let allow: &'static [(&str, &str)] = match route.method() {
+            "GET" => &[("Allow", "GET")],
+            _ => &[("Allow", "POST")],
+        };
+        let reason = format!("use {}", route.method());
         return answer(
             &worker,
             stream,
             buf,
             Status::METHOD_NOT_ALLOWED,
-            &[("Allow", "POST")],
-            "use POST",
+            allow,
+            &reason,
         )
         .await;
     }
-    let token = &worker.config.admin.token;
-    if token.is_empty() {
-        return answer(
-            &worker,
-            stream,
-            buf,
-            Status(403),
-            &[],
-            "admin.token is not configured: publishing is disabled",
-        )
-        .await;
+    if route.needs_token() {
+        let token = &worker.config.admin.token;
+        if token.is_empty() {
+            let reason = "admin.token is not configured: the admin API is disabled";
+            return answer(&worker, stream, buf, Status(403), &[], reason).await;
+        }
+        if !head.bearer_is(token) {
+            let headers = &[("WWW-Authenticate", "Bearer")];
+            let reason = "missing or wrong admin token";
+            return answer(&worker, stream, buf, Status::UNAUTHORIZED, headers, reason).await;
+        }
     }
-    if !head.bearer_is(token) {
-        let headers = &[("WWW-Authenticate", "Bearer")];
-        return answer(
-            &worker,
-            stream,
-            buf,
-            Status::UNAUTHORIZED,
-            headers,
-            "missing or wrong admin token",
-        )
-        .await;
-    }
-    let home = actor_home(&actor, worker.worker_count);
-    if home != worker.id {
-        let Ok(fd) = detach_fd(stream) else { return };
-        let handoff = Handoff {
-            fd,
-            head,
-            leftover: buf,
-            listener: Listener::Admin,
-        };
-        if let Err(back) = worker.handoffs.send(home, handoff) {
-            if let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(back.fd)) {
-                answer(
-                    &worker,
-                    stream,
-                    back.leftover,
-                    Status::SERVICE_UNAVAILABLE,
-                    &[],
-                    "gateway overloaded",
-                )
-                .await;
+    let actor_home_of = |a: &ActorPath| actor_home(a, worker.worker_count);
+    let (home, relay) = match &route {
+        AdminRoute::Healthz => (worker.id, relay),
+        AdminRoute::Actor(a) | AdminRoute::Publish(a) | AdminRoute::Migrate(a) => {
+            (actor_home_of(a), relay)
+        }
+        AdminRoute::DrainRunner(key) => {
+            let mut relay = relay;
+            relay.visited += 1;
+            if let Some(moving) = worker.mux.drain_runner(key) {
+                relay.found += 1;
+                relay.moving = relay.moving.saturating_add(moving as u32);
+            }
+            if usize::from(relay.visited) < worker.worker_count {
+                ((worker.id + 1) % worker.worker_count, relay)
+            } else {
+                (worker.id, relay)
             }
         }
-        return;
+    };
+    if home != worker.id {
+        return hand_to(&worker, home, stream, buf, head, relay).await;
     }
-    publish(worker, stream, buf, head, actor).await;
+    match route {
+        AdminRoute::Healthz => answer(&worker, stream, buf, Status::OK, &[], "ok").await,
+        AdminRoute::Publish(a) => publish(worker, stream, buf, head, a).await,
+        AdminRoute::Migrate(a) => migrate(worker, stream, buf, a).await,
+        AdminRoute::Actor(a) => match worker.mux.actor_status(&a.name, &a.key) {
+            Some(json) => json_answer(&worker, stream, buf, Status::OK, &json).await,
+            None => {
+                let reason = "no such actor here (it never ran, or is gone)";
+                answer(&worker, stream, buf, Status::NOT_FOUND, &[], reason).await
+            }
+        },
+        AdminRoute::DrainRunner(key) => {
+            if relay.found == 0 {
+                let reason = format!("no runner with key {key} is connected");
+                return answer(&worker, stream, buf, Status::NOT_FOUND, &[], &reason).await;
+            }
+            let json = format!(
+                "{{\"runner\":{},\"tunnels\":{},\"moving\":{}}}",
+                super::mux::json_string(&key),
+                relay.found,
+                relay.moving
+            );
+            json_answer(&worker, stream, buf, Status(202), &json).await
+        }
+    }
 }
 
-/// `/actors/{name}/{key…}/publish` → the actor path.
-fn publish_target(target: &str) -> Option<ActorPath> {
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
+async fn hand_to(
+    worker: &Rc<Worker>,
+    to: usize,
+    stream: TcpStream,
+    buf: BytesMut,
+    head: RequestHead,
+    relay: Relay,
+) {
+    let Ok(fd) = detach_fd(stream) else { return };
+    let handoff = Handoff {
+        fd,
+        head,
+        leftover: buf,
+        listener: Listener::Admin,
+        relay,
     };
-    let actor_path = path.strip_suffix("/publish")?;
-    let rebuilt = match query {
-        Some(q) => format!("{actor_path}?{q}"),
-        None => actor_path.to_owned(),
-    };
-    match route(&rebuilt) {
-        Ok(Route::Actor(a)) => Some(a),
-        _ => None,
+    if let Err(back) = worker.handoffs.send(to, handoff) {
+        if let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(back.fd)) {
+            let reason = "gateway overloaded";
+            answer(
+                worker,
+                stream,
+                back.leftover,
+                Status::SERVICE_UNAVAILABLE,
+                &[],
+                reason,
+            )
+            .await;
+        }
+    }
+}
+
+async fn migrate(worker: Rc<Worker>, stream: TcpStream, buf: BytesMut, actor: ActorPath) {
+    match worker.mux.migrate(&actor.name, &actor.key) {
+        MigrateOutcome::NotFound => {
+            let reason = "no such actor here (it never ran, or is gone)";
+            answer(&worker, stream, buf, Status::NOT_FOUND, &[], reason).await
+        }
+        MigrateOutcome::NotRunning(state) => {
+            let reason = format!("the actor is {state}: only a running actor can be moved");
+            answer(&worker, stream, buf, Status(409), &[], &reason).await
+        }
+        MigrateOutcome::Moving(ready) => {
+            let a = &worker.config.actors;
+            let deadline = Instant::now() + a.stop_timeout + a.start_timeout;
+            let status = worker.mux.actor_status(&actor.name, &actor.key);
+            match ready.wait_until(deadline).await {
+                Some(Ok(())) => {
+                    let status = worker
+                        .mux
+                        .actor_status(&actor.name, &actor.key)
+                        .or(status)
+                        .unwrap_or_else(|| "null".into());
+                    let json = format!("{{\"migrated\":true,\"actor\":{status}}}");
+                    json_answer(&worker, stream, buf, Status::OK, &json).await
+                }
+                Some(Err(reason)) => {
+                    let reason = format!("the actor could not be moved: {reason}");
+                    answer(&worker, stream, buf, Status(502), &[], &reason).await
+                }
+                None => {
+                    let reason = "the actor is still moving (see GET on the actor)";
+                    answer(&worker, stream, buf, Status(504), &[], reason).await
+                }
+            }
+        }
     }
 }
 
@@ -215,15 +278,18 @@ async fn publish(
         .mux
         .publish(&actor.name, &actor.key, kind, body, &only);
     let json = format!("{{\"delivered\":{delivered}}}");
-    answer(
-        &worker,
-        stream,
-        buf,
-        Status::OK,
-        &[("Content-Type", "application/json")],
-        &json,
-    )
-    .await;
+    json_answer(&worker, stream, buf, Status::OK, &json).await;
+}
+
+async fn json_answer(
+    worker: &Rc<Worker>,
+    stream: TcpStream,
+    scratch: BytesMut,
+    status: Status,
+    json: &str,
+) {
+    let headers = &[("Content-Type", "application/json")];
+    answer(worker, stream, scratch, status, headers, json).await;
 }
 
 async fn answer(

@@ -79,6 +79,7 @@ pub(crate) async fn serve_http(worker: Rc<Worker>, mut stream: TcpStream, listen
         head,
         leftover: buf,
         listener,
+        relay: Default::default(),
     };
     if let Err(back) = worker.handoffs.send(home, handoff) {
         let stream = match std_to_monoio(back.fd) {
@@ -101,14 +102,19 @@ pub(crate) async fn serve_handoff(worker: Rc<Worker>, handoff: Handoff) {
     let Some(stream) = std_to_monoio(handoff.fd) else {
         return;
     };
-    respond(
-        worker,
-        stream,
-        handoff.leftover,
-        handoff.head,
-        handoff.listener,
-    )
-    .await;
+    match handoff.listener {
+        Listener::Admin => {
+            super::admin::admin_request(
+                worker,
+                stream,
+                handoff.leftover,
+                handoff.head,
+                handoff.relay,
+            )
+            .await
+        }
+        listener => respond(worker, stream, handoff.leftover, handoff.head, listener).await,
+    }
 }
 
 fn std_to_monoio(fd: OwnedFd) -> Option<TcpStream> {
@@ -158,7 +164,9 @@ async fn respond(
     match listener {
         Listener::Client => client_request(worker, stream, buf, head).await,
         Listener::Runner => runner_request(worker, stream, buf, head).await,
-        Listener::Admin => super::admin::admin_request(worker, stream, buf, head).await,
+        Listener::Admin => {
+            super::admin::admin_request(worker, stream, buf, head, Default::default()).await
+        }
     }
 }
 

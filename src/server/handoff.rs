@@ -30,6 +30,18 @@ pub(crate) struct Handoff {
     pub head: RequestHead,
     pub leftover: BytesMut,
     pub listener: Listener,
+    pub relay: Relay,
+}
+
+/// An admin request that must visit every worker (a runner drain) carries
+/// what it gathered so far from worker to worker.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Relay {
+    pub visited: u16,
+    /// Workers that had a tunnel of the runner.
+    pub found: u16,
+    /// Actors those workers are moving away.
+    pub moving: u32,
 }
 
 struct Inbox {
@@ -54,6 +66,9 @@ impl HandoffQueues {
     }
 
     /// Gives `handoff` to worker `to`; hands it back if that worker's inbox is full.
+    // Moved once per connection, handed back only when the inbox is full:
+    // boxing it would cost an allocation on every hand-off instead.
+    #[allow(clippy::result_large_err)]
     pub fn send(&self, to: usize, handoff: Handoff) -> Result<(), Handoff> {
         let inbox = &self.inboxes[to];
         inbox.queue.push(handoff)?;

@@ -1,6 +1,9 @@
 //! The running gateway: worker threads, their listeners, and shutdown.
 
+mod actor;
 mod admin;
+mod admin_route;
+mod backoff;
 mod client;
 pub mod driver;
 mod handoff;
@@ -8,6 +11,7 @@ mod io;
 pub mod listener;
 mod mux;
 mod outbox;
+mod outstanding;
 mod parker;
 mod pool;
 mod registry;

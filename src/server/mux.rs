@@ -1,6 +1,8 @@
 //! The per-worker multiplexer: this worker's runner tunnels, the actors it
 //! placed on them, and the client connections of those actors — including
-//! actors that sleep while the gateway holds their hibernated connections.
+//! actors that sleep while the gateway holds their hibernated connections,
+//! and actors moving from one runner to another while their clients stay
+//! connected.
 //!
 //! Everything here is owned by one worker thread. A client connection is
 //! always served by its actor's home worker, and every runner keeps one
@@ -8,18 +10,24 @@
 //! (docs/ARCHITECTURE.md).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use slab::Slab;
 use tracing::{debug, info, warn};
 
+pub(crate) use super::actor::ReadySlot;
+use super::actor::{Actor, ActorState, AfterStop};
+use super::backoff::BackoffPolicy;
+use super::outstanding::Outstanding;
 use super::registry::ConnControl;
 use super::slot::Slot;
 pub(crate) use super::tunnel::{Tunnel, REPLACED};
+use super::worker::WorkerStats;
 use crate::config::Config;
 use crate::http::route::actor_path;
 use crate::tunnel::{Frame, MessageKind, TunnelError};
@@ -30,42 +38,16 @@ use crate::ws::{CloseCode, OpCode};
 pub(crate) enum LinkView {
     /// Not linked (closed or being closed).
     Gone,
-    Running(Rc<Tunnel>),
-    /// Starting or waking: the connection's messages are held.
+    /// `backlogged`: the actor has not acknowledged `migration_buffer_bytes`
+    /// of this connection's messages; the session stops reading until it does.
+    Running {
+        tunnel: Rc<Tunnel>,
+        backlogged: bool,
+    },
+    /// Starting, waking or moving: the connection's messages are held.
     Waking,
     /// Asleep with nothing held: the session may park.
     Hibernated,
-}
-
-/// Filled when a starting actor runs (or failed to start, with the reason).
-pub(crate) type ReadySlot = Slot<Result<(), String>>;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ActorState {
-    Starting,
-    Running,
-    /// Stopped on its runner; the gateway holds its hibernated connections.
-    Asleep,
-}
-
-pub(crate) struct Actor {
-    /// The runner-side id of the current incarnation (new at every start).
-    id: Cell<u64>,
-    pub name: String,
-    pub key: Vec<String>,
-    pool: String,
-    tunnel: RefCell<Option<Rc<Tunnel>>>,
-    state: Cell<ActorState>,
-    start_deadline: Cell<Option<Instant>>,
-    ready: RefCell<Vec<Rc<ReadySlot>>>,
-    conns: RefCell<HashSet<u64>>,
-    last_activity: Cell<Instant>,
-}
-
-impl Actor {
-    fn tunnel(&self) -> Option<Rc<Tunnel>> {
-        self.tunnel.borrow().clone()
-    }
 }
 
 /// How the runner answered a connection open.
@@ -76,7 +58,7 @@ pub(crate) enum OpenAnswer {
 }
 
 /// What the runner is told about a new client connection (and again, as a
-/// restore, after the actor wakes).
+/// restore, after the actor wakes or moves).
 pub(crate) struct OpenRequest {
     pub path: String,
     pub query: String,
@@ -91,22 +73,14 @@ struct PendingOpen {
     request: OpenRequest,
 }
 
-/// Kept per connection so that it can be restored into a woken actor. (The
-/// path is the actor's own and is rebuilt from its name and key.)
+/// Kept per connection so that it can be restored into a woken or moved
+/// actor. (The path is the actor's own and is rebuilt from its name and key.)
 #[derive(Default)]
 struct ConnMeta {
     query: Box<str>,
     headers: Box<[(String, Bytes)]>,
     protocol: Option<Box<str>>,
     attachment: Bytes,
-}
-
-/// Client messages (and a close) waiting for their actor to start.
-#[derive(Default)]
-struct Held {
-    messages: VecDeque<(u64, MessageKind, Bytes)>,
-    bytes: usize,
-    close: Option<(u16, String)>,
 }
 
 struct ClientLink {
@@ -117,8 +91,33 @@ struct ClientLink {
     /// `None` when there is nothing to keep (no query, headers, protocol or
     /// attachment): the common case costs no allocation.
     meta: RefCell<Option<Box<ConnMeta>>>,
-    held: RefCell<Option<Box<Held>>>,
+    /// Messages not acknowledged yet, and a close to deliver; `None` when
+    /// there are none (every hibernated connection).
+    outstanding: RefCell<Option<Box<Outstanding>>>,
 }
+
+impl ClientLink {
+    fn outstanding_bytes(&self) -> usize {
+        self.outstanding.borrow().as_ref().map_or(0, |o| o.bytes())
+    }
+
+    fn has_unsent(&self) -> bool {
+        self.outstanding
+            .borrow()
+            .as_ref()
+            .is_some_and(|o| o.has_unsent() || o.close.is_some())
+    }
+
+    fn is_closing(&self) -> bool {
+        self.outstanding
+            .borrow()
+            .as_ref()
+            .is_some_and(|o| o.close.is_some())
+    }
+}
+
+/// An idle connection's buffer is freed past this capacity.
+const KEEP_OUTSTANDING_CAPACITY: usize = 16 * 1024;
 
 /// Why an actor cannot be reached: an HTTP status, a machine-readable kind
 /// (`unknown_actor`, `no_runner`, `no_capacity`, `start_failed`,
@@ -145,13 +144,25 @@ impl Unavailable {
     }
 }
 
+/// What became of an operator's request to move an actor.
+pub(crate) enum MigrateOutcome {
+    /// Stopping on its runner; it starts elsewhere when the runner confirms.
+    Moving(Rc<ReadySlot>),
+    NotFound,
+    /// Asleep, already moving, or starting: nothing to move now.
+    NotRunning(&'static str),
+}
+
 type ActorKey = (String, Vec<String>);
 
 pub(crate) struct Mux {
     worker_id: usize,
     config: Arc<Config>,
+    stats: Arc<WorkerStats>,
+    backoff: BackoffPolicy,
     tunnels: RefCell<Slab<Rc<Tunnel>>>,
     actors_by_key: RefCell<HashMap<ActorKey, Rc<Actor>>>,
+    /// Every actor that is not asleep, by its current id.
     actors_by_id: RefCell<HashMap<u64, Rc<Actor>>>,
     conns: RefCell<HashMap<u64, ClientLink>>,
     pending_opens: RefCell<HashMap<u64, PendingOpen>>,
@@ -162,10 +173,18 @@ pub(crate) struct Mux {
 }
 
 impl Mux {
-    pub fn new(worker_id: usize, config: Arc<Config>) -> Self {
+    pub fn new(worker_id: usize, config: Arc<Config>, stats: Arc<WorkerStats>) -> Self {
+        let a = &config.actors;
+        let backoff = BackoffPolicy {
+            initial: a.crash_backoff,
+            max: a.crash_backoff_max,
+            reset_after: a.crash_reset_after,
+        };
         Mux {
             worker_id,
             config,
+            stats,
+            backoff,
             tunnels: RefCell::new(Slab::new()),
             actors_by_key: RefCell::new(HashMap::new()),
             actors_by_id: RefCell::new(HashMap::new()),
@@ -183,10 +202,19 @@ impl Mux {
         ((self.worker_id as u64) << 56) | n
     }
 
+    /// Reads the real clock (the coarse one may be stale after a long quiet
+    /// spell, as sweeps only run when something is due).
+    fn now(&self) -> Instant {
+        let now = Instant::now();
+        self.clock.set(now);
+        now
+    }
+
     // ---- tunnels -------------------------------------------------------
 
     /// A runner introduced itself on a tunnel. A tunnel of the same runner key
-    /// already here is a zombie (the runner restarted): it is replaced.
+    /// already here is a zombie (the runner restarted): it is replaced, and
+    /// its actors move.
     pub fn add_tunnel(&self, hello: &Frame, control: Rc<ConnControl>) -> Option<Rc<Tunnel>> {
         let Frame::Hello {
             runner_key,
@@ -212,28 +240,25 @@ impl Mux {
             );
             self.remove_tunnel(&old);
         }
-        let tunnel = Rc::new(Tunnel {
-            runner_key: runner_key.clone(),
-            pool: pool.clone(),
-            capacity: *capacity,
-            actor_names: actor_names.clone(),
+        let tunnel = Rc::new(Tunnel::new(
+            runner_key.clone(),
+            pool.clone(),
+            *capacity,
+            actor_names.clone(),
             control,
-            pending: RefCell::new(BytesMut::new()),
-            max_pending: self.config.runners.max_send_queue_bytes,
-            placed: Cell::new(0),
-            draining: Cell::new(false),
-            slab_key: Cell::new(0),
-            blocked: RefCell::new(Vec::new()),
-        });
+            self.config.runners.max_send_queue_bytes,
+        ));
         let key = self.tunnels.borrow_mut().insert(tunnel.clone());
         tunnel.slab_key.set(key);
         info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
+        // Actors waiting for a runner of this pool need not wait for the sweep.
+        super::registry::note_deadline(self.clock.get());
         Some(tunnel)
     }
 
-    /// The tunnel is gone: its running actors are gone with it, and so are
-    /// their clients (live migration keeps them; it is not built yet).
-    /// Sleeping actors are behind no tunnel and are not affected.
+    /// The tunnel is gone (closed, keepalive missed, replaced): every actor
+    /// behind it moves to another runner of its pool, its clients staying
+    /// connected; what it had not acknowledged is replayed there.
     pub fn remove_tunnel(&self, tunnel: &Rc<Tunnel>) {
         {
             let mut tunnels = self.tunnels.borrow_mut();
@@ -243,21 +268,81 @@ impl Mux {
             }
             tunnels.remove(key);
         }
-        info!(worker = self.worker_id, runner = %tunnel.runner_key, "runner tunnel down");
-        let actors: Vec<Rc<Actor>> = self
-            .actors_by_id
-            .borrow()
-            .values()
-            .filter(|a| a.tunnel().is_some_and(|t| Rc::ptr_eq(&t, tunnel)))
-            .cloned()
-            .collect();
+        let actors = self.actors_on(tunnel);
+        info!(worker = self.worker_id, runner = %tunnel.runner_key, actors = actors.len(), "runner tunnel down");
         for actor in actors {
-            self.remove_actor(&actor, CloseCode(1012), "the actor's runner went away");
+            self.resend_all(&actor);
+            match actor.state.get() {
+                // It was leaving that runner anyway: the stop is as good as done.
+                ActorState::Stopping(_) => self.on_stopped(&actor),
+                _ => self.fail(&actor, "its runner went away"),
+            }
         }
         tunnel.release_blocked();
     }
 
-    fn choose_tunnel(&self, name: &str, pool: &str) -> Result<Rc<Tunnel>, Unavailable> {
+    /// Asks that no new actors go to `tunnel` and moves its actors away, one
+    /// at a time; the runner gets `Drained` when none is left.
+    fn drain_tunnel(&self, tunnel: &Rc<Tunnel>) {
+        if !tunnel.draining.replace(true) {
+            info!(worker = self.worker_id, runner = %tunnel.runner_key, "runner draining: moving its actors away");
+        }
+        self.continue_drain(tunnel);
+    }
+
+    fn continue_drain(&self, tunnel: &Rc<Tunnel>) {
+        if !tunnel.draining.get() || tunnel.drained_sent.get() {
+            return;
+        }
+        let actors = self.actors_on(tunnel);
+        if actors
+            .iter()
+            .any(|a| matches!(a.state.get(), ActorState::Stopping(_)))
+        {
+            return; // one at a time: the next when this one has left
+        }
+        if let Some(next) = actors.first() {
+            self.stats.migrations.fetch_add(1, Ordering::Relaxed);
+            self.begin_stop(next, AfterStop::Migrate);
+            return;
+        }
+        info!(worker = self.worker_id, runner = %tunnel.runner_key, "runner drained: told it may exit");
+        tunnel.drained_sent.set(true);
+        tunnel.send(&Frame::Drained);
+    }
+
+    /// An operator asked to drain the runner `key`. Returns how many actors
+    /// this worker moves away from it, or `None` if it has no tunnel here.
+    pub fn drain_runner(&self, key: &str) -> Option<usize> {
+        let tunnel = self
+            .tunnels
+            .borrow()
+            .iter()
+            .find(|(_, t)| t.runner_key == key)
+            .map(|(_, t)| t.clone())?;
+        let moving = self.actors_on(&tunnel).len();
+        self.drain_tunnel(&tunnel);
+        Some(moving)
+    }
+
+    fn actors_on(&self, tunnel: &Rc<Tunnel>) -> Vec<Rc<Actor>> {
+        let mut actors: Vec<Rc<Actor>> = self
+            .actors_by_id
+            .borrow()
+            .values()
+            .filter(|a| a.is_on(tunnel))
+            .cloned()
+            .collect();
+        actors.sort_by_key(|a| a.id.get());
+        actors
+    }
+
+    fn choose_tunnel(
+        &self,
+        name: &str,
+        pool: &str,
+        avoid: Option<&str>,
+    ) -> Result<Rc<Tunnel>, Unavailable> {
         let tunnels = self.tunnels.borrow();
         let in_pool: Vec<&Rc<Tunnel>> = tunnels
             .iter()
@@ -281,11 +366,13 @@ impl Mux {
                 format!("unknown actor {name}"),
             ));
         }
-        in_pool
-            .into_iter()
-            .filter(|t| t.can_place(name))
+        let placeable = || in_pool.iter().filter(|t| t.can_place(name));
+        // Somewhere other than `avoid` if possible, else there after all.
+        placeable()
+            .filter(|t| avoid != Some(t.runner_key.as_str()))
             .min_by_key(|t| t.placed.get())
-            .cloned()
+            .or_else(|| placeable().min_by_key(|t| t.placed.get()))
+            .map(|t| (*t).clone())
             .ok_or_else(|| {
                 Unavailable::new(
                     503,
@@ -297,15 +384,19 @@ impl Mux {
 
     // ---- actor lifecycle ----------------------------------------------
 
-    /// The actor for `name`/`key`: the running or starting instance, a
-    /// sleeping one woken, or a new one started on the least loaded runner
+    /// The actor for `name`/`key`: the running, starting or moving instance,
+    /// a sleeping one woken, or a new one started on the least loaded runner
     /// of its pool that can run it.
     pub fn get_or_start(&self, name: &str, key: &[String]) -> Result<Rc<Actor>, Unavailable> {
         let k = (name.to_owned(), key.to_vec());
         let existing = self.actors_by_key.borrow().get(&k).cloned();
         if let Some(actor) = existing {
             if actor.state.get() == ActorState::Asleep {
-                self.wake(&actor)?;
+                self.wake(&actor);
+                if actor.state.get() == ActorState::Asleep {
+                    let reason = actor.last_refusal.borrow().clone();
+                    return Err(Unavailable::new(503, "start_failed", reason));
+                }
             }
             return Ok(actor);
         }
@@ -316,43 +407,39 @@ impl Mux {
             .get(name)
             .cloned()
             .unwrap_or_else(|| "default".to_owned());
-        let actor = Rc::new(Actor {
-            id: Cell::new(0),
-            name: name.to_owned(),
-            key: key.to_vec(),
+        let actor = Rc::new(Actor::new(
+            name,
+            key,
             pool,
-            tunnel: RefCell::new(None),
-            state: Cell::new(ActorState::Asleep),
-            start_deadline: Cell::new(None),
-            ready: RefCell::new(Vec::new()),
-            conns: RefCell::new(HashSet::new()),
-            last_activity: Cell::new(self.clock.get()),
-        });
-        self.start(&actor)?;
+            self.clock.get(),
+            self.config.actors.wake_buffer_bytes,
+        ));
+        let tunnel = self.choose_tunnel(name, &actor.pool, None)?;
+        self.start_on(&actor, &tunnel);
         self.actors_by_key.borrow_mut().insert(k, actor.clone());
         Ok(actor)
     }
 
-    /// Sends StartActor to the best runner; the actor is Starting until ready.
-    fn start(&self, actor: &Rc<Actor>) -> Result<(), Unavailable> {
-        let tunnel = self.choose_tunnel(&actor.name, &actor.pool)?;
+    /// Sends StartActor; the actor is Starting until ready.
+    fn start_on(&self, actor: &Rc<Actor>, tunnel: &Rc<Tunnel>) {
         let id = self.fresh_id();
+        {
+            let mut by_id = self.actors_by_id.borrow_mut();
+            by_id.remove(&actor.id.get());
+            by_id.insert(id, actor.clone());
+        }
         actor.id.set(id);
         tunnel.placed.set(tunnel.placed.get() + 1);
         *actor.tunnel.borrow_mut() = Some(tunnel.clone());
         actor.state.set(ActorState::Starting);
-        // The coarse clock may be stale after a long quiet spell (sweeps only
-        // run when something is due): read the real one here.
-        let now = Instant::now();
-        self.clock.set(now);
-        // A running actor needs the sweep every tick (idle sleep, start
-        // deadline): bring a sweep that sleeps until a far deadline forward.
+        let now = self.now();
+        // A running actor needs the sweep every tick (idle sleep, deadlines):
+        // bring a sweep that sleeps until a far deadline forward.
         super::registry::note_deadline(now);
         actor
-            .start_deadline
+            .deadline
             .set(Some(now + self.config.actors.start_timeout));
         actor.last_activity.set(now);
-        self.actors_by_id.borrow_mut().insert(id, actor.clone());
         debug!(actor = %actor.name, key = ?actor.key, runner = %tunnel.runner_key, "starting actor");
         tunnel.send(&Frame::StartActor {
             actor_id: id,
@@ -360,28 +447,164 @@ impl Mux {
             key: actor.key.clone(),
             input: Bytes::new(),
         });
-        Ok(())
+    }
+
+    /// Starts the actor on a runner now if one can take it, or leaves it
+    /// Placing (the sweep tries again each tick until its deadline). An
+    /// actor name no runner of its pool knows fails at once.
+    fn place(&self, actor: &Rc<Actor>) {
+        let now = self.now();
+        if actor.deadline.get().is_none() || actor.state.get() != ActorState::Placing {
+            actor.deadline.set(Some(
+                now.max(actor.not_before.get()) + self.config.actors.start_timeout,
+            ));
+        }
+        actor.state.set(ActorState::Placing);
+        self.actors_by_id
+            .borrow_mut()
+            .insert(actor.id.get(), actor.clone());
+        super::registry::note_deadline(now);
+        if now < actor.not_before.get() {
+            return;
+        }
+        let avoid = actor.avoid.borrow().clone();
+        match self.choose_tunnel(&actor.name, &actor.pool, avoid.as_deref()) {
+            Ok(tunnel) => self.start_on(actor, &tunnel),
+            Err(u) if u.status == 404 => {
+                warn!(actor = %actor.name, key = ?actor.key, reason = %u.reason, "cannot start actor");
+                self.remove_actor(actor, CloseCode::INTERNAL, &u.describe());
+            }
+            Err(u) => *actor.last_refusal.borrow_mut() = u.describe(),
+        }
     }
 
     /// A message (or close) arrived for a sleeping actor: start it anywhere
     /// in its pool; its hibernated connections are restored when it is ready.
-    fn wake(&self, actor: &Rc<Actor>) -> Result<(), Unavailable> {
+    fn wake(&self, actor: &Rc<Actor>) {
         debug!(actor = %actor.name, key = ?actor.key, connections = actor.conns.borrow().len(), "waking actor");
-        if let Err(u) = self.start(actor) {
-            warn!(actor = %actor.name, key = ?actor.key, reason = %u.reason, "cannot wake actor");
-            self.remove_actor(
-                actor,
-                CloseCode::INTERNAL,
-                &format!("actor could not wake: {}", u.describe()),
-            );
-            return Err(u);
+        actor.hold_limit.set(self.config.actors.wake_buffer_bytes);
+        actor.not_before.set(self.clock.get());
+        actor.deadline.set(None);
+        self.place(actor);
+    }
+
+    /// The actor's runner died, or the actor stopped or failed to start on
+    /// its own: start it elsewhere after its crash backoff.
+    fn fail(&self, actor: &Rc<Actor>, why: &str) {
+        let now = self.now();
+        let mut backoff = actor.backoff.get();
+        let wait = backoff.fail(now, &self.backoff);
+        actor.backoff.set(backoff);
+        self.leave_tunnel(actor);
+        self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+        if backoff.is_crash_looping(now, &self.backoff) {
+            warn!(actor = %actor.name, key = ?actor.key, failures = backoff.failures(now, &self.backoff), wait_ms = wait.as_millis() as u64, %why, "actor is crash-looping: backing off");
+        } else {
+            info!(actor = %actor.name, key = ?actor.key, %why, "moving actor to another runner");
         }
-        Ok(())
+        actor
+            .hold_limit
+            .set(self.config.actors.migration_buffer_bytes);
+        actor.not_before.set(now + wait);
+        actor.deadline.set(None);
+        self.place(actor);
+    }
+
+    /// Detaches the actor from its runner (which no longer runs it).
+    fn leave_tunnel(&self, actor: &Rc<Actor>) {
+        if let Some(t) = actor.tunnel.borrow_mut().take() {
+            t.placed.set(t.placed.get().saturating_sub(1));
+        }
+    }
+
+    /// Every message the actor's connections sent goes again to its next runner.
+    fn resend_all(&self, actor: &Actor) {
+        let conns = self.conns.borrow();
+        for id in actor.conns.borrow().iter() {
+            if let Some(link) = conns.get(id) {
+                if let Some(o) = link.outstanding.borrow_mut().as_deref_mut() {
+                    o.resend_all();
+                }
+            }
+        }
+    }
+
+    /// Asks the runner to stop the actor; what follows is `then`, once the
+    /// runner confirms (everything it handled before is acknowledged by then).
+    fn begin_stop(&self, actor: &Rc<Actor>, then: AfterStop) {
+        let Some(tunnel) = actor.tunnel() else {
+            return;
+        };
+        tunnel.send(&Frame::StopActor {
+            actor_id: actor.id.get(),
+        });
+        actor.state.set(ActorState::Stopping(then));
+        let limit = match then {
+            AfterStop::Sleep => self.config.actors.wake_buffer_bytes,
+            AfterStop::Migrate => self.config.actors.migration_buffer_bytes,
+        };
+        actor.hold_limit.set(limit);
+        actor
+            .deadline
+            .set(Some(self.now() + self.config.actors.stop_timeout));
+    }
+
+    /// The runner stopped the actor (or is gone, or did not answer in time).
+    fn on_stopped(&self, actor: &Rc<Actor>) {
+        let ActorState::Stopping(then) = actor.state.get() else {
+            return;
+        };
+        let old = actor.tunnel();
+        self.leave_tunnel(actor);
+        match then {
+            AfterStop::Migrate => {
+                actor.not_before.set(self.clock.get());
+                actor.deadline.set(None);
+                self.place(actor);
+            }
+            AfterStop::Sleep => self.fall_asleep(actor),
+        }
+        if let Some(old) = old {
+            self.continue_drain(&old);
+        }
+    }
+
+    fn fall_asleep(&self, actor: &Rc<Actor>) {
+        self.actors_by_id.borrow_mut().remove(&actor.id.get());
+        actor.state.set(ActorState::Asleep);
+        actor.deadline.set(None);
+        let woken_meanwhile = {
+            let conns = self.conns.borrow();
+            actor
+                .conns
+                .borrow()
+                .iter()
+                .any(|id| conns.get(id).is_some_and(|l| l.has_unsent()))
+        };
+        if woken_meanwhile {
+            return self.wake(actor);
+        }
+        // Let the hibernated sessions notice, so they park now; their
+        // emptied buffers are given back.
+        for id in actor.conns.borrow().iter() {
+            if let Some(link) = self.conns.borrow().get(id) {
+                let mut o = link.outstanding.borrow_mut();
+                if o.as_ref().is_some_and(|o| o.is_empty()) {
+                    *o = None;
+                }
+                if !link.control.is_parked() {
+                    link.control.poke();
+                }
+            }
+        }
+        debug!(actor = %actor.name, key = ?actor.key, hibernated = actor.conns.borrow().len(), "actor asleep");
+        self.drop_if_unused(actor);
     }
 
     fn on_ready(&self, actor: &Rc<Actor>) {
         actor.state.set(ActorState::Running);
-        actor.start_deadline.set(None);
+        actor.deadline.set(None);
+        actor.avoid.borrow_mut().take();
         let Some(tunnel) = actor.tunnel() else { return };
         let restored: Vec<u64> = actor.conns.borrow().iter().copied().collect();
         let mut closed = Vec::new();
@@ -406,27 +629,37 @@ impl Mux {
                     last_index: link.last_acked.get(),
                 });
             }
+            // Then what was not acknowledged (a replay) and what was held, in order.
             for conn_id in &restored {
                 let Some(link) = conns.get(conn_id) else {
                     continue;
                 };
-                if let Some(held) = link.held.borrow_mut().take() {
-                    for (index, kind, payload) in held.messages {
-                        tunnel.send_message(*conn_id, index, kind, &payload);
-                    }
-                    if let Some((code, reason)) = held.close {
-                        tunnel.send(&Frame::Close {
-                            conn_id: *conn_id,
-                            code,
-                            reason,
-                        });
-                        closed.push(*conn_id);
-                    }
+                let mut outstanding = link.outstanding.borrow_mut();
+                let Some(o) = outstanding.as_deref_mut() else {
+                    continue;
+                };
+                for (index, kind, payload) in o.unsent() {
+                    tunnel.send_message(*conn_id, index, kind, payload);
+                }
+                o.mark_sent();
+                if let Some((code, reason)) = o.close.take() {
+                    tunnel.send(&Frame::Close {
+                        conn_id: *conn_id,
+                        code,
+                        reason,
+                    });
+                    closed.push(*conn_id);
                 }
             }
         }
         for conn_id in closed {
             self.forget_conn(conn_id);
+        }
+        // Opens sent to a runner that is gone go to this one.
+        for (conn_id, open) in self.pending_opens.borrow().iter() {
+            if Rc::ptr_eq(&open.actor, actor) {
+                tunnel.send(&conn_open(*conn_id, actor, &open.request));
+            }
         }
         for slot in actor.ready.borrow_mut().drain(..) {
             slot.fill(Ok(()));
@@ -439,14 +672,7 @@ impl Mux {
         if actor.state.get() != ActorState::Running {
             return;
         }
-        if let Some(t) = actor.tunnel.borrow_mut().take() {
-            t.send(&Frame::StopActor {
-                actor_id: actor.id.get(),
-            });
-            t.placed.set(t.placed.get().saturating_sub(1));
-        }
-        self.actors_by_id.borrow_mut().remove(&actor.id.get());
-        actor.state.set(ActorState::Asleep);
+        self.begin_stop(actor, AfterStop::Sleep);
         let awake_only: Vec<u64> = {
             let conns = self.conns.borrow();
             actor
@@ -463,16 +689,6 @@ impl Mux {
                     .request_close(CloseCode::GOING_AWAY, "actor went to sleep");
             }
         }
-        // Let the hibernated sessions notice, so they park now.
-        for id in actor.conns.borrow().iter() {
-            if let Some(link) = self.conns.borrow().get(id) {
-                if !link.control.is_parked() {
-                    link.control.poke();
-                }
-            }
-        }
-        debug!(actor = %actor.name, key = ?actor.key, hibernated = actor.conns.borrow().len(), "actor asleep");
-        self.drop_if_unused(actor);
     }
 
     /// An actor with nothing running and nobody connected is forgotten.
@@ -495,10 +711,9 @@ impl Mux {
                 by_key.remove(&key);
             }
         }
-        if let Some(t) = actor.tunnel.borrow_mut().take() {
-            t.placed.set(t.placed.get().saturating_sub(1));
-        }
+        self.leave_tunnel(actor);
         actor.state.set(ActorState::Asleep);
+        *actor.last_refusal.borrow_mut() = reason.to_owned();
         for slot in actor.ready.borrow_mut().drain(..) {
             slot.fill(Err(reason.to_owned()));
         }
@@ -537,31 +752,50 @@ impl Mux {
         Some(slot)
     }
 
-    /// Whether any actor has a timer running (a start deadline or idle sleep).
+    /// Whether any actor has a timer running (a deadline or idle sleep).
     pub fn needs_ticks(&self) -> bool {
         !self.actors_by_id.borrow().is_empty()
     }
 
-    /// Timers of the actors: start deadlines and idle sleep. Called by the
-    /// worker's sweep, which also advances the coarse clock.
+    /// Timers of the actors: deadlines, placement retries and idle sleep.
+    /// Called by the worker's sweep, which also advances the coarse clock.
     pub fn sweep(&self, now: Instant) {
         self.clock.set(now);
         let idle = self.config.actors.idle_timeout;
         let actors: Vec<Rc<Actor>> = self.actors_by_id.borrow().values().cloned().collect();
         for actor in actors {
+            let overdue = actor.deadline.get().is_some_and(|d| now >= d);
             match actor.state.get() {
-                ActorState::Starting if actor.start_deadline.get().is_some_and(|d| now >= d) => {
+                ActorState::Placing if overdue => {
+                    let reason = format!(
+                        "no runner could take the actor within actors.start_timeout ({})",
+                        actor.last_refusal.borrow()
+                    );
+                    warn!(actor = %actor.name, key = ?actor.key, %reason, "giving up on actor");
+                    self.remove_actor(&actor, CloseCode::INTERNAL, &reason);
+                }
+                ActorState::Placing if now >= actor.not_before.get() => self.place(&actor),
+                ActorState::Starting if overdue => {
                     if let Some(t) = actor.tunnel() {
                         t.send(&Frame::StopActor {
                             actor_id: actor.id.get(),
                         });
                     }
                     warn!(actor = %actor.name, key = ?actor.key, "actor did not start within actors.start_timeout");
-                    self.remove_actor(
-                        &actor,
-                        CloseCode::INTERNAL,
-                        "actor did not start within actors.start_timeout",
-                    );
+                    if actor.conns.borrow().is_empty() {
+                        self.remove_actor(
+                            &actor,
+                            CloseCode::INTERNAL,
+                            "actor did not start within actors.start_timeout",
+                        );
+                    } else {
+                        self.fail(&actor, "it did not start within actors.start_timeout");
+                    }
+                }
+                ActorState::Stopping(_) if overdue => {
+                    warn!(actor = %actor.name, key = ?actor.key, "runner did not confirm the stop within actors.stop_timeout");
+                    self.resend_all(&actor);
+                    self.on_stopped(&actor);
                 }
                 ActorState::Running
                     if !idle.is_zero() && now.duration_since(actor.last_activity.get()) >= idle =>
@@ -588,6 +822,73 @@ impl Mux {
                 _ => {}
             }
         }
+        let draining: Vec<Rc<Tunnel>> = self
+            .tunnels
+            .borrow()
+            .iter()
+            .filter(|(_, t)| t.draining.get() && !t.drained_sent.get())
+            .map(|(_, t)| t.clone())
+            .collect();
+        for t in draining {
+            self.continue_drain(&t);
+        }
+    }
+
+    // ---- operator requests -----------------------------------------------
+
+    /// Moves a running actor to another runner (its clients stay connected).
+    pub fn migrate(&self, name: &str, key: &[String]) -> MigrateOutcome {
+        let Some(actor) = self
+            .actors_by_key
+            .borrow()
+            .get(&(name.to_owned(), key.to_vec()))
+            .cloned()
+        else {
+            return MigrateOutcome::NotFound;
+        };
+        if actor.state.get() != ActorState::Running {
+            return MigrateOutcome::NotRunning(actor.state.get().name());
+        }
+        *actor.avoid.borrow_mut() = actor.tunnel().map(|t| t.runner_key.clone());
+        self.stats.migrations.fetch_add(1, Ordering::Relaxed);
+        let slot = Slot::new();
+        actor.ready.borrow_mut().push(slot.clone());
+        self.begin_stop(&actor, AfterStop::Migrate);
+        MigrateOutcome::Moving(slot)
+    }
+
+    /// The actor's state as JSON for the admin API, or `None` if unknown.
+    pub fn actor_status(&self, name: &str, key: &[String]) -> Option<String> {
+        let actor = self
+            .actors_by_key
+            .borrow()
+            .get(&(name.to_owned(), key.to_vec()))
+            .cloned()?;
+        let now = Instant::now();
+        let backoff = actor.backoff.get();
+        let runner = actor
+            .tunnel()
+            .map_or("null".to_owned(), |t| json_string(&t.runner_key));
+        let restart_in_ms = (actor.state.get() == ActorState::Placing)
+            .then(|| {
+                actor
+                    .not_before
+                    .get()
+                    .saturating_duration_since(now)
+                    .as_millis()
+            })
+            .map_or("null".to_owned(), |ms| ms.to_string());
+        Some(format!(
+            "{{\"name\":{},\"key\":[{}],\"state\":\"{}\",\"runner\":{},\"connections\":{},\"failures\":{},\"crash_looping\":{},\"restart_in_ms\":{}}}",
+            json_string(&actor.name),
+            actor.key.iter().map(|k| json_string(k)).collect::<Vec<_>>().join(","),
+            actor.state.get().name(),
+            runner,
+            actor.conns.borrow().len(),
+            backoff.failures(now, &self.backoff),
+            backoff.is_crash_looping(now, &self.backoff),
+            restart_in_ms,
+        ))
     }
 
     // ---- frames from runners -------------------------------------------
@@ -602,16 +903,15 @@ impl Mux {
                 payload,
             } => {
                 let conns = self.conns.borrow();
-                let Some(link) = conns.get(&conn_id).filter(|l| self.behind(l, tunnel)) else {
+                let Some(link) = conns.get(&conn_id).filter(|l| l.actor.is_on(tunnel)) else {
                     return Ok(()); // closed meanwhile: nothing to deliver to
                 };
                 link.actor.last_activity.set(self.clock.get());
-
                 self.deliver(link, kind, payload);
             }
             Frame::Ack { conn_id, index } => {
                 if let Some(link) = self.conns.borrow().get(&conn_id) {
-                    link.last_acked.set(link.last_acked.get().max(index));
+                    self.on_ack(link, index);
                 }
             }
             Frame::Close {
@@ -623,7 +923,7 @@ impl Mux {
                     .conns
                     .borrow()
                     .get(&conn_id)
-                    .is_some_and(|l| self.behind(l, tunnel));
+                    .is_some_and(|l| l.actor.is_on(tunnel));
                 if let Some(link) = behind.then(|| self.forget_conn(conn_id)).flatten() {
                     let code = if CloseCode(code).is_sendable() {
                         CloseCode(code)
@@ -638,7 +938,7 @@ impl Mux {
                 attachment,
             } => {
                 let conns = self.conns.borrow();
-                let Some(link) = conns.get(&conn_id).filter(|l| self.behind(l, tunnel)) else {
+                let Some(link) = conns.get(&conn_id).filter(|l| l.actor.is_on(tunnel)) else {
                     return Ok(());
                 };
                 if attachment.len() > self.config.actors.max_attachment_bytes {
@@ -658,38 +958,7 @@ impl Mux {
                 conn_id,
                 protocol,
                 hibernatable,
-            } => {
-                let Some(open) = self.pending_opens.borrow_mut().remove(&conn_id) else {
-                    return Ok(());
-                };
-                let hibernatable = hibernatable
-                    .unwrap_or_else(|| self.config.actors.hibernatable.contains(&open.actor.name));
-                let chosen = protocol.filter(|p| open.request.protocols.contains(p));
-                open.actor.conns.borrow_mut().insert(conn_id);
-                let meta = (!open.request.query.is_empty()
-                    || !open.request.headers.is_empty()
-                    || chosen.is_some())
-                .then(|| {
-                    Box::new(ConnMeta {
-                        query: open.request.query.into(),
-                        headers: open.request.headers.into(),
-                        protocol: chosen.as_deref().map(Into::into),
-                        attachment: Bytes::new(),
-                    })
-                });
-                self.conns.borrow_mut().insert(
-                    conn_id,
-                    ClientLink {
-                        control: open.control,
-                        actor: open.actor,
-                        last_acked: Cell::new(0),
-                        hibernatable,
-                        meta: RefCell::new(meta),
-                        held: RefCell::new(None),
-                    },
-                );
-                open.answer.fill(OpenAnswer::Accepted { protocol: chosen });
-            }
+            } => self.on_accept(conn_id, protocol, hibernatable),
             Frame::ConnReject {
                 conn_id,
                 status,
@@ -706,17 +975,21 @@ impl Mux {
             }
             Frame::ActorReady { actor_id } => {
                 if let Some(actor) = self.actor_on(tunnel, actor_id) {
-                    self.on_ready(&actor);
+                    if actor.state.get() == ActorState::Starting {
+                        self.on_ready(&actor);
+                    }
                 }
             }
             Frame::ActorStopped { actor_id, reason } => {
                 if let Some(actor) = self.actor_on(tunnel, actor_id) {
-                    debug!(actor = %actor.name, key = ?actor.key, %reason, "actor stopped");
-                    self.remove_actor(
-                        &actor,
-                        CloseCode::INTERNAL,
-                        &format!("actor stopped: {reason}"),
-                    );
+                    match actor.state.get() {
+                        ActorState::Stopping(_) => self.on_stopped(&actor),
+                        _ => {
+                            debug!(actor = %actor.name, key = ?actor.key, %reason, "actor stopped on its own");
+                            self.resend_all(&actor);
+                            self.fail(&actor, &format!("it stopped: {reason}"));
+                        }
+                    }
                 }
             }
             Frame::SleepRequest { actor_id } => {
@@ -726,36 +999,75 @@ impl Mux {
             }
             Frame::Keepalive { nonce } => tunnel.send(&Frame::KeepaliveAck { nonce }),
             Frame::KeepaliveAck { .. } => {}
-            Frame::Drain => {
-                info!(worker = self.worker_id, runner = %tunnel.runner_key, "runner draining: no new actors go there");
-                tunnel.draining.set(true);
-            }
+            Frame::Drain => self.drain_tunnel(tunnel),
             Frame::Hello { .. }
             | Frame::Welcome { .. }
             | Frame::StartActor { .. }
             | Frame::StopActor { .. }
             | Frame::ConnOpen { .. }
-            | Frame::RestoreConn { .. } => {
+            | Frame::RestoreConn { .. }
+            | Frame::Drained => {
                 return Err(TunnelError("frame type not allowed from a runner"));
             }
         }
         Ok(())
     }
 
-    /// Whether the connection's actor currently lives behind `tunnel`.
-    fn behind(&self, link: &ClientLink, tunnel: &Rc<Tunnel>) -> bool {
-        link.actor
-            .tunnel
-            .borrow()
-            .as_ref()
-            .is_some_and(|t| Rc::ptr_eq(t, tunnel))
+    fn on_ack(&self, link: &ClientLink, index: u64) {
+        link.last_acked.set(link.last_acked.get().max(index));
+        let mut outstanding = link.outstanding.borrow_mut();
+        let Some(o) = outstanding.as_deref_mut() else {
+            return;
+        };
+        let limit = self.config.actors.migration_buffer_bytes;
+        let was_backlogged = o.bytes() >= limit;
+        o.ack(index);
+        if was_backlogged && o.bytes() < limit {
+            link.control.poke(); // it stopped reading: it may go on
+        }
+        if o.is_empty() && o.capacity() > KEEP_OUTSTANDING_CAPACITY {
+            *outstanding = None;
+        }
+    }
+
+    fn on_accept(&self, conn_id: u64, protocol: Option<String>, hibernatable: Option<bool>) {
+        let Some(open) = self.pending_opens.borrow_mut().remove(&conn_id) else {
+            return;
+        };
+        let hibernatable = hibernatable
+            .unwrap_or_else(|| self.config.actors.hibernatable.contains(&open.actor.name));
+        let chosen = protocol.filter(|p| open.request.protocols.contains(p));
+        open.actor.conns.borrow_mut().insert(conn_id);
+        let meta = (!open.request.query.is_empty()
+            || !open.request.headers.is_empty()
+            || chosen.is_some())
+        .then(|| {
+            Box::new(ConnMeta {
+                query: open.request.query.into(),
+                headers: open.request.headers.into(),
+                protocol: chosen.as_deref().map(Into::into),
+                attachment: Bytes::new(),
+            })
+        });
+        self.conns.borrow_mut().insert(
+            conn_id,
+            ClientLink {
+                control: open.control,
+                actor: open.actor,
+                last_acked: Cell::new(0),
+                hibernatable,
+                meta: RefCell::new(meta),
+                outstanding: RefCell::new(None),
+            },
+        );
+        open.answer.fill(OpenAnswer::Accepted { protocol: chosen });
     }
 
     fn actor_on(&self, tunnel: &Rc<Tunnel>, actor_id: u64) -> Option<Rc<Actor>> {
         self.actors_by_id
             .borrow()
             .get(&actor_id)
-            .filter(|a| a.tunnel().is_some_and(|t| Rc::ptr_eq(&t, tunnel)))
+            .filter(|a| a.is_on(tunnel))
             .cloned()
     }
 
@@ -780,7 +1092,8 @@ impl Mux {
 
     // ---- client connections ---------------------------------------------
 
-    /// Asks the runner to accept a client connection for `actor`.
+    /// Asks the runner to accept a client connection for `actor` (sent when
+    /// the actor runs, again if it moves before the runner answers).
     pub fn open(
         &self,
         actor: &Rc<Actor>,
@@ -789,15 +1102,10 @@ impl Mux {
     ) -> (u64, Rc<Slot<OpenAnswer>>) {
         let conn_id = self.fresh_id();
         let answer = Slot::new();
-        if let Some(tunnel) = actor.tunnel() {
-            tunnel.send(&Frame::ConnOpen {
-                conn_id,
-                actor_id: actor.id.get(),
-                path: request.path.clone(),
-                query: request.query.clone(),
-                headers: request.headers.clone(),
-                protocols: request.protocols.clone(),
-            });
+        if actor.state.get() == ActorState::Running {
+            if let Some(tunnel) = actor.tunnel() {
+                tunnel.send(&conn_open(conn_id, actor, &request));
+            }
         }
         self.pending_opens.borrow_mut().insert(
             conn_id,
@@ -831,47 +1139,51 @@ impl Mux {
             return LinkView::Gone;
         };
         match link.actor.state.get() {
-            ActorState::Running => link
-                .actor
-                .tunnel()
-                .map_or(LinkView::Gone, LinkView::Running),
-            ActorState::Asleep if link.held.borrow().is_none() => LinkView::Hibernated,
+            ActorState::Running => match link.actor.tunnel() {
+                Some(tunnel) => LinkView::Running {
+                    tunnel,
+                    backlogged: link.outstanding_bytes()
+                        >= self.config.actors.migration_buffer_bytes,
+                },
+                None => LinkView::Gone,
+            },
+            ActorState::Asleep if !link.has_unsent() => LinkView::Hibernated,
             _ => LinkView::Waking,
         }
     }
 
-    /// A message from a client: to its actor now, or held while the actor
-    /// starts (waking it if it sleeps).
+    /// A message from a client: to its actor now (kept until acknowledged),
+    /// or held while the actor starts, wakes or moves (waking it if it sleeps).
     pub fn forward(&self, conn_id: u64, index: u64, kind: MessageKind, payload: &[u8]) {
         let actor = {
             let conns = self.conns.borrow();
             let Some(link) = conns.get(&conn_id) else {
                 return;
             };
-            let actor = link.actor.clone();
+            let actor = &link.actor;
             actor.last_activity.set(self.clock.get());
+            let mut outstanding = link.outstanding.borrow_mut();
+            let o = outstanding.get_or_insert_with(Default::default);
             if actor.state.get() == ActorState::Running {
                 if let Some(t) = actor.tunnel() {
+                    o.push(index, kind, payload);
+                    o.mark_sent();
                     t.send_message(conn_id, index, kind, payload);
                 }
                 return;
             }
-            let mut held = link.held.borrow_mut();
-            let held = held.get_or_insert_with(Default::default);
-            if held.bytes + payload.len() > self.config.actors.wake_buffer_bytes {
+            if o.bytes() + payload.len() > actor.hold_limit.get() {
                 link.control.request_close(
                     CloseCode::TRY_AGAIN_LATER,
-                    "too much sent while the actor was waking",
+                    "too much sent while the actor was starting or moving",
                 );
                 return;
             }
-            held.bytes += payload.len();
-            held.messages
-                .push_back((index, kind, Bytes::copy_from_slice(payload)));
-            actor
+            o.push(index, kind, payload);
+            actor.clone()
         };
         if actor.state.get() == ActorState::Asleep {
-            let _ = self.wake(&actor);
+            self.wake(&actor);
         }
     }
 
@@ -891,23 +1203,23 @@ impl Mux {
                     });
                 }
             }
-            // The actor is waking, or may be woken, so that it sees the close.
-            ActorState::Starting | ActorState::Asleep
-                if explicit && self.config.actors.wake_on_close =>
-            {
+            // A sleeping actor is woken to see an explicit close, if so configured.
+            ActorState::Asleep if !(explicit && self.config.actors.wake_on_close) => {
+                self.forget_conn(conn_id);
+                self.drop_if_unused(&actor);
+            }
+            // The actor is (conceptually) alive: it sees the close after the
+            // messages that came before it.
+            _ => {
                 if let Some(link) = self.conns.borrow().get(&conn_id) {
-                    link.held
+                    link.outstanding
                         .borrow_mut()
                         .get_or_insert_with(Default::default)
                         .close = Some((code, reason.to_owned()));
                 }
                 if actor.state.get() == ActorState::Asleep {
-                    let _ = self.wake(&actor);
+                    self.wake(&actor);
                 }
-            }
-            ActorState::Starting | ActorState::Asleep => {
-                self.forget_conn(conn_id);
-                self.drop_if_unused(&actor);
             }
         }
     }
@@ -942,18 +1254,37 @@ impl Mux {
             if !only.is_empty() && !only.contains(id) {
                 continue;
             }
-            if let Some(link) = conns.get(id) {
-                if link
-                    .held
-                    .borrow()
-                    .as_ref()
-                    .is_some_and(|h| h.close.is_some())
-                {
-                    continue;
-                }
+            if let Some(link) = conns.get(id).filter(|l| !l.is_closing()) {
                 delivered += usize::from(self.deliver(link, kind, payload.clone()));
             }
         }
         delivered
     }
+}
+
+fn conn_open(conn_id: u64, actor: &Actor, request: &OpenRequest) -> Frame {
+    Frame::ConnOpen {
+        conn_id,
+        actor_id: actor.id.get(),
+        path: request.path.clone(),
+        query: request.query.clone(),
+        headers: request.headers.clone(),
+        protocols: request.protocols.clone(),
+    }
+}
+
+/// A JSON string literal.
+pub(crate) fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }

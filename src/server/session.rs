@@ -233,8 +233,13 @@ impl Session {
     /// runner's clients only) until the tunnel drains and pokes it.
     fn must_not_read(&self, link: &LinkView, registration: &Registration) -> bool {
         match link {
-            LinkView::Running(t) if t.is_congested() && self.state == State::Open => {
-                t.wait_until_uncongested(&registration.control);
+            LinkView::Running { .. } if self.state != State::Open => false,
+            // Poked by the acknowledgement that brings it under the limit.
+            LinkView::Running {
+                backlogged: true, ..
+            } => true,
+            LinkView::Running { tunnel, .. } if tunnel.is_congested() => {
+                tunnel.wait_until_uncongested(&registration.control);
                 true
             }
             _ => false,

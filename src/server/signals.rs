@@ -37,4 +37,15 @@ impl TerminationSignals {
             }
         }
     }
+
+    /// Like `wait`, but gives up after `timeout` (`None`).
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<i32> {
+        let ts = libc::timespec {
+            tv_sec: timeout.as_secs() as libc::time_t,
+            tv_nsec: timeout.subsec_nanos() as libc::c_long,
+        };
+        // SAFETY: `self.set` is a valid signal set; a null siginfo is allowed.
+        let sig = unsafe { libc::sigtimedwait(&self.set, std::ptr::null_mut(), &ts) };
+        (sig > 0).then_some(sig)
+    }
 }

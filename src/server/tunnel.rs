@@ -28,12 +28,38 @@ pub(crate) struct Tunnel {
     pub(super) max_pending: usize,
     pub(super) placed: Cell<u32>,
     pub(super) draining: Cell<bool>,
+    /// `Drained` was sent: the runner may exit.
+    pub(super) drained_sent: Cell<bool>,
     pub(super) slab_key: Cell<usize>,
     /// Client sessions that stopped reading because this tunnel is congested.
     pub(super) blocked: RefCell<Vec<Rc<ConnControl>>>,
 }
 
 impl Tunnel {
+    pub fn new(
+        runner_key: String,
+        pool: String,
+        capacity: u32,
+        actor_names: Vec<String>,
+        control: Rc<ConnControl>,
+        max_pending: usize,
+    ) -> Self {
+        Tunnel {
+            runner_key,
+            pool,
+            capacity,
+            actor_names,
+            control,
+            pending: RefCell::new(BytesMut::new()),
+            max_pending,
+            placed: Cell::new(0),
+            draining: Cell::new(false),
+            drained_sent: Cell::new(false),
+            slab_key: Cell::new(0),
+            blocked: RefCell::new(Vec::new()),
+        }
+    }
+
     pub fn send(&self, frame: &Frame) {
         encode_frame(&mut self.pending.borrow_mut(), frame);
         self.control.poke();

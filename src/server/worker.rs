@@ -33,6 +33,10 @@ pub struct WorkerStats {
     pub thread_id: AtomicU64,
     /// Hibernated connections parked now (no task, no buffer, no timer).
     pub parked: AtomicU64,
+    /// Actors moved off a runner on purpose (drain, operator).
+    pub migrations: AtomicU64,
+    /// Actors restarted elsewhere because their runner failed them.
+    pub failovers: AtomicU64,
 }
 
 pub(crate) struct Worker {
@@ -96,7 +100,7 @@ impl Worker {
             worker_count: seed.worker_count,
             pool: BufferPool::new(cfg.client.read_buffer_bytes, cfg.client.buffer_pool_buffers),
             registry: Rc::new(Registry::default()),
-            mux: Mux::new(seed.id, seed.config.clone()),
+            mux: Mux::new(seed.id, seed.config.clone(), seed.stats.clone()),
             handoffs: seed.handoffs,
             stats: seed.stats.clone(),
             keepalive: KeepalivePolicy {

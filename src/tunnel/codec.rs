@@ -107,6 +107,9 @@ pub enum Frame {
         nonce: u64,
     },
     Drain,
+    /// Gateway → runner: nothing of yours runs on this tunnel any more and
+    /// nothing new will be placed here; you may exit.
+    Drained,
 }
 
 mod tag {
@@ -129,6 +132,7 @@ mod tag {
     pub const KEEPALIVE: u8 = 0x40;
     pub const KEEPALIVE_ACK: u8 = 0x41;
     pub const DRAIN: u8 = 0x42;
+    pub const DRAINED: u8 = 0x43;
     /// Types from here up are optional extensions: unknown ones are skipped.
     pub const FIRST_IGNORABLE: u8 = 0x80;
 }
@@ -385,6 +389,7 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
             tag::KEEPALIVE_ACK
         }
         Frame::Drain => tag::DRAIN,
+        Frame::Drained => tag::DRAINED,
     }
 }
 
@@ -561,6 +566,7 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
         tag::KEEPALIVE => Frame::Keepalive { nonce: r.varint()? },
         tag::KEEPALIVE_ACK => Frame::KeepaliveAck { nonce: r.varint()? },
         tag::DRAIN => Frame::Drain,
+        tag::DRAINED => Frame::Drained,
         _ => return Err(TunnelError("unknown frame type")),
     })
 }
@@ -665,6 +671,7 @@ mod tests {
             Frame::Keepalive { nonce: 5 },
             Frame::KeepaliveAck { nonce: 5 },
             Frame::Drain,
+            Frame::Drained,
         ]
     }
 

@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use tether::runner::{ActorFactory, BuiltinActors, Runner, RunnerOptions};
+use tether::runner::{ActorFactory, BuiltinActors, MemoryStore, Runner, RunnerOptions};
 use tether::{Config, Gateway};
 
 pub fn test_config() -> Config {
@@ -21,8 +21,11 @@ pub fn test_config() -> Config {
     c.admin.listen = "127.0.0.1:0".parse().unwrap();
     c.client.handshake_timeout = Duration::from_secs(2);
     c.client.close_timeout = Duration::from_secs(1);
+    c.admin.token = ADMIN_TOKEN.into();
     c
 }
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
 
 /// A gateway and (usually) one reference runner connected to it.
 pub struct Harness {
@@ -32,6 +35,9 @@ pub struct Harness {
     pub driver: tether::server::Driver,
     gateway: Option<Gateway>,
     runners: Vec<Runner>,
+    /// Actor state shared by this harness's runners (as a host's runners
+    /// share a directory).
+    pub store: MemoryStore,
 }
 
 impl Harness {
@@ -63,7 +69,17 @@ impl Harness {
     }
 
     pub fn runner_options(&self) -> RunnerOptions {
-        RunnerOptions::new(&self.runner_url(), tether::config::DEV_RUNNER_TOKEN)
+        let mut o = RunnerOptions::new(&self.runner_url(), tether::config::DEV_RUNNER_TOKEN);
+        o.state = Some(std::sync::Arc::new(self.store.clone()));
+        o
+    }
+
+    /// `GET`/`POST` on the admin listener with the admin token; the raw response.
+    pub fn admin(&self, method: &str, path: &str) -> String {
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        raw_exchange(self.admin_addr, request.as_bytes())
     }
 
     pub fn shutdown(mut self) {
@@ -98,6 +114,7 @@ pub fn start_bare(config: Config) -> Harness {
         driver: g.driver,
         gateway: Some(g),
         runners: Vec::new(),
+        store: MemoryStore::default(),
     }
 }
 
