@@ -491,6 +491,15 @@ impl Mux {
     /// The actor's runner died, or the actor stopped or failed to start on
     /// its own: start it elsewhere after its crash backoff.
     fn fail(&self, actor: &Rc<Actor>, why: &str) {
+        if actor.conns.borrow().is_empty()
+            && actor.ready.borrow().is_empty()
+            && !self.has_pending_opens(actor)
+        {
+            // Nobody is connected or waiting: nothing to restart it for.
+            debug!(actor = %actor.name, key = ?actor.key, %why, "actor failed with no clients: dropped");
+            self.remove_actor(actor, CloseCode::INTERNAL, why);
+            return;
+        }
         let now = self.now();
         let mut backoff = actor.backoff.get();
         let wait = backoff.fail(now, &self.backoff);
@@ -508,6 +517,13 @@ impl Mux {
         actor.not_before.set(now + wait);
         actor.deadline.set(None);
         self.place(actor);
+    }
+
+    fn has_pending_opens(&self, actor: &Rc<Actor>) -> bool {
+        self.pending_opens
+            .borrow()
+            .values()
+            .any(|p| Rc::ptr_eq(&p.actor, actor))
     }
 
     /// Detaches the actor from its runner (which no longer runs it).
@@ -809,13 +825,7 @@ impl Mux {
                         .iter()
                         .all(|id| conns.get(id).is_some_and(|l| l.hibernatable));
                     drop(conns);
-                    if all_hibernatable
-                        && self
-                            .pending_opens
-                            .borrow()
-                            .values()
-                            .all(|p| !Rc::ptr_eq(&p.actor, &actor))
-                    {
+                    if all_hibernatable && !self.has_pending_opens(&actor) {
                         self.sleep(&actor);
                     }
                 }

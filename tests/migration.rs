@@ -1,0 +1,336 @@
+//! Live migration and failover: runners die, drain, are replaced or are
+//! asked to give up an actor, and no client notices — no disconnect, no
+//! message lost, duplicated or reordered.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::load::Load;
+use common::*;
+use tether::runner::{
+    Actor, ActorFactory, BuiltinActors, ConnId, ConnInfo, Ctx, KillSwitch, Message,
+};
+
+const TEXT: u8 = 1;
+
+fn text_of(ws: &mut RawWs) -> String {
+    loop {
+        let f = ws.recv().expect("connection open");
+        match f.opcode {
+            TEXT => return String::from_utf8(f.payload).unwrap(),
+            9 => ws.send(true, 10, &f.payload),
+            other => panic!("unexpected frame {other}: {f:?}"),
+        }
+    }
+}
+
+fn migration_config() -> tether::Config {
+    let mut c = test_config();
+    c.actors.start_timeout = Duration::from_secs(5);
+    c.actors.idle_timeout = Duration::ZERO;
+    c
+}
+
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn assert_clean(report: &common::load::LoadReport) {
+    assert_eq!(report.disconnects, 0, "{:?}", report.sequence_errors);
+    assert!(
+        report.sequence_errors.is_empty(),
+        "{} errors, first: {:?}",
+        report.sequence_errors.len(),
+        &report.sequence_errors[..report.sequence_errors.len().min(5)]
+    );
+}
+
+#[test]
+fn a_killed_runner_under_load_loses_nothing_and_disconnects_no_one() {
+    let mut h = start_bare(migration_config());
+    for _ in 0..3 {
+        let o = h.runner_options();
+        h.add_runner(o, BuiltinActors);
+    }
+    let load = Load::start(h.client_addr, 300, 30, 6);
+    std::thread::sleep(Duration::from_millis(700));
+    let victim = h.take_runner(1);
+    assert!(victim.running_actors() > 0, "the victim ran some actors");
+    victim.kill();
+    std::thread::sleep(Duration::from_millis(1000));
+    let report = load.finish();
+    assert_clean(&report);
+    assert!(report.messages > 3000, "{report:?}");
+    eprintln!(
+        "kill: {} messages, longest pause {:?}",
+        report.messages, report.max_pause
+    );
+    let failovers: u64 = h
+        .worker_stats()
+        .iter()
+        .map(|s| s.failovers.load(Ordering::Relaxed))
+        .sum();
+    assert!(failovers > 0);
+    h.shutdown();
+}
+
+#[test]
+fn a_rolling_drain_of_every_runner_under_load_loses_nothing() {
+    let mut h = start_bare(migration_config());
+    for _ in 0..3 {
+        let o = h.runner_options();
+        h.add_runner(o, BuiltinActors);
+    }
+    let load = Load::start(h.client_addr, 200, 20, 4);
+    std::thread::sleep(Duration::from_millis(300));
+    // Replace each of the original three in turn, as an upgrade would.
+    for _ in 0..3 {
+        let o = h.runner_options();
+        h.add_runner(o, BuiltinActors);
+        let old = h.take_runner(0);
+        assert!(old.drain(Duration::from_secs(10)), "drain completes");
+        assert_eq!(old.running_actors(), 0, "nothing left on a drained runner");
+        old.stop();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let report = load.finish();
+    assert_clean(&report);
+    eprintln!(
+        "rolling drain: {} messages, longest pause {:?}",
+        report.messages, report.max_pause
+    );
+    h.shutdown();
+}
+
+#[test]
+fn an_operator_moves_an_actor_and_drains_a_runner_over_the_admin_api() {
+    let mut h = start_bare(migration_config());
+    let mut a = h.runner_options();
+    a.key = "runner-a".into();
+    h.add_runner(a, BuiltinActors);
+    let mut client = RawWs::connect(h.client_addr, "/actors/counter/moved");
+    client.send(true, TEXT, b"inc");
+    assert_eq!(text_of(&mut client), "1");
+    let status = h.admin("GET", "/actors/counter/moved");
+    assert!(status.contains("\"runner\":\"runner-a\""), "{status}");
+    assert!(status.contains("\"state\":\"running\""), "{status}");
+
+    let mut b = h.runner_options();
+    b.key = "runner-b".into();
+    h.add_runner(b, BuiltinActors);
+    let moved = h.admin("POST", "/actors/counter/moved/migrate");
+    assert_eq!(status_of(&moved), 200, "{moved}");
+    assert!(moved.contains("\"runner\":\"runner-b\""), "{moved}");
+    client.send(true, TEXT, b"inc");
+    assert_eq!(text_of(&mut client), "2", "state moved with the actor");
+
+    // Draining runner-b moves it back to runner-a; runner-b is told it may exit.
+    let drained = h.admin("POST", "/runners/runner-b/drain");
+    assert_eq!(status_of(&drained), 202, "{drained}");
+    assert!(drained.contains("\"moving\":1"), "{drained}");
+    wait_for("runner-b drained", || h.runner(1).is_drained());
+    assert!(h
+        .admin("GET", "/actors/counter/moved")
+        .contains("\"runner\":\"runner-a\""));
+    client.send(true, TEXT, b"inc");
+    assert_eq!(text_of(&mut client), "3");
+
+    // Clear answers for what cannot be done.
+    assert_eq!(status_of(&h.admin("POST", "/runners/nobody/drain")), 404);
+    assert_eq!(
+        status_of(&h.admin("POST", "/actors/counter/never/migrate")),
+        404
+    );
+    let anonymous = raw_exchange(
+        h.admin_addr,
+        b"POST /actors/counter/moved/migrate HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(status_of(&anonymous), 401);
+    h.shutdown();
+}
+
+/// Counts what reaches it; kills its own runner at the first restore it sees.
+struct DiesOnRestore {
+    kill: Arc<std::sync::Mutex<Option<KillSwitch>>>,
+    restores: Arc<AtomicUsize>,
+}
+
+struct Doomed {
+    kill: Arc<std::sync::Mutex<Option<KillSwitch>>>,
+    restores: Arc<AtomicUsize>,
+}
+
+impl Actor for Doomed {
+    fn on_restore(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _info: &ConnInfo) {
+        self.restores.fetch_add(1, Ordering::SeqCst);
+        if let Some(k) = self.kill.lock().unwrap().as_ref() {
+            k.kill();
+        }
+    }
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, message: Message) {
+        ctx.send(conn, &message);
+    }
+}
+
+impl ActorFactory for DiesOnRestore {
+    fn actor_names(&self) -> Vec<String> {
+        vec!["echo".into()]
+    }
+    fn create(&self, _name: &str, _key: &[String]) -> Option<Box<dyn Actor>> {
+        Some(Box::new(Doomed {
+            kill: self.kill.clone(),
+            restores: self.restores.clone(),
+        }))
+    }
+}
+
+#[test]
+fn a_runner_dying_in_the_middle_of_a_restore_is_survived() {
+    let mut h = start_bare(migration_config());
+    let first = h.runner_options();
+    h.add_runner(first, BuiltinActors);
+    let mut clients: Vec<RawWs> = (0..5)
+        .map(|_| RawWs::connect(h.client_addr, "/actors/echo/fragile"))
+        .collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(true, TEXT, format!("{i}:1").as_bytes());
+        assert_eq!(text_of(c), format!("{i}:1"));
+    }
+    // The only other runner dies while restoring the actor's connections.
+    let kill = Arc::new(std::sync::Mutex::new(None));
+    let restores = Arc::new(AtomicUsize::new(0));
+    let doomed = h.runner_options();
+    let i = h.add_runner(
+        doomed,
+        DiesOnRestore {
+            kill: kill.clone(),
+            restores: restores.clone(),
+        },
+    );
+    *kill.lock().unwrap() = Some(h.runner(i).kill_switch());
+    h.take_runner(0).kill();
+    // Messages sent meanwhile wait for a runner that survives.
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.send(true, TEXT, format!("{i}:2").as_bytes());
+    }
+    wait_for("the doomed runner's restore", || {
+        restores.load(Ordering::SeqCst) > 0
+    });
+    let third = h.runner_options();
+    h.add_runner(third, BuiltinActors);
+    for (i, c) in clients.iter_mut().enumerate() {
+        assert_eq!(text_of(c), format!("{i}:2"), "replayed after two failures");
+        c.send(true, TEXT, format!("{i}:3").as_bytes());
+        assert_eq!(text_of(c), format!("{i}:3"));
+    }
+    h.shutdown();
+}
+
+#[test]
+fn a_counter_ends_exact_while_its_runner_is_killed_again_and_again() {
+    let mut h = start_bare(migration_config());
+    for _ in 0..2 {
+        let o = h.runner_options();
+        h.add_runner(o, BuiltinActors);
+    }
+    let clients = 8;
+    let per_client = 400;
+    let senders: Vec<_> = (0..clients)
+        .map(|_| {
+            let addr = h.client_addr;
+            std::thread::spawn(move || {
+                let mut c = RawWs::connect(addr, "/actors/counter/exact");
+                c.stream.set_nodelay(true).unwrap();
+                for n in 0..per_client {
+                    c.send(true, TEXT, b"inc");
+                    if n % 50 == 0 {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                }
+                c
+            })
+        })
+        .collect();
+    // Kill whichever runner holds the counter, several times, replacing it.
+    for _ in 0..4 {
+        std::thread::sleep(Duration::from_millis(120));
+        let holder = (0..2)
+            .find(|&i| h.runner(i).running_actors() > 0)
+            .unwrap_or(0);
+        h.take_runner(holder).kill();
+        let o = h.runner_options();
+        h.add_runner(o, BuiltinActors);
+    }
+    let mut sockets: Vec<RawWs> = senders.into_iter().map(|t| t.join().unwrap()).collect();
+    let total = clients * per_client;
+    // Every increment is broadcast with the value it produced: the values
+    // seen end at exactly `total`, and nothing above it ever appears.
+    let checker = &mut sockets[0];
+    let mut highest = 0usize;
+    while highest < total {
+        let v: usize = text_of(checker).parse().unwrap();
+        assert!(v <= total, "an increment was applied twice: saw {v}");
+        highest = highest.max(v);
+    }
+    checker.send(true, TEXT, b"get");
+    checker
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    while let Some(f) = checker.recv() {
+        let v: usize = String::from_utf8(f.payload).unwrap().parse().unwrap();
+        assert!(v <= total, "an increment was applied twice: saw {v}");
+    }
+    let mut fresh = RawWs::connect(h.client_addr, "/actors/counter/exact");
+    fresh.send(true, TEXT, b"get");
+    assert_eq!(text_of(&mut fresh), total.to_string());
+    h.shutdown();
+}
+
+/// A factory whose actors never start (the runner reports them stopped).
+struct NeverStarts;
+
+impl ActorFactory for NeverStarts {
+    fn actor_names(&self) -> Vec<String> {
+        vec!["flaky".into()]
+    }
+    fn create(&self, _name: &str, _key: &[String]) -> Option<Box<dyn Actor>> {
+        None
+    }
+}
+
+#[test]
+fn an_actor_that_keeps_failing_backs_off_and_is_reported_as_crash_looping() {
+    let mut c = migration_config();
+    c.actors.crash_backoff = Duration::from_millis(100);
+    c.actors.crash_backoff_max = Duration::from_millis(400);
+    let mut h = start_bare(c);
+    let o = h.runner_options();
+    h.add_runner(o, NeverStarts);
+    let addr = h.client_addr;
+    let waiting = std::thread::spawn(move || {
+        raw_exchange(addr, upgrade_request("/actors/flaky/loop").as_bytes())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = h.admin("GET", "/actors/flaky/loop");
+    assert!(status.contains("\"crash_looping\":true"), "{status}");
+    // Backing off: 0 + 100 + 200 + 400 + 400 ms leaves room for only a few
+    // attempts in 1.5 s, not hundreds.
+    let failures: u32 = status
+        .split("\"failures\":")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    assert!((3..=8).contains(&failures), "{status}");
+    let answer = waiting.join().unwrap();
+    assert_eq!(status_of(&answer), 503, "{answer}");
+    h.shutdown();
+}
