@@ -334,3 +334,72 @@ fn an_actor_that_keeps_failing_backs_off_and_is_reported_as_crash_looping() {
     assert_eq!(status_of(&answer), 503, "{answer}");
     h.shutdown();
 }
+
+/// A reference runner process; dropped = killed.
+struct RunnerProcess(std::process::Child);
+
+impl RunnerProcess {
+    /// Starts `tether runner` and waits until the gateway has welcomed it.
+    fn start(h: &Harness, key: &str, state_dir: &std::path::Path) -> RunnerProcess {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["runner", "--gateway", &h.runner_url(), "--key", key])
+            .arg("--state-dir")
+            .arg(state_dir)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("connected to the gateway") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("runner process connects");
+        // Tunnels past the first follow within milliseconds.
+        std::thread::sleep(Duration::from_millis(200));
+        RunnerProcess(child)
+    }
+
+    fn kill_9(mut self) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGKILL) };
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn kill_9_of_one_of_three_runner_processes_under_load_is_invisible_to_500_clients() {
+    let h = start_bare(migration_config());
+    let dir = std::env::temp_dir().join(format!("tether-kill9-{}", std::process::id()));
+    let mut runners: Vec<RunnerProcess> = (0..3)
+        .map(|i| RunnerProcess::start(&h, &format!("proc-{i}"), &dir))
+        .collect();
+    let load = Load::start(h.client_addr, 500, 50, 10);
+    std::thread::sleep(Duration::from_millis(1000));
+    runners.remove(1).kill_9();
+    std::thread::sleep(Duration::from_millis(1500));
+    let report = load.finish();
+    assert_clean(&report);
+    assert_eq!(report.clients, 500);
+    eprintln!(
+        "kill -9: {} messages, longest pause {:?}",
+        report.messages, report.max_pause
+    );
+    drop(runners);
+    h.shutdown();
+    let _ = std::fs::remove_dir_all(dir);
+}

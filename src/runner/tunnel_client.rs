@@ -553,3 +553,160 @@ fn load_record(shared: &Shared, name: &str, key: &[String]) -> Record {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize};
+    use std::sync::Mutex;
+
+    use super::super::{ActorFactory, MemoryStore, RunnerOptions};
+    use super::*;
+
+    /// Records the payloads it handles.
+    struct Recorder(Arc<Mutex<Vec<String>>>);
+
+    impl Actor for Recorder {
+        fn on_message(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, message: Message) {
+            if let Message::Text(t) = message {
+                self.0.lock().unwrap().push(t);
+            }
+        }
+        fn save_state(&self) -> Option<Vec<u8>> {
+            Some(self.0.lock().unwrap().join(",").into_bytes())
+        }
+    }
+
+    struct Factory(Arc<Mutex<Vec<String>>>);
+
+    impl ActorFactory for Factory {
+        fn actor_names(&self) -> Vec<String> {
+            vec!["rec".into()]
+        }
+        fn create(&self, _name: &str, _key: &[String]) -> Option<Box<dyn Actor>> {
+            Some(Box::new(Recorder(self.0.clone())))
+        }
+    }
+
+    fn shared(seen: &Arc<Mutex<Vec<String>>>, store: &MemoryStore) -> Arc<Shared> {
+        let mut options = RunnerOptions::new("ws://127.0.0.1:1", "t");
+        options.state = Some(Arc::new(store.clone()));
+        Arc::new(Shared {
+            options,
+            factory: Box::new(Factory(seen.clone())),
+            stopped: AtomicBool::new(false),
+            running: AtomicUsize::new(0),
+            connected: AtomicUsize::new(0),
+            welcomed: AtomicBool::new(false),
+            spawned: AtomicUsize::new(1),
+            threads: Mutex::new(Vec::new()),
+            draining: AtomicBool::new(false),
+            drained: AtomicUsize::new(0),
+            killed: AtomicBool::new(false),
+        })
+    }
+
+    fn message(index: u64) -> Frame {
+        Frame::Message {
+            conn_id: 9,
+            index,
+            kind: MessageKind::Text,
+            payload: Bytes::from(format!("m{index}")),
+        }
+    }
+
+    fn restore(last_index: u64) -> Frame {
+        Frame::RestoreConn {
+            conn_id: 9,
+            actor_id: 1,
+            path: "/actors/rec/k".into(),
+            query: String::new(),
+            headers: Vec::new(),
+            protocol: None,
+            attachment: Bytes::new(),
+            last_index,
+        }
+    }
+
+    fn start() -> Frame {
+        Frame::StartActor {
+            actor_id: 1,
+            name: "rec".into(),
+            key: vec!["k".into()],
+            input: Bytes::new(),
+        }
+    }
+
+    /// Runs frames through a fresh tunnel state as one batch; returns the acks sent.
+    fn run(shared: &Arc<Shared>, frames: Vec<Frame>) -> Vec<u64> {
+        let mut t = TunnelState::default();
+        let mut out = BytesMut::new();
+        for f in frames {
+            t.handle(shared, f, 0, &mut out);
+        }
+        t.save_dirty(shared);
+        decode_frames(out.freeze())
+            .filter_map(|f| match f.unwrap() {
+                Frame::Ack { index, .. } => Some(index),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replays_overlapping_what_was_handled_are_dropped_but_acknowledged() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = shared(&seen, &MemoryStore::default());
+        let acks = run(
+            &s,
+            vec![
+                start(),
+                restore(3),
+                message(2),
+                message(3),
+                message(4),
+                message(4),
+                message(5),
+                message(3),
+                message(6),
+            ],
+        );
+        assert_eq!(*seen.lock().unwrap(), ["m4", "m5", "m6"]);
+        assert_eq!(acks, [2, 3, 4, 4, 5, 3, 6]);
+    }
+
+    #[test]
+    fn a_saved_record_ahead_of_the_gateway_stops_a_second_application() {
+        // A runner handled and saved up to 5, then died before its acks left:
+        // the gateway restores with last_index 3 and replays 4..=7.
+        let store = MemoryStore::default();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let first = shared(&seen, &store);
+        run(
+            &first,
+            vec![
+                start(),
+                restore(0),
+                message(1),
+                message(2),
+                message(3),
+                message(4),
+                message(5),
+            ],
+        );
+        seen.lock().unwrap().clear();
+        let second = shared(&seen, &store);
+        let acks = run(
+            &second,
+            vec![
+                start(),
+                restore(3),
+                message(4),
+                message(5),
+                message(6),
+                message(7),
+            ],
+        );
+        assert_eq!(*seen.lock().unwrap(), ["m6", "m7"]);
+        assert_eq!(acks, [4, 5, 6, 7]);
+    }
+}
