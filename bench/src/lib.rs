@@ -256,3 +256,71 @@ pub fn read_frame(s: &mut TcpStream) -> Vec<u8> {
         }
     }
 }
+
+/// A reference runner in its own process (this benchmark binary re-executed
+/// with `--runner`), so that it can be killed with SIGKILL or drained with
+/// SIGTERM like a real one.
+pub struct RunnerChild {
+    child: Child,
+}
+
+impl RunnerChild {
+    pub fn spawn(gw: &GatewayChild, key: &str, state_dir: &std::path::Path) -> RunnerChild {
+        let exe = std::env::current_exe().expect("own path");
+        let mut child = Command::new(exe)
+            .args(["--runner", &format!("ws://{}", gw.runner_addr), key])
+            .arg(state_dir)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start runner child");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("runner ready line");
+        RunnerChild { child }
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    pub fn wait(mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait for runner child")
+    }
+}
+
+impl Drop for RunnerChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// In the child: if started with `--runner URL KEY STATE_DIR`, run the
+/// reference actors against the gateway, print "ready" once connected,
+/// drain on SIGTERM, and exit.
+pub fn run_runner_if_asked() {
+    let args: Vec<String> = std::env::args().collect();
+    let Some(i) = args.iter().position(|a| a == "--runner") else {
+        return;
+    };
+    let signals = tether::server::signals::block_termination_signals().expect("signal mask");
+    let mut options =
+        tether::runner::RunnerOptions::new(&args[i + 1], tether::config::DEV_RUNNER_TOKEN);
+    options.key = args[i + 2].clone();
+    options.state = Some(std::sync::Arc::new(
+        tether::runner::DirStore::new(&args[i + 3]).expect("state directory"),
+    ));
+    let runner = tether::runner::Runner::start(options, tether::runner::BuiltinActors);
+    assert!(
+        runner.wait_connected(Duration::from_secs(10)),
+        "runner connects"
+    );
+    println!("ready");
+    std::io::stdout().flush().expect("flush");
+    signals.wait();
+    runner.drain(Duration::from_secs(30));
+    runner.stop();
+    std::process::exit(0);
+}
