@@ -403,3 +403,53 @@ fn kill_9_of_one_of_three_runner_processes_under_load_is_invisible_to_500_client
     h.shutdown();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Echoes, but the first message it ever sees freezes its runner's tunnel
+/// thread for a while, as a network cut or a hung process would.
+struct FreezesOnce(Arc<std::sync::atomic::AtomicBool>);
+
+struct Freezer(Arc<std::sync::atomic::AtomicBool>);
+
+impl Actor for Freezer {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, message: Message) {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(3));
+        }
+        ctx.send(conn, &message);
+    }
+}
+
+impl ActorFactory for FreezesOnce {
+    fn actor_names(&self) -> Vec<String> {
+        vec!["echo".into()]
+    }
+    fn create(&self, _name: &str, _key: &[String]) -> Option<Box<dyn Actor>> {
+        Some(Box::new(Freezer(self.0.clone())))
+    }
+}
+
+#[test]
+fn a_runner_that_stops_answering_is_failed_over_after_its_keepalive_timeout() {
+    let mut c = migration_config();
+    c.client.ping_interval = Duration::from_millis(200);
+    c.client.ping_timeout = Duration::from_millis(300);
+    let mut h = start_bare(c);
+    let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let o = h.runner_options();
+    h.add_runner(o, FreezesOnce(frozen.clone()));
+    let mut client = RawWs::connect(h.client_addr, "/actors/echo/cut");
+    let o = h.runner_options();
+    h.add_runner(o, BuiltinActors);
+    let started = Instant::now();
+    client.send(true, TEXT, b"through the cut");
+    assert_eq!(text_of(&mut client), "through the cut");
+    assert!(frozen.load(Ordering::SeqCst), "the first runner froze");
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "failed over on the keepalive timeout, not when the runner woke: {:?}",
+        started.elapsed()
+    );
+    client.send(true, TEXT, b"after");
+    assert_eq!(text_of(&mut client), "after", "exactly once, in order");
+    h.shutdown();
+}
