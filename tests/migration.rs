@@ -330,6 +330,13 @@ fn an_actor_that_keeps_failing_backs_off_and_is_reported_as_crash_looping() {
         .and_then(|s| s.parse().ok())
         .unwrap();
     assert!((3..=8).contains(&failures), "{status}");
+    let metrics = h.admin("GET", "/metrics");
+    let restarts: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tether_actor_crash_loop_restarts_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(restarts >= 1, "{metrics}");
     let answer = waiting.join().unwrap();
     assert_eq!(status_of(&answer), 503, "{answer}");
     h.shutdown();

@@ -10,6 +10,7 @@
 //! - `POST /actors/{name}/{key…}/migrate`: moves a running actor to another
 //!   runner of its pool (its clients stay connected); answers when it runs
 //!   there: `{"migrated":true,"actor":{…}}`, 409 if it is not running.
+//! - `GET /metrics`: counters in Prometheus text format (summed over workers).
 //! - `GET /actors/{name}/{key…}`: the actor's state, runner, connection
 //!   count, failures in a row and whether it is crash-looping.
 //! - `POST /runners/{key}/drain`: no new actors go to that runner; its
@@ -77,7 +78,7 @@ pub(crate) async fn admin_request(
     }
     let actor_home_of = |a: &ActorPath| actor_home(a, worker.worker_count);
     let (home, relay) = match &route {
-        AdminRoute::Healthz => (worker.id, relay),
+        AdminRoute::Healthz | AdminRoute::Metrics => (worker.id, relay),
         AdminRoute::Actor(a) | AdminRoute::Publish(a) | AdminRoute::Migrate(a) => {
             (actor_home_of(a), relay)
         }
@@ -100,6 +101,11 @@ pub(crate) async fn admin_request(
     }
     match route {
         AdminRoute::Healthz => answer(&worker, stream, buf, Status::OK, &[], "ok").await,
+        AdminRoute::Metrics => {
+            let body = metrics(&worker.all_stats);
+            let headers = &[("Content-Type", "text/plain; version=0.0.4")];
+            answer(&worker, stream, buf, Status::OK, headers, &body).await
+        }
         AdminRoute::Publish(a) => publish(worker, stream, buf, head, a).await,
         AdminRoute::Migrate(a) => migrate(worker, stream, buf, a).await,
         AdminRoute::Actor(a) => match worker.mux.actor_status(&a.name, &a.key) {
@@ -123,6 +129,53 @@ pub(crate) async fn admin_request(
             json_answer(&worker, stream, buf, Status(202), &json).await
         }
     }
+}
+
+/// Counters of every worker, summed, in Prometheus text format.
+fn metrics(stats: &[std::sync::Arc<super::worker::WorkerStats>]) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let sum = |f: fn(&super::worker::WorkerStats) -> &AtomicU64| -> u64 {
+        stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+    };
+    let series: [(&str, &str, &str, u64); 5] = [
+        (
+            "tether_client_connections_accepted_total",
+            "counter",
+            "Connections accepted on the client listener.",
+            sum(|s| &s.accepted),
+        ),
+        (
+            "tether_hibernated_connections",
+            "gauge",
+            "Hibernated connections parked now (no task, buffer or timer).",
+            sum(|s| &s.parked),
+        ),
+        (
+            "tether_actor_migrations_total",
+            "counter",
+            "Actors moved off a runner on purpose (drain, operator).",
+            sum(|s| &s.migrations),
+        ),
+        (
+            "tether_actor_failovers_total",
+            "counter",
+            "Actors restarted elsewhere because their runner failed them.",
+            sum(|s| &s.failovers),
+        ),
+        (
+            "tether_actor_crash_loop_restarts_total",
+            "counter",
+            "Restarts of actors that were crash-looping (3+ failures in a row).",
+            sum(|s| &s.crash_loop_restarts),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in series {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    out
 }
 
 async fn hand_to(

@@ -5,6 +5,8 @@ use crate::http::route::{percent_decode, route, ActorPath, Route};
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum AdminRoute {
     Healthz,
+    /// Prometheus text format.
+    Metrics,
     /// `/actors/{name}/{key…}`: the actor's state.
     Actor(ActorPath),
     /// `/actors/{name}/{key…}/publish`
@@ -19,7 +21,7 @@ impl AdminRoute {
     /// The one method each route answers.
     pub fn method(&self) -> &'static str {
         match self {
-            AdminRoute::Healthz | AdminRoute::Actor(_) => "GET",
+            AdminRoute::Healthz | AdminRoute::Metrics | AdminRoute::Actor(_) => "GET",
             _ => "POST",
         }
     }
@@ -36,8 +38,10 @@ pub(crate) fn admin_route(target: &str) -> Option<AdminRoute> {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    if path == "/healthz" {
-        return Some(AdminRoute::Healthz);
+    match path {
+        "/healthz" => return Some(AdminRoute::Healthz),
+        "/metrics" => return Some(AdminRoute::Metrics),
+        _ => {}
     }
     if let Some(rest) = path.strip_prefix("/runners/") {
         let key = rest.strip_suffix("/drain")?;
@@ -80,6 +84,7 @@ mod tests {
     #[test]
     fn every_route_parses() {
         assert_eq!(admin_route("/healthz"), Some(AdminRoute::Healthz));
+        assert_eq!(admin_route("/metrics"), Some(AdminRoute::Metrics));
         assert_eq!(
             admin_route("/actors/chat/room/1"),
             Some(AdminRoute::Actor(actor("chat", &["room", "1"])))

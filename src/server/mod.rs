@@ -74,10 +74,10 @@ impl Gateway {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let mut admin = Some(admin);
         let mut workers = Vec::with_capacity(count);
-        let mut stats = Vec::with_capacity(count);
+        let stats: Vec<Arc<WorkerStats>> = (0..count).map(|_| Arc::default()).collect();
+        let all_stats: Arc<[Arc<WorkerStats>]> = stats.clone().into();
         for (id, (client_listener, runner_listener)) in client.into_iter().zip(runner).enumerate() {
-            let worker_stats = Arc::new(WorkerStats::default());
-            stats.push(worker_stats.clone());
+            let worker_stats = stats[id].clone();
             let seed = WorkerSeed {
                 id,
                 config: config.clone(),
@@ -88,6 +88,7 @@ impl Gateway {
                 handoffs: handoffs.clone(),
                 shutdown: shutdown.clone(),
                 stats: worker_stats,
+                all_stats: all_stats.clone(),
                 ready: ready_tx.clone(),
                 driver,
             };

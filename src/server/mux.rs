@@ -507,6 +507,9 @@ impl Mux {
         self.leave_tunnel(actor);
         self.stats.failovers.fetch_add(1, Ordering::Relaxed);
         if backoff.is_crash_looping(now, &self.backoff) {
+            self.stats
+                .crash_loop_restarts
+                .fetch_add(1, Ordering::Relaxed);
             warn!(actor = %actor.name, key = ?actor.key, failures = backoff.failures(now, &self.backoff), wait_ms = wait.as_millis() as u64, %why, "actor is crash-looping: backing off");
         } else {
             info!(actor = %actor.name, key = ?actor.key, %why, "moving actor to another runner");

@@ -37,6 +37,8 @@ pub struct WorkerStats {
     pub migrations: AtomicU64,
     /// Actors restarted elsewhere because their runner failed them.
     pub failovers: AtomicU64,
+    /// Restarts of actors that were crash-looping at the time.
+    pub crash_loop_restarts: AtomicU64,
 }
 
 pub(crate) struct Worker {
@@ -48,6 +50,8 @@ pub(crate) struct Worker {
     pub mux: Mux,
     pub handoffs: Arc<HandoffQueues>,
     pub stats: Arc<WorkerStats>,
+    /// Every worker's counters (for the admin API's /metrics).
+    pub all_stats: Arc<[Arc<WorkerStats>]>,
     pub keepalive: KeepalivePolicy,
     /// Holds hibernated connections without tasks (None if io_uring is unavailable).
     pub parker: Option<Rc<Parker>>,
@@ -67,6 +71,8 @@ pub(crate) struct WorkerSeed {
     pub handoffs: Arc<HandoffQueues>,
     pub shutdown: Arc<ShutdownSignal>,
     pub stats: Arc<WorkerStats>,
+    /// Every worker's counters (for the admin API's /metrics).
+    pub all_stats: Arc<[Arc<WorkerStats>]>,
     pub driver: super::Driver,
     /// Told once the worker serves, or why it cannot.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -103,6 +109,7 @@ impl Worker {
             mux: Mux::new(seed.id, seed.config.clone(), seed.stats.clone()),
             handoffs: seed.handoffs,
             stats: seed.stats.clone(),
+            all_stats: seed.all_stats.clone(),
             keepalive: KeepalivePolicy {
                 interval: cfg.client.ping_interval,
                 timeout: cfg.client.ping_timeout,
