@@ -460,3 +460,33 @@ fn a_runner_that_stops_answering_is_failed_over_after_its_keepalive_timeout() {
     assert_eq!(text_of(&mut client), "after", "exactly once, in order");
     h.shutdown();
 }
+
+#[test]
+fn with_no_runner_to_move_to_clients_get_1013_past_the_buffer_then_1011() {
+    let mut c = migration_config();
+    c.actors.start_timeout = Duration::from_secs(1);
+    c.actors.migration_buffer_bytes = 64 * 1024;
+    let mut h = start_bare(c);
+    let o = h.runner_options();
+    h.add_runner(o, BuiltinActors);
+    let mut greedy = RawWs::connect(h.client_addr, "/actors/echo/stranded");
+    let mut patient = RawWs::connect(h.client_addr, "/actors/echo/stranded");
+    greedy.send(true, TEXT, b"hello");
+    assert_eq!(text_of(&mut greedy), "hello");
+    h.take_runner(0).kill();
+    std::thread::sleep(Duration::from_millis(100));
+    patient.send(true, TEXT, b"held");
+    let chunk = vec![b'x'; 16 * 1024];
+    for _ in 0..5 {
+        greedy.send(true, TEXT, &chunk);
+    }
+    assert_eq!(greedy.expect_close(), 1013, "past migration_buffer_bytes");
+    let started = Instant::now();
+    assert_eq!(
+        patient.expect_close(),
+        1011,
+        "no runner within start_timeout"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    h.shutdown();
+}
