@@ -592,7 +592,8 @@ impl Mux {
         self.actors_by_id.borrow_mut().remove(&actor.id.get());
         actor.state.set(ActorState::Asleep);
         actor.deadline.set(None);
-        let woken_meanwhile = {
+        // A message, a close or a new client arrived while it was stopping.
+        let woken_meanwhile = !actor.ready.borrow().is_empty() || {
             let conns = self.conns.borrow();
             actor
                 .conns
