@@ -94,16 +94,11 @@ pub(crate) struct Shared {
     pub killed: AtomicBool,
 }
 
-/// A running runner: threads, one per tunnel, until `stop`.
-pub struct Runner {
-    shared: Arc<Shared>,
-}
-
-impl Runner {
-    pub fn start(options: RunnerOptions, factory: impl ActorFactory) -> Runner {
-        let shared = Arc::new(Shared {
+impl Shared {
+    pub(crate) fn new(options: RunnerOptions, factory: Box<dyn ActorFactory>) -> Shared {
+        Shared {
             options,
-            factory: Box::new(factory),
+            factory,
             stopped: AtomicBool::new(false),
             running: AtomicUsize::new(0),
             connected: AtomicUsize::new(0),
@@ -113,7 +108,18 @@ impl Runner {
             draining: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
             killed: AtomicBool::new(false),
-        });
+        }
+    }
+}
+
+/// A running runner: threads, one per tunnel, until `stop`.
+pub struct Runner {
+    shared: Arc<Shared>,
+}
+
+impl Runner {
+    pub fn start(options: RunnerOptions, factory: impl ActorFactory) -> Runner {
+        let shared = Arc::new(Shared::new(options, Box::new(factory)));
         tunnel_client::spawn_tunnel(&shared, 0);
         Runner { shared }
     }

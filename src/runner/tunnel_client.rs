@@ -556,7 +556,6 @@ fn load_record(shared: &Shared, name: &str, key: &[String]) -> Record {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicUsize};
     use std::sync::Mutex;
 
     use super::super::{ActorFactory, MemoryStore, RunnerOptions};
@@ -590,19 +589,7 @@ mod tests {
     fn shared(seen: &Arc<Mutex<Vec<String>>>, store: &MemoryStore) -> Arc<Shared> {
         let mut options = RunnerOptions::new("ws://127.0.0.1:1", "t");
         options.state = Some(Arc::new(store.clone()));
-        Arc::new(Shared {
-            options,
-            factory: Box::new(Factory(seen.clone())),
-            stopped: AtomicBool::new(false),
-            running: AtomicUsize::new(0),
-            connected: AtomicUsize::new(0),
-            welcomed: AtomicBool::new(false),
-            spawned: AtomicUsize::new(1),
-            threads: Mutex::new(Vec::new()),
-            draining: AtomicBool::new(false),
-            drained: AtomicUsize::new(0),
-            killed: AtomicBool::new(false),
-        })
+        Arc::new(Shared::new(options, Box::new(Factory(seen.clone()))))
     }
 
     fn message(index: u64) -> Frame {
