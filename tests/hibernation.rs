@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::raw_tunnel::*;
 use common::*;
 use tether::runner::{Actor, ActorFactory, ConnId, ConnInfo, Ctx, Message, OpenDecision};
 
@@ -358,5 +359,119 @@ fn a_wake_with_no_runner_closes_with_1011_and_harms_no_one_else() {
     let mut b = RawWs::connect(h.client_addr, "/actors/room/doomed?name=b");
     b.send(true, TEXT, b"fresh");
     assert_eq!(text_of(&mut b), "b: fresh");
+    h.shutdown();
+}
+
+/// The window between `StopActor` (to sleep) and the runner's `ActorStopped`:
+/// a client arriving then must start the actor again as soon as the stop is
+/// confirmed, not wait for `start_timeout` (it used to get 503 then).
+#[test]
+fn a_client_arriving_while_its_actor_stops_to_sleep_starts_it_once_the_stop_is_confirmed() {
+    use tether::tunnel::{Frame, PROTOCOL_VERSION};
+    let mut config = test_config();
+    config.server.workers = 1;
+    config.actors.idle_timeout = Duration::from_millis(300);
+    config.actors.start_timeout = Duration::from_secs(6);
+    let h = start_bare(config);
+    let mut t = raw_tunnel(&h);
+    let mut pending = Vec::new();
+    send_frame(
+        &mut t,
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+            runner_key: "slow-to-stop".into(),
+            pool: "default".into(),
+            capacity: 10,
+            tunnel_index: 0,
+            actor_names: vec!["echo".into()],
+        },
+    );
+    assert!(matches!(
+        next_frame(&mut t, &mut pending),
+        Frame::Welcome { .. }
+    ));
+    let addr = h.client_addr;
+    let first = std::thread::spawn(move || RawWs::connect(addr, "/actors/echo/s"));
+    let Frame::StartActor { actor_id, .. } = next_frame(&mut t, &mut pending) else {
+        panic!("expected StartActor");
+    };
+    send_frame(&mut t, &Frame::ActorReady { actor_id });
+    let Frame::ConnOpen {
+        conn_id: first_id, ..
+    } = next_frame(&mut t, &mut pending)
+    else {
+        panic!("expected ConnOpen");
+    };
+    send_frame(
+        &mut t,
+        &Frame::ConnAccept {
+            conn_id: first_id,
+            protocol: None,
+            hibernatable: Some(true),
+        },
+    );
+    let _first = first.join().expect("first client connects");
+    // Idle: the gateway stops the actor to put it to sleep; hold the
+    // confirmation back while a second client arrives.
+    assert_eq!(
+        next_frame(&mut t, &mut pending),
+        Frame::StopActor { actor_id }
+    );
+    let second = std::thread::spawn(move || {
+        let mut ws = RawWs::connect(addr, "/actors/echo/s");
+        ws.send(true, TEXT, b"hello");
+        ws
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    send_frame(
+        &mut t,
+        &Frame::ActorStopped {
+            actor_id,
+            reason: "stopped".into(),
+        },
+    );
+    // Well before start_timeout (6 s): the restart follows the confirmation.
+    t.get_ref()
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let Frame::StartActor {
+        actor_id: again, ..
+    } = next_frame(&mut t, &mut pending)
+    else {
+        panic!("expected the actor to start again");
+    };
+    assert_ne!(again, actor_id, "a new incarnation");
+    send_frame(&mut t, &Frame::ActorReady { actor_id: again });
+    let mut restored = None;
+    let mut opened = None;
+    while restored.is_none() || opened.is_none() {
+        match next_frame(&mut t, &mut pending) {
+            Frame::RestoreConn { conn_id, .. } => restored = Some(conn_id),
+            Frame::ConnOpen { conn_id, .. } => {
+                assert!(restored.is_some(), "restores come before new opens");
+                opened = Some(conn_id);
+                send_frame(
+                    &mut t,
+                    &Frame::ConnAccept {
+                        conn_id,
+                        protocol: None,
+                        hibernatable: Some(true),
+                    },
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(restored, Some(first_id), "the sleeping client is restored");
+    let _second = second.join().expect("the second client gets 101");
+    match next_frame(&mut t, &mut pending) {
+        Frame::Message {
+            conn_id, payload, ..
+        } => {
+            assert_eq!(Some(conn_id), opened);
+            assert_eq!(&payload[..], b"hello");
+        }
+        other => panic!("expected the second client's message, got {other:?}"),
+    }
     h.shutdown();
 }

@@ -8,12 +8,12 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use common::raw_tunnel::*;
 use common::*;
 use tether::runner::{
     Actor, ActorFactory, BuiltinActors, ConnId, ConnInfo, Ctx, Message, OpenDecision,
 };
 use tether::tunnel::{encode_frame, Frame, PROTOCOL_VERSION};
-use tungstenite::client::IntoClientRequest;
 
 const TEXT: u8 = 1;
 
@@ -264,20 +264,6 @@ fn runner_listener_refuses_a_wrong_or_missing_token() {
         400
     );
     h.shutdown();
-}
-
-/// A hand-driven tunnel: connects with the token and speaks raw frames.
-fn raw_tunnel(h: &Harness) -> tungstenite::WebSocket<TcpStream> {
-    let mut req = format!("{}/runners/connect", h.runner_url())
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", "Bearer tether-dev-token".parse().unwrap());
-    let stream = TcpStream::connect(h.runner_addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    tungstenite::client::client(req, stream).unwrap().0
 }
 
 fn hello(version: u16, key: &str) -> tungstenite::Message {

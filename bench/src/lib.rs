@@ -157,6 +157,15 @@ pub fn serve_if_asked() {
         config.client.ping_interval = d;
         config.client.ping_timeout = d;
     }
+    if let Some(n) = std::env::var("TETHER_BENCH_POOL_BUFFERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        config.client.buffer_pool_buffers = n;
+    }
+    if std::env::var_os("TETHER_BENCH_KEEP_FREED_MEMORY").is_some() {
+        config.server.return_freed_memory = false;
+    }
     tether::logging::init(&config.server.log_level);
     let gw = tether::Gateway::start(config).expect("gateway starts");
     let file = live_file(std::process::id());

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod raw_tunnel;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,0 +1,59 @@
+//! A runner tunnel driven by hand with raw protocol frames, for tests that
+//! need a runner to misbehave or to answer at a chosen moment.
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tether::tunnel::{decode_frames, encode_frame, Frame};
+use tungstenite::client::IntoClientRequest;
+
+use super::Harness;
+
+/// Connects to the runner listener with the default token.
+pub fn raw_tunnel(h: &Harness) -> tungstenite::WebSocket<TcpStream> {
+    let mut req = format!("{}/runners/connect", h.runner_url())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", "Bearer tether-dev-token".parse().unwrap());
+    let stream = TcpStream::connect(h.runner_addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    tungstenite::client::client(req, stream).unwrap().0
+}
+
+/// Sends one frame as its own tunnel message.
+pub fn send_frame(ws: &mut tungstenite::WebSocket<TcpStream>, frame: &Frame) {
+    let mut out = BytesMut::new();
+    encode_frame(&mut out, frame);
+    ws.send(tungstenite::Message::Binary(out.freeze())).unwrap();
+}
+
+/// Reads tunnel messages until a frame other than a keepalive arrives
+/// (keepalives are answered); panics on a read error or timeout.
+pub fn next_frame(ws: &mut tungstenite::WebSocket<TcpStream>, pending: &mut Vec<Frame>) -> Frame {
+    loop {
+        if !pending.is_empty() {
+            return pending.remove(0);
+        }
+        match ws.read() {
+            Ok(tungstenite::Message::Binary(b)) => {
+                for frame in decode_frames(b) {
+                    match frame.expect("well-formed frame") {
+                        Frame::Keepalive { nonce } => {
+                            send_frame(ws, &Frame::KeepaliveAck { nonce })
+                        }
+                        f => pending.push(f),
+                    }
+                }
+            }
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            Err(e) => panic!("tunnel read failed: {e}"),
+        }
+    }
+}
