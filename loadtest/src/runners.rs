@@ -1,0 +1,117 @@
+//! Reference runners the load test starts itself: this binary re-executed
+//! as a runner child process, so that chaos can SIGKILL it (a crash) or
+//! SIGTERM it (a drain: it hands its actors over and exits).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const RUNNER_ARG: &str = "__runner";
+
+pub struct RunnerChild {
+    child: Child,
+    pub key: String,
+}
+
+impl RunnerChild {
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child process.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+}
+
+impl Drop for RunnerChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runners sharing one state directory (as the runners of one host do),
+/// removed when dropped.
+pub struct Runners {
+    pub children: Vec<RunnerChild>,
+    state_dir: PathBuf,
+}
+
+impl Drop for Runners {
+    fn drop(&mut self) {
+        self.children.clear();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+pub fn start(count: usize, url: &str, token: &str) -> Result<Runners, String> {
+    let state_dir =
+        std::env::temp_dir().join(format!("tether-loadtest-state-{}", std::process::id()));
+    let mut runners = Runners {
+        children: Vec::new(),
+        state_dir,
+    };
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
+    for i in 0..count {
+        let key = format!("loadtest-{}-{i}", std::process::id());
+        runners
+            .children
+            .push(spawn(&exe, url, token, &key, &runners.state_dir)?);
+    }
+    Ok(runners)
+}
+
+fn spawn(
+    exe: &Path,
+    url: &str,
+    token: &str,
+    key: &str,
+    state_dir: &Path,
+) -> Result<RunnerChild, String> {
+    let mut child = Command::new(exe)
+        .args([RUNNER_ARG, url, token, key])
+        .arg(state_dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("starting a runner: {e}"))?;
+    let mut line = String::new();
+    let stdout = child.stdout.take().ok_or("runner stdout")?;
+    let _ = BufReader::new(stdout).read_line(&mut line);
+    let child = RunnerChild {
+        child,
+        key: key.into(),
+    };
+    if line.trim() != "ready" {
+        return Err(format!(
+            "runner {key} could not connect to {url} within 10 s (is the gateway's runner listener there, and the token right?)"
+        ));
+    }
+    Ok(child)
+}
+
+/// In a runner child: serve the reference actors until SIGTERM (then drain)
+/// or SIGKILL. Returns if this process is not a runner child.
+pub fn run_if_asked() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) != Some(RUNNER_ARG) || args.len() < 6 {
+        return;
+    }
+    let signals = tether::server::signals::block_termination_signals().expect("signal mask");
+    let mut options = tether::runner::RunnerOptions::new(&args[2], &args[3]);
+    options.key = args[4].clone();
+    match tether::runner::DirStore::new(&args[5]) {
+        Ok(store) => options.state = Some(std::sync::Arc::new(store)),
+        Err(e) => {
+            eprintln!("runner state directory {}: {e}", args[5]);
+            std::process::exit(2);
+        }
+    }
+    let runner = tether::runner::Runner::start(options, tether::runner::BuiltinActors);
+    if !runner.wait_connected(Duration::from_secs(10)) {
+        std::process::exit(1);
+    }
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    signals.wait();
+    runner.drain(Duration::from_secs(30));
+    runner.stop();
+    std::process::exit(0);
+}

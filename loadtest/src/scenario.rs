@@ -1,0 +1,332 @@
+//! A load-test scenario: what to connect to, how many clients, what they
+//! send, and the chaos to inflict. Read from TOML (`scenarios/*.toml`, built
+//! into the binary) and overridden field by field from the command line.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorKind {
+    /// Each message comes back to its sender.
+    Echo,
+    /// Each message goes to every member of the lobby, the sender included.
+    Chat,
+    /// `inc` increments; every member sees every new value.
+    Counter,
+}
+
+impl ActorKind {
+    pub fn parse(s: &str) -> Result<ActorKind, String> {
+        match s {
+            "echo" => Ok(ActorKind::Echo),
+            "chat" => Ok(ActorKind::Chat),
+            "counter" => Ok(ActorKind::Counter),
+            other => Err(format!("unknown actor `{other}` (echo, chat or counter)")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ActorKind::Echo => "echo",
+            ActorKind::Chat => "chat",
+            ActorKind::Counter => "counter",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChaosAction {
+    /// SIGKILL one of the runners this load test started.
+    Kill,
+    /// SIGTERM one of them: it drains its actors to the others and exits.
+    Drain,
+    /// Every client stays silent for `for`, so that actors can fall asleep,
+    /// then each sends its next message at a random moment within
+    /// `wake_spread`: those messages measure wake latency.
+    Hibernate,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChaosEvent {
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub at: Duration,
+    pub action: ChaosAction,
+    /// Which started runner (`kill`, `drain`).
+    #[serde(default)]
+    pub runner: usize,
+    /// How long clients stay silent (`hibernate`).
+    #[serde(
+        default,
+        rename = "for",
+        deserialize_with = "duration",
+        serialize_with = "show_duration"
+    )]
+    pub silent_for: Duration,
+    #[serde(
+        default,
+        deserialize_with = "duration",
+        serialize_with = "show_duration"
+    )]
+    pub wake_spread: Duration,
+}
+
+impl ChaosEvent {
+    /// `kill@5s`, `drain:1@8s`, `hibernate@10s/40s/5s` (at / silent for / wake spread).
+    pub fn parse(s: &str) -> Result<ChaosEvent, String> {
+        let (what, when) = s
+            .split_once('@')
+            .ok_or_else(|| format!("chaos `{s}`: expected ACTION[:RUNNER]@TIME"))?;
+        let (action, runner) = match what.split_once(':') {
+            Some((a, r)) => (
+                a,
+                r.parse()
+                    .map_err(|_| format!("chaos `{s}`: runner must be a number"))?,
+            ),
+            None => (what, 0),
+        };
+        let action = match action {
+            "kill" => ChaosAction::Kill,
+            "drain" => ChaosAction::Drain,
+            "hibernate" => ChaosAction::Hibernate,
+            other => return Err(format!("chaos `{s}`: unknown action `{other}`")),
+        };
+        let mut times = when.split('/');
+        let mut next = |default: Duration| -> Result<Duration, String> {
+            match times.next() {
+                Some(t) => {
+                    tether::config::parse_duration(t).map_err(|e| format!("chaos `{s}`: {e}"))
+                }
+                None => Ok(default),
+            }
+        };
+        let at = next(Duration::ZERO)?;
+        let silent_for = next(Duration::from_secs(40))?;
+        let wake_spread = next(Duration::from_secs(5))?;
+        Ok(ChaosEvent {
+            at,
+            action,
+            runner,
+            silent_for,
+            wake_spread,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Scenario {
+    pub name: String,
+    pub description: String,
+    /// `ws://host:port`; clients open `{url}/actors/{actor}/{key}`.
+    pub url: String,
+    pub actor: ActorKind,
+    /// Distinct actor keys; client `c` joins key `c % actors`.
+    pub actors: usize,
+    pub clients: usize,
+    /// New connections per second across all clients; 0 = as fast as possible.
+    pub connect_rate: f64,
+    pub message_bytes: usize,
+    /// Messages per second per client; 0 = closed loop (send the next one
+    /// when the previous one came back).
+    pub rate: f64,
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub warmup: Duration,
+    /// Measured time, after the warm-up.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub duration: Duration,
+    /// How long to wait at the end for messages still on their way.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub drain_timeout: Duration,
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub connect_timeout: Duration,
+    /// Close and reconnect after this many messages per connection; 0 = never.
+    pub reconnect_every: u64,
+    pub tls: bool,
+    /// Client threads, one monoio runtime each; 0 = one per CPU.
+    pub threads: usize,
+    /// Reference runners to start (child processes of the load test).
+    pub runners: usize,
+    pub runner_url: String,
+    pub runner_token: String,
+    pub chaos: Vec<ChaosEvent>,
+}
+
+impl Default for Scenario {
+    fn default() -> Self {
+        Scenario {
+            name: "custom".into(),
+            description: String::new(),
+            url: "ws://127.0.0.1:8080".into(),
+            actor: ActorKind::Echo,
+            actors: 10,
+            clients: 100,
+            connect_rate: 0.0,
+            message_bytes: 64,
+            rate: 0.0,
+            warmup: Duration::from_secs(1),
+            duration: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(10),
+            reconnect_every: 0,
+            tls: false,
+            threads: 0,
+            runners: 0,
+            runner_url: "ws://127.0.0.1:8081".into(),
+            runner_token: tether::config::DEV_RUNNER_TOKEN.into(),
+            chaos: Vec::new(),
+        }
+    }
+}
+
+/// Scenarios shipped with the binary, by name.
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("smoke", include_str!("../scenarios/smoke.toml")),
+    (
+        "echo-throughput",
+        include_str!("../scenarios/echo-throughput.toml"),
+    ),
+    ("chat-fanout", include_str!("../scenarios/chat-fanout.toml")),
+    (
+        "hibernate-wake",
+        include_str!("../scenarios/hibernate-wake.toml"),
+    ),
+    (
+        "migrate-under-load",
+        include_str!("../scenarios/migrate-under-load.toml"),
+    ),
+    (
+        "connect-storm",
+        include_str!("../scenarios/connect-storm.toml"),
+    ),
+];
+
+impl Scenario {
+    /// A shipped scenario by name, or a TOML file by path.
+    pub fn load(name_or_path: &str) -> Result<Scenario, String> {
+        if let Some((_, text)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            return Scenario::parse(text).map_err(|e| format!("scenario {name_or_path}: {e}"));
+        }
+        let text = std::fs::read_to_string(name_or_path).map_err(|e| {
+            let names: Vec<&str> = BUILTIN.iter().map(|(n, _)| *n).collect();
+            format!(
+                "no scenario `{name_or_path}` ({e}); shipped: {}",
+                names.join(", ")
+            )
+        })?;
+        Scenario::parse(&text).map_err(|e| format!("{name_or_path}: {e}"))
+    }
+
+    pub fn parse(text: &str) -> Result<Scenario, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// Checks the combination; every error says which field and why.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tls || self.url.starts_with("wss://") {
+            return Err(
+                "TLS: the gateway does not speak TLS yet, so neither does the load test (use ws://)"
+                    .into(),
+            );
+        }
+        if !self.url.starts_with("ws://") {
+            return Err(format!("url `{}` must start with ws://", self.url));
+        }
+        if self.clients == 0 {
+            return Err("clients must be at least 1".into());
+        }
+        if self.actors == 0 {
+            return Err("actors must be at least 1".into());
+        }
+        if self.actor != ActorKind::Counter && self.message_bytes < 32 {
+            return Err(
+                "message_bytes must be at least 32 (each message carries a client id, a sequence number and a timestamp)"
+                    .into(),
+            );
+        }
+        if self.rate < 0.0 || self.connect_rate < 0.0 {
+            return Err("rates cannot be negative".into());
+        }
+        for e in &self.chaos {
+            match e.action {
+                ChaosAction::Kill | ChaosAction::Drain if e.runner >= self.runners => {
+                    return Err(format!(
+                        "chaos {:?} at {:?} names runner {}, but the load test starts {} (set runners)",
+                        e.action, e.at, e.runner, self.runners
+                    ))
+                }
+                ChaosAction::Hibernate if e.silent_for.is_zero() => {
+                    return Err("chaos hibernate needs `for` > 0".into())
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// `host:port` of `url`.
+    pub fn authority(&self) -> &str {
+        let rest = self.url.trim_start_matches("ws://");
+        rest.split('/').next().unwrap_or(rest)
+    }
+
+    /// Hibernation windows: (silent from, silent until, wake spread).
+    pub fn silences(&self) -> Vec<(Duration, Duration, Duration)> {
+        self.chaos
+            .iter()
+            .filter(|e| e.action == ChaosAction::Hibernate)
+            .map(|e| (e.at, e.at + e.silent_for, e.wake_spread))
+            .collect()
+    }
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = String::deserialize(d)?;
+    tether::config::parse_duration(&s).map_err(serde::de::Error::custom)
+}
+
+fn show_duration<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{}ms", d.as_millis()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_shipped_scenario_parses_and_validates() {
+        for (name, _) in BUILTIN {
+            let s = Scenario::load(name).unwrap();
+            assert_eq!(&s.name, name);
+            s.validate().unwrap();
+        }
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_errors() {
+        assert!(Scenario::parse("clientz = 3").is_err());
+        assert!(Scenario::parse("duration = \"ten\"").is_err());
+        let mut s = Scenario::default();
+        s.chaos.push(ChaosEvent::parse("kill:2@5s").unwrap());
+        assert!(s.validate().unwrap_err().contains("runner 2"));
+        s.chaos.clear();
+        s.url = "wss://x".into();
+        assert!(s.validate().unwrap_err().contains("TLS"));
+    }
+
+    #[test]
+    fn chaos_from_the_command_line() {
+        let e = ChaosEvent::parse("hibernate@10s/35s/3s").unwrap();
+        assert_eq!(e.action, ChaosAction::Hibernate);
+        assert_eq!(e.at, Duration::from_secs(10));
+        assert_eq!(e.silent_for, Duration::from_secs(35));
+        assert_eq!(e.wake_spread, Duration::from_secs(3));
+        let k = ChaosEvent::parse("drain:1@2500ms").unwrap();
+        assert_eq!((k.action, k.runner), (ChaosAction::Drain, 1));
+        assert!(ChaosEvent::parse("explode@1s").is_err());
+        assert!(ChaosEvent::parse("kill").is_err());
+    }
+}
