@@ -4,6 +4,45 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The process and its direct children (nginx's workers under its master).
+pub fn tree(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let parent = std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| {
+                    s.rsplit_once(')')?
+                        .1
+                        .split_whitespace()
+                        .nth(1)?
+                        .parse::<u32>()
+                        .ok()
+                });
+            if parent == Some(pid) {
+                pids.push(child);
+            }
+        }
+    }
+    pids
+}
+
+/// CPU seconds of a process and its direct children.
+pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let own = cpu_seconds(pid)?;
+    Some(own + tree(pid).iter().skip(1).filter_map(|p| cpu_seconds(*p)).sum::<f64>())
+}
+
+/// RSS of a process and its direct children.
+pub fn tree_rss_kib(pid: u32) -> Option<u64> {
+    let own = rss_kib(pid)?;
+    Some(own + tree(pid).iter().skip(1).filter_map(|p| rss_kib(*p)).sum::<u64>())
+}
+
 /// User + system CPU seconds the process has used so far.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -27,7 +66,7 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
         .ok()
 }
 
-/// Samples a process's RSS twice a second and keeps the peak.
+/// Samples the RSS of a process and its children twice a second and keeps the peak.
 pub struct RssSampler {
     peak: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
@@ -36,12 +75,12 @@ pub struct RssSampler {
 
 impl RssSampler {
     pub fn start(pid: u32) -> RssSampler {
-        let peak = Arc::new(AtomicU64::new(rss_kib(pid).unwrap_or(0)));
+        let peak = Arc::new(AtomicU64::new(tree_rss_kib(pid).unwrap_or(0)));
         let stop = Arc::new(AtomicBool::new(false));
         let (p, s) = (peak.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
-                if let Some(kib) = rss_kib(pid) {
+                if let Some(kib) = tree_rss_kib(pid) {
                     p.fetch_max(kib, Ordering::Relaxed);
                 }
                 std::thread::sleep(Duration::from_millis(500));

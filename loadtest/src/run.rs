@@ -10,14 +10,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::plan::Plan;
-use crate::procstat::{cpu_seconds, rss_kib, RssSampler};
+use crate::procstat::{tree_cpu_seconds, tree_rss_kib, RssSampler};
 use crate::report::{self, Connections, GatewayUsage, Messages, Pause, Percentiles, Report};
 use crate::runners;
 use crate::scenario::{ChaosAction, Scenario};
 use crate::stats::ThreadStats;
 
 pub struct Options {
-    /// A local gateway whose CPU and RSS to report.
+    /// A local gateway (or proxy) whose CPU and RSS to report, its direct
+    /// children included (nginx's workers).
     pub gateway_pid: Option<u32>,
     /// Print a live progress line (on a terminal).
     pub progress: bool,
@@ -47,8 +48,8 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<Report, String> {
         .map(|pid| {
             Ok::<_, String>((
                 pid,
-                cpu_seconds(pid).ok_or(format!("no process {pid} to measure"))?,
-                rss_kib(pid).unwrap_or(0),
+                tree_cpu_seconds(pid).ok_or(format!("no process {pid} to measure"))?,
+                tree_rss_kib(pid).unwrap_or(0),
                 RssSampler::start(pid),
             ))
         })
@@ -88,8 +89,8 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<Report, String> {
         return Err(f);
     }
     let gateway = gateway_start.map(|(pid, cpu0, rss0, sampler)| {
-        let cpu = cpu_seconds(pid).unwrap_or(cpu0) - cpu0;
-        let end = rss_kib(pid).unwrap_or(0);
+        let cpu = tree_cpu_seconds(pid).unwrap_or(cpu0) - cpu0;
+        let end = tree_rss_kib(pid).unwrap_or(0);
         let peak = sampler.finish().max(end);
         let deliveries = plan.progress.received.load(Ordering::Relaxed).max(1);
         GatewayUsage {
