@@ -20,11 +20,13 @@ pub fn svg(report: &Report) -> String {
     let seconds = points.last().map_or(1, |p| p.second + 1).max(1) as f64;
     let top_us = points.iter().map(|p| p.max).max().unwrap_or(1).max(10) as f64;
     // Log scale: latencies span decades (µs round trips, ms pauses).
-    let decades = top_us.log10().ceil().max(1.0);
+    let low_us = points.iter().map(|p| p.p50).min().unwrap_or(1).max(1) as f64;
+    let first = low_us.log10().floor().max(0.0);
+    let last = top_us.log10().ceil().max(first + 1.0);
     let x = |s: f64| LEFT + (s / seconds) * (W - LEFT - RIGHT);
     let y = |us: u64| {
-        let v = (us.max(1) as f64).log10() / decades;
-        H - BOTTOM - v * (H - TOP - BOTTOM)
+        let v = ((us.max(1) as f64).log10() - first) / (last - first);
+        H - BOTTOM - v.clamp(0.0, 1.0) * (H - TOP - BOTTOM)
     };
     let mut o = String::new();
     let _ = write!(
@@ -37,7 +39,7 @@ pub fn svg(report: &Report) -> String {
         r#"<text x="{LEFT}" y="22" font-size="14">{} — round-trip latency per second (µs, log scale)</text>"#,
         escape(&report.scenario.name)
     );
-    for d in 0..=decades as u32 {
+    for d in first as u32..=last as u32 {
         let us = 10u64.pow(d);
         let yy = y(us);
         let _ = write!(

@@ -9,7 +9,10 @@ pub fn tree(pid: u32) -> Vec<u32> {
     let mut pids = vec![pid];
     if let Ok(dir) = std::fs::read_dir("/proc") {
         for entry in dir.flatten() {
-            let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok())
+            let Some(child) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -34,13 +37,25 @@ pub fn tree(pid: u32) -> Vec<u32> {
 /// CPU seconds of a process and its direct children.
 pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
     let own = cpu_seconds(pid)?;
-    Some(own + tree(pid).iter().skip(1).filter_map(|p| cpu_seconds(*p)).sum::<f64>())
+    Some(
+        own + tree(pid)
+            .iter()
+            .skip(1)
+            .filter_map(|p| cpu_seconds(*p))
+            .sum::<f64>(),
+    )
 }
 
 /// RSS of a process and its direct children.
 pub fn tree_rss_kib(pid: u32) -> Option<u64> {
     let own = rss_kib(pid)?;
-    Some(own + tree(pid).iter().skip(1).filter_map(|p| rss_kib(*p)).sum::<u64>())
+    Some(
+        own + tree(pid)
+            .iter()
+            .skip(1)
+            .filter_map(|p| rss_kib(*p))
+            .sum::<u64>(),
+    )
 }
 
 /// User + system CPU seconds the process has used so far.

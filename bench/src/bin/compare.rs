@@ -236,35 +236,37 @@ fn median_f(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+fn start_target(name: &str, backend_port: u16, workers: usize) -> Target {
+    match name {
+        "direct" => Target {
+            name: "direct".into(),
+            url: format!("ws://127.0.0.1:{backend_port}"),
+            runner_url: None,
+            measured: None,
+            _servers: Vec::new(),
+        },
+        "tether" => start_tether(workers),
+        "nginx" | "haproxy" => proxy_target(name, backend_port, workers),
+        other => panic!("unknown target {other} (direct, tether, nginx, haproxy)"),
+    }
+}
+
 fn main() {
     tether_loadtest::runners::run_if_asked();
     let args = Args::parse();
     let (backend_port, backend) = start_ws_server(args.workers);
-    let mut targets = Vec::new();
-    for t in &args.targets {
-        targets.push(match t.as_str() {
-            "direct" => Target {
-                name: "direct".into(),
-                url: format!("ws://127.0.0.1:{backend_port}"),
-                runner_url: None,
-                measured: None,
-                _servers: Vec::new(),
-            },
-            "tether" => start_tether(args.workers),
-            "nginx" | "haproxy" => proxy_target(t, backend_port, args.workers),
-            other => panic!("unknown target {other} (direct, tether, nginx, haproxy)"),
-        });
-    }
     // results[workload][target] = runs
     let mut results: Vec<Vec<Vec<Measure>>> =
-        vec![vec![Vec::new(); targets.len()]; args.workloads.len()];
+        vec![vec![Vec::new(); args.targets.len()]; args.workloads.len()];
     for round in 1..=args.runs {
         for (w, workload) in args.workloads.iter().enumerate() {
-            for (t, target) in targets.iter().enumerate() {
-                let m = measure(target, workload, args.seconds);
+            for (t, name) in args.targets.iter().enumerate() {
+                // A fresh proxy per run: its RSS growth is this run's connections'.
+                let target = start_target(name, backend_port, args.workers);
+                let m = measure(&target, workload, args.seconds);
+                drop(target);
                 eprintln!(
-                    "round {round} {workload:16} {:8} {:>10.0} msg/s  p50 {:>6} µs  p99 {:>6} µs  CPU {:>6} µs/msg  RSS/conn {:>7} B  errors {}",
-                    target.name,
+                    "round {round} {workload:16} {name:8} {:>10.0} msg/s  p50 {:>6} µs  p99 {:>6} µs  CPU {:>6} µs/msg  RSS/conn {:>7} B  errors {}",
                     m.throughput,
                     m.p50,
                     m.p99,
@@ -276,18 +278,17 @@ fn main() {
             }
         }
     }
-    let table = render(&args, &targets, &results);
+    let table = render(&args, &results);
     println!("{table}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, &table).expect("write markdown");
     }
-    drop(targets);
     drop(backend);
 }
 
-fn render(args: &Args, targets: &[Target], results: &[Vec<Vec<Measure>>]) -> String {
+fn render(args: &Args, results: &[Vec<Vec<Measure>>]) -> String {
     let mut out = String::new();
-    let idx = |name: &str| targets.iter().position(|t| t.name == name);
+    let idx = |name: &str| args.targets.iter().position(|t| t == name);
     for (w, workload) in args.workloads.iter().enumerate() {
         out.push_str(&format!(
             "\n{workload} — medians of {} runs, {} s each\n\n| target | messages/s | p50 µs | p99 µs | proxy CPU-s per 1M messages | proxy RSS per connection | errors |\n|---|---|---|---|---|---|---|\n",
@@ -308,11 +309,11 @@ fn render(args: &Args, targets: &[Target], results: &[Vec<Vec<Measure>>]) -> Str
                 errors: runs.iter().map(|m| m.errors).sum(),
             })
             .collect();
-        for (t, target) in targets.iter().enumerate() {
+        for (t, name) in args.targets.iter().enumerate() {
             let m = &med[t];
             out.push_str(&format!(
                 "| {} | {:.0} | {} | {} | {} | {} | {} |\n",
-                target.name,
+                name,
                 m.throughput,
                 m.p50,
                 m.p99,
