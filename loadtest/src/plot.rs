@@ -4,6 +4,7 @@
 use std::fmt::Write;
 
 use crate::report::{Report, Second};
+use crate::scenario::ChaosAction;
 
 /// A line: its name, colour and value per second.
 type Series = (&'static str, &'static str, fn(&Second) -> u64);
@@ -74,14 +75,25 @@ pub fn svg(report: &Report) -> String {
     }
     for e in &report.scenario.chaos {
         let xx = x(e.at.as_secs_f64());
+        let label = match e.action {
+            ChaosAction::Hibernate => {
+                let until = x((e.at + e.silent_for).as_secs_f64());
+                let _ = write!(
+                    o,
+                    r##"<rect x="{xx:.1}" y="{TOP}" width="{:.1}" height="{}" fill="#eef3fb"/>"##,
+                    until - xx,
+                    H - TOP - BOTTOM
+                );
+                "silent (hibernate)".to_string()
+            }
+            action => format!("{action:?} runner {}", e.runner),
+        };
         let _ = write!(
             o,
-            r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{}" stroke="#c00" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" fill="#c00">{:?} {}</text>"##,
+            r##"<line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{}" stroke="#c00" stroke-dasharray="4 3"/><text x="{:.1}" y="{}" fill="#c00">{label}</text>"##,
             H - BOTTOM,
             xx + 3.0,
             TOP + 28.0,
-            e.action,
-            e.runner
         );
     }
     let series: [Series; 4] = [
@@ -91,15 +103,27 @@ pub fn svg(report: &Report) -> String {
         ("max", "#d62728", |p| p.max),
     ];
     for (i, (name, color, value)) in series.iter().enumerate() {
-        let path: Vec<String> = points
-            .iter()
-            .map(|p| format!("{:.1},{:.1}", x(p.second as f64 + 0.5), y(value(p))))
-            .collect();
-        if !path.is_empty() {
+        // A second without round trips (a silence) breaks the line.
+        let mut segments: Vec<Vec<String>> = Vec::new();
+        let mut previous: Option<usize> = None;
+        for p in points {
+            if previous.is_none_or(|s| p.second > s + 1) {
+                segments.push(Vec::new());
+            }
+            previous = Some(p.second);
+            if let Some(segment) = segments.last_mut() {
+                segment.push(format!(
+                    "{:.1},{:.1}",
+                    x(p.second as f64 + 0.5),
+                    y(value(p))
+                ));
+            }
+        }
+        for segment in segments {
             let _ = write!(
                 o,
                 r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/>"#,
-                path.join(" ")
+                segment.join(" ")
             );
         }
         let lx = LEFT + 10.0 + i as f64 * 70.0;
