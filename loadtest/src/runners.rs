@@ -19,6 +19,11 @@ impl RunnerChild {
         // SAFETY: kill(2) on our own child process.
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
+
+    /// Waits for the process to exit (after a signal).
+    pub fn wait(mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait()
+    }
 }
 
 impl Drop for RunnerChild {
@@ -49,23 +54,19 @@ pub fn start(count: usize, url: &str, token: &str) -> Result<Runners, String> {
         children: Vec::new(),
         state_dir,
     };
-    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
     for i in 0..count {
         let key = format!("loadtest-{}-{i}", std::process::id());
         runners
             .children
-            .push(spawn(&exe, url, token, &key, &runners.state_dir)?);
+            .push(spawn(url, token, &key, &runners.state_dir)?);
     }
     Ok(runners)
 }
 
-fn spawn(
-    exe: &Path,
-    url: &str,
-    token: &str,
-    key: &str,
-    state_dir: &Path,
-) -> Result<RunnerChild, String> {
+/// Starts this binary again as a runner child (its `main` must call
+/// `run_if_asked` first) and waits until it is connected.
+pub fn spawn(url: &str, token: &str, key: &str, state_dir: &Path) -> Result<RunnerChild, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
     let mut child = Command::new(exe)
         .args([RUNNER_ARG, url, token, key])
         .arg(state_dir)

@@ -15,10 +15,8 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use tether_bench::{
-    client_frame, read_frame, run_runner_if_asked, serve_if_asked, ws_connect, GatewayChild,
-    RunnerChild,
-};
+use tether_bench::{client_frame, read_frame, serve_if_asked, ws_connect, GatewayChild};
+use tether_loadtest::runners::{self, RunnerChild};
 
 #[global_allocator]
 static GLOBAL: tether_bench::CountingMimalloc = tether_bench::CountingMimalloc;
@@ -58,7 +56,7 @@ struct ThreadReport {
 
 fn main() {
     serve_if_asked();
-    run_runner_if_asked();
+    runners::run_if_asked();
     let args = Args::parse();
     let scenarios: Vec<&str> = match args.scenario.as_str() {
         "both" => vec!["kill", "drain"],
@@ -108,7 +106,12 @@ fn run_once(args: &Args, scenario: &str) -> Summary {
     let gw = GatewayChild::spawn(args.workers, "auto");
     let dir = std::env::temp_dir().join(format!("tether-bench-migrate-{}", std::process::id()));
     let mut runners: Vec<RunnerChild> = (0..3)
-        .map(|i| RunnerChild::spawn(&gw, &format!("bench-runner-{i}"), &dir))
+        .map(|i| {
+            let url = format!("ws://{}", gw.runner_addr);
+            let key = format!("bench-runner-{i}");
+            runners::spawn(&url, tether::config::DEV_RUNNER_TOKEN, &key, &dir)
+                .expect("runner child connects")
+        })
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let event: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
@@ -129,11 +132,11 @@ fn run_once(args: &Args, scenario: &str) -> Summary {
     match scenario {
         "kill" => {
             victim.signal(libc::SIGKILL);
-            victim.wait();
+            let _ = victim.wait();
         }
         _ => {
             victim.signal(libc::SIGTERM);
-            let status = victim.wait();
+            let status = victim.wait().expect("wait for the runner");
             assert!(status.success(), "drained runner exits cleanly: {status:?}");
         }
     }
