@@ -34,28 +34,22 @@ pub fn tree(pid: u32) -> Vec<u32> {
     pids
 }
 
+/// `read` summed over a process and its direct children; `None` if the
+/// process itself is gone.
+fn over_tree<T: std::iter::Sum<T>>(pid: u32, read: fn(u32) -> Option<T>) -> Option<T> {
+    let own = read(pid)?;
+    let children: T = tree(pid).into_iter().skip(1).filter_map(read).sum();
+    Some([own, children].into_iter().sum())
+}
+
 /// CPU seconds of a process and its direct children.
 pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
-    let own = cpu_seconds(pid)?;
-    Some(
-        own + tree(pid)
-            .iter()
-            .skip(1)
-            .filter_map(|p| cpu_seconds(*p))
-            .sum::<f64>(),
-    )
+    over_tree(pid, cpu_seconds)
 }
 
 /// RSS of a process and its direct children.
 pub fn tree_rss_kib(pid: u32) -> Option<u64> {
-    let own = rss_kib(pid)?;
-    Some(
-        own + tree(pid)
-            .iter()
-            .skip(1)
-            .filter_map(|p| rss_kib(*p))
-            .sum::<u64>(),
-    )
+    over_tree(pid, rss_kib)
 }
 
 /// User + system CPU seconds the process has used so far.
@@ -127,5 +121,7 @@ mod tests {
         assert!(rss_kib(me).unwrap() > 0);
         assert!(cpu_seconds(me).unwrap() >= 0.0);
         assert_eq!(rss_kib(u32::MAX), None);
+        assert!(tree_rss_kib(me).unwrap() >= rss_kib(me).unwrap());
+        assert_eq!(tree_cpu_seconds(u32::MAX), None);
     }
 }

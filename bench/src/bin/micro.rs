@@ -218,16 +218,20 @@ fn ws_decode_stream(len: usize) -> impl FnMut(u64, &mut Meter) -> u64 {
     }
 }
 
-fn ws_encode(len: usize) -> impl FnMut(u64, &mut Meter) -> u64 {
-    let payload = payload(len);
-    let per_buffer = (READ_BUFFER / (len + 14)).max(1) as u64;
+/// Encodes as many frames of `wire_len` bytes as fit in one 16 KiB buffer
+/// per timed section, then clears the buffer (as the outbox does once written).
+fn encode_rows(
+    wire_len: usize,
+    mut encode: impl FnMut(&mut BytesMut, u64),
+) -> impl FnMut(u64, &mut Meter) -> u64 {
+    let per_buffer = (READ_BUFFER / wire_len).max(1) as u64;
     let mut out = BytesMut::with_capacity(READ_BUFFER);
     move |n, m| {
         let mut done = 0;
         while done < n {
             m.time(|| {
-                for _ in 0..per_buffer {
-                    encode_ws_frame(&mut out, OpCode::Binary, black_box(&payload));
+                for i in 0..per_buffer {
+                    encode(&mut out, done + i);
                 }
             });
             black_box(&out);
@@ -238,30 +242,24 @@ fn ws_encode(len: usize) -> impl FnMut(u64, &mut Meter) -> u64 {
     }
 }
 
+fn ws_encode(len: usize) -> impl FnMut(u64, &mut Meter) -> u64 {
+    let payload = payload(len);
+    encode_rows(len + 14, move |out, _| {
+        encode_ws_frame(out, OpCode::Binary, black_box(&payload))
+    })
+}
+
 fn tunnel_encode_message(len: usize) -> impl FnMut(u64, &mut Meter) -> u64 {
     let payload = payload(len);
-    let per_buffer = (READ_BUFFER / (len + 16)).max(1) as u64;
-    let mut out = BytesMut::with_capacity(READ_BUFFER);
-    move |n, m| {
-        let mut done = 0;
-        while done < n {
-            m.time(|| {
-                for i in 0..per_buffer {
-                    encode_message(
-                        &mut out,
-                        black_box(1 << 33),
-                        done + i,
-                        MessageKind::Binary,
-                        black_box(&payload),
-                    );
-                }
-            });
-            black_box(&out);
-            out.clear();
-            done += per_buffer;
-        }
-        done
-    }
+    encode_rows(len + 16, move |out, index| {
+        encode_message(
+            out,
+            black_box(1 << 33),
+            index,
+            MessageKind::Binary,
+            black_box(&payload),
+        )
+    })
 }
 
 fn tunnel_encode_frame(len: usize) -> impl FnMut(u64, &mut Meter) -> u64 {
@@ -271,22 +269,7 @@ fn tunnel_encode_frame(len: usize) -> impl FnMut(u64, &mut Meter) -> u64 {
         kind: MessageKind::Binary,
         payload: Bytes::from(payload(len)),
     };
-    let per_buffer = (READ_BUFFER / (len + 16)).max(1) as u64;
-    let mut out = BytesMut::with_capacity(READ_BUFFER);
-    move |n, m| {
-        let mut done = 0;
-        while done < n {
-            m.time(|| {
-                for _ in 0..per_buffer {
-                    encode_frame(&mut out, black_box(&frame));
-                }
-            });
-            black_box(&out);
-            out.clear();
-            done += per_buffer;
-        }
-        done
-    }
+    encode_rows(len + 16, move |out, _| encode_frame(out, black_box(&frame)))
 }
 
 fn tunnel_decode(len: usize, per_batch: u64) -> impl FnMut(u64, &mut Meter) -> u64 {
