@@ -22,6 +22,10 @@ pub struct Config {
     pub admin: AdminConfig,
 }
 
+/// The most worker threads: ids of connections and actors carry the worker
+/// index in their top 8 bits (`server::actors::ids`).
+pub const MAX_WORKERS: usize = 256;
+
 /// The runner token of the embedded defaults: fine on loopback, refused by
 /// `check-config` (and at start-up) on any other address.
 pub const DEV_RUNNER_TOKEN: &str = "tether-dev-token";
@@ -35,6 +39,16 @@ pub struct RunnersConfig {
     pub max_message_bytes: usize,
     #[serde(deserialize_with = "size")]
     pub max_send_queue_bytes: usize,
+    /// Tunnel keepalive: the gateway pings a quiet tunnel this often…
+    #[serde(deserialize_with = "positive_duration")]
+    pub ping_interval: Duration,
+    /// …and fails it over (its actors move) when no answer comes within this.
+    #[serde(deserialize_with = "positive_duration")]
+    pub ping_timeout: Duration,
+    #[serde(deserialize_with = "positive_duration")]
+    pub close_timeout: Duration,
+    #[serde(deserialize_with = "positive_duration")]
+    pub send_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -191,6 +205,10 @@ impl Default for RunnersConfig {
             token: DEV_RUNNER_TOKEN.to_owned(),
             max_message_bytes: 64 * 1024 * 1024,
             max_send_queue_bytes: 8 * 1024 * 1024,
+            ping_interval: Duration::from_secs(30),
+            ping_timeout: Duration::from_secs(20),
+            close_timeout: Duration::from_secs(5),
+            send_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -318,6 +336,17 @@ impl Config {
                 "runners.max_message_bytes must exceed client.max_message_bytes (a client message travels in one tunnel message)",
             ));
         }
+        if self.server.workers > MAX_WORKERS {
+            errors.push(located(
+                text,
+                "server",
+                "workers",
+                &format!(
+                    "server.workers is {}, more than the {MAX_WORKERS} workers connection and actor ids can tell apart",
+                    self.server.workers
+                ),
+            ));
+        }
         if self.client.read_buffer_bytes < 512 {
             errors.push(located(
                 text,
@@ -329,10 +358,13 @@ impl Config {
         errors
     }
 
-    /// The number of worker threads to run.
+    /// The number of worker threads to run: `workers`, or one per CPU (at
+    /// most [`MAX_WORKERS`]) when it is 0.
     pub fn worker_count(&self) -> usize {
         match self.server.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            0 => std::thread::available_parallelism()
+                .map_or(1, |n| n.get())
+                .min(MAX_WORKERS),
             n => n,
         }
     }
@@ -519,6 +551,15 @@ mod tests {
         assert_eq!(errs[0].line, Some(2));
         let errs = Config::parse("[admin]\nlisten = \"127.0.0.1:8080\"\n").unwrap_err();
         assert_eq!((errs[0].line, errs[0].column), (Some(2), Some(1)));
+    }
+
+    #[test]
+    fn more_workers_than_ids_can_carry_are_refused() {
+        let errs = Config::parse("[server]\nworkers = 257\n").unwrap_err();
+        assert_eq!(errs[0].line, Some(2));
+        assert!(errs[0].message.contains("256"), "{}", errs[0].message);
+        assert!(Config::parse("[server]\nworkers = 256\n").is_ok());
+        assert!(Config::default().worker_count() <= MAX_WORKERS);
     }
 
     #[test]

@@ -438,8 +438,8 @@ impl ActorFactory for FreezesOnce {
 #[test]
 fn a_runner_that_stops_answering_is_failed_over_after_its_keepalive_timeout() {
     let mut c = migration_config();
-    c.client.ping_interval = Duration::from_millis(200);
-    c.client.ping_timeout = Duration::from_millis(300);
+    c.runners.ping_interval = Duration::from_millis(200);
+    c.runners.ping_timeout = Duration::from_millis(300);
     let mut h = start_bare(c);
     let frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let o = h.runner_options();

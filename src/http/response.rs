@@ -9,20 +9,28 @@ pub struct Status(pub u16);
 impl Status {
     pub const SWITCHING_PROTOCOLS: Status = Status(101);
     pub const OK: Status = Status(200);
+    pub const ACCEPTED: Status = Status(202);
     pub const BAD_REQUEST: Status = Status(400);
     pub const UNAUTHORIZED: Status = Status(401);
+    pub const FORBIDDEN: Status = Status(403);
     pub const NOT_FOUND: Status = Status(404);
     pub const METHOD_NOT_ALLOWED: Status = Status(405);
     pub const REQUEST_TIMEOUT: Status = Status(408);
+    pub const CONFLICT: Status = Status(409);
+    pub const LENGTH_REQUIRED: Status = Status(411);
+    pub const PAYLOAD_TOO_LARGE: Status = Status(413);
     pub const UPGRADE_REQUIRED: Status = Status(426);
     pub const HEADER_FIELDS_TOO_LARGE: Status = Status(431);
     pub const INTERNAL_ERROR: Status = Status(500);
+    pub const BAD_GATEWAY: Status = Status(502);
     pub const SERVICE_UNAVAILABLE: Status = Status(503);
+    pub const GATEWAY_TIMEOUT: Status = Status(504);
 
     pub fn reason_phrase(self) -> &'static str {
         match self.0 {
             101 => "Switching Protocols",
             200 => "OK",
+            202 => "Accepted",
             400 => "Bad Request",
             401 => "Unauthorized",
             403 => "Forbidden",
@@ -30,6 +38,8 @@ impl Status {
             405 => "Method Not Allowed",
             408 => "Request Timeout",
             409 => "Conflict",
+            411 => "Length Required",
+            413 => "Content Too Large",
             426 => "Upgrade Required",
             429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",

@@ -12,6 +12,12 @@ impl CloseCode {
     pub const NORMAL: CloseCode = CloseCode(1000);
     pub const GOING_AWAY: CloseCode = CloseCode(1001);
     pub const PROTOCOL: CloseCode = CloseCode(1002);
+    /// A kind of data the endpoint does not accept (text on a binary channel).
+    pub const UNSUPPORTED_DATA: CloseCode = CloseCode(1003);
+    /// Reported, never sent: the close frame carried no code.
+    pub const NO_STATUS: CloseCode = CloseCode(1005);
+    /// Reported, never sent: the connection ended without a close frame.
+    pub const ABNORMAL: CloseCode = CloseCode(1006);
     pub const INVALID_PAYLOAD: CloseCode = CloseCode(1007);
     pub const POLICY: CloseCode = CloseCode(1008);
     pub const TOO_BIG: CloseCode = CloseCode(1009);
@@ -23,6 +29,12 @@ impl CloseCode {
     /// 3000–4999 belong to libraries and applications.
     pub fn is_sendable(self) -> bool {
         matches!(self.0, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    }
+
+    /// The application code that reports an HTTP status after an upgrade
+    /// (browsers see a refused handshake only as 1006): 4000 + status.
+    pub fn for_http_status(status: u16) -> CloseCode {
+        CloseCode(4000 + status)
     }
 }
 

@@ -146,3 +146,9 @@ pub(crate) fn detach_fd(stream: TcpStream) -> Result<std::os::fd::OwnedFd, TcpSt
     // SAFETY: `raw` is a fresh descriptor we own.
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
 }
+
+/// Gives a descriptor taken out with [`detach_fd`] (on this worker or
+/// another) back to monoio on the current worker.
+pub(crate) fn attach_fd(fd: std::os::fd::OwnedFd) -> io::Result<TcpStream> {
+    TcpStream::from_std(std::net::TcpStream::from(fd))
+}

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
-use super::registry::ConnControl;
+use crate::server::conn::control::ConnControl;
 use crate::tunnel::{encode_frame, encode_message, Frame, MessageKind};
 use crate::ws::CloseCode;
 
@@ -24,15 +24,16 @@ pub(crate) struct Tunnel {
     pub actor_names: Vec<String>,
     /// The tunnel session's control: poked when frames are pending.
     pub control: Rc<ConnControl>,
-    pub(super) pending: RefCell<BytesMut>,
-    pub(super) max_pending: usize,
-    pub(super) placed: Cell<u32>,
-    pub(super) draining: Cell<bool>,
+    pending: RefCell<BytesMut>,
+    max_pending: usize,
+    /// Actors this worker placed on the runner through this tunnel.
+    placed: Cell<u32>,
+    draining: Cell<bool>,
     /// `Drained` was sent: the runner may exit.
-    pub(super) drained_sent: Cell<bool>,
+    drained_sent: Cell<bool>,
     pub(super) slab_key: Cell<usize>,
     /// Client sessions that stopped reading because this tunnel is congested.
-    pub(super) blocked: RefCell<Vec<Rc<ConnControl>>>,
+    blocked: RefCell<Vec<Rc<ConnControl>>>,
 }
 
 impl Tunnel {
@@ -103,16 +104,50 @@ impl Tunnel {
     }
 
     /// Pokes every blocked client (also when the tunnel goes away).
-    pub(super) fn release_blocked(&self) {
+    pub fn release_blocked(&self) {
         for c in self.blocked.borrow_mut().drain(..) {
             c.stop_waiting_for_tunnel();
             c.poke();
         }
     }
 
-    pub(super) fn can_place(&self, name: &str) -> bool {
-        !self.draining.get()
-            && self.placed.get() < self.capacity
-            && self.actor_names.iter().any(|n| n == name)
+    /// Whether the runner offers actors called `name`.
+    pub fn runs(&self, name: &str) -> bool {
+        self.actor_names.iter().any(|n| n == name)
+    }
+
+    /// Whether a new actor `name` may go to this runner now.
+    pub fn can_place(&self, name: &str) -> bool {
+        !self.draining.get() && self.placed.get() < self.capacity && self.runs(name)
+    }
+
+    pub fn placed(&self) -> u32 {
+        self.placed.get()
+    }
+
+    /// An actor was started on the runner.
+    pub fn add_placed(&self) {
+        self.placed.set(self.placed.get() + 1);
+    }
+
+    /// An actor left the runner.
+    pub fn remove_placed(&self) {
+        self.placed.set(self.placed.get().saturating_sub(1));
+    }
+
+    /// No new actors go here; returns false if it was draining already.
+    pub fn start_draining(&self) -> bool {
+        !self.draining.replace(true)
+    }
+
+    /// Draining, and the runner not yet told it may exit.
+    pub fn is_draining(&self) -> bool {
+        self.draining.get() && !self.drained_sent.get()
+    }
+
+    /// Tells the runner it holds no actors any more and may exit.
+    pub fn send_drained(&self) {
+        self.drained_sent.set(true);
+        self.send(&Frame::Drained);
     }
 }

@@ -8,39 +8,47 @@
 //! A parked connection is woken back into a session task when
 //! - its socket becomes readable (a ping, a message, a close, EOF), or
 //! - its `ConnControl` is woken (a published message, a close request, the
-//!   keepalive sweep): the control notes the parked slot here and the
-//!   parker cancels the poll.
+//!   keepalive sweep): the control reports the parked slot's token to the
+//!   worker's `Wakeups`, which wakes the parker, and the parker cancels the
+//!   poll.
 //!
 //! Memory per parked connection: a slab slot with the session state (a few
 //! hundred bytes) instead of a task, a pending monoio operation and a
 //! monoio socket object (see bench/README.md for the figures).
 
 use std::cell::{Cell, RefCell};
-use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{Poll, Waker};
 
+use bytes::BytesMut;
 use io_uring::{opcode, types, IoUring};
 use monoio::net::TcpStream;
 use slab::Slab;
 use tracing::warn;
 
-use super::io::detach_fd;
-use super::registry::Registration;
-use super::session::{ParkedSession, Session};
-use super::worker::Worker;
-use super::worker::WorkerStats;
+use super::session::ClientRole;
+use super::EdgeSide;
+use crate::server::conn::io::{attach_fd, detach_fd};
+use crate::server::conn::registry::Registration;
+use crate::server::conn::session::Session;
+use crate::server::conn::stats::WorkerStats;
+use crate::server::conn::wakeups::Wakeups;
+use crate::ws::keepalive::Keepalive;
+
+/// Entries of each worker's parking ring (completions beyond it overflow
+/// and are drained explicitly, see `completions`).
+const RING_ENTRIES: u32 = 1024;
 
 struct Parked {
     fd: OwnedFd,
     generation: u32,
     /// Resumed because the socket is readable: read before parking again.
     readable: bool,
-    session: ParkedSession,
+    role: ClientRole,
+    keepalive: Keepalive,
     registration: Registration,
 }
 
@@ -51,9 +59,8 @@ pub(crate) struct Parker {
     next_generation: Cell<u32>,
     /// Signalled by the ring on every completion.
     eventfd: OwnedFd,
-    /// Slots whose control was woken, to unpark.
-    to_unpark: RefCell<Vec<u64>>,
-    task: Cell<Option<Waker>>,
+    /// Where woken parked connections are reported.
+    wakeups: Rc<Wakeups>,
     stats: Arc<WorkerStats>,
 }
 
@@ -62,8 +69,8 @@ fn user_data(key: usize, generation: u32) -> u64 {
 }
 
 impl Parker {
-    pub fn new(entries: u32, stats: Arc<WorkerStats>) -> io::Result<Rc<Parker>> {
-        let ring = IoUring::new(entries)?;
+    pub fn new(wakeups: Rc<Wakeups>, stats: Arc<WorkerStats>) -> io::Result<Rc<Parker>> {
+        let ring = IoUring::new(RING_ENTRIES)?;
         // SAFETY: eventfd has no memory preconditions; the result is checked.
         let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
         if fd < 0 {
@@ -77,21 +84,25 @@ impl Parker {
             slots: RefCell::new(Slab::new()),
             next_generation: Cell::new(1),
             eventfd,
-            to_unpark: RefCell::new(Vec::new()),
-            task: Cell::new(None),
+            wakeups,
             stats,
         }))
     }
 
     /// Takes over an idle session. If the socket cannot be watched, the
     /// session simply goes on as a task.
-    pub fn park(self: &Rc<Self>, stream: TcpStream, session: Session, registration: Registration) {
+    pub fn park(
+        self: &Rc<Self>,
+        stream: TcpStream,
+        session: Session<ClientRole>,
+        registration: Registration,
+    ) {
         let generation = self.next_generation.get();
         self.next_generation.set(generation.wrapping_add(1).max(1));
         let fd = match detach_fd(stream) {
             Ok(fd) => fd,
             Err(stream) => {
-                monoio::spawn(session.run(stream, bytes::BytesMut::new(), registration));
+                monoio::spawn(session.run(stream, BytesMut::new(), registration));
                 return;
             }
         };
@@ -112,28 +123,22 @@ impl Parker {
         };
         if !pushed || ring.submit().is_err() {
             warn!("cannot arm a poll on the parking ring: the connection keeps its task");
-            if let Ok(stream) = TcpStream::from_std(std::net::TcpStream::from(fd)) {
-                monoio::spawn(session.run(stream, bytes::BytesMut::new(), registration));
+            if let Ok(stream) = attach_fd(fd) {
+                monoio::spawn(session.run(stream, BytesMut::new(), registration));
             }
             return;
         }
         registration.control.park_at(user_data(key, generation));
+        let (role, keepalive) = session.into_parts();
         entry.insert(Parked {
             fd,
             generation,
             readable: false,
-            session: session.into_parked(),
+            role,
+            keepalive,
             registration,
         });
         self.stats.parked.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Called when a parked connection's control is woken.
-    pub fn unpark_soon(&self, token: u64) {
-        self.to_unpark.borrow_mut().push(token);
-        if let Some(w) = self.task.take() {
-            w.wake();
-        }
     }
 
     fn take(&self, token: u64) -> Option<Parked> {
@@ -149,13 +154,9 @@ impl Parker {
     }
 
     /// The parker task: turns readiness and wake-ups back into session tasks.
-    pub async fn run(self: Rc<Self>, worker: Rc<Worker>) {
+    pub async fn run(self: Rc<Self>, edge: Rc<EdgeSide>) {
         // The eventfd as a monoio socket, only to await its readability.
-        let watch = match self
-            .eventfd
-            .try_clone()
-            .and_then(|fd| TcpStream::from_std(std::net::TcpStream::from(fd)))
-        {
+        let watch = match self.eventfd.try_clone().and_then(attach_fd) {
             Ok(w) => w,
             Err(e) => {
                 warn!(error = %e, "cannot watch the parking ring; hibernated sockets keep their tasks");
@@ -164,14 +165,7 @@ impl Parker {
         };
         loop {
             let readable = watch.readable(false);
-            let unparked = poll_fn(|cx| {
-                if self.to_unpark.borrow().is_empty() {
-                    self.task.set(Some(cx.waker().clone()));
-                    Poll::Pending
-                } else {
-                    Poll::Ready(())
-                }
-            });
+            let unparked = self.wakeups.unparked();
             monoio::select! {
                 _ = readable => {
                     let mut counter = [0u8; 8];
@@ -183,15 +177,15 @@ impl Parker {
             for token in self.completions() {
                 if let Some(mut p) = self.take(token) {
                     p.readable = true;
-                    resume(&worker, p);
+                    resume(&edge, p);
                 }
             }
-            let woken: Vec<u64> = std::mem::take(&mut *self.to_unpark.borrow_mut());
+            let woken = self.wakeups.take_unparked();
             let mut cancels = Vec::with_capacity(woken.len());
             for token in woken {
                 if let Some(p) = self.take(token) {
                     cancels.push(token);
-                    resume(&worker, p);
+                    resume(&edge, p);
                 }
             }
             self.cancel_polls(&cancels);
@@ -233,36 +227,13 @@ impl Parker {
 }
 
 /// Gives a parked connection a session task again.
-fn resume(worker: &Rc<Worker>, p: Parked) {
+fn resume(edge: &Rc<EdgeSide>, p: Parked) {
     p.registration.control.unparked();
-    let mut session = Session::from_parked(worker.clone(), p.session);
-    if p.readable {
-        // The session must read before it may park again.
-        session.expect_input();
-    }
-    match TcpStream::from_std(std::net::TcpStream::from(p.fd)) {
+    let session = Session::resume(edge.clone(), p.role, p.keepalive, p.readable);
+    match attach_fd(p.fd) {
         Ok(stream) => {
-            monoio::spawn(session.run(stream, bytes::BytesMut::new(), p.registration));
+            monoio::spawn(session.run(stream, BytesMut::new(), p.registration));
         }
         Err(e) => warn!(error = %e, "cannot resume a parked connection"),
     }
-}
-
-thread_local! {
-    /// This worker thread's parker (each worker runs on its own thread).
-    static CURRENT: RefCell<Option<Rc<Parker>>> = const { RefCell::new(None) };
-}
-
-/// Makes `parker` the one `ConnControl`s of this thread report to.
-pub(crate) fn install(parker: &Rc<Parker>) {
-    CURRENT.with(|c| *c.borrow_mut() = Some(parker.clone()));
-}
-
-/// A parked connection's control was woken: have it unparked.
-pub(crate) fn unpark_soon(token: u64) {
-    CURRENT.with(|c| {
-        if let Some(p) = c.borrow().as_ref() {
-            p.unpark_soon(token);
-        }
-    });
 }

@@ -16,6 +16,7 @@ use bytes::BytesMut;
 use crossbeam_queue::ArrayQueue;
 
 use crate::http::RequestHead;
+use crate::server::admin::Relay;
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,17 +32,6 @@ pub(crate) struct Handoff {
     pub leftover: BytesMut,
     pub listener: Listener,
     pub relay: Relay,
-}
-
-/// An admin request that must visit every worker (a runner drain) carries
-/// what it gathered so far from worker to worker.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Relay {
-    pub visited: u16,
-    /// Workers that had a tunnel of the runner.
-    pub found: u16,
-    /// Actors those workers are moving away.
-    pub moving: u32,
 }
 
 struct Inbox {

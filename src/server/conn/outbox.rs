@@ -10,9 +10,9 @@ use std::io;
 use bytes::{Bytes, BytesMut};
 use monoio::net::TcpStream;
 
+use super::control::ConnControl;
 use super::io::write_all_unless;
 use super::pool::BufferPool;
-use super::registry::ConnControl;
 use crate::ws::close::encode_close;
 use crate::ws::frame::{encode_frame, encode_header};
 use crate::ws::{CloseCode, OpCode};

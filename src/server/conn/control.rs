@@ -1,22 +1,19 @@
-//! The WebSocket connections a worker owns, and the worker's one timer.
-//!
-//! Connections keep no timer of their own (a monoio `Sleep` per socket costs
-//! hundreds of bytes while idle). Each publishes its next deadline here; a
-//! per-worker sweep wakes those whose deadline passed. The registry is also
-//! how the worker reaches every connection (shutdown today; publish and
-//! hibernation later).
+//! A connection's control block: how the rest of its worker reaches a
+//! connection task without owning it — queue frames for it, ask it to
+//! close, wake it for its deadline — whether the task runs or the
+//! connection is parked (then the wake goes to the parker through
+//! [`Wakeups`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
-use std::time::{Duration, Instant};
-
-use slab::Slab;
+use std::time::Instant;
 
 use bytes::Bytes;
 
+use super::wakeups::Wakeups;
 use crate::ws::{CloseCode, OpCode};
 
 /// What wakes a connection task besides its socket.
@@ -48,10 +45,12 @@ pub(crate) struct ConnControl {
     parked: Cell<u64>,
     /// Registered with a congested tunnel, to be poked when it drains.
     waiting_for_tunnel: Cell<bool>,
+    /// Where deadlines and wake-ups while parked are reported.
+    wakeups: Rc<Wakeups>,
 }
 
 impl ConnControl {
-    fn new(now: Instant) -> Self {
+    pub(super) fn new(now: Instant, wakeups: Rc<Wakeups>) -> Self {
         ConnControl {
             deadline: Cell::new(now),
             timer_fired: Cell::new(false),
@@ -62,6 +61,7 @@ impl ConnControl {
             waker: Cell::new(None),
             parked: Cell::new(0),
             waiting_for_tunnel: Cell::new(false),
+            wakeups,
         }
     }
 
@@ -71,7 +71,7 @@ impl ConnControl {
     pub fn set_deadline(&self, at: Instant) {
         self.deadline.set(at);
         self.timer_fired.set(false);
-        note_deadline(at);
+        self.wakeups.note_deadline(at);
     }
 
     /// Asks the connection to close; the first request wins.
@@ -109,7 +109,7 @@ impl ConnControl {
         self.wake();
     }
 
-    fn fire_timer(&self) {
+    pub(super) fn fire_timer(&self) {
         self.timer_fired.set(true);
         self.wake();
     }
@@ -117,7 +117,7 @@ impl ConnControl {
     fn wake(&self) {
         let parked = self.parked.get();
         if parked != 0 {
-            super::parker::unpark_soon(parked);
+            self.wakeups.unpark_soon(parked);
         } else if let Some(w) = self.waker.take() {
             w.wake();
         }
@@ -185,152 +185,12 @@ impl ConnControl {
         })
         .await
     }
-}
 
-#[derive(Default)]
-pub(crate) struct Registry {
-    conns: RefCell<Slab<Rc<ConnControl>>>,
-}
-
-/// Removes the connection from the registry when its task ends, however it ends.
-pub(crate) struct Registration {
-    registry: Rc<Registry>,
-    key: usize,
-    pub control: Rc<ConnControl>,
-}
-
-impl Drop for Registration {
-    fn drop(&mut self) {
-        self.registry.conns.borrow_mut().remove(self.key);
-    }
-}
-
-impl Registry {
-    pub fn register(self: &Rc<Self>, now: Instant) -> Registration {
-        let control = Rc::new(ConnControl::new(now));
-        let key = self.conns.borrow_mut().insert(control.clone());
-        Registration {
-            registry: self.clone(),
-            key,
-            control,
-        }
+    pub(super) fn deadline(&self) -> Instant {
+        self.deadline.get()
     }
 
-    pub fn len(&self) -> usize {
-        self.conns.borrow().len()
-    }
-
-    pub fn close_all(&self, code: CloseCode, reason: &str) {
-        for (_, c) in self.conns.borrow().iter() {
-            c.request_close(code, reason);
-        }
-    }
-
-    /// Wakes every connection whose deadline is at or before `now`.
-    pub fn sweep(&self, now: Instant) {
-        let mut next = None::<Instant>;
-        for (_, c) in self.conns.borrow().iter() {
-            let d = c.deadline.get();
-            if d <= now {
-                if !c.timer_fired.get() {
-                    c.fire_timer();
-                }
-            } else if next.is_none_or(|n| d < n) {
-                next = Some(d);
-            }
-        }
-        NEXT_DUE.with(|n| n.set(next));
-    }
-}
-
-thread_local! {
-    /// The earliest connection deadline this worker knows of (`None`: none).
-    static NEXT_DUE: Cell<Option<Instant>> = const { Cell::new(None) };
-    /// The sweep task, when it sleeps past `NEXT_DUE`.
-    static SWEEPER: Cell<Option<Waker>> = const { Cell::new(None) };
-}
-
-/// A connection set a deadline: if it is earlier than any the sweep knows
-/// of, the sweep must come earlier. One comparison in the common case.
-pub(crate) fn note_deadline(at: Instant) {
-    NEXT_DUE.with(|n| {
-        if n.get().is_none_or(|due| at < due) {
-            n.set(Some(at));
-            if let Some(w) = SWEEPER.with(|s| s.take()) {
-                w.wake();
-            }
-        }
-    });
-}
-
-/// Sleeps until the earliest known deadline (but not before `not_before`,
-/// so sweeps stay at most one per tick), or until `limit` at the latest.
-pub(crate) async fn sleep_until_due(not_before: Instant, limit: Option<Instant>) {
-    loop {
-        let due = NEXT_DUE.with(|n| n.get());
-        let at = match (due, limit) {
-            (Some(d), Some(l)) => d.min(l),
-            (Some(d), None) => d,
-            (None, Some(l)) => l,
-            (None, None) => not_before + Duration::from_secs(3600),
-        }
-        .max(not_before);
-        let earlier = poll_fn(|cx| {
-            let now_due = NEXT_DUE.with(|n| n.get());
-            if now_due.is_some_and(|d| d.max(not_before) < at) {
-                return Poll::Ready(());
-            }
-            SWEEPER.with(|s| s.set(Some(cx.waker().clone())));
-            Poll::Pending
-        });
-        monoio::select! {
-            _ = monoio::time::sleep_until(at.into()) => return,
-            _ = earlier => continue,
-        }
-    }
-}
-
-/// How often the sweep runs: a tenth of the shortest configured timeout,
-/// between 1 ms and 500 ms. Deadlines are met within one tick.
-pub(crate) fn sweep_tick(timeouts: &[Duration]) -> Duration {
-    let shortest = timeouts
-        .iter()
-        .copied()
-        .min()
-        .unwrap_or(Duration::from_secs(1));
-    (shortest / 10).clamp(Duration::from_millis(1), Duration::from_millis(500))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sweep_fires_only_due_connections() {
-        let registry = Rc::new(Registry::default());
-        let t0 = Instant::now();
-        let a = registry.register(t0);
-        let b = registry.register(t0);
-        a.control.set_deadline(t0 + Duration::from_secs(1));
-        b.control.set_deadline(t0 + Duration::from_secs(5));
-        registry.sweep(t0 + Duration::from_secs(2));
-        assert!(a.control.timer_fired.get());
-        assert!(!b.control.timer_fired.get());
-        drop(a);
-        assert_eq!(registry.len(), 1);
-    }
-
-    #[test]
-    fn tick_follows_the_shortest_timeout() {
-        let s = Duration::from_secs(1);
-        assert_eq!(sweep_tick(&[30 * s, 20 * s]), Duration::from_millis(500));
-        assert_eq!(
-            sweep_tick(&[Duration::from_millis(50)]),
-            Duration::from_millis(5)
-        );
-        assert_eq!(
-            sweep_tick(&[Duration::from_micros(10)]),
-            Duration::from_millis(1)
-        );
+    pub(super) fn timer_fired(&self) -> bool {
+        self.timer_fired.get()
     }
 }

@@ -1,0 +1,156 @@
+//! Traffic of client connections: their messages to the actor (kept until
+//! acknowledged, held while it is not running), their closes, and messages
+//! delivered to them.
+
+use bytes::Bytes;
+use tracing::warn;
+
+use super::actor::ActorState;
+use super::links::{ClientLink, LinkView};
+use super::Actors;
+use crate::tunnel::{Frame, MessageKind};
+use crate::ws::{CloseCode, OpCode};
+
+impl Actors {
+    /// Where a client connection's actor is.
+    pub fn link_view(&self, conn_id: u64) -> LinkView {
+        let links = self.links.borrow();
+        let Some(link) = links.get(&conn_id) else {
+            return LinkView::Gone;
+        };
+        match link.actor.state() {
+            ActorState::Running => match link.actor.tunnel() {
+                Some(tunnel) => LinkView::Running {
+                    tunnel,
+                    backlogged: link.outstanding_bytes()
+                        >= self.config.actors.migration_buffer_bytes,
+                },
+                None => LinkView::Gone,
+            },
+            ActorState::Asleep if !link.has_unsent() => LinkView::Hibernated,
+            _ => LinkView::Waking,
+        }
+    }
+
+    /// A message from a client: to its actor now (kept until acknowledged),
+    /// or held while the actor starts, wakes or moves (waking it if it sleeps).
+    pub fn forward(&self, conn_id: u64, index: u64, kind: MessageKind, payload: &[u8]) {
+        let actor = {
+            let links = self.links.borrow();
+            let Some(link) = links.get(&conn_id) else {
+                return;
+            };
+            let actor = &link.actor;
+            actor.touch(self.clock.get());
+            let mut outstanding = link.outstanding.borrow_mut();
+            let o = outstanding.get_or_insert_with(Default::default);
+            if actor.state() == ActorState::Running {
+                if let Some(t) = actor.tunnel() {
+                    o.push(index, kind, payload);
+                    o.mark_sent();
+                    t.send_message(conn_id, index, kind, payload);
+                }
+                return;
+            }
+            if o.bytes() + payload.len() > actor.hold_limit() {
+                link.control.request_close(
+                    CloseCode::TRY_AGAIN_LATER,
+                    "too much sent while the actor was starting or moving",
+                );
+                return;
+            }
+            o.push(index, kind, payload);
+            actor.clone()
+        };
+        if actor.state() == ActorState::Asleep {
+            self.wake(&actor);
+        }
+    }
+
+    /// The client closed with `code`, or went away (`CloseCode::ABNORMAL`).
+    pub fn client_closed(&self, conn_id: u64, code: CloseCode, reason: &str) {
+        let Some(actor) = self.links.borrow().get(&conn_id).map(|l| l.actor.clone()) else {
+            return;
+        };
+        let explicit = code != CloseCode::ABNORMAL;
+        match actor.state() {
+            ActorState::Running => {
+                self.forget_conn(conn_id);
+                if let Some(t) = actor.tunnel() {
+                    t.send(&Frame::Close {
+                        conn_id,
+                        code: code.0,
+                        reason: reason.to_owned(),
+                    });
+                }
+            }
+            // A sleeping actor is woken to see an explicit close, if so configured.
+            ActorState::Asleep if !(explicit && self.config.actors.wake_on_close) => {
+                self.forget_conn(conn_id);
+                self.drop_if_unused(&actor);
+            }
+            // The actor is (conceptually) alive: it sees the close after the
+            // messages that came before it.
+            _ => {
+                if let Some(link) = self.links.borrow().get(&conn_id) {
+                    link.hold_close(code.0, reason);
+                }
+                if actor.state() == ActorState::Asleep {
+                    self.wake(&actor);
+                }
+            }
+        }
+    }
+
+    pub(super) fn forget_conn(&self, conn_id: u64) -> Option<ClientLink> {
+        let link = self.links.borrow_mut().remove(&conn_id)?;
+        link.actor.remove_conn(conn_id);
+        Some(link)
+    }
+
+    /// Queues a message for a client; a client with too large a backlog is closed.
+    pub(super) fn deliver(&self, link: &ClientLink, kind: MessageKind, payload: Bytes) -> bool {
+        let opcode = match kind {
+            MessageKind::Text => OpCode::Text,
+            MessageKind::Binary => OpCode::Binary,
+        };
+        // One message alone never trips the limit (it is bounded by
+        // max_message_bytes); a backlog behind it does.
+        let len = payload.len();
+        let queued = link.control.push_outbound((opcode, payload));
+        if queued > self.config.client.max_send_queue_bytes && queued > len {
+            warn!("client is not reading: send queue exceeded, closing with 1008");
+            link.control
+                .request_close(CloseCode::POLICY, "send queue exceeded: client too slow");
+            return false;
+        }
+        true
+    }
+
+    /// Delivers a message to every open connection of an actor, running or
+    /// asleep, without starting it (`only`: to these connections alone).
+    /// Returns how many connections got it.
+    pub fn publish(
+        &self,
+        name: &str,
+        key: &[String],
+        kind: MessageKind,
+        payload: Bytes,
+        only: &[u64],
+    ) -> usize {
+        let Some(actor) = self.directory.get(name, key) else {
+            return 0;
+        };
+        let links = self.links.borrow();
+        let mut delivered = 0;
+        for id in actor.conns().iter() {
+            if !only.is_empty() && !only.contains(id) {
+                continue;
+            }
+            if let Some(link) = links.get(id).filter(|l| !l.is_closing()) {
+                delivered += usize::from(self.deliver(link, kind, payload.clone()));
+            }
+        }
+        delivered
+    }
+}

@@ -1,0 +1,146 @@
+//! Frames from a runner, one handler per frame type. A frame about a
+//! connection or actor that is not on the runner's tunnel is ignored (it
+//! closed or moved meanwhile); a frame a runner may not send closes its
+//! tunnel.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use tracing::{debug, warn};
+
+use super::actor::ActorState;
+use super::links::ClientLink;
+use super::Actors;
+use crate::server::tunnels::Tunnel;
+use crate::tunnel::{Frame, MessageKind, TunnelError};
+use crate::ws::CloseCode;
+
+impl Actors {
+    /// Handles one frame from a runner. An error closes that tunnel only.
+    pub fn on_tunnel_frame(&self, tunnel: &Rc<Tunnel>, frame: Frame) -> Result<(), TunnelError> {
+        match frame {
+            Frame::Message {
+                conn_id,
+                kind,
+                payload,
+                ..
+            } => self.on_message(tunnel, conn_id, kind, payload),
+            Frame::Ack { conn_id, index } => self.on_ack(conn_id, index),
+            Frame::Close {
+                conn_id,
+                code,
+                reason,
+            } => self.on_close(tunnel, conn_id, code, reason),
+            Frame::SetAttachment {
+                conn_id,
+                attachment,
+            } => self.on_set_attachment(tunnel, conn_id, attachment),
+            Frame::ConnAccept {
+                conn_id,
+                protocol,
+                hibernatable,
+            } => self.on_accept(conn_id, protocol, hibernatable),
+            Frame::ConnReject {
+                conn_id,
+                status,
+                reason,
+            } => self.on_reject(conn_id, status, reason),
+            Frame::ActorReady { actor_id } => self.on_actor_ready(tunnel, actor_id),
+            Frame::ActorStopped { actor_id, reason } => {
+                self.on_actor_stopped(tunnel, actor_id, &reason)
+            }
+            Frame::SleepRequest { actor_id } => self.on_sleep_request(tunnel, actor_id),
+            Frame::Keepalive { nonce } => tunnel.send(&Frame::KeepaliveAck { nonce }),
+            Frame::KeepaliveAck { .. } => {}
+            Frame::Drain => self.drain_tunnel(tunnel),
+            Frame::Hello { .. }
+            | Frame::Welcome { .. }
+            | Frame::StartActor { .. }
+            | Frame::StopActor { .. }
+            | Frame::ConnOpen { .. }
+            | Frame::RestoreConn { .. }
+            | Frame::Drained => {
+                return Err(TunnelError("frame type not allowed from a runner"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the link of `conn_id` if its actor is on `tunnel`.
+    fn with_link_on(&self, tunnel: &Rc<Tunnel>, conn_id: u64, f: impl FnOnce(&ClientLink)) {
+        let links = self.links.borrow();
+        if let Some(link) = links.get(&conn_id).filter(|l| l.actor.is_on(tunnel)) {
+            f(link);
+        }
+    }
+
+    fn on_message(&self, tunnel: &Rc<Tunnel>, conn_id: u64, kind: MessageKind, payload: Bytes) {
+        self.with_link_on(tunnel, conn_id, |link| {
+            link.actor.touch(self.clock.get());
+            self.deliver(link, kind, payload);
+        });
+    }
+
+    fn on_ack(&self, conn_id: u64, index: u64) {
+        if let Some(link) = self.links.borrow().get(&conn_id) {
+            let limit = self.config.actors.migration_buffer_bytes;
+            if link.ack(index, limit) {
+                link.control.poke(); // it stopped reading: it may go on
+            }
+        }
+    }
+
+    /// The actor closed a connection.
+    fn on_close(&self, tunnel: &Rc<Tunnel>, conn_id: u64, code: u16, reason: String) {
+        let behind = self
+            .links
+            .borrow()
+            .get(&conn_id)
+            .is_some_and(|l| l.actor.is_on(tunnel));
+        if let Some(link) = behind.then(|| self.forget_conn(conn_id)).flatten() {
+            let code = Some(CloseCode(code))
+                .filter(|c| c.is_sendable())
+                .unwrap_or(CloseCode::INTERNAL);
+            link.control.request_close(code, reason);
+        }
+    }
+
+    fn on_set_attachment(&self, tunnel: &Rc<Tunnel>, conn_id: u64, attachment: Bytes) {
+        let max = self.config.actors.max_attachment_bytes;
+        self.with_link_on(tunnel, conn_id, |link| {
+            if attachment.len() > max {
+                let bytes = attachment.len();
+                warn!(
+                    conn = conn_id,
+                    bytes, "attachment over actors.max_attachment_bytes: ignored"
+                );
+            } else {
+                link.set_attachment(attachment);
+            }
+        });
+    }
+
+    fn on_actor_ready(&self, tunnel: &Rc<Tunnel>, actor_id: u64) {
+        if let Some(actor) = self.directory.live_on(tunnel, actor_id) {
+            self.on_ready(&actor);
+        }
+    }
+
+    fn on_actor_stopped(&self, tunnel: &Rc<Tunnel>, actor_id: u64, reason: &str) {
+        let Some(actor) = self.directory.live_on(tunnel, actor_id) else {
+            return;
+        };
+        if let ActorState::Stopping(_) = actor.state() {
+            return self.on_stopped(&actor);
+        }
+        debug!(actor = %actor.name, key = ?actor.key, %reason, "actor stopped on its own");
+        self.resend_all(&actor);
+        self.fail(&actor, &format!("it stopped: {reason}"));
+    }
+
+    fn on_sleep_request(&self, tunnel: &Rc<Tunnel>, actor_id: u64) {
+        if let Some(actor) = self.directory.live_on(tunnel, actor_id) {
+            self.sleep(&actor);
+        }
+    }
+}

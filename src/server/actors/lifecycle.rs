@@ -1,0 +1,244 @@
+//! An actor's life on this worker: started on a runner, placed again after
+//! a failure, stopped to sleep or to move, woken, given up.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use super::actor::{Actor, ActorState, AfterStop, ReadySlot};
+use super::placement::choose_tunnel;
+use super::unavailable::Unavailable;
+use super::Actors;
+use crate::server::tunnels::Tunnel;
+use crate::tunnel::Frame;
+use crate::ws::CloseCode;
+
+impl Actors {
+    /// The actor for `name`/`key`: the running, starting or moving instance,
+    /// a sleeping one woken, or a new one started on the least loaded runner
+    /// of its pool that can run it.
+    pub fn get_or_start(&self, name: &str, key: &[String]) -> Result<Rc<Actor>, Unavailable> {
+        if let Some(actor) = self.directory.get(name, key) {
+            if actor.state() == ActorState::Asleep {
+                self.wake(&actor);
+                if actor.state() == ActorState::Asleep {
+                    let reason = actor.last_refusal();
+                    return Err(Unavailable::StartFailed { reason });
+                }
+            }
+            return Ok(actor);
+        }
+        let pool = self.config.actors.pools.get(name).map(String::as_str);
+        let pool = pool.unwrap_or("default").to_owned();
+        let hold = self.config.actors.wake_buffer_bytes;
+        let actor = Rc::new(Actor::new(name, key, pool, self.clock.get(), hold));
+        let tunnel = choose_tunnel(&self.tunnels, name, &actor.pool, None)?;
+        self.start_on(&actor, &tunnel);
+        self.directory.insert(&actor);
+        Ok(actor)
+    }
+
+    /// Resolves when the actor runs (`None`: it does already).
+    pub fn when_ready(&self, actor: &Rc<Actor>) -> Option<Rc<ReadySlot>> {
+        (actor.state() != ActorState::Running).then(|| actor.wait_ready())
+    }
+
+    /// Sends StartActor; the actor is Starting until ready.
+    fn start_on(&self, actor: &Rc<Actor>, tunnel: &Rc<Tunnel>) {
+        let id = self.ids.fresh();
+        self.directory.set_live(actor.id(), id, actor);
+        let now = self.now();
+        actor.begin_starting(id, tunnel, now, now + self.config.actors.start_timeout);
+        // A running actor needs the sweep every tick (idle sleep, deadlines):
+        // bring a sweep that sleeps until a far deadline forward.
+        self.wakeups.note_deadline(now);
+        debug!(actor = %actor.name, key = ?actor.key, runner = %tunnel.runner_key, "starting actor");
+        tunnel.send(&Frame::StartActor {
+            actor_id: id,
+            name: actor.name.clone(),
+            key: actor.key.clone(),
+            input: Bytes::new(),
+        });
+    }
+
+    /// Starts the actor on a runner now if one can take it, or leaves it
+    /// Placing (the sweep tries again each tick until its deadline). An
+    /// actor name no runner of its pool knows fails at once.
+    pub(super) fn place(&self, actor: &Rc<Actor>) {
+        let now = self.now();
+        actor.begin_placing(now, self.config.actors.start_timeout);
+        self.directory.set_live(actor.id(), actor.id(), actor);
+        self.wakeups.note_deadline(now);
+        if !actor.may_start(now) {
+            return;
+        }
+        let avoid = actor.avoided_runner();
+        match choose_tunnel(&self.tunnels, &actor.name, &actor.pool, avoid.as_deref()) {
+            Ok(tunnel) => self.start_on(actor, &tunnel),
+            Err(unknown @ Unavailable::UnknownActor { .. }) => {
+                warn!(actor = %actor.name, key = ?actor.key, reason = %unknown.reason(), "cannot start actor");
+                self.remove_actor(actor, CloseCode::INTERNAL, &unknown.to_string());
+            }
+            Err(other) => actor.set_refusal(other.to_string()),
+        }
+    }
+
+    /// A message (or close) arrived for a sleeping actor: start it anywhere
+    /// in its pool; its hibernated connections are restored when it is ready.
+    pub(super) fn wake(&self, actor: &Rc<Actor>) {
+        debug!(actor = %actor.name, key = ?actor.key, connections = actor.conns().len(), "waking actor");
+        actor.schedule_placement(self.clock.get(), self.config.actors.wake_buffer_bytes);
+        self.place(actor);
+    }
+
+    /// The actor's runner died, or the actor stopped or failed to start on
+    /// its own: start it elsewhere after its crash backoff.
+    pub(super) fn fail(&self, actor: &Rc<Actor>, why: &str) {
+        if actor.conns().is_empty() && !actor.has_waiters() && !self.has_pending_opens(actor) {
+            // Nobody is connected or waiting: nothing to restart it for.
+            debug!(actor = %actor.name, key = ?actor.key, %why, "actor failed with no clients: dropped");
+            self.remove_actor(actor, CloseCode::INTERNAL, why);
+            return;
+        }
+        let now = self.now();
+        let wait = actor.record_failure(now, &self.backoff);
+        actor.leave_tunnel();
+        self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+        if actor.backoff().is_crash_looping(now, &self.backoff) {
+            self.stats
+                .crash_loop_restarts
+                .fetch_add(1, Ordering::Relaxed);
+            let failures = actor.backoff().failures(now, &self.backoff);
+            warn!(actor = %actor.name, key = ?actor.key, failures, wait_ms = wait.as_millis() as u64, %why, "actor is crash-looping: backing off");
+        } else {
+            info!(actor = %actor.name, key = ?actor.key, %why, "moving actor to another runner");
+        }
+        let hold = self.config.actors.migration_buffer_bytes;
+        actor.schedule_placement(now + wait, hold);
+        self.place(actor);
+    }
+
+    /// Every message the actor's connections sent goes again to its next runner.
+    pub(super) fn resend_all(&self, actor: &Actor) {
+        let links = self.links.borrow();
+        for id in actor.conns().iter() {
+            if let Some(link) = links.get(id) {
+                link.resend_all();
+            }
+        }
+    }
+
+    /// Asks the runner to stop the actor; what follows is `then`, once the
+    /// runner confirms (everything it handled before is acknowledged by then).
+    pub(super) fn begin_stop(&self, actor: &Rc<Actor>, then: AfterStop) {
+        let Some(tunnel) = actor.tunnel() else {
+            return;
+        };
+        tunnel.send(&Frame::StopActor {
+            actor_id: actor.id(),
+        });
+        let a = &self.config.actors;
+        let hold = match then {
+            AfterStop::Sleep => a.wake_buffer_bytes,
+            AfterStop::Migrate => a.migration_buffer_bytes,
+        };
+        actor.begin_stopping(then, hold, self.now() + a.stop_timeout);
+    }
+
+    /// The runner stopped the actor (or is gone, or did not answer in time).
+    pub(super) fn on_stopped(&self, actor: &Rc<Actor>) {
+        let ActorState::Stopping(then) = actor.state() else {
+            return;
+        };
+        let old = actor.leave_tunnel();
+        match then {
+            AfterStop::Migrate => {
+                actor.schedule_placement(self.clock.get(), actor.hold_limit());
+                self.place(actor);
+            }
+            AfterStop::Sleep => self.fall_asleep(actor),
+        }
+        if let Some(old) = old {
+            self.continue_drain(&old);
+        }
+    }
+
+    fn fall_asleep(&self, actor: &Rc<Actor>) {
+        self.directory.set_not_live(actor.id());
+        actor.mark_asleep();
+        // A message, a close or a new client arrived while it was stopping.
+        if actor.has_waiters() || self.any_unsent(actor) {
+            return self.wake(actor);
+        }
+        // Let the hibernated sessions notice, so they park now; their
+        // emptied buffers are given back.
+        for id in actor.conns().iter() {
+            if let Some(link) = self.links.borrow().get(id) {
+                link.release_if_empty();
+                if !link.control.is_parked() {
+                    link.control.poke();
+                }
+            }
+        }
+        debug!(actor = %actor.name, key = ?actor.key, hibernated = actor.conns().len(), "actor asleep");
+        self.drop_if_unused(actor);
+    }
+
+    fn any_unsent(&self, actor: &Actor) -> bool {
+        let links = self.links.borrow();
+        let conns = actor.conns();
+        conns
+            .iter()
+            .any(|id| links.get(id).is_some_and(|l| l.has_unsent()))
+    }
+
+    /// Puts a running actor to sleep: the runner stops it; hibernatable
+    /// connections stay open here, the others are closed with 1001.
+    pub(super) fn sleep(&self, actor: &Rc<Actor>) {
+        if actor.state() != ActorState::Running {
+            return;
+        }
+        self.begin_stop(actor, AfterStop::Sleep);
+        let awake_only: Vec<u64> = {
+            let links = self.links.borrow();
+            let conns = actor.conns();
+            conns
+                .iter()
+                .copied()
+                .filter(|id| links.get(id).is_some_and(|l| !l.hibernatable))
+                .collect()
+        };
+        for id in awake_only {
+            if let Some(link) = self.forget_conn(id) {
+                link.control
+                    .request_close(CloseCode::GOING_AWAY, "actor went to sleep");
+            }
+        }
+    }
+
+    /// An actor with nothing running and nobody connected is forgotten.
+    pub(super) fn drop_if_unused(&self, actor: &Rc<Actor>) {
+        if actor.state() == ActorState::Asleep && actor.conns().is_empty() {
+            self.directory.forget(actor);
+        }
+    }
+
+    /// Gives the actor up: its clients are closed with `code`, whoever
+    /// waits for it learns `reason`.
+    pub(super) fn remove_actor(&self, actor: &Rc<Actor>, code: CloseCode, reason: &str) {
+        self.directory.set_not_live(actor.id());
+        self.directory.forget(actor);
+        let conn_ids = actor.discard(reason);
+        {
+            let mut links = self.links.borrow_mut();
+            for id in conn_ids {
+                if let Some(link) = links.remove(&id) {
+                    link.control.request_close(code, reason);
+                }
+            }
+        }
+        self.reject_pending_opens(actor, reason);
+    }
+}

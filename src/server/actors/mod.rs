@@ -1,0 +1,110 @@
+//! One worker's actors: where each runs, its life from start to sleep or
+//! move, and its client connections — including actors that sleep while
+//! the gateway holds their hibernated connections, and actors moving from
+//! one runner to another while their clients stay connected.
+//!
+//! Everything here is owned by one worker thread. A client connection is
+//! always served by its actor's home worker, and every runner keeps one
+//! tunnel to every worker, so client ↔ actor traffic never crosses cores
+//! (docs/ARCHITECTURE.md).
+//!
+//! `Actors` is one struct; its methods live in files by concern:
+//! `lifecycle` (start, place, fail, stop, sleep, wake), `restore` (a
+//! started actor gets its connections back), `clients` (messages and closes
+//! from clients, delivery to them), `opens` (new connections), `dispatch`
+//! (frames from runners), `tunnel_events` (runners coming, going,
+//! draining), `sweep` (timers), `status` (operator requests).
+
+mod actor;
+mod backoff;
+mod clients;
+mod directory;
+mod dispatch;
+mod home;
+mod ids;
+mod lifecycle;
+mod links;
+mod opens;
+mod outstanding;
+mod placement;
+mod restore;
+mod status;
+mod sweep;
+mod tunnel_events;
+mod unavailable;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use backoff::BackoffPolicy;
+use directory::Directory;
+pub(crate) use home::home_worker;
+use ids::Ids;
+use links::{ClientLink, PendingOpen};
+pub(crate) use links::{LinkView, OpenAnswer, OpenRequest};
+pub(crate) use status::{ActorStatus, MigrateOutcome};
+pub(crate) use tunnel_events::RunnerHello;
+pub(crate) use unavailable::Unavailable;
+
+use crate::config::Config;
+use crate::server::conn::stats::WorkerStats;
+use crate::server::conn::wakeups::Wakeups;
+use crate::server::tunnels::TunnelTable;
+
+pub(crate) struct Actors {
+    /// This worker's index, for logs.
+    worker_id: usize,
+    ids: Ids,
+    config: Arc<Config>,
+    stats: Arc<WorkerStats>,
+    /// Told when an actor needs the timer sweep sooner.
+    wakeups: Rc<Wakeups>,
+    backoff: BackoffPolicy,
+    tunnels: TunnelTable,
+    directory: Directory,
+    links: RefCell<HashMap<u64, ClientLink>>,
+    opens: RefCell<HashMap<u64, PendingOpen>>,
+    /// A coarse clock, advanced by the worker's timer sweep: activity
+    /// tracking must not read the clock per message.
+    clock: Cell<Instant>,
+}
+
+impl Actors {
+    pub fn new(
+        worker_id: usize,
+        config: Arc<Config>,
+        stats: Arc<WorkerStats>,
+        wakeups: Rc<Wakeups>,
+    ) -> Self {
+        let a = &config.actors;
+        let backoff = BackoffPolicy {
+            initial: a.crash_backoff,
+            max: a.crash_backoff_max,
+            reset_after: a.crash_reset_after,
+        };
+        Actors {
+            worker_id,
+            ids: Ids::new(worker_id),
+            config,
+            stats,
+            wakeups,
+            backoff,
+            tunnels: TunnelTable::default(),
+            directory: Directory::default(),
+            links: RefCell::new(HashMap::new()),
+            opens: RefCell::new(HashMap::new()),
+            clock: Cell::new(Instant::now()),
+        }
+    }
+
+    /// Reads the real clock (the coarse one may be stale after a long quiet
+    /// spell, as sweeps only run when something is due).
+    fn now(&self) -> Instant {
+        let now = Instant::now();
+        self.clock.set(now);
+        now
+    }
+}

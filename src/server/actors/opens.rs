@@ -1,0 +1,124 @@
+//! New client connections: asked of the runner, accepted (linked to their
+//! actor) or rejected, re-asked of the actor's next runner if it moves
+//! before answering.
+
+use std::rc::Rc;
+
+use super::actor::{Actor, ActorState};
+use super::links::{ClientLink, ConnMeta, OpenAnswer, OpenRequest, PendingOpen};
+use super::Actors;
+use crate::server::conn::control::ConnControl;
+use crate::server::conn::slot::Slot;
+use crate::tunnel::Frame;
+use crate::ws::CloseCode;
+
+impl Actors {
+    /// Asks the runner to accept a client connection for `actor` (sent when
+    /// the actor runs, again if it moves before the runner answers).
+    pub fn open(
+        &self,
+        actor: &Rc<Actor>,
+        control: Rc<ConnControl>,
+        request: OpenRequest,
+    ) -> (u64, Rc<Slot<OpenAnswer>>) {
+        let conn_id = self.ids.fresh();
+        let answer = Slot::new();
+        if actor.state() == ActorState::Running {
+            if let Some(tunnel) = actor.tunnel() {
+                tunnel.send(&conn_open(conn_id, actor, &request));
+            }
+        }
+        let open = PendingOpen {
+            answer: answer.clone(),
+            control,
+            actor: actor.clone(),
+            request,
+        };
+        self.opens.borrow_mut().insert(conn_id, open);
+        (conn_id, answer)
+    }
+
+    /// The runner did not answer an open in time.
+    pub fn abandon_open(&self, conn_id: u64) {
+        if let Some(open) = self.opens.borrow_mut().remove(&conn_id) {
+            if let Some(t) = open.actor.tunnel() {
+                t.send(&Frame::Close {
+                    conn_id,
+                    code: CloseCode::GOING_AWAY.0,
+                    reason: "open timed out".into(),
+                });
+            }
+        }
+    }
+
+    /// The runner accepted: the connection is linked to its actor.
+    pub(super) fn on_accept(&self, conn_id: u64, protocol: Option<String>, hib: Option<bool>) {
+        let Some(open) = self.opens.borrow_mut().remove(&conn_id) else {
+            return;
+        };
+        let a = &self.config.actors;
+        let hibernatable = hib.unwrap_or_else(|| a.hibernatable.contains(&open.actor.name));
+        let chosen = protocol.filter(|p| open.request.protocols.contains(p));
+        open.actor.add_conn(conn_id);
+        let meta = ConnMeta::keep(open.request, chosen.as_deref());
+        let link = ClientLink::new(open.control, open.actor, hibernatable, meta);
+        self.links.borrow_mut().insert(conn_id, link);
+        open.answer.fill(OpenAnswer::Accepted { protocol: chosen });
+    }
+
+    /// The runner refused; a status outside 400-599 counts as 500.
+    pub(super) fn on_reject(&self, conn_id: u64, status: u16, reason: String) {
+        if let Some(open) = self.opens.borrow_mut().remove(&conn_id) {
+            let status = if (400..600).contains(&status) {
+                status
+            } else {
+                500
+            };
+            open.answer.fill(OpenAnswer::Rejected { status, reason });
+        }
+    }
+
+    pub(super) fn has_pending_opens(&self, actor: &Rc<Actor>) -> bool {
+        let opens = self.opens.borrow();
+        opens.values().any(|p| Rc::ptr_eq(&p.actor, actor))
+    }
+
+    /// Opens sent to a runner that is gone go to the actor's new one.
+    pub(super) fn resend_pending_opens(&self, actor: &Rc<Actor>) {
+        let Some(tunnel) = actor.tunnel() else {
+            return;
+        };
+        for (conn_id, open) in self.opens.borrow().iter() {
+            if Rc::ptr_eq(&open.actor, actor) {
+                tunnel.send(&conn_open(*conn_id, actor, &open.request));
+            }
+        }
+    }
+
+    /// The actor was given up: its waiting connections learn why.
+    pub(super) fn reject_pending_opens(&self, actor: &Rc<Actor>, reason: &str) {
+        let mut opens = self.opens.borrow_mut();
+        let stale: Vec<u64> = opens
+            .iter()
+            .filter(|(_, p)| Rc::ptr_eq(&p.actor, actor))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            if let Some(p) = opens.remove(&id) {
+                let reason = reason.to_owned();
+                p.answer.fill(OpenAnswer::GaveUp { reason });
+            }
+        }
+    }
+}
+
+fn conn_open(conn_id: u64, actor: &Actor, request: &OpenRequest) -> Frame {
+    Frame::ConnOpen {
+        conn_id,
+        actor_id: actor.id(),
+        path: request.path.clone(),
+        query: request.query.clone(),
+        headers: request.headers.clone(),
+        protocols: request.protocols.clone(),
+    }
+}

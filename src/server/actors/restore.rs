@@ -1,0 +1,79 @@
+//! A started actor gets its connections back: after a start, a wake or a
+//! move, the runner is told of every connection (`RestoreConn`), then gets
+//! what was not acknowledged and what was held, in order, then the closes
+//! that waited and the opens its previous runner never answered.
+
+use std::rc::Rc;
+
+use super::actor::{Actor, ActorState};
+use super::links::ClientLink;
+use super::Actors;
+use crate::http::route::actor_path;
+use crate::server::tunnels::Tunnel;
+use crate::tunnel::Frame;
+
+impl Actors {
+    pub(super) fn on_ready(&self, actor: &Rc<Actor>) {
+        if actor.state() != ActorState::Starting {
+            return;
+        }
+        let Some(tunnel) = actor.tunnel() else { return };
+        let restored = actor.conn_ids();
+        let closed = {
+            let links = self.links.borrow();
+            let linked = || restored.iter().filter_map(|id| Some((*id, links.get(id)?)));
+            // Every connection first, so that what the actor does with the
+            // first held message (a broadcast, say) reaches all of them.
+            for (conn_id, link) in linked() {
+                tunnel.send(&restore_conn(conn_id, actor, link));
+            }
+            // Then what was not acknowledged (a replay) and what was held.
+            linked()
+                .filter(|(conn_id, link)| replay(&tunnel, *conn_id, link))
+                .map(|(conn_id, _)| conn_id)
+                .collect::<Vec<u64>>()
+        };
+        for conn_id in closed {
+            self.forget_conn(conn_id);
+        }
+        self.resend_pending_opens(actor);
+        actor.mark_running();
+    }
+}
+
+fn restore_conn(conn_id: u64, actor: &Actor, link: &ClientLink) -> Frame {
+    let meta = link.meta.borrow();
+    let meta = meta.as_deref();
+    Frame::RestoreConn {
+        conn_id,
+        actor_id: actor.id(),
+        path: actor_path(&actor.name, &actor.key),
+        query: meta.map(|m| m.query.to_string()).unwrap_or_default(),
+        headers: meta.map(|m| m.headers.to_vec()).unwrap_or_default(),
+        protocol: meta.and_then(|m| m.protocol.as_deref()).map(str::to_owned),
+        attachment: meta.map(|m| m.attachment.clone()).unwrap_or_default(),
+        last_index: link.last_acked.get(),
+    }
+}
+
+/// Sends the connection's unsent messages, then its held close; returns
+/// true if the close went (the connection is done).
+fn replay(tunnel: &Tunnel, conn_id: u64, link: &ClientLink) -> bool {
+    let mut outstanding = link.outstanding.borrow_mut();
+    let Some(o) = outstanding.as_deref_mut() else {
+        return false;
+    };
+    for (index, kind, payload) in o.unsent() {
+        tunnel.send_message(conn_id, index, kind, payload);
+    }
+    o.mark_sent();
+    let Some((code, reason)) = o.close.take() else {
+        return false;
+    };
+    tunnel.send(&Frame::Close {
+        conn_id,
+        code,
+        reason,
+    });
+    true
+}

@@ -1,0 +1,74 @@
+//! Operator requests about one actor: its status, and moving it.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::actor::{ActorState, AfterStop, ReadySlot};
+use super::Actors;
+use std::rc::Rc;
+
+/// What the admin API shows of an actor.
+#[derive(Debug, Serialize)]
+pub(crate) struct ActorStatus {
+    pub name: String,
+    pub key: Vec<String>,
+    pub state: &'static str,
+    pub runner: Option<String>,
+    pub connections: usize,
+    pub failures: u32,
+    pub crash_looping: bool,
+    /// Placing: how long until the next start may be tried.
+    pub restart_in_ms: Option<u128>,
+}
+
+/// What became of an operator's request to move an actor.
+pub(crate) enum MigrateOutcome {
+    /// Stopping on its runner; it starts elsewhere when the runner confirms.
+    Moving(Rc<ReadySlot>),
+    NotFound,
+    /// Asleep, already moving, or starting: nothing to move now.
+    NotRunning(&'static str),
+}
+
+impl Actors {
+    /// The actor's state, or `None` if this worker does not know it.
+    pub fn actor_status(&self, name: &str, key: &[String]) -> Option<ActorStatus> {
+        let actor = self.directory.get(name, key)?;
+        let now = Instant::now();
+        let backoff = actor.backoff();
+        let restart_in_ms = (actor.state() == ActorState::Placing).then(|| {
+            actor
+                .not_before()
+                .saturating_duration_since(now)
+                .as_millis()
+        });
+        let connections = actor.conns().len();
+        Some(ActorStatus {
+            name: actor.name.clone(),
+            key: actor.key.clone(),
+            state: actor.state().name(),
+            runner: actor.tunnel().map(|t| t.runner_key.clone()),
+            connections,
+            failures: backoff.failures(now, &self.backoff),
+            crash_looping: backoff.is_crash_looping(now, &self.backoff),
+            restart_in_ms,
+        })
+    }
+
+    /// Moves a running actor to another runner (its clients stay connected).
+    pub fn migrate(&self, name: &str, key: &[String]) -> MigrateOutcome {
+        let Some(actor) = self.directory.get(name, key) else {
+            return MigrateOutcome::NotFound;
+        };
+        if actor.state() != ActorState::Running {
+            return MigrateOutcome::NotRunning(actor.state().name());
+        }
+        actor.avoid_runner(actor.tunnel().map(|t| t.runner_key.clone()));
+        self.stats.migrations.fetch_add(1, Ordering::Relaxed);
+        let slot = actor.wait_ready();
+        self.begin_stop(&actor, AfterStop::Migrate);
+        MigrateOutcome::Moving(slot)
+    }
+}

@@ -1,0 +1,121 @@
+//! Runner tunnels coming, going and draining, as they affect actors: a
+//! tunnel that goes away moves its actors; a draining one sends them away
+//! one at a time and tells the runner when it may exit.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use tracing::info;
+
+use super::actor::{ActorState, AfterStop};
+use super::Actors;
+use crate::server::conn::control::ConnControl;
+use crate::server::tunnels::{Tunnel, REPLACED};
+
+/// What a runner said in its hello.
+pub(crate) struct RunnerHello {
+    pub runner_key: String,
+    pub pool: String,
+    pub capacity: u32,
+    pub actor_names: Vec<String>,
+}
+
+impl Actors {
+    /// A runner introduced itself on a tunnel. A tunnel of the same runner key
+    /// already here is a zombie (the runner restarted): it is replaced, and
+    /// its actors move.
+    pub fn add_tunnel(&self, hello: RunnerHello, control: Rc<ConnControl>) -> Rc<Tunnel> {
+        if let Some(old) = self.tunnels.by_runner_key(&hello.runner_key) {
+            info!(worker = self.worker_id, runner = %hello.runner_key, "runner reconnected: replacing its previous tunnel");
+            let reason = "replaced by a newer connection of the same runner key";
+            old.control.request_close(REPLACED, reason);
+            self.remove_tunnel(&old);
+        }
+        let max_pending = self.config.runners.max_send_queue_bytes;
+        let RunnerHello {
+            runner_key,
+            pool,
+            capacity,
+            actor_names,
+        } = hello;
+        info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
+        let tunnel = Tunnel::new(
+            runner_key,
+            pool,
+            capacity,
+            actor_names,
+            control,
+            max_pending,
+        );
+        let tunnel = Rc::new(tunnel);
+        self.tunnels.insert(&tunnel);
+        // Actors waiting for a runner of this pool need not wait for the sweep.
+        self.wakeups.note_deadline(self.clock.get());
+        tunnel
+    }
+
+    /// The tunnel is gone (closed, keepalive missed, replaced): every actor
+    /// behind it moves to another runner of its pool, its clients staying
+    /// connected; what it had not acknowledged is replayed there.
+    pub fn remove_tunnel(&self, tunnel: &Rc<Tunnel>) {
+        if !self.tunnels.remove(tunnel) {
+            return;
+        }
+        let actors = self.directory.on_tunnel(tunnel);
+        info!(worker = self.worker_id, runner = %tunnel.runner_key, actors = actors.len(), "runner tunnel down");
+        for actor in actors {
+            self.resend_all(&actor);
+            match actor.state() {
+                // It was leaving that runner anyway: the stop is as good as done.
+                ActorState::Stopping(_) => self.on_stopped(&actor),
+                _ => self.fail(&actor, "its runner went away"),
+            }
+        }
+        tunnel.release_blocked();
+    }
+
+    /// Asks that no new actors go to `tunnel` and moves its actors away, one
+    /// at a time; the runner gets `Drained` when none is left.
+    pub(super) fn drain_tunnel(&self, tunnel: &Rc<Tunnel>) {
+        if tunnel.start_draining() {
+            info!(worker = self.worker_id, runner = %tunnel.runner_key, "runner draining: moving its actors away");
+        }
+        self.continue_drain(tunnel);
+    }
+
+    pub(super) fn continue_drain(&self, tunnel: &Rc<Tunnel>) {
+        if !tunnel.is_draining() {
+            return;
+        }
+        let actors = self.directory.on_tunnel(tunnel);
+        if actors
+            .iter()
+            .any(|a| matches!(a.state(), ActorState::Stopping(_)))
+        {
+            return; // one at a time: the next when this one has left
+        }
+        if let Some(next) = actors.first() {
+            self.stats.migrations.fetch_add(1, Ordering::Relaxed);
+            self.begin_stop(next, AfterStop::Migrate);
+            return;
+        }
+        info!(worker = self.worker_id, runner = %tunnel.runner_key, "runner drained: told it may exit");
+        tunnel.send_drained();
+    }
+
+    /// An operator asked to drain the runner `key`. Returns how many actors
+    /// this worker moves away from it, or `None` if it has no tunnel here.
+    pub fn drain_runner(&self, key: &str) -> Option<usize> {
+        let tunnel = self.tunnels.by_runner_key(key)?;
+        let moving = self.directory.on_tunnel(&tunnel).len();
+        self.drain_tunnel(&tunnel);
+        Some(moving)
+    }
+
+    /// Tunnels draining whose runner is not yet told it may exit.
+    pub(super) fn continue_drains(&self) {
+        for t in self.tunnels.draining() {
+            self.continue_drain(&t);
+        }
+    }
+}

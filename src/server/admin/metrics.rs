@@ -1,0 +1,62 @@
+//! `/metrics`: every worker's counters, summed, in Prometheus text format.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::http::Status;
+use crate::server::conn::reply::Refusal;
+use crate::server::conn::stats::WorkerStats;
+
+pub(super) fn answer(stats: &[Arc<WorkerStats>]) -> Refusal {
+    let headers = &[("Content-Type", "text/plain; version=0.0.4")];
+    Refusal {
+        status: Status::OK,
+        headers,
+        reason: render(stats),
+    }
+}
+
+fn render(stats: &[Arc<WorkerStats>]) -> String {
+    let sum = |f: fn(&WorkerStats) -> &AtomicU64| -> u64 {
+        stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
+    };
+    let series: [(&str, &str, &str, u64); 5] = [
+        (
+            "tether_client_connections_accepted_total",
+            "counter",
+            "Connections accepted on the client listener.",
+            sum(|s| &s.accepted),
+        ),
+        (
+            "tether_hibernated_connections",
+            "gauge",
+            "Hibernated connections parked now (no task, buffer or timer).",
+            sum(|s| &s.parked),
+        ),
+        (
+            "tether_actor_migrations_total",
+            "counter",
+            "Actors moved off a runner on purpose (drain, operator).",
+            sum(|s| &s.migrations),
+        ),
+        (
+            "tether_actor_failovers_total",
+            "counter",
+            "Actors restarted elsewhere because their runner failed them.",
+            sum(|s| &s.failovers),
+        ),
+        (
+            "tether_actor_crash_loop_restarts_total",
+            "counter",
+            "Restarts of actors that were crash-looping (3+ failures in a row).",
+            sum(|s| &s.crash_loop_restarts),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in series {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    out
+}

@@ -1,0 +1,101 @@
+//! `POST /actors/{name}/{key…}/publish`: the body, as one message, to every
+//! open connection of the actor, without waking it.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use monoio::net::TcpStream;
+use serde::Serialize;
+
+use super::AdminSide;
+use crate::http::route::ActorPath;
+use crate::http::{RequestHead, Status};
+use crate::server::conn::io::{read_before, ReadOutcome};
+use crate::server::conn::reply::Refusal;
+use crate::tunnel::MessageKind;
+
+pub(super) async fn answer(
+    side: &AdminSide,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    head: &RequestHead,
+    actor: &ActorPath,
+) -> Option<Refusal> {
+    let body = match read_body(side, stream, buf, head).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    let Some(kind) = message_kind(head, &body) else {
+        let reason = "a text message must be UTF-8 (send application/octet-stream for binary)";
+        return Some(Refusal::new(Status::BAD_REQUEST, reason));
+    };
+    let only = only_conns(actor.query.as_deref().unwrap_or(""));
+    let delivered = side
+        .actors
+        .publish(&actor.name, &actor.key, kind, body, &only);
+    #[derive(Serialize)]
+    struct Delivered {
+        delivered: usize,
+    }
+    Some(Refusal::json(Status::OK, &Delivered { delivered }))
+}
+
+/// The request body (Content-Length, at most `client.max_message_bytes`,
+/// within `handshake_timeout`). `Err(None)`: the client went away.
+async fn read_body(
+    side: &AdminSide,
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    head: &RequestHead,
+) -> Result<Bytes, Option<Refusal>> {
+    let Some(length) = head
+        .header("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok())
+    else {
+        let reason = "Content-Length required";
+        return Err(Some(Refusal::new(Status::LENGTH_REQUIRED, reason)));
+    };
+    let config = &side.env.config.client;
+    if length > config.max_message_bytes {
+        let reason = "body larger than client.max_message_bytes";
+        return Err(Some(Refusal::new(Status::PAYLOAD_TOO_LARGE, reason)));
+    }
+    let deadline = Instant::now() + config.handshake_timeout;
+    while buf.len() < length {
+        let room = length - buf.len();
+        let (outcome, b) = read_before(stream, std::mem::take(buf), room, deadline).await;
+        *buf = b;
+        match outcome {
+            ReadOutcome::Data(_) => {}
+            ReadOutcome::TimedOut => {
+                let timed_out = Refusal::new(Status::REQUEST_TIMEOUT, "body timed out");
+                return Err(Some(timed_out));
+            }
+            ReadOutcome::Eof | ReadOutcome::Failed(_) => return Err(None),
+        }
+    }
+    Ok(buf.split_to(length).freeze())
+}
+
+/// `application/octet-stream` is binary; anything else must be UTF-8 text.
+fn message_kind(head: &RequestHead, body: &[u8]) -> Option<MessageKind> {
+    let binary = head
+        .header("content-type")
+        .is_some_and(|t| t.starts_with(b"application/octet-stream"));
+    if binary {
+        Some(MessageKind::Binary)
+    } else {
+        std::str::from_utf8(body)
+            .is_ok()
+            .then_some(MessageKind::Text)
+    }
+}
+
+/// `conn=ID` entries of the query: publish to these connections only.
+fn only_conns(query: &str) -> Vec<u64> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("conn="))
+        .filter_map(|v| v.parse().ok())
+        .collect()
+}

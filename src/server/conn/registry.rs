@@ -1,0 +1,101 @@
+//! The connections a worker owns, and the worker's one timer.
+//!
+//! Connections keep no timer of their own (a monoio `Sleep` per socket costs
+//! hundreds of bytes while idle). Each publishes its next deadline in its
+//! `ConnControl`; the worker's sweep wakes those whose deadline passed. The
+//! registry is also how the worker reaches every connection (shutdown).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Instant;
+
+use slab::Slab;
+
+use super::control::ConnControl;
+use super::wakeups::Wakeups;
+use crate::ws::CloseCode;
+
+pub(crate) struct Registry {
+    conns: RefCell<Slab<Rc<ConnControl>>>,
+    wakeups: Rc<Wakeups>,
+}
+
+/// Removes the connection from the registry when its task ends, however it ends.
+pub(crate) struct Registration {
+    registry: Rc<Registry>,
+    key: usize,
+    pub control: Rc<ConnControl>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.conns.borrow_mut().remove(self.key);
+    }
+}
+
+impl Registry {
+    pub fn new(wakeups: Rc<Wakeups>) -> Self {
+        Registry {
+            conns: RefCell::new(Slab::new()),
+            wakeups,
+        }
+    }
+
+    pub fn register(self: &Rc<Self>, now: Instant) -> Registration {
+        let control = Rc::new(ConnControl::new(now, self.wakeups.clone()));
+        let key = self.conns.borrow_mut().insert(control.clone());
+        Registration {
+            registry: self.clone(),
+            key,
+            control,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns.borrow().len()
+    }
+
+    pub fn close_all(&self, code: CloseCode, reason: &str) {
+        for (_, c) in self.conns.borrow().iter() {
+            c.request_close(code, reason);
+        }
+    }
+
+    /// Wakes every connection whose deadline is at or before `now`, and
+    /// tells the sweep when the next one is due.
+    pub fn sweep(&self, now: Instant) {
+        let mut next = None::<Instant>;
+        for (_, c) in self.conns.borrow().iter() {
+            let d = c.deadline();
+            if d <= now {
+                if !c.timer_fired() {
+                    c.fire_timer();
+                }
+            } else if next.is_none_or(|n| d < n) {
+                next = Some(d);
+            }
+        }
+        self.wakeups.set_next_due(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn sweep_fires_only_due_connections() {
+        let registry = Rc::new(Registry::new(Rc::default()));
+        let t0 = Instant::now();
+        let a = registry.register(t0);
+        let b = registry.register(t0);
+        a.control.set_deadline(t0 + Duration::from_secs(1));
+        b.control.set_deadline(t0 + Duration::from_secs(5));
+        registry.sweep(t0 + Duration::from_secs(2));
+        assert!(a.control.timer_fired());
+        assert!(!b.control.timer_fired());
+        drop(a);
+        assert_eq!(registry.len(), 1);
+    }
+}

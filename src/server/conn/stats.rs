@@ -1,0 +1,22 @@
+//! Counters a worker publishes for tests, benchmarks and `/metrics`.
+//!
+//! Each worker writes only its own (relaxed atomics, never on a lock);
+//! readers sum them over workers.
+
+use std::sync::atomic::AtomicU64;
+
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// Connections accepted on this worker's client listener.
+    pub accepted: AtomicU64,
+    /// The OS thread id the worker runs on (gettid).
+    pub thread_id: AtomicU64,
+    /// Hibernated connections parked now (no task, no buffer, no timer).
+    pub parked: AtomicU64,
+    /// Actors moved off a runner on purpose (drain, operator).
+    pub migrations: AtomicU64,
+    /// Actors restarted elsewhere because their runner failed them.
+    pub failovers: AtomicU64,
+    /// Restarts of actors that were crash-looping at the time.
+    pub crash_loop_restarts: AtomicU64,
+}

@@ -1,0 +1,76 @@
+//! Getting a client's actor running and its runner to accept the client,
+//! all within `actors.start_timeout`.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::EdgeSide;
+use crate::http::route::ActorPath;
+use crate::http::RequestHead;
+use crate::server::actors::{OpenAnswer, OpenRequest, Unavailable};
+use crate::server::conn::control::ConnControl;
+use crate::ws::handshake::Upgrade;
+
+/// Headers passed on to the runner with a client connection.
+const FORWARDED_HEADERS: &[&str] = &[
+    "origin",
+    "user-agent",
+    "cookie",
+    "authorization",
+    "x-forwarded-for",
+    "x-real-ip",
+];
+
+/// The connection id and the subprotocol the runner chose, or why not.
+pub(super) async fn connect_actor(
+    edge: &EdgeSide,
+    actor: &ActorPath,
+    head: &RequestHead,
+    upgrade: &Upgrade,
+    control: Rc<ConnControl>,
+) -> Result<(u64, Option<String>), Unavailable> {
+    let deadline = Instant::now() + edge.env.config.actors.start_timeout;
+    let instance = edge.actors.get_or_start(&actor.name, &actor.key)?;
+    if let Some(ready) = edge.actors.when_ready(&instance) {
+        match ready.wait_until(deadline).await {
+            Some(Ok(())) => {}
+            Some(Err(reason)) => return Err(Unavailable::StartFailed { reason }),
+            None => return Err(Unavailable::StartTimeout),
+        }
+    }
+    let request = open_request(head, upgrade);
+    let (conn_id, answer) = edge.actors.open(&instance, control, request);
+    match answer.wait_until(deadline).await {
+        Some(OpenAnswer::Accepted { protocol }) => Ok((conn_id, protocol)),
+        Some(OpenAnswer::Rejected { status, reason }) => {
+            Err(Unavailable::Rejected { status, reason })
+        }
+        Some(OpenAnswer::GaveUp { reason }) => Err(Unavailable::StartFailed { reason }),
+        None => {
+            edge.actors.abandon_open(conn_id);
+            Err(Unavailable::OpenTimeout)
+        }
+    }
+}
+
+/// What the runner is told about the connection.
+fn open_request(head: &RequestHead, upgrade: &Upgrade) -> OpenRequest {
+    let (path, query) = match head.target.split_once('?') {
+        Some((p, q)) => (p.to_owned(), q.to_owned()),
+        None => (head.target.clone(), String::new()),
+    };
+    let headers = head
+        .headers
+        .iter()
+        .filter(|(n, _)| FORWARDED_HEADERS.iter().any(|f| n.eq_ignore_ascii_case(f)))
+        .map(|(n, v)| (n.to_ascii_lowercase(), Bytes::copy_from_slice(v)))
+        .collect();
+    OpenRequest {
+        path,
+        query,
+        headers,
+        protocols: upgrade.protocols.clone(),
+    }
+}

@@ -1,0 +1,128 @@
+//! A connection on the client listener, from its request head to its
+//! WebSocket session: is it an upgrade to an actor path, can the actor be
+//! reached and does its runner accept the connection; then 101 or a refusal.
+//!
+//! Protocol decisions live in the sans-IO `http` and `ws` modules; this file
+//! moves bytes between them and the socket.
+
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::BytesMut;
+use monoio::net::TcpStream;
+use tracing::debug;
+
+use super::connect::connect_actor;
+use super::session::ClientRole;
+use super::EdgeSide;
+use crate::config::HandshakeErrors;
+use crate::http::response::write_switching_protocols;
+use crate::http::route::{route, ActorPath, Route};
+use crate::http::{RequestHead, Status};
+use crate::server::actors::{self, Unavailable};
+use crate::server::conn::io::write_all_or_stall;
+use crate::server::conn::reply::{refuse, send_then_linger, Refusal};
+use crate::server::conn::session::Session;
+use crate::ws::close::encode_close;
+use crate::ws::handshake::{validate_upgrade, Upgrade};
+use crate::ws::CloseCode;
+
+/// The worker a client's request belongs on: its actor's home worker
+/// (anything else is answered where it arrived).
+pub(crate) fn home_worker(head: &RequestHead, this: usize, workers: usize) -> usize {
+    match route(&head.target) {
+        Ok(Route::Actor(actor)) => actors::home_worker(&actor.name, &actor.key, workers),
+        _ => this,
+    }
+}
+
+pub(crate) async fn serve_client(
+    edge: Rc<EdgeSide>,
+    mut stream: TcpStream,
+    buf: BytesMut,
+    head: RequestHead,
+) {
+    let env = &edge.env;
+    let (actor, upgrade) = match precheck(&head) {
+        Ok(x) => x,
+        Err(r) => return refuse(env, stream, buf, r).await,
+    };
+    let registration = env.registry.register(Instant::now());
+    let control = registration.control.clone();
+    let (conn_id, protocol) = match connect_actor(&edge, &actor, &head, &upgrade, control).await {
+        Ok(ok) => ok,
+        Err(u) => {
+            drop(registration);
+            debug!(actor = ?actor.name, key = ?actor.key, kind = u.kind(), reason = %u.reason(), "client refused");
+            return refuse_unavailable(&edge, stream, buf, &upgrade, u).await;
+        }
+    };
+    let mut out = env.pool.take();
+    write_switching_protocols(&mut out, &upgrade.accept_key, protocol.as_deref());
+    match write_all_or_stall(&mut stream, out, edge.limits.send_timeout).await {
+        Ok(out) => env.pool.give_back(out),
+        Err(_) => {
+            let reason = "connection lost during the handshake";
+            return edge
+                .actors
+                .client_closed(conn_id, CloseCode::ABNORMAL, reason);
+        }
+    }
+    debug!(actor = ?actor.name, key = ?actor.key, conn_id, "client connected");
+    // The session is a task of its own so that nothing of the handshake
+    // (head, parser, timer) stays allocated for the connection's lifetime.
+    let role = ClientRole {
+        conn_id,
+        next_index: 0,
+    };
+    monoio::spawn(Session::new(edge.clone(), role).run(stream, buf, registration));
+}
+
+/// Checks that a client request is a WebSocket upgrade to an actor path.
+fn precheck(head: &RequestHead) -> Result<(ActorPath, Upgrade), Refusal> {
+    let actor = match route(&head.target) {
+        Err(bad) => return Err(Refusal::new(Status::BAD_REQUEST, bad.0)),
+        Ok(Route::Healthz) if head.method == "GET" => return Err(Refusal::new(Status::OK, "ok")),
+        Ok(Route::Healthz) => return Err(Refusal::method_not_allowed("GET", "use GET")),
+        Ok(Route::NotFound) => return Err(Refusal::new(Status::NOT_FOUND, "no such path")),
+        Ok(Route::Actor(actor)) => actor,
+    };
+    if head.method != "GET" {
+        let reason = "WebSocket endpoints accept GET only";
+        return Err(Refusal::method_not_allowed("GET", reason));
+    }
+    let upgrade = validate_upgrade(head).map_err(Refusal::from)?;
+    Ok((actor, upgrade))
+}
+
+/// The HTTP status that tells a client why its actor cannot be reached.
+fn status_of(u: &Unavailable) -> Status {
+    match u {
+        Unavailable::UnknownActor { .. } => Status::NOT_FOUND,
+        Unavailable::Rejected { status, .. } => Status(*status),
+        _ => Status::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// A refusal as the configuration wants it: an HTTP status, or (for
+/// browsers, which see any failed handshake as 1006) an upgrade followed by
+/// a close with 4000 + status.
+async fn refuse_unavailable(
+    edge: &EdgeSide,
+    stream: TcpStream,
+    buf: BytesMut,
+    upgrade: &Upgrade,
+    u: Unavailable,
+) {
+    let refusal = Refusal::new(status_of(&u), u.to_string());
+    match edge.env.config.client.handshake_errors {
+        HandshakeErrors::Http => refuse(&edge.env, stream, buf, refusal).await,
+        HandshakeErrors::Close => {
+            let mut out = edge.env.pool.take();
+            write_switching_protocols(&mut out, &upgrade.accept_key, None);
+            let code = CloseCode::for_http_status(refusal.status.0);
+            encode_close(&mut out, code, &refusal.reason);
+            send_then_linger(&edge.env, stream, buf, out).await;
+        }
+    }
+}

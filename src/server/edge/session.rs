@@ -1,0 +1,91 @@
+//! A client of an actor as a WebSocket session: its messages go to the
+//! actor, numbered; what the actor sends comes back; it stops reading while
+//! its actor's runner is congested or behind on acknowledgements, and it
+//! parks while its actor sleeps.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use monoio::net::TcpStream;
+
+use super::EdgeSide;
+use crate::server::actors::LinkView;
+use crate::server::conn::control::ConnControl;
+use crate::server::conn::env::SessionLimits;
+use crate::server::conn::outbox::Outbox;
+use crate::server::conn::registry::Registration;
+use crate::server::conn::session::{Failure, Gate, Role, Session};
+use crate::tunnel::MessageKind;
+use crate::ws::CloseCode;
+
+pub(crate) struct ClientRole {
+    pub conn_id: u64,
+    /// The index of the client's last message (the first is 1).
+    pub next_index: u64,
+}
+
+impl Role for ClientRole {
+    type Ctx = EdgeSide;
+
+    fn limits(edge: &EdgeSide) -> &SessionLimits {
+        &edge.limits
+    }
+
+    fn gate(&mut self, edge: &EdgeSide, control: &Rc<ConnControl>, open: bool) -> Gate {
+        match edge.actors.link_view(self.conn_id) {
+            // Closing: read on, for the peer's close frame.
+            LinkView::Running { .. } if !open => Gate::Read,
+            // Poked by the acknowledgement that brings it under the limit.
+            LinkView::Running {
+                backlogged: true, ..
+            } => Gate::Hold,
+            // Backpressure on that runner's clients only, until it drains.
+            LinkView::Running { tunnel, .. } if tunnel.is_congested() => {
+                tunnel.wait_until_uncongested(control);
+                Gate::Hold
+            }
+            LinkView::Hibernated if edge.parker.is_some() => Gate::Park,
+            _ => Gate::Read,
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        edge: &EdgeSide,
+        kind: MessageKind,
+        payload: Bytes,
+    ) -> Result<(), Failure> {
+        self.next_index += 1;
+        edge.actors
+            .forward(self.conn_id, self.next_index, kind, &payload);
+        Ok(())
+    }
+
+    fn collect_outbound(
+        &mut self,
+        edge: &EdgeSide,
+        control: &ConnControl,
+        outbox: &mut Outbox,
+        open: bool,
+    ) {
+        let pool = &edge.env.pool;
+        control.drain_outbound(|(op, payload)| {
+            if open {
+                outbox.push(pool, op, &payload);
+            }
+        });
+    }
+
+    fn ended(&mut self, edge: &EdgeSide, code: CloseCode, reason: &str) {
+        edge.actors.client_closed(self.conn_id, code, reason);
+    }
+
+    fn park(session: Session<Self>, stream: TcpStream, registration: Registration) {
+        match session.ctx().parker.clone() {
+            Some(parker) => parker.park(stream, session, registration),
+            None => {
+                monoio::spawn(session.run(stream, BytesMut::new(), registration));
+            }
+        }
+    }
+}

@@ -1,0 +1,29 @@
+//! The runner side of a worker: a runner's connect request (token, tunnel
+//! index, upgrade), its hello, and its tunnel session, whose frames go to
+//! the worker's actors.
+
+mod handshake;
+mod session;
+
+use std::rc::Rc;
+
+pub(crate) use handshake::{home_worker, serve_runner};
+
+use crate::server::actors::Actors;
+use crate::server::conn::env::{ConnEnv, SessionLimits};
+use crate::server::conn::session::SessionCtx;
+
+/// What runner connections of one worker need from it.
+pub(crate) struct RunnerSide {
+    pub env: Rc<ConnEnv>,
+    pub actors: Rc<Actors>,
+    pub limits: SessionLimits,
+    pub worker_id: usize,
+    pub worker_count: usize,
+}
+
+impl SessionCtx for RunnerSide {
+    fn env(&self) -> &ConnEnv {
+        &self.env
+    }
+}

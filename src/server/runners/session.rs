@@ -1,0 +1,150 @@
+//! A runner's tunnel as a WebSocket session: its first frame must be a
+//! hello; after that its frames go to the worker's actors, and what the
+//! actors queue for the runner leaves as one batch per write.
+
+use std::rc::Rc;
+
+use bytes::Bytes;
+use tracing::warn;
+
+use super::RunnerSide;
+use crate::server::actors::RunnerHello;
+use crate::server::conn::control::ConnControl;
+use crate::server::conn::env::SessionLimits;
+use crate::server::conn::outbox::Outbox;
+use crate::server::conn::session::{Failure, Gate, Role};
+use crate::server::tunnels::Tunnel;
+use crate::tunnel::{decode_frames, Frame, MessageKind, PROTOCOL_VERSION};
+use crate::ws::{CloseCode, OpCode};
+
+pub(crate) struct TunnelRole {
+    control: Rc<ConnControl>,
+    /// Set by the runner's hello.
+    tunnel: Option<Rc<Tunnel>>,
+}
+
+impl TunnelRole {
+    pub fn new(control: Rc<ConnControl>) -> Self {
+        TunnelRole {
+            control,
+            tunnel: None,
+        }
+    }
+}
+
+impl Role for TunnelRole {
+    type Ctx = RunnerSide;
+
+    fn limits(side: &RunnerSide) -> &SessionLimits {
+        &side.limits
+    }
+
+    /// A tunnel is always read: backpressure is on the clients, not the runner.
+    fn gate(&mut self, _: &RunnerSide, _: &Rc<ConnControl>, _: bool) -> Gate {
+        Gate::Read
+    }
+
+    fn on_message(
+        &mut self,
+        side: &RunnerSide,
+        kind: MessageKind,
+        payload: Bytes,
+    ) -> Result<(), Failure> {
+        if kind == MessageKind::Text {
+            return Err(failure(
+                CloseCode::UNSUPPORTED_DATA,
+                "tunnel messages are binary",
+            ));
+        }
+        for frame in decode_frames(payload) {
+            let frame = frame.map_err(|e| {
+                warn!(error = %e, "malformed tunnel frame: closing that tunnel");
+                failure(CloseCode::PROTOCOL, e.0)
+            })?;
+            match &self.tunnel {
+                Some(tunnel) => side.actors.on_tunnel_frame(tunnel, frame).map_err(|e| {
+                    warn!(error = %e, "tunnel protocol violation: closing that tunnel");
+                    failure(CloseCode::PROTOCOL, e.0)
+                })?,
+                None => self.tunnel = Some(hello(side, frame, &self.control)?),
+            }
+        }
+        Ok(())
+    }
+
+    fn collect_outbound(
+        &mut self,
+        side: &RunnerSide,
+        _: &ConnControl,
+        outbox: &mut Outbox,
+        _: bool,
+    ) {
+        if let Some(batch) = self.tunnel.as_ref().and_then(|t| t.take_pending()) {
+            outbox.push(&side.env.pool, OpCode::Binary, &batch);
+        }
+    }
+
+    fn flushed(&mut self, _: &RunnerSide) {
+        if let Some(tunnel) = &self.tunnel {
+            tunnel.flushed();
+        }
+    }
+
+    fn ended(&mut self, side: &RunnerSide, _: CloseCode, _: &str) {
+        if let Some(tunnel) = &self.tunnel {
+            side.actors.remove_tunnel(tunnel);
+        }
+    }
+}
+
+fn failure(code: CloseCode, reason: &str) -> Failure {
+    Failure {
+        code,
+        reason: reason.to_owned(),
+    }
+}
+
+/// A runner's first frame: check its version, register its tunnel, welcome it.
+fn hello(
+    side: &RunnerSide,
+    frame: Frame,
+    control: &Rc<ConnControl>,
+) -> Result<Rc<Tunnel>, Failure> {
+    let Frame::Hello {
+        version,
+        runner_key,
+        pool,
+        capacity,
+        actor_names,
+        ..
+    } = frame
+    else {
+        return Err(failure(
+            CloseCode::PROTOCOL,
+            "the first tunnel frame must be hello",
+        ));
+    };
+    if version != PROTOCOL_VERSION {
+        let reason = format!(
+            "unsupported tunnel protocol version {version}; this gateway speaks {PROTOCOL_VERSION}"
+        );
+        return Err(Failure {
+            code: CloseCode::PROTOCOL,
+            reason,
+        });
+    }
+    let hello = RunnerHello {
+        runner_key,
+        pool,
+        capacity,
+        actor_names,
+    };
+    let tunnel = side.actors.add_tunnel(hello, control.clone());
+    tunnel.send(&Frame::Welcome {
+        version: PROTOCOL_VERSION,
+        workers: side.worker_count as u32,
+        tunnel_index: side.worker_id as u32,
+        ping_interval_ms: side.limits.keepalive.interval.as_millis() as u64,
+    });
+    Ok(tunnel)
+}

@@ -1,0 +1,193 @@
+//! A worker's front door: accept on its listeners, read the request head,
+//! and route the connection to the worker that must serve it (an actor's
+//! home, the worker a runner tunnel names, wherever an admin request goes
+//! next) — by a hand-off if that is another worker — then to the edge, the
+//! runner side or the admin API.
+
+use std::io;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, BytesMut};
+use monoio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use super::handoff::{Handoff, Listener};
+use super::worker::Worker;
+use crate::http::{HeadReader, RequestHead, Status};
+use crate::server::admin::{serve_admin, Relay, Visit};
+use crate::server::conn::io::{attach_fd, detach_fd, read_before, ReadOutcome};
+use crate::server::conn::reply::{refuse, Refusal};
+use crate::server::{edge, runners};
+
+/// Bytes read per attempt while a request head is incomplete.
+const HEAD_READ_BYTES: usize = 1024;
+
+/// After accept fails for lack of descriptors: wait for some to be freed.
+const OUT_OF_FDS_PAUSE: Duration = Duration::from_millis(100);
+
+pub(super) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind: Listener) {
+    loop {
+        // Wait for readiness rather than racing accept() against shutdown:
+        // an abandoned in-flight accept can leak the socket it accepted.
+        monoio::select! {
+            _ = worker.stopping.wait() => return,
+            ready = listener.readable(false) => {
+                if let Err(e) = ready {
+                    warn!(worker = worker.id, ?kind, error = %e, "listener failed");
+                    return;
+                }
+            }
+        }
+        match listener.accept().await {
+            Ok((stream, _peer)) => {
+                let _ = stream.set_nodelay(true);
+                if kind == Listener::Client {
+                    worker.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                monoio::spawn(serve_accepted(worker.clone(), stream, kind));
+            }
+            Err(e) if is_out_of_fds(&e) => {
+                // Spinning on EMFILE burns the core; back off and let connections close.
+                warn!(worker = worker.id, error = %e, "accept failed: out of file descriptors");
+                monoio::time::sleep(OUT_OF_FDS_PAUSE).await;
+            }
+            Err(e) => warn!(worker = worker.id, error = %e, "accept failed"),
+        }
+    }
+}
+
+fn is_out_of_fds(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)
+    )
+}
+
+/// Serves connections other workers accepted for this one.
+pub(super) async fn receive_handoffs(worker: Rc<Worker>) {
+    loop {
+        let handoff = monoio::select! {
+            _ = worker.stopping.wait() => return,
+            h = worker.handoffs.receive(worker.id) => h,
+        };
+        let Ok(stream) = attach_fd(handoff.fd) else {
+            continue;
+        };
+        let Handoff {
+            head,
+            leftover,
+            listener,
+            relay,
+            ..
+        } = handoff;
+        let arrived = Arrived {
+            stream,
+            buf: leftover,
+            head,
+            listener,
+        };
+        monoio::spawn(route(worker.clone(), arrived, relay));
+    }
+}
+
+/// A connection whose request head has been read.
+struct Arrived {
+    stream: TcpStream,
+    /// Bytes after the head: a WebSocket's first frames, or a request body.
+    buf: BytesMut,
+    head: RequestHead,
+    listener: Listener,
+}
+
+async fn serve_accepted(worker: Rc<Worker>, stream: TcpStream, listener: Listener) {
+    if let Some(arrived) = read_head(&worker, stream, listener).await {
+        route(worker, arrived, Relay::default()).await;
+    }
+}
+
+/// Reads a request head within `handshake_timeout`, `max_header_bytes` and
+/// `max_headers`; refuses (400/408/431) or gives up on a vanished peer.
+async fn read_head(worker: &Worker, mut stream: TcpStream, listener: Listener) -> Option<Arrived> {
+    let env = &worker.env;
+    let cfg = &env.config.client;
+    let deadline = Instant::now() + cfg.handshake_timeout;
+    let mut reader = HeadReader::new(cfg.max_header_bytes, cfg.max_headers);
+    let mut buf = env.pool.take();
+    loop {
+        match reader.poll(&buf) {
+            Ok(Some((head, head_len))) => {
+                buf.advance(head_len);
+                return Some(Arrived {
+                    stream,
+                    buf,
+                    head,
+                    listener,
+                });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                refuse(env, stream, buf, Refusal::new(e.status(), e.reason())).await;
+                return None;
+            }
+        }
+        let (outcome, b) = read_before(&mut stream, buf, HEAD_READ_BYTES, deadline).await;
+        buf = b;
+        match outcome {
+            ReadOutcome::Data(_) => {}
+            ReadOutcome::TimedOut => {
+                debug!("request head not complete within handshake_timeout");
+                let timed_out = Refusal::new(Status::REQUEST_TIMEOUT, "request head timed out");
+                refuse(env, stream, buf, timed_out).await;
+                return None;
+            }
+            ReadOutcome::Eof | ReadOutcome::Failed(_) => return None,
+        }
+    }
+}
+
+/// Serves the connection here, or hands it to the worker that must.
+async fn route(worker: Rc<Worker>, a: Arrived, relay: Relay) {
+    let (this, n) = (worker.id, worker.worker_count);
+    match a.listener {
+        Listener::Client => match edge::home_worker(&a.head, this, n) {
+            home if home == this => {
+                edge::serve_client(worker.edge.clone(), a.stream, a.buf, a.head).await
+            }
+            home => hand_to(&worker, home, a, relay).await,
+        },
+        Listener::Runner => match runners::home_worker(&a.head, this, n) {
+            home if home == this => {
+                runners::serve_runner(worker.runners.clone(), a.stream, a.buf, a.head).await
+            }
+            home => hand_to(&worker, home, a, relay).await,
+        },
+        Listener::Admin => match worker.admin.visit(&a.head, relay) {
+            Visit::Serve(route, relay) => {
+                let admin = worker.admin.clone();
+                serve_admin(admin, a.stream, a.buf, a.head, route, relay).await
+            }
+            Visit::Forward(home, relay) => hand_to(&worker, home, a, relay).await,
+            Visit::Refuse(refusal) => refuse(&worker.env, a.stream, a.buf, refusal).await,
+        },
+    }
+}
+
+/// Hands the connection to worker `to`; if its inbox is full, 503.
+async fn hand_to(worker: &Worker, to: usize, a: Arrived, relay: Relay) {
+    let Ok(fd) = detach_fd(a.stream) else { return };
+    let handoff = Handoff {
+        fd,
+        head: a.head,
+        leftover: a.buf,
+        listener: a.listener,
+        relay,
+    };
+    if let Err(back) = worker.handoffs.send(to, handoff) {
+        if let Ok(stream) = attach_fd(back.fd) {
+            let overloaded = Refusal::new(Status::SERVICE_UNAVAILABLE, "gateway overloaded");
+            refuse(&worker.env, stream, back.leftover, overloaded).await;
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! A worker's run loop: register its listeners, start its tasks (accept
+//! loops, hand-offs, the parker, the timer sweep), and on shutdown stop
+//! accepting, drain and end.
+
+use std::io;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use monoio::net::TcpListener;
+use tracing::info;
+
+use super::accept::{accept_loop, receive_handoffs};
+use super::handoff::Listener;
+use super::worker::{Worker, WorkerSeed};
+use crate::server::conn::wakeups::sweep_tick;
+
+/// The listening sockets a worker is given (the admin one goes to one worker).
+pub(crate) struct SeedListeners {
+    pub client: std::net::TcpListener,
+    pub runner: std::net::TcpListener,
+    pub admin: Option<std::net::TcpListener>,
+}
+
+/// The listeners of one worker, registered with its runtime.
+struct Listeners {
+    client: TcpListener,
+    runner: TcpListener,
+    admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    fn register(seed: SeedListeners) -> io::Result<Listeners> {
+        Ok(Listeners {
+            client: TcpListener::from_std(seed.client)?,
+            runner: TcpListener::from_std(seed.runner)?,
+            admin: seed.admin.map(TcpListener::from_std).transpose()?,
+        })
+    }
+}
+
+/// The worker's whole life; returns when shutdown has completed.
+pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Result<()> {
+    let listeners = match Listeners::register(listeners) {
+        Ok(l) => l,
+        Err(e) => {
+            let why = format!("worker {}: cannot register listeners: {e}", seed.id);
+            let _ = seed.ready.send(Err(why));
+            return Err(e);
+        }
+    };
+    let _ = seed.ready.send(Ok(()));
+    info!(worker = seed.id, driver = %seed.driver, "worker serving");
+    let worker = Rc::new(Worker::assemble(&seed));
+    // SAFETY: gettid has no preconditions.
+    let tid = unsafe { libc::gettid() } as u64;
+    worker.stats.thread_id.store(tid, Ordering::Relaxed);
+    if let Some(parker) = &worker.edge.parker {
+        monoio::spawn(parker.clone().run(worker.edge.clone()));
+    }
+    if let Some(admin) = listeners.admin {
+        monoio::spawn(accept_loop(worker.clone(), admin, Listener::Admin));
+    }
+    let clients = accept_loop(worker.clone(), listeners.client, Listener::Client);
+    let runners = accept_loop(worker.clone(), listeners.runner, Listener::Runner);
+    let clients = monoio::spawn(clients);
+    let runners = monoio::spawn(runners);
+    let handoffs = monoio::spawn(receive_handoffs(worker.clone()));
+    let sweeper = monoio::spawn(sweep_timers(worker.clone()));
+    seed.shutdown.wait(worker.id).await;
+    worker.stopping.set();
+    // The listeners close when their loops return: no new connections.
+    clients.await;
+    runners.await;
+    handoffs.await;
+    worker.drain().await;
+    worker.finished.set();
+    sweeper.await;
+    Ok(())
+}
+
+/// The worker's only periodic timer: wakes connections whose deadline passed.
+async fn sweep_timers(worker: Rc<Worker>) {
+    let (c, r) = (&worker.edge.limits, &worker.runners.limits);
+    let tick = sweep_tick(&[
+        c.keepalive.interval,
+        c.keepalive.timeout,
+        c.close_timeout,
+        c.send_timeout,
+        r.keepalive.interval,
+        r.keepalive.timeout,
+        r.close_timeout,
+        r.send_timeout,
+    ]);
+    let wakeups = &worker.env.wakeups;
+    let mut last = Instant::now();
+    loop {
+        // Sleep until something is due (at most one sweep per tick); while
+        // actors run, their idle and start timers need a sweep every tick.
+        let limit = worker.actors.needs_ticks().then_some(last + tick);
+        monoio::select! {
+            _ = worker.finished.wait() => return,
+            _ = wakeups.sleep_until_due(last + tick, limit) => {
+                let now = Instant::now();
+                last = now;
+                worker.env.registry.sweep(now);
+                worker.actors.sweep(now);
+            }
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! One worker: a thread with its own monoio runtime, listeners, connections,
+//! tunnels, actors and buffer pool. Nothing here is shared with other workers
+//! except the read-only config, the shutdown signal, the hand-off queues and
+//! the stats counters.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::handoff::HandoffQueues;
+use super::shutdown::ShutdownSignal;
+use crate::config::Config;
+use crate::server::actors::Actors;
+use crate::server::admin::AdminSide;
+use crate::server::conn::env::{ConnEnv, SessionLimits};
+use crate::server::conn::stats::WorkerStats;
+use crate::server::conn::stopping::Stopping;
+use crate::server::edge::{EdgeSide, Parker};
+use crate::server::runners::RunnerSide;
+use crate::ws::CloseCode;
+
+pub(crate) struct Worker {
+    pub id: usize,
+    pub worker_count: usize,
+    pub env: Rc<ConnEnv>,
+    pub actors: Rc<Actors>,
+    pub edge: Rc<EdgeSide>,
+    pub runners: Rc<RunnerSide>,
+    pub admin: Rc<AdminSide>,
+    pub handoffs: Arc<HandoffQueues>,
+    pub stats: Arc<WorkerStats>,
+    pub stopping: Stopping,
+    /// Set when the worker is done: the sweep ends.
+    pub finished: Stopping,
+}
+
+/// What a worker thread is handed when it starts.
+pub(crate) struct WorkerSeed {
+    pub id: usize,
+    pub worker_count: usize,
+    pub config: Arc<Config>,
+    pub handoffs: Arc<HandoffQueues>,
+    pub shutdown: Arc<ShutdownSignal>,
+    pub stats: Arc<WorkerStats>,
+    /// Every worker's counters (for the admin API's /metrics).
+    pub all_stats: Arc<[Arc<WorkerStats>]>,
+    pub driver: super::Driver,
+    /// Told once the worker serves, or why it cannot.
+    pub ready: std::sync::mpsc::Sender<Result<(), String>>,
+}
+
+impl WorkerSeed {
+    /// The same seed for worker `id`.
+    pub fn for_worker(&self, id: usize) -> WorkerSeed {
+        WorkerSeed {
+            id,
+            config: self.config.clone(),
+            worker_count: self.worker_count,
+            handoffs: self.handoffs.clone(),
+            shutdown: self.shutdown.clone(),
+            stats: self.all_stats[id].clone(),
+            all_stats: self.all_stats.clone(),
+            driver: self.driver,
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+impl Worker {
+    /// Builds the worker's layers, each handed what it uses.
+    pub(super) fn assemble(seed: &WorkerSeed) -> Worker {
+        let config = &seed.config;
+        let env = Rc::new(ConnEnv::new(config.clone()));
+        let wakeups = env.wakeups.clone();
+        let actors = Actors::new(seed.id, config.clone(), seed.stats.clone(), wakeups.clone());
+        let actors = Rc::new(actors);
+        let parker = match Parker::new(wakeups, seed.stats.clone()) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                warn!(worker = seed.id, error = %e, "no io_uring for parking: hibernated sockets keep their tasks");
+                None
+            }
+        };
+        let edge = EdgeSide {
+            env: env.clone(),
+            actors: actors.clone(),
+            limits: SessionLimits::client(config),
+            parker,
+        };
+        let runners = RunnerSide {
+            env: env.clone(),
+            actors: actors.clone(),
+            limits: SessionLimits::tunnel(config),
+            worker_id: seed.id,
+            worker_count: seed.worker_count,
+        };
+        let admin = AdminSide {
+            env: env.clone(),
+            actors: actors.clone(),
+            all_stats: seed.all_stats.clone(),
+            worker_id: seed.id,
+            worker_count: seed.worker_count,
+        };
+        Worker {
+            id: seed.id,
+            worker_count: seed.worker_count,
+            env,
+            actors,
+            edge: Rc::new(edge),
+            runners: Rc::new(runners),
+            admin: Rc::new(admin),
+            handoffs: seed.handoffs.clone(),
+            stats: seed.stats.clone(),
+            stopping: Stopping::default(),
+            finished: Stopping::default(),
+        }
+    }
+
+    /// After accepting stopped: give clients `shutdown_drain` to leave, then
+    /// close the rest with 1001 and wait (bounded) for their close handshakes.
+    pub(super) async fn drain(&self) {
+        let registry = &self.env.registry;
+        let drain = self.env.config.server.shutdown_drain;
+        if registry.len() > 0 {
+            let connections = registry.len();
+            info!(worker = self.id, connections, ?drain, "draining");
+        }
+        self.wait_until_empty(drain).await;
+        registry.close_all(CloseCode::GOING_AWAY, "server shutting down");
+        let (client, tunnel) = (&self.edge.limits, &self.runners.limits);
+        let close = client.close_timeout.max(tunnel.close_timeout);
+        let stalled_write = client.send_timeout.max(tunnel.send_timeout);
+        self.wait_until_empty(close + stalled_write.min(Duration::from_secs(1)))
+            .await;
+    }
+
+    /// Waits until no connection is left, or `limit` has passed.
+    async fn wait_until_empty(&self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let registry = &self.env.registry;
+        while registry.len() > 0 && Instant::now() < deadline {
+            // Connections leave as their tasks end; a short poll bounds the
+            // wait without a hook in every session's exit path.
+            monoio::time::sleep(EMPTY_POLL).await;
+        }
+    }
+}
+
+/// How often shutdown looks whether every connection has gone.
+const EMPTY_POLL: Duration = Duration::from_millis(10);

@@ -1,0 +1,9 @@
+//! One worker's runner tunnels: what each runner said in its hello, the
+//! frames waiting to be sent to it, and which of its clients wait for it to
+//! drain (`tunnel`); the worker's table of them (`table`).
+
+pub(crate) mod table;
+pub(crate) mod tunnel;
+
+pub(crate) use table::TunnelTable;
+pub(crate) use tunnel::{Tunnel, REPLACED};

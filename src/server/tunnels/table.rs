@@ -1,0 +1,60 @@
+//! The runner tunnels of one worker, found by runner key or pool.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use slab::Slab;
+
+use super::tunnel::Tunnel;
+
+#[derive(Default)]
+pub(crate) struct TunnelTable {
+    tunnels: RefCell<Slab<Rc<Tunnel>>>,
+}
+
+impl TunnelTable {
+    pub fn insert(&self, tunnel: &Rc<Tunnel>) {
+        let key = self.tunnels.borrow_mut().insert(tunnel.clone());
+        tunnel.slab_key.set(key);
+    }
+
+    /// Removes `tunnel`; false if it was not (or no longer) in the table.
+    pub fn remove(&self, tunnel: &Rc<Tunnel>) -> bool {
+        let mut tunnels = self.tunnels.borrow_mut();
+        let key = tunnel.slab_key.get();
+        if !tunnels.get(key).is_some_and(|t| Rc::ptr_eq(t, tunnel)) {
+            return false;
+        }
+        tunnels.remove(key);
+        true
+    }
+
+    pub fn by_runner_key(&self, key: &str) -> Option<Rc<Tunnel>> {
+        self.find(|t| t.runner_key == key)
+    }
+
+    /// The tunnels of `pool`.
+    pub fn in_pool(&self, pool: &str) -> Vec<Rc<Tunnel>> {
+        self.filter(|t| t.pool == pool)
+    }
+
+    /// Tunnels draining whose runner has not been told it may exit.
+    pub fn draining(&self) -> Vec<Rc<Tunnel>> {
+        self.filter(|t| t.is_draining())
+    }
+
+    fn find(&self, pred: impl Fn(&Tunnel) -> bool) -> Option<Rc<Tunnel>> {
+        let tunnels = self.tunnels.borrow();
+        tunnels.iter().map(|(_, t)| t).find(|t| pred(t)).cloned()
+    }
+
+    fn filter(&self, pred: impl Fn(&Tunnel) -> bool) -> Vec<Rc<Tunnel>> {
+        let tunnels = self.tunnels.borrow();
+        tunnels
+            .iter()
+            .map(|(_, t)| t)
+            .filter(|t| pred(t))
+            .cloned()
+            .collect()
+    }
+}
