@@ -5,7 +5,7 @@
 mod common;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use common::raw_tunnel::*;
@@ -95,19 +95,8 @@ fn text_of(ws: &mut RawWs) -> String {
     }
 }
 
-fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(Instant::now() < until, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 fn parked(h: &Harness) -> u64 {
-    h.worker_stats()
-        .iter()
-        .map(|s| s.parked.load(std::sync::atomic::Ordering::Relaxed))
-        .sum()
+    h.stat(|s| &s.parked)
 }
 
 fn rooms_harness(config: tether::Config) -> (Harness, Log) {
@@ -181,15 +170,18 @@ fn idle_actors_sleep_by_themselves_and_pings_do_not_wake_them() {
         (pong.opcode, pong.payload.as_slice()),
         (PONG, &b"still there?"[..])
     );
-    std::thread::sleep(Duration::from_millis(200));
+    // The ping unparked the socket (before the pong); it parks again only
+    // once its session has dealt with the ping and found the actor asleep.
+    // Had the ping woken the actor, that would be after it started (a
+    // second "start") and went idle again.
+    wait_for("the socket to park again after the pong", || {
+        parked(&h) == 1
+    });
     assert_eq!(
         h.runner(0).running_actors(),
         0,
         "a ping does not wake the actor"
     );
-    wait_for("the socket to park again after the pong", || {
-        parked(&h) == 1
-    });
     assert_eq!(
         log.lock()
             .unwrap()
@@ -417,12 +409,15 @@ fn a_client_arriving_while_its_actor_stops_to_sleep_starts_it_once_the_stop_is_c
         next_frame(&mut t, &mut pending),
         Frame::StopActor { actor_id }
     );
-    let second = std::thread::spawn(move || {
-        let mut ws = RawWs::connect(addr, "/actors/echo/s");
-        ws.send(true, TEXT, b"hello");
-        ws
+    let second = RawWs::begin(addr, "/actors/echo/s");
+    // Its request is sent. Once the gateway (one worker) has accepted it
+    // and then answered an admin request (more turns of that worker than
+    // reading the request takes), the client waits for the stopping actor:
+    // only then is the stop confirmed.
+    wait_for("the gateway to accept the second client", || {
+        h.stat(|s| &s.accepted) == 2
     });
-    std::thread::sleep(Duration::from_millis(300));
+    let _ = h.admin("GET", "/actors/echo/s");
     send_frame(
         &mut t,
         &Frame::ActorStopped {
@@ -463,7 +458,8 @@ fn a_client_arriving_while_its_actor_stops_to_sleep_starts_it_once_the_stop_is_c
         }
     }
     assert_eq!(restored, Some(first_id), "the sleeping client is restored");
-    let _second = second.join().expect("the second client gets 101");
+    let mut second = second.finish();
+    second.send(true, TEXT, b"hello");
     match next_frame(&mut t, &mut pending) {
         Frame::Message {
             conn_id, payload, ..

@@ -127,6 +127,7 @@ fn a_head_split_into_single_bytes_works() {
     bytes.extend_from_slice(&client_frame(true, 1, b"pipelined"));
     for b in &bytes {
         s.write_all(&[*b]).unwrap();
+        // Pacing, so that the bytes arrive one by one (the scenario).
         std::thread::sleep(Duration::from_micros(200));
     }
     let mut got = Vec::new();

@@ -75,6 +75,7 @@ fn timeouts_firing_mid_stream_lose_no_bytes() {
             ws.send_raw(&frame[pos..pos + n]);
             pos += n;
             if seed % 3 == 0 {
+                // The trickle itself (the scenario), not a wait.
                 std::thread::sleep(Duration::from_millis(2));
             }
         }
@@ -117,14 +118,9 @@ fn write_config(dir: &str, body: &str) -> std::path::PathBuf {
 }
 
 fn wait_for_listener(addr: SocketAddr) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(addr).is_err() {
-        assert!(
-            Instant::now() < until,
-            "gateway did not start listening on {addr}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for(&format!("the gateway to listen on {addr}"), || {
+        TcpStream::connect(addr).is_ok()
+    });
 }
 
 #[test]

@@ -339,17 +339,16 @@ fn a_runner_reconnecting_with_its_key_replaces_the_zombie() {
     // The zombie's actors move to the new process, state and clients included.
     client.send(true, TEXT, b"inc");
     assert_eq!(text_of(&mut client), "2");
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    while h.runner(0).connected_tunnels() > 0 && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(
-        h.runner(0).connected_tunnels(),
-        0,
-        "the replaced runner lets go"
+    wait_for("the replaced runner to let go", || {
+        h.runner(0).connected_tunnels() == 0
+    });
+    // Nothing marks a reconnection that does not happen; a runner that
+    // reconnects does so within its first backoffs (50, then 100 ms).
+    assert_stays(
+        "the replaced runner does not come back",
+        Duration::from_millis(300),
+        || h.runner(0).connected_tunnels() == 0,
     );
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(h.runner(0).connected_tunnels(), 0, "and does not come back");
     let mut again = RawWs::connect(h.client_addr, "/actors/counter/z");
     again.send(true, TEXT, b"get");
     assert_eq!(
@@ -401,7 +400,20 @@ fn a_client_that_does_not_read_is_closed_with_1008_and_harms_nobody() {
     sock.set_recv_buffer_size(4096).unwrap();
     let mut fine = RawWs::connect(h.client_addr, "/actors/flood/room");
     slow.send(true, TEXT, b"flood");
-    std::thread::sleep(Duration::from_millis(500));
+    // The runner has handled "flood" once its first bytes reach `slow`
+    // (peeked: `slow` must not read). `fine`'s message is handled after it,
+    // so its answer comes through the same tunnel behind the whole flood:
+    // by then `slow`'s queue has overflowed.
+    let peeked = loop {
+        match slow.stream.peek(&mut [0u8; 1]) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r,
+        }
+    };
+    assert!(
+        matches!(peeked, Ok(1)),
+        "the flood reaches the slow client: {peeked:?}"
+    );
     fine.send(true, TEXT, b"still served");
     assert_eq!(text_of(&mut fine), "still served");
     assert_eq!(slow.expect_close(), 1008);
@@ -468,11 +480,9 @@ fn a_runner_reconnects_with_backoff_when_the_gateway_comes_back() {
     let runner = tether::runner::Runner::start(options, BuiltinActors);
     assert!(runner.wait_connected(Duration::from_secs(10)));
     h.shutdown();
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    while runner.connected_tunnels() > 0 && std::time::Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(runner.connected_tunnels(), 0);
+    wait_for("the runner to see the gateway gone", || {
+        runner.connected_tunnels() == 0
+    });
     // A new gateway on the same runner port.
     config.runners.listen = runner_addr;
     let h2 = start_bare(config);

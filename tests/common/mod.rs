@@ -9,7 +9,8 @@ pub mod raw_tunnel;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tether::runner::{ActorFactory, BuiltinActors, MemoryStore, Runner, RunnerOptions};
 use tether::{Config, Gateway};
@@ -30,6 +31,48 @@ pub fn test_config() -> Config {
 
 pub const ADMIN_TOKEN: &str = "test-admin-token";
 
+/// How long `wait_for` waits: generous, so that a loaded machine makes a
+/// test slow, not wrong (only a test that is failing waits this long).
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// Waits until `cond` holds, polling every few milliseconds; panics naming
+/// `what` after `WAIT`. Tests wait on observable state (the admin API,
+/// counters, a runner, what a client received) with this, never with a
+/// sleep of a guessed length.
+#[track_caller]
+pub fn wait_for(what: &str, cond: impl FnMut() -> bool) {
+    wait_for_within(what, WAIT, cond)
+}
+
+/// `wait_for` with another deadline.
+#[track_caller]
+pub fn wait_for_within(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + deadline;
+    while !cond() {
+        assert!(
+            Instant::now() < until,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Asserts that `cond` holds throughout `window`, checking every few
+/// milliseconds. Only for an absence that no later event can prove (when
+/// one can, wait for that event and then assert once): a loaded machine can
+/// then only hide a misbehaviour that came late, never fail a correct run.
+#[track_caller]
+pub fn assert_stays(what: &str, window: Duration, mut cond: impl FnMut() -> bool) {
+    let until = Instant::now() + window;
+    loop {
+        assert!(cond(), "{what}: no longer true");
+        if Instant::now() >= until {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A gateway and (usually) one reference runner connected to it.
 pub struct Harness {
     pub client_addr: SocketAddr,
@@ -46,6 +89,14 @@ pub struct Harness {
 impl Harness {
     pub fn worker_stats(&self) -> &[std::sync::Arc<tether::server::WorkerStats>] {
         self.gateway.as_ref().unwrap().worker_stats()
+    }
+
+    /// One of the workers' counters, summed over the workers.
+    pub fn stat(&self, counter: fn(&tether::server::WorkerStats) -> &AtomicU64) -> u64 {
+        self.worker_stats()
+            .iter()
+            .map(|s| counter(s).load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn runner_url(&self) -> String {
@@ -182,34 +233,18 @@ pub struct RawWs {
 
 impl RawWs {
     pub fn connect(addr: SocketAddr, path: &str) -> RawWs {
+        RawWs::begin(addr, path).finish()
+    }
+
+    /// Connects and sends the upgrade request without reading the answer
+    /// (`finish` does), so that the request is known to be on its way.
+    pub fn begin(addr: SocketAddr, path: &str) -> Handshake {
         let mut stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         stream.write_all(upgrade_request(path).as_bytes()).unwrap();
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let end = loop {
-            let n = match stream.read(&mut chunk) {
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => r.unwrap(),
-            };
-            assert!(n > 0, "closed during handshake");
-            buf.extend_from_slice(&chunk[..n]);
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        assert!(
-            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-            "{head}"
-        );
-        RawWs {
-            stream,
-            buf: buf[end..].to_vec(),
-        }
+        Handshake { stream }
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
@@ -246,6 +281,41 @@ impl RawWs {
             }
         }
         1006
+    }
+}
+
+/// A client whose upgrade request is sent and whose answer is not read yet.
+pub struct Handshake {
+    stream: TcpStream,
+}
+
+impl Handshake {
+    /// Reads the answer: it must be 101.
+    pub fn finish(self) -> RawWs {
+        let mut stream = self.stream;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let end = loop {
+            let n = match stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => r.unwrap(),
+            };
+            assert!(n > 0, "closed during handshake");
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "{head}"
+        );
+        RawWs {
+            stream,
+            buf: buf[end..].to_vec(),
+        }
     }
 }
 
