@@ -37,7 +37,8 @@ pub(crate) enum OpenAnswer {
     Accepted {
         protocol: Option<String>,
     },
-    /// The runner refused it, with an HTTP status (400-599) of its choice.
+    /// The runner refused it, with a status of its choice (HTTP semantics,
+    /// checked where it becomes an HTTP answer).
     Rejected {
         status: u16,
         reason: String,

@@ -66,14 +66,9 @@ impl Actors {
         open.answer.fill(OpenAnswer::Accepted { protocol: chosen });
     }
 
-    /// The runner refused; a status outside 400-599 counts as 500.
+    /// The runner refused, with a status of its choice.
     pub(super) fn on_reject(&self, conn_id: u64, status: u16, reason: String) {
         if let Some(open) = self.opens.borrow_mut().remove(&conn_id) {
-            let status = if (400..600).contains(&status) {
-                status
-            } else {
-                500
-            };
             open.answer.fill(OpenAnswer::Rejected { status, reason });
         }
     }

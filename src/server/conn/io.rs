@@ -111,6 +111,11 @@ where
     Ok(buf)
 }
 
+/// Bytes read per attempt while discarding a closing peer's input.
+const LINGER_READ_BYTES: usize = 4096;
+/// A peer that sends more than this after our last word is cut off.
+const LINGER_DISCARD_BYTES: usize = 1 << 20;
+
 /// Ends a connection politely after we have said our last word: stop
 /// sending, then discard what the peer still sends until it closes or
 /// `linger` passes. Closing with unread input makes the kernel send RST,
@@ -120,9 +125,9 @@ pub(crate) async fn linger_close(mut stream: TcpStream, scratch: BytesMut, linge
     let deadline = Instant::now() + linger;
     let mut buf = scratch;
     let mut discarded = 0usize;
-    while discarded < 1 << 20 {
+    while discarded < LINGER_DISCARD_BYTES {
         buf.clear();
-        let (outcome, b) = read_before(&mut stream, buf, 4096, deadline).await;
+        let (outcome, b) = read_before(&mut stream, buf, LINGER_READ_BYTES, deadline).await;
         buf = b;
         match outcome {
             ReadOutcome::Data(n) => discarded += n,

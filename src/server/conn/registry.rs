@@ -5,8 +5,10 @@
 //! `ConnControl`; the worker's sweep wakes those whose deadline passed. The
 //! registry is also how the worker reaches every connection (shutdown).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use slab::Slab;
@@ -18,6 +20,8 @@ use crate::ws::CloseCode;
 pub(crate) struct Registry {
     conns: RefCell<Slab<Rc<ConnControl>>>,
     wakeups: Rc<Wakeups>,
+    /// Shutdown, waiting for the last connection to end.
+    empty_waiter: Cell<Option<Waker>>,
 }
 
 /// Removes the connection from the registry when its task ends, however it ends.
@@ -29,7 +33,13 @@ pub(crate) struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.registry.conns.borrow_mut().remove(self.key);
+        let mut conns = self.registry.conns.borrow_mut();
+        conns.remove(self.key);
+        if conns.is_empty() {
+            if let Some(w) = self.registry.empty_waiter.take() {
+                w.wake();
+            }
+        }
     }
 }
 
@@ -38,6 +48,7 @@ impl Registry {
         Registry {
             conns: RefCell::new(Slab::new()),
             wakeups,
+            empty_waiter: Cell::new(None),
         }
     }
 
@@ -53,6 +64,18 @@ impl Registry {
 
     pub fn len(&self) -> usize {
         self.conns.borrow().len()
+    }
+
+    /// Resolves when no connection is left (at once if none is).
+    pub async fn until_empty(&self) {
+        poll_fn(|cx| {
+            if self.conns.borrow().is_empty() {
+                return Poll::Ready(());
+            }
+            self.empty_waiter.set(Some(cx.waker().clone()));
+            Poll::Pending
+        })
+        .await
     }
 
     pub fn close_all(&self, code: CloseCode, reason: &str) {

@@ -6,6 +6,9 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
+/// Connections the kernel queues per listener before we accept them.
+const LISTEN_BACKLOG: i32 = 4096;
+
 /// Why a listener could not be set up, naming the address.
 #[derive(Debug)]
 pub struct BindError {
@@ -91,7 +94,7 @@ fn bind_one(
     }
     socket.set_nonblocking(nonblocking)?;
     socket.bind(&SockAddr::from(addr))?;
-    socket.listen(4096)?;
+    socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
 }
 

@@ -5,7 +5,7 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::{info, warn};
 
@@ -138,15 +138,9 @@ impl Worker {
 
     /// Waits until no connection is left, or `limit` has passed.
     async fn wait_until_empty(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        let registry = &self.env.registry;
-        while registry.len() > 0 && Instant::now() < deadline {
-            // Connections leave as their tasks end; a short poll bounds the
-            // wait without a hook in every session's exit path.
-            monoio::time::sleep(EMPTY_POLL).await;
+        monoio::select! {
+            _ = self.env.registry.until_empty() => {}
+            _ = monoio::time::sleep(limit) => {}
         }
     }
 }
-
-/// How often shutdown looks whether every connection has gone.
-const EMPTY_POLL: Duration = Duration::from_millis(10);
