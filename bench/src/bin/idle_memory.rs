@@ -41,6 +41,7 @@ fn main() {
     drop(warm);
     std::thread::sleep(Duration::from_millis(500));
     let base = gw.rss_kib();
+    let base_live = gw.live_heap_bytes();
 
     let started = Instant::now();
     let mut conns = Vec::with_capacity(args.connections);
@@ -53,6 +54,7 @@ fn main() {
     let open_secs = started.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(2));
     let loaded = gw.rss_kib();
+    let live = gw.live_heap_bytes().saturating_sub(base_live) as f64 / args.connections as f64;
     let per_conn = (loaded.saturating_sub(base) as f64 * 1024.0) / args.connections as f64;
 
     println!(
@@ -61,6 +63,7 @@ fn main() {
     );
     println!("  gateway RSS before: {base} KiB, with connections: {loaded} KiB");
     println!("  RSS growth per idle connection: {per_conn:.0} bytes");
+    println!("  live heap growth per idle connection: {live:.0} bytes (allocated and not freed)");
     println!(
         "  opened in {open_secs:.2}s ({:.0} handshakes/s)",
         args.connections as f64 / open_secs

@@ -212,24 +212,22 @@ impl Actor {
         self.last_activity.set(now);
     }
 
-    /// To Placing. A placement already under way keeps its deadline; a new
-    /// one gets `start_timeout` from when its backoff ends.
-    pub fn begin_placing(&self, now: Instant, start_timeout: Duration) {
-        let under_way = self.state.get() == ActorState::Placing && self.deadline.get().is_some();
-        if !under_way {
-            let from = now.max(self.not_before.get());
-            self.deadline.set(Some(from + start_timeout));
-        }
-        self.leave_tunnel();
-        self.state.set(ActorState::Placing);
-    }
-
-    /// Sets when the next placement may start and how much each connection
-    /// may hold until then; the placement's deadline starts afresh.
-    pub fn schedule_placement(&self, not_before: Instant, hold_limit: usize) {
+    /// To Placing, off any runner: the next start may be tried from
+    /// `not_before`, and is given up `start_timeout` after that; meanwhile
+    /// each connection may hold `hold_limit` bytes. Returns the runner it left.
+    pub fn begin_placing(
+        &self,
+        now: Instant,
+        not_before: Instant,
+        hold_limit: usize,
+        start_timeout: Duration,
+    ) -> Option<Rc<Tunnel>> {
+        let left = self.leave_tunnel();
         self.not_before.set(not_before);
         self.hold_limit.set(hold_limit);
-        self.deadline.set(None);
+        self.deadline.set(Some(now.max(not_before) + start_timeout));
+        self.state.set(ActorState::Placing);
+        left
     }
 
     /// Records a failure; returns how long to wait before the next start.
@@ -259,7 +257,7 @@ impl Actor {
     }
 
     /// The runner no longer runs it; returns the runner it left.
-    pub fn leave_tunnel(&self) -> Option<Rc<Tunnel>> {
+    fn leave_tunnel(&self) -> Option<Rc<Tunnel>> {
         let old = self.tunnel.borrow_mut().take();
         if let Some(t) = &old {
             t.remove_placed();
@@ -267,11 +265,12 @@ impl Actor {
         old
     }
 
-    /// Stopping → Asleep (no runner, no deadline).
-    pub fn mark_asleep(&self) {
-        self.leave_tunnel();
+    /// To Asleep (no runner, no deadline); returns the runner it left.
+    pub fn mark_asleep(&self) -> Option<Rc<Tunnel>> {
+        let left = self.leave_tunnel();
         self.state.set(ActorState::Asleep);
         self.deadline.set(None);
+        left
     }
 
     /// Gives the actor up: waiters get `reason`; returns its connections,
@@ -331,19 +330,20 @@ mod tests {
     }
 
     #[test]
-    fn placing_has_no_runner_and_keeps_its_deadline_while_it_retries() {
+    fn placing_leaves_the_runner_and_its_deadline_counts_from_the_backoff() {
         let (t0, t) = (Instant::now(), tunnel());
         let a = actor(t0);
         a.begin_starting(1, &t, t0, t0 + 10 * S);
-        a.schedule_placement(t0 + 2 * S, 4096);
-        a.begin_placing(t0, 10 * S);
+        let left = a.begin_placing(t0, t0 + 2 * S, 4096, 10 * S);
+        assert!(left.is_some_and(|l| Rc::ptr_eq(&l, &t)));
         assert_eq!((a.state(), t.placed()), (ActorState::Placing, 0));
+        assert!(a.tunnel().is_none());
+        assert_eq!(a.hold_limit(), 4096);
         assert!(!a.may_start(t0) && a.may_start(t0 + 2 * S));
-        // The deadline counts from the end of the backoff…
         assert!(!a.is_overdue(t0 + 11 * S) && a.is_overdue(t0 + 12 * S));
-        // …and a retry of the same placement does not push it back.
-        a.begin_placing(t0 + 5 * S, 10 * S);
-        assert!(a.is_overdue(t0 + 12 * S));
+        // Starting again from Placing counts on the new runner only.
+        a.begin_starting(2, &t, t0 + 2 * S, t0 + 12 * S);
+        assert_eq!(t.placed(), 1);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tracing::{debug, info, warn};
@@ -63,12 +64,21 @@ impl Actors {
         });
     }
 
-    /// Starts the actor on a runner now if one can take it, or leaves it
-    /// Placing (the sweep tries again each tick until its deadline). An
+    /// To Placing (see `Actor::begin_placing`), then `place`; returns the
+    /// runner the actor left.
+    fn replace(&self, actor: &Rc<Actor>, not_before: Instant, hold: usize) -> Option<Rc<Tunnel>> {
+        let start_timeout = self.config.actors.start_timeout;
+        let left = actor.begin_placing(self.now(), not_before, hold, start_timeout);
+        self.place(actor);
+        left
+    }
+
+    /// Starts a Placing actor on a runner now if one can take it, or leaves
+    /// it Placing (the sweep tries again each tick until its deadline). An
     /// actor name no runner of its pool knows fails at once.
     pub(super) fn place(&self, actor: &Rc<Actor>) {
+        debug_assert_eq!(actor.state(), ActorState::Placing);
         let now = self.now();
-        actor.begin_placing(now, self.config.actors.start_timeout);
         self.directory.set_live(actor.id(), actor.id(), actor);
         self.wakeups.note_deadline(now);
         if !actor.may_start(now) {
@@ -89,8 +99,11 @@ impl Actors {
     /// in its pool; its hibernated connections are restored when it is ready.
     pub(super) fn wake(&self, actor: &Rc<Actor>) {
         debug!(actor = %actor.name, key = ?actor.key, connections = actor.conns().len(), "waking actor");
-        actor.schedule_placement(self.clock.get(), self.config.actors.wake_buffer_bytes);
-        self.place(actor);
+        self.replace(
+            actor,
+            self.clock.get(),
+            self.config.actors.wake_buffer_bytes,
+        );
     }
 
     /// The actor's runner died, or the actor stopped or failed to start on
@@ -104,7 +117,6 @@ impl Actors {
         }
         let now = self.now();
         let wait = actor.record_failure(now, &self.backoff);
-        actor.leave_tunnel();
         self.stats.failovers.fetch_add(1, Ordering::Relaxed);
         if actor.backoff().is_crash_looping(now, &self.backoff) {
             self.stats
@@ -115,9 +127,7 @@ impl Actors {
         } else {
             info!(actor = %actor.name, key = ?actor.key, %why, "moving actor to another runner");
         }
-        let hold = self.config.actors.migration_buffer_bytes;
-        actor.schedule_placement(now + wait, hold);
-        self.place(actor);
+        self.replace(actor, now + wait, self.config.actors.migration_buffer_bytes);
     }
 
     /// Every message the actor's connections sent goes again to its next runner.
@@ -152,25 +162,23 @@ impl Actors {
         let ActorState::Stopping(then) = actor.state() else {
             return;
         };
-        let old = actor.leave_tunnel();
-        match then {
-            AfterStop::Migrate => {
-                actor.schedule_placement(self.clock.get(), actor.hold_limit());
-                self.place(actor);
-            }
+        let old = match then {
+            AfterStop::Migrate => self.replace(actor, self.clock.get(), actor.hold_limit()),
             AfterStop::Sleep => self.fall_asleep(actor),
-        }
+        };
         if let Some(old) = old {
             self.continue_drain(&old);
         }
     }
 
-    fn fall_asleep(&self, actor: &Rc<Actor>) {
+    /// Stopping → Asleep; returns the runner it left.
+    fn fall_asleep(&self, actor: &Rc<Actor>) -> Option<Rc<Tunnel>> {
         self.directory.set_not_live(actor.id());
-        actor.mark_asleep();
+        let left = actor.mark_asleep();
         // A message, a close or a new client arrived while it was stopping.
         if actor.has_waiters() || self.any_unsent(actor) {
-            return self.wake(actor);
+            self.wake(actor);
+            return left;
         }
         // Let the hibernated sessions notice, so they park now; their
         // emptied buffers are given back.
@@ -184,6 +192,7 @@ impl Actors {
         }
         debug!(actor = %actor.name, key = ?actor.key, hibernated = actor.conns().len(), "actor asleep");
         self.drop_if_unused(actor);
+        left
     }
 
     fn any_unsent(&self, actor: &Actor) -> bool {

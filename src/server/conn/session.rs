@@ -214,26 +214,25 @@ impl<R: Role> Session<R> {
     }
 
     async fn flush(&mut self, stream: &mut TcpStream, control: &ConnControl) {
-        let ctx = self.ctx.clone();
-        control.set_deadline(Instant::now() + R::limits(&ctx).send_timeout);
+        control.set_deadline(Instant::now() + R::limits(&self.ctx).send_timeout);
         // Boxed: the flush and read futures are large and only live while
         // bytes move; inline they would be part of every idle connection's
         // footprint (see docs/ARCHITECTURE.md).
-        let flush = Box::pin(self.outbox.flush(stream, &ctx.env().pool, control));
+        let flush = Box::pin(self.outbox.flush(stream, &self.ctx.env().pool, control));
         if flush.await.is_err() {
             self.state = State::Abandoned;
         }
-        self.role.flushed(&ctx);
+        self.role.flushed(&self.ctx);
     }
 
     /// Reads what the socket holds and decodes it; returns the buffer if a
     /// partial frame remains in it.
     async fn read(&mut self, stream: &mut TcpStream, held: Option<BytesMut>) -> Option<BytesMut> {
-        let ctx = self.ctx.clone();
-        let pool = &ctx.env().pool;
         self.input_expected = false;
+        let pool = &self.ctx.env().pool;
         let buf = held.unwrap_or_else(|| pool.take());
-        match Box::pin(read_into(stream, buf, pool.buffer_bytes())).await {
+        let room = pool.buffer_bytes();
+        match Box::pin(read_into(stream, buf, room)).await {
             (ReadOutcome::Data(_), buf) => {
                 self.keepalive.heard_from_peer(Instant::now());
                 self.consume(buf)
@@ -294,12 +293,13 @@ impl<R: Role> Session<R> {
     }
 
     fn on_event(&mut self, event: Event) {
-        let ctx = self.ctx.clone();
-        let pool = &ctx.env().pool;
         match (event, self.state) {
             (Event::Text(payload), State::Open) => self.on_message(MessageKind::Text, payload),
             (Event::Binary(payload), State::Open) => self.on_message(MessageKind::Binary, payload),
-            (Event::Ping(payload), State::Open) => self.outbox.push(pool, OpCode::Pong, &payload),
+            (Event::Ping(payload), State::Open) => {
+                self.outbox
+                    .push(&self.ctx.env().pool, OpCode::Pong, &payload)
+            }
             (Event::Close(frame), State::Open) => {
                 // Echo the status code back (RFC 6455 §5.5.1), then we are done.
                 let code = frame.as_ref().map(|f| f.code);
@@ -307,7 +307,7 @@ impl<R: Role> Session<R> {
                     Some(f) => (f.code, String::from_utf8_lossy(&f.reason).into_owned()),
                     None => (CloseCode::NO_STATUS, String::new()),
                 }));
-                self.outbox.push_close(pool, code, "");
+                self.outbox.push_close(&self.ctx.env().pool, code, "");
                 self.state = State::Finished;
             }
             (Event::Close(_), State::Closing { .. }) => self.state = State::Finished,
@@ -360,9 +360,11 @@ impl<R: Role> Session<R> {
     }
 
     fn on_keepalive_timer(&mut self, now: Instant) {
-        let ctx = self.ctx.clone();
-        let pool = &ctx.env().pool;
-        match self.keepalive.on_timer(now, &R::limits(&ctx).keepalive) {
+        let pool = &self.ctx.env().pool;
+        match self
+            .keepalive
+            .on_timer(now, &R::limits(&self.ctx).keepalive)
+        {
             KeepaliveAction::SendPing => self.outbox.push(pool, OpCode::Ping, &Bytes::new()),
             KeepaliveAction::PeerDead => {
                 debug!("peer missed ping_timeout");

@@ -89,3 +89,52 @@ impl Role for ClientRole {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::server::actors::Actors;
+    use crate::server::conn::control::ConnControl;
+    use crate::server::conn::env::ConnEnv;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    /// What every idle client connection holds, in bytes: its task's
+    /// future and its control block (docs/ARCHITECTURE.md, "Memory per idle
+    /// connection"). A growth here is paid 15,000 times in `idle_memory`.
+    #[test]
+    fn an_idle_client_session_stays_small() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let config = Arc::new(Config::default());
+            let env = Rc::new(ConnEnv::new(config.clone()));
+            let stats = Arc::default();
+            let actors = Actors::new(0, config.clone(), stats, env.wakeups.clone());
+            let edge = Rc::new(EdgeSide {
+                env: env.clone(),
+                actors: Rc::new(actors),
+                limits: SessionLimits::client(&config),
+                parker: None,
+            });
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let stream = monoio::net::TcpStream::from_std(client).unwrap();
+            let registration = env.registry.register(Instant::now());
+            let role = ClientRole {
+                conn_id: 1,
+                next_index: 0,
+            };
+            let session = Session::new(edge, role);
+            let future = session.run(stream, BytesMut::new(), registration);
+            let task = std::mem::size_of_val(&future);
+            let control = std::mem::size_of::<ConnControl>();
+            println!("session future {task} B, ConnControl {control} B");
+            assert!(task <= 728, "the session future grew to {task} bytes");
+            assert!(control <= 88, "ConnControl grew to {control} bytes");
+        });
+    }
+}
