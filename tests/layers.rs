@@ -2,8 +2,11 @@
 //! layer of `src/server` may use the layers below it, never one above it;
 //! the sans-IO cores and the runner library never use the gateway.
 //!
-//! Read from the source, not the compiler: every `crate::…` and `super::…`
-//! path in a file is matched against the table below.
+//! Read from the source, not the compiler: every `crate::…`, `super::…` and
+//! `self::…` path (groups included) is resolved against the file's module
+//! and matched against the table below. Comments and string literals are
+//! blanked out first; `use crate as …`, `#[path]` and files directly in
+//! `src/server` (other than its mod.rs) are refused, as they would hide paths.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -17,94 +20,203 @@ const SERVER_LAYERS: &[&str] = &[
 /// library): plain code over bytes and values.
 const SANS_IO: &[&str] = &["ws", "http", "tunnel", "config", "logging", "allocator"];
 
-/// A module of the crate, as a path below `src`: `server/actors`, `ws`, …
-fn module_of(file: &Path) -> String {
-    let parts: Vec<String> = file
+/// A file's module path: `server/edge/parker.rs` → [server, edge, parker].
+fn module_path(file: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = file
         .iter()
         .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_owned())
         .collect();
-    match parts.as_slice() {
-        [server, layer, ..] if server == "server" && parts.len() > 2 => format!("server/{layer}"),
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "lib" | "main")
+    ) {
+        parts.pop();
+    }
+    parts
+}
+
+/// What the checker compares: `server/<layer>` inside the gateway, else the
+/// top-level module.
+fn unit(path: &[String]) -> String {
+    match path {
+        [server, layer, ..] if server == "server" => format!("server/{layer}"),
         [top, ..] => top.clone(),
-        [] => String::new(),
+        [] => "crate".to_owned(),
     }
 }
 
-/// Where a file's `crate::…` and `super::…` paths lead, as modules.
-fn uses(file: &Path, text: &str) -> BTreeSet<String> {
-    let code: String = text
-        .lines()
-        .map(|l| l.split("//").next().unwrap_or(""))
-        .collect::<Vec<_>>()
-        .join("\n");
+/// The code with comments removed and string and char literals emptied.
+fn strip(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'/' if b.get(i + 1) == Some(&b'/') => {
+                while i < b.len() && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => {
+                i += 2;
+                while i + 1 < b.len() && !(b[i] == b'*' && b[i + 1] == b'/') {
+                    i += 1;
+                }
+                i += 2;
+            }
+            b'r' if matches!(b.get(i + 1), Some(b'"' | b'#'))
+                && (i == 0 || !is_ident(b[i - 1])) =>
+            {
+                let hashes = b[i + 1..].iter().take_while(|c| **c == b'#').count();
+                let close: Vec<u8> = std::iter::once(b'"')
+                    .chain(std::iter::repeat_n(b'#', hashes))
+                    .collect();
+                i += 2 + hashes;
+                while i < b.len() && !b[i..].starts_with(&close) {
+                    i += 1;
+                }
+                i += close.len();
+                out.push_str("\"\"");
+            }
+            b'"' => {
+                i += 1;
+                while i < b.len() && b[i] != b'"' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                out.push_str("\"\"");
+            }
+            b'\'' if b.get(i + 1) == Some(&b'\\') || b.get(i + 2) == Some(&b'\'') => {
+                i += 1;
+                while i < b.len() && b[i] != b'\'' {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                out.push_str("' '");
+            }
+            c => {
+                out.push(c as char);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn is_ident(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_'
+}
+
+/// Reads a use tree or path at `s` (after its first segment's `::`):
+/// every full path it names, as segment lists.
+fn tree(s: &str) -> Vec<Vec<String>> {
+    let s = s.trim_start();
+    if let Some(group) = s.strip_prefix('{') {
+        let mut depth = 1;
+        let mut items = vec![String::new()];
+        for c in group.chars() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 1 => break,
+                '}' => depth -= 1,
+                ',' if depth == 1 => {
+                    items.push(String::new());
+                    continue;
+                }
+                _ => {}
+            }
+            items.last_mut().expect("an item").push(c);
+        }
+        return items
+            .iter()
+            .filter(|item| !item.trim().is_empty())
+            .flat_map(|item| tree(item))
+            .collect();
+    }
+    let ident: String = s
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    if ident.is_empty() {
+        return vec![vec![]];
+    }
+    let rest = s[ident.len()..].trim_start();
+    match rest.strip_prefix("::") {
+        Some(more) => tree(more)
+            .into_iter()
+            .map(|mut tail| {
+                tail.insert(0, ident.clone());
+                tail
+            })
+            .collect(),
+        None => vec![vec![ident]],
+    }
+}
+
+/// Where a file's paths lead, as units; `Err` for constructs that hide them.
+fn uses(file: &Path, text: &str) -> Result<BTreeSet<String>, String> {
+    let code = strip(text);
+    if code.contains("#[path") {
+        return Err("#[path] hides which module a file is".into());
+    }
+    let here = module_path(file);
+    let bytes = code.as_bytes();
     let mut found = BTreeSet::new();
-    for (at, _) in code.match_indices("crate::") {
-        found.extend(crate_path(&code[at + "crate::".len()..]));
-    }
-    let is_layer_root = file.file_name().is_some_and(|f| f == "mod.rs");
-    let in_server_layer = file.starts_with("server") && file.iter().count() > 2;
-    for (at, _) in code.match_indices("super::") {
-        let rest = &code[at + "super::".len()..];
-        if rest.starts_with("super::") && in_server_layer {
-            found.insert("<super::super>".to_owned());
-        } else if in_server_layer && is_layer_root {
-            // `super` of a layer's mod.rs is `server` itself.
-            found.extend(crate_path(&format!("server::{rest}")));
+    for anchor in ["crate", "super", "self"] {
+        for (at, _) in code.match_indices(anchor) {
+            let before_ok = at == 0 || !is_ident(bytes[at - 1]) && bytes[at - 1] != b':';
+            let after = code[at + anchor.len()..].trim_start();
+            if !before_ok {
+                continue;
+            }
+            if anchor == "crate" && after.starts_with("as ") {
+                return Err("`crate as …` hides which module a path names".into());
+            }
+            let Some(rest) = after.strip_prefix("::") else {
+                continue;
+            };
+            for tail in tree(rest) {
+                found.insert(unit(&resolve(&here, anchor, tail)));
+            }
         }
     }
-    found
+    Ok(found)
 }
 
-/// `server::actors::…`, `server::{edge, runners}`, `ws::…` → modules.
-fn crate_path(rest: &str) -> Vec<String> {
-    let ident = |s: &str| -> String {
-        s.chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect()
+/// `anchor::tail` seen in module `here` → an absolute module path.
+fn resolve(here: &[String], anchor: &str, tail: Vec<String>) -> Vec<String> {
+    let mut base: Vec<String> = match anchor {
+        "crate" => vec![],
+        "self" => here.to_vec(),
+        _ => here[..here.len().saturating_sub(1)].to_vec(),
     };
-    if let Some(inner) = rest.strip_prefix("server::") {
-        if let Some(group) = inner.strip_prefix('{') {
-            let group = group.split('}').next().unwrap_or("");
-            return group
-                .split(',')
-                .map(|item| ident(item.trim()))
-                .filter(|l| !l.is_empty())
-                .map(|l| format!("server/{l}"))
-                .collect();
-        }
-        return vec![format!("server/{}", ident(inner))];
+    let mut tail = tail.into_iter().peekable();
+    while tail.peek().is_some_and(|s| s == "super") {
+        tail.next();
+        base.pop();
     }
-    let top = ident(rest);
-    if top.is_empty() {
-        vec![]
-    } else {
-        vec![top]
-    }
+    base.extend(tail);
+    base
 }
 
 /// Why `from` may not use `to`, if it may not.
 fn violation(from: &str, to: &str) -> Option<String> {
-    if to == "<super::super>" {
-        return Some("climbs out of its layer with super::super (name the layer)".into());
-    }
-    if from == to {
+    if from == to || from == "main" || from == "crate" {
         return None;
     }
     let rank = |m: &str| {
         m.strip_prefix("server/")
             .and_then(|l| SERVER_LAYERS.iter().position(|x| *x == l))
     };
+    let gateway = to == "server" || to.starts_with("server/");
     if from.starts_with("server/") {
         return match (rank(from), rank(to)) {
             (None, _) => Some(format!("{from} is not a declared layer")),
-            (Some(_), None) if to.starts_with("server/") || to == "server" => {
-                Some(format!("{to} is not a declared layer"))
-            }
+            (Some(_), None) if gateway => Some(format!("{to} is not a declared layer")),
             (Some(f), Some(t)) if t < f => Some(format!("{to} is a layer above {from}")),
             _ => None,
         };
     }
-    let gateway = to == "server" || to.starts_with("server/");
     if SANS_IO.contains(&from) && (gateway || to == "runner") {
         return Some(format!("{from} is sans-IO and may not use {to}"));
     }
@@ -136,11 +248,16 @@ fn no_module_uses_a_layer_above_it() {
         if file == Path::new("server/mod.rs") {
             continue; // declares the layers and re-exports the public API
         }
+        let from = unit(&module_path(file));
         let text = std::fs::read_to_string(path).unwrap();
-        let from = module_of(file);
-        for to in uses(file, &text) {
-            if let Some(why) = violation(&from, &to) {
-                broken.push(format!("src/{}: {why}", file.display()));
+        match uses(file, &text) {
+            Err(why) => broken.push(format!("src/{}: {why}", file.display())),
+            Ok(found) => {
+                for to in found {
+                    if let Some(why) = violation(&from, &to) {
+                        broken.push(format!("src/{}: {why}", file.display()));
+                    }
+                }
             }
         }
     }
@@ -157,40 +274,68 @@ fn no_module_uses_a_layer_above_it() {
 }
 
 #[test]
-fn every_server_folder_is_a_declared_layer() {
+fn everything_in_src_server_is_a_declared_layer() {
     let server = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/server");
     for entry in std::fs::read_dir(server).unwrap() {
         let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if path.is_dir() {
-            let name = path.file_name().unwrap().to_string_lossy().into_owned();
             assert!(
                 SERVER_LAYERS.contains(&name.as_str()),
                 "src/server/{name} is not in the layer table of tests/layers.rs"
+            );
+        } else {
+            assert_eq!(
+                name, "mod.rs",
+                "src/server/{name}: code belongs in a layer's folder"
             );
         }
     }
 }
 
 #[test]
-fn the_checker_sees_upward_and_sideways_imports() {
-    let edge = Path::new("server/conn/session.rs");
+fn the_checker_resolves_what_a_file_names() {
+    let conn = Path::new("server/conn/session.rs");
     let found = uses(
-        edge,
+        conn,
         "use crate::server::actors::Actors;\nuse super::env::ConnEnv;",
     );
-    assert_eq!(found.into_iter().collect::<Vec<_>>(), vec!["server/actors"]);
+    let want: BTreeSet<String> = ["server/actors", "server/conn"].map(String::from).into();
+    assert_eq!(found, Ok(want));
+    // Groups, nested groups and a group at the crate root.
+    let found = uses(
+        conn,
+        "use crate::{server::{edge::{A, B}, runtime::C}, ws::D};",
+    )
+    .unwrap();
+    assert!(found.contains("server/edge") && found.contains("server/runtime"));
+    assert!(found.contains("ws"));
+    // super:: from a layer's mod.rs and from deeper, and self::.
+    let root = Path::new("server/edge/mod.rs");
+    assert!(uses(root, "use super::runtime::Worker;")
+        .unwrap()
+        .contains("server/runtime"));
+    let deep = Path::new("server/edge/parker.rs");
+    assert!(uses(deep, "use super::super::admin::X;")
+        .unwrap()
+        .contains("server/admin"));
+    let ws = Path::new("ws/frame.rs");
+    assert!(uses(ws, "use super::super::server::conn::io;")
+        .unwrap()
+        .contains("server/conn"));
+    // Comments and strings do not count; code after a string does.
+    assert!(uses(deep, "// see crate::server::runtime\n")
+        .unwrap()
+        .is_empty());
+    let found = uses(deep, "let u = \"http://x\"; crate::server::runtime::f();").unwrap();
+    assert!(found.contains("server/runtime"));
+    // Constructs that would hide a path are refused.
+    assert!(uses(deep, "use crate as root;").is_err());
+    assert!(uses(deep, "#[path = \"x.rs\"] mod x;").is_err());
+    // The rule itself.
     assert!(violation("server/conn", "server/actors").is_some());
     assert!(violation("server/actors", "server/conn").is_none());
     assert!(violation("ws", "server/conn").is_some());
     assert!(violation("runner", "server").is_some());
-    let root = Path::new("server/edge/mod.rs");
-    let found = uses(
-        root,
-        "use super::runtime::Worker; use crate::server::{conn, admin};",
-    );
-    assert!(found.contains("server/runtime") && found.contains("server/admin"));
-    let deep = Path::new("server/edge/parker.rs");
-    assert!(uses(deep, "use super::super::conn::io;").contains("<super::super>"));
-    // Comments do not count.
-    assert!(uses(deep, "// see crate::server::runtime").is_empty());
+    assert!(violation("server/edge", "server/nowhere").is_some());
 }
