@@ -220,87 +220,14 @@ impl TunnelState {
 
     fn handle(&mut self, shared: &Arc<Shared>, frame: Frame, index: u32, out: &mut BytesMut) {
         match frame {
-            Frame::Welcome { workers, .. } => {
-                if index == 0 {
-                    info!(workers, "connected to the gateway");
-                    // Tunnel 0 learns how many tunnels the gateway wants: one per worker.
-                    let have = shared.spawned.load(Ordering::Acquire) as u32;
-                    for i in have..workers {
-                        spawn_tunnel(shared, i);
-                    }
-                    shared
-                        .spawned
-                        .store(workers.max(1) as usize, Ordering::Release);
-                    shared.welcomed.store(true, Ordering::Release);
-                }
-                // A tunnel counts as connected once the gateway has welcomed it.
-                if !self.welcomed {
-                    self.welcomed = true;
-                    shared.connected.fetch_add(1, Ordering::AcqRel);
-                }
-            }
+            Frame::Welcome { workers, .. } => self.on_welcome(shared, workers, index),
             Frame::StartActor {
                 actor_id,
                 name,
                 key,
                 ..
-            } => {
-                let running = shared.running.fetch_add(1, Ordering::AcqRel);
-                let created = if running as u32 >= shared.options.capacity {
-                    Err("runner at capacity")
-                } else {
-                    shared
-                        .factory
-                        .create(&name, &key)
-                        .ok_or("unknown actor name")
-                };
-                match created {
-                    Ok(mut actor) => {
-                        let record = load_record(shared, &name, &key);
-                        if !record.state.is_empty() {
-                            actor.load_state(&record.state);
-                        }
-                        self.actors.insert(
-                            actor_id,
-                            ActorSlot {
-                                name,
-                                key,
-                                actor,
-                                conns: BTreeSet::new(),
-                                saved_handled: record.handled.into_iter().collect(),
-                            },
-                        );
-                        encode_frame(out, &Frame::ActorReady { actor_id });
-                    }
-                    Err(reason) => {
-                        shared.running.fetch_sub(1, Ordering::AcqRel);
-                        encode_frame(
-                            out,
-                            &Frame::ActorStopped {
-                                actor_id,
-                                reason: reason.into(),
-                            },
-                        );
-                    }
-                }
-            }
-            Frame::StopActor { actor_id } => {
-                if let Some(slot) = self.actors.remove(&actor_id) {
-                    shared.running.fetch_sub(1, Ordering::AcqRel);
-                    for c in slot.conns {
-                        self.forget_conn(c);
-                    }
-                }
-                // Everything before this frame was handled (and acknowledged
-                // above it in `out`): the gateway may start the actor elsewhere.
-                encode_frame(
-                    out,
-                    &Frame::ActorStopped {
-                        actor_id,
-                        reason: "stopped".into(),
-                    },
-                );
-            }
+            } => self.on_start_actor(shared, actor_id, name, key, out),
+            Frame::StopActor { actor_id } => self.on_stop_actor(shared, actor_id, out),
             Frame::ConnOpen {
                 conn_id,
                 actor_id,
@@ -309,136 +236,25 @@ impl TunnelState {
                 headers,
                 protocols,
             } => {
-                let Some(slot) = self.actors.get_mut(&actor_id) else {
-                    let reason = "actor is not running here".to_owned();
-                    return encode_frame(
-                        out,
-                        &Frame::ConnReject {
-                            conn_id,
-                            status: 503,
-                            reason,
-                        },
-                    );
-                };
                 let info = ConnInfo {
                     path,
                     query,
                     headers,
                     protocols,
                 };
-                slot.conns.insert(conn_id);
-                // What on_open sends goes after the decision, so the gateway
-                // knows the connection when those messages arrive.
-                let mut early = BytesMut::new();
-                let mut ctx = Ctx {
-                    actor_id,
-                    conns: &slot.conns,
-                    out: &mut early,
-                    out_index: &mut self.out_index,
-                    attachments: &mut self.attachments,
-                };
-                let decision = slot.actor.on_open(&mut ctx, conn_id, &info);
-                match decision {
-                    OpenDecision::Accept {
-                        protocol,
-                        hibernatable,
-                    } => {
-                        encode_frame(
-                            out,
-                            &Frame::ConnAccept {
-                                conn_id,
-                                protocol,
-                                hibernatable,
-                            },
-                        );
-                        out.extend_from_slice(&early);
-                        self.conn_actor.insert(conn_id, actor_id);
-                    }
-                    OpenDecision::Reject { status, reason } => {
-                        slot.conns.remove(&conn_id);
-                        encode_frame(
-                            out,
-                            &Frame::ConnReject {
-                                conn_id,
-                                status,
-                                reason,
-                            },
-                        );
-                    }
-                }
+                self.on_conn_open(conn_id, actor_id, info, out)
             }
             Frame::Message {
                 conn_id,
                 index: msg_index,
                 kind,
                 payload,
-            } => {
-                let Some(&actor_id) = self.conn_actor.get(&conn_id) else {
-                    return;
-                };
-                let last = self.last_index.entry(conn_id).or_insert(0);
-
-                if msg_index != 0 && msg_index <= *last {
-                    // A replay of something already handled: acknowledged
-                    // again so the gateway stops keeping it.
-                    return encode_frame(
-                        out,
-                        &Frame::Ack {
-                            conn_id,
-                            index: msg_index,
-                        },
-                    );
-                }
-                *last = msg_index;
-                let Some(slot) = self.actors.get_mut(&actor_id) else {
-                    return;
-                };
-                let message = match kind {
-                    MessageKind::Text => {
-                        Message::Text(String::from_utf8_lossy(&payload).into_owned())
-                    }
-                    MessageKind::Binary => Message::Binary(payload),
-                };
-                let mut ctx = Ctx {
-                    actor_id,
-                    conns: &slot.conns,
-                    out: &mut *out,
-                    out_index: &mut self.out_index,
-                    attachments: &mut self.attachments,
-                };
-                slot.actor.on_message(&mut ctx, conn_id, message);
-                self.dirty.insert(actor_id);
-                encode_frame(
-                    out,
-                    &Frame::Ack {
-                        conn_id,
-                        index: msg_index,
-                    },
-                );
-            }
+            } => self.on_message(conn_id, msg_index, kind, payload, out),
             Frame::Close {
                 conn_id,
                 code,
                 reason,
-            } => {
-                let Some(actor_id) = self.conn_actor.get(&conn_id).copied() else {
-                    return;
-                };
-                if let Some(slot) = self.actors.get_mut(&actor_id) {
-                    slot.conns.remove(&conn_id);
-                    // The actor may still read the connection's attachment here.
-                    let mut ctx = Ctx {
-                        actor_id,
-                        conns: &slot.conns,
-                        out: &mut *out,
-                        out_index: &mut self.out_index,
-                        attachments: &mut self.attachments,
-                    };
-                    slot.actor.on_close(&mut ctx, conn_id, code, &reason);
-                    self.dirty.insert(actor_id);
-                }
-                self.forget_conn(conn_id);
-            }
+            } => self.on_close(conn_id, code, &reason, out),
             Frame::RestoreConn { .. } => self.restore(frame, out),
             Frame::Keepalive { nonce } => encode_frame(out, &Frame::KeepaliveAck { nonce }),
             Frame::Drained if !self.drained => {
@@ -451,6 +267,190 @@ impl TunnelState {
             }
             _ => {}
         }
+    }
+
+    fn on_welcome(&mut self, shared: &Arc<Shared>, workers: u32, index: u32) {
+        if index == 0 {
+            info!(workers, "connected to the gateway");
+            // Tunnel 0 learns how many tunnels the gateway wants: one per worker.
+            let have = shared.spawned.load(Ordering::Acquire) as u32;
+            for i in have..workers {
+                spawn_tunnel(shared, i);
+            }
+            shared
+                .spawned
+                .store(workers.max(1) as usize, Ordering::Release);
+            shared.welcomed.store(true, Ordering::Release);
+        }
+        // A tunnel counts as connected once the gateway has welcomed it.
+        if !self.welcomed {
+            self.welcomed = true;
+            shared.connected.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn on_start_actor(
+        &mut self,
+        shared: &Arc<Shared>,
+        actor_id: u64,
+        name: String,
+        key: Vec<String>,
+        out: &mut BytesMut,
+    ) {
+        let running = shared.running.fetch_add(1, Ordering::AcqRel);
+        let created = if running as u32 >= shared.options.capacity {
+            Err("runner at capacity")
+        } else {
+            shared
+                .factory
+                .create(&name, &key)
+                .ok_or("unknown actor name")
+        };
+        let mut actor = match created {
+            Ok(actor) => actor,
+            Err(reason) => {
+                shared.running.fetch_sub(1, Ordering::AcqRel);
+                let reason = reason.into();
+                return encode_frame(out, &Frame::ActorStopped { actor_id, reason });
+            }
+        };
+        let record = load_record(shared, &name, &key);
+        if !record.state.is_empty() {
+            actor.load_state(&record.state);
+        }
+        let slot = ActorSlot {
+            name,
+            key,
+            actor,
+            conns: BTreeSet::new(),
+            saved_handled: record.handled.into_iter().collect(),
+        };
+        self.actors.insert(actor_id, slot);
+        encode_frame(out, &Frame::ActorReady { actor_id });
+    }
+
+    fn on_stop_actor(&mut self, shared: &Arc<Shared>, actor_id: u64, out: &mut BytesMut) {
+        if let Some(slot) = self.actors.remove(&actor_id) {
+            shared.running.fetch_sub(1, Ordering::AcqRel);
+            for c in slot.conns {
+                self.forget_conn(c);
+            }
+        }
+        // Everything before this frame was handled (and acknowledged
+        // above it in `out`): the gateway may start the actor elsewhere.
+        let reason = "stopped".into();
+        encode_frame(out, &Frame::ActorStopped { actor_id, reason });
+    }
+
+    fn on_conn_open(&mut self, conn_id: u64, actor_id: u64, info: ConnInfo, out: &mut BytesMut) {
+        let Some(slot) = self.actors.get_mut(&actor_id) else {
+            let reason = "actor is not running here".to_owned();
+            let status = 503;
+            return encode_frame(
+                out,
+                &Frame::ConnReject {
+                    conn_id,
+                    status,
+                    reason,
+                },
+            );
+        };
+        slot.conns.insert(conn_id);
+        // What on_open sends goes after the decision, so the gateway
+        // knows the connection when those messages arrive.
+        let mut early = BytesMut::new();
+        let mut ctx = Ctx {
+            actor_id,
+            conns: &slot.conns,
+            out: &mut early,
+            out_index: &mut self.out_index,
+            attachments: &mut self.attachments,
+        };
+        match slot.actor.on_open(&mut ctx, conn_id, &info) {
+            OpenDecision::Accept {
+                protocol,
+                hibernatable,
+            } => {
+                let accept = Frame::ConnAccept {
+                    conn_id,
+                    protocol,
+                    hibernatable,
+                };
+                encode_frame(out, &accept);
+                out.extend_from_slice(&early);
+                self.conn_actor.insert(conn_id, actor_id);
+            }
+            OpenDecision::Reject { status, reason } => {
+                slot.conns.remove(&conn_id);
+                encode_frame(
+                    out,
+                    &Frame::ConnReject {
+                        conn_id,
+                        status,
+                        reason,
+                    },
+                );
+            }
+        }
+    }
+
+    fn on_message(
+        &mut self,
+        conn_id: u64,
+        msg_index: u64,
+        kind: MessageKind,
+        payload: Bytes,
+        out: &mut BytesMut,
+    ) {
+        let Some(&actor_id) = self.conn_actor.get(&conn_id) else {
+            return;
+        };
+        let last = self.last_index.entry(conn_id).or_insert(0);
+        if msg_index != 0 && msg_index <= *last {
+            // A replay of something already handled: acknowledged
+            // again so the gateway stops keeping it.
+            let index = msg_index;
+            return encode_frame(out, &Frame::Ack { conn_id, index });
+        }
+        *last = msg_index;
+        let Some(slot) = self.actors.get_mut(&actor_id) else {
+            return;
+        };
+        let message = match kind {
+            MessageKind::Text => Message::Text(String::from_utf8_lossy(&payload).into_owned()),
+            MessageKind::Binary => Message::Binary(payload),
+        };
+        let mut ctx = Ctx {
+            actor_id,
+            conns: &slot.conns,
+            out: &mut *out,
+            out_index: &mut self.out_index,
+            attachments: &mut self.attachments,
+        };
+        slot.actor.on_message(&mut ctx, conn_id, message);
+        self.dirty.insert(actor_id);
+        let index = msg_index;
+        encode_frame(out, &Frame::Ack { conn_id, index });
+    }
+
+    fn on_close(&mut self, conn_id: u64, code: u16, reason: &str, out: &mut BytesMut) {
+        let Some(actor_id) = self.conn_actor.get(&conn_id).copied() else {
+            return;
+        };
+        if let Some(slot) = self.actors.get_mut(&actor_id) {
+            slot.conns.remove(&conn_id);
+            // The actor may still read the connection's attachment here.
+            let mut ctx = Ctx {
+                actor_id,
+                conns: &slot.conns,
+                out: &mut *out,
+                out_index: &mut self.out_index,
+                attachments: &mut self.attachments,
+            };
+            slot.actor.on_close(&mut ctx, conn_id, code, reason);
+            self.dirty.insert(actor_id);
+        }
+        self.forget_conn(conn_id);
     }
 
     /// Saves the record of every actor that handled something in this batch.
