@@ -19,6 +19,7 @@ impl Status {
     pub const CONFLICT: Status = Status(409);
     pub const LENGTH_REQUIRED: Status = Status(411);
     pub const PAYLOAD_TOO_LARGE: Status = Status(413);
+    pub const URI_TOO_LONG: Status = Status(414);
     pub const UPGRADE_REQUIRED: Status = Status(426);
     pub const HEADER_FIELDS_TOO_LARGE: Status = Status(431);
     pub const INTERNAL_ERROR: Status = Status(500);
@@ -40,6 +41,7 @@ impl Status {
             409 => "Conflict",
             411 => "Length Required",
             413 => "Content Too Large",
+            414 => "URI Too Long",
             426 => "Upgrade Required",
             429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",

@@ -1,4 +1,25 @@
 //! Which resource a request target names, with percent-decoding of path segments.
+//!
+//! Actor names and keys are checked here, before anything is allocated for
+//! them or any actor starts:
+//! - a name is 1–64 bytes of ASCII letters, digits, `-` and `_`;
+//! - a key is 1–16 segments; each decodes to 1–256 bytes of UTF-8 with no
+//!   control characters (NUL included) and is neither `.` nor `..` (which
+//!   proxies and file systems would resolve); all segments together decode
+//!   to at most 1,024 bytes.
+//!
+//! Too long or too many: 414. Anything else wrong: 400.
+
+use super::response::Status;
+
+/// Longest actor name, in bytes.
+pub const MAX_NAME_BYTES: usize = 64;
+/// Most segments in an actor key.
+pub const MAX_KEY_PARTS: usize = 16;
+/// Longest key segment, in bytes once decoded.
+pub const MAX_KEY_PART_BYTES: usize = 256;
+/// Longest key, all segments together, in bytes once decoded.
+pub const MAX_KEY_BYTES: usize = 1024;
 
 /// Where a client request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,13 +37,32 @@ pub struct ActorPath {
     pub query: Option<String>,
 }
 
-/// A target that cannot be routed at all (400).
+/// A target that cannot be routed: its status (400 or 414) and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BadTarget(pub &'static str);
+pub struct BadTarget {
+    pub status: Status,
+    pub reason: &'static str,
+}
+
+impl BadTarget {
+    const fn bad(reason: &'static str) -> Self {
+        BadTarget {
+            status: Status::BAD_REQUEST,
+            reason,
+        }
+    }
+
+    const fn too_long(reason: &'static str) -> Self {
+        BadTarget {
+            status: Status::URI_TOO_LONG,
+            reason,
+        }
+    }
+}
 
 pub fn route(target: &str) -> Result<Route, BadTarget> {
     if !target.starts_with('/') {
-        return Err(BadTarget("request target must be an absolute path"));
+        return Err(BadTarget::bad("request target must be an absolute path"));
     }
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q.to_owned())),
@@ -41,13 +81,57 @@ pub fn route(target: &str) -> Result<Route, BadTarget> {
         return Ok(Route::NotFound);
     }
     Ok(Route::Actor(ActorPath {
-        name: percent_decode(name)?,
-        key: key
-            .into_iter()
-            .map(percent_decode)
-            .collect::<Result<_, _>>()?,
+        name: actor_name(name)?,
+        key: actor_key(&key)?,
         query,
     }))
+}
+
+/// An actor name as the path gives it (not percent-decoded: no allowed
+/// character needs encoding).
+fn actor_name(raw: &str) -> Result<String, BadTarget> {
+    if raw.len() > MAX_NAME_BYTES {
+        return Err(BadTarget::too_long("actor name longer than 64 bytes"));
+    }
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    if !raw.bytes().all(allowed) {
+        let reason = "actor names are ASCII letters, digits, - and _";
+        return Err(BadTarget::bad(reason));
+    }
+    Ok(raw.to_owned())
+}
+
+fn actor_key(raw: &[&str]) -> Result<Vec<String>, BadTarget> {
+    if raw.len() > MAX_KEY_PARTS {
+        return Err(BadTarget::too_long("actor key has more than 16 segments"));
+    }
+    // Encoded, a segment is at most three times its decoded length.
+    if raw.iter().any(|s| s.len() > 3 * MAX_KEY_PART_BYTES) {
+        return Err(BadTarget::too_long(
+            "actor key segment longer than 256 bytes",
+        ));
+    }
+    let key: Vec<String> = raw
+        .iter()
+        .map(|s| percent_decode(s))
+        .collect::<Result<_, _>>()?;
+    if key.iter().any(|s| s.len() > MAX_KEY_PART_BYTES) {
+        return Err(BadTarget::too_long(
+            "actor key segment longer than 256 bytes",
+        ));
+    }
+    if key.iter().map(String::len).sum::<usize>() > MAX_KEY_BYTES {
+        return Err(BadTarget::too_long("actor key longer than 1024 bytes"));
+    }
+    if key.iter().any(|s| s == "." || s == "..") {
+        return Err(BadTarget::bad("actor key segments may not be . or .."));
+    }
+    if key.iter().any(|s| s.chars().any(char::is_control)) {
+        return Err(BadTarget::bad(
+            "actor keys may not contain control characters",
+        ));
+    }
+    Ok(key)
 }
 
 /// The canonical path of an actor: `/actors/{name}/{key…}`, each segment
@@ -86,7 +170,7 @@ pub fn percent_decode(segment: &str) -> Result<String, BadTarget> {
                 .get(i + 1..i + 3)
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or(BadTarget("invalid percent-encoding in path"))?;
+                .ok_or(BadTarget::bad("invalid percent-encoding in path"))?;
             out.push(hex);
             i += 3;
         } else {
@@ -94,7 +178,7 @@ pub fn percent_decode(segment: &str) -> Result<String, BadTarget> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| BadTarget("path segment is not UTF-8"))
+    String::from_utf8(out).map_err(|_| BadTarget::bad("path segment is not UTF-8"))
 }
 
 #[cfg(test)]
@@ -113,7 +197,12 @@ mod tests {
 
     #[test]
     fn actor_paths_round_trip() {
-        let key = vec!["room/1".to_string(), "sub key".into(), "é?#%".into()];
+        let key = vec![
+            "room/1".to_string(),
+            "sub key".into(),
+            "é?#%".into(),
+            "...".into(),
+        ];
         let Route::Actor(a) = route(&actor_path("chat", &key)).unwrap() else {
             panic!()
         };
@@ -130,5 +219,32 @@ mod tests {
         assert!(route("/actors/echo/%zz").is_err());
         assert!(route("/actors/echo/%ff").is_err());
         assert!(route("http://host/x").is_err());
+    }
+
+    fn refused(target: &str) -> u16 {
+        route(target).expect_err(target).status.0
+    }
+
+    #[test]
+    fn names_and_keys_have_limits() {
+        let part = "k".repeat(MAX_KEY_PART_BYTES);
+        assert!(route(&format!("/actors/echo/{part}")).is_ok());
+        assert_eq!(refused(&format!("/actors/echo/{part}k")), 414);
+        assert_eq!(refused(&format!("/actors/{}/k", "n".repeat(65))), 414);
+        let parts = vec!["p"; MAX_KEY_PARTS + 1].join("/");
+        assert_eq!(refused(&format!("/actors/echo/{parts}")), 414);
+        let total = [&part[..200]; 6].join("/");
+        assert_eq!(refused(&format!("/actors/echo/{total}")), 414);
+        for bad in [
+            "/actors/echo/..",
+            "/actors/echo/%2e",
+            "/actors/echo/a%00",
+            "/actors/echo/%7F",
+        ] {
+            assert_eq!(refused(bad), 400, "{bad}");
+        }
+        for bad in ["/actors/e.cho/k", "/actors/e%63ho/k", "/actors/\u{e9}/k"] {
+            assert_eq!(refused(bad), 400, "{bad}");
+        }
     }
 }

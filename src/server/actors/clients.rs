@@ -7,6 +7,7 @@ use tracing::warn;
 
 use super::actor::ActorState;
 use super::links::{ClientLink, LinkView};
+use super::outstanding::ENTRY_COST;
 use super::Actors;
 use crate::tunnel::{Frame, MessageKind};
 use crate::ws::{CloseCode, OpCode};
@@ -22,7 +23,7 @@ impl Actors {
             ActorState::Running => match link.actor.tunnel() {
                 Some(tunnel) => LinkView::Running {
                     tunnel,
-                    backlogged: link.outstanding_bytes()
+                    backlogged: link.outstanding_cost()
                         >= self.config.actors.migration_buffer_bytes,
                 },
                 None => LinkView::Gone,
@@ -52,7 +53,7 @@ impl Actors {
                 }
                 return;
             }
-            if o.bytes() + payload.len() > actor.hold_limit() {
+            if o.cost() + payload.len() + ENTRY_COST > actor.hold_limit() {
                 link.control.request_close(
                     CloseCode::TRY_AGAIN_LATER,
                     "too much sent while the actor was starting or moving",

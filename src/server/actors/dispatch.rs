@@ -25,7 +25,7 @@ impl Actors {
                 payload,
                 ..
             } => self.on_message(tunnel, conn_id, kind, payload),
-            Frame::Ack { conn_id, index } => self.on_ack(conn_id, index),
+            Frame::Ack { conn_id, index } => self.on_ack(tunnel, conn_id, index),
             Frame::Close {
                 conn_id,
                 code,
@@ -39,12 +39,12 @@ impl Actors {
                 conn_id,
                 protocol,
                 hibernatable,
-            } => self.on_accept(conn_id, protocol, hibernatable),
+            } => self.on_accept(tunnel, conn_id, protocol, hibernatable),
             Frame::ConnReject {
                 conn_id,
                 status,
                 reason,
-            } => self.on_reject(conn_id, status, reason),
+            } => self.on_reject(tunnel, conn_id, status, reason),
             Frame::ActorReady { actor_id } => self.on_actor_ready(tunnel, actor_id),
             Frame::ActorStopped { actor_id, reason } => {
                 self.on_actor_stopped(tunnel, actor_id, &reason)
@@ -81,13 +81,13 @@ impl Actors {
         });
     }
 
-    fn on_ack(&self, conn_id: u64, index: u64) {
-        if let Some(link) = self.links.borrow().get(&conn_id) {
-            let limit = self.config.actors.migration_buffer_bytes;
+    fn on_ack(&self, tunnel: &Rc<Tunnel>, conn_id: u64, index: u64) {
+        let limit = self.config.actors.migration_buffer_bytes;
+        self.with_link_on(tunnel, conn_id, |link| {
             if link.ack(index, limit) {
                 link.control.poke(); // it stopped reading: it may go on
             }
-        }
+        });
     }
 
     /// The actor closed a connection.

@@ -124,8 +124,9 @@ impl ClientLink {
         }
     }
 
-    pub fn outstanding_bytes(&self) -> usize {
-        self.outstanding.borrow().as_ref().map_or(0, |o| o.bytes())
+    /// What the connection holds, counted against the hold and backlog limits.
+    pub fn outstanding_cost(&self) -> usize {
+        self.outstanding.borrow().as_ref().map_or(0, |o| o.cost())
     }
 
     /// Messages or a close wait for the actor's next runner.
@@ -152,16 +153,22 @@ impl ClientLink {
     }
 
     /// The runner handled everything up to `index`. Returns true if that
-    /// brought a backlog of `limit` bytes or more back under it.
+    /// brought a backlog of `limit` or more back under it. An index beyond
+    /// what the runner was given is ignored: acknowledging it would drop
+    /// unsent messages and make the next runner skip the client's messages
+    /// as replays.
     pub fn ack(&self, index: u64, limit: usize) -> bool {
-        self.last_acked.set(self.last_acked.get().max(index));
         let mut outstanding = self.outstanding.borrow_mut();
         let Some(o) = outstanding.as_deref_mut() else {
             return false;
         };
-        let was_backlogged = o.bytes() >= limit;
+        if index > o.sent_index() {
+            return false;
+        }
+        self.last_acked.set(self.last_acked.get().max(index));
+        let was_backlogged = o.cost() >= limit;
         o.ack(index);
-        let relieved = was_backlogged && o.bytes() < limit;
+        let relieved = was_backlogged && o.cost() < limit;
         if o.is_empty() && o.capacity() > KEEP_OUTSTANDING_CAPACITY {
             *outstanding = None;
         }

@@ -9,6 +9,7 @@ use super::links::{ClientLink, ConnMeta, OpenAnswer, OpenRequest, PendingOpen};
 use super::Actors;
 use crate::server::conn::control::ConnControl;
 use crate::server::conn::slot::Slot;
+use crate::server::tunnels::Tunnel;
 use crate::tunnel::Frame;
 use crate::ws::CloseCode;
 
@@ -51,9 +52,23 @@ impl Actors {
         }
     }
 
+    /// The open of `conn_id`, if `tunnel`'s runner runs its actor: a runner
+    /// answers only for its own actors' connections.
+    fn take_open(&self, tunnel: &Rc<Tunnel>, conn_id: u64) -> Option<PendingOpen> {
+        let mut opens = self.opens.borrow_mut();
+        let owned = opens.get(&conn_id).is_some_and(|o| o.actor.is_on(tunnel));
+        owned.then(|| opens.remove(&conn_id)).flatten()
+    }
+
     /// The runner accepted: the connection is linked to its actor.
-    pub(super) fn on_accept(&self, conn_id: u64, protocol: Option<String>, hib: Option<bool>) {
-        let Some(open) = self.opens.borrow_mut().remove(&conn_id) else {
+    pub(super) fn on_accept(
+        &self,
+        tunnel: &Rc<Tunnel>,
+        conn_id: u64,
+        protocol: Option<String>,
+        hib: Option<bool>,
+    ) {
+        let Some(open) = self.take_open(tunnel, conn_id) else {
             return;
         };
         let a = &self.config.actors;
@@ -67,8 +82,8 @@ impl Actors {
     }
 
     /// The runner refused, with a status of its choice.
-    pub(super) fn on_reject(&self, conn_id: u64, status: u16, reason: String) {
-        if let Some(open) = self.opens.borrow_mut().remove(&conn_id) {
+    pub(super) fn on_reject(&self, tunnel: &Rc<Tunnel>, conn_id: u64, status: u16, reason: String) {
+        if let Some(open) = self.take_open(tunnel, conn_id) {
             open.answer.fill(OpenAnswer::Rejected { status, reason });
         }
     }

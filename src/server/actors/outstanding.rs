@@ -10,12 +10,21 @@
 //!
 //! Payloads lie back to back in one `BytesMut` that is reused as messages
 //! are acknowledged: no allocation per message once it has grown.
+//!
+//! What is held is counted as its payload plus [`ENTRY_COST`] per message,
+//! so that empty messages cannot be held without limit: the hold and
+//! backlog limits (`wake_buffer_bytes`, `migration_buffer_bytes`) bound the
+//! number of messages too (1 MiB: at most 16,384 messages).
 
 use std::collections::VecDeque;
 
 use bytes::{Buf, BytesMut};
 
 use crate::tunnel::MessageKind;
+
+/// What one held message costs beyond its payload: its entry and its share
+/// of the bookkeeping, rounded up.
+pub(crate) const ENTRY_COST: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -31,6 +40,9 @@ pub(crate) struct Outstanding {
     /// `entries[..sent]` are with the runner, the rest wait for one.
     sent: usize,
     sent_bytes: usize,
+    /// The highest index ever handed to a runner: acknowledgements beyond
+    /// it are bogus (a runner cannot have handled what it never got).
+    sent_index: u64,
     /// The client's close, to deliver after the messages.
     pub close: Option<(u16, String)>,
 }
@@ -46,9 +58,14 @@ impl Outstanding {
         });
     }
 
-    /// Bytes held (sent and unsent).
-    pub fn bytes(&self) -> usize {
-        self.data.len()
+    /// What is held, counted against the hold and backlog limits.
+    pub fn cost(&self) -> usize {
+        self.data.len() + self.entries.len() * ENTRY_COST
+    }
+
+    /// The highest index a runner was given.
+    pub fn sent_index(&self) -> u64 {
+        self.sent_index
     }
 
     pub fn has_unsent(&self) -> bool {
@@ -94,6 +111,9 @@ impl Outstanding {
     pub fn mark_sent(&mut self) {
         self.sent = self.entries.len();
         self.sent_bytes = self.data.len();
+        if let Some(last) = self.entries.back() {
+            self.sent_index = self.sent_index.max(last.index);
+        }
     }
 
     /// The runner that had them is gone: all of them go again.
@@ -125,7 +145,7 @@ mod tests {
         o.mark_sent();
         assert!(!o.has_unsent());
         o.ack(2);
-        assert_eq!(o.bytes(), 4);
+        assert_eq!(o.cost(), 4 + 2 * ENTRY_COST);
         o.resend_all();
         assert_eq!(unsent(&o), vec![(3, b"m3".to_vec()), (4, b"m4".to_vec())]);
     }
@@ -144,7 +164,7 @@ mod tests {
         o.mark_sent();
         o.ack(3);
         assert!(o.is_empty());
-        assert_eq!(o.bytes(), 0);
+        assert_eq!(o.cost(), 0);
     }
 
     #[test]
@@ -154,10 +174,33 @@ mod tests {
         o.mark_sent();
         o.ack(4);
         o.ack(0);
-        assert_eq!(o.bytes(), 1);
+        assert_eq!(o.cost(), 1 + ENTRY_COST);
         o.ack(5);
         o.ack(5);
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn empty_messages_cost_their_entry() {
+        let mut o = Outstanding::default();
+        for i in 1..=100 {
+            o.push(i, MessageKind::Text, b"");
+        }
+        assert_eq!(o.cost(), 100 * ENTRY_COST);
+    }
+
+    #[test]
+    fn the_highest_index_given_to_a_runner_is_known() {
+        let mut o = Outstanding::default();
+        o.push(1, MessageKind::Text, b"a");
+        o.push(2, MessageKind::Text, b"b");
+        assert_eq!(o.sent_index(), 0);
+        o.mark_sent();
+        o.push(3, MessageKind::Text, b"c");
+        assert_eq!(o.sent_index(), 2, "3 is held, not sent");
+        o.ack(2);
+        o.resend_all();
+        assert_eq!(o.sent_index(), 2, "a replay does not forget it");
     }
 
     #[test]

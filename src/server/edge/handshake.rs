@@ -81,7 +81,7 @@ pub(crate) async fn serve_client(
 /// Checks that a client request is a WebSocket upgrade to an actor path.
 fn precheck(head: &RequestHead) -> Result<(ActorPath, Upgrade), Refusal> {
     let actor = match route(&head.target) {
-        Err(bad) => return Err(Refusal::new(Status::BAD_REQUEST, bad.0)),
+        Err(bad) => return Err(Refusal::new(bad.status, bad.reason)),
         Ok(Route::Healthz) if head.method == "GET" => return Err(Refusal::new(Status::OK, "ok")),
         Ok(Route::Healthz) => return Err(Refusal::method_not_allowed("GET", "use GET")),
         Ok(Route::NotFound) => return Err(Refusal::new(Status::NOT_FOUND, "no such path")),

@@ -1,0 +1,220 @@
+//! What a hostile client or runner can try, over real sockets: each test
+//! is an attack that once worked, and checks that it no longer does and
+//! that nobody else is harmed.
+
+mod common;
+
+use std::net::TcpStream;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::raw_tunnel::{next_frame, send_frame};
+use common::*;
+use tether::runner::BuiltinActors;
+use tether::tunnel::{encode_frame, Frame, PROTOCOL_VERSION};
+use tungstenite::client::IntoClientRequest;
+
+const TEXT: u8 = 1;
+
+fn text_of(ws: &mut RawWs) -> String {
+    loop {
+        let f = ws.recv().expect("a frame");
+        if f.opcode == TEXT {
+            return String::from_utf8(f.payload).unwrap();
+        }
+    }
+}
+
+/// One worker: every tunnel and actor meets on it, so a test can reason
+/// about the order in which frames are handled.
+fn one_worker() -> tether::Config {
+    let mut c = test_config();
+    c.server.workers = 1;
+    c
+}
+
+type Tunnel = tungstenite::WebSocket<TcpStream>;
+
+/// A runner tunnel driven by hand: connected, hello sent, welcome read.
+fn hand_runner(h: &Harness, key: &str, actors: &[&str]) -> (Tunnel, Vec<Frame>) {
+    let mut req = format!("{}/runners/connect", h.runner_url())
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("authorization", "Bearer tether-dev-token".parse().unwrap());
+    let stream = TcpStream::connect(h.runner_addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut ws = tungstenite::client::client(req, stream).unwrap().0;
+    send_frame(
+        &mut ws,
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+            runner_key: key.into(),
+            pool: "default".into(),
+            capacity: 100,
+            tunnel_index: 0,
+            actor_names: actors.iter().map(|a| a.to_string()).collect(),
+        },
+    );
+    let mut pending = Vec::new();
+    assert!(matches!(
+        next_frame(&mut ws, &mut pending),
+        Frame::Welcome { .. }
+    ));
+    (ws, pending)
+}
+
+/// Sends a keepalive and reads until its answer: everything sent on this
+/// tunnel before it has been handled by then.
+fn barrier(ws: &mut Tunnel, pending: &mut Vec<Frame>) {
+    send_frame(ws, &Frame::Keepalive { nonce: 4242 });
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Binary(b)) => {
+                for f in tether::tunnel::decode_frames(b) {
+                    match f.unwrap() {
+                        Frame::KeepaliveAck { nonce: 4242 } => return,
+                        other => pending.push(other),
+                    }
+                }
+            }
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            Err(e) => panic!("tunnel read failed: {e}"),
+        }
+    }
+}
+
+#[test]
+fn empty_messages_held_for_a_missing_runner_count_against_the_buffer() {
+    let mut c = test_config();
+    c.actors.migration_buffer_bytes = 64 * 1024;
+    let mut h = start_bare(c);
+    let o = h.runner_options();
+    h.add_runner(o, BuiltinActors);
+    let mut client = RawWs::connect(h.client_addr, "/actors/echo/held");
+    client.send(true, TEXT, b"hello");
+    assert_eq!(text_of(&mut client), "hello");
+    h.take_runner(0).kill();
+    wait_for("the actor to look for another runner", || {
+        h.admin("GET", "/actors/echo/held")
+            .contains("\"state\":\"placing\"")
+    });
+    // Each empty message is still an entry the gateway keeps: many of them
+    // must trip the buffer like bytes do (before, 20,000 cost nothing).
+    let mut flood = Vec::new();
+    for _ in 0..20_000 {
+        flood.extend_from_slice(&client_frame(true, TEXT, b""));
+    }
+    client.send_raw(&flood);
+    assert_eq!(client.expect_close(), 1013, "past migration_buffer_bytes");
+    h.shutdown();
+}
+
+#[test]
+fn actor_names_and_keys_are_limited_and_checked() {
+    let h = start_default();
+    let answer = |path: &str| {
+        status_of(&raw_exchange(
+            h.client_addr,
+            upgrade_request(path).as_bytes(),
+        ))
+    };
+    let long_key = "k".repeat(7000);
+    assert_eq!(answer(&format!("/actors/echo/{long_key}")), 414);
+    let long_name = "n".repeat(100);
+    assert_eq!(answer(&format!("/actors/{long_name}/k")), 414);
+    let many_parts = vec!["p"; 40].join("/");
+    assert_eq!(answer(&format!("/actors/echo/{many_parts}")), 414);
+    for bad in [
+        "/actors/echo/../admin",
+        "/actors/echo/%2E%2E/admin",
+        "/actors/echo/./x",
+        "/actors/echo/a%00b",
+        "/actors/echo/line%0Abreak",
+        "/actors/echo/tab%09",
+        "/actors/ec%20ho/x",
+        "/actors/e.cho/x",
+        "/actors/%C3%A9cho/x",
+    ] {
+        assert_eq!(answer(bad), 400, "{bad}");
+    }
+    // What stays allowed: any other UTF-8 in keys, compound keys.
+    let mut ws = RawWs::connect(h.client_addr, "/actors/echo/caf%C3%A9/room%2F1/x.y");
+    ws.send(true, TEXT, b"still fine");
+    assert_eq!(text_of(&mut ws), "still fine");
+    h.shutdown();
+}
+
+#[test]
+fn a_runner_cannot_acknowledge_another_runners_connections() {
+    let mut h = start_bare(one_worker());
+    for _ in 0..2 {
+        let o = h.runner_options();
+        h.add_runner(o, BuiltinActors);
+    }
+    let mut victim = RawWs::connect(h.client_addr, "/actors/echo/victim");
+    victim.send(true, TEXT, b"one");
+    assert_eq!(text_of(&mut victim), "one");
+    // A foreign runner acknowledges every id it can guess far ahead.
+    let (mut foreign, mut pending) = hand_runner(&h, "foreign", &["other"]);
+    let mut acks = BytesMut::new();
+    for conn_id in 1..=64u64 {
+        let index = 1 << 62;
+        encode_frame(&mut acks, &Frame::Ack { conn_id, index });
+    }
+    foreign
+        .send(tungstenite::Message::Binary(acks.freeze()))
+        .unwrap();
+    barrier(&mut foreign, &mut pending);
+    // The victim's actor moves; its next runner must still get the
+    // victim's messages (not drop them as replays of index 2^62).
+    let moved = h.admin("POST", "/actors/echo/victim/migrate");
+    assert_eq!(status_of(&moved), 200, "{moved}");
+    victim.send(true, TEXT, b"two");
+    assert_eq!(text_of(&mut victim), "two");
+    h.shutdown();
+}
+
+#[test]
+fn a_runner_cannot_answer_opens_of_another_runners_actor() {
+    let h = start_bare(one_worker());
+    let (mut owner, mut owner_frames) = hand_runner(&h, "owner", &["echo"]);
+    let (mut foreign, mut foreign_frames) = hand_runner(&h, "foreign", &["other"]);
+    let client = RawWs::begin(h.client_addr, "/actors/echo/mine");
+    let actor_id = match next_frame(&mut owner, &mut owner_frames) {
+        Frame::StartActor { actor_id, .. } => actor_id,
+        other => panic!("expected StartActor, got {other:?}"),
+    };
+    send_frame(&mut owner, &Frame::ActorReady { actor_id });
+    let conn_id = match next_frame(&mut owner, &mut owner_frames) {
+        Frame::ConnOpen { conn_id, .. } => conn_id,
+        other => panic!("expected ConnOpen, got {other:?}"),
+    };
+    // The foreign runner guessed the id: its answer must not count.
+    let reason = "not yours".to_owned();
+    let reject = Frame::ConnReject {
+        conn_id,
+        status: 403,
+        reason,
+    };
+    send_frame(&mut foreign, &reject);
+    barrier(&mut foreign, &mut foreign_frames);
+    let accept = Frame::ConnAccept {
+        conn_id,
+        protocol: None,
+        hibernatable: None,
+    };
+    send_frame(&mut owner, &accept);
+    let mut ws = client.finish();
+    ws.send(true, TEXT, b"mine");
+    match next_frame(&mut owner, &mut owner_frames) {
+        Frame::Message { conn_id: c, .. } => assert_eq!(c, conn_id),
+        other => panic!("expected the client's message, got {other:?}"),
+    }
+    h.shutdown();
+}
