@@ -218,3 +218,89 @@ fn a_runner_cannot_answer_opens_of_another_runners_actor() {
     }
     h.shutdown();
 }
+
+/// Opens a tunnel, sends `hello`, and returns the close code the gateway
+/// answers with (`None`: it welcomed the runner instead).
+fn hello_answer(h: &Harness, hello: &Frame) -> Option<u16> {
+    let mut ws = common::raw_tunnel::raw_tunnel(h);
+    send_frame(&mut ws, hello);
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(tungstenite::Message::Binary(b)) => {
+                let welcomed = tether::tunnel::decode_frames(b)
+                    .any(|f| matches!(f, Ok(Frame::Welcome { .. })));
+                if welcomed {
+                    return None;
+                }
+            }
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            Err(e) => panic!("tunnel read failed: {e}"),
+        }
+    }
+}
+
+fn hello(key: &str, pool: &str, actor_names: Vec<String>) -> Frame {
+    Frame::Hello {
+        version: PROTOCOL_VERSION,
+        runner_key: key.into(),
+        pool: pool.into(),
+        capacity: 10,
+        tunnel_index: 0,
+        actor_names,
+    }
+}
+
+#[test]
+fn a_runner_hello_with_huge_or_odd_lists_is_refused() {
+    let h = start_bare(one_worker());
+    // A million empty names in a 1 MB message: before, the gateway kept
+    // 27.6 MiB for them and logged a 3.8 MiB line.
+    let million = vec![String::new(); 1_000_000];
+    assert_eq!(
+        hello_answer(&h, &hello("big", "default", million)),
+        Some(1002)
+    );
+    let bad_names = [
+        hello("k", "default", vec!["e.cho".into()]),
+        hello("k", "default", vec!["x".repeat(65)]),
+        hello("k", "pool with spaces", vec!["echo".into()]),
+        hello("line\nbreak", "default", vec!["echo".into()]),
+        hello(&"k".repeat(129), "default", vec!["echo".into()]),
+    ];
+    for frame in &bad_names {
+        assert_eq!(hello_answer(&h, frame), Some(1002), "{frame:?}");
+    }
+    let fine = hello("fine", "default", vec!["echo".into(); 1024]);
+    assert_eq!(
+        hello_answer(&h, &fine),
+        None,
+        "a well-formed hello is welcomed"
+    );
+    h.shutdown();
+}
+
+#[test]
+fn a_client_offering_too_many_subprotocols_is_refused() {
+    let h = start_default();
+    let protocols = (0..65)
+        .map(|i| format!("p{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let request = upgrade_request("/actors/echo/p").replace(
+        "\r\n\r\n",
+        &format!("\r\nSec-WebSocket-Protocol: {protocols}\r\n\r\n"),
+    );
+    assert_eq!(
+        status_of(&raw_exchange(h.client_addr, request.as_bytes())),
+        400
+    );
+    // The runner's tunnel is still up: others are served.
+    let mut ws = RawWs::connect(h.client_addr, "/actors/echo/p");
+    ws.send(true, TEXT, b"still here");
+    assert_eq!(text_of(&mut ws), "still here");
+    h.shutdown();
+}

@@ -87,14 +87,19 @@ pub fn route(target: &str) -> Result<Route, BadTarget> {
     }))
 }
 
+/// Whether `name` may name an actor (and a runner may offer it).
+pub fn is_actor_name(name: &str) -> bool {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
+    !name.is_empty() && name.len() <= MAX_NAME_BYTES && name.bytes().all(allowed)
+}
+
 /// An actor name as the path gives it (not percent-decoded: no allowed
 /// character needs encoding).
 fn actor_name(raw: &str) -> Result<String, BadTarget> {
     if raw.len() > MAX_NAME_BYTES {
         return Err(BadTarget::too_long("actor name longer than 64 bytes"));
     }
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_';
-    if !raw.bytes().all(allowed) {
+    if !is_actor_name(raw) {
         let reason = "actor names are ASCII letters, digits, - and _";
         return Err(BadTarget::bad(reason));
     }

@@ -211,9 +211,36 @@ fn put_headers(out: &mut BytesMut, headers: &[(String, Bytes)]) {
     }
 }
 
-fn headers(r: &mut Reader) -> Result<Vec<(String, Bytes)>, TunnelError> {
+/// Most entries a list in a frame may have, by what it lists. A count is
+/// also checked against the bytes left (every entry takes at least one
+/// byte per field) before anything is allocated.
+pub mod limits {
+    /// Actor names a runner offers in its hello.
+    pub const ACTOR_NAMES: u64 = 1024;
+    /// Segments of an actor key (as `http::route` allows).
+    pub const KEY_PARTS: u64 = 16;
+    /// Headers passed with a connection.
+    pub const HEADERS: u64 = 128;
+    /// Subprotocols a client offers.
+    pub const PROTOCOLS: u64 = 64;
+}
+
+/// A list's entry count, checked against `max` and the bytes left.
+fn count(r: &mut Reader, max: u64, min_entry_bytes: usize) -> Result<usize, TunnelError> {
     let n = r.varint()?;
-    let mut v = Vec::new();
+    if n > max {
+        return Err(TunnelError("list longer than the protocol allows"));
+    }
+    let n = n as usize;
+    if n.saturating_mul(min_entry_bytes) > r.remaining() {
+        return Err(TunnelError("list count exceeds the frame"));
+    }
+    Ok(n)
+}
+
+fn headers(r: &mut Reader) -> Result<Vec<(String, Bytes)>, TunnelError> {
+    let n = count(r, limits::HEADERS, 2)?;
+    let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push((r.string()?, r.bytes()?));
     }
@@ -446,9 +473,9 @@ fn u32_field(r: &mut Reader) -> Result<u32, TunnelError> {
     u32::try_from(r.varint()?).map_err(|_| TunnelError("field out of range"))
 }
 
-fn strings(r: &mut Reader) -> Result<Vec<String>, TunnelError> {
-    let n = r.varint()?;
-    let mut v = Vec::new();
+fn strings(r: &mut Reader, max: u64) -> Result<Vec<String>, TunnelError> {
+    let n = count(r, max, 1)?;
+    let mut v = Vec::with_capacity(n);
     for _ in 0..n {
         v.push(r.string()?);
     }
@@ -465,7 +492,7 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
             pool: r.string()?,
             capacity: u32_field(r)?,
             tunnel_index: u32_field(r)?,
-            actor_names: strings(r)?,
+            actor_names: strings(r, limits::ACTOR_NAMES)?,
         },
         tag::WELCOME => Frame::Welcome {
             version: u16_field(r)?,
@@ -476,7 +503,7 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
         tag::START_ACTOR => Frame::StartActor {
             actor_id: r.varint()?,
             name: r.string()?,
-            key: strings(r)?,
+            key: strings(r, limits::KEY_PARTS)?,
             input: r.bytes()?,
         },
         tag::ACTOR_READY => Frame::ActorReady {
@@ -504,7 +531,7 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
                 path,
                 query,
                 headers,
-                protocols: strings(r)?,
+                protocols: strings(r, limits::PROTOCOLS)?,
             }
         }
         tag::CONN_ACCEPT => Frame::ConnAccept {
@@ -575,6 +602,36 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// A StartActor body whose key claims `parts` segments, with `actual` present.
+    fn start_actor_claiming(parts: u64, actual: usize) -> Bytes {
+        let mut body = BytesMut::new();
+        put_varint(&mut body, 7);
+        put_str(&mut body, "echo");
+        put_varint(&mut body, parts);
+        for _ in 0..actual {
+            put_str(&mut body, "k");
+        }
+        put_bytes(&mut body, b"");
+        let mut frame = BytesMut::new();
+        frame.put_u8(tag::START_ACTOR);
+        put_varint(&mut frame, body.len() as u64);
+        frame.put_slice(&body);
+        frame.freeze()
+    }
+
+    #[test]
+    fn list_counts_are_checked_before_anything_is_allocated() {
+        let decode = |b: Bytes| decode_frames(b).next().expect("one frame");
+        assert!(decode(start_actor_claiming(3, 3)).is_ok());
+        let err = decode(start_actor_claiming(17, 17)).unwrap_err();
+        assert_eq!(err.0, "list longer than the protocol allows");
+        // Claims more entries than there are bytes left (each takes one).
+        let err = decode(start_actor_claiming(16, 2)).unwrap_err();
+        assert_eq!(err.0, "list count exceeds the frame");
+        let err = decode(start_actor_claiming(u64::MAX, 0)).unwrap_err();
+        assert_eq!(err.0, "list longer than the protocol allows");
+    }
 
     fn samples() -> Vec<Frame> {
         vec![

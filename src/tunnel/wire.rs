@@ -35,6 +35,11 @@ impl Reader {
         self.pos >= self.buf.len()
     }
 
+    /// Bytes not read yet.
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
     pub fn varint(&mut self) -> Result<u64, Truncated> {
         let mut v: u64 = 0;
         for shift in (0..70).step_by(7) {

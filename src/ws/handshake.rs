@@ -78,6 +78,9 @@ pub fn validate_upgrade(head: &RequestHead) -> Result<Upgrade, Rejection> {
         .ok_or(Rejection::bad(
             "missing or invalid Sec-WebSocket-Key header",
         ))?;
+    if head.header_tokens("sec-websocket-protocol").count() > MAX_PROTOCOLS {
+        return Err(Rejection::bad("more than 64 subprotocols offered"));
+    }
     Ok(Upgrade {
         accept_key: tungstenite::handshake::derive_accept_key(key),
         protocols: head
@@ -86,6 +89,9 @@ pub fn validate_upgrade(head: &RequestHead) -> Result<Upgrade, Rejection> {
             .collect(),
     })
 }
+
+/// Most subprotocols a client may offer (the tunnel protocol's limit).
+pub const MAX_PROTOCOLS: usize = 64;
 
 /// A key is the base64 encoding of 16 bytes: 22 symbols and "==".
 fn is_valid_key(key: &[u8]) -> bool {

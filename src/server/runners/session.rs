@@ -8,6 +8,7 @@ use bytes::Bytes;
 use tracing::warn;
 
 use super::RunnerSide;
+use crate::http::route::is_actor_name;
 use crate::server::actors::RunnerHello;
 use crate::server::conn::control::ConnControl;
 use crate::server::conn::env::SessionLimits;
@@ -97,6 +98,28 @@ impl Role for TunnelRole {
     }
 }
 
+/// Longest runner key, in bytes.
+const MAX_RUNNER_KEY_BYTES: usize = 128;
+
+/// A hello's names are logged and compared on every placement: bounded,
+/// printable, and actor names as clients can name them.
+fn check_hello(hello: &RunnerHello) -> Result<(), Failure> {
+    let key = &hello.runner_key;
+    if key.is_empty() || key.len() > MAX_RUNNER_KEY_BYTES || key.chars().any(char::is_control) {
+        let reason = "runner key must be 1-128 bytes without control characters";
+        return Err(failure(CloseCode::PROTOCOL, reason));
+    }
+    if !is_actor_name(&hello.pool) {
+        let reason = "pool names are 1-64 bytes of ASCII letters, digits, - and _";
+        return Err(failure(CloseCode::PROTOCOL, reason));
+    }
+    if !hello.actor_names.iter().all(|n| is_actor_name(n)) {
+        let reason = "actor names are 1-64 bytes of ASCII letters, digits, - and _";
+        return Err(failure(CloseCode::PROTOCOL, reason));
+    }
+    Ok(())
+}
+
 fn failure(code: CloseCode, reason: &str) -> Failure {
     Failure {
         code,
@@ -139,6 +162,7 @@ fn hello(
         capacity,
         actor_names,
     };
+    check_hello(&hello)?;
     let tunnel = side.actors.add_tunnel(hello, control.clone());
     tunnel.send(&Frame::Welcome {
         version: PROTOCOL_VERSION,
