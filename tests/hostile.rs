@@ -304,3 +304,36 @@ fn a_client_offering_too_many_subprotocols_is_refused() {
     assert_eq!(text_of(&mut ws), "still here");
     h.shutdown();
 }
+
+#[test]
+fn a_close_reason_that_is_not_utf8_gets_1007() {
+    let h = start_default();
+    let mut ws = RawWs::connect(h.client_addr, "/actors/echo/close");
+    // Code 1000, then bytes that are not UTF-8 (RFC 6455 §8.1: 1007).
+    ws.send(true, 8, &[0x03, 0xE8, 0xFF, 0xFE]);
+    assert_eq!(ws.expect_close(), 1007);
+    h.shutdown();
+}
+
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let h = start_default();
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let request = format!(
+            "GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: {scheme} {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
+        );
+        let answer = raw_exchange(h.admin_addr, request.as_bytes());
+        assert_eq!(status_of(&answer), 200, "{scheme}: {answer}");
+    }
+    h.shutdown();
+}
+
+#[test]
+fn a_head_ending_in_bare_line_feeds_is_answered_at_once() {
+    let h = start_default();
+    let answer = raw_exchange(h.client_addr, b"GET /healthz HTTP/1.1\nHost: t\n\n");
+    // Before, the gateway waited for a CRLF blank line until
+    // handshake_timeout and answered 408.
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    h.shutdown();
+}

@@ -189,7 +189,7 @@ fn protocol_violations_close_with_the_right_code() {
         (
             "close reason not UTF-8",
             client_frame(true, CLOSE, &[0x03, 0xE8, 0xFF, 0xFE]),
-            1002,
+            1007, // RFC 6455 §8.1 and §7.4.1 (issue 12: was 1002)
         ),
     ];
     let mut config = test_config();

@@ -32,9 +32,11 @@ impl RequestHead {
     /// Whether `Authorization: Bearer <token>` carries exactly `token`,
     /// compared without an early exit on the first difference.
     pub fn bearer_is(&self, token: &str) -> bool {
+        // RFC 9110 §11.1: the auth scheme is case-insensitive.
         let Some(given) = self
             .header("authorization")
-            .and_then(|v| v.strip_prefix(b"Bearer "))
+            .filter(|v| v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer "))
+            .map(|v| &v[7..])
         else {
             return false;
         };
@@ -104,8 +106,8 @@ impl HeadReader {
     /// occupies the first `len` bytes of `buf`; anything after belongs to the
     /// protocol that follows.
     pub fn poll(&mut self, buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
-        let from = self.scanned.saturating_sub(3);
-        let Some(end) = find_blank_line(&buf[from..]).map(|i| from + i + 4) else {
+        let from = self.scanned.saturating_sub(2);
+        let Some(end) = find_blank_line(&buf[from..]).map(|end| from + end) else {
             self.scanned = buf.len();
             return if buf.len() > self.max_bytes {
                 Err(HeadError::TooLarge)
@@ -127,8 +129,17 @@ impl HeadReader {
     }
 }
 
+/// Where the head ends: after the first line break followed by an empty
+/// line, `\n\r\n` or a bare `\n\n` (RFC 9112 §2.2 lets a server accept a
+/// bare LF as a line terminator, and httparse does).
 fn find_blank_line(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n")
+    buf.iter()
+        .enumerate()
+        .find_map(|(i, &b)| match (b, buf.get(i + 1), buf.get(i + 2)) {
+            (b'\n', Some(b'\n'), _) => Some(i + 2),
+            (b'\n', Some(b'\r'), Some(b'\n')) => Some(i + 3),
+            _ => None,
+        })
 }
 
 fn owned_head(req: &httparse::Request<'_, '_>) -> Result<RequestHead, HeadError> {

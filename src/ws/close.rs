@@ -77,8 +77,10 @@ pub fn parse_close_payload(payload: Bytes) -> Result<Option<CloseFrame>, Protoco
             }
             let reason = payload.slice(2..);
             if std::str::from_utf8(&reason).is_err() {
+                // RFC 6455 §8.1: invalid UTF-8 in text data, and a close
+                // reason is text, fails the connection with 1007.
                 return Err(ProtocolError::new(
-                    CloseCode::PROTOCOL,
+                    CloseCode::INVALID_PAYLOAD,
                     "close reason is not UTF-8",
                 ));
             }

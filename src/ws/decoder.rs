@@ -308,7 +308,7 @@ mod tests {
             (frame(true, OpCode::Text, &[0xff]), 1007),
             (frame(true, OpCode::Binary, &[0u8; 2000]), 1009),
             (frame(true, OpCode::Close, &[0x03, 0xed]), 1002),
-            (frame(true, OpCode::Close, &[0x03, 0xe8, 0xff]), 1002),
+            (frame(true, OpCode::Close, &[0x03, 0xe8, 0xff]), 1007),
         ];
         for (i, (bytes, code)) in cases.into_iter().enumerate() {
             let mut dec = Decoder::new(1024);
