@@ -2,6 +2,8 @@
 //! acknowledged, held while it is not running), their closes, and messages
 //! delivered to them.
 
+use std::sync::atomic::Ordering;
+
 use bytes::Bytes;
 use tracing::warn;
 
@@ -118,9 +120,15 @@ impl Actors {
         // One message alone never trips the limit (it is bounded by
         // max_message_bytes); a backlog behind it does.
         let len = payload.len();
-        let queued = link.control.push_outbound((opcode, payload));
+        let Some(queued) = link.control.push_outbound((opcode, payload)) else {
+            return false; // closing: it would never be sent
+        };
         if queued > self.config.client.max_send_queue_bytes && queued > len {
+            // Once per connection: nothing is queued after the close request.
             warn!("client is not reading: send queue exceeded, closing with 1008");
+            self.stats
+                .send_queue_overflows
+                .fetch_add(1, Ordering::Relaxed);
             link.control
                 .request_close(CloseCode::POLICY, "send queue exceeded: client too slow");
             return false;

@@ -20,7 +20,7 @@ fn render(stats: &[Arc<WorkerStats>]) -> String {
     let sum = |f: fn(&WorkerStats) -> &AtomicU64| -> u64 {
         stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
     };
-    let series: [(&str, &str, &str, u64); 5] = [
+    let series: [(&str, &str, &str, u64); 6] = [
         (
             "tether_client_connections_accepted_total",
             "counter",
@@ -50,6 +50,12 @@ fn render(stats: &[Arc<WorkerStats>]) -> String {
             "counter",
             "Restarts of actors that were crash-looping (3+ failures in a row).",
             sum(|s| &s.crash_loop_restarts),
+        ),
+        (
+            "tether_client_send_queue_overflows_total",
+            "counter",
+            "Clients closed with 1008 because they did not read (client.max_send_queue_bytes).",
+            sum(|s| &s.send_queue_overflows),
         ),
     ];
     let mut out = String::new();

@@ -47,6 +47,8 @@ pub(crate) struct ConnControl {
     parked: Cell<u64>,
     /// Registered with a congested tunnel, to be poked when it drains.
     waiting_for_tunnel: Cell<bool>,
+    /// A close was requested (it stays set after the task took the request).
+    closing: Cell<bool>,
     /// Where deadlines and wake-ups while parked are reported.
     wakeups: Rc<Wakeups>,
 }
@@ -63,6 +65,7 @@ impl ConnControl {
             waker: Cell::new(None),
             parked: Cell::new(0),
             waiting_for_tunnel: Cell::new(false),
+            closing: Cell::new(false),
             wakeups,
         }
     }
@@ -78,17 +81,22 @@ impl ConnControl {
 
     /// Asks the connection to close; the first request wins.
     pub fn request_close(&self, code: CloseCode, reason: impl Into<String>) {
-        let earlier = self.close_request.take();
-        let first = earlier.is_none();
-        self.close_request
-            .set(earlier.or_else(|| Some(Box::new((code, reason.into())))));
-        if first {
-            self.wake();
+        if self.closing.replace(true) {
+            return;
         }
+        self.close_request
+            .set(Some(Box::new((code, reason.into()))));
+        self.wake();
     }
 
-    /// Queues a frame for the connection's client; returns the bytes now queued.
-    pub fn push_outbound(&self, frame: Outgoing) -> usize {
+    /// Queues a frame for the connection's client; returns the bytes now
+    /// queued, or `None` if the connection is asked to close: nothing is
+    /// queued then (the session would drop it, and a stuck flush would let
+    /// the queue grow until `send_timeout`).
+    pub fn push_outbound(&self, frame: Outgoing) -> Option<usize> {
+        if self.closing.get() {
+            return None;
+        }
         let total = self.outbound_bytes.get() + frame.1.len();
         self.outbound_bytes.set(total);
         self.outbound
@@ -96,7 +104,7 @@ impl ConnControl {
             .get_or_insert_with(Default::default)
             .push_back(frame);
         self.wake();
-        total
+        Some(total)
     }
 
     /// Takes everything queued, in order.
@@ -202,5 +210,23 @@ impl ConnControl {
 
     pub(super) fn timer_fired(&self) -> bool {
         self.timer_fired.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_is_queued_once_a_close_is_requested() {
+        let control = ConnControl::new(Instant::now(), Rc::default());
+        let frame = || (OpCode::Text, Bytes::from_static(b"hello"));
+        assert_eq!(control.push_outbound(frame()), Some(5));
+        assert_eq!(control.push_outbound(frame()), Some(10));
+        control.request_close(CloseCode::POLICY, "too slow");
+        assert_eq!(control.push_outbound(frame()), None);
+        let mut drained = 0;
+        control.drain_outbound(|_| drained += 1);
+        assert_eq!(drained, 2, "only what came before the close request");
     }
 }

@@ -19,4 +19,6 @@ pub struct WorkerStats {
     pub failovers: AtomicU64,
     /// Restarts of actors that were crash-looping at the time.
     pub crash_loop_restarts: AtomicU64,
+    /// Clients closed with 1008 because they did not read what was sent.
+    pub send_queue_overflows: AtomicU64,
 }
