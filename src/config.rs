@@ -26,6 +26,10 @@ pub struct Config {
 /// index in their top 8 bits (`server::actors::ids`).
 pub const MAX_WORKERS: usize = 256;
 
+/// `client.max_message_bytes` must stay below this: a held message's length
+/// is kept in 32 bits, and a gigabyte is already far past any sane message.
+pub const MAX_MESSAGE_LIMIT: usize = 1 << 30;
+
 /// The runner token of the embedded defaults: fine on loopback, refused by
 /// `check-config` (and at start-up) on any other address.
 pub const DEV_RUNNER_TOKEN: &str = "tether-dev-token";
@@ -154,6 +158,10 @@ pub struct ClientConfig {
     #[serde(deserialize_with = "size")]
     pub max_send_queue_bytes: usize,
     pub handshake_errors: HandshakeErrors,
+    /// Connections per worker still sending their request head. Past it,
+    /// a new connection gets 503 at once.
+    #[serde(deserialize_with = "positive")]
+    pub max_handshakes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -194,6 +202,7 @@ impl Default for ClientConfig {
             buffer_pool_buffers: 256,
             max_send_queue_bytes: 4 * 1024 * 1024,
             handshake_errors: HandshakeErrors::Http,
+            max_handshakes: 4096,
         }
     }
 }
@@ -345,6 +354,14 @@ impl Config {
                     "server.workers is {}, more than the {MAX_WORKERS} workers connection and actor ids can tell apart",
                     self.server.workers
                 ),
+            ));
+        }
+        if self.client.max_message_bytes >= MAX_MESSAGE_LIMIT {
+            errors.push(located(
+                text,
+                "client",
+                "max_message_bytes",
+                "client.max_message_bytes must be below 1 GiB",
             ));
         }
         if self.client.read_buffer_bytes < 512 {
@@ -560,6 +577,20 @@ mod tests {
         assert!(errs[0].message.contains("256"), "{}", errs[0].message);
         assert!(Config::parse("[server]\nworkers = 256\n").is_ok());
         assert!(Config::default().worker_count() <= MAX_WORKERS);
+    }
+
+    #[test]
+    fn message_sizes_that_would_not_fit_are_refused() {
+        let text =
+            "[client]\nmax_message_bytes = \"4GiB\"\n[runners]\nmax_message_bytes = \"5GiB\"\n";
+        let errs = Config::parse(text).unwrap_err();
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].message.contains("below 1 GiB"),
+            "{}",
+            errs[0].message
+        );
+        assert_eq!(errs[0].line, Some(2));
     }
 
     #[test]

@@ -337,3 +337,36 @@ fn a_head_ending_in_bare_line_feeds_is_answered_at_once() {
     assert_eq!(status_of(&answer), 200, "{answer}");
     h.shutdown();
 }
+
+#[test]
+fn silent_connections_cannot_take_every_handshake_slot() {
+    let mut c = one_worker();
+    c.client.max_handshakes = 4;
+    c.client.handshake_timeout = Duration::from_secs(30);
+    let h = start(c);
+    // Four connections that never send a byte hold every handshake slot…
+    let silent: Vec<TcpStream> = (0..4)
+        .map(|_| TcpStream::connect(h.client_addr).unwrap())
+        .collect();
+    wait_for("the silent connections to be accepted", || {
+        h.stat(|s| &s.accepted) == 4
+    });
+    // …so a fifth is refused at once with 503, not left waiting.
+    let refused = raw_exchange(
+        h.client_addr,
+        upgrade_request("/actors/echo/late").as_bytes(),
+    );
+    assert_eq!(status_of(&refused), 503, "{refused}");
+    let metrics = h.admin("GET", "/metrics");
+    assert!(
+        metrics.contains("tether_handshakes_refused_total 1"),
+        "{metrics}"
+    );
+    // When they go, clients are served again.
+    drop(silent);
+    wait_for("a handshake slot to be free again", || {
+        let answer = raw_exchange(h.client_addr, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+        status_of(&answer) == 200
+    });
+    h.shutdown();
+}

@@ -16,50 +16,72 @@ pub(super) fn answer(stats: &[Arc<WorkerStats>]) -> Refusal {
     }
 }
 
+/// One series per worker counter: name, type, help, and the counter.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&WorkerStats) -> &AtomicU64,
+);
+
+const SERIES: &[Series] = &[
+    (
+        "tether_client_connections_accepted_total",
+        "counter",
+        "Connections accepted on the client listener.",
+        |s| &s.accepted,
+    ),
+    (
+        "tether_hibernated_connections",
+        "gauge",
+        "Hibernated connections parked now (no task, buffer or timer).",
+        |s| &s.parked,
+    ),
+    (
+        "tether_actor_migrations_total",
+        "counter",
+        "Actors moved off a runner on purpose (drain, operator).",
+        |s| &s.migrations,
+    ),
+    (
+        "tether_actor_failovers_total",
+        "counter",
+        "Actors restarted elsewhere because their runner failed them.",
+        |s| &s.failovers,
+    ),
+    (
+        "tether_actor_crash_loop_restarts_total",
+        "counter",
+        "Restarts of actors that were crash-looping (3+ failures in a row).",
+        |s| &s.crash_loop_restarts,
+    ),
+    (
+        "tether_client_send_queue_overflows_total",
+        "counter",
+        "Clients closed with 1008 because they did not read (client.max_send_queue_bytes).",
+        |s| &s.send_queue_overflows,
+    ),
+    (
+        "tether_handshakes_in_progress",
+        "gauge",
+        "Connections still sending their request head.",
+        |s| &s.handshakes,
+    ),
+    (
+        "tether_handshakes_refused_total",
+        "counter",
+        "Connections refused with 503: client.max_handshakes were in progress on their worker.",
+        |s| &s.handshakes_refused,
+    ),
+];
+
 fn render(stats: &[Arc<WorkerStats>]) -> String {
-    let sum = |f: fn(&WorkerStats) -> &AtomicU64| -> u64 {
-        stats.iter().map(|s| f(s).load(Ordering::Relaxed)).sum()
-    };
-    let series: [(&str, &str, &str, u64); 6] = [
-        (
-            "tether_client_connections_accepted_total",
-            "counter",
-            "Connections accepted on the client listener.",
-            sum(|s| &s.accepted),
-        ),
-        (
-            "tether_hibernated_connections",
-            "gauge",
-            "Hibernated connections parked now (no task, buffer or timer).",
-            sum(|s| &s.parked),
-        ),
-        (
-            "tether_actor_migrations_total",
-            "counter",
-            "Actors moved off a runner on purpose (drain, operator).",
-            sum(|s| &s.migrations),
-        ),
-        (
-            "tether_actor_failovers_total",
-            "counter",
-            "Actors restarted elsewhere because their runner failed them.",
-            sum(|s| &s.failovers),
-        ),
-        (
-            "tether_actor_crash_loop_restarts_total",
-            "counter",
-            "Restarts of actors that were crash-looping (3+ failures in a row).",
-            sum(|s| &s.crash_loop_restarts),
-        ),
-        (
-            "tether_client_send_queue_overflows_total",
-            "counter",
-            "Clients closed with 1008 because they did not read (client.max_send_queue_bytes).",
-            sum(|s| &s.send_queue_overflows),
-        ),
-    ];
     let mut out = String::new();
-    for (name, kind, help, value) in series {
+    for (name, kind, help, counter) in SERIES {
+        let value: u64 = stats
+            .iter()
+            .map(|s| counter(s).load(Ordering::Relaxed))
+            .sum();
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         ));

@@ -17,7 +17,7 @@ use super::handoff::{Handoff, Listener};
 use super::worker::Worker;
 use crate::http::{HeadReader, RequestHead, Status};
 use crate::server::admin::{serve_admin, Relay, Visit};
-use crate::server::conn::io::{attach_fd, detach_fd, read_before, ReadOutcome};
+use crate::server::conn::io::{attach_fd, detach_fd, read_before, wait_readable, ReadOutcome};
 use crate::server::conn::reply::{refuse, Refusal};
 use crate::server::{edge, runners};
 
@@ -46,7 +46,15 @@ pub(super) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind:
                 if kind == Listener::Client {
                     worker.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 }
-                monoio::spawn(serve_accepted(worker.clone(), stream, kind));
+                // Only the client listener faces the internet at large.
+                let slot = match kind {
+                    Listener::Client => HandshakeSlot::take(&worker),
+                    Listener::Runner | Listener::Admin => Some(HandshakeSlot::free(&worker)),
+                };
+                match slot {
+                    Some(slot) => monoio::spawn(serve_accepted(worker.clone(), stream, kind, slot)),
+                    None => monoio::spawn(refuse_overloaded(worker.clone(), stream)),
+                };
             }
             Err(e) if is_out_of_fds(&e) => {
                 // Spinning on EMFILE burns the core; back off and let connections close.
@@ -101,10 +109,66 @@ struct Arrived {
     listener: Listener,
 }
 
-async fn serve_accepted(worker: Rc<Worker>, stream: TcpStream, listener: Listener) {
-    if let Some(arrived) = read_head(&worker, stream, listener).await {
+/// One of `client.max_handshakes` per worker, held from accept until the
+/// request head is read (`counted: false` for the runner and admin
+/// listeners, which the limit does not cover).
+struct HandshakeSlot {
+    worker: Rc<Worker>,
+    counted: bool,
+}
+
+impl HandshakeSlot {
+    fn free(worker: &Rc<Worker>) -> HandshakeSlot {
+        HandshakeSlot {
+            worker: worker.clone(),
+            counted: false,
+        }
+    }
+
+    fn take(worker: &Rc<Worker>) -> Option<HandshakeSlot> {
+        let stats = &worker.stats;
+        if stats.handshakes.load(Ordering::Relaxed)
+            >= worker.env.config.client.max_handshakes as u64
+        {
+            stats.handshakes_refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        stats.handshakes.fetch_add(1, Ordering::Relaxed);
+        Some(HandshakeSlot {
+            worker: worker.clone(),
+            counted: true,
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        if self.counted {
+            self.worker.stats.handshakes.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn serve_accepted(
+    worker: Rc<Worker>,
+    stream: TcpStream,
+    kind: Listener,
+    slot: HandshakeSlot,
+) {
+    let arrived = read_head(&worker, stream, kind).await;
+    drop(slot);
+    if let Some(arrived) = arrived {
         route(worker, arrived, Relay::default()).await;
     }
+}
+
+/// Every handshake slot of this worker is taken: 503 at once.
+async fn refuse_overloaded(worker: Rc<Worker>, stream: TcpStream) {
+    let busy = Refusal::new(
+        Status::SERVICE_UNAVAILABLE,
+        "too many connections handshaking",
+    );
+    refuse(&worker.env, stream, BytesMut::new(), busy).await;
 }
 
 /// Reads a request head within `handshake_timeout`, `max_header_bytes` and
@@ -114,6 +178,14 @@ async fn read_head(worker: &Worker, mut stream: TcpStream, listener: Listener) -
     let cfg = &env.config.client;
     let deadline = Instant::now() + cfg.handshake_timeout;
     let mut reader = HeadReader::new(cfg.max_header_bytes, cfg.max_headers);
+    // No buffer until the peer sends something: a silent connection holds none.
+    if let Err(outcome) = wait_readable(&stream, deadline).await {
+        if matches!(outcome, ReadOutcome::TimedOut) {
+            let timed_out = Refusal::new(Status::REQUEST_TIMEOUT, "request head timed out");
+            refuse(env, stream, BytesMut::new(), timed_out).await;
+        }
+        return None;
+    }
     let mut buf = env.pool.take();
     loop {
         match reader.poll(&buf) {
