@@ -370,3 +370,54 @@ fn silent_connections_cannot_take_every_handshake_slot() {
     });
     h.shutdown();
 }
+
+/// The status line and body a client gets for an upgrade to `path`,
+/// keeping the connection open when it is accepted.
+fn try_connect(addr: std::net::SocketAddr, path: &str) -> (u16, String, TcpStream) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(upgrade_request(path).as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let status = status_of(&String::from_utf8_lossy(&got));
+    if status != 101 {
+        let _ = s.read_to_end(&mut got);
+    }
+    (status, String::from_utf8_lossy(&got).into_owned(), s)
+}
+
+#[test]
+fn a_runners_capacity_holds_across_workers_and_a_full_runner_is_not_a_crash() {
+    let mut h = start_bare(test_config()); // two workers
+    let mut o = h.runner_options();
+    o.capacity = 2;
+    h.add_runner(o, BuiltinActors);
+    let mut open = Vec::new();
+    let mut refused = Vec::new();
+    for k in 0..8 {
+        let (status, answer, stream) = try_connect(h.client_addr, &format!("/actors/echo/k{k}"));
+        match status {
+            101 => open.push(stream),
+            _ => refused.push((status, answer)),
+        }
+    }
+    // Before, each worker placed up to the capacity (4 actors on a runner of
+    // 2), and the runner's refusal was taken for a crash (backoff, then 503
+    // start_failed after start_timeout).
+    assert_eq!(open.len(), 2, "{refused:?}");
+    for (status, answer) in &refused {
+        assert_eq!(*status, 503, "{answer}");
+        assert!(answer.contains("no_capacity"), "{answer}");
+    }
+    assert_eq!(h.stat(|s| &s.failovers), 0, "a full runner is not a crash");
+    h.shutdown();
+}

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::backoff::{BackoffPolicy, CrashBackoff};
 use crate::server::conn::slot::Slot;
-use crate::server::tunnels::Tunnel;
+use crate::server::tunnels::{release, Reserved, Tunnel};
 
 /// Filled when a starting actor runs (or failed to start, with the reason).
 pub(crate) type ReadySlot = Slot<Result<(), String>>;
@@ -201,12 +201,12 @@ impl Actor {
 
     // ---- transitions -----------------------------------------------------
 
-    /// To Starting on `tunnel` as incarnation `id`, until `deadline`.
-    pub fn begin_starting(&self, id: u64, tunnel: &Rc<Tunnel>, now: Instant, deadline: Instant) {
+    /// To Starting as incarnation `id` on the runner where `slot` was
+    /// taken, until `deadline`.
+    pub fn begin_starting(&self, id: u64, slot: Reserved, now: Instant, deadline: Instant) {
         self.leave_tunnel();
-        tunnel.add_placed();
         self.id.set(id);
-        *self.tunnel.borrow_mut() = Some(tunnel.clone());
+        *self.tunnel.borrow_mut() = slot.keep();
         self.state.set(ActorState::Starting);
         self.deadline.set(Some(deadline));
         self.last_activity.set(now);
@@ -260,7 +260,7 @@ impl Actor {
     fn leave_tunnel(&self) -> Option<Rc<Tunnel>> {
         let old = self.tunnel.borrow_mut().take();
         if let Some(t) = &old {
-            t.remove_placed();
+            release(t);
         }
         old
     }
@@ -289,18 +289,25 @@ impl Actor {
 mod tests {
     use super::*;
     use crate::server::conn::registry::Registry;
+    use crate::server::tunnels::load::RunnerLoad;
 
     fn tunnel() -> Rc<Tunnel> {
         let registry = Rc::new(Registry::new(Rc::default()));
         let control = registry.register(Instant::now()).control.clone();
+        let load = std::sync::Arc::new(RunnerLoad::new(10));
+        let names = vec!["chat".into()];
         Rc::new(Tunnel::new(
             "r1".into(),
             "default".into(),
-            10,
-            vec!["chat".into()],
+            names,
             control,
             1 << 20,
+            load,
         ))
+    }
+
+    fn slot(t: &Rc<Tunnel>) -> Reserved {
+        Reserved::on(t).expect("room on the runner")
     }
 
     fn actor(now: Instant) -> Actor {
@@ -313,7 +320,7 @@ mod tests {
     fn a_start_counts_on_its_runner_until_the_actor_leaves() {
         let (t0, t) = (Instant::now(), tunnel());
         let a = actor(t0);
-        a.begin_starting(7, &t, t0, t0 + 10 * S);
+        a.begin_starting(7, slot(&t), t0, t0 + 10 * S);
         assert_eq!(
             (a.state(), a.id(), t.placed()),
             (ActorState::Starting, 7, 1)
@@ -333,7 +340,7 @@ mod tests {
     fn placing_leaves_the_runner_and_its_deadline_counts_from_the_backoff() {
         let (t0, t) = (Instant::now(), tunnel());
         let a = actor(t0);
-        a.begin_starting(1, &t, t0, t0 + 10 * S);
+        a.begin_starting(1, slot(&t), t0, t0 + 10 * S);
         let left = a.begin_placing(t0, t0 + 2 * S, 4096, 10 * S);
         assert!(left.is_some_and(|l| Rc::ptr_eq(&l, &t)));
         assert_eq!((a.state(), t.placed()), (ActorState::Placing, 0));
@@ -342,7 +349,7 @@ mod tests {
         assert!(!a.may_start(t0) && a.may_start(t0 + 2 * S));
         assert!(!a.is_overdue(t0 + 11 * S) && a.is_overdue(t0 + 12 * S));
         // Starting again from Placing counts on the new runner only.
-        a.begin_starting(2, &t, t0 + 2 * S, t0 + 12 * S);
+        a.begin_starting(2, slot(&t), t0 + 2 * S, t0 + 12 * S);
         assert_eq!(t.placed(), 1);
     }
 

@@ -12,7 +12,7 @@ use super::actor::{Actor, ActorState, AfterStop, ReadySlot};
 use super::placement::choose_tunnel;
 use super::unavailable::Unavailable;
 use super::Actors;
-use crate::server::tunnels::Tunnel;
+use crate::server::tunnels::{Reserved, Tunnel};
 use crate::tunnel::Frame;
 use crate::ws::CloseCode;
 
@@ -35,8 +35,8 @@ impl Actors {
         let pool = pool.unwrap_or("default").to_owned();
         let hold = self.config.actors.wake_buffer_bytes;
         let actor = Rc::new(Actor::new(name, key, pool, self.clock.get(), hold));
-        let tunnel = choose_tunnel(&self.tunnels, name, &actor.pool, None)?;
-        self.start_on(&actor, &tunnel);
+        let slot = choose_tunnel(&self.tunnels, name, &actor.pool, None)?;
+        self.start_on(&actor, slot);
         self.directory.insert(&actor);
         Ok(actor)
     }
@@ -46,12 +46,16 @@ impl Actors {
         (actor.state() != ActorState::Running).then(|| actor.wait_ready())
     }
 
-    /// Sends StartActor; the actor is Starting until ready.
-    fn start_on(&self, actor: &Rc<Actor>, tunnel: &Rc<Tunnel>) {
+    /// Sends StartActor on the runner where `slot` was taken; the actor is
+    /// Starting until ready.
+    fn start_on(&self, actor: &Rc<Actor>, slot: Reserved) {
         let id = self.ids.fresh();
         self.directory.set_live(actor.id(), id, actor);
         let now = self.now();
-        actor.begin_starting(id, tunnel, now, now + self.config.actors.start_timeout);
+        actor.begin_starting(id, slot, now, now + self.config.actors.start_timeout);
+        let Some(tunnel) = actor.tunnel() else {
+            return;
+        };
         // A running actor needs the sweep every tick (idle sleep, deadlines):
         // bring a sweep that sleeps until a far deadline forward.
         self.wakeups.note_deadline(now);
@@ -86,7 +90,7 @@ impl Actors {
         }
         let avoid = actor.avoided_runner();
         match choose_tunnel(&self.tunnels, &actor.name, &actor.pool, avoid.as_deref()) {
-            Ok(tunnel) => self.start_on(actor, &tunnel),
+            Ok(slot) => self.start_on(actor, slot),
             Err(unknown @ Unavailable::UnknownActor { .. }) => {
                 warn!(actor = %actor.name, key = ?actor.key, reason = %unknown.reason(), "cannot start actor");
                 self.remove_actor(actor, CloseCode::INTERNAL, &unknown.to_string());

@@ -52,7 +52,7 @@ pub(crate) use unavailable::Unavailable;
 use crate::config::Config;
 use crate::server::conn::stats::WorkerStats;
 use crate::server::conn::wakeups::Wakeups;
-use crate::server::tunnels::TunnelTable;
+use crate::server::tunnels::{RunnerLoads, TunnelTable};
 
 pub(crate) struct Actors {
     /// This worker's index, for logs.
@@ -64,6 +64,8 @@ pub(crate) struct Actors {
     wakeups: Rc<Wakeups>,
     backoff: BackoffPolicy,
     tunnels: TunnelTable,
+    /// Every runner's load, shared by all workers.
+    loads: Arc<RunnerLoads>,
     directory: Directory,
     links: RefCell<HashMap<u64, ClientLink>>,
     opens: RefCell<HashMap<u64, PendingOpen>>,
@@ -78,6 +80,7 @@ impl Actors {
         config: Arc<Config>,
         stats: Arc<WorkerStats>,
         wakeups: Rc<Wakeups>,
+        loads: Arc<RunnerLoads>,
     ) -> Self {
         let a = &config.actors;
         let backoff = BackoffPolicy {
@@ -93,6 +96,7 @@ impl Actors {
             wakeups,
             backoff,
             tunnels: TunnelTable::default(),
+            loads,
             directory: Directory::default(),
             links: RefCell::new(HashMap::new()),
             opens: RefCell::new(HashMap::new()),

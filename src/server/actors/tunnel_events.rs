@@ -39,14 +39,8 @@ impl Actors {
             actor_names,
         } = hello;
         info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
-        let tunnel = Tunnel::new(
-            runner_key,
-            pool,
-            capacity,
-            actor_names,
-            control,
-            max_pending,
-        );
+        let load = self.loads.for_runner(&runner_key, capacity);
+        let tunnel = Tunnel::new(runner_key, pool, actor_names, control, max_pending, load);
         let tunnel = Rc::new(tunnel);
         self.tunnels.insert(&tunnel);
         // Actors waiting for a runner of this pool need not wait for the sweep.

@@ -113,7 +113,8 @@ mod tests {
             let config = Arc::new(Config::default());
             let env = Rc::new(ConnEnv::new(config.clone()));
             let stats = Arc::default();
-            let actors = Actors::new(0, config.clone(), stats, env.wakeups.clone());
+            let loads = Arc::default();
+            let actors = Actors::new(0, config.clone(), stats, env.wakeups.clone(), loads);
             let edge = Rc::new(EdgeSide {
                 env: env.clone(),
                 actors: Rc::new(actors),

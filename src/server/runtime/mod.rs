@@ -87,6 +87,7 @@ impl Gateway {
             shutdown: shutdown.clone(),
             stats: stats[0].clone(),
             all_stats: stats.clone().into(),
+            loads: Arc::default(),
             ready: ready_tx,
             driver,
         };

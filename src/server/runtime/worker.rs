@@ -19,6 +19,7 @@ use crate::server::conn::stats::WorkerStats;
 use crate::server::conn::stopping::Stopping;
 use crate::server::edge::{EdgeSide, Parker};
 use crate::server::runners::RunnerSide;
+use crate::server::tunnels::RunnerLoads;
 use crate::ws::CloseCode;
 
 pub(crate) struct Worker {
@@ -46,6 +47,8 @@ pub(crate) struct WorkerSeed {
     pub stats: Arc<WorkerStats>,
     /// Every worker's counters (for the admin API's /metrics).
     pub all_stats: Arc<[Arc<WorkerStats>]>,
+    /// Every runner's load, shared by all workers.
+    pub loads: Arc<RunnerLoads>,
     pub driver: super::Driver,
     /// Told once the worker serves, or why it cannot.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -62,6 +65,7 @@ impl WorkerSeed {
             shutdown: self.shutdown.clone(),
             stats: self.all_stats[id].clone(),
             all_stats: self.all_stats.clone(),
+            loads: self.loads.clone(),
             driver: self.driver,
             ready: self.ready.clone(),
         }
@@ -74,7 +78,14 @@ impl Worker {
         let config = &seed.config;
         let env = Rc::new(ConnEnv::new(config.clone()));
         let wakeups = env.wakeups.clone();
-        let actors = Actors::new(seed.id, config.clone(), seed.stats.clone(), wakeups.clone());
+        let stats = seed.stats.clone();
+        let actors = Actors::new(
+            seed.id,
+            config.clone(),
+            stats,
+            wakeups.clone(),
+            seed.loads.clone(),
+        );
         let actors = Rc::new(actors);
         let parker = match Parker::new(wakeups, seed.stats.clone()) {
             Ok(p) => Some(p),

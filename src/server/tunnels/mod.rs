@@ -1,9 +1,12 @@
 //! One worker's runner tunnels: what each runner said in its hello, the
 //! frames waiting to be sent to it, and which of its clients wait for it to
-//! drain (`tunnel`); the worker's table of them (`table`).
+//! drain (`tunnel`); the worker's table of them (`table`); a runner's load
+//! across workers (`load`).
 
+pub(crate) mod load;
 pub(crate) mod table;
 pub(crate) mod tunnel;
 
+pub(crate) use load::{release, Reserved, RunnerLoads};
 pub(crate) use table::TunnelTable;
 pub(crate) use tunnel::{Tunnel, REPLACED};

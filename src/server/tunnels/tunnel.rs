@@ -4,9 +4,11 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
+use super::load::RunnerLoad;
 use crate::server::conn::control::ConnControl;
 use crate::tunnel::{encode_frame, encode_message, Frame, MessageKind};
 use crate::ws::CloseCode;
@@ -20,14 +22,13 @@ pub(crate) const REPLACED: CloseCode = CloseCode(4409);
 pub(crate) struct Tunnel {
     pub runner_key: String,
     pub pool: String,
-    pub capacity: u32,
     pub actor_names: Vec<String>,
     /// The tunnel session's control: poked when frames are pending.
     pub control: Rc<ConnControl>,
     pending: RefCell<BytesMut>,
     max_pending: usize,
-    /// Actors this worker placed on the runner through this tunnel.
-    placed: Cell<u32>,
+    /// The runner's actors across every worker, against its capacity.
+    load: Arc<RunnerLoad>,
     draining: Cell<bool>,
     /// `Drained` was sent: the runner may exit.
     drained_sent: Cell<bool>,
@@ -40,20 +41,19 @@ impl Tunnel {
     pub fn new(
         runner_key: String,
         pool: String,
-        capacity: u32,
         actor_names: Vec<String>,
         control: Rc<ConnControl>,
         max_pending: usize,
+        load: Arc<RunnerLoad>,
     ) -> Self {
         Tunnel {
             runner_key,
             pool,
-            capacity,
             actor_names,
             control,
             pending: RefCell::new(BytesMut::new()),
             max_pending,
-            placed: Cell::new(0),
+            load,
             draining: Cell::new(false),
             drained_sent: Cell::new(false),
             slab_key: Cell::new(0),
@@ -118,21 +118,16 @@ impl Tunnel {
 
     /// Whether a new actor `name` may go to this runner now.
     pub fn can_place(&self, name: &str) -> bool {
-        !self.draining.get() && self.placed.get() < self.capacity && self.runs(name)
+        !self.draining.get() && self.load.has_room() && self.runs(name)
     }
 
+    /// Actors the runner runs, through any worker.
     pub fn placed(&self) -> u32 {
-        self.placed.get()
+        self.load.placed()
     }
 
-    /// An actor was started on the runner.
-    pub fn add_placed(&self) {
-        self.placed.set(self.placed.get() + 1);
-    }
-
-    /// An actor left the runner.
-    pub fn remove_placed(&self) {
-        self.placed.set(self.placed.get().saturating_sub(1));
+    pub(super) fn load(&self) -> &RunnerLoad {
+        &self.load
     }
 
     /// No new actors go here; returns false if it was draining already.

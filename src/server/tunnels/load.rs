@@ -1,0 +1,138 @@
+//! How many actors a runner runs, across every worker. A runner keeps one
+//! tunnel to each worker, and each worker places actors on it; its
+//! capacity is the runner's, so the count is shared: one atomic per runner,
+//! touched when an actor is placed or leaves (never per message).
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use super::tunnel::Tunnel;
+
+pub(crate) struct RunnerLoad {
+    placed: AtomicU32,
+    capacity: AtomicU32,
+}
+
+impl RunnerLoad {
+    pub fn new(capacity: u32) -> Self {
+        RunnerLoad {
+            placed: AtomicU32::new(0),
+            capacity: AtomicU32::new(capacity),
+        }
+    }
+
+    pub fn placed(&self) -> u32 {
+        self.placed.load(Ordering::Relaxed)
+    }
+
+    pub fn has_room(&self) -> bool {
+        self.placed() < self.capacity.load(Ordering::Relaxed)
+    }
+
+    /// Takes one slot if the runner has room (two workers cannot both take
+    /// the last one).
+    fn try_reserve(&self) -> bool {
+        let cap = self.capacity.load(Ordering::Relaxed);
+        self.placed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p < cap).then_some(p + 1)
+            })
+            .is_ok()
+    }
+
+    fn release(&self) {
+        let _ = self
+            .placed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| p.checked_sub(1));
+    }
+}
+
+/// Every connected runner's load, by runner key, shared by all workers.
+/// Locked only when a tunnel connects.
+#[derive(Default)]
+pub(crate) struct RunnerLoads {
+    by_key: Mutex<HashMap<String, Weak<RunnerLoad>>>,
+}
+
+impl RunnerLoads {
+    /// The load of runner `key`, shared with its other tunnels; `capacity`
+    /// is what its latest hello said.
+    pub fn for_runner(&self, key: &str, capacity: u32) -> Arc<RunnerLoad> {
+        let mut by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        by_key.retain(|_, load| load.strong_count() > 0);
+        if let Some(load) = by_key.get(key).and_then(Weak::upgrade) {
+            load.capacity.store(capacity, Ordering::Relaxed);
+            return load;
+        }
+        let load = Arc::new(RunnerLoad::new(capacity));
+        by_key.insert(key.to_owned(), Arc::downgrade(&load));
+        load
+    }
+}
+
+/// A slot taken on a runner for one actor: given to the actor that starts
+/// there, or given back if dropped unused.
+pub(crate) struct Reserved {
+    tunnel: Option<Rc<Tunnel>>,
+}
+
+impl Reserved {
+    /// Takes a slot on `tunnel`'s runner, if it has room.
+    pub fn on(tunnel: &Rc<Tunnel>) -> Option<Reserved> {
+        tunnel.load().try_reserve().then(|| Reserved {
+            tunnel: Some(tunnel.clone()),
+        })
+    }
+
+    #[cfg(test)]
+    pub fn tunnel(&self) -> Option<&Rc<Tunnel>> {
+        self.tunnel.as_ref()
+    }
+
+    /// The slot now belongs to whoever holds the tunnel; it is given back
+    /// with [`release`].
+    pub fn keep(mut self) -> Option<Rc<Tunnel>> {
+        self.tunnel.take()
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if let Some(t) = self.tunnel.take() {
+            release(&t);
+        }
+    }
+}
+
+/// Gives back the slot an actor held on `tunnel`'s runner.
+pub(crate) fn release(tunnel: &Tunnel) {
+    tunnel.load().release();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runners_tunnels_share_one_count_up_to_its_capacity() {
+        let loads = RunnerLoads::default();
+        let a = loads.for_runner("r", 2);
+        let b = loads.for_runner("r", 2);
+        assert!(a.try_reserve() && b.try_reserve());
+        assert!(!a.try_reserve() && !b.try_reserve(), "the runner is full");
+        b.release();
+        assert!(a.try_reserve());
+        assert_eq!(loads.for_runner("other", 5).placed(), 0);
+    }
+
+    #[test]
+    fn a_runner_gone_leaves_nothing_behind() {
+        let loads = RunnerLoads::default();
+        let load = loads.for_runner("r", 2);
+        assert!(load.try_reserve());
+        drop(load);
+        assert_eq!(loads.for_runner("r", 2).placed(), 0);
+    }
+}
