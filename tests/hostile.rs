@@ -421,3 +421,54 @@ fn a_runners_capacity_holds_across_workers_and_a_full_runner_is_not_a_crash() {
     assert_eq!(h.stat(|s| &s.failovers), 0, "a full runner is not a crash");
     h.shutdown();
 }
+
+/// A store whose saves fail while `failing` is set.
+#[derive(Clone, Default)]
+struct FlakyStore {
+    inner: tether::runner::MemoryStore,
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    failed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl tether::runner::StateStore for FlakyStore {
+    fn load(&self, name: &str, key: &[String]) -> std::io::Result<Option<Vec<u8>>> {
+        self.inner.load(name, key)
+    }
+    fn save(&self, name: &str, key: &[String], record: &[u8]) -> std::io::Result<()> {
+        use std::sync::atomic::Ordering;
+        if self.failing.load(Ordering::SeqCst) {
+            self.failed.fetch_add(1, Ordering::SeqCst);
+            return Err(std::io::Error::other("disk full"));
+        }
+        self.inner.save(name, key, record)
+    }
+}
+
+#[test]
+fn a_message_whose_state_save_failed_is_not_acknowledged() {
+    use std::sync::atomic::Ordering;
+    let mut h = start_bare(test_config());
+    let store = FlakyStore::default();
+    let mut o = h.runner_options();
+    o.state = Some(std::sync::Arc::new(store.clone()));
+    h.add_runner(o, BuiltinActors);
+    let mut client = RawWs::connect(h.client_addr, "/actors/counter/durable");
+    client.send(true, TEXT, b"inc");
+    assert_eq!(text_of(&mut client), "1");
+    // The disk fails while the second increment is handled…
+    store.failing.store(true, Ordering::SeqCst);
+    client.send(true, TEXT, b"inc");
+    wait_for("a save to fail", || store.failed.load(Ordering::SeqCst) > 0);
+    store.failing.store(false, Ordering::SeqCst);
+    // …so it must not count as handled: the actor restarts from its last
+    // good state and handles it again, now durably.
+    assert_eq!(text_of(&mut client), "2");
+    // Proof that "2" was saved: a fresh runner, after this one dies, has it.
+    h.take_runner(0).kill();
+    let mut o = h.runner_options();
+    o.state = Some(std::sync::Arc::new(store.clone()));
+    h.add_runner(o, BuiltinActors);
+    client.send(true, TEXT, b"get");
+    assert_eq!(text_of(&mut client), "2", "the increment survived");
+    h.shutdown();
+}

@@ -51,16 +51,32 @@ impl DirStore {
         &self.dir
     }
 
+    /// The actor's file: its name and key in hex (any key becomes a valid,
+    /// unambiguous name). An encoding longer than one file name may be (255
+    /// bytes on common file systems) is split into directories of
+    /// [`MAX_COMPONENT`] characters, each marked `.d` so that no directory
+    /// can be taken for another actor's file (hex has no dot).
     fn file(&self, name: &str, key: &[String]) -> PathBuf {
-        // Hex keeps any key a valid, unambiguous file name.
-        let mut file = hex(name.as_bytes());
+        let mut encoded = hex(name.as_bytes());
         for k in key {
-            file.push('-');
-            file.push_str(&hex(k.as_bytes()));
+            encoded.push('-');
+            encoded.push_str(&hex(k.as_bytes()));
         }
-        self.dir.join(file)
+        let mut path = self.dir.clone();
+        let mut rest = encoded.as_str();
+        while rest.len() > MAX_COMPONENT {
+            let (dir, tail) = rest.split_at(MAX_COMPONENT);
+            path.push(format!("{dir}.d"));
+            rest = tail;
+        }
+        path.push(rest);
+        path
     }
 }
+
+/// Longest file-name component written, leaving room for the temporary
+/// file's suffix below the usual 255-byte limit.
+const MAX_COMPONENT: usize = 200;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -77,6 +93,9 @@ impl StateStore for DirStore {
 
     fn save(&self, name: &str, key: &[String], record: &[u8]) -> io::Result<()> {
         let file = self.file(name, key);
+        if let Some(parent) = file.parent().filter(|p| *p != self.dir) {
+            std::fs::create_dir_all(parent)?;
+        }
         let tmp = file.with_extension(format!(
             "tmp-{}-{:?}",
             std::process::id(),
@@ -150,6 +169,34 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_keys_are_stored_and_kept_apart() {
+        let dir = std::env::temp_dir().join(format!("tether-dirstore-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = DirStore::new(&dir).unwrap();
+        // A 200-byte key was "File name too long" before.
+        let long = vec!["k".repeat(200)];
+        store.save("counter", &long, b"long").unwrap();
+        assert_eq!(
+            store.load("counter", &long).unwrap().as_deref(),
+            Some(&b"long"[..])
+        );
+        // A key whose encoding is exactly a directory's prefix stays apart.
+        let prefix = vec!["k".repeat(200)[..93].to_owned()];
+        store.save("counter", &prefix, b"prefix").unwrap();
+        assert_eq!(
+            store.load("counter", &prefix).unwrap().as_deref(),
+            Some(&b"prefix"[..])
+        );
+        assert_eq!(
+            store.load("counter", &long).unwrap().as_deref(),
+            Some(&b"long"[..])
+        );
+        let short = vec!["a".to_owned()];
+        assert_eq!(store.load("counter", &short).unwrap(), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn records_round_trip_and_garbage_is_refused() {

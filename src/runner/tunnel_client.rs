@@ -197,11 +197,17 @@ impl TunnelState {
                 _ => continue,
             };
             let mut out = BytesMut::new();
+            let mut touched = Vec::new();
             for frame in decode_frames(batch) {
                 let frame = frame.map_err(|e| {
                     TunnelEnd::Lost(format!("malformed frame from the gateway: {e}"))
                 })?;
+                let actor = self.actor_of(&frame);
+                let start = out.len();
                 self.handle(shared, frame, index, &mut out);
+                if let Some(actor_id) = actor {
+                    touched.push((actor_id, start..out.len()));
+                }
             }
             if shared.killed.load(Ordering::Acquire) {
                 {
@@ -210,7 +216,10 @@ impl TunnelState {
                 }
             }
             // Saved before `out` (which acknowledges what they handled) leaves.
-            self.save_dirty(shared);
+            let failed = self.save_dirty(shared);
+            if !failed.is_empty() {
+                out = self.withdraw(shared, out, &touched, failed);
+            }
             if !out.is_empty() {
                 ws.send(WsMessage::Binary(out.freeze()))
                     .map_err(|e| TunnelEnd::Lost(e.to_string()))?;
@@ -453,11 +462,58 @@ impl TunnelState {
         self.forget_conn(conn_id);
     }
 
-    /// Saves the record of every actor that handled something in this batch.
-    fn save_dirty(&mut self, shared: &Shared) {
+    /// The actor a frame makes handle something (and so dirties).
+    fn actor_of(&self, frame: &Frame) -> Option<u64> {
+        match frame {
+            Frame::Message { conn_id, .. } | Frame::Close { conn_id, .. } => {
+                self.conn_actor.get(conn_id).copied()
+            }
+            _ => None,
+        }
+    }
+
+    /// A save failed: what those actors did in this batch (their output and
+    /// acknowledgements) is withdrawn from `out`, and they stop, so that the
+    /// gateway restarts them from their last saved state and sends the
+    /// unacknowledged messages again. Nothing is acknowledged that is not
+    /// durable.
+    fn withdraw(
+        &mut self,
+        shared: &Shared,
+        out: BytesMut,
+        touched: &[(u64, std::ops::Range<usize>)],
+        failed: Vec<(u64, String)>,
+    ) -> BytesMut {
+        let is_failed = |id: &u64| failed.iter().any(|(f, _)| f == id);
+        let mut kept = BytesMut::with_capacity(out.len());
+        let mut at = 0;
+        for (actor_id, range) in touched {
+            if is_failed(actor_id) {
+                kept.extend_from_slice(&out[at..range.start]);
+                at = range.end;
+            }
+        }
+        kept.extend_from_slice(&out[at..]);
+        for (actor_id, reason) in failed {
+            if let Some(slot) = self.actors.remove(&actor_id) {
+                shared.running.fetch_sub(1, Ordering::AcqRel);
+                for c in slot.conns {
+                    self.forget_conn(c);
+                }
+            }
+            let reason = format!("state save failed: {reason}");
+            encode_frame(&mut kept, &Frame::ActorStopped { actor_id, reason });
+        }
+        kept
+    }
+
+    /// Saves the record of every actor that handled something in this
+    /// batch; returns those whose save failed, with why.
+    fn save_dirty(&mut self, shared: &Shared) -> Vec<(u64, String)> {
+        let mut failed = Vec::new();
         let Some(store) = &shared.options.state else {
             self.dirty.clear();
-            return;
+            return failed;
         };
         for actor_id in std::mem::take(&mut self.dirty) {
             let Some(slot) = self.actors.get(&actor_id) else {
@@ -475,9 +531,11 @@ impl TunnelState {
                 state: state.into(),
             };
             if let Err(e) = store.save(&slot.name, &slot.key, &record.encode()) {
-                warn!(actor = %slot.name, key = ?slot.key, error = %e, "cannot save actor state");
+                warn!(actor = %slot.name, key = ?slot.key, error = %e, "cannot save actor state: it stops and is restarted from its last saved state");
+                failed.push((actor_id, e.to_string()));
             }
         }
+        failed
     }
 
     fn forget_conn(&mut self, conn_id: ConnId) {
@@ -630,7 +688,7 @@ mod tests {
         for f in frames {
             t.handle(shared, f, 0, &mut out);
         }
-        t.save_dirty(shared);
+        let _ = t.save_dirty(shared);
         decode_frames(out.freeze())
             .filter_map(|f| match f.unwrap() {
                 Frame::Ack { index, .. } => Some(index),
