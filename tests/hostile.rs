@@ -472,3 +472,82 @@ fn a_message_whose_state_save_failed_is_not_acknowledged() {
     assert_eq!(text_of(&mut client), "2", "the increment survived");
     h.shutdown();
 }
+
+/// Tells each client, when it opens or is restored, the address the
+/// gateway gave for it and any forwarding headers it passed on.
+struct WhoAmI;
+
+impl WhoAmI {
+    fn report(ctx: &mut tether::runner::Ctx<'_>, conn: u64, info: &tether::runner::ConnInfo) {
+        let forwarded: Vec<&str> = info
+            .headers
+            .iter()
+            .filter(|(n, _)| n.contains("forwarded") || n == "x-real-ip")
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let peer = info.peer.map_or("none".to_owned(), |p| p.to_string());
+        let text = format!("peer={peer} forwarded={forwarded:?}");
+        ctx.send(conn, &tether::runner::Message::Text(text));
+    }
+}
+
+impl tether::runner::Actor for WhoAmI {
+    fn on_open(
+        &mut self,
+        ctx: &mut tether::runner::Ctx<'_>,
+        conn: u64,
+        info: &tether::runner::ConnInfo,
+    ) -> tether::runner::OpenDecision {
+        WhoAmI::report(ctx, conn, info);
+        tether::runner::OpenDecision::Accept {
+            protocol: None,
+            hibernatable: None,
+        }
+    }
+    fn on_restore(
+        &mut self,
+        ctx: &mut tether::runner::Ctx<'_>,
+        conn: u64,
+        info: &tether::runner::ConnInfo,
+    ) {
+        WhoAmI::report(ctx, conn, info);
+    }
+    fn on_message(&mut self, _: &mut tether::runner::Ctx<'_>, _: u64, _: tether::runner::Message) {}
+}
+
+struct WhoAmIs;
+
+impl tether::runner::ActorFactory for WhoAmIs {
+    fn actor_names(&self) -> Vec<String> {
+        vec!["whoami".into()]
+    }
+    fn create(&self, _: &str, _: &[String]) -> Option<Box<dyn tether::runner::Actor>> {
+        Some(Box::new(WhoAmI))
+    }
+}
+
+#[test]
+fn the_runner_gets_the_real_client_address_not_the_clients_claim() {
+    use std::io::Write;
+    let mut h = start_bare(test_config());
+    for _ in 0..2 {
+        let o = h.runner_options();
+        h.add_runner(o, WhoAmIs);
+    }
+    let mut s = TcpStream::connect(h.client_addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let me = s.local_addr().unwrap();
+    let request = upgrade_request("/actors/whoami/k").replace(
+        "\r\n\r\n",
+        "\r\nX-Forwarded-For: 6.6.6.6\r\nX-Real-IP: 6.6.6.6\r\n\r\n",
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut ws = common::Handshake::from_stream(s).finish();
+    let expected = format!("peer={me} forwarded=[]");
+    assert_eq!(text_of(&mut ws), expected, "on open");
+    // Restored on another runner, the actor learns the same address.
+    let moved = h.admin("POST", "/actors/whoami/k/migrate");
+    assert_eq!(status_of(&moved), 200, "{moved}");
+    assert_eq!(text_of(&mut ws), expected, "on restore");
+    h.shutdown();
+}

@@ -24,6 +24,10 @@ pub struct ConnInfo {
     pub headers: Vec<(String, Bytes)>,
     /// Subprotocols the client offered, in its order of preference.
     pub protocols: Vec<String>,
+    /// The client's address as the gateway saw it (`None` from a gateway
+    /// that does not say). Client-sent `X-Forwarded-For`/`X-Real-IP` never
+    /// reach the actor: the gateway drops them.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// An actor's answer to a connection: accept (optionally choosing one of the

@@ -244,12 +244,14 @@ impl TunnelState {
                 query,
                 headers,
                 protocols,
+                peer,
             } => {
                 let info = ConnInfo {
                     path,
                     query,
                     headers,
                     protocols,
+                    peer: peer.parse().ok(),
                 };
                 self.on_conn_open(conn_id, actor_id, info, out)
             }
@@ -556,6 +558,7 @@ impl TunnelState {
             protocol,
             attachment,
             last_index,
+            peer,
         } = frame
         else {
             return;
@@ -578,6 +581,7 @@ impl TunnelState {
             query,
             headers,
             protocols: protocol.into_iter().collect(),
+            peer: peer.parse().ok(),
         };
         let mut ctx = Ctx {
             actor_id,
@@ -669,6 +673,7 @@ mod tests {
             protocol: None,
             attachment: Bytes::new(),
             last_index,
+            peer: String::new(),
         }
     }
 

@@ -56,6 +56,9 @@ pub enum Frame {
         query: String,
         headers: Vec<(String, Bytes)>,
         protocols: Vec<String>,
+        /// The client's address as the gateway saw it (`ip:port`; empty
+        /// from a gateway that does not say). Added in 1.1, at the end.
+        peer: String,
     },
     ConnAccept {
         conn_id: u64,
@@ -74,6 +77,8 @@ pub enum Frame {
         attachment: Bytes,
         /// The last client message index the actor acknowledged.
         last_index: u64,
+        /// As in `ConnOpen`.
+        peer: String,
     },
     /// The actor's small per-connection state, kept by the gateway while it sleeps.
     SetAttachment {
@@ -247,6 +252,16 @@ fn headers(r: &mut Reader) -> Result<Vec<(String, Bytes)>, TunnelError> {
     Ok(v)
 }
 
+/// A string a later minor version added at the end of a body: empty when
+/// an older peer did not send it.
+fn trailing_string(r: &mut Reader) -> Result<String, TunnelError> {
+    if r.is_empty() {
+        Ok(String::new())
+    } else {
+        Ok(r.string()?)
+    }
+}
+
 fn optional(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -317,6 +332,7 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
             query,
             headers,
             protocols,
+            peer,
         } => {
             put_varint(out, *conn_id);
             put_varint(out, *actor_id);
@@ -324,6 +340,7 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
             put_str(out, query);
             put_headers(out, headers);
             put_strs(out, protocols);
+            put_str(out, peer);
             tag::CONN_OPEN
         }
         Frame::ConnAccept {
@@ -349,6 +366,7 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
             protocol,
             attachment,
             last_index,
+            peer,
         } => {
             put_varint(out, *conn_id);
             put_varint(out, *actor_id);
@@ -358,6 +376,7 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
             put_str(out, protocol.as_deref().unwrap_or(""));
             put_bytes(out, attachment);
             put_varint(out, *last_index);
+            put_str(out, peer);
             tag::RESTORE_CONN
         }
         Frame::SetAttachment {
@@ -532,6 +551,7 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
                 query,
                 headers,
                 protocols: strings(r, limits::PROTOCOLS)?,
+                peer: trailing_string(r)?,
             }
         }
         tag::CONN_ACCEPT => Frame::ConnAccept {
@@ -552,6 +572,7 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
             protocol: optional(r.string()?),
             attachment: r.bytes()?,
             last_index: r.varint()?,
+            peer: trailing_string(r)?,
         },
         tag::SET_ATTACHMENT => Frame::SetAttachment {
             conn_id: r.varint()?,
@@ -621,6 +642,28 @@ mod tests {
     }
 
     #[test]
+    fn a_conn_open_without_the_peer_field_decodes_with_an_empty_peer() {
+        // What a gateway of protocol 1.0 sent: no peer at the end.
+        let mut body = BytesMut::new();
+        put_varint(&mut body, 5);
+        put_varint(&mut body, 7);
+        put_str(&mut body, "/actors/echo/k");
+        put_str(&mut body, "");
+        put_varint(&mut body, 0);
+        put_varint(&mut body, 0);
+        let mut frame = BytesMut::new();
+        frame.put_u8(tag::CONN_OPEN);
+        put_varint(&mut frame, body.len() as u64);
+        frame.put_slice(&body);
+        match decode_frames(frame.freeze()).next() {
+            Some(Ok(Frame::ConnOpen { conn_id, peer, .. })) => {
+                assert_eq!((conn_id, peer.as_str()), (5, ""))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn list_counts_are_checked_before_anything_is_allocated() {
         let decode = |b: Bytes| decode_frames(b).next().expect("one frame");
         assert!(decode(start_actor_claiming(3, 3)).is_ok());
@@ -669,6 +712,7 @@ mod tests {
                 query: "a=1".into(),
                 headers: vec![("origin".into(), Bytes::from_static(b"x"))],
                 protocols: vec!["v1".into()],
+                peer: "127.0.0.1:5000".into(),
             },
             Frame::ConnAccept {
                 conn_id: 3,
@@ -689,6 +733,7 @@ mod tests {
                 protocol: Some("v1".into()),
                 attachment: Bytes::from_static(b"state"),
                 last_index: 41,
+                peer: "[::1]:7".into(),
             },
             Frame::SetAttachment {
                 conn_id: 3,

@@ -290,6 +290,11 @@ pub struct Handshake {
 }
 
 impl Handshake {
+    /// A handshake whose request the caller wrote itself.
+    pub fn from_stream(stream: TcpStream) -> Handshake {
+        Handshake { stream }
+    }
+
     /// Reads the answer: it must be 101.
     pub fn finish(self) -> RawWs {
         let mut stream = self.stream;

@@ -14,6 +14,15 @@ use super::Actors;
 use crate::tunnel::{Frame, MessageKind};
 use crate::ws::{CloseCode, OpCode};
 
+/// What became of a client's message.
+enum Forwarded {
+    Sent,
+    /// Held until the actor runs.
+    Held,
+    /// Past the hold limit: the client is closed with 1013.
+    OverTheHold,
+}
+
 impl Actors {
     /// Where a client connection's actor is.
     pub fn link_view(&self, conn_id: u64) -> LinkView {
@@ -45,25 +54,32 @@ impl Actors {
             };
             let actor = &link.actor;
             actor.touch(self.clock.get());
-            let mut outstanding = link.outstanding.borrow_mut();
-            let o = outstanding.get_or_insert_with(Default::default);
-            if actor.state() == ActorState::Running {
-                if let Some(t) = actor.tunnel() {
-                    o.push(index, kind, payload);
-                    o.mark_sent();
-                    t.send_message(conn_id, index, kind, payload);
+            let went = link.with_outstanding(|outstanding| {
+                let o = outstanding.get_or_insert_with(Default::default);
+                if actor.state() == ActorState::Running {
+                    if let Some(t) = actor.tunnel() {
+                        o.push(index, kind, payload);
+                        o.mark_sent();
+                        t.send_message(conn_id, index, kind, payload);
+                    }
+                    return Forwarded::Sent;
                 }
-                return;
+                if o.cost() + payload.len() + ENTRY_COST > actor.hold_limit() {
+                    return Forwarded::OverTheHold;
+                }
+                o.push(index, kind, payload);
+                Forwarded::Held
+            });
+            match went {
+                Forwarded::Sent => return,
+                Forwarded::OverTheHold => {
+                    let reason = "too much sent while the actor was starting or moving";
+                    link.control
+                        .request_close(CloseCode::TRY_AGAIN_LATER, reason);
+                    return;
+                }
+                Forwarded::Held => actor.clone(),
             }
-            if o.cost() + payload.len() + ENTRY_COST > actor.hold_limit() {
-                link.control.request_close(
-                    CloseCode::TRY_AGAIN_LATER,
-                    "too much sent while the actor was starting or moving",
-                );
-                return;
-            }
-            o.push(index, kind, payload);
-            actor.clone()
         };
         if actor.state() == ActorState::Asleep {
             self.wake(&actor);

@@ -3,7 +3,9 @@
 //! what is kept to restore the connection elsewhere), and a connection
 //! still waiting for the runner to accept it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -56,6 +58,8 @@ pub(crate) struct OpenRequest {
     pub query: String,
     pub headers: Vec<(String, Bytes)>,
     pub protocols: Vec<String>,
+    /// The client's address, as accepted.
+    pub peer: SocketAddr,
 }
 
 /// A connection the runner has not accepted yet.
@@ -93,15 +97,49 @@ impl ConnMeta {
 }
 
 /// An accepted client connection of an actor.
+///
+/// Its rarely present parts are `Cell<Option<Box<…>>>` (8 bytes each, no
+/// borrow flag), reached through `with_outstanding` and `with_meta`: a
+/// hibernated socket pays for every byte here (docs/ARCHITECTURE.md).
 pub(super) struct ClientLink {
     pub control: Rc<ConnControl>,
     pub actor: Rc<Actor>,
     pub last_acked: Cell<u64>,
     pub hibernatable: bool,
-    pub meta: RefCell<Option<Box<ConnMeta>>>,
+    /// The client's address, as accepted.
+    pub peer: Peer,
+    meta: Cell<Option<Box<ConnMeta>>>,
     /// Messages not acknowledged yet, and a close to deliver; `None` when
     /// there are none (every hibernated connection).
-    pub outstanding: RefCell<Option<Box<Outstanding>>>,
+    outstanding: Cell<Option<Box<Outstanding>>>,
+}
+
+/// A client address in 18 bytes (IPv4 as IPv4-mapped IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Peer {
+    ip: [u8; 16],
+    port: u16,
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Self {
+        let ip = match addr.ip() {
+            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+            IpAddr::V6(v6) => v6,
+        };
+        Peer {
+            ip: ip.octets(),
+            port: addr.port(),
+        }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v6 = Ipv6Addr::from(self.ip);
+        let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
+        SocketAddr::new(ip, self.port).fmt(f)
+    }
 }
 
 /// An idle connection's buffer is freed past this capacity.
@@ -112,6 +150,7 @@ impl ClientLink {
         control: Rc<ConnControl>,
         actor: Rc<Actor>,
         hibernatable: bool,
+        peer: Peer,
         meta: Option<Box<ConnMeta>>,
     ) -> Self {
         ClientLink {
@@ -119,37 +158,53 @@ impl ClientLink {
             actor,
             last_acked: Cell::new(0),
             hibernatable,
-            meta: RefCell::new(meta),
-            outstanding: RefCell::new(None),
+            peer,
+            meta: Cell::new(meta),
+            outstanding: Cell::new(None),
         }
+    }
+
+    /// Runs `f` on the connection's outstanding messages (taken out of
+    /// their cell meanwhile: `f` must not reach this link again).
+    pub fn with_outstanding<R>(&self, f: impl FnOnce(&mut Option<Box<Outstanding>>) -> R) -> R {
+        let mut outstanding = self.outstanding.take();
+        let result = f(&mut outstanding);
+        self.outstanding.set(outstanding);
+        result
+    }
+
+    /// Runs `f` on what is kept to restore the connection (as above).
+    pub fn with_meta<R>(&self, f: impl FnOnce(&mut Option<Box<ConnMeta>>) -> R) -> R {
+        let mut meta = self.meta.take();
+        let result = f(&mut meta);
+        self.meta.set(meta);
+        result
     }
 
     /// What the connection holds, counted against the hold and backlog limits.
     pub fn outstanding_cost(&self) -> usize {
-        self.outstanding.borrow().as_ref().map_or(0, |o| o.cost())
+        self.with_outstanding(|o| o.as_ref().map_or(0, |o| o.cost()))
     }
 
     /// Messages or a close wait for the actor's next runner.
     pub fn has_unsent(&self) -> bool {
-        self.outstanding
-            .borrow()
-            .as_ref()
-            .is_some_and(|o| o.has_unsent() || o.close.is_some())
+        self.with_outstanding(|o| {
+            o.as_ref()
+                .is_some_and(|o| o.has_unsent() || o.close.is_some())
+        })
     }
 
     pub fn is_closing(&self) -> bool {
-        self.outstanding
-            .borrow()
-            .as_ref()
-            .is_some_and(|o| o.close.is_some())
+        self.with_outstanding(|o| o.as_ref().is_some_and(|o| o.close.is_some()))
     }
 
     /// Drops the outstanding buffer if nothing is in it.
     pub fn release_if_empty(&self) {
-        let mut o = self.outstanding.borrow_mut();
-        if o.as_ref().is_some_and(|o| o.is_empty()) {
-            *o = None;
-        }
+        self.with_outstanding(|o| {
+            if o.as_ref().is_some_and(|o| o.is_empty()) {
+                *o = None;
+            }
+        })
     }
 
     /// The runner handled everything up to `index`. Returns true if that
@@ -158,42 +213,70 @@ impl ClientLink {
     /// unsent messages and make the next runner skip the client's messages
     /// as replays.
     pub fn ack(&self, index: u64, limit: usize) -> bool {
-        let mut outstanding = self.outstanding.borrow_mut();
-        let Some(o) = outstanding.as_deref_mut() else {
-            return false;
-        };
-        if index > o.sent_index() {
-            return false;
-        }
-        self.last_acked.set(self.last_acked.get().max(index));
-        let was_backlogged = o.cost() >= limit;
-        o.ack(index);
-        let relieved = was_backlogged && o.cost() < limit;
-        if o.is_empty() && o.capacity() > KEEP_OUTSTANDING_CAPACITY {
-            *outstanding = None;
-        }
-        relieved
+        self.with_outstanding(|outstanding| {
+            let Some(o) = outstanding.as_deref_mut() else {
+                return false;
+            };
+            if index > o.sent_index() {
+                return false;
+            }
+            self.last_acked.set(self.last_acked.get().max(index));
+            let was_backlogged = o.cost() >= limit;
+            o.ack(index);
+            let relieved = was_backlogged && o.cost() < limit;
+            if o.is_empty() && o.capacity() > KEEP_OUTSTANDING_CAPACITY {
+                *outstanding = None;
+            }
+            relieved
+        })
     }
 
     /// Every message sent goes again to the actor's next runner.
     pub fn resend_all(&self) {
-        if let Some(o) = self.outstanding.borrow_mut().as_deref_mut() {
-            o.resend_all();
-        }
+        self.with_outstanding(|o| {
+            if let Some(o) = o.as_deref_mut() {
+                o.resend_all();
+            }
+        })
     }
 
     /// Holds the client's close for the actor, after its messages.
     pub fn hold_close(&self, code: u16, reason: &str) {
-        self.outstanding
-            .borrow_mut()
-            .get_or_insert_with(Default::default)
-            .close = Some((code, reason.to_owned()));
+        self.with_outstanding(|o| {
+            o.get_or_insert_with(Default::default).close =
+                Some(Box::new((code, reason.to_owned())));
+        })
     }
 
     pub fn set_attachment(&self, attachment: Bytes) {
-        self.meta
-            .borrow_mut()
-            .get_or_insert_with(Default::default)
-            .attachment = attachment;
+        self.with_meta(|m| m.get_or_insert_with(Default::default).attachment = attachment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every connection, hibernated ones too, has a link in its worker's
+    /// map: its size is paid per socket.
+    #[test]
+    fn a_link_stays_small() {
+        let size = std::mem::size_of::<ClientLink>();
+        assert!(size <= 64, "ClientLink grew to {size} bytes");
+        // Boxed by every connection that sent something; 8 bytes more cost
+        // 15 B of RSS per idle connection once (mimalloc's size classes).
+        let outstanding = std::mem::size_of::<Outstanding>();
+        assert!(
+            outstanding <= 112,
+            "Outstanding grew to {outstanding} bytes"
+        );
+    }
+
+    #[test]
+    fn peers_print_as_they_came() {
+        for addr in ["127.0.0.1:4000", "[::1]:80", "[2001:db8::7]:65535"] {
+            let a: SocketAddr = addr.parse().unwrap();
+            assert_eq!(Peer::from(a).to_string(), addr);
+        }
     }
 }

@@ -5,7 +5,7 @@
 use std::rc::Rc;
 
 use super::actor::{Actor, ActorState};
-use super::links::{ClientLink, ConnMeta, OpenAnswer, OpenRequest, PendingOpen};
+use super::links::{ClientLink, ConnMeta, OpenAnswer, OpenRequest, Peer, PendingOpen};
 use super::Actors;
 use crate::server::conn::control::ConnControl;
 use crate::server::conn::slot::Slot;
@@ -75,8 +75,9 @@ impl Actors {
         let hibernatable = hib.unwrap_or_else(|| a.hibernatable.contains(&open.actor.name));
         let chosen = protocol.filter(|p| open.request.protocols.contains(p));
         open.actor.add_conn(conn_id);
+        let peer = Peer::from(open.request.peer);
         let meta = ConnMeta::keep(open.request, chosen.as_deref());
-        let link = ClientLink::new(open.control, open.actor, hibernatable, meta);
+        let link = ClientLink::new(open.control, open.actor, hibernatable, peer, meta);
         self.links.borrow_mut().insert(conn_id, link);
         open.answer.fill(OpenAnswer::Accepted { protocol: chosen });
     }
@@ -130,5 +131,6 @@ fn conn_open(conn_id: u64, actor: &Actor, request: &OpenRequest) -> Frame {
         query: request.query.clone(),
         headers: request.headers.clone(),
         protocols: request.protocols.clone(),
+        peer: request.peer.to_string(),
     }
 }

@@ -43,8 +43,9 @@ pub(crate) struct Outstanding {
     /// The highest index ever handed to a runner: acknowledgements beyond
     /// it are bogus (a runner cannot have handled what it never got).
     sent_index: u64,
-    /// The client's close, to deliver after the messages.
-    pub close: Option<(u16, String)>,
+    /// The client's close, to deliver after the messages (boxed: rare, and
+    /// every connection that sent anything holds this struct).
+    pub close: Option<Box<(u16, String)>>,
 }
 
 impl Outstanding {

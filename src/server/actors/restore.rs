@@ -42,38 +42,42 @@ impl Actors {
 }
 
 fn restore_conn(conn_id: u64, actor: &Actor, link: &ClientLink) -> Frame {
-    let meta = link.meta.borrow();
-    let meta = meta.as_deref();
-    Frame::RestoreConn {
-        conn_id,
-        actor_id: actor.id(),
-        path: actor_path(&actor.name, &actor.key),
-        query: meta.map(|m| m.query.to_string()).unwrap_or_default(),
-        headers: meta.map(|m| m.headers.to_vec()).unwrap_or_default(),
-        protocol: meta.and_then(|m| m.protocol.as_deref()).map(str::to_owned),
-        attachment: meta.map(|m| m.attachment.clone()).unwrap_or_default(),
-        last_index: link.last_acked.get(),
-    }
+    link.with_meta(|meta| {
+        let meta = meta.as_deref();
+        Frame::RestoreConn {
+            conn_id,
+            actor_id: actor.id(),
+            path: actor_path(&actor.name, &actor.key),
+            query: meta.map(|m| m.query.to_string()).unwrap_or_default(),
+            headers: meta.map(|m| m.headers.to_vec()).unwrap_or_default(),
+            protocol: meta.and_then(|m| m.protocol.as_deref()).map(str::to_owned),
+            attachment: meta.map(|m| m.attachment.clone()).unwrap_or_default(),
+            last_index: link.last_acked.get(),
+            peer: link.peer.to_string(),
+        }
+    })
 }
 
 /// Sends the connection's unsent messages, then its held close; returns
 /// true if the close went (the connection is done).
 fn replay(tunnel: &Tunnel, conn_id: u64, link: &ClientLink) -> bool {
-    let mut outstanding = link.outstanding.borrow_mut();
-    let Some(o) = outstanding.as_deref_mut() else {
-        return false;
-    };
-    for (index, kind, payload) in o.unsent() {
-        tunnel.send_message(conn_id, index, kind, payload);
-    }
-    o.mark_sent();
-    let Some((code, reason)) = o.close.take() else {
-        return false;
-    };
-    tunnel.send(&Frame::Close {
-        conn_id,
-        code,
-        reason,
-    });
-    true
+    link.with_outstanding(|outstanding| {
+        let Some(o) = outstanding.as_deref_mut() else {
+            return false;
+        };
+        for (index, kind, payload) in o.unsent() {
+            tunnel.send_message(conn_id, index, kind, payload);
+        }
+        o.mark_sent();
+        let Some(close) = o.close.take() else {
+            return false;
+        };
+        let (code, reason) = *close;
+        tunnel.send(&Frame::Close {
+            conn_id,
+            code,
+            reason,
+        });
+        true
+    })
 }

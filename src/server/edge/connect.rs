@@ -1,6 +1,7 @@
 //! Getting a client's actor running and its runner to accept the client,
 //! all within `actors.start_timeout`.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -13,22 +14,16 @@ use crate::server::actors::{OpenAnswer, OpenRequest, Unavailable};
 use crate::server::conn::control::ConnControl;
 use crate::ws::handshake::Upgrade;
 
-/// Headers passed on to the runner with a client connection.
-const FORWARDED_HEADERS: &[&str] = &[
-    "origin",
-    "user-agent",
-    "cookie",
-    "authorization",
-    "x-forwarded-for",
-    "x-real-ip",
-];
+/// Headers passed on to the runner with a client connection. Not
+/// `X-Forwarded-For` or `X-Real-IP`: a client sets them to whatever it
+/// likes; the runner gets the address the gateway saw instead (`peer`).
+const FORWARDED_HEADERS: &[&str] = &["origin", "user-agent", "cookie", "authorization"];
 
 /// The connection id and the subprotocol the runner chose, or why not.
 pub(super) async fn connect_actor(
     edge: &EdgeSide,
     actor: &ActorPath,
-    head: &RequestHead,
-    upgrade: &Upgrade,
+    request: OpenRequest,
     control: Rc<ConnControl>,
 ) -> Result<(u64, Option<String>), Unavailable> {
     let deadline = Instant::now() + edge.env.config.actors.start_timeout;
@@ -40,7 +35,6 @@ pub(super) async fn connect_actor(
             None => return Err(Unavailable::StartTimeout),
         }
     }
-    let request = open_request(head, upgrade);
     let (conn_id, answer) = edge.actors.open(&instance, control, request);
     match answer.wait_until(deadline).await {
         Some(OpenAnswer::Accepted { protocol }) => Ok((conn_id, protocol)),
@@ -56,7 +50,7 @@ pub(super) async fn connect_actor(
 }
 
 /// What the runner is told about the connection.
-fn open_request(head: &RequestHead, upgrade: &Upgrade) -> OpenRequest {
+pub(super) fn open_request(head: &RequestHead, upgrade: &Upgrade, peer: SocketAddr) -> OpenRequest {
     let (path, query) = match head.target.split_once('?') {
         Some((p, q)) => (p.to_owned(), q.to_owned()),
         None => (head.target.clone(), String::new()),
@@ -72,5 +66,6 @@ fn open_request(head: &RequestHead, upgrade: &Upgrade) -> OpenRequest {
         query,
         headers,
         protocols: upgrade.protocols.clone(),
+        peer,
     }
 }

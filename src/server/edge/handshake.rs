@@ -5,6 +5,7 @@
 //! Protocol decisions live in the sans-IO `http` and `ws` modules; this file
 //! moves bytes between them and the socket.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -12,7 +13,7 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 use tracing::debug;
 
-use super::connect::connect_actor;
+use super::connect::{connect_actor, open_request};
 use super::session::ClientRole;
 use super::EdgeSide;
 use crate::config::HandshakeErrors;
@@ -41,6 +42,7 @@ pub(crate) async fn serve_client(
     mut stream: TcpStream,
     buf: BytesMut,
     head: RequestHead,
+    peer: SocketAddr,
 ) {
     let env = &edge.env;
     let (actor, upgrade) = match precheck(&head) {
@@ -49,7 +51,8 @@ pub(crate) async fn serve_client(
     };
     let registration = env.registry.register(Instant::now());
     let control = registration.control.clone();
-    let (conn_id, protocol) = match connect_actor(&edge, &actor, &head, &upgrade, control).await {
+    let request = open_request(&head, &upgrade, peer);
+    let (conn_id, protocol) = match connect_actor(&edge, &actor, request, control).await {
         Ok(ok) => ok,
         Err(u) => {
             drop(registration);

@@ -5,6 +5,7 @@
 //! runner side or the admin API.
 
 use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ pub(super) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind:
             }
         }
         match listener.accept().await {
-            Ok((stream, _peer)) => {
+            Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
                 if kind == Listener::Client {
                     worker.stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -52,7 +53,10 @@ pub(super) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind:
                     Listener::Runner | Listener::Admin => Some(HandshakeSlot::free(&worker)),
                 };
                 match slot {
-                    Some(slot) => monoio::spawn(serve_accepted(worker.clone(), stream, kind, slot)),
+                    Some(slot) => {
+                        let accepted = Accepted { stream, kind, peer };
+                        monoio::spawn(serve_accepted(worker.clone(), accepted, slot))
+                    }
                     None => monoio::spawn(refuse_overloaded(worker.clone(), stream)),
                 };
             }
@@ -88,6 +92,7 @@ pub(super) async fn receive_handoffs(worker: Rc<Worker>) {
             leftover,
             listener,
             relay,
+            peer,
             ..
         } = handoff;
         let arrived = Arrived {
@@ -95,9 +100,17 @@ pub(super) async fn receive_handoffs(worker: Rc<Worker>) {
             buf: leftover,
             head,
             listener,
+            peer,
         };
         monoio::spawn(route(worker.clone(), arrived, relay));
     }
+}
+
+/// A connection just accepted.
+struct Accepted {
+    stream: TcpStream,
+    kind: Listener,
+    peer: SocketAddr,
 }
 
 /// A connection whose request head has been read.
@@ -107,6 +120,7 @@ struct Arrived {
     buf: BytesMut,
     head: RequestHead,
     listener: Listener,
+    peer: SocketAddr,
 }
 
 /// One of `client.max_handshakes` per worker, held from accept until the
@@ -149,13 +163,8 @@ impl Drop for HandshakeSlot {
     }
 }
 
-async fn serve_accepted(
-    worker: Rc<Worker>,
-    stream: TcpStream,
-    kind: Listener,
-    slot: HandshakeSlot,
-) {
-    let arrived = read_head(&worker, stream, kind).await;
+async fn serve_accepted(worker: Rc<Worker>, accepted: Accepted, slot: HandshakeSlot) {
+    let arrived = read_head(&worker, accepted).await;
     drop(slot);
     if let Some(arrived) = arrived {
         route(worker, arrived, Relay::default()).await;
@@ -173,7 +182,12 @@ async fn refuse_overloaded(worker: Rc<Worker>, stream: TcpStream) {
 
 /// Reads a request head within `handshake_timeout`, `max_header_bytes` and
 /// `max_headers`; refuses (400/408/431) or gives up on a vanished peer.
-async fn read_head(worker: &Worker, mut stream: TcpStream, listener: Listener) -> Option<Arrived> {
+async fn read_head(worker: &Worker, accepted: Accepted) -> Option<Arrived> {
+    let Accepted {
+        mut stream,
+        kind: listener,
+        peer,
+    } = accepted;
     let env = &worker.env;
     let cfg = &env.config.client;
     let deadline = Instant::now() + cfg.handshake_timeout;
@@ -196,6 +210,7 @@ async fn read_head(worker: &Worker, mut stream: TcpStream, listener: Listener) -
                     buf,
                     head,
                     listener,
+                    peer,
                 });
             }
             Ok(None) => {}
@@ -225,7 +240,8 @@ async fn route(worker: Rc<Worker>, a: Arrived, relay: Relay) {
     match a.listener {
         Listener::Client => match edge::home_worker(&a.head, this, n) {
             home if home == this => {
-                edge::serve_client(worker.edge.clone(), a.stream, a.buf, a.head).await
+                let edge = worker.edge.clone();
+                edge::serve_client(edge, a.stream, a.buf, a.head, a.peer).await
             }
             home => hand_to(&worker, home, a, relay).await,
         },
@@ -251,6 +267,7 @@ async fn hand_to(worker: &Worker, to: usize, a: Arrived, relay: Relay) {
     let Ok(fd) = detach_fd(a.stream) else { return };
     let handoff = Handoff {
         fd,
+        peer: a.peer,
         head: a.head,
         leftover: a.buf,
         listener: a.listener,

@@ -8,6 +8,7 @@
 //! per connection, never per message.
 
 use std::future::poll_fn;
+use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::task::Poll;
 
@@ -28,6 +29,8 @@ pub(crate) enum Listener {
 
 pub(crate) struct Handoff {
     pub fd: OwnedFd,
+    /// The client's address, as accepted.
+    pub peer: SocketAddr,
     pub head: RequestHead,
     pub leftover: BytesMut,
     pub listener: Listener,
