@@ -93,6 +93,12 @@ pub struct ActorsConfig {
     pub crash_reset_after: Duration,
     /// Actor name → runner pool. Names not listed run in pool "default".
     pub pools: std::collections::BTreeMap<String, String>,
+    /// New actors one client address may create per second (sustained)…
+    #[serde(deserialize_with = "positive")]
+    pub new_per_second_per_address: usize,
+    /// …and at once (a token bucket of this size). Past it: 429.
+    #[serde(deserialize_with = "positive")]
+    pub new_burst_per_address: usize,
 }
 
 /// How a failed WebSocket handshake is reported to the client.
@@ -237,6 +243,8 @@ impl Default for ActorsConfig {
             crash_backoff_max: Duration::from_secs(30),
             crash_reset_after: Duration::from_secs(60),
             pools: Default::default(),
+            new_per_second_per_address: 20,
+            new_burst_per_address: 100,
         }
     }
 }

@@ -551,3 +551,54 @@ fn the_runner_gets_the_real_client_address_not_the_clients_claim() {
     assert_eq!(text_of(&mut ws), expected, "on restore");
     h.shutdown();
 }
+
+/// An upgrade to `path` from source address `from`; the status.
+fn status_from(from: &str, to: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(upgrade_request(path).as_bytes()).unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = loop {
+        match s.read(&mut got) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            r => break r.unwrap(),
+        }
+    };
+    let answer = String::from_utf8_lossy(&got[..n]).into_owned();
+    (status_of(&answer), answer)
+}
+
+#[test]
+fn one_address_cannot_create_actors_without_limit() {
+    let mut c = test_config();
+    c.actors.new_per_second_per_address = 1;
+    c.actors.new_burst_per_address = 3;
+    let h = start(c);
+    let to = h.client_addr;
+    for k in 0..3 {
+        assert_eq!(
+            status_from("127.0.0.2", to, &format!("/actors/echo/n{k}")).0,
+            101
+        );
+    }
+    // Before, every fresh key started an actor: 22 such requests filled a
+    // runner of capacity 20 and locked everyone out.
+    let (status, answer) = status_from("127.0.0.2", to, "/actors/echo/n3");
+    assert_eq!(status, 429, "{answer}");
+    assert!(answer.contains("rate_limited"), "{answer}");
+    // Joining an actor that exists is not creating one; other addresses
+    // have their own allowance.
+    assert_eq!(status_from("127.0.0.2", to, "/actors/echo/n0").0, 101);
+    assert_eq!(status_from("127.0.0.3", to, "/actors/echo/fresh").0, 101);
+    let metrics = h.admin("GET", "/metrics");
+    assert!(
+        metrics.contains("tether_actor_creations_refused_total 1"),
+        "{metrics}"
+    );
+    h.shutdown();
+}

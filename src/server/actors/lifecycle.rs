@@ -1,6 +1,7 @@
 //! An actor's life on this worker: started on a runner, placed again after
 //! a failure, stopped to sleep or to move, woken, given up.
 
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -19,8 +20,13 @@ use crate::ws::CloseCode;
 impl Actors {
     /// The actor for `name`/`key`: the running, starting or moving instance,
     /// a sleeping one woken, or a new one started on the least loaded runner
-    /// of its pool that can run it.
-    pub fn get_or_start(&self, name: &str, key: &[String]) -> Result<Rc<Actor>, Unavailable> {
+    /// of its pool that can run it (if `creator` may create one now).
+    pub fn get_or_start(
+        &self,
+        name: &str,
+        key: &[String],
+        creator: IpAddr,
+    ) -> Result<Rc<Actor>, Unavailable> {
         if let Some(actor) = self.directory.get(name, key) {
             if actor.state() == ActorState::Asleep {
                 self.wake(&actor);
@@ -30,6 +36,10 @@ impl Actors {
                 }
             }
             return Ok(actor);
+        }
+        if !self.creations.allow(creator, self.now()) {
+            self.stats.creations_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Unavailable::TooManyNewActors);
         }
         let pool = self.config.actors.pools.get(name).map(String::as_str);
         let pool = pool.unwrap_or("default").to_owned();

@@ -18,6 +18,7 @@
 mod actor;
 mod backoff;
 mod clients;
+mod creation;
 mod directory;
 mod dispatch;
 mod home;
@@ -40,6 +41,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use backoff::BackoffPolicy;
+pub(crate) use creation::CreationLimits;
 use directory::Directory;
 pub(crate) use home::home_worker;
 use ids::Ids;
@@ -66,6 +68,8 @@ pub(crate) struct Actors {
     tunnels: TunnelTable,
     /// Every runner's load, shared by all workers.
     loads: Arc<RunnerLoads>,
+    /// New actors per client address, shared by all workers.
+    creations: Arc<CreationLimits>,
     directory: Directory,
     links: RefCell<HashMap<u64, ClientLink>>,
     opens: RefCell<HashMap<u64, PendingOpen>>,
@@ -81,6 +85,7 @@ impl Actors {
         stats: Arc<WorkerStats>,
         wakeups: Rc<Wakeups>,
         loads: Arc<RunnerLoads>,
+        creations: Arc<CreationLimits>,
     ) -> Self {
         let a = &config.actors;
         let backoff = BackoffPolicy {
@@ -97,6 +102,7 @@ impl Actors {
             backoff,
             tunnels: TunnelTable::default(),
             loads,
+            creations,
             directory: Directory::default(),
             links: RefCell::new(HashMap::new()),
             opens: RefCell::new(HashMap::new()),

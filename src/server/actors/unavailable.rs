@@ -30,6 +30,8 @@ pub(crate) enum Unavailable {
         status: u16,
         reason: String,
     },
+    /// The client's address created too many new actors lately.
+    TooManyNewActors,
 }
 
 impl Unavailable {
@@ -43,6 +45,7 @@ impl Unavailable {
             Unavailable::StartTimeout => "start_timeout",
             Unavailable::OpenTimeout => "open_timeout",
             Unavailable::Rejected { .. } => "rejected",
+            Unavailable::TooManyNewActors => "rate_limited",
         }
     }
 
@@ -59,6 +62,9 @@ impl Unavailable {
             }
             Unavailable::StartTimeout => "actor did not start within actors.start_timeout".into(),
             Unavailable::OpenTimeout => "the actor did not accept the connection in time".into(),
+            Unavailable::TooManyNewActors => {
+                "this address created too many new actors; try again shortly".into()
+            }
         }
     }
 }

@@ -73,6 +73,12 @@ const SERIES: &[Series] = &[
         "Connections refused with 503: client.max_handshakes were in progress on their worker.",
         |s| &s.handshakes_refused,
     ),
+    (
+        "tether_actor_creations_refused_total",
+        "counter",
+        "Connections refused with 429: their client address created too many new actors.",
+        |s| &s.creations_refused,
+    ),
 ];
 
 fn render(stats: &[Arc<WorkerStats>]) -> String {

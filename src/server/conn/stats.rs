@@ -25,4 +25,6 @@ pub struct WorkerStats {
     pub handshakes: AtomicU64,
     /// Connections refused with 503 because `client.max_handshakes` were in progress.
     pub handshakes_refused: AtomicU64,
+    /// Connections refused with 429: their address created too many actors.
+    pub creations_refused: AtomicU64,
 }

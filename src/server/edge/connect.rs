@@ -27,7 +27,8 @@ pub(super) async fn connect_actor(
     control: Rc<ConnControl>,
 ) -> Result<(u64, Option<String>), Unavailable> {
     let deadline = Instant::now() + edge.env.config.actors.start_timeout;
-    let instance = edge.actors.get_or_start(&actor.name, &actor.key)?;
+    let creator = request.peer.ip();
+    let instance = edge.actors.get_or_start(&actor.name, &actor.key, creator)?;
     if let Some(ready) = edge.actors.when_ready(&instance) {
         match ready.wait_until(deadline).await {
             Some(Ok(())) => {}

@@ -102,6 +102,7 @@ fn precheck(head: &RequestHead) -> Result<(ActorPath, Upgrade), Refusal> {
 fn status_of(u: &Unavailable) -> Status {
     match u {
         Unavailable::UnknownActor { .. } => Status::NOT_FOUND,
+        Unavailable::TooManyNewActors => Status::TOO_MANY_REQUESTS,
         // A runner's status outside 400-599 is its error.
         Unavailable::Rejected { status, .. } if (400..600).contains(status) => Status(*status),
         Unavailable::Rejected { .. } => Status::INTERNAL_ERROR,

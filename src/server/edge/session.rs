@@ -114,7 +114,9 @@ mod tests {
             let env = Rc::new(ConnEnv::new(config.clone()));
             let stats = Arc::default();
             let loads = Arc::default();
-            let actors = Actors::new(0, config.clone(), stats, env.wakeups.clone(), loads);
+            let creations = Arc::new(crate::server::actors::CreationLimits::new(1, 1));
+            let wakeups = env.wakeups.clone();
+            let actors = Actors::new(0, config.clone(), stats, wakeups, loads, creations);
             let edge = Rc::new(EdgeSide {
                 env: env.clone(),
                 actors: Rc::new(actors),

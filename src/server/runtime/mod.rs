@@ -18,6 +18,7 @@ use tracing::{error, info};
 pub use driver::Driver;
 
 use crate::config::{Config, MAX_WORKERS};
+use crate::server::actors::CreationLimits;
 use crate::server::conn::stats::WorkerStats;
 use run::SeedListeners;
 use shutdown::ShutdownSignal;
@@ -88,6 +89,10 @@ impl Gateway {
             stats: stats[0].clone(),
             all_stats: stats.clone().into(),
             loads: Arc::default(),
+            creations: Arc::new(CreationLimits::new(
+                config.actors.new_per_second_per_address,
+                config.actors.new_burst_per_address,
+            )),
             ready: ready_tx,
             driver,
         };

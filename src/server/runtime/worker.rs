@@ -12,7 +12,7 @@ use tracing::{info, warn};
 use super::handoff::HandoffQueues;
 use super::shutdown::ShutdownSignal;
 use crate::config::Config;
-use crate::server::actors::Actors;
+use crate::server::actors::{Actors, CreationLimits};
 use crate::server::admin::AdminSide;
 use crate::server::conn::env::{ConnEnv, SessionLimits};
 use crate::server::conn::stats::WorkerStats;
@@ -49,6 +49,8 @@ pub(crate) struct WorkerSeed {
     pub all_stats: Arc<[Arc<WorkerStats>]>,
     /// Every runner's load, shared by all workers.
     pub loads: Arc<RunnerLoads>,
+    /// New actors per client address, shared by all workers.
+    pub creations: Arc<CreationLimits>,
     pub driver: super::Driver,
     /// Told once the worker serves, or why it cannot.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -66,6 +68,7 @@ impl WorkerSeed {
             stats: self.all_stats[id].clone(),
             all_stats: self.all_stats.clone(),
             loads: self.loads.clone(),
+            creations: self.creations.clone(),
             driver: self.driver,
             ready: self.ready.clone(),
         }
@@ -79,12 +82,14 @@ impl Worker {
         let env = Rc::new(ConnEnv::new(config.clone()));
         let wakeups = env.wakeups.clone();
         let stats = seed.stats.clone();
+        let (loads, creations) = (seed.loads.clone(), seed.creations.clone());
         let actors = Actors::new(
             seed.id,
             config.clone(),
             stats,
             wakeups.clone(),
-            seed.loads.clone(),
+            loads,
+            creations,
         );
         let actors = Rc::new(actors);
         let parker = match Parker::new(wakeups, seed.stats.clone()) {
