@@ -22,6 +22,7 @@ pub(crate) mod runners;
 pub(crate) mod runtime;
 pub(crate) mod tunnels;
 
+pub use admin::{admin_route, AdminRoute};
 pub use conn::stats::WorkerStats;
 pub use runtime::{driver, listener, signals};
 pub use runtime::{Driver, Gateway, Stopper};

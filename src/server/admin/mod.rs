@@ -33,8 +33,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use monoio::net::TcpStream;
 
-use route::admin_route;
-pub(crate) use route::AdminRoute;
+pub use route::{admin_route, AdminRoute};
 
 use crate::http::{RequestHead, Status};
 use crate::server::actors::{self, Actors};

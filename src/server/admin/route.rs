@@ -3,7 +3,7 @@
 use crate::http::route::{percent_decode, route, ActorPath, Route};
 
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum AdminRoute {
+pub enum AdminRoute {
     Healthz,
     /// Prometheus text format.
     Metrics,
@@ -33,7 +33,7 @@ impl AdminRoute {
 }
 
 /// `None`: no such path (404).
-pub(crate) fn admin_route(target: &str) -> Option<AdminRoute> {
+pub fn admin_route(target: &str) -> Option<AdminRoute> {
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),

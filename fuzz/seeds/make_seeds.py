@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Writes the fuzz targets' seed corpora (fuzz/seeds/<target>/) from the
+inputs the test suite uses: upgrade requests, client frames, tunnel frames,
+admin paths. Run from fuzz/: python3 seeds/make_seeds.py"""
+import os
+
+def write(target, name, data):
+    d = os.path.join("seeds", target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+KEY = "dGhlIHNhbXBsZSBub25jZQ=="
+def upgrade(path, extra=""):
+    return (f"GET {path} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n").encode()
+
+# http_head: first byte is where the bytes are split.
+for i, head in enumerate([
+    upgrade("/actors/echo/k"),
+    upgrade("/actors/chat/room%2F1/x?name=a", "Sec-WebSocket-Protocol: chat, v2\r\nOrigin: http://x\r\n"),
+    b"GET /healthz HTTP/1.1\nHost: t\n\n",
+    b"GET /actors/echo/../admin HTTP/1.1\r\nHost: t\r\n\r\n",
+    b"POST /actors/chat/lobby/publish HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+    b"GET / HTTP/1.0\r\n" + b"X: y\r\n" * 70 + b"\r\n",
+]):
+    write("http_head", f"seed{i}", bytes([17 * i % 256]) + head)
+
+def client_frame(fin, opcode, payload, mask=b"\xa1\x5b\x07\xe2"):
+    first = (0x80 if fin else 0) | opcode
+    n = len(payload)
+    if n < 126:
+        hdr = bytes([first, 0x80 | n])
+    elif n < 65536:
+        hdr = bytes([first, 0x80 | 126]) + n.to_bytes(2, "big")
+    else:
+        hdr = bytes([first, 0x80 | 127]) + n.to_bytes(8, "big")
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return hdr + mask + masked
+
+# ws_decoder: first byte is the size of the pieces the bytes arrive in.
+for i, frames in enumerate([
+    client_frame(True, 1, b"hello"),
+    client_frame(False, 1, b"he") + client_frame(True, 9, b"") + client_frame(True, 0, b"llo"),
+    client_frame(True, 2, bytes(300)),
+    client_frame(True, 8, b"\x03\xe8bye"),
+    client_frame(True, 8, b"\x03\xe8\xff\xfe"),
+    client_frame(True, 1, b"\xe2\x82"),
+    bytes([0x81, 0x05]) + b"hello",
+    client_frame(True, 1, "é€𝄞".encode()) * 3,
+]):
+    write("ws_decoder", f"seed{i}", bytes([1 + 7 * i]) + frames)
+
+def varint(v):
+    out = bytearray()
+    while True:
+        b = v & 0x7f
+        v >>= 7
+        if v:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+def string(s):
+    s = s.encode() if isinstance(s, str) else s
+    return varint(len(s)) + s
+
+def strings(items):
+    return varint(len(items)) + b"".join(string(s) for s in items)
+
+def frame(tag, body):
+    return bytes([tag]) + varint(len(body)) + body
+
+HELLO, START_ACTOR, CONN_OPEN, RESTORE_CONN = 0x01, 0x10, 0x20, 0x23
+MESSAGE_TEXT, MESSAGE_BINARY, ACK, CLOSE, KEEPALIVE = 0x30, 0x31, 0x32, 0x33, 0x40
+headers = varint(1) + string("origin") + string(b"http://x")
+for i, data in enumerate([
+    frame(HELLO, varint(1) + string("runner-1") + string("default") + varint(100) + varint(0) + strings(["echo", "chat"])),
+    frame(START_ACTOR, varint(7) + string("chat") + strings(["room", "1"]) + string(b"")),
+    frame(CONN_OPEN, varint(1 << 40) + varint(7) + string("/actors/chat/room") + string("a=1") + headers + strings(["v1"]) + string("127.0.0.1:5000")),
+    frame(RESTORE_CONN, varint(3) + varint(8) + string("/actors/chat/r") + string("") + varint(0) + string("v1") + string(b"att") + varint(42)),
+    frame(MESSAGE_TEXT, varint(9) + varint(1) + b"hi") + frame(ACK, varint(9) + varint(1)) + frame(KEEPALIVE, varint(5)),
+    frame(MESSAGE_BINARY, varint(9) + varint(2) + bytes(64)) + frame(CLOSE, varint(9) + varint(1000) + string("bye")),
+    frame(START_ACTOR, varint(7) + string("chat") + varint(17) + b"\x01k" * 17 + string(b"")),
+    frame(0x90, string(b"ignorable extension")),
+]):
+    write("tunnel_decoder", f"seed{i}", data)
+
+for i, target in enumerate([
+    "/healthz", "/metrics", "/actors/chat/room/1", "/actors/chat/lobby/migrate",
+    "/actors/chat/lobby/publish?conn=5", "/runners/host%2Da/drain", "/actors/echo/%2E%2E/x",
+    "/actors/" + "n" * 70 + "/k", "/runners//drain",
+]):
+    write("admin_router", f"seed{i}", target.encode())
