@@ -12,7 +12,6 @@ use common::raw_tunnel::{next_frame, send_frame};
 use common::*;
 use tether::runner::BuiltinActors;
 use tether::tunnel::{encode_frame, Frame, PROTOCOL_VERSION};
-use tungstenite::client::IntoClientRequest;
 
 const TEXT: u8 = 1;
 
@@ -37,16 +36,7 @@ type Tunnel = tungstenite::WebSocket<TcpStream>;
 
 /// A runner tunnel driven by hand: connected, hello sent, welcome read.
 fn hand_runner(h: &Harness, key: &str, actors: &[&str]) -> (Tunnel, Vec<Frame>) {
-    let mut req = format!("{}/runners/connect", h.runner_url())
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", "Bearer tether-dev-token".parse().unwrap());
-    let stream = TcpStream::connect(h.runner_addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut ws = tungstenite::client::client(req, stream).unwrap().0;
+    let mut ws = common::raw_tunnel::raw_tunnel(h);
     send_frame(
         &mut ws,
         &Frame::Hello {
