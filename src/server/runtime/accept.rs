@@ -262,9 +262,17 @@ async fn route(worker: Rc<Worker>, a: Arrived, relay: Relay) {
     }
 }
 
-/// Hands the connection to worker `to`; if its inbox is full, 503.
+/// Hands the connection to worker `to`; if that cannot be done (its inbox
+/// is full, or no descriptor is left to move the socket with), 503.
 async fn hand_to(worker: &Worker, to: usize, a: Arrived, relay: Relay) {
-    let Ok(fd) = detach_fd(a.stream) else { return };
+    let fd = match detach_fd(a.stream) {
+        Ok(fd) => fd,
+        Err(stream) => {
+            let why = "gateway out of file descriptors";
+            let refusal = Refusal::new(Status::SERVICE_UNAVAILABLE, why);
+            return refuse(&worker.env, stream, a.buf, refusal).await;
+        }
+    };
     let handoff = Handoff {
         fd,
         peer: a.peer,
