@@ -53,6 +53,21 @@ pub struct RunnersConfig {
     pub close_timeout: Duration,
     #[serde(deserialize_with = "positive_duration")]
     pub send_timeout: Duration,
+    /// Runners with an identity of their own (`runners.token` is the
+    /// "default" identity's). A runner key is held by the identity that
+    /// registered it: only the same identity may take it over.
+    pub identities: Vec<RunnerIdentity>,
+}
+
+/// One runner identity: its token and where it may register.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunnerIdentity {
+    pub name: String,
+    pub token: String,
+    /// Pools it may register in; empty: any.
+    #[serde(default)]
+    pub pools: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -224,6 +239,7 @@ impl Default for RunnersConfig {
             ping_timeout: Duration::from_secs(20),
             close_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(30),
+            identities: Vec::new(),
         }
     }
 }
@@ -353,6 +369,7 @@ impl Config {
                 "runners.max_message_bytes must exceed client.max_message_bytes (a client message travels in one tunnel message)",
             ));
         }
+        errors.extend(self.identity_checks(text));
         if self.server.workers > MAX_WORKERS {
             errors.push(located(
                 text,
@@ -379,6 +396,38 @@ impl Config {
                 "read_buffer_bytes",
                 "client.read_buffer_bytes must be at least 512",
             ));
+        }
+        errors
+    }
+
+    /// Identities have distinct names and distinct, non-empty tokens (none
+    /// the default identity's).
+    fn identity_checks(&self, text: &str) -> Vec<ConfigError> {
+        let mut errors = Vec::new();
+        let ids = &self.runners.identities;
+        for (i, id) in ids.iter().enumerate() {
+            let problem = if id.name.is_empty() || id.name == "default" {
+                Some(format!(
+                    "runners.identities: name {:?} is empty or reserved",
+                    id.name
+                ))
+            } else if id.token.is_empty() || id.token == self.runners.token {
+                Some(format!(
+                    "runners.identities: {} needs a token of its own",
+                    id.name
+                ))
+            } else if ids[..i]
+                .iter()
+                .any(|o| o.name == id.name || o.token == id.token)
+            {
+                Some(format!(
+                    "runners.identities: {} repeats a name or token",
+                    id.name
+                ))
+            } else {
+                None
+            };
+            errors.extend(problem.map(|m| located(text, "runners", "identities", &m)));
         }
         errors
     }
@@ -599,6 +648,21 @@ mod tests {
             errs[0].message
         );
         assert_eq!(errs[0].line, Some(2));
+    }
+
+    #[test]
+    fn runner_identities_need_their_own_names_and_tokens() {
+        let ok = "[[runners.identities]]\nname = \"a\"\ntoken = \"ta\"\n[[runners.identities]]\nname = \"b\"\ntoken = \"tb\"\npools = [\"x\"]\n";
+        let c = Config::parse(ok).unwrap();
+        assert_eq!(c.runners.identities[1].pools, ["x"]);
+        for bad in [
+            "[[runners.identities]]\nname = \"a\"\ntoken = \"\"\n",
+            "[[runners.identities]]\nname = \"default\"\ntoken = \"t\"\n",
+            "[[runners.identities]]\nname = \"a\"\ntoken = \"tether-dev-token\"\n",
+            "[[runners.identities]]\nname = \"a\"\ntoken = \"t\"\n[[runners.identities]]\nname = \"b\"\ntoken = \"t\"\n",
+        ] {
+            assert!(Config::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -592,3 +592,78 @@ fn one_address_cannot_create_actors_without_limit() {
     );
     h.shutdown();
 }
+
+/// A tunnel opened with `token`; its hello names `key` and `pool`.
+/// Returns the close code the gateway answered the hello with, or the
+/// welcomed tunnel.
+fn tunnel_as(h: &Harness, token: &str, key: &str, pool: &str) -> Result<Tunnel, u16> {
+    use tungstenite::client::IntoClientRequest;
+    let mut req = format!("{}/runners/connect", h.runner_url())
+        .into_client_request()
+        .unwrap();
+    let bearer = format!("Bearer {token}");
+    req.headers_mut()
+        .insert("authorization", bearer.parse().unwrap());
+    let stream = TcpStream::connect(h.runner_addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut ws = tungstenite::client::client(req, stream).unwrap().0;
+    send_frame(&mut ws, &hello(key, pool, vec!["echo".into()]));
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(frame)) => {
+                return Err(frame.map_or(1005, |f| u16::from(f.code)))
+            }
+            Ok(tungstenite::Message::Binary(b)) => {
+                let welcomed = tether::tunnel::decode_frames(b)
+                    .any(|f| matches!(f, Ok(Frame::Welcome { .. })));
+                if welcomed {
+                    return Ok(ws);
+                }
+            }
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            Err(e) => panic!("tunnel read failed: {e}"),
+        }
+    }
+}
+
+#[test]
+fn a_runner_key_can_only_be_taken_over_by_the_same_identity() {
+    let mut c = one_worker();
+    c.runners.identities = vec![
+        tether::config::RunnerIdentity {
+            name: "host-a".into(),
+            token: "token-a".into(),
+            pools: vec![],
+        },
+        tether::config::RunnerIdentity {
+            name: "host-b".into(),
+            token: "token-b".into(),
+            pools: vec!["special".into()],
+        },
+    ];
+    let h = start_bare(c);
+    let mut first = tunnel_as(&h, "token-a", "runner-1", "default").expect("welcomed");
+    // Another identity names the same runner key: before, it replaced the
+    // real runner (closed with 4409) and received its clients' cookies.
+    assert_eq!(
+        tunnel_as(&h, "token-b", "runner-1", "special").err(),
+        Some(4403)
+    );
+    let mut pending = Vec::new();
+    barrier(&mut first, &mut pending); // the real runner's tunnel is still served
+                                       // An identity registers only in its pools.
+    assert_eq!(
+        tunnel_as(&h, "token-b", "runner-2", "default").err(),
+        Some(4403)
+    );
+    assert!(tunnel_as(&h, "token-b", "runner-2", "special").is_ok());
+    // The same identity may take its key over (a restarted runner).
+    assert!(tunnel_as(&h, "token-a", "runner-1", "default").is_ok());
+    drop(first);
+    h.shutdown();
+}

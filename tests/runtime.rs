@@ -180,10 +180,10 @@ fn sigterm_closes_clients_with_1001_after_the_drain_and_exits_0() {
 
 #[test]
 fn a_second_gateway_on_the_same_port_refuses_to_start() {
-    let mut c = test_config();
-    let port = free_port();
-    c.client.listen = format!("127.0.0.1:{port}").parse().unwrap();
-    let gw = start(c);
+    // The first gateway picks its own port (choosing a free one first and
+    // binding it later raced with other tests taking it meanwhile).
+    let gw = start(test_config());
+    let port = gw.client_addr.port();
     let cfg = write_config(
         "dup",
         &format!(

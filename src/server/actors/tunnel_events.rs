@@ -5,7 +5,7 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::actor::{ActorState, AfterStop};
 use super::Actors;
@@ -18,14 +18,28 @@ pub(crate) struct RunnerHello {
     pub pool: String,
     pub capacity: u32,
     pub actor_names: Vec<String>,
+    /// Whose token the runner presented.
+    pub identity: String,
 }
 
 impl Actors {
     /// A runner introduced itself on a tunnel. A tunnel of the same runner key
     /// already here is a zombie (the runner restarted): it is replaced, and
     /// its actors move.
-    pub fn add_tunnel(&self, hello: RunnerHello, control: Rc<ConnControl>) -> Rc<Tunnel> {
+    /// Refused (with why) when another identity holds the runner key.
+    pub fn add_tunnel(
+        &self,
+        hello: RunnerHello,
+        control: Rc<ConnControl>,
+    ) -> Result<Rc<Tunnel>, String> {
         if let Some(old) = self.tunnels.by_runner_key(&hello.runner_key) {
+            if old.identity != hello.identity {
+                warn!(worker = self.worker_id, runner = ?hello.runner_key, holder = %old.identity, claimant = %hello.identity, "runner key held by another identity: refused");
+                return Err(format!(
+                    "runner key {:?} is held by another identity",
+                    hello.runner_key
+                ));
+            }
             info!(worker = self.worker_id, runner = %hello.runner_key, "runner reconnected: replacing its previous tunnel");
             let reason = "replaced by a newer connection of the same runner key";
             old.control.request_close(REPLACED, reason);
@@ -37,15 +51,17 @@ impl Actors {
             pool,
             capacity,
             actor_names,
+            identity,
         } = hello;
         info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
         let load = self.loads.for_runner(&runner_key, capacity);
-        let tunnel = Tunnel::new(runner_key, pool, actor_names, control, max_pending, load);
+        let mut tunnel = Tunnel::new(runner_key, pool, actor_names, control, max_pending, load);
+        tunnel.identity = identity;
         let tunnel = Rc::new(tunnel);
         self.tunnels.insert(&tunnel);
         // Actors waiting for a runner of this pool need not wait for the sweep.
         self.wakeups.note_deadline(self.clock.get());
-        tunnel
+        Ok(tunnel)
     }
 
     /// The tunnel is gone (closed, keepalive missed, replaced): every actor

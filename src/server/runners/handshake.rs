@@ -7,6 +7,7 @@ use std::time::Instant;
 use bytes::BytesMut;
 use monoio::net::TcpStream;
 
+use super::identity::Identity;
 use super::session::TunnelRole;
 use super::RunnerSide;
 use crate::http::response::write_switching_protocols;
@@ -39,9 +40,10 @@ pub(crate) async fn serve_runner(
     head: RequestHead,
 ) {
     let env = &side.env;
-    if let Err(refusal) = precheck(&side, &head) {
-        return refuse(env, stream, buf, refusal).await;
-    }
+    let identity = match precheck(&side, &head) {
+        Ok(identity) => identity,
+        Err(refusal) => return refuse(env, stream, buf, refusal).await,
+    };
     let upgrade = match validate_upgrade(&head) {
         Ok(u) => u,
         Err(r) => return refuse(env, stream, buf, r.into()).await,
@@ -53,12 +55,13 @@ pub(crate) async fn serve_runner(
         Err(_) => return,
     }
     let registration = env.registry.register(Instant::now());
-    let role = TunnelRole::new(registration.control.clone());
+    let role = TunnelRole::new(registration.control.clone(), identity);
     monoio::spawn(Session::new(side.clone(), role).run(stream, buf, registration));
 }
 
-/// Path, method, token and tunnel index of a runner's connect request.
-fn precheck(side: &RunnerSide, head: &RequestHead) -> Result<(), Refusal> {
+/// Path, method, token and tunnel index of a runner's connect request; the
+/// identity its token belongs to.
+fn precheck(side: &RunnerSide, head: &RequestHead) -> Result<Identity, Refusal> {
     let path = head
         .target
         .split_once('?')
@@ -74,16 +77,16 @@ fn precheck(side: &RunnerSide, head: &RequestHead) -> Result<(), Refusal> {
             return Err(Refusal::new(Status::NOT_FOUND, reason));
         }
     }
-    if !head.bearer_is(&side.env.config.runners.token) {
+    let Some(identity) = Identity::of(&side.env.config.runners, head) else {
         return Err(Refusal::unauthorized("missing or wrong runner token"));
-    }
+    };
     let workers = side.worker_count;
     if tunnel_index(&head.target).is_none_or(|i| i >= workers) {
         let reason =
             format!("tunnel must be a number below {workers} (the gateway's worker count)");
         return Err(Refusal::new(Status::BAD_REQUEST, reason));
     }
-    Ok(())
+    Ok(identity)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! the worker's actors.
 
 mod handshake;
+mod identity;
 mod session;
 
 use std::rc::Rc;

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use tracing::warn;
 
+use super::identity::Identity;
 use super::RunnerSide;
 use crate::http::route::is_actor_name;
 use crate::server::actors::RunnerHello;
@@ -20,14 +21,17 @@ use crate::ws::{CloseCode, OpCode};
 
 pub(crate) struct TunnelRole {
     control: Rc<ConnControl>,
+    /// Whose token the runner presented (until its hello).
+    identity: Option<Box<Identity>>,
     /// Set by the runner's hello.
     tunnel: Option<Rc<Tunnel>>,
 }
 
 impl TunnelRole {
-    pub fn new(control: Rc<ConnControl>) -> Self {
+    pub fn new(control: Rc<ConnControl>, identity: Identity) -> Self {
         TunnelRole {
             control,
+            identity: Some(Box::new(identity)),
             tunnel: None,
         }
     }
@@ -67,7 +71,10 @@ impl Role for TunnelRole {
                     warn!(error = %e, "tunnel protocol violation: closing that tunnel");
                     failure(CloseCode::PROTOCOL, e.0)
                 })?,
-                None => self.tunnel = Some(hello(side, frame, &self.control)?),
+                None => {
+                    let identity = self.identity.take().map_or_else(Identity::none, |b| *b);
+                    self.tunnel = Some(hello(side, frame, &self.control, identity)?)
+                }
             }
         }
         Ok(())
@@ -97,6 +104,10 @@ impl Role for TunnelRole {
         }
     }
 }
+
+/// Close code for a runner refused what its identity does not allow
+/// (4000 + 403 Forbidden).
+const FORBIDDEN: CloseCode = CloseCode(4403);
 
 /// Longest runner key, in bytes.
 const MAX_RUNNER_KEY_BYTES: usize = 128;
@@ -132,6 +143,7 @@ fn hello(
     side: &RunnerSide,
     frame: Frame,
     control: &Rc<ConnControl>,
+    identity: Identity,
 ) -> Result<Rc<Tunnel>, Failure> {
     let Frame::Hello {
         version,
@@ -156,14 +168,31 @@ fn hello(
             reason,
         });
     }
+    if !identity.may_use(&pool) {
+        let reason = format!(
+            "runner identity {} may not register in pool {pool}",
+            identity.name
+        );
+        return Err(Failure {
+            code: FORBIDDEN,
+            reason,
+        });
+    }
     let hello = RunnerHello {
         runner_key,
         pool,
         capacity,
         actor_names,
+        identity: identity.name,
     };
     check_hello(&hello)?;
-    let tunnel = side.actors.add_tunnel(hello, control.clone());
+    let tunnel = side
+        .actors
+        .add_tunnel(hello, control.clone())
+        .map_err(|reason| Failure {
+            code: FORBIDDEN,
+            reason,
+        })?;
     tunnel.send(&Frame::Welcome {
         version: PROTOCOL_VERSION,
         workers: side.worker_count as u32,

@@ -21,6 +21,8 @@ pub(crate) const REPLACED: CloseCode = CloseCode(4409);
 /// One runner's tunnel to this worker.
 pub(crate) struct Tunnel {
     pub runner_key: String,
+    /// The runner identity that registered the key (only it may take it over).
+    pub identity: String,
     pub pool: String,
     pub actor_names: Vec<String>,
     /// The tunnel session's control: poked when frames are pending.
@@ -47,6 +49,7 @@ impl Tunnel {
         load: Arc<RunnerLoad>,
     ) -> Self {
         Tunnel {
+            identity: String::new(),
             runner_key,
             pool,
             actor_names,
