@@ -57,11 +57,7 @@ impl DirStore {
     /// [`MAX_COMPONENT`] characters, each marked `.d` so that no directory
     /// can be taken for another actor's file (hex has no dot).
     fn file(&self, name: &str, key: &[String]) -> PathBuf {
-        let mut encoded = hex(name.as_bytes());
-        for k in key {
-            encoded.push('-');
-            encoded.push_str(&hex(k.as_bytes()));
-        }
+        let encoded = encoded(name, key);
         let mut path = self.dir.clone();
         let mut rest = encoded.as_str();
         while rest.len() > MAX_COMPONENT {
@@ -71,6 +67,31 @@ impl DirStore {
         }
         path.push(rest);
         path
+    }
+
+    /// Where older versions kept every actor: one flat hex name.
+    fn flat_file(&self, name: &str, key: &[String]) -> PathBuf {
+        self.dir.join(encoded(name, key))
+    }
+}
+
+/// An actor's name and key in hex, `-` between the parts.
+fn encoded(name: &str, key: &[String]) -> String {
+    let mut encoded = hex(name.as_bytes());
+    for k in key {
+        encoded.push('-');
+        encoded.push_str(&hex(k.as_bytes()));
+    }
+    encoded
+}
+
+fn read_if_present(path: &Path) -> io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        // ENAMETOOLONG for a flat name that never could have been written.
+        Err(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
@@ -84,10 +105,11 @@ fn hex(bytes: &[u8]) -> String {
 
 impl StateStore for DirStore {
     fn load(&self, name: &str, key: &[String]) -> io::Result<Option<Vec<u8>>> {
-        match std::fs::read(self.file(name, key)) {
-            Ok(b) => Ok(Some(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+        match read_if_present(&self.file(name, key))? {
+            Some(b) => Ok(Some(b)),
+            // Saved before names were split: one flat file (names of 201 to
+            // ~250 characters fitted then).
+            None => read_if_present(&self.flat_file(name, key)),
         }
     }
 
@@ -195,6 +217,13 @@ mod tests {
         );
         let short = vec!["a".to_owned()];
         assert_eq!(store.load("counter", &short).unwrap(), None);
+        // A record an older version saved flat (a 230-character name) is found.
+        let older = vec!["o".repeat(107)];
+        std::fs::write(store.flat_file("counter", &older), b"older").unwrap();
+        assert_eq!(
+            store.load("counter", &older).unwrap().as_deref(),
+            Some(&b"older"[..])
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

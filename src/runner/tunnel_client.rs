@@ -153,6 +153,15 @@ struct TunnelState {
     drained: bool,
 }
 
+/// One received batch as it is handled: the answer being built, which
+/// bytes of it each actor produced, and actors whose save failed.
+#[derive(Default)]
+struct Batch {
+    out: BytesMut,
+    touched: Vec<(u64, std::ops::Range<usize>)>,
+    failed: Vec<(u64, String)>,
+}
+
 fn is_timeout(e: &tungstenite::Error) -> bool {
     matches!(e, tungstenite::Error::Io(io) if matches!(io.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
 }
@@ -184,7 +193,7 @@ impl TunnelState {
                 Err(e) if is_timeout(&e) => continue,
                 Err(e) => return Err(TunnelEnd::Lost(e.to_string())),
             };
-            let batch = match message {
+            let batch_bytes = match message {
                 WsMessage::Binary(b) => b,
                 WsMessage::Close(Some(f)) if u16::from(f.code) == REPLACED_CODE => {
                     return Err(TunnelEnd::Replaced)
@@ -196,18 +205,12 @@ impl TunnelState {
                 }
                 _ => continue,
             };
-            let mut out = BytesMut::new();
-            let mut touched = Vec::new();
-            for frame in decode_frames(batch) {
+            let mut batch = Batch::default();
+            for frame in decode_frames(batch_bytes) {
                 let frame = frame.map_err(|e| {
                     TunnelEnd::Lost(format!("malformed frame from the gateway: {e}"))
                 })?;
-                let actor = self.actor_of(&frame);
-                let start = out.len();
-                self.handle(shared, frame, index, &mut out);
-                if let Some(actor_id) = actor {
-                    touched.push((actor_id, start..out.len()));
-                }
+                self.handle_in_batch(shared, frame, index, &mut batch);
             }
             if shared.killed.load(Ordering::Acquire) {
                 {
@@ -216,10 +219,7 @@ impl TunnelState {
                 }
             }
             // Saved before `out` (which acknowledges what they handled) leaves.
-            let failed = self.save_dirty(shared);
-            if !failed.is_empty() {
-                out = self.withdraw(shared, out, &touched, failed);
-            }
+            let out = self.finish_batch(shared, batch);
             if !out.is_empty() {
                 ws.send(WsMessage::Binary(out.freeze()))
                     .map_err(|e| TunnelEnd::Lost(e.to_string()))?;
@@ -464,6 +464,41 @@ impl TunnelState {
         self.forget_conn(conn_id);
     }
 
+    /// Handles one frame of a batch, noting which bytes of the batch's
+    /// output belong to which actor. An actor about to stop is saved first
+    /// (a migration stops it in the same batch as its last messages).
+    fn handle_in_batch(
+        &mut self,
+        shared: &Arc<Shared>,
+        frame: Frame,
+        index: u32,
+        batch: &mut Batch,
+    ) {
+        if let Frame::StopActor { actor_id } = &frame {
+            if self.dirty.remove(actor_id) {
+                if let Err(why) = self.save_one(shared, *actor_id) {
+                    batch.failed.push((*actor_id, why));
+                }
+            }
+        }
+        let actor = self.actor_of(&frame);
+        let start = batch.out.len();
+        self.handle(shared, frame, index, &mut batch.out);
+        if let Some(actor_id) = actor {
+            batch.touched.push((actor_id, start..batch.out.len()));
+        }
+    }
+
+    /// Saves what the batch changed; what an actor whose save failed did is
+    /// withdrawn. Returns what may leave.
+    fn finish_batch(&mut self, shared: &Shared, mut batch: Batch) -> BytesMut {
+        batch.failed.extend(self.save_dirty(shared));
+        if batch.failed.is_empty() {
+            return batch.out;
+        }
+        self.withdraw(shared, batch.out, &batch.touched, batch.failed)
+    }
+
     /// The actor a frame makes handle something (and so dirties).
     fn actor_of(&self, frame: &Frame) -> Option<u64> {
         match frame {
@@ -512,32 +547,33 @@ impl TunnelState {
     /// Saves the record of every actor that handled something in this
     /// batch; returns those whose save failed, with why.
     fn save_dirty(&mut self, shared: &Shared) -> Vec<(u64, String)> {
-        let mut failed = Vec::new();
-        let Some(store) = &shared.options.state else {
-            self.dirty.clear();
-            return failed;
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .filter_map(|actor_id| Some((actor_id, self.save_one(shared, actor_id).err()?)))
+            .collect()
+    }
+
+    /// Saves one actor's record (last handled index per connection and its
+    /// state); `Err` with why if the store failed.
+    fn save_one(&self, shared: &Shared, actor_id: u64) -> Result<(), String> {
+        let (Some(store), Some(slot)) = (&shared.options.state, self.actors.get(&actor_id)) else {
+            return Ok(());
         };
-        for actor_id in std::mem::take(&mut self.dirty) {
-            let Some(slot) = self.actors.get(&actor_id) else {
-                continue;
-            };
-            let Some(state) = slot.actor.save_state() else {
-                continue;
-            };
-            let record = Record {
-                handled: slot
-                    .conns
-                    .iter()
-                    .filter_map(|c| self.last_index.get(c).map(|i| (*c, *i)))
-                    .collect(),
-                state: state.into(),
-            };
-            if let Err(e) = store.save(&slot.name, &slot.key, &record.encode()) {
-                warn!(actor = %slot.name, key = ?slot.key, error = %e, "cannot save actor state: it stops and is restarted from its last saved state");
-                failed.push((actor_id, e.to_string()));
-            }
-        }
-        failed
+        let Some(state) = slot.actor.save_state() else {
+            return Ok(());
+        };
+        let record = Record {
+            handled: slot
+                .conns
+                .iter()
+                .filter_map(|c| self.last_index.get(c).map(|i| (*c, *i)))
+                .collect(),
+            state: state.into(),
+        };
+        store.save(&slot.name, &slot.key, &record.encode()).map_err(|e| {
+            warn!(actor = %slot.name, key = ?slot.key, error = %e, "cannot save actor state: it stops and is restarted from its last saved state");
+            e.to_string()
+        })
     }
 
     fn forget_conn(&mut self, conn_id: ConnId) {
@@ -758,5 +794,124 @@ mod tests {
         );
         assert_eq!(*seen.lock().unwrap(), ["m6", "m7"]);
         assert_eq!(acks, [4, 5, 6, 7]);
+    }
+
+    /// A store whose saves fail for keys starting with "bad".
+    struct FailsForBad(MemoryStore);
+
+    impl crate::runner::StateStore for FailsForBad {
+        fn load(&self, name: &str, key: &[String]) -> std::io::Result<Option<Vec<u8>>> {
+            self.0.load(name, key)
+        }
+        fn save(&self, name: &str, key: &[String], record: &[u8]) -> std::io::Result<()> {
+            if key.iter().any(|k| k.starts_with("bad")) {
+                return Err(std::io::Error::other("disk full"));
+            }
+            self.0.save(name, key, record)
+        }
+    }
+
+    fn started(actor_id: u64, key: &str, conn_id: u64) -> Vec<Frame> {
+        let restore = match restore(0) {
+            Frame::RestoreConn { path, .. } => Frame::RestoreConn {
+                conn_id,
+                actor_id,
+                path,
+                query: String::new(),
+                headers: Vec::new(),
+                protocol: None,
+                attachment: Bytes::new(),
+                last_index: 0,
+                peer: String::new(),
+            },
+            _ => unreachable!(),
+        };
+        let start = Frame::StartActor {
+            actor_id,
+            name: "rec".into(),
+            key: vec![key.into()],
+            input: Bytes::new(),
+        };
+        vec![start, restore]
+    }
+
+    fn msg(conn_id: u64, index: u64) -> Frame {
+        Frame::Message {
+            conn_id,
+            index,
+            kind: MessageKind::Text,
+            payload: Bytes::from(format!("c{conn_id}m{index}")),
+        }
+    }
+
+    /// One batch through a fresh tunnel state; what leaves, decoded.
+    fn batch(store: MemoryStore, frames: Vec<Frame>) -> (Vec<Frame>, MemoryStore) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut options = RunnerOptions::new("ws://127.0.0.1:1", "t");
+        options.state = Some(Arc::new(FailsForBad(store.clone())));
+        let shared = Arc::new(Shared::new(options, Box::new(Factory(seen))));
+        let mut t = TunnelState::default();
+        let mut b = Batch::default();
+        for f in frames {
+            t.handle_in_batch(&shared, f, 0, &mut b);
+        }
+        let out = t.finish_batch(&shared, b);
+        let frames = decode_frames(out.freeze()).map(|f| f.unwrap()).collect();
+        (frames, store)
+    }
+
+    fn acks_of(frames: &[Frame], conn: u64) -> Vec<u64> {
+        frames
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Ack { conn_id, index } if *conn_id == conn => Some(*index),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stopped_for_save(frames: &[Frame], actor: u64) -> bool {
+        frames.iter().any(|f| {
+            matches!(f, Frame::ActorStopped { actor_id, reason }
+                if *actor_id == actor && reason.starts_with("state save failed"))
+        })
+    }
+
+    #[test]
+    fn a_failed_save_withdraws_only_that_actors_part_of_the_batch() {
+        let mut frames = started(1, "bad-a", 9);
+        frames.extend(started(2, "good-b", 10));
+        frames.extend([msg(9, 1), msg(10, 1), msg(9, 2), msg(10, 2)]);
+        let (out, _) = batch(MemoryStore::default(), frames);
+        assert_eq!(
+            acks_of(&out, 9),
+            Vec::<u64>::new(),
+            "nothing unsaved is acknowledged"
+        );
+        assert_eq!(
+            acks_of(&out, 10),
+            vec![1, 2],
+            "the other actor is untouched"
+        );
+        assert!(stopped_for_save(&out, 1) && !stopped_for_save(&out, 2));
+    }
+
+    #[test]
+    fn an_actor_stopped_in_the_batch_of_its_last_messages_is_saved_first() {
+        let mut frames = started(1, "good-a", 9);
+        frames.extend([msg(9, 1), Frame::StopActor { actor_id: 1 }]);
+        let (out, store) = batch(MemoryStore::default(), frames);
+        assert_eq!(acks_of(&out, 9), vec![1]);
+        let saved = crate::runner::StateStore::load(&store, "rec", &["good-a".into()]).unwrap();
+        assert!(saved.is_some(), "saved before it stopped");
+        let mut frames = started(1, "bad-a", 9);
+        frames.extend([msg(9, 1), Frame::StopActor { actor_id: 1 }]);
+        let (out, _) = batch(MemoryStore::default(), frames);
+        assert_eq!(
+            acks_of(&out, 9),
+            Vec::<u64>::new(),
+            "its save failed: not acknowledged"
+        );
+        assert!(stopped_for_save(&out, 1));
     }
 }

@@ -2,10 +2,12 @@
 //! address (`actors.new_per_second_per_address`, `new_burst_per_address`),
 //! shared by every worker because an address's keys land on all of them.
 //! Taken only when a connection names a key with no actor — never per
-//! message. Time is a parameter.
+//! message. Time is a parameter. IPv6 clients count by /64 (one host
+//! usually has a whole /64 to pick addresses from); IPv4-mapped addresses
+//! count as IPv4.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -22,7 +24,25 @@ struct Bucket {
 pub(crate) struct CreationLimits {
     per_second: f64,
     burst: f64,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    table: Mutex<Table>,
+}
+
+#[derive(Default)]
+struct Table {
+    buckets: HashMap<IpAddr, Bucket>,
+    /// When full buckets were last forgotten (at most once a second).
+    swept: Option<Instant>,
+}
+
+/// The address a client is counted under.
+fn counted_as(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
 }
 
 impl CreationLimits {
@@ -30,20 +50,21 @@ impl CreationLimits {
         CreationLimits {
             per_second: per_second as f64,
             burst: burst as f64,
-            buckets: Mutex::new(HashMap::new()),
+            table: Mutex::new(Table::default()),
         }
     }
 
     /// Takes a token for `addr` at `now`; false if it has none left.
     pub fn allow(&self, addr: IpAddr, now: Instant) -> bool {
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_ADDRESSES && !buckets.contains_key(&addr) {
-            buckets.retain(|_, b| self.refilled(*b, now) < self.burst);
-            if buckets.len() >= MAX_ADDRESSES {
+        let addr = counted_as(addr);
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if table.buckets.len() >= MAX_ADDRESSES && !table.buckets.contains_key(&addr) {
+            self.forget_idle(&mut table, now);
+            if table.buckets.len() >= MAX_ADDRESSES {
                 return false; // under a flood from that many addresses: refuse newcomers
             }
         }
-        let bucket = buckets.entry(addr).or_insert(Bucket {
+        let bucket = table.buckets.entry(addr).or_insert(Bucket {
             tokens: self.burst,
             at: now,
         });
@@ -54,6 +75,22 @@ impl CreationLimits {
         }
         bucket.tokens -= 1.0;
         true
+    }
+
+    /// Forgets addresses whose bucket has refilled (at most once a second:
+    /// the scan is over every address remembered).
+    fn forget_idle(&self, table: &mut Table, now: Instant) {
+        if table
+            .swept
+            .is_some_and(|t| now.saturating_duration_since(t).as_secs() < 1)
+        {
+            return;
+        }
+        table.swept = Some(now);
+        table.buckets.retain(|_, b| {
+            (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.per_second)
+                < self.burst
+        });
     }
 
     fn refilled(&self, b: Bucket, now: Instant) -> f64 {
@@ -85,6 +122,26 @@ mod tests {
             (0..5).filter(|_| limits.allow(a, later)).count(),
             3,
             "never past the burst"
+        );
+    }
+
+    #[test]
+    fn an_ipv6_host_counts_as_its_64_and_mapped_ipv4_as_ipv4() {
+        let limits = CreationLimits::new(1, 1);
+        let t0 = Instant::now();
+        assert!(limits.allow("2001:db8::1".parse().unwrap(), t0));
+        assert!(
+            !limits.allow("2001:db8::ffff:2".parse().unwrap(), t0),
+            "same /64"
+        );
+        assert!(
+            limits.allow("2001:db8:0:1::1".parse().unwrap(), t0),
+            "another /64"
+        );
+        assert!(limits.allow("10.0.0.9".parse().unwrap(), t0));
+        assert!(
+            !limits.allow("::ffff:10.0.0.9".parse().unwrap(), t0),
+            "mapped: the same host"
         );
     }
 }

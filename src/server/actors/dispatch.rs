@@ -15,6 +15,22 @@ use crate::server::tunnels::Tunnel;
 use crate::tunnel::{Frame, MessageKind, TunnelError};
 use crate::ws::CloseCode;
 
+/// Longest reason from a runner that is logged or shown to a client.
+const MAX_REASON_BYTES: usize = 256;
+
+/// A runner's reason, cut (at a character boundary) to what is logged and
+/// shown to clients.
+fn bounded(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
 impl Actors {
     /// Handles one frame from a runner. An error closes that tunnel only.
     pub fn on_tunnel_frame(&self, tunnel: &Rc<Tunnel>, frame: Frame) -> Result<(), TunnelError> {
@@ -44,10 +60,10 @@ impl Actors {
                 conn_id,
                 status,
                 reason,
-            } => self.on_reject(tunnel, conn_id, status, reason),
+            } => self.on_reject(tunnel, conn_id, status, bounded(reason)),
             Frame::ActorReady { actor_id } => self.on_actor_ready(tunnel, actor_id),
             Frame::ActorStopped { actor_id, reason } => {
-                self.on_actor_stopped(tunnel, actor_id, &reason)
+                self.on_actor_stopped(tunnel, actor_id, &bounded(reason))
             }
             Frame::SleepRequest { actor_id } => self.on_sleep_request(tunnel, actor_id),
             Frame::Keepalive { nonce } => tunnel.send(&Frame::KeepaliveAck { nonce }),
@@ -142,5 +158,18 @@ impl Actors {
         if let Some(actor) = self.directory.live_on(tunnel, actor_id) {
             self.sleep(&actor);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runner_reasons_are_cut_at_a_character_boundary() {
+        assert_eq!(bounded("short".into()), "short");
+        let long = "é".repeat(200);
+        let cut = bounded(long);
+        assert!(cut.len() <= MAX_REASON_BYTES && cut.chars().all(|c| c == 'é'));
     }
 }

@@ -37,15 +37,17 @@ impl Actors {
             }
             return Ok(actor);
         }
-        if !self.creations.allow(creator, self.now()) {
-            self.stats.creations_refused.fetch_add(1, Ordering::Relaxed);
-            return Err(Unavailable::TooManyNewActors);
-        }
         let pool = self.config.actors.pools.get(name).map(String::as_str);
         let pool = pool.unwrap_or("default").to_owned();
         let hold = self.config.actors.wake_buffer_bytes;
         let actor = Rc::new(Actor::new(name, key, pool, self.clock.get(), hold));
         let slot = choose_tunnel(&self.tunnels, name, &actor.pool, None)?;
+        // Counted only when an actor would really start (the slot goes
+        // back if the address is over its allowance).
+        if !self.creations.allow(creator, self.now()) {
+            self.stats.creations_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(Unavailable::TooManyNewActors);
+        }
         self.start_on(&actor, slot);
         self.directory.insert(&actor);
         Ok(actor)

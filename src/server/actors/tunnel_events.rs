@@ -54,7 +54,7 @@ impl Actors {
             identity,
         } = hello;
         info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
-        let load = self.loads.for_runner(&runner_key, capacity);
+        let load = self.loads.for_runner(&identity, &runner_key, capacity);
         let mut tunnel = Tunnel::new(runner_key, pool, actor_names, control, max_pending, load);
         tunnel.identity = identity;
         let tunnel = Rc::new(tunnel);

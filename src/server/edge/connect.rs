@@ -12,6 +12,7 @@ use crate::http::route::ActorPath;
 use crate::http::RequestHead;
 use crate::server::actors::{OpenAnswer, OpenRequest, Unavailable};
 use crate::server::conn::control::ConnControl;
+use crate::tunnel::codec::limits;
 use crate::ws::handshake::Upgrade;
 
 /// Headers passed on to the runner with a client connection. Not
@@ -56,10 +57,12 @@ pub(super) fn open_request(head: &RequestHead, upgrade: &Upgrade, peer: SocketAd
         Some((p, q)) => (p.to_owned(), q.to_owned()),
         None => (head.target.clone(), String::new()),
     };
+    // Never more than a ConnOpen may carry (client.max_headers may be larger).
     let headers = head
         .headers
         .iter()
         .filter(|(n, _)| FORWARDED_HEADERS.iter().any(|f| n.eq_ignore_ascii_case(f)))
+        .take(limits::HEADERS as usize)
         .map(|(n, v)| (n.to_ascii_lowercase(), Bytes::copy_from_slice(v)))
         .collect();
     OpenRequest {

@@ -49,6 +49,14 @@ pub(crate) async fn serve_client(
         Ok(x) => x,
         Err(r) => return refuse(env, stream, buf, r).await,
     };
+    // Waiting for the actor can take start_timeout: an empty read buffer
+    // goes back to the pool meanwhile.
+    let buf = if buf.is_empty() {
+        env.pool.give_back(buf);
+        BytesMut::new()
+    } else {
+        buf
+    };
     let registration = env.registry.register(Instant::now());
     let control = registration.control.clone();
     let request = open_request(&head, &upgrade, peer);

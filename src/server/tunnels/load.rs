@@ -49,25 +49,27 @@ impl RunnerLoad {
     }
 }
 
-/// Every connected runner's load, by runner key, shared by all workers.
-/// Locked only when a tunnel connects.
+/// Every connected runner's load, by identity and runner key (so a runner
+/// of another identity naming the same key cannot touch it), shared by all
+/// workers. Locked only when a tunnel connects.
 #[derive(Default)]
 pub(crate) struct RunnerLoads {
-    by_key: Mutex<HashMap<String, Weak<RunnerLoad>>>,
+    by_key: Mutex<HashMap<(String, String), Weak<RunnerLoad>>>,
 }
 
 impl RunnerLoads {
-    /// The load of runner `key`, shared with its other tunnels; `capacity`
-    /// is what its latest hello said.
-    pub fn for_runner(&self, key: &str, capacity: u32) -> Arc<RunnerLoad> {
+    /// The load of runner `key` of `identity`, shared with its other
+    /// tunnels; `capacity` is what its latest hello said.
+    pub fn for_runner(&self, identity: &str, key: &str, capacity: u32) -> Arc<RunnerLoad> {
         let mut by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
         by_key.retain(|_, load| load.strong_count() > 0);
-        if let Some(load) = by_key.get(key).and_then(Weak::upgrade) {
+        let id = (identity.to_owned(), key.to_owned());
+        if let Some(load) = by_key.get(&id).and_then(Weak::upgrade) {
             load.capacity.store(capacity, Ordering::Relaxed);
             return load;
         }
         let load = Arc::new(RunnerLoad::new(capacity));
-        by_key.insert(key.to_owned(), Arc::downgrade(&load));
+        by_key.insert(id, Arc::downgrade(&load));
         load
     }
 }
@@ -118,21 +120,28 @@ mod tests {
     #[test]
     fn a_runners_tunnels_share_one_count_up_to_its_capacity() {
         let loads = RunnerLoads::default();
-        let a = loads.for_runner("r", 2);
-        let b = loads.for_runner("r", 2);
+        let a = loads.for_runner("id", "r", 2);
+        let b = loads.for_runner("id", "r", 2);
         assert!(a.try_reserve() && b.try_reserve());
         assert!(!a.try_reserve() && !b.try_reserve(), "the runner is full");
         b.release();
         assert!(a.try_reserve());
-        assert_eq!(loads.for_runner("other", 5).placed(), 0);
+        assert_eq!(loads.for_runner("id", "other", 5).placed(), 0);
+        assert_eq!(
+            loads.for_runner("impostor", "r", 0).placed(),
+            0,
+            "another identity's own"
+        );
+        a.release();
+        assert!(a.has_room(), "and the runner's capacity untouched");
     }
 
     #[test]
     fn a_runner_gone_leaves_nothing_behind() {
         let loads = RunnerLoads::default();
-        let load = loads.for_runner("r", 2);
+        let load = loads.for_runner("id", "r", 2);
         assert!(load.try_reserve());
         drop(load);
-        assert_eq!(loads.for_runner("r", 2).placed(), 0);
+        assert_eq!(loads.for_runner("id", "r", 2).placed(), 0);
     }
 }
