@@ -496,3 +496,42 @@ fn a_runner_reconnects_with_backoff_when_the_gateway_comes_back() {
     runner.stop();
     h2.shutdown();
 }
+
+/// Answers any message with its last words, then closes the connection.
+struct LastWords;
+
+impl Actor for LastWords {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _message: Message) {
+        ctx.send(conn, &Message::Text("last words".into()));
+        ctx.close(conn, 4000, "goodbye");
+    }
+}
+
+struct LastWordsFactory;
+
+impl ActorFactory for LastWordsFactory {
+    fn actor_names(&self) -> Vec<String> {
+        vec!["bye".into()]
+    }
+    fn create(&self, _name: &str, _key: &[String]) -> Option<Box<dyn Actor>> {
+        Some(Box::new(LastWords))
+    }
+}
+
+#[test]
+fn what_an_actor_sends_before_it_closes_a_connection_arrives_before_the_close() {
+    let mut h = start_bare(test_config());
+    let o = h.runner_options();
+    h.add_runner(o, LastWordsFactory);
+    let mut ws = RawWs::connect(h.client_addr, "/actors/bye/k");
+    ws.send(true, TEXT, b"anything");
+    // Both come in one tunnel batch; before, the close was acted on first
+    // and the message queued ahead of it was dropped.
+    let first = ws.recv().expect("a frame");
+    assert_eq!(
+        (first.opcode, first.payload.as_slice()),
+        (TEXT, &b"last words"[..])
+    );
+    assert_eq!(ws.expect_close(), 4000);
+    h.shutdown();
+}

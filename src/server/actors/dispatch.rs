@@ -117,7 +117,8 @@ impl Actors {
             let code = Some(CloseCode(code))
                 .filter(|c| c.is_sendable())
                 .unwrap_or(CloseCode::INTERNAL);
-            link.control.request_close(code, reason);
+            // After the messages it sent before closing.
+            link.control.request_close_after_queued(code, reason);
         }
     }
 

@@ -49,6 +49,9 @@ pub(crate) struct ConnControl {
     waiting_for_tunnel: Cell<bool>,
     /// A close was requested (it stays set after the task took the request).
     closing: Cell<bool>,
+    /// The requested close goes after the frames queued before it (the
+    /// peer's own close of the connection), not ahead of them.
+    close_after_queued: Cell<bool>,
     /// Where deadlines and wake-ups while parked are reported.
     wakeups: Rc<Wakeups>,
 }
@@ -66,6 +69,7 @@ impl ConnControl {
             parked: Cell::new(0),
             waiting_for_tunnel: Cell::new(false),
             closing: Cell::new(false),
+            close_after_queued: Cell::new(false),
             wakeups,
         }
     }
@@ -87,6 +91,15 @@ impl ConnControl {
         self.close_request
             .set(Some(Box::new((code, reason.into()))));
         self.wake();
+    }
+
+    /// Asks the connection to close once what is queued now has been sent
+    /// (an actor's messages, then its close); the first request wins.
+    pub fn request_close_after_queued(&self, code: CloseCode, reason: impl Into<String>) {
+        if !self.closing.get() {
+            self.close_after_queued.set(true);
+        }
+        self.request_close(code, reason);
     }
 
     /// Queues a frame for the connection's client; returns the bytes now
@@ -165,13 +178,16 @@ impl ConnControl {
             || self.timer_fired.get()
     }
 
-    /// The next signal (a close request first, then queued frames, then the
-    /// timer). Cancel-safe.
+    /// The next signal (a close request first — unless it waits for queued
+    /// frames — then queued frames, then the timer). Cancel-safe.
     pub async fn next_signal(&self) -> Signal {
         poll_fn(|cx| {
-            if let Some(req) = self.close_request.take() {
-                let (code, reason) = *req;
-                return Poll::Ready(Signal::Close(code, reason));
+            let close_waits = self.close_after_queued.get() && self.outbound.borrow().is_some();
+            if !close_waits {
+                if let Some(req) = self.close_request.take() {
+                    let (code, reason) = *req;
+                    return Poll::Ready(Signal::Close(code, reason));
+                }
             }
             if self.outbound.borrow().is_some() || self.poked.replace(false) {
                 return Poll::Ready(Signal::Outbound);
@@ -216,6 +232,31 @@ impl ConnControl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn signal_now(control: &ConnControl) -> Option<Signal> {
+        let mut cx = std::task::Context::from_waker(Waker::noop());
+        let future = std::pin::pin!(control.next_signal());
+        match std::future::Future::poll(future, &mut cx) {
+            Poll::Ready(signal) => Some(signal),
+            Poll::Pending => None,
+        }
+    }
+
+    #[test]
+    fn a_peers_close_waits_for_what_was_queued_before_it() {
+        let control = ConnControl::new(Instant::now(), Rc::default());
+        control.push_outbound((OpCode::Text, Bytes::from_static(b"last words")));
+        control.request_close_after_queued(CloseCode(4000), "bye");
+        assert_eq!(signal_now(&control), Some(Signal::Outbound));
+        control.drain_outbound(|_| {});
+        let close = Signal::Close(CloseCode(4000), "bye".into());
+        assert_eq!(signal_now(&control), Some(close));
+        // A plain close request goes first (a client too slow to read).
+        let slow = ConnControl::new(Instant::now(), Rc::default());
+        slow.push_outbound((OpCode::Text, Bytes::from_static(b"unread")));
+        slow.request_close(CloseCode::POLICY, "too slow");
+        assert!(matches!(signal_now(&slow), Some(Signal::Close(..))));
+    }
 
     #[test]
     fn nothing_is_queued_once_a_close_is_requested() {
