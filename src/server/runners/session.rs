@@ -109,6 +109,21 @@ impl Role for TunnelRole {
 /// (4000 + 403 Forbidden).
 const FORBIDDEN: CloseCode = CloseCode(4403);
 
+/// An identity registers only in its pools.
+fn admit(identity: &Identity, pool: &str) -> Result<(), Failure> {
+    if identity.may_use(pool) {
+        return Ok(());
+    }
+    let reason = format!(
+        "runner identity {} may not register in pool {pool}",
+        identity.name
+    );
+    Err(Failure {
+        code: FORBIDDEN,
+        reason,
+    })
+}
+
 /// Longest runner key, in bytes.
 const MAX_RUNNER_KEY_BYTES: usize = 128;
 
@@ -168,16 +183,7 @@ fn hello(
             reason,
         });
     }
-    if !identity.may_use(&pool) {
-        let reason = format!(
-            "runner identity {} may not register in pool {pool}",
-            identity.name
-        );
-        return Err(Failure {
-            code: FORBIDDEN,
-            reason,
-        });
-    }
+    admit(&identity, &pool)?;
     let hello = RunnerHello {
         runner_key,
         pool,

@@ -4,11 +4,8 @@
 //! touched when an actor is placed or leaves (never per message).
 
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-
-use super::tunnel::Tunnel;
 
 pub(crate) struct RunnerLoad {
     placed: AtomicU32,
@@ -33,7 +30,7 @@ impl RunnerLoad {
 
     /// Takes one slot if the runner has room (two workers cannot both take
     /// the last one).
-    fn try_reserve(&self) -> bool {
+    pub(super) fn try_reserve(&self) -> bool {
         let cap = self.capacity.load(Ordering::Relaxed);
         self.placed
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
@@ -42,7 +39,7 @@ impl RunnerLoad {
             .is_ok()
     }
 
-    fn release(&self) {
+    pub(super) fn release(&self) {
         let _ = self
             .placed
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| p.checked_sub(1));
@@ -72,45 +69,6 @@ impl RunnerLoads {
         by_key.insert(id, Arc::downgrade(&load));
         load
     }
-}
-
-/// A slot taken on a runner for one actor: given to the actor that starts
-/// there, or given back if dropped unused.
-pub(crate) struct Reserved {
-    tunnel: Option<Rc<Tunnel>>,
-}
-
-impl Reserved {
-    /// Takes a slot on `tunnel`'s runner, if it has room.
-    pub fn on(tunnel: &Rc<Tunnel>) -> Option<Reserved> {
-        tunnel.load().try_reserve().then(|| Reserved {
-            tunnel: Some(tunnel.clone()),
-        })
-    }
-
-    #[cfg(test)]
-    pub fn tunnel(&self) -> Option<&Rc<Tunnel>> {
-        self.tunnel.as_ref()
-    }
-
-    /// The slot now belongs to whoever holds the tunnel; it is given back
-    /// with [`release`].
-    pub fn keep(mut self) -> Option<Rc<Tunnel>> {
-        self.tunnel.take()
-    }
-}
-
-impl Drop for Reserved {
-    fn drop(&mut self) {
-        if let Some(t) = self.tunnel.take() {
-            release(&t);
-        }
-    }
-}
-
-/// Gives back the slot an actor held on `tunnel`'s runner.
-pub(crate) fn release(tunnel: &Tunnel) {
-    tunnel.load().release();
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 //! across workers (`load`).
 
 pub(crate) mod load;
+pub(crate) mod reserved;
 pub(crate) mod table;
 pub(crate) mod tunnel;
 
-pub(crate) use load::{release, Reserved, RunnerLoads};
+pub(crate) use load::RunnerLoads;
+pub(crate) use reserved::{release, Reserved};
 pub(crate) use table::TunnelTable;
 pub(crate) use tunnel::{Tunnel, REPLACED};

@@ -1,0 +1,261 @@
+//! The tunnel client's batch handling, driven without a gateway.
+use std::sync::Mutex;
+
+use super::super::{ActorFactory, MemoryStore, RunnerOptions};
+use super::*;
+
+/// Records the payloads it handles.
+struct Recorder(Arc<Mutex<Vec<String>>>);
+
+impl Actor for Recorder {
+    fn on_message(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, message: Message) {
+        if let Message::Text(t) = message {
+            self.0.lock().unwrap().push(t);
+        }
+    }
+    fn save_state(&self) -> Option<Vec<u8>> {
+        Some(self.0.lock().unwrap().join(",").into_bytes())
+    }
+}
+
+struct Factory(Arc<Mutex<Vec<String>>>);
+
+impl ActorFactory for Factory {
+    fn actor_names(&self) -> Vec<String> {
+        vec!["rec".into()]
+    }
+    fn create(&self, _name: &str, _key: &[String]) -> Option<Box<dyn Actor>> {
+        Some(Box::new(Recorder(self.0.clone())))
+    }
+}
+
+fn shared(seen: &Arc<Mutex<Vec<String>>>, store: &MemoryStore) -> Arc<Shared> {
+    let mut options = RunnerOptions::new("ws://127.0.0.1:1", "t");
+    options.state = Some(Arc::new(store.clone()));
+    Arc::new(Shared::new(options, Box::new(Factory(seen.clone()))))
+}
+
+fn message(index: u64) -> Frame {
+    Frame::Message {
+        conn_id: 9,
+        index,
+        kind: MessageKind::Text,
+        payload: Bytes::from(format!("m{index}")),
+    }
+}
+
+fn restore(last_index: u64) -> Frame {
+    Frame::RestoreConn {
+        conn_id: 9,
+        actor_id: 1,
+        path: "/actors/rec/k".into(),
+        query: String::new(),
+        headers: Vec::new(),
+        protocol: None,
+        attachment: Bytes::new(),
+        last_index,
+        peer: String::new(),
+    }
+}
+
+fn start() -> Frame {
+    Frame::StartActor {
+        actor_id: 1,
+        name: "rec".into(),
+        key: vec!["k".into()],
+        input: Bytes::new(),
+    }
+}
+
+/// Runs frames through a fresh tunnel state as one batch; returns the acks sent.
+fn run(shared: &Arc<Shared>, frames: Vec<Frame>) -> Vec<u64> {
+    let mut t = TunnelState::default();
+    let mut out = BytesMut::new();
+    for f in frames {
+        t.handle(shared, f, 0, &mut out);
+    }
+    let _ = t.save_dirty(shared);
+    decode_frames(out.freeze())
+        .filter_map(|f| match f.unwrap() {
+            Frame::Ack { index, .. } => Some(index),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn replays_overlapping_what_was_handled_are_dropped_but_acknowledged() {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = shared(&seen, &MemoryStore::default());
+    let acks = run(
+        &s,
+        vec![
+            start(),
+            restore(3),
+            message(2),
+            message(3),
+            message(4),
+            message(4),
+            message(5),
+            message(3),
+            message(6),
+        ],
+    );
+    assert_eq!(*seen.lock().unwrap(), ["m4", "m5", "m6"]);
+    assert_eq!(acks, [2, 3, 4, 4, 5, 3, 6]);
+}
+
+#[test]
+fn a_saved_record_ahead_of_the_gateway_stops_a_second_application() {
+    // A runner handled and saved up to 5, then died before its acks left:
+    // the gateway restores with last_index 3 and replays 4..=7.
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let first = shared(&seen, &store);
+    run(
+        &first,
+        vec![
+            start(),
+            restore(0),
+            message(1),
+            message(2),
+            message(3),
+            message(4),
+            message(5),
+        ],
+    );
+    seen.lock().unwrap().clear();
+    let second = shared(&seen, &store);
+    let acks = run(
+        &second,
+        vec![
+            start(),
+            restore(3),
+            message(4),
+            message(5),
+            message(6),
+            message(7),
+        ],
+    );
+    assert_eq!(*seen.lock().unwrap(), ["m6", "m7"]);
+    assert_eq!(acks, [4, 5, 6, 7]);
+}
+
+/// A store whose saves fail for keys starting with "bad".
+struct FailsForBad(MemoryStore);
+
+impl crate::runner::StateStore for FailsForBad {
+    fn load(&self, name: &str, key: &[String]) -> std::io::Result<Option<Vec<u8>>> {
+        self.0.load(name, key)
+    }
+    fn save(&self, name: &str, key: &[String], record: &[u8]) -> std::io::Result<()> {
+        if key.iter().any(|k| k.starts_with("bad")) {
+            return Err(std::io::Error::other("disk full"));
+        }
+        self.0.save(name, key, record)
+    }
+}
+
+fn started(actor_id: u64, key: &str, conn_id: u64) -> Vec<Frame> {
+    let restore = match restore(0) {
+        Frame::RestoreConn { path, .. } => Frame::RestoreConn {
+            conn_id,
+            actor_id,
+            path,
+            query: String::new(),
+            headers: Vec::new(),
+            protocol: None,
+            attachment: Bytes::new(),
+            last_index: 0,
+            peer: String::new(),
+        },
+        _ => unreachable!(),
+    };
+    let start = Frame::StartActor {
+        actor_id,
+        name: "rec".into(),
+        key: vec![key.into()],
+        input: Bytes::new(),
+    };
+    vec![start, restore]
+}
+
+fn msg(conn_id: u64, index: u64) -> Frame {
+    Frame::Message {
+        conn_id,
+        index,
+        kind: MessageKind::Text,
+        payload: Bytes::from(format!("c{conn_id}m{index}")),
+    }
+}
+
+/// One batch through a fresh tunnel state; what leaves, decoded.
+fn batch(store: MemoryStore, frames: Vec<Frame>) -> (Vec<Frame>, MemoryStore) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut options = RunnerOptions::new("ws://127.0.0.1:1", "t");
+    options.state = Some(Arc::new(FailsForBad(store.clone())));
+    let shared = Arc::new(Shared::new(options, Box::new(Factory(seen))));
+    let mut t = TunnelState::default();
+    let mut b = Batch::default();
+    for f in frames {
+        t.handle_in_batch(&shared, f, 0, &mut b);
+    }
+    let out = t.finish_batch(&shared, b);
+    let frames = decode_frames(out.freeze()).map(|f| f.unwrap()).collect();
+    (frames, store)
+}
+
+fn acks_of(frames: &[Frame], conn: u64) -> Vec<u64> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Ack { conn_id, index } if *conn_id == conn => Some(*index),
+            _ => None,
+        })
+        .collect()
+}
+
+fn stopped_for_save(frames: &[Frame], actor: u64) -> bool {
+    frames.iter().any(|f| {
+        matches!(f, Frame::ActorStopped { actor_id, reason }
+            if *actor_id == actor && reason.starts_with("state save failed"))
+    })
+}
+
+#[test]
+fn a_failed_save_withdraws_only_that_actors_part_of_the_batch() {
+    let mut frames = started(1, "bad-a", 9);
+    frames.extend(started(2, "good-b", 10));
+    frames.extend([msg(9, 1), msg(10, 1), msg(9, 2), msg(10, 2)]);
+    let (out, _) = batch(MemoryStore::default(), frames);
+    assert_eq!(
+        acks_of(&out, 9),
+        Vec::<u64>::new(),
+        "nothing unsaved is acknowledged"
+    );
+    assert_eq!(
+        acks_of(&out, 10),
+        vec![1, 2],
+        "the other actor is untouched"
+    );
+    assert!(stopped_for_save(&out, 1) && !stopped_for_save(&out, 2));
+}
+
+#[test]
+fn an_actor_stopped_in_the_batch_of_its_last_messages_is_saved_first() {
+    let mut frames = started(1, "good-a", 9);
+    frames.extend([msg(9, 1), Frame::StopActor { actor_id: 1 }]);
+    let (out, store) = batch(MemoryStore::default(), frames);
+    assert_eq!(acks_of(&out, 9), vec![1]);
+    let saved = crate::runner::StateStore::load(&store, "rec", &["good-a".into()]).unwrap();
+    assert!(saved.is_some(), "saved before it stopped");
+    let mut frames = started(1, "bad-a", 9);
+    frames.extend([msg(9, 1), Frame::StopActor { actor_id: 1 }]);
+    let (out, _) = batch(MemoryStore::default(), frames);
+    assert_eq!(
+        acks_of(&out, 9),
+        Vec::<u64>::new(),
+        "its save failed: not acknowledged"
+    );
+    assert!(stopped_for_save(&out, 1));
+}
