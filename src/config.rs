@@ -179,8 +179,9 @@ pub struct ClientConfig {
     #[serde(deserialize_with = "size")]
     pub max_send_queue_bytes: usize,
     pub handshake_errors: HandshakeErrors,
-    /// Connections per worker still sending their request head. Past it,
-    /// a new connection gets 503 at once.
+    /// Client connections per worker not yet upgraded (sending their
+    /// request head, or waiting for their actor). Past it, a new connection
+    /// gets 503 at once.
     #[serde(deserialize_with = "positive")]
     pub max_handshakes: usize,
 }

@@ -679,3 +679,31 @@ fn a_runner_key_can_only_be_taken_over_by_the_same_identity() {
     drop(first);
     h.shutdown();
 }
+
+#[test]
+fn clients_waiting_for_their_actor_count_as_handshakes() {
+    let mut c = one_worker();
+    c.client.max_handshakes = 2;
+    c.actors.start_timeout = Duration::from_secs(30);
+    let h = start_bare(c);
+    // A runner that never says its actors are ready.
+    let (mut slow, mut frames) = hand_runner(&h, "slow", &["echo"]);
+    let _a = RawWs::begin(h.client_addr, "/actors/echo/a");
+    let _b = RawWs::begin(h.client_addr, "/actors/echo/b");
+    for _ in 0..2 {
+        assert!(matches!(
+            next_frame(&mut slow, &mut frames),
+            Frame::StartActor { .. }
+        ));
+    }
+    // Both wait for their actor with their request read: a third client is
+    // refused at once instead of joining an unbounded queue.
+    let answer = raw_exchange(h.client_addr, upgrade_request("/actors/echo/c").as_bytes());
+    assert_eq!(status_of(&answer), 503, "{answer}");
+    assert!(
+        answer.contains("too many connections handshaking"),
+        "{answer}"
+    );
+    drop(slow);
+    h.shutdown();
+}

@@ -64,7 +64,7 @@ const SERIES: &[Series] = &[
     (
         "tether_handshakes_in_progress",
         "gauge",
-        "Connections still sending their request head.",
+        "Client connections not yet upgraded (sending their head or waiting for their actor).",
         |s| &s.handshakes,
     ),
     (

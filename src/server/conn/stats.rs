@@ -21,7 +21,7 @@ pub struct WorkerStats {
     pub crash_loop_restarts: AtomicU64,
     /// Clients closed with 1008 because they did not read what was sent.
     pub send_queue_overflows: AtomicU64,
-    /// Connections still sending their request head, now.
+    /// Client connections not yet upgraded (head or actor pending), now.
     pub handshakes: AtomicU64,
     /// Connections refused with 503 because `client.max_handshakes` were in progress.
     pub handshakes_refused: AtomicU64,

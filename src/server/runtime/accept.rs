@@ -124,7 +124,7 @@ struct Arrived {
 }
 
 /// One of `client.max_handshakes` per worker, held from accept until the
-/// request head is read (`counted: false` for the runner and admin
+/// connection is upgraded, refused or handed to another worker (`counted: false` for the runner and admin
 /// listeners, which the limit does not cover).
 struct HandshakeSlot {
     worker: Rc<Worker>,
@@ -163,12 +163,13 @@ impl Drop for HandshakeSlot {
     }
 }
 
+/// The slot is held until the connection is served or handed on: a client
+/// waiting for its actor to start (up to `start_timeout`) still counts.
 async fn serve_accepted(worker: Rc<Worker>, accepted: Accepted, slot: HandshakeSlot) {
-    let arrived = read_head(&worker, accepted).await;
-    drop(slot);
-    if let Some(arrived) = arrived {
+    if let Some(arrived) = read_head(&worker, accepted).await {
         route(worker, arrived, Relay::default()).await;
     }
+    drop(slot);
 }
 
 /// Every handshake slot of this worker is taken: 503 at once.
