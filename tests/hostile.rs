@@ -707,3 +707,59 @@ fn clients_waiting_for_their_actor_count_as_handshakes() {
     drop(slow);
     h.shutdown();
 }
+
+#[test]
+fn a_runner_cannot_acknowledge_more_than_it_was_sent() {
+    let mut h = start_bare(one_worker());
+    // The hand-driven runner comes first, so the actor is placed there.
+    let (mut owner, mut frames) = hand_runner(&h, "owner", &["echo"]);
+    let o = h.runner_options();
+    h.add_runner(o, BuiltinActors);
+    let client = RawWs::begin(h.client_addr, "/actors/echo/acked");
+    let actor_id = match next_frame(&mut owner, &mut frames) {
+        Frame::StartActor { actor_id, .. } => actor_id,
+        other => panic!("expected StartActor, got {other:?}"),
+    };
+    send_frame(&mut owner, &Frame::ActorReady { actor_id });
+    let conn_id = match next_frame(&mut owner, &mut frames) {
+        Frame::ConnOpen { conn_id, .. } => conn_id,
+        other => panic!("expected ConnOpen, got {other:?}"),
+    };
+    let accept = Frame::ConnAccept {
+        conn_id,
+        protocol: None,
+        hibernatable: None,
+    };
+    send_frame(&mut owner, &accept);
+    let mut ws = client.finish();
+    ws.send(true, TEXT, b"one");
+    assert!(matches!(
+        next_frame(&mut owner, &mut frames),
+        Frame::Message { index: 1, .. }
+    ));
+    // The owner acknowledges far beyond the one message it was sent, then
+    // dies: its actor moves to the other runner.
+    send_frame(
+        &mut owner,
+        &Frame::Ack {
+            conn_id,
+            index: 100,
+        },
+    );
+    barrier(&mut owner, &mut frames);
+    drop(owner);
+    // Before, the next runner was told the client's messages up to 100 were
+    // handled and dropped them; now "one" is replayed and "two" arrives.
+    ws.send(true, TEXT, b"two");
+    let mut got = Vec::new();
+    while got.last().map(String::as_str) != Some("two") {
+        got.push(text_of(&mut ws));
+        assert!(got.len() <= 2, "{got:?}");
+    }
+    assert_eq!(
+        got,
+        ["one", "two"],
+        "the unacknowledged message was replayed, in order"
+    );
+    h.shutdown();
+}
