@@ -56,13 +56,24 @@ fn hand_runner(h: &Harness, key: &str, actors: &[&str]) -> (Tunnel, Vec<Frame>) 
     (ws, pending)
 }
 
+/// The next tunnel message, retrying a read a signal interrupted.
+fn read_tunnel(ws: &mut Tunnel) -> tungstenite::Message {
+    loop {
+        match ws.read() {
+            Ok(m) => return m,
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("tunnel read failed: {e}"),
+        }
+    }
+}
+
 /// Sends a keepalive and reads until its answer: everything sent on this
 /// tunnel before it has been handled by then.
 fn barrier(ws: &mut Tunnel, pending: &mut Vec<Frame>) {
     send_frame(ws, &Frame::Keepalive { nonce: 4242 });
     loop {
-        match ws.read() {
-            Ok(tungstenite::Message::Binary(b)) => {
+        match read_tunnel(ws) {
+            tungstenite::Message::Binary(b) => {
                 for f in tether::tunnel::decode_frames(b) {
                     match f.unwrap() {
                         Frame::KeepaliveAck { nonce: 4242 } => return,
@@ -70,11 +81,7 @@ fn barrier(ws: &mut Tunnel, pending: &mut Vec<Frame>) {
                     }
                 }
             }
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
-                continue
-            }
-            Err(e) => panic!("tunnel read failed: {e}"),
+            _ => continue,
         }
     }
 }
@@ -215,20 +222,16 @@ fn hello_answer(h: &Harness, hello: &Frame) -> Option<u16> {
     let mut ws = common::raw_tunnel::raw_tunnel(h);
     send_frame(&mut ws, hello);
     loop {
-        match ws.read() {
-            Ok(tungstenite::Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
-            Ok(tungstenite::Message::Binary(b)) => {
+        match read_tunnel(&mut ws) {
+            tungstenite::Message::Close(frame) => return frame.map(|f| u16::from(f.code)),
+            tungstenite::Message::Binary(b) => {
                 let welcomed = tether::tunnel::decode_frames(b)
                     .any(|f| matches!(f, Ok(Frame::Welcome { .. })));
                 if welcomed {
                     return None;
                 }
             }
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
-                continue
-            }
-            Err(e) => panic!("tunnel read failed: {e}"),
+            _ => continue,
         }
     }
 }
@@ -623,22 +626,18 @@ fn tunnel_as(h: &Harness, token: &str, key: &str, pool: &str) -> Result<Tunnel, 
     let mut ws = tungstenite::client::client(req, stream).unwrap().0;
     send_frame(&mut ws, &hello(key, pool, vec!["echo".into()]));
     loop {
-        match ws.read() {
-            Ok(tungstenite::Message::Close(frame)) => {
+        match read_tunnel(&mut ws) {
+            tungstenite::Message::Close(frame) => {
                 return Err(frame.map_or(1005, |f| u16::from(f.code)))
             }
-            Ok(tungstenite::Message::Binary(b)) => {
+            tungstenite::Message::Binary(b) => {
                 let welcomed = tether::tunnel::decode_frames(b)
                     .any(|f| matches!(f, Ok(Frame::Welcome { .. })));
                 if welcomed {
                     return Ok(ws);
                 }
             }
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
-                continue
-            }
-            Err(e) => panic!("tunnel read failed: {e}"),
+            _ => continue,
         }
     }
 }
