@@ -67,6 +67,20 @@ fn read_tunnel(ws: &mut Tunnel) -> tungstenite::Message {
     }
 }
 
+/// As the runner an actor was placed on: reads its StartActor, says it is
+/// ready, and returns the id of the connection the gateway then opens.
+fn start_and_open(owner: &mut Tunnel, frames: &mut Vec<Frame>) -> u64 {
+    let actor_id = match next_frame(owner, frames) {
+        Frame::StartActor { actor_id, .. } => actor_id,
+        other => panic!("expected StartActor, got {other:?}"),
+    };
+    send_frame(owner, &Frame::ActorReady { actor_id });
+    match next_frame(owner, frames) {
+        Frame::ConnOpen { conn_id, .. } => conn_id,
+        other => panic!("expected ConnOpen, got {other:?}"),
+    }
+}
+
 /// Sends a keepalive and reads until its answer: everything sent on this
 /// tunnel before it has been handled by then.
 fn barrier(ws: &mut Tunnel, pending: &mut Vec<Frame>) {
@@ -183,15 +197,7 @@ fn a_runner_cannot_answer_opens_of_another_runners_actor() {
     let (mut owner, mut owner_frames) = hand_runner(&h, "owner", &["echo"]);
     let (mut foreign, mut foreign_frames) = hand_runner(&h, "foreign", &["other"]);
     let client = RawWs::begin(h.client_addr, "/actors/echo/mine");
-    let actor_id = match next_frame(&mut owner, &mut owner_frames) {
-        Frame::StartActor { actor_id, .. } => actor_id,
-        other => panic!("expected StartActor, got {other:?}"),
-    };
-    send_frame(&mut owner, &Frame::ActorReady { actor_id });
-    let conn_id = match next_frame(&mut owner, &mut owner_frames) {
-        Frame::ConnOpen { conn_id, .. } => conn_id,
-        other => panic!("expected ConnOpen, got {other:?}"),
-    };
+    let conn_id = start_and_open(&mut owner, &mut owner_frames);
     // The foreign runner guessed the id: its answer must not count.
     let reason = "not yours".to_owned();
     let reject = Frame::ConnReject {
@@ -715,15 +721,7 @@ fn a_runner_cannot_acknowledge_more_than_it_was_sent() {
     let o = h.runner_options();
     h.add_runner(o, BuiltinActors);
     let client = RawWs::begin(h.client_addr, "/actors/echo/acked");
-    let actor_id = match next_frame(&mut owner, &mut frames) {
-        Frame::StartActor { actor_id, .. } => actor_id,
-        other => panic!("expected StartActor, got {other:?}"),
-    };
-    send_frame(&mut owner, &Frame::ActorReady { actor_id });
-    let conn_id = match next_frame(&mut owner, &mut frames) {
-        Frame::ConnOpen { conn_id, .. } => conn_id,
-        other => panic!("expected ConnOpen, got {other:?}"),
-    };
+    let conn_id = start_and_open(&mut owner, &mut frames);
     let accept = Frame::ConnAccept {
         conn_id,
         protocol: None,

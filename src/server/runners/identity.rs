@@ -34,14 +34,6 @@ impl Identity {
         found
     }
 
-    /// No identity (a tunnel whose hello was already handled).
-    pub fn none() -> Identity {
-        Identity {
-            name: String::new(),
-            pools: vec![String::new()],
-        }
-    }
-
     pub fn may_use(&self, pool: &str) -> bool {
         self.pools.is_empty() || self.pools.iter().any(|p| p == pool)
     }

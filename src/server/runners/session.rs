@@ -22,7 +22,7 @@ use crate::ws::{CloseCode, OpCode};
 pub(crate) struct TunnelRole {
     control: Rc<ConnControl>,
     /// Whose token the runner presented (until its hello).
-    identity: Option<Box<Identity>>,
+    identity: Option<Identity>,
     /// Set by the runner's hello.
     tunnel: Option<Rc<Tunnel>>,
 }
@@ -31,7 +31,7 @@ impl TunnelRole {
     pub fn new(control: Rc<ConnControl>, identity: Identity) -> Self {
         TunnelRole {
             control,
-            identity: Some(Box::new(identity)),
+            identity: Some(identity),
             tunnel: None,
         }
     }
@@ -72,7 +72,9 @@ impl Role for TunnelRole {
                     failure(CloseCode::PROTOCOL, e.0)
                 })?,
                 None => {
-                    let identity = self.identity.take().map_or_else(Identity::none, |b| *b);
+                    let Some(identity) = self.identity.take() else {
+                        return Err(failure(CloseCode::PROTOCOL, "a second hello"));
+                    };
                     self.tunnel = Some(hello(side, frame, &self.control, identity)?)
                 }
             }
