@@ -57,6 +57,13 @@ pub struct RunnersConfig {
     /// "default" identity's). A runner key is held by the identity that
     /// registered it: only the same identity may take it over.
     pub identities: Vec<RunnerIdentity>,
+    /// Tunnels open at once for one runner identity (a runner opens one per
+    /// worker). Past it: 429.
+    #[serde(deserialize_with = "positive")]
+    pub max_tunnels_per_identity: usize,
+    /// Actors placed on one runner at most, whatever capacity it declares.
+    #[serde(deserialize_with = "positive_u32")]
+    pub max_actors_per_runner: u32,
 }
 
 /// One runner identity: its token and where it may register.
@@ -114,6 +121,9 @@ pub struct ActorsConfig {
     /// …and at once (a token bucket of this size). Past it: 429.
     #[serde(deserialize_with = "positive")]
     pub new_burst_per_address: usize,
+    /// Client connections of one actor. Past it: 503.
+    #[serde(deserialize_with = "positive")]
+    pub max_connections_per_actor: usize,
 }
 
 /// How a failed WebSocket handshake is reported to the client.
@@ -184,6 +194,19 @@ pub struct ClientConfig {
     /// gets 503 at once.
     #[serde(deserialize_with = "positive")]
     pub max_handshakes: usize,
+    /// Client connections open at once, all workers together. Past it: 503.
+    #[serde(deserialize_with = "positive")]
+    pub max_connections: usize,
+    /// Client connections open at once from one address (an IPv6 /64).
+    /// Past it: 429.
+    #[serde(deserialize_with = "positive_u32")]
+    pub max_connections_per_address: u32,
+    /// New connections one address may open per second (sustained)…
+    #[serde(deserialize_with = "positive")]
+    pub new_per_second_per_address: usize,
+    /// …and at once (a token bucket of this size). Past it: 429.
+    #[serde(deserialize_with = "positive")]
+    pub new_burst_per_address: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -225,6 +248,10 @@ impl Default for ClientConfig {
             max_send_queue_bytes: 4 * 1024 * 1024,
             handshake_errors: HandshakeErrors::Http,
             max_handshakes: 4096,
+            max_connections: 1_000_000,
+            max_connections_per_address: 10_000,
+            new_per_second_per_address: 1_000,
+            new_burst_per_address: 2_000,
         }
     }
 }
@@ -241,6 +268,8 @@ impl Default for RunnersConfig {
             close_timeout: Duration::from_secs(5),
             send_timeout: Duration::from_secs(30),
             identities: Vec::new(),
+            max_tunnels_per_identity: 4096,
+            max_actors_per_runner: 10_000,
         }
     }
 }
@@ -262,6 +291,7 @@ impl Default for ActorsConfig {
             pools: Default::default(),
             new_per_second_per_address: 20,
             new_burst_per_address: 100,
+            max_connections_per_actor: 10_000,
         }
     }
 }
@@ -562,6 +592,14 @@ fn size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
 
 fn positive<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let v = usize::deserialize(d)?;
+    if v == 0 {
+        return Err(serde::de::Error::custom("must be greater than zero"));
+    }
+    Ok(v)
+}
+
+fn positive_u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(d)?;
     if v == 0 {
         return Err(serde::de::Error::custom("must be greater than zero"));
     }

@@ -552,25 +552,9 @@ fn the_runner_gets_the_real_client_address_not_the_clients_claim() {
     h.shutdown();
 }
 
-/// An upgrade to `path` from source address `from`; the status.
 fn status_from(from: &str, to: std::net::SocketAddr, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let local: std::net::SocketAddr = format!("{from}:0").parse().unwrap();
-    socket.bind(&local.into()).unwrap();
-    socket.connect(&to.into()).unwrap();
-    let mut s: TcpStream = socket.into();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(upgrade_request(path).as_bytes()).unwrap();
-    let mut got = vec![0u8; 4096];
-    let n = loop {
-        match s.read(&mut got) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            r => break r.unwrap(),
-        }
-    };
-    let answer = String::from_utf8_lossy(&got[..n]).into_owned();
-    (status_of(&answer), answer)
+    let (status, answer, _) = upgrade_from(from, to, path);
+    (status, answer)
 }
 
 #[test]

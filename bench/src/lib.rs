@@ -146,6 +146,10 @@ pub fn serve_if_asked() {
     // Every benchmark client comes from 127.0.0.1: no per-address creation limit.
     config.actors.new_per_second_per_address = 1_000_000;
     config.actors.new_burst_per_address = 1_000_000;
+    // Every simulated client comes from one address.
+    config.client.max_connections_per_address = 1_000_000;
+    config.client.new_per_second_per_address = 1_000_000;
+    config.client.new_burst_per_address = 1_000_000;
     // Benchmarks may tune a few settings through the environment.
     let ms = |name: &str| {
         std::env::var(name)

@@ -202,6 +202,34 @@ pub fn raw_exchange(addr: SocketAddr, request: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// An upgrade to `path` from source address `from` (a 127.0.0.x: each is
+/// a client address of its own): the status, what was read of the answer,
+/// and the connection (open if it was upgraded).
+pub fn upgrade_from(from: &str, to: SocketAddr, path: &str) -> (u16, String, TcpStream) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(upgrade_request(path).as_bytes()).unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => panic!("reading the answer: {e}"),
+        }
+    }
+    if status_of(&String::from_utf8_lossy(&got)) != 101 {
+        let _ = s.read_to_end(&mut got); // the reason, up to the gateway's close
+    }
+    let answer = String::from_utf8_lossy(&got).into_owned();
+    (status_of(&answer), answer, s)
+}
+
 pub fn status_of(response: &str) -> u16 {
     response
         .split_whitespace()

@@ -136,8 +136,8 @@ fn start_tether(workers: usize) -> Target {
     std::fs::write(
         &config,
         format!(
-            // Every load-test client comes from 127.0.0.1: no per-address creation limit.
-            "[server]\nworkers = {workers}\nlog_level = \"warn\"\n[client]\nlisten = \"127.0.0.1:{port}\"\n[runners]\nlisten = \"127.0.0.1:{runner_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[actors]\nnew_per_second_per_address = 1000000\nnew_burst_per_address = 1000000\n"
+            // Every load-test client comes from 127.0.0.1: no per-address limits.
+            "[server]\nworkers = {workers}\nlog_level = \"warn\"\n[client]\nlisten = \"127.0.0.1:{port}\"\nmax_connections_per_address = 1000000\nnew_per_second_per_address = 1000000\nnew_burst_per_address = 1000000\n[runners]\nlisten = \"127.0.0.1:{runner_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[actors]\nnew_per_second_per_address = 1000000\nnew_burst_per_address = 1000000\n"
         ),
     )
     .expect("write config");

@@ -261,6 +261,7 @@ impl Actors {
             for id in conn_ids {
                 if let Some(link) = links.remove(&id) {
                     link.control.request_close(code, reason);
+                    self.admission.release(link.peer.ip());
                 }
             }
         }

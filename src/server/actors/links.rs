@@ -3,6 +3,8 @@
 //! what is kept to restore the connection elsewhere), and a connection
 //! still waiting for the runner to accept it.
 
+use super::Unavailable;
+use crate::server::conn::admission::Ticket;
 use std::cell::Cell;
 use std::fmt;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -45,6 +47,8 @@ pub(crate) enum OpenAnswer {
         status: u16,
         reason: String,
     },
+    /// The gateway refused it itself (the actor filled up meanwhile).
+    Refused(Unavailable),
     /// The gateway gave the actor up before the runner answered.
     GaveUp {
         reason: String,
@@ -68,6 +72,8 @@ pub(super) struct PendingOpen {
     pub control: Rc<ConnControl>,
     pub actor: Rc<Actor>,
     pub request: OpenRequest,
+    /// The connection's place, handed to its link when the runner accepts.
+    pub ticket: Option<Ticket>,
 }
 
 /// Kept per connection so that it can be restored into a woken or moved
@@ -134,11 +140,16 @@ impl From<SocketAddr> for Peer {
     }
 }
 
+impl Peer {
+    pub fn ip(&self) -> IpAddr {
+        let v6 = Ipv6Addr::from(self.ip);
+        v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
+    }
+}
+
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let v6 = Ipv6Addr::from(self.ip);
-        let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
-        SocketAddr::new(ip, self.port).fmt(f)
+        SocketAddr::new(self.ip(), self.port).fmt(f)
     }
 }
 

@@ -18,7 +18,6 @@
 mod actor;
 mod backoff;
 mod clients;
-mod creation;
 mod directory;
 mod dispatch;
 mod home;
@@ -34,6 +33,8 @@ mod sweep;
 mod tunnel_events;
 mod unavailable;
 
+use crate::server::conn::admission::Admission;
+use crate::server::conn::rate::AddressRate;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -41,7 +42,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use backoff::BackoffPolicy;
-pub(crate) use creation::CreationLimits;
 use directory::Directory;
 pub(crate) use home::home_worker;
 use ids::Ids;
@@ -69,7 +69,9 @@ pub(crate) struct Actors {
     /// Every runner's load, shared by all workers.
     loads: Arc<RunnerLoads>,
     /// New actors per client address, shared by all workers.
-    creations: Arc<CreationLimits>,
+    creations: Arc<AddressRate>,
+    /// Client connections' places; a link gives its place back when it goes.
+    admission: Arc<Admission>,
     directory: Directory,
     links: RefCell<HashMap<u64, ClientLink>>,
     opens: RefCell<HashMap<u64, PendingOpen>>,
@@ -78,14 +80,46 @@ pub(crate) struct Actors {
     clock: Cell<Instant>,
 }
 
+/// What every worker's `Actors` share: counts that span workers because a
+/// runner's tunnels and a client address's connections land on all of them.
+pub(crate) struct SharedLimits {
+    pub loads: Arc<RunnerLoads>,
+    pub creations: Arc<AddressRate>,
+    pub admission: Arc<Admission>,
+}
+
+impl SharedLimits {
+    /// The same counts, for one more worker.
+    pub fn for_worker(&self) -> SharedLimits {
+        SharedLimits {
+            loads: self.loads.clone(),
+            creations: self.creations.clone(),
+            admission: self.admission.clone(),
+        }
+    }
+
+    pub fn new(config: &Config) -> Self {
+        let (c, a) = (&config.client, &config.actors);
+        let connections = AddressRate::new(c.new_per_second_per_address, c.new_burst_per_address);
+        let admission = Admission::new(c.max_connections, c.max_connections_per_address, connections);
+        SharedLimits {
+            loads: Arc::default(),
+            creations: Arc::new(AddressRate::new(
+                a.new_per_second_per_address,
+                a.new_burst_per_address,
+            )),
+            admission: Arc::new(admission),
+        }
+    }
+}
+
 impl Actors {
     pub fn new(
         worker_id: usize,
         config: Arc<Config>,
         stats: Arc<WorkerStats>,
         wakeups: Rc<Wakeups>,
-        loads: Arc<RunnerLoads>,
-        creations: Arc<CreationLimits>,
+        shared: SharedLimits,
     ) -> Self {
         let a = &config.actors;
         let backoff = BackoffPolicy {
@@ -101,8 +135,9 @@ impl Actors {
             wakeups,
             backoff,
             tunnels: TunnelTable::default(),
-            loads,
-            creations,
+            loads: shared.loads,
+            creations: shared.creations,
+            admission: shared.admission,
             directory: Directory::default(),
             links: RefCell::new(HashMap::new()),
             opens: RefCell::new(HashMap::new()),

@@ -6,7 +6,9 @@ use std::rc::Rc;
 
 use super::actor::{Actor, ActorState};
 use super::links::{ClientLink, ConnMeta, OpenAnswer, OpenRequest, Peer, PendingOpen};
-use super::Actors;
+use super::{Actors, Unavailable};
+use std::sync::atomic::Ordering;
+use crate::server::conn::admission::Ticket;
 use crate::server::conn::control::ConnControl;
 use crate::server::conn::slot::Slot;
 use crate::server::tunnels::Tunnel;
@@ -21,6 +23,7 @@ impl Actors {
         actor: &Rc<Actor>,
         control: Rc<ConnControl>,
         request: OpenRequest,
+        ticket: Option<Ticket>,
     ) -> (u64, Rc<Slot<OpenAnswer>>) {
         let conn_id = self.ids.fresh();
         let answer = Slot::new();
@@ -34,6 +37,7 @@ impl Actors {
             control,
             actor: actor.clone(),
             request,
+            ticket,
         };
         self.opens.borrow_mut().insert(conn_id, open);
         (conn_id, answer)
@@ -71,6 +75,14 @@ impl Actors {
         let Some(open) = self.take_open(tunnel, conn_id) else {
             return;
         };
+        if open.actor.conns().len() >= self.config.actors.max_connections_per_actor {
+            // Others got in while this one waited for the runner.
+            self.refuse_full(tunnel, conn_id, open);
+            return;
+        }
+        if let Some(ticket) = open.ticket {
+            ticket.hand_over(); // the link keeps the address and releases it
+        }
         let a = &self.config.actors;
         let hibernatable = hib.unwrap_or_else(|| a.hibernatable.contains(&open.actor.name));
         let chosen = protocol.filter(|p| open.request.protocols.contains(p));
@@ -80,6 +92,27 @@ impl Actors {
         let link = ClientLink::new(open.control, open.actor, hibernatable, peer, meta);
         self.links.borrow_mut().insert(conn_id, link);
         open.answer.fill(OpenAnswer::Accepted { protocol: chosen });
+    }
+
+    /// Whether `actor` may take one more connection; counts a refusal.
+    pub fn has_room(&self, actor: &Actor) -> Result<(), Unavailable> {
+        if actor.conns().len() < self.config.actors.max_connections_per_actor {
+            return Ok(());
+        }
+        self.stats.refused_actor_full.fetch_add(1, Ordering::Relaxed);
+        Err(Unavailable::ActorFull)
+    }
+
+    /// An accepted open that finds its actor full: the runner forgets it,
+    /// the client is refused.
+    fn refuse_full(&self, tunnel: &Rc<Tunnel>, conn_id: u64, open: PendingOpen) {
+        self.stats.refused_actor_full.fetch_add(1, Ordering::Relaxed);
+        tunnel.send(&Frame::Close {
+            conn_id,
+            code: CloseCode::TRY_AGAIN_LATER.0,
+            reason: "actor full".into(),
+        });
+        open.answer.fill(OpenAnswer::Refused(Unavailable::ActorFull));
     }
 
     /// The runner refused, with a status of its choice.

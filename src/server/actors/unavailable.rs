@@ -32,6 +32,8 @@ pub(crate) enum Unavailable {
     },
     /// The client's address created too many new actors lately.
     TooManyNewActors,
+    /// The actor has `actors.max_connections_per_actor` connections.
+    ActorFull,
 }
 
 impl Unavailable {
@@ -46,6 +48,7 @@ impl Unavailable {
             Unavailable::OpenTimeout => "open_timeout",
             Unavailable::Rejected { .. } => "rejected",
             Unavailable::TooManyNewActors => "rate_limited",
+            Unavailable::ActorFull => "actor_full",
         }
     }
 
@@ -65,6 +68,7 @@ impl Unavailable {
             Unavailable::TooManyNewActors => {
                 "this address created too many new actors; try again shortly".into()
             }
+            Unavailable::ActorFull => "the actor has as many connections as it may".into(),
         }
     }
 }

@@ -26,7 +26,7 @@ pub(super) async fn answer(
 ) -> Option<Refusal> {
     Some(match route {
         AdminRoute::Healthz => Refusal::new(Status::OK, "ok"),
-        AdminRoute::Metrics => metrics::answer(&side.all_stats),
+        AdminRoute::Metrics => metrics::answer(&side.all_stats, side.admission.open()),
         AdminRoute::Actor(a) => status(side, &a),
         AdminRoute::Publish(a) => return publish::answer(side, stream, buf, head, &a).await,
         AdminRoute::Migrate(a) => migrate(side, &a).await,

@@ -7,13 +7,45 @@ use crate::http::Status;
 use crate::server::conn::reply::Refusal;
 use crate::server::conn::stats::WorkerStats;
 
-pub(super) fn answer(stats: &[Arc<WorkerStats>]) -> Refusal {
+pub(super) fn answer(stats: &[Arc<WorkerStats>], open_connections: usize) -> Refusal {
     let headers = &[("Content-Type", "text/plain; version=0.0.4")];
+    let mut text = render(stats);
+    text.push_str(&render_refusals(stats));
+    let name = "tether_client_connections";
+    text.push_str(&format!(
+        "# HELP {name} Client connections open now (handshaking, active and hibernated).\n# TYPE {name} gauge\n{name} {open_connections}\n"
+    ));
     Refusal {
         status: Status::OK,
         headers,
-        reason: render(stats),
+        reason: text,
     }
+}
+
+/// A worker counter, read by a series.
+type Counter = fn(&WorkerStats) -> &AtomicU64;
+
+/// Connections refused by a limit, one series per limit (`reason`).
+const REFUSALS: &[(&str, Counter)] = &[
+    ("max_connections", |s| &s.refused_max_connections),
+    ("max_connections_per_address", |s| &s.refused_per_address),
+    ("new_per_second_per_address", |s| &s.refused_rate),
+    ("max_connections_per_actor", |s| &s.refused_actor_full),
+    ("max_handshakes", |s| &s.handshakes_refused),
+    ("new_actors_per_address", |s| &s.creations_refused),
+    ("max_tunnels_per_identity", |s| &s.tunnels_refused),
+];
+
+fn render_refusals(stats: &[Arc<WorkerStats>]) -> String {
+    let name = "tether_connections_refused_total";
+    let mut out = format!(
+        "# HELP {name} Connections (client, or runner tunnels) refused by a limit, by the limit's setting.\n# TYPE {name} counter\n"
+    );
+    for (reason, counter) in REFUSALS {
+        let value: u64 = stats.iter().map(|s| counter(s).load(Ordering::Relaxed)).sum();
+        out.push_str(&format!("{name}{{reason=\"{reason}\"}} {value}\n"));
+    }
+    out
 }
 
 /// One series per worker counter: name, type, help, and the counter.

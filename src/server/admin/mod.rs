@@ -35,6 +35,7 @@ use monoio::net::TcpStream;
 
 pub use route::{admin_route, AdminRoute};
 
+use crate::server::conn::admission::Admission;
 use crate::http::{RequestHead, Status};
 use crate::server::actors::{self, Actors};
 use crate::server::conn::env::ConnEnv;
@@ -47,6 +48,8 @@ pub(crate) struct AdminSide {
     pub actors: Rc<Actors>,
     /// Every worker's counters (for /metrics).
     pub all_stats: Arc<[Arc<WorkerStats>]>,
+    /// Client connections' places (for /metrics).
+    pub admission: Arc<Admission>,
     pub worker_id: usize,
     pub worker_count: usize,
 }

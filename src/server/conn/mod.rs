@@ -4,11 +4,13 @@
 //! before a WebSocket exists, socket IO that never loses bytes, and the
 //! worker's buffers. Nothing here knows about actors, runners or tunnels.
 
+pub(crate) mod admission;
 pub(crate) mod control;
 pub(crate) mod env;
 pub(crate) mod io;
 pub(crate) mod outbox;
 pub(crate) mod pool;
+pub(crate) mod rate;
 pub(crate) mod registry;
 pub(crate) mod reply;
 pub(crate) mod session;

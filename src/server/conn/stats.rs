@@ -27,4 +27,24 @@ pub struct WorkerStats {
     pub handshakes_refused: AtomicU64,
     /// Connections refused with 429: their address created too many actors.
     pub creations_refused: AtomicU64,
+    /// Client connections refused on arrival, by [`Refused`](super::admission::Refused).
+    pub refused_max_connections: AtomicU64,
+    pub refused_per_address: AtomicU64,
+    pub refused_rate: AtomicU64,
+    /// Connections refused because their actor had `max_connections_per_actor`.
+    pub refused_actor_full: AtomicU64,
+    /// Tunnels refused: their identity had `max_tunnels_per_identity` open.
+    pub tunnels_refused: AtomicU64,
+}
+
+impl WorkerStats {
+    /// The counter of connections refused for `why`.
+    pub(crate) fn refused(&self, why: super::admission::Refused) -> &AtomicU64 {
+        use super::admission::Refused;
+        match why {
+            Refused::Total => &self.refused_max_connections,
+            Refused::PerAddress => &self.refused_per_address,
+            Refused::Rate => &self.refused_rate,
+        }
+    }
 }

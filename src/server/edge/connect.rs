@@ -11,6 +11,7 @@ use super::EdgeSide;
 use crate::http::route::ActorPath;
 use crate::http::RequestHead;
 use crate::server::actors::{OpenAnswer, OpenRequest, Unavailable};
+use crate::server::conn::admission::Ticket;
 use crate::server::conn::control::ConnControl;
 use crate::tunnel::codec::limits;
 use crate::ws::handshake::Upgrade;
@@ -26,6 +27,7 @@ pub(super) async fn connect_actor(
     actor: &ActorPath,
     request: OpenRequest,
     control: Rc<ConnControl>,
+    ticket: Option<Ticket>,
 ) -> Result<(u64, Option<String>), Unavailable> {
     let deadline = Instant::now() + edge.env.config.actors.start_timeout;
     let creator = request.peer.ip();
@@ -37,12 +39,14 @@ pub(super) async fn connect_actor(
             None => return Err(Unavailable::StartTimeout),
         }
     }
-    let (conn_id, answer) = edge.actors.open(&instance, control, request);
+    edge.actors.has_room(&instance)?;
+    let (conn_id, answer) = edge.actors.open(&instance, control, request, ticket);
     match answer.wait_until(deadline).await {
         Some(OpenAnswer::Accepted { protocol }) => Ok((conn_id, protocol)),
         Some(OpenAnswer::Rejected { status, reason }) => {
             Err(Unavailable::Rejected { status, reason })
         }
+        Some(OpenAnswer::Refused(why)) => Err(why),
         Some(OpenAnswer::GaveUp { reason }) => Err(Unavailable::StartFailed { reason }),
         None => {
             edge.actors.abandon_open(conn_id);

@@ -21,6 +21,7 @@ use crate::http::response::write_switching_protocols;
 use crate::http::route::{route, ActorPath, Route};
 use crate::http::{RequestHead, Status};
 use crate::server::actors::{self, Unavailable};
+use crate::server::conn::admission::Ticket;
 use crate::server::conn::io::write_all_or_stall;
 use crate::server::conn::reply::{refuse, send_then_linger, Refusal};
 use crate::server::conn::session::Session;
@@ -37,13 +38,22 @@ pub(crate) fn home_worker(head: &RequestHead, this: usize, workers: usize) -> us
     }
 }
 
+/// A client connection whose request head has been read.
+pub(crate) struct Client {
+    pub head: RequestHead,
+    /// Its address, as accepted.
+    pub peer: SocketAddr,
+    /// Its place among `client.max_connections` (given back if it is refused).
+    pub ticket: Option<Ticket>,
+}
+
 pub(crate) async fn serve_client(
     edge: Rc<EdgeSide>,
     mut stream: TcpStream,
     buf: BytesMut,
-    head: RequestHead,
-    peer: SocketAddr,
+    client: Client,
 ) {
+    let Client { head, peer, ticket } = client;
     let env = &edge.env;
     let (actor, upgrade) = match precheck(&head) {
         Ok(x) => x,
@@ -60,7 +70,7 @@ pub(crate) async fn serve_client(
     let registration = env.registry.register(Instant::now());
     let control = registration.control.clone();
     let request = open_request(&head, &upgrade, peer);
-    let (conn_id, protocol) = match connect_actor(&edge, &actor, request, control).await {
+    let (conn_id, protocol) = match connect_actor(&edge, &actor, request, control, ticket).await {
         Ok(ok) => ok,
         Err(u) => {
             drop(registration);

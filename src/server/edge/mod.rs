@@ -9,7 +9,7 @@ mod session;
 
 use std::rc::Rc;
 
-pub(crate) use handshake::{home_worker, serve_client};
+pub(crate) use handshake::{home_worker, serve_client, Client};
 pub(crate) use parker::Parker;
 
 use crate::server::actors::Actors;

@@ -113,10 +113,9 @@ mod tests {
             let config = Arc::new(Config::default());
             let env = Rc::new(ConnEnv::new(config.clone()));
             let stats = Arc::default();
-            let loads = Arc::default();
-            let creations = Arc::new(crate::server::actors::CreationLimits::new(1, 1));
             let wakeups = env.wakeups.clone();
-            let actors = Actors::new(0, config.clone(), stats, wakeups, loads, creations);
+            let shared = crate::server::actors::SharedLimits::new(&config);
+            let actors = Actors::new(0, config.clone(), stats, wakeups, shared);
             let edge = Rc::new(EdgeSide {
                 env: env.clone(),
                 actors: Rc::new(actors),

@@ -2,6 +2,7 @@
 //! tunnel session: path, token, tunnel index, upgrade.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -48,6 +49,16 @@ pub(crate) async fn serve_runner(
         Ok(u) => u,
         Err(r) => return refuse(env, stream, buf, r.into()).await,
     };
+    let Some(permit) = side.quota.take(&identity.name) else {
+        side.stats.tunnels_refused.fetch_add(1, Ordering::Relaxed);
+        let reason = "too many tunnels open for this runner identity (runners.max_tunnels_per_identity)";
+        let refusal = Refusal {
+            status: Status::TOO_MANY_REQUESTS,
+            headers: &[("Retry-After", "1")],
+            reason: reason.into(),
+        };
+        return refuse(env, stream, buf, refusal).await;
+    };
     let mut out = env.pool.take();
     write_switching_protocols(&mut out, &upgrade.accept_key, None);
     match write_all_or_stall(&mut stream, out, side.limits.send_timeout).await {
@@ -55,7 +66,7 @@ pub(crate) async fn serve_runner(
         Err(_) => return,
     }
     let registration = env.registry.register(Instant::now());
-    let role = TunnelRole::new(registration.control.clone(), identity);
+    let role = TunnelRole::new(registration.control.clone(), identity, permit);
     monoio::spawn(Session::new(side.clone(), role).run(stream, buf, registration));
 }
 

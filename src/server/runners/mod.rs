@@ -4,11 +4,13 @@
 
 mod handshake;
 mod identity;
+mod quota;
 mod session;
 
 use std::rc::Rc;
 
 pub(crate) use handshake::{home_worker, serve_runner};
+pub(crate) use quota::TunnelQuota;
 
 use crate::server::actors::Actors;
 use crate::server::conn::env::{ConnEnv, SessionLimits};
@@ -19,6 +21,9 @@ pub(crate) struct RunnerSide {
     pub env: Rc<ConnEnv>,
     pub actors: Rc<Actors>,
     pub limits: SessionLimits,
+    /// Tunnels per runner identity, shared by all workers.
+    pub quota: std::sync::Arc<TunnelQuota>,
+    pub stats: std::sync::Arc<crate::server::conn::stats::WorkerStats>,
     pub worker_id: usize,
     pub worker_count: usize,
 }

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use tracing::warn;
 
+use super::quota::TunnelPermit;
 use super::identity::Identity;
 use super::RunnerSide;
 use crate::http::route::is_actor_name;
@@ -25,14 +26,17 @@ pub(crate) struct TunnelRole {
     identity: Option<Identity>,
     /// Set by the runner's hello.
     tunnel: Option<Rc<Tunnel>>,
+    /// Its place among its identity's tunnels, held while it lives.
+    _permit: TunnelPermit,
 }
 
 impl TunnelRole {
-    pub fn new(control: Rc<ConnControl>, identity: Identity) -> Self {
+    pub fn new(control: Rc<ConnControl>, identity: Identity, permit: TunnelPermit) -> Self {
         TunnelRole {
             control,
             identity: Some(identity),
             tunnel: None,
+            _permit: permit,
         }
     }
 }

@@ -18,6 +18,7 @@ use super::handoff::{Handoff, Listener};
 use super::worker::Worker;
 use crate::http::{HeadReader, RequestHead, Status};
 use crate::server::admin::{serve_admin, Relay, Visit};
+use crate::server::conn::admission::{Refused, Ticket};
 use crate::server::conn::io::{attach_fd, detach_fd, read_before, wait_readable, ReadOutcome};
 use crate::server::conn::reply::{refuse, Refusal};
 use crate::server::{edge, runners};
@@ -47,18 +48,13 @@ pub(super) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind:
                 if kind == Listener::Client {
                     worker.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 }
-                // Only the client listener faces the internet at large.
-                let slot = match kind {
-                    Listener::Client => HandshakeSlot::take(&worker),
-                    Listener::Runner | Listener::Admin => Some(HandshakeSlot::free(&worker)),
+                let accepted = Accepted {
+                    stream,
+                    kind,
+                    peer,
+                    ticket: None,
                 };
-                match slot {
-                    Some(slot) => {
-                        let accepted = Accepted { stream, kind, peer };
-                        monoio::spawn(serve_accepted(worker.clone(), accepted, slot))
-                    }
-                    None => monoio::spawn(refuse_overloaded(worker.clone(), stream)),
-                };
+                monoio::spawn(admit(worker.clone(), accepted));
             }
             Err(e) if is_out_of_fds(&e) => {
                 // Spinning on EMFILE burns the core; back off and let connections close.
@@ -93,6 +89,7 @@ pub(super) async fn receive_handoffs(worker: Rc<Worker>) {
             listener,
             relay,
             peer,
+            ticket,
             ..
         } = handoff;
         let arrived = Arrived {
@@ -101,6 +98,7 @@ pub(super) async fn receive_handoffs(worker: Rc<Worker>) {
             head,
             listener,
             peer,
+            ticket,
         };
         monoio::spawn(route(worker.clone(), arrived, relay));
     }
@@ -111,6 +109,8 @@ struct Accepted {
     stream: TcpStream,
     kind: Listener,
     peer: SocketAddr,
+    /// A client connection's place (client listener only).
+    ticket: Option<Ticket>,
 }
 
 /// A connection whose request head has been read.
@@ -121,6 +121,7 @@ struct Arrived {
     head: RequestHead,
     listener: Listener,
     peer: SocketAddr,
+    ticket: Option<Ticket>,
 }
 
 /// One of `client.max_handshakes` per worker, held from accept until the
@@ -163,6 +164,41 @@ impl Drop for HandshakeSlot {
     }
 }
 
+/// Only the client listener faces the internet at large: its connections
+/// must find a place (`client.max_connections`, per address, per second)
+/// and a handshake slot, or are refused at once without reading a byte.
+async fn admit(worker: Rc<Worker>, mut accepted: Accepted) {
+    if accepted.kind != Listener::Client {
+        let slot = HandshakeSlot::free(&worker);
+        return serve_accepted(worker, accepted, slot).await;
+    }
+    match worker.admission.admit(accepted.peer.ip(), Instant::now()) {
+        Ok(ticket) => accepted.ticket = Some(ticket),
+        Err(why) => {
+            worker.stats.refused(why).fetch_add(1, Ordering::Relaxed);
+            debug!(peer = %accepted.peer, why = why.label(), "connection refused");
+            return refuse(&worker.env, accepted.stream, BytesMut::new(), refusal_for(why)).await;
+        }
+    }
+    match HandshakeSlot::take(&worker) {
+        Some(slot) => serve_accepted(worker, accepted, slot).await,
+        None => refuse_overloaded(worker, accepted.stream).await,
+    }
+}
+
+/// The answer to a connection that found no place: 503 when the gateway is
+/// full, 429 when its own address is over a limit.
+fn refusal_for(why: Refused) -> Refusal {
+    match why {
+        Refused::Total => Refusal::new(Status::SERVICE_UNAVAILABLE, why.reason()),
+        Refused::PerAddress | Refused::Rate => Refusal {
+            status: Status::TOO_MANY_REQUESTS,
+            headers: &[("Retry-After", "1")],
+            reason: why.reason().to_owned(),
+        },
+    }
+}
+
 /// The slot is held until the connection is served or handed on: a client
 /// waiting for its actor to start (up to `start_timeout`) still counts.
 async fn serve_accepted(worker: Rc<Worker>, accepted: Accepted, slot: HandshakeSlot) {
@@ -188,6 +224,7 @@ async fn read_head(worker: &Worker, accepted: Accepted) -> Option<Arrived> {
         mut stream,
         kind: listener,
         peer,
+        ticket,
     } = accepted;
     let env = &worker.env;
     let cfg = &env.config.client;
@@ -212,6 +249,7 @@ async fn read_head(worker: &Worker, accepted: Accepted) -> Option<Arrived> {
                     head,
                     listener,
                     peer,
+                    ticket,
                 });
             }
             Ok(None) => {}
@@ -242,7 +280,12 @@ async fn route(worker: Rc<Worker>, a: Arrived, relay: Relay) {
         Listener::Client => match edge::home_worker(&a.head, this, n) {
             home if home == this => {
                 let edge = worker.edge.clone();
-                edge::serve_client(edge, a.stream, a.buf, a.head, a.peer).await
+                let client = edge::Client {
+                    head: a.head,
+                    peer: a.peer,
+                    ticket: a.ticket,
+                };
+                edge::serve_client(edge, a.stream, a.buf, client).await
             }
             home => hand_to(&worker, home, a, relay).await,
         },
@@ -281,6 +324,7 @@ async fn hand_to(worker: &Worker, to: usize, a: Arrived, relay: Relay) {
         leftover: a.buf,
         listener: a.listener,
         relay,
+        ticket: a.ticket,
     };
     if let Err(back) = worker.handoffs.send(to, handoff) {
         if let Ok(stream) = attach_fd(back.fd) {

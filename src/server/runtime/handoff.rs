@@ -18,6 +18,7 @@ use crossbeam_queue::ArrayQueue;
 
 use crate::http::RequestHead;
 use crate::server::admin::Relay;
+use crate::server::conn::admission::Ticket;
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +36,8 @@ pub(crate) struct Handoff {
     pub leftover: BytesMut,
     pub listener: Listener,
     pub relay: Relay,
+    /// A client connection's place, travelling with it.
+    pub ticket: Option<Ticket>,
 }
 
 struct Inbox {

@@ -18,7 +18,8 @@ use tracing::{error, info};
 pub use driver::Driver;
 
 use crate::config::{Config, MAX_WORKERS};
-use crate::server::actors::CreationLimits;
+use crate::server::actors::SharedLimits;
+use crate::server::runners::TunnelQuota;
 use crate::server::conn::stats::WorkerStats;
 use run::SeedListeners;
 use shutdown::ShutdownSignal;
@@ -88,11 +89,8 @@ impl Gateway {
             shutdown: shutdown.clone(),
             stats: stats[0].clone(),
             all_stats: stats.clone().into(),
-            loads: Arc::default(),
-            creations: Arc::new(CreationLimits::new(
-                config.actors.new_per_second_per_address,
-                config.actors.new_burst_per_address,
-            )),
+            shared: Arc::new(SharedLimits::new(&config)),
+            tunnel_quota: Arc::new(TunnelQuota::new(config.runners.max_tunnels_per_identity)),
             ready: ready_tx,
             driver,
         };

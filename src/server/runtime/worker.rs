@@ -12,14 +12,14 @@ use tracing::{info, warn};
 use super::handoff::HandoffQueues;
 use super::shutdown::ShutdownSignal;
 use crate::config::Config;
-use crate::server::actors::{Actors, CreationLimits};
+use crate::server::actors::{Actors, SharedLimits};
 use crate::server::admin::AdminSide;
+use crate::server::conn::admission::Admission;
 use crate::server::conn::env::{ConnEnv, SessionLimits};
 use crate::server::conn::stats::WorkerStats;
 use crate::server::conn::stopping::Stopping;
 use crate::server::edge::{EdgeSide, Parker};
-use crate::server::runners::RunnerSide;
-use crate::server::tunnels::RunnerLoads;
+use crate::server::runners::{RunnerSide, TunnelQuota};
 use crate::ws::CloseCode;
 
 pub(crate) struct Worker {
@@ -32,6 +32,8 @@ pub(crate) struct Worker {
     pub admin: Rc<AdminSide>,
     pub handoffs: Arc<HandoffQueues>,
     pub stats: Arc<WorkerStats>,
+    /// Client connections' places, shared by all workers.
+    pub admission: Arc<Admission>,
     pub stopping: Stopping,
     /// Set when the worker is done: the sweep ends.
     pub finished: Stopping,
@@ -47,10 +49,10 @@ pub(crate) struct WorkerSeed {
     pub stats: Arc<WorkerStats>,
     /// Every worker's counters (for the admin API's /metrics).
     pub all_stats: Arc<[Arc<WorkerStats>]>,
-    /// Every runner's load, shared by all workers.
-    pub loads: Arc<RunnerLoads>,
-    /// New actors per client address, shared by all workers.
-    pub creations: Arc<CreationLimits>,
+    /// Counts that span workers (runner loads, per-address limits).
+    pub shared: Arc<SharedLimits>,
+    /// Tunnels per runner identity, shared by all workers.
+    pub tunnel_quota: Arc<TunnelQuota>,
     pub driver: super::Driver,
     /// Told once the worker serves, or why it cannot.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -67,8 +69,8 @@ impl WorkerSeed {
             shutdown: self.shutdown.clone(),
             stats: self.all_stats[id].clone(),
             all_stats: self.all_stats.clone(),
-            loads: self.loads.clone(),
-            creations: self.creations.clone(),
+            shared: self.shared.clone(),
+            tunnel_quota: self.tunnel_quota.clone(),
             driver: self.driver,
             ready: self.ready.clone(),
         }
@@ -82,14 +84,12 @@ impl Worker {
         let env = Rc::new(ConnEnv::new(config.clone()));
         let wakeups = env.wakeups.clone();
         let stats = seed.stats.clone();
-        let (loads, creations) = (seed.loads.clone(), seed.creations.clone());
         let actors = Actors::new(
             seed.id,
             config.clone(),
             stats,
             wakeups.clone(),
-            loads,
-            creations,
+            seed.shared.for_worker(),
         );
         let actors = Rc::new(actors);
         let parker = match Parker::new(wakeups, seed.stats.clone()) {
@@ -109,6 +109,8 @@ impl Worker {
             env: env.clone(),
             actors: actors.clone(),
             limits: SessionLimits::tunnel(config),
+            quota: seed.tunnel_quota.clone(),
+            stats: seed.stats.clone(),
             worker_id: seed.id,
             worker_count: seed.worker_count,
         };
@@ -116,6 +118,7 @@ impl Worker {
             env: env.clone(),
             actors: actors.clone(),
             all_stats: seed.all_stats.clone(),
+            admission: seed.shared.admission.clone(),
             worker_id: seed.id,
             worker_count: seed.worker_count,
         };
@@ -129,6 +132,7 @@ impl Worker {
             admin: Rc::new(admin),
             handoffs: seed.handoffs.clone(),
             stats: seed.stats.clone(),
+            admission: seed.shared.admission.clone(),
             stopping: Stopping::default(),
             finished: Stopping::default(),
         }

@@ -1,10 +1,10 @@
-//! How many new actors a client address may create: a token bucket per
-//! address (`actors.new_per_second_per_address`, `new_burst_per_address`),
-//! shared by every worker because an address's keys land on all of them.
-//! Taken only when a connection names a key with no actor — never per
-//! message. Time is a parameter. IPv6 clients count by /64 (one host
-//! usually has a whole /64 to pick addresses from); IPv4-mapped addresses
-//! count as IPv4.
+//! How often a client address may do something costly: a token bucket per
+//! address, shared by every worker because an address's connections land
+//! on all of them. Used for new connections (`client.new_per_second_per_address`)
+//! and new actors (`actors.new_per_second_per_address`): once per
+//! connection at most, never per message. Time is a parameter. IPv6
+//! clients count by /64 (one host usually has a whole /64 to pick
+//! addresses from); IPv4-mapped addresses count as IPv4.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -21,7 +21,7 @@ struct Bucket {
     at: Instant,
 }
 
-pub(crate) struct CreationLimits {
+pub(crate) struct AddressRate {
     per_second: f64,
     burst: f64,
     table: Mutex<Table>,
@@ -35,7 +35,7 @@ struct Table {
 }
 
 /// The address a client is counted under.
-fn counted_as(addr: IpAddr) -> IpAddr {
+pub(crate) fn counted_as(addr: IpAddr) -> IpAddr {
     match addr.to_canonical() {
         IpAddr::V6(v6) => {
             let prefix = u128::from(v6) & !((1u128 << 64) - 1);
@@ -45,9 +45,9 @@ fn counted_as(addr: IpAddr) -> IpAddr {
     }
 }
 
-impl CreationLimits {
+impl AddressRate {
     pub fn new(per_second: usize, burst: usize) -> Self {
-        CreationLimits {
+        AddressRate {
             per_second: per_second as f64,
             burst: burst as f64,
             table: Mutex::new(Table::default()),
@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn a_burst_then_the_sustained_rate_per_address() {
-        let limits = CreationLimits::new(2, 3);
+        let limits = AddressRate::new(2, 3);
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let t0 = Instant::now();
         assert!((0..3).all(|_| limits.allow(a, t0)));
@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_host_counts_as_its_64_and_mapped_ipv4_as_ipv4() {
-        let limits = CreationLimits::new(1, 1);
+        let limits = AddressRate::new(1, 1);
         let t0 = Instant::now();
         assert!(limits.allow("2001:db8::1".parse().unwrap(), t0));
         assert!(

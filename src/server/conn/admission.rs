@@ -1,0 +1,204 @@
+//! Whether a new client connection may come in: at most
+//! `client.max_connections` in all, `client.max_connections_per_address`
+//! from one address, and `client.new_per_second_per_address` new ones a
+//! second from one address. Shared by every worker (a connection is
+//! accepted on one and served on another); touched once when a connection
+//! arrives and once when it ends, never per message.
+//!
+//! A connection's place is a [`Ticket`] until its WebSocket is linked to
+//! its actor; the link then holds the place without a ticket (it already
+//! keeps the client's address, so a hibernated socket costs nothing more)
+//! and gives it back with [`Admission::release`] when it goes.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use super::rate::{counted_as, AddressRate};
+
+/// Why a connection was not let in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// `client.max_connections` are open: 503.
+    Total,
+    /// `client.max_connections_per_address` are open from its address: 429.
+    PerAddress,
+    /// Its address opened too many connections in the last moments: 429.
+    Rate,
+}
+
+impl Refused {
+    /// The label `/metrics` counts it under.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Total => "max_connections",
+            Refused::PerAddress => "max_connections_per_address",
+            Refused::Rate => "new_per_second_per_address",
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refused::Total => "the gateway is at its connection limit",
+            Refused::PerAddress => "too many connections from your address",
+            Refused::Rate => "too many new connections from your address",
+        }
+    }
+}
+
+pub(crate) struct Admission {
+    max_total: usize,
+    max_per_address: u32,
+    total: AtomicUsize,
+    per_address: Mutex<HashMap<IpAddr, u32>>,
+    rate: AddressRate,
+}
+
+impl Admission {
+    pub fn new(max_total: usize, max_per_address: u32, rate: AddressRate) -> Self {
+        Admission {
+            max_total,
+            max_per_address,
+            total: AtomicUsize::new(0),
+            per_address: Mutex::new(HashMap::new()),
+            rate,
+        }
+    }
+
+    /// Lets a connection from `addr` in, or says why not.
+    pub fn admit(self: &Arc<Self>, addr: IpAddr, now: Instant) -> Result<Ticket, Refused> {
+        let counted = counted_as(addr);
+        if self.total.fetch_add(1, Ordering::Relaxed) >= self.max_total {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(Refused::Total);
+        }
+        if let Err(refused) = self.take_address_place(counted, now) {
+            self.total.fetch_sub(1, Ordering::Relaxed);
+            return Err(refused);
+        }
+        Ok(Ticket {
+            admission: self.clone(),
+            addr: counted,
+            armed: true,
+        })
+    }
+
+    fn take_address_place(&self, counted: IpAddr, now: Instant) -> Result<(), Refused> {
+        let mut table = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        let open = table.get(&counted).copied().unwrap_or(0);
+        if open >= self.max_per_address {
+            return Err(Refused::PerAddress);
+        }
+        if !self.rate.allow(counted, now) {
+            return Err(Refused::Rate);
+        }
+        table.insert(counted, open + 1);
+        Ok(())
+    }
+
+    /// A connection from `addr` that held its place without a ticket ended.
+    pub fn release(&self, addr: IpAddr) {
+        let counted = counted_as(addr);
+        let mut table = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(open) = table.get_mut(&counted) {
+            *open -= 1;
+            if *open == 0 {
+                table.remove(&counted);
+            }
+            self.total.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Client connections holding a place now.
+    pub fn open(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// A connection's place until its WebSocket is linked; dropping it gives
+/// the place back.
+pub(crate) struct Ticket {
+    admission: Arc<Admission>,
+    addr: IpAddr,
+    armed: bool,
+}
+
+impl Ticket {
+    /// The place now belongs to whatever keeps the connection's address,
+    /// which must call [`Admission::release`] with it when it ends.
+    pub fn hand_over(mut self) -> IpAddr {
+        self.armed = false;
+        self.addr
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.armed {
+            self.admission.release(self.addr);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(total: usize, per_address: u32, per_second: usize) -> Arc<Admission> {
+        let rate = AddressRate::new(per_second, per_second);
+        Arc::new(Admission::new(total, per_address, rate))
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn per_address_places_come_back_when_tickets_drop() {
+        let a = admission(100, 2, 100);
+        let now = Instant::now();
+        let one = a.admit(ip("10.0.0.1"), now).unwrap();
+        let _two = a.admit(ip("10.0.0.1"), now).unwrap();
+        assert_eq!(
+            a.admit(ip("10.0.0.1"), now).err(),
+            Some(Refused::PerAddress)
+        );
+        assert!(a.admit(ip("10.0.0.2"), now).is_ok(), "others unaffected");
+        drop(one);
+        assert!(a.admit(ip("10.0.0.1"), now).is_ok());
+    }
+
+    #[test]
+    fn the_total_counts_every_address_and_a_handed_over_place_until_released() {
+        let a = admission(2, 10, 100);
+        let now = Instant::now();
+        let linked = a.admit(ip("10.0.0.1"), now).unwrap().hand_over();
+        let _t = a.admit(ip("10.0.0.2"), now).unwrap();
+        assert_eq!(a.admit(ip("10.0.0.3"), now).err(), Some(Refused::Total));
+        assert_eq!(a.open(), 2);
+        a.release(linked);
+        assert_eq!(a.open(), 1);
+        assert!(a.admit(ip("10.0.0.3"), now).is_ok());
+    }
+
+    #[test]
+    fn the_rate_limits_new_connections_not_open_ones() {
+        let a = admission(100, 100, 2);
+        let now = Instant::now();
+        let t1 = a.admit(ip("10.0.0.1"), now).unwrap();
+        let _t2 = a.admit(ip("10.0.0.1"), now).unwrap();
+        drop(t1);
+        assert_eq!(a.admit(ip("10.0.0.1"), now).err(), Some(Refused::Rate));
+        assert_eq!(a.open(), 1, "a refused connection holds no place");
+    }
+
+    #[test]
+    fn a_release_of_an_unknown_address_changes_nothing() {
+        let a = admission(10, 10, 10);
+        let _t = a.admit(ip("10.0.0.1"), Instant::now()).unwrap();
+        a.release(ip("10.0.0.9"));
+        assert_eq!(a.open(), 1);
+    }
+}
