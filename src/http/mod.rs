@@ -1,9 +1,11 @@
 //! HTTP/1.1 without IO: request heads, routes and the few responses the
 //! gateway writes itself.
 
+pub mod credential;
 pub mod request;
 pub mod response;
 pub mod route;
+pub mod token;
 
 pub use request::{HeadError, HeadReader, RequestHead};
 pub use response::Status;
