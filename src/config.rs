@@ -8,6 +8,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod namespace;
+pub use namespace::{
+    is_namespace_name, NamespaceConfig, NamespaceRunner, DEFAULT_NAMESPACE, MAX_NAMESPACE_BYTES,
+};
+
 /// The documented example configuration, `config/tether.toml`. A test keeps
 /// it equal to the defaults below, so the file is the documentation.
 pub const EXAMPLE_TOML: &str = include_str!("../config/tether.toml");
@@ -20,6 +25,9 @@ pub struct Config {
     pub runners: RunnersConfig,
     pub actors: ActorsConfig,
     pub admin: AdminConfig,
+    /// Tenants: `[[namespaces]]`. Without one named "default", the default
+    /// namespace is implicit and open (loopback only).
+    pub namespaces: Vec<NamespaceConfig>,
 }
 
 /// The most worker threads: ids of connections and actors carry the worker
@@ -401,6 +409,7 @@ impl Config {
             ));
         }
         errors.extend(self.identity_checks(text));
+        errors.extend(self.namespace_checks(text));
         if self.server.workers > MAX_WORKERS {
             errors.push(located(
                 text,
@@ -461,6 +470,48 @@ impl Config {
             errors.extend(problem.map(|m| located(text, "runners", "identities", &m)));
         }
         errors
+    }
+
+    fn namespace_checks(&self, text: &str) -> Vec<ConfigError> {
+        let mut other: Vec<&str> = vec![self.runners.token.as_str()];
+        other.extend(self.runners.identities.iter().map(|i| i.token.as_str()));
+        if !self.admin.token.is_empty() {
+            other.push(&self.admin.token);
+        }
+        let mut errors: Vec<ConfigError> = namespace::check_namespaces(&self.namespaces, &other)
+            .iter()
+            .map(|m| located(text, "namespaces", "name", m))
+            .collect();
+        let explicit_default = self.namespaces.iter().any(|n| n.name == DEFAULT_NAMESPACE);
+        if !explicit_default && !self.client.listen.ip().is_loopback() {
+            errors.push(located(
+                text,
+                "client",
+                "listen",
+                "client.listen is not a loopback address but the default namespace is implicit (open to anyone): add [[namespaces]] name = \"default\" with publishable_tokens or connect_token_secrets, or open = true to serve anyone",
+            ));
+        }
+        errors
+    }
+
+    /// The namespace `name`, if it exists (the default one always does).
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceConfig> {
+        static IMPLICIT_DEFAULT: std::sync::LazyLock<NamespaceConfig> =
+            std::sync::LazyLock::new(NamespaceConfig::implicit_default);
+        match self.namespaces.iter().find(|n| n.name == name) {
+            Some(ns) => Some(ns),
+            None if name == DEFAULT_NAMESPACE => Some(&IMPLICIT_DEFAULT),
+            None => None,
+        }
+    }
+
+    /// The runner pool of actor `name` in namespace `ns`.
+    pub fn pool_of<'a>(&'a self, ns: &str, name: &str) -> &'a str {
+        let pools = match self.namespaces.iter().find(|n| n.name == ns) {
+            Some(n) if ns != DEFAULT_NAMESPACE || !n.pools.is_empty() => &n.pools,
+            _ => &self.actors.pools,
+        };
+        pools.get(name).map_or("default", String::as_str)
     }
 
     /// The number of worker threads to run: `workers`, or one per CPU (at

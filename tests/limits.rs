@@ -29,8 +29,15 @@ fn one_address_may_hold_only_so_many_connections() {
         .collect();
     let (status, answer, _) = upgrade_from("127.0.0.2", to, "/actors/echo/a0");
     assert_eq!(status, 429, "{answer}");
-    assert!(answer.contains("too many connections from your address"), "{answer}");
-    assert_eq!(upgrade_from("127.0.0.3", to, "/actors/echo/a0").0, 101, "another address");
+    assert!(
+        answer.contains("too many connections from your address"),
+        "{answer}"
+    );
+    assert_eq!(
+        upgrade_from("127.0.0.3", to, "/actors/echo/a0").0,
+        101,
+        "another address"
+    );
     assert_eq!(refused_metric(&h, "max_connections_per_address"), 1);
     // A closed connection gives its place back.
     held.pop();
@@ -76,7 +83,10 @@ fn one_address_may_open_only_so_many_connections_a_second() {
         assert!(opened < 30, "never refused");
     };
     let allowed = 3 + started.elapsed().as_secs() as usize + 1;
-    assert!((3..=allowed).contains(&opened), "{opened} opened, {allowed} allowed");
+    assert!(
+        (3..=allowed).contains(&opened),
+        "{opened} opened, {allowed} allowed"
+    );
     assert_eq!(status, 429, "{answer}");
     assert!(answer.contains("Retry-After: 1"), "{answer}");
     assert_eq!(upgrade_from("127.0.0.6", to, "/actors/echo/r").0, 101);
@@ -113,7 +123,9 @@ fn a_runner_identity_holds_at_most_max_tunnels() {
     assert_eq!(second.err(), Some(429));
     assert_eq!(refused_metric(&h, "max_tunnels_per_identity"), 1);
     drop(first);
-    wait_for("the tunnel's place to come back", || tunnel_request(&url).is_ok());
+    wait_for("the tunnel's place to come back", || {
+        tunnel_request(&url).is_ok()
+    });
     h.shutdown();
 }
 
@@ -122,7 +134,8 @@ fn tunnel_request(url: &str) -> Result<tungstenite::WebSocket<std::net::TcpStrea
     use tungstenite::client::IntoClientRequest;
     let mut req = url.into_client_request().unwrap();
     let bearer = format!("Bearer {}", tether::config::DEV_RUNNER_TOKEN);
-    req.headers_mut().insert("authorization", bearer.parse().unwrap());
+    req.headers_mut()
+        .insert("authorization", bearer.parse().unwrap());
     let host = req.uri().authority().unwrap().as_str().to_owned();
     let stream = std::net::TcpStream::connect(host).unwrap();
     match tungstenite::client::client(req, stream) {

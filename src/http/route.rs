@@ -9,8 +9,13 @@
 //!   to at most 1,024 bytes.
 //!
 //! Too long or too many: 414. Anything else wrong: 400.
+//!
+//! `/ns/{namespace}/actors/...` names an actor of a namespace;
+//! `/actors/...` one of the namespace `default`. A namespace name follows
+//! the rules of an actor name.
 
 use super::response::Status;
+use crate::config::{is_namespace_name, DEFAULT_NAMESPACE};
 
 /// Longest actor name, in bytes.
 pub const MAX_NAME_BYTES: usize = 64;
@@ -29,9 +34,10 @@ pub enum Route {
     NotFound,
 }
 
-/// `/actors/{name}/{key…}?{query}`: the key may span several segments.
+/// `[/ns/{ns}]/actors/{name}/{key…}?{query}`: the key may span several segments.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ActorPath {
+    pub ns: String,
     pub name: String,
     pub key: Vec<String>,
     pub query: Option<String>,
@@ -71,6 +77,10 @@ pub fn route(target: &str) -> Result<Route, BadTarget> {
     if path == "/healthz" {
         return Ok(Route::Healthz);
     }
+    let (ns, path) = match namespace_of(path)? {
+        Some((ns, rest)) => (ns, rest),
+        None => (DEFAULT_NAMESPACE.to_owned(), path),
+    };
     let Some(rest) = path.strip_prefix("/actors/") else {
         return Ok(Route::NotFound);
     };
@@ -81,10 +91,25 @@ pub fn route(target: &str) -> Result<Route, BadTarget> {
         return Ok(Route::NotFound);
     }
     Ok(Route::Actor(ActorPath {
+        ns,
         name: actor_name(name)?,
         key: actor_key(&key)?,
         query,
     }))
+}
+
+/// `/ns/{ns}` and what follows it, if the path starts so.
+fn namespace_of(path: &str) -> Result<Option<(String, &str)>, BadTarget> {
+    let Some(rest) = path.strip_prefix("/ns/") else {
+        return Ok(None);
+    };
+    let (ns, rest) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    if !is_namespace_name(ns) {
+        return Err(BadTarget::bad(
+            "namespace names are 1-64 ASCII letters, digits, - and _",
+        ));
+    }
+    Ok(Some((ns.to_owned(), rest)))
 }
 
 /// Whether `name` may name an actor (and a runner may offer it).
@@ -139,10 +164,15 @@ fn actor_key(raw: &[&str]) -> Result<Vec<String>, BadTarget> {
     Ok(key)
 }
 
-/// The canonical path of an actor: `/actors/{name}/{key…}`, each segment
-/// percent-encoded so that it decodes back to the same segments.
-pub fn actor_path(name: &str, key: &[String]) -> String {
-    let mut out = String::from("/actors/");
+/// The canonical path of an actor: `[/ns/{ns}]/actors/{name}/{key…}`, each
+/// segment percent-encoded so that it decodes back to the same segments.
+pub fn actor_path(ns: &str, name: &str, key: &[String]) -> String {
+    let mut out = String::new();
+    if ns != DEFAULT_NAMESPACE {
+        out.push_str("/ns/");
+        out.push_str(ns); // namespace names need no encoding
+    }
+    out.push_str("/actors/");
     percent_encode_into(&mut out, name);
     for segment in key {
         out.push('/');
@@ -191,6 +221,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn namespaced_paths_name_their_namespace_and_plain_ones_the_default() {
+        let Route::Actor(a) = route("/ns/acme-1/actors/chat/room").unwrap() else {
+            panic!()
+        };
+        assert_eq!((a.ns.as_str(), a.name.as_str()), ("acme-1", "chat"));
+        let Route::Actor(a) = route("/actors/chat/room").unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.ns, "default");
+        assert_eq!(route("/ns/acme/other").unwrap(), Route::NotFound);
+        assert_eq!(
+            route("/ns/a%2Fb/actors/chat/room").unwrap_err().status,
+            Status::BAD_REQUEST
+        );
+        assert_eq!(
+            route("/ns//actors/chat/room").unwrap_err().status,
+            Status::BAD_REQUEST
+        );
+        let key = vec!["a b".to_owned()];
+        let Route::Actor(a) = route(&actor_path("acme", "chat", &key)).unwrap() else {
+            panic!()
+        };
+        assert_eq!((a.ns.as_str(), a.key.clone()), ("acme", key));
+    }
+
+    #[test]
     fn actor_paths_with_compound_keys_and_queries() {
         let Route::Actor(a) = route("/actors/chat/room%2F1/sub%20key?token=x&y=2").unwrap() else {
             panic!()
@@ -208,7 +264,7 @@ mod tests {
             "é?#%".into(),
             "...".into(),
         ];
-        let Route::Actor(a) = route(&actor_path("chat", &key)).unwrap() else {
+        let Route::Actor(a) = route(&actor_path("default", "chat", &key)).unwrap() else {
             panic!()
         };
         assert_eq!((a.name.as_str(), a.key), ("chat", key));

@@ -325,6 +325,11 @@ impl Handshake {
 
     /// Reads the answer: it must be 101.
     pub fn finish(self) -> RawWs {
+        self.finish_with_head().1
+    }
+
+    /// Reads the answer, which must be 101: its head and the WebSocket.
+    pub fn finish_with_head(self) -> (String, RawWs) {
         let mut stream = self.stream;
         let mut buf = Vec::new();
         let mut chunk = [0u8; 4096];
@@ -345,10 +350,11 @@ impl Handshake {
             head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
             "{head}"
         );
-        RawWs {
+        let ws = RawWs {
             stream,
             buf: buf[end..].to_vec(),
-        }
+        };
+        (head, ws)
     }
 }
 

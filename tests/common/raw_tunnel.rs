@@ -12,11 +12,17 @@ use super::Harness;
 
 /// Connects to the runner listener with the default token.
 pub fn raw_tunnel(h: &Harness) -> tungstenite::WebSocket<TcpStream> {
+    raw_tunnel_as(h, "tether-dev-token")
+}
+
+/// Connects to the runner listener with `token`.
+pub fn raw_tunnel_as(h: &Harness, token: &str) -> tungstenite::WebSocket<TcpStream> {
     let mut req = format!("{}/runners/connect", h.runner_url())
         .into_client_request()
         .unwrap();
+    let bearer = format!("Bearer {token}");
     req.headers_mut()
-        .insert("authorization", "Bearer tether-dev-token".parse().unwrap());
+        .insert("authorization", bearer.parse().unwrap());
     let stream = TcpStream::connect(h.runner_addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -47,6 +53,27 @@ pub fn next_frame(ws: &mut tungstenite::WebSocket<TcpStream>, pending: &mut Vec<
                         }
                         f => pending.push(f),
                     }
+                }
+            }
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            Err(e) => panic!("tunnel read failed: {e}"),
+        }
+    }
+}
+
+/// Sends `hello` and reads until the gateway welcomes the runner (`None`)
+/// or closes the tunnel (its close code).
+pub fn hello_answer(ws: &mut tungstenite::WebSocket<TcpStream>, hello: &Frame) -> Option<u16> {
+    send_frame(ws, hello);
+    loop {
+        match ws.read() {
+            Ok(tungstenite::Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(tungstenite::Message::Binary(b)) => {
+                if decode_frames(b).any(|f| matches!(f, Ok(Frame::Welcome { .. }))) {
+                    return None;
                 }
             }
             Ok(_) => continue,

@@ -54,6 +54,8 @@ impl ActorState {
 }
 
 pub(crate) struct Actor {
+    /// Its namespace: only runners of the same namespace may run it.
+    pub ns: String,
     pub name: String,
     pub key: Vec<String>,
     pub pool: String,
@@ -81,9 +83,17 @@ pub(crate) struct Actor {
 
 impl Actor {
     /// A new actor, not started yet (Asleep with no connections).
-    pub fn new(name: &str, key: &[String], pool: String, now: Instant, hold: usize) -> Self {
+    pub fn new(
+        ns: &str,
+        name: &str,
+        key: &[String],
+        pool: String,
+        now: Instant,
+        hold: usize,
+    ) -> Self {
         Actor {
             id: Cell::new(0),
+            ns: ns.to_owned(),
             name: name.to_owned(),
             key: key.to_vec(),
             pool,
@@ -311,7 +321,14 @@ mod tests {
     }
 
     fn actor(now: Instant) -> Actor {
-        Actor::new("chat", &["lobby".into()], "default".into(), now, 1024)
+        Actor::new(
+            "default",
+            "chat",
+            &["lobby".into()],
+            "default".into(),
+            now,
+            1024,
+        )
     }
 
     const S: Duration = Duration::from_secs(1);

@@ -2,6 +2,7 @@
 //! acknowledged, held while it is not running), their closes, and messages
 //! delivered to them.
 
+use crate::http::route::ActorPath;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -158,13 +159,12 @@ impl Actors {
     /// Returns how many connections got it.
     pub fn publish(
         &self,
-        name: &str,
-        key: &[String],
+        path: &ActorPath,
         kind: MessageKind,
         payload: Bytes,
         only: &[u64],
     ) -> usize {
-        let Some(actor) = self.directory.get(name, key) else {
+        let Some(actor) = self.directory.get(&path.ns, &path.name, &path.key) else {
             return 0;
         };
         let links = self.links.borrow();

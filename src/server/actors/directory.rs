@@ -11,27 +11,28 @@ use std::rc::Rc;
 use super::actor::Actor;
 use crate::server::tunnels::Tunnel;
 
-/// An actor's name and key, owned (the map's key).
+/// An actor's namespace, name and key, owned (the map's key).
 struct ActorKey {
+    ns: String,
     name: String,
     key: Vec<String>,
 }
 
-/// A name and key to look up, owned or borrowed: lets the map be queried
-/// with `(&str, &[String])` without building an `ActorKey`.
+/// A namespace, name and key to look up, owned or borrowed: lets the map be
+/// queried with `(&str, &str, &[String])` without building an `ActorKey`.
 trait KeyView {
-    fn parts(&self) -> (&str, &[String]);
+    fn parts(&self) -> (&str, &str, &[String]);
 }
 
 impl KeyView for ActorKey {
-    fn parts(&self) -> (&str, &[String]) {
-        (&self.name, &self.key)
+    fn parts(&self) -> (&str, &str, &[String]) {
+        (&self.ns, &self.name, &self.key)
     }
 }
 
-impl KeyView for (&str, &[String]) {
-    fn parts(&self) -> (&str, &[String]) {
-        (self.0, self.1)
+impl KeyView for (&str, &str, &[String]) {
+    fn parts(&self) -> (&str, &str, &[String]) {
+        (self.0, self.1, self.2)
     }
 }
 
@@ -79,13 +80,14 @@ pub(crate) struct Directory {
 }
 
 impl Directory {
-    pub fn get(&self, name: &str, key: &[String]) -> Option<Rc<Actor>> {
-        let query: &dyn KeyView = &(name, key);
+    pub fn get(&self, ns: &str, name: &str, key: &[String]) -> Option<Rc<Actor>> {
+        let query: &dyn KeyView = &(ns, name, key);
         self.by_key.borrow().get(query).cloned()
     }
 
     pub fn insert(&self, actor: &Rc<Actor>) {
         let key = ActorKey {
+            ns: actor.ns.clone(),
             name: actor.name.clone(),
             key: actor.key.clone(),
         };
@@ -94,7 +96,7 @@ impl Directory {
 
     /// Forgets `actor` by name and key (unless another instance took its place).
     pub fn forget(&self, actor: &Rc<Actor>) {
-        let query: &dyn KeyView = &(actor.name.as_str(), actor.key.as_slice());
+        let query: &dyn KeyView = &(actor.ns.as_str(), actor.name.as_str(), actor.key.as_slice());
         let mut by_key = self.by_key.borrow_mut();
         if by_key.get(query).is_some_and(|a| Rc::ptr_eq(a, actor)) {
             by_key.remove(query);
@@ -148,7 +150,14 @@ mod tests {
 
     fn actor(name: &str, key: &[&str]) -> Rc<Actor> {
         let key: Vec<String> = key.iter().map(|k| k.to_string()).collect();
-        Rc::new(Actor::new(name, &key, "default".into(), Instant::now(), 0))
+        Rc::new(Actor::new(
+            "default",
+            name,
+            &key,
+            "default".into(),
+            Instant::now(),
+            0,
+        ))
     }
 
     #[test]
@@ -157,11 +166,14 @@ mod tests {
         let a = actor("chat", &["room", "1"]);
         d.insert(&a);
         let key = vec!["room".to_string(), "1".to_string()];
-        assert!(d.get("chat", &key).is_some_and(|f| Rc::ptr_eq(&f, &a)));
-        assert!(d.get("chat", &key[..1]).is_none());
-        assert!(d.get("echo", &key).is_none());
+        assert!(d
+            .get("default", "chat", &key)
+            .is_some_and(|f| Rc::ptr_eq(&f, &a)));
+        assert!(d.get("default", "chat", &key[..1]).is_none());
+        assert!(d.get("default", "echo", &key).is_none());
+        assert!(d.get("acme", "chat", &key).is_none(), "another namespace");
         // A compound key is not its parts joined.
-        assert!(d.get("chat", &["room/1".to_string()]).is_none());
+        assert!(d.get("default", "chat", &["room/1".to_string()]).is_none());
     }
 
     #[test]
@@ -172,9 +184,9 @@ mod tests {
         d.insert(&old);
         d.insert(&new);
         d.forget(&old);
-        assert!(d.get("chat", &["a".to_string()]).is_some());
+        assert!(d.get("default", "chat", &["a".to_string()]).is_some());
         d.forget(&new);
-        assert!(d.get("chat", &["a".to_string()]).is_none());
+        assert!(d.get("default", "chat", &["a".to_string()]).is_none());
     }
 
     #[test]

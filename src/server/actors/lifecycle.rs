@@ -13,6 +13,7 @@ use super::actor::{Actor, ActorState, AfterStop, ReadySlot};
 use super::placement::choose_tunnel;
 use super::unavailable::Unavailable;
 use super::Actors;
+use crate::http::route::ActorPath;
 use crate::server::tunnels::{Reserved, Tunnel};
 use crate::tunnel::Frame;
 use crate::ws::CloseCode;
@@ -23,11 +24,11 @@ impl Actors {
     /// of its pool that can run it (if `creator` may create one now).
     pub fn get_or_start(
         &self,
-        name: &str,
-        key: &[String],
+        path: &ActorPath,
         creator: IpAddr,
     ) -> Result<Rc<Actor>, Unavailable> {
-        if let Some(actor) = self.directory.get(name, key) {
+        let (ns, name, key) = (path.ns.as_str(), path.name.as_str(), path.key.as_slice());
+        if let Some(actor) = self.directory.get(ns, name, key) {
             if actor.state() == ActorState::Asleep {
                 self.wake(&actor);
                 if actor.state() == ActorState::Asleep {
@@ -37,11 +38,10 @@ impl Actors {
             }
             return Ok(actor);
         }
-        let pool = self.config.actors.pools.get(name).map(String::as_str);
-        let pool = pool.unwrap_or("default").to_owned();
+        let pool = self.config.pool_of(ns, name).to_owned();
         let hold = self.config.actors.wake_buffer_bytes;
-        let actor = Rc::new(Actor::new(name, key, pool, self.clock.get(), hold));
-        let slot = choose_tunnel(&self.tunnels, name, &actor.pool, None)?;
+        let actor = Rc::new(Actor::new(ns, name, key, pool, self.clock.get(), hold));
+        let slot = choose_tunnel(&self.tunnels, &actor, None)?;
         // Counted only when an actor would really start (the slot goes
         // back if the address is over its allowance).
         if !self.creations.allow(creator, self.now()) {
@@ -101,7 +101,7 @@ impl Actors {
             return;
         }
         let avoid = actor.avoided_runner();
-        match choose_tunnel(&self.tunnels, &actor.name, &actor.pool, avoid.as_deref()) {
+        match choose_tunnel(&self.tunnels, actor, avoid.as_deref()) {
             Ok(slot) => self.start_on(actor, slot),
             Err(unknown @ Unavailable::UnknownActor { .. }) => {
                 warn!(actor = %actor.name, key = ?actor.key, reason = %unknown.reason(), "cannot start actor");

@@ -101,7 +101,11 @@ impl SharedLimits {
     pub fn new(config: &Config) -> Self {
         let (c, a) = (&config.client, &config.actors);
         let connections = AddressRate::new(c.new_per_second_per_address, c.new_burst_per_address);
-        let admission = Admission::new(c.max_connections, c.max_connections_per_address, connections);
+        let admission = Admission::new(
+            c.max_connections,
+            c.max_connections_per_address,
+            connections,
+        );
         SharedLimits {
             loads: Arc::default(),
             creations: Arc::new(AddressRate::new(

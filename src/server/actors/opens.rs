@@ -7,13 +7,13 @@ use std::rc::Rc;
 use super::actor::{Actor, ActorState};
 use super::links::{ClientLink, ConnMeta, OpenAnswer, OpenRequest, Peer, PendingOpen};
 use super::{Actors, Unavailable};
-use std::sync::atomic::Ordering;
 use crate::server::conn::admission::Ticket;
 use crate::server::conn::control::ConnControl;
 use crate::server::conn::slot::Slot;
 use crate::server::tunnels::Tunnel;
 use crate::tunnel::Frame;
 use crate::ws::CloseCode;
+use std::sync::atomic::Ordering;
 
 impl Actors {
     /// Asks the runner to accept a client connection for `actor` (sent when
@@ -99,20 +99,25 @@ impl Actors {
         if actor.conns().len() < self.config.actors.max_connections_per_actor {
             return Ok(());
         }
-        self.stats.refused_actor_full.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .refused_actor_full
+            .fetch_add(1, Ordering::Relaxed);
         Err(Unavailable::ActorFull)
     }
 
     /// An accepted open that finds its actor full: the runner forgets it,
     /// the client is refused.
     fn refuse_full(&self, tunnel: &Rc<Tunnel>, conn_id: u64, open: PendingOpen) {
-        self.stats.refused_actor_full.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .refused_actor_full
+            .fetch_add(1, Ordering::Relaxed);
         tunnel.send(&Frame::Close {
             conn_id,
             code: CloseCode::TRY_AGAIN_LATER.0,
             reason: "actor full".into(),
         });
-        open.answer.fill(OpenAnswer::Refused(Unavailable::ActorFull));
+        open.answer
+            .fill(OpenAnswer::Refused(Unavailable::ActorFull));
     }
 
     /// The runner refused, with a status of its choice.

@@ -5,16 +5,17 @@
 
 use std::rc::Rc;
 
+use super::actor::Actor;
 use super::unavailable::Unavailable;
 use crate::server::tunnels::{Reserved, Tunnel, TunnelTable};
 
 pub(crate) fn choose_tunnel(
     tunnels: &TunnelTable,
-    name: &str,
-    pool: &str,
+    actor: &Actor,
     avoid: Option<&str>,
 ) -> Result<Reserved, Unavailable> {
-    let in_pool = tunnels.in_pool(pool);
+    let (name, pool) = (actor.name.as_str(), actor.pool.as_str());
+    let in_pool = tunnels.in_pool(&actor.ns, pool);
     if in_pool.is_empty() {
         return Err(Unavailable::NoRunner { pool: pool.into() });
     }
@@ -52,8 +53,12 @@ mod tests {
         t
     }
 
+    fn actor(ns: &str, name: &str) -> Actor {
+        Actor::new(ns, name, &[], "default".into(), Instant::now(), 0)
+    }
+
     fn refusal(table: &TunnelTable, name: &str) -> Unavailable {
-        match choose_tunnel(table, name, "default", None) {
+        match choose_tunnel(table, &actor("default", name), None) {
             Ok(_) => panic!("placed"),
             Err(u) => u,
         }
@@ -72,7 +77,7 @@ mod tests {
     }
 
     fn chosen(table: &TunnelTable, avoid: Option<&str>) -> Reserved {
-        match choose_tunnel(table, "chat", "default", avoid) {
+        match choose_tunnel(table, &actor("default", "chat"), avoid) {
             Ok(r) => r,
             Err(u) => panic!("{u}"),
         }
@@ -97,6 +102,14 @@ mod tests {
             is(&chosen(&table, Some("a")), &a),
             "a draining runner takes nothing"
         );
+    }
+
+    #[test]
+    fn only_runners_of_the_actors_namespace_take_it() {
+        let table = TunnelTable::default();
+        add(&table, "a", "default", 5);
+        let err = choose_tunnel(&table, &actor("acme", "chat"), None).err();
+        assert_eq!(err.map(|u| u.kind()), Some("no_runner"));
     }
 
     #[test]

@@ -47,7 +47,7 @@ fn restore_conn(conn_id: u64, actor: &Actor, link: &ClientLink) -> Frame {
         Frame::RestoreConn {
             conn_id,
             actor_id: actor.id(),
-            path: actor_path(&actor.name, &actor.key),
+            path: actor_path(&actor.ns, &actor.name, &actor.key),
             query: meta.map(|m| m.query.to_string()).unwrap_or_default(),
             headers: meta.map(|m| m.headers.to_vec()).unwrap_or_default(),
             protocol: meta.and_then(|m| m.protocol.as_deref()).map(str::to_owned),

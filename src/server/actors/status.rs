@@ -1,5 +1,6 @@
 //! Operator requests about one actor: its status, and moving it.
 
+use crate::http::route::ActorPath;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -34,8 +35,8 @@ pub(crate) enum MigrateOutcome {
 
 impl Actors {
     /// The actor's state, or `None` if this worker does not know it.
-    pub fn actor_status(&self, name: &str, key: &[String]) -> Option<ActorStatus> {
-        let actor = self.directory.get(name, key)?;
+    pub fn actor_status(&self, path: &ActorPath) -> Option<ActorStatus> {
+        let actor = self.directory.get(&path.ns, &path.name, &path.key)?;
         let now = Instant::now();
         let backoff = actor.backoff();
         let restart_in_ms = (actor.state() == ActorState::Placing).then(|| {
@@ -58,8 +59,8 @@ impl Actors {
     }
 
     /// Moves a running actor to another runner (its clients stay connected).
-    pub fn migrate(&self, name: &str, key: &[String]) -> MigrateOutcome {
-        let Some(actor) = self.directory.get(name, key) else {
+    pub fn migrate(&self, path: &ActorPath) -> MigrateOutcome {
+        let Some(actor) = self.directory.get(&path.ns, &path.name, &path.key) else {
             return MigrateOutcome::NotFound;
         };
         if actor.state() != ActorState::Running {

@@ -20,6 +20,8 @@ pub(crate) struct RunnerHello {
     pub actor_names: Vec<String>,
     /// Whose token the runner presented.
     pub identity: String,
+    /// The namespace whose actors it runs.
+    pub namespace: String,
 }
 
 impl Actors {
@@ -52,6 +54,7 @@ impl Actors {
             capacity,
             actor_names,
             identity,
+            namespace,
         } = hello;
         info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
         // The gateway's own cap wins over what the runner declares.
@@ -59,6 +62,7 @@ impl Actors {
         let load = self.loads.for_runner(&identity, &runner_key, capacity);
         let mut tunnel = Tunnel::new(runner_key, pool, actor_names, control, max_pending, load);
         tunnel.identity = identity;
+        tunnel.namespace = namespace;
         let tunnel = Rc::new(tunnel);
         self.tunnels.insert(&tunnel);
         // Actors waiting for a runner of this pool need not wait for the sweep.

@@ -35,14 +35,14 @@ pub(super) async fn answer(
 }
 
 fn status(side: &AdminSide, a: &ActorPath) -> Refusal {
-    match side.actors.actor_status(&a.name, &a.key) {
+    match side.actors.actor_status(a) {
         Some(status) => Refusal::json(Status::OK, &status),
         None => Refusal::new(Status::NOT_FOUND, NO_SUCH_ACTOR),
     }
 }
 
 async fn migrate(side: &AdminSide, a: &ActorPath) -> Refusal {
-    let ready = match side.actors.migrate(&a.name, &a.key) {
+    let ready = match side.actors.migrate(a) {
         MigrateOutcome::NotFound => return Refusal::new(Status::NOT_FOUND, NO_SUCH_ACTOR),
         MigrateOutcome::NotRunning(state) => {
             let reason = format!("the actor is {state}: only a running actor can be moved");
@@ -57,10 +57,10 @@ async fn migrate(side: &AdminSide, a: &ActorPath) -> Refusal {
     }
     let c = &side.env.config.actors;
     let deadline = Instant::now() + c.stop_timeout + c.start_timeout;
-    let before = side.actors.actor_status(&a.name, &a.key);
+    let before = side.actors.actor_status(a);
     match ready.wait_until(deadline).await {
         Some(Ok(())) => {
-            let actor = side.actors.actor_status(&a.name, &a.key).or(before);
+            let actor = side.actors.actor_status(a).or(before);
             Refusal::json(
                 Status::OK,
                 &Migrated {

@@ -42,7 +42,10 @@ fn render_refusals(stats: &[Arc<WorkerStats>]) -> String {
         "# HELP {name} Connections (client, or runner tunnels) refused by a limit, by the limit's setting.\n# TYPE {name} counter\n"
     );
     for (reason, counter) in REFUSALS {
-        let value: u64 = stats.iter().map(|s| counter(s).load(Ordering::Relaxed)).sum();
+        let value: u64 = stats
+            .iter()
+            .map(|s| counter(s).load(Ordering::Relaxed))
+            .sum();
         out.push_str(&format!("{name}{{reason=\"{reason}\"}} {value}\n"));
     }
     out

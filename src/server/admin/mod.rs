@@ -35,9 +35,9 @@ use monoio::net::TcpStream;
 
 pub use route::{admin_route, AdminRoute};
 
-use crate::server::conn::admission::Admission;
 use crate::http::{RequestHead, Status};
 use crate::server::actors::{self, Actors};
+use crate::server::conn::admission::Admission;
 use crate::server::conn::env::ConnEnv;
 use crate::server::conn::reply::{refuse, Refusal};
 use crate::server::conn::stats::WorkerStats;
@@ -85,7 +85,7 @@ impl AdminSide {
         let (home, relay) = match &route {
             AdminRoute::Healthz | AdminRoute::Metrics => (self.worker_id, relay),
             AdminRoute::Actor(a) | AdminRoute::Publish(a) | AdminRoute::Migrate(a) => {
-                let home = actors::home_worker(&a.name, &a.key, self.worker_count);
+                let home = actors::home_worker(a, self.worker_count);
                 (home, relay)
             }
             AdminRoute::DrainRunner(key) => self.drain_here(key, relay),
@@ -106,16 +106,30 @@ impl AdminSide {
             return Err(Refusal::method_not_allowed(method, format!("use {method}")));
         }
         if route.needs_token() {
-            let token = &self.env.config.admin.token;
-            if token.is_empty() {
-                let reason = "admin.token is not configured: the admin API is disabled";
-                return Err(Refusal::new(Status::FORBIDDEN, reason));
-            }
-            if !head.bearer_is(token) {
-                return Err(Refusal::unauthorized("missing or wrong admin token"));
-            }
+            self.authorize(head, &route)?;
         }
         Ok(route)
+    }
+
+    /// `admin.token` reaches every route; a namespace's access tokens reach
+    /// its actors' routes (and nothing of another namespace).
+    fn authorize(&self, head: &RequestHead, route: &AdminRoute) -> Result<(), Refusal> {
+        let config = &self.env.config;
+        let namespace = route.actor().and_then(|a| config.namespace(&a.ns));
+        let access: &[String] = namespace.map_or(&[], |ns| &ns.access_tokens);
+        let admin = &config.admin.token;
+        if admin.is_empty() && access.is_empty() {
+            let reason = "admin.token is not configured: the admin API is disabled";
+            return Err(Refusal::new(Status::FORBIDDEN, reason));
+        }
+        // Every token is compared, so timing does not tell which matched.
+        let by_admin = !admin.is_empty() && head.bearer_is(admin);
+        let by_access = access.iter().fold(false, |hit, t| hit | head.bearer_is(t));
+        if by_admin || by_access {
+            Ok(())
+        } else {
+            Err(Refusal::unauthorized("missing or wrong admin token"))
+        }
     }
 
     /// Drains this worker's tunnel of the runner; the request goes on to

@@ -30,9 +30,7 @@ pub(super) async fn answer(
         return Some(Refusal::new(Status::BAD_REQUEST, reason));
     };
     let only = only_conns(actor.query.as_deref().unwrap_or(""));
-    let delivered = side
-        .actors
-        .publish(&actor.name, &actor.key, kind, body, &only);
+    let delivered = side.actors.publish(actor, kind, body, &only);
     #[derive(Serialize)]
     struct Delivered {
         delivered: usize,

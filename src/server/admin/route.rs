@@ -26,6 +26,14 @@ impl AdminRoute {
         }
     }
 
+    /// The actor the route is about, if it is about one.
+    pub fn actor(&self) -> Option<&ActorPath> {
+        match self {
+            AdminRoute::Actor(a) | AdminRoute::Publish(a) | AdminRoute::Migrate(a) => Some(a),
+            _ => None,
+        }
+    }
+
     /// Whether the admin token is required.
     pub fn needs_token(&self) -> bool {
         !matches!(self, AdminRoute::Healthz)
@@ -75,6 +83,7 @@ mod tests {
 
     fn actor(name: &str, key: &[&str]) -> ActorPath {
         ActorPath {
+            ns: "default".into(),
             name: name.into(),
             key: key.iter().map(|k| k.to_string()).collect(),
             query: None,

@@ -8,6 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 
 use super::EdgeSide;
+use crate::http::credential::strip_token_query;
 use crate::http::route::ActorPath;
 use crate::http::RequestHead;
 use crate::server::actors::{OpenAnswer, OpenRequest, Unavailable};
@@ -31,7 +32,7 @@ pub(super) async fn connect_actor(
 ) -> Result<(u64, Option<String>), Unavailable> {
     let deadline = Instant::now() + edge.env.config.actors.start_timeout;
     let creator = request.peer.ip();
-    let instance = edge.actors.get_or_start(&actor.name, &actor.key, creator)?;
+    let instance = edge.actors.get_or_start(actor, creator)?;
     if let Some(ready) = edge.actors.when_ready(&instance) {
         match ready.wait_until(deadline).await {
             Some(Ok(())) => {}
@@ -57,9 +58,11 @@ pub(super) async fn connect_actor(
 
 /// What the runner is told about the connection.
 pub(super) fn open_request(head: &RequestHead, upgrade: &Upgrade, peer: SocketAddr) -> OpenRequest {
-    let (path, query) = match head.target.split_once('?') {
+    // A token in the query is the gateway's: the runner never sees it.
+    let target = strip_token_query(&head.target);
+    let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p.to_owned(), q.to_owned()),
-        None => (head.target.clone(), String::new()),
+        None => (target.clone().into_owned(), String::new()),
     };
     // Never more than a ConnOpen may carry (client.max_headers may be larger).
     let headers = head

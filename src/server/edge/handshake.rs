@@ -13,10 +13,12 @@ use bytes::BytesMut;
 use monoio::net::TcpStream;
 use tracing::debug;
 
+use super::authorize::authorize;
 use super::connect::{connect_actor, open_request};
 use super::session::ClientRole;
 use super::EdgeSide;
 use crate::config::HandshakeErrors;
+use crate::http::credential::{TokenSource, TOKEN_PROTOCOL_PREFIX};
 use crate::http::response::write_switching_protocols;
 use crate::http::route::{route, ActorPath, Route};
 use crate::http::{RequestHead, Status};
@@ -33,7 +35,7 @@ use crate::ws::CloseCode;
 /// (anything else is answered where it arrived).
 pub(crate) fn home_worker(head: &RequestHead, this: usize, workers: usize) -> usize {
     match route(&head.target) {
-        Ok(Route::Actor(actor)) => actors::home_worker(&actor.name, &actor.key, workers),
+        Ok(Route::Actor(actor)) => actors::home_worker(&actor, workers),
         _ => this,
     }
 }
@@ -55,10 +57,18 @@ pub(crate) async fn serve_client(
 ) {
     let Client { head, peer, ticket } = client;
     let env = &edge.env;
-    let (actor, upgrade) = match precheck(&head) {
+    let (actor, mut upgrade) = match precheck(&head) {
         Ok(x) => x,
         Err(r) => return refuse(env, stream, buf, r).await,
     };
+    let credential = match authorize(&env.config, &head, &actor) {
+        Ok(c) => c,
+        Err(r) => return refuse(env, stream, buf, r).await,
+    };
+    // The gateway's token entries are not the runner's to see or choose.
+    upgrade
+        .protocols
+        .retain(|p| !p.starts_with(TOKEN_PROTOCOL_PREFIX));
     // Waiting for the actor can take start_timeout: an empty read buffer
     // goes back to the pool meanwhile.
     let buf = if buf.is_empty() {
@@ -78,6 +88,12 @@ pub(crate) async fn serve_client(
             return refuse_unavailable(&edge, stream, buf, &upgrade, u).await;
         }
     };
+    // A browser that offered subprotocols fails an upgrade that selects
+    // none: a token offered as one is selected when the runner chose nothing.
+    let protocol = protocol.or_else(|| {
+        let c = credential.filter(|c| c.source() == TokenSource::Protocol)?;
+        Some(format!("{TOKEN_PROTOCOL_PREFIX}{}", c.token()))
+    });
     let mut out = env.pool.take();
     write_switching_protocols(&mut out, &upgrade.accept_key, protocol.as_deref());
     match write_all_or_stall(&mut stream, out, edge.limits.send_timeout).await {

@@ -2,6 +2,7 @@
 //! actor started or woken, its runner asked to accept), the client's
 //! WebSocket session, and the parker that holds hibernated sockets.
 
+mod authorize;
 mod connect;
 mod handshake;
 mod parker;

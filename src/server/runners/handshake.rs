@@ -51,7 +51,8 @@ pub(crate) async fn serve_runner(
     };
     let Some(permit) = side.quota.take(&identity.name) else {
         side.stats.tunnels_refused.fetch_add(1, Ordering::Relaxed);
-        let reason = "too many tunnels open for this runner identity (runners.max_tunnels_per_identity)";
+        let reason =
+            "too many tunnels open for this runner identity (runners.max_tunnels_per_identity)";
         let refusal = Refusal {
             status: Status::TOO_MANY_REQUESTS,
             headers: &[("Retry-After", "1")],
@@ -88,7 +89,7 @@ fn precheck(side: &RunnerSide, head: &RequestHead) -> Result<Identity, Refusal> 
             return Err(Refusal::new(Status::NOT_FOUND, reason));
         }
     }
-    let Some(identity) = Identity::of(&side.env.config.runners, head) else {
+    let Some(identity) = Identity::of(&side.env.config, head) else {
         return Err(Refusal::unauthorized("missing or wrong runner token"));
     };
     let workers = side.worker_count;

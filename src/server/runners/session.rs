@@ -7,8 +7,8 @@ use std::rc::Rc;
 use bytes::Bytes;
 use tracing::warn;
 
-use super::quota::TunnelPermit;
 use super::identity::Identity;
+use super::quota::TunnelPermit;
 use super::RunnerSide;
 use crate::http::route::is_actor_name;
 use crate::server::actors::RunnerHello;
@@ -115,15 +115,21 @@ impl Role for TunnelRole {
 /// (4000 + 403 Forbidden).
 const FORBIDDEN: CloseCode = CloseCode(4403);
 
-/// An identity registers only in its pools.
-fn admit(identity: &Identity, pool: &str) -> Result<(), Failure> {
-    if identity.may_use(pool) {
+/// An identity registers only in its pools, and only its runner keys.
+fn admit(identity: &Identity, pool: &str, runner_key: &str) -> Result<(), Failure> {
+    let reason = if !identity.may_use(pool) {
+        format!(
+            "runner identity {} may not register in pool {pool}",
+            identity.name
+        )
+    } else if !identity.may_register(runner_key) {
+        format!(
+            "runner identity {} registers only runner keys starting with {:?}",
+            identity.name, identity.key_prefix
+        )
+    } else {
         return Ok(());
-    }
-    let reason = format!(
-        "runner identity {} may not register in pool {pool}",
-        identity.name
-    );
+    };
     Err(Failure {
         code: FORBIDDEN,
         reason,
@@ -189,13 +195,14 @@ fn hello(
             reason,
         });
     }
-    admit(&identity, &pool)?;
+    admit(&identity, &pool, &runner_key)?;
     let hello = RunnerHello {
         runner_key,
         pool,
         capacity,
         actor_names,
         identity: identity.name,
+        namespace: identity.namespace,
     };
     check_hello(&hello)?;
     let tunnel = side

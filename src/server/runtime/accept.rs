@@ -177,7 +177,13 @@ async fn admit(worker: Rc<Worker>, mut accepted: Accepted) {
         Err(why) => {
             worker.stats.refused(why).fetch_add(1, Ordering::Relaxed);
             debug!(peer = %accepted.peer, why = why.label(), "connection refused");
-            return refuse(&worker.env, accepted.stream, BytesMut::new(), refusal_for(why)).await;
+            return refuse(
+                &worker.env,
+                accepted.stream,
+                BytesMut::new(),
+                refusal_for(why),
+            )
+            .await;
         }
     }
     match HandshakeSlot::take(&worker) {

@@ -19,8 +19,8 @@ pub use driver::Driver;
 
 use crate::config::{Config, MAX_WORKERS};
 use crate::server::actors::SharedLimits;
-use crate::server::runners::TunnelQuota;
 use crate::server::conn::stats::WorkerStats;
+use crate::server::runners::TunnelQuota;
 use run::SeedListeners;
 use shutdown::ShutdownSignal;
 use worker::WorkerSeed;

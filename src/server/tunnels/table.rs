@@ -34,8 +34,9 @@ impl TunnelTable {
     }
 
     /// The tunnels of `pool`.
-    pub fn in_pool(&self, pool: &str) -> Vec<Rc<Tunnel>> {
-        self.filter(|t| t.pool == pool)
+    /// Tunnels of pool `pool` in namespace `ns`.
+    pub fn in_pool(&self, ns: &str, pool: &str) -> Vec<Rc<Tunnel>> {
+        self.filter(|t| t.pool == pool && t.namespace == ns)
     }
 
     /// Tunnels draining whose runner has not been told it may exit.

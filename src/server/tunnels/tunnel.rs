@@ -23,6 +23,8 @@ pub(crate) struct Tunnel {
     pub runner_key: String,
     /// The runner identity that registered the key (only it may take it over).
     pub identity: String,
+    /// The namespace whose actors it runs (the identity's).
+    pub namespace: String,
     pub pool: String,
     pub actor_names: Vec<String>,
     /// The tunnel session's control: poked when frames are pending.
@@ -50,6 +52,7 @@ impl Tunnel {
     ) -> Self {
         Tunnel {
             identity: String::new(),
+            namespace: crate::config::DEFAULT_NAMESPACE.to_owned(),
             runner_key,
             pool,
             actor_names,
