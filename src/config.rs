@@ -65,6 +65,8 @@ pub struct RunnersConfig {
     /// "default" identity's). A runner key is held by the identity that
     /// registered it: only the same identity may take it over.
     pub identities: Vec<RunnerIdentity>,
+    /// TLS certificates (`[[runners.tls]]`), as for the client listener.
+    pub tls: Vec<TlsCertificate>,
     /// Tunnels open at once for one runner identity (a runner opens one per
     /// worker). Past it: 429.
     #[serde(deserialize_with = "positive")]
@@ -72,6 +74,17 @@ pub struct RunnersConfig {
     /// Actors placed on one runner at most, whatever capacity it declares.
     #[serde(deserialize_with = "positive_u32")]
     pub max_actors_per_runner: u32,
+}
+
+/// A certificate chain and its key, PEM files, for the names it serves
+/// (empty: the DNS names the certificate itself lists).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsCertificate {
+    pub chain: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    #[serde(default)]
+    pub names: Vec<String>,
 }
 
 /// One runner identity: its token and where it may register.
@@ -209,6 +222,10 @@ pub struct ClientConfig {
     /// Past it: 429.
     #[serde(deserialize_with = "positive_u32")]
     pub max_connections_per_address: u32,
+    /// TLS certificates (`[[client.tls]]`): when any is set, the listener
+    /// speaks TLS only (wss://). The first is the default for clients that
+    /// send no SNI or an unknown name.
+    pub tls: Vec<TlsCertificate>,
     /// New connections one address may open per second (sustained)…
     #[serde(deserialize_with = "positive")]
     pub new_per_second_per_address: usize,
@@ -257,6 +274,7 @@ impl Default for ClientConfig {
             handshake_errors: HandshakeErrors::Http,
             max_handshakes: 4096,
             max_connections: 1_000_000,
+            tls: Vec::new(),
             max_connections_per_address: 10_000,
             new_per_second_per_address: 1_000,
             new_burst_per_address: 2_000,
@@ -277,6 +295,7 @@ impl Default for RunnersConfig {
             send_timeout: Duration::from_secs(30),
             identities: Vec::new(),
             max_tunnels_per_identity: 4096,
+            tls: Vec::new(),
             max_actors_per_runner: 10_000,
         }
     }

@@ -9,6 +9,7 @@ pub mod http;
 pub mod logging;
 pub mod runner;
 pub mod server;
+pub mod tls;
 pub mod tunnel;
 pub mod ws;
 

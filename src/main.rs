@@ -185,6 +185,26 @@ fn demo() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// SIGHUP: re-reads the configuration file and reloads what can change
+/// live (the TLS certificates). An invalid file changes nothing; each of
+/// its errors is logged.
+fn reload(path: Option<&std::path::Path>, reloader: &tether::server::Reloader) {
+    let Some(path) = path else {
+        tracing::info!(
+            "SIGHUP: no configuration file to reload (running on the embedded defaults)"
+        );
+        return;
+    };
+    match Config::load(path) {
+        Ok(config) => reloader.reload(&config),
+        Err(errors) => {
+            for e in &errors {
+                tracing::warn!(file = %path.display(), error = %e, "SIGHUP: configuration not reloaded");
+            }
+        }
+    }
+}
+
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
     let config = match &config_path {
         Some(path) => match Config::load(path) {
@@ -202,12 +222,18 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let stopper = gateway.stopper();
+    let reloader = gateway.reloader();
     std::thread::Builder::new()
         .name("tether-signals".into())
-        .spawn(move || {
+        .spawn(move || loop {
             let sig = signals.wait();
+            if sig == libc::SIGHUP {
+                reload(config_path.as_deref(), &reloader);
+                continue;
+            }
             tracing::info!(signal = sig, "stopping: no new connections, draining");
             stopper.stop();
+            return;
         })
         .expect("spawn the signal thread");
     gateway.join();

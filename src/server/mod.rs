@@ -25,4 +25,4 @@ pub(crate) mod tunnels;
 pub use admin::{admin_route, AdminRoute};
 pub use conn::stats::WorkerStats;
 pub use runtime::{driver, listener, signals};
-pub use runtime::{Driver, Gateway, Stopper};
+pub use runtime::{Driver, Gateway, Reloader, Stopper};

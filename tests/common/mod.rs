@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod pki;
 pub mod raw_tunnel;
 
 use std::io::{Read, Write};
@@ -87,6 +88,10 @@ pub struct Harness {
 }
 
 impl Harness {
+    pub fn gateway(&self) -> &Gateway {
+        self.gateway.as_ref().unwrap()
+    }
+
     pub fn worker_stats(&self) -> &[std::sync::Arc<tether::server::WorkerStats>] {
         self.gateway.as_ref().unwrap().worker_stats()
     }

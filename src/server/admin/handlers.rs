@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use bytes::BytesMut;
-use monoio::net::TcpStream;
+use crate::server::conn::stream::Stream;
 use serde::Serialize;
 
 use super::route::AdminRoute;
@@ -18,7 +18,7 @@ const NO_SUCH_ACTOR: &str = "no such actor here (it never ran, or is gone)";
 
 pub(super) async fn answer(
     side: &AdminSide,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     head: &RequestHead,
     route: AdminRoute,

@@ -31,7 +31,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use monoio::net::TcpStream;
+use crate::server::conn::stream::Stream;
 
 pub use route::{admin_route, AdminRoute};
 
@@ -151,7 +151,7 @@ impl AdminSide {
 /// Serves an admin request on the worker `visit` chose.
 pub(crate) async fn serve_admin(
     side: Rc<AdminSide>,
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     head: RequestHead,
     route: AdminRoute,

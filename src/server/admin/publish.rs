@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use monoio::net::TcpStream;
+use crate::server::conn::stream::Stream;
 use serde::Serialize;
 
 use super::AdminSide;
@@ -16,7 +16,7 @@ use crate::tunnel::MessageKind;
 
 pub(super) async fn answer(
     side: &AdminSide,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     head: &RequestHead,
     actor: &ActorPath,
@@ -42,7 +42,7 @@ pub(super) async fn answer(
 /// within `handshake_timeout`). `Err(None)`: the client went away.
 async fn read_body(
     side: &AdminSide,
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: &mut BytesMut,
     head: &RequestHead,
 ) -> Result<Bytes, Option<Refusal>> {

@@ -5,6 +5,9 @@
 //! against a timer: we race *readiness* (which consumes nothing) and read only
 //! once data is there. Writes may be abandoned only when the connection is
 //! being given up anyway.
+//!
+//! Every function here takes a [`Stream`] and moves plaintext: over TLS,
+//! reads decrypt (and answer the handshake) and writes encrypt.
 
 use std::future::Future;
 use std::io;
@@ -15,6 +18,8 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
+use super::stream::{Stream, TlsConn};
+
 #[derive(Debug)]
 pub(crate) enum ReadOutcome {
     Data(usize),
@@ -24,19 +29,67 @@ pub(crate) enum ReadOutcome {
 }
 
 /// Waits until `stream` is readable or `deadline` passes, without holding a buffer.
-pub(crate) async fn wait_readable(
-    stream: &TcpStream,
-    deadline: Instant,
-) -> Result<(), ReadOutcome> {
+pub(crate) async fn wait_readable(stream: &Stream, deadline: Instant) -> Result<(), ReadOutcome> {
     monoio::select! {
-        r = stream.readable(false) => r.map_err(ReadOutcome::Failed),
+        r = stream.readable() => r.map_err(ReadOutcome::Failed),
         _ = monoio::time::sleep_until(deadline.into()) => Err(ReadOutcome::TimedOut),
     }
 }
 
-/// Reads into the spare capacity of `buf` (growing it to at least `room`
-/// free bytes). Call when the stream is known to be readable.
+/// Reads plaintext into the spare capacity of `buf` (growing it to at
+/// least `room` free bytes). Call when the stream is known to be readable.
+/// Over TLS, `Data(n)` may be `Data(0)`: the bytes read were handshake or
+/// an incomplete record.
 pub(crate) async fn read_into(
+    stream: &mut Stream,
+    buf: BytesMut,
+    room: usize,
+) -> (ReadOutcome, BytesMut) {
+    match stream.tls.as_mut() {
+        None => read_tcp(&mut stream.tcp, buf, room).await,
+        Some(tls) => read_tls(&mut stream.tcp, tls, buf, room).await,
+    }
+}
+
+/// How long the gateway's own TLS handshake replies may take to write.
+const TLS_REPLY_STALL: Duration = Duration::from_secs(10);
+
+/// Reads ciphertext, decrypts what is complete into `buf`, and writes what
+/// the handshake answers.
+async fn read_tls(
+    tcp: &mut TcpStream,
+    tls: &mut TlsConn,
+    mut buf: BytesMut,
+    room: usize,
+) -> (ReadOutcome, BytesMut) {
+    let incoming = std::mem::take(&mut tls.incoming);
+    let (outcome, mut incoming) = read_tcp(tcp, incoming, room).await;
+    if !matches!(outcome, ReadOutcome::Data(_)) {
+        return (outcome, buf);
+    }
+    let mut reply = BytesMut::new();
+    let result = tls.server.read_tls(&mut incoming, &mut buf, &mut reply);
+    let stall = || monoio::time::sleep(TLS_REPLY_STALL);
+    if !reply.is_empty() && write_tcp(tcp, reply, stall).await.is_err() {
+        return (ReadOutcome::Eof, buf);
+    }
+    // Nothing is kept while no record is incomplete.
+    tls.incoming = if incoming.is_empty() {
+        BytesMut::new()
+    } else {
+        incoming
+    };
+    match result {
+        Ok(p) if p.peer_closed => (ReadOutcome::Eof, buf),
+        Ok(p) => (ReadOutcome::Data(p.plaintext), buf),
+        Err(e) => {
+            let error = io::Error::new(io::ErrorKind::InvalidData, e.reason());
+            (ReadOutcome::Failed(error), buf)
+        }
+    }
+}
+
+async fn read_tcp(
     stream: &mut TcpStream,
     mut buf: BytesMut,
     room: usize,
@@ -59,7 +112,7 @@ pub(crate) async fn read_into(
 
 /// `wait_readable` then `read_into`: a read with a deadline that loses nothing.
 pub(crate) async fn read_before(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: BytesMut,
     room: usize,
     deadline: Instant,
@@ -74,7 +127,7 @@ pub(crate) async fn read_before(
 /// makes no progress for `stall`: a client that stopped reading must not hold
 /// us forever. On failure the buffer is gone with the connection.
 pub(crate) async fn write_all_or_stall<T>(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     buf: T,
     stall: Duration,
 ) -> io::Result<T>
@@ -86,11 +139,34 @@ where
 
 /// Writes all of `buf`, racing each write against a fresh `stop()` future;
 /// fails with `TimedOut` if `stop` wins. On failure the buffer is gone.
+/// Over TLS, `buf` is encrypted into a buffer that lives while it is written.
 pub(crate) async fn write_all_unless<T, S, F>(
-    stream: &mut TcpStream,
+    stream: &mut Stream,
     mut buf: T,
-    mut stop: S,
+    stop: S,
 ) -> io::Result<T>
+where
+    T: IoBuf + Buf + 'static,
+    S: FnMut() -> F,
+    F: Future<Output = ()>,
+{
+    let Some(tls) = stream.tls.as_mut() else {
+        return write_tcp(&mut stream.tcp, buf, stop).await;
+    };
+    let mut sealed = BytesMut::new();
+    while buf.has_remaining() {
+        let chunk = buf.chunk();
+        let len = chunk.len();
+        tls.server
+            .write_plain(chunk, &mut sealed)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.reason()))?;
+        buf.advance(len);
+    }
+    write_tcp(&mut stream.tcp, sealed, stop).await?;
+    Ok(buf)
+}
+
+async fn write_tcp<T, S, F>(stream: &mut TcpStream, mut buf: T, mut stop: S) -> io::Result<T>
 where
     T: IoBuf + Buf + 'static,
     S: FnMut() -> F,
@@ -120,8 +196,17 @@ const LINGER_DISCARD_BYTES: usize = 1 << 20;
 /// sending, then discard what the peer still sends until it closes or
 /// `linger` passes. Closing with unread input makes the kernel send RST,
 /// which can destroy our final response before the peer reads it.
-pub(crate) async fn linger_close(mut stream: TcpStream, scratch: BytesMut, linger: Duration) {
-    let _ = stream.shutdown().await;
+pub(crate) async fn linger_close(mut stream: Stream, scratch: BytesMut, linger: Duration) {
+    if let Some(tls) = stream.tls.as_mut() {
+        let mut alert = BytesMut::new();
+        tls.server.close_notify(&mut alert);
+        if !alert.is_empty() {
+            let _ = write_all_or_stall(&mut stream, alert, linger).await;
+        }
+        // Whatever the peer still sends is discarded without decrypting.
+        stream.tls = None;
+    }
+    let _ = stream.tcp.shutdown().await;
     let deadline = Instant::now() + linger;
     let mut buf = scratch;
     let mut discarded = 0usize;

@@ -17,4 +17,5 @@ pub(crate) mod session;
 pub(crate) mod slot;
 pub(crate) mod stats;
 pub(crate) mod stopping;
+pub(crate) mod stream;
 pub(crate) mod wakeups;

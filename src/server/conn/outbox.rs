@@ -7,8 +7,8 @@
 use std::collections::VecDeque;
 use std::io;
 
+use super::stream::Stream;
 use bytes::{Bytes, BytesMut};
-use monoio::net::TcpStream;
 
 use super::control::ConnControl;
 use super::io::write_all_unless;
@@ -71,7 +71,7 @@ impl Outbox {
     /// Gives up with `TimedOut` when `control`'s deadline passes first.
     pub async fn flush(
         &mut self,
-        stream: &mut TcpStream,
+        stream: &mut Stream,
         pool: &BufferPool,
         control: &ConnControl,
     ) -> io::Result<()> {

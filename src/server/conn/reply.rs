@@ -1,7 +1,7 @@
 //! Answers written before any WebSocket exists (an HTTP status, headers and
 //! a one-line reason), followed by a lingering close.
 
-use monoio::net::TcpStream;
+use super::stream::Stream;
 use tracing::debug;
 
 use super::env::ConnEnv;
@@ -62,7 +62,7 @@ impl Refusal {
 }
 
 /// Writes the answer (the body as one line), then closes politely.
-pub(crate) async fn refuse(env: &ConnEnv, stream: TcpStream, scratch: bytes::BytesMut, r: Refusal) {
+pub(crate) async fn refuse(env: &ConnEnv, stream: Stream, scratch: bytes::BytesMut, r: Refusal) {
     if r.status != Status::OK {
         debug!(status = r.status.0, reason = %r.reason, "refusing request");
     }
@@ -75,7 +75,7 @@ pub(crate) async fn refuse(env: &ConnEnv, stream: TcpStream, scratch: bytes::Byt
 /// peer reads our last word before its socket is torn down.
 pub(crate) async fn send_then_linger(
     env: &ConnEnv,
-    mut stream: TcpStream,
+    mut stream: Stream,
     scratch: bytes::BytesMut,
     out: bytes::BytesMut,
 ) {

@@ -12,8 +12,8 @@ use std::io;
 use std::rc::Rc;
 use std::time::Instant;
 
+use super::stream::Stream;
 use bytes::{Bytes, BytesMut};
-use monoio::net::TcpStream;
 use tracing::debug;
 
 use super::control::{ConnControl, Signal};
@@ -91,7 +91,7 @@ pub(crate) trait Role: Sized + 'static {
 
     /// Takes over an idle session that returned [`Gate::Park`]. By default
     /// the session simply goes on as a task.
-    fn park(session: Session<Self>, stream: TcpStream, registration: Registration) {
+    fn park(session: Session<Self>, stream: Stream, registration: Registration) {
         monoio::spawn(session.run(stream, BytesMut::new(), registration));
     }
 }
@@ -161,7 +161,7 @@ impl<R: Role> Session<R> {
         (self.role, self.keepalive)
     }
 
-    pub async fn run(mut self, mut stream: TcpStream, first: BytesMut, registration: Registration) {
+    pub async fn run(mut self, mut stream: Stream, first: BytesMut, registration: Registration) {
         let ctx = self.ctx.clone();
         let control = &registration.control;
         let pool = &ctx.env().pool;
@@ -189,7 +189,7 @@ impl<R: Role> Session<R> {
                 Wake::Signal(control.next_signal().await)
             } else {
                 monoio::select! {
-                    r = stream.readable(false) => Wake::Readable(r),
+                    r = stream.readable() => Wake::Readable(r),
                     signal = control.next_signal() => Wake::Signal(signal),
                 }
             };
@@ -213,7 +213,7 @@ impl<R: Role> Session<R> {
         self.finish(stream, read_buf, registration);
     }
 
-    async fn flush(&mut self, stream: &mut TcpStream, control: &ConnControl) {
+    async fn flush(&mut self, stream: &mut Stream, control: &ConnControl) {
         control.set_deadline(Instant::now() + R::limits(&self.ctx).send_timeout);
         // Boxed: the flush and read futures are large and only live while
         // bytes move; inline they would be part of every idle connection's
@@ -227,7 +227,7 @@ impl<R: Role> Session<R> {
 
     /// Reads what the socket holds and decodes it; returns the buffer if a
     /// partial frame remains in it.
-    async fn read(&mut self, stream: &mut TcpStream, held: Option<BytesMut>) -> Option<BytesMut> {
+    async fn read(&mut self, stream: &mut Stream, held: Option<BytesMut>) -> Option<BytesMut> {
         self.input_expected = false;
         let pool = &self.ctx.env().pool;
         let buf = held.unwrap_or_else(|| pool.take());
@@ -246,7 +246,7 @@ impl<R: Role> Session<R> {
     }
 
     /// The session is over: tell the role, then close the socket.
-    fn finish(mut self, stream: TcpStream, read_buf: Option<BytesMut>, reg: Registration) {
+    fn finish(mut self, stream: Stream, read_buf: Option<BytesMut>, reg: Registration) {
         let (code, reason) = self
             .peer_close
             .take()

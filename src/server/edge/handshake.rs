@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
+use crate::server::conn::stream::Stream;
 use bytes::BytesMut;
-use monoio::net::TcpStream;
 use tracing::debug;
 
 use super::authorize::authorize;
@@ -51,7 +51,7 @@ pub(crate) struct Client {
 
 pub(crate) async fn serve_client(
     edge: Rc<EdgeSide>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     buf: BytesMut,
     client: Client,
 ) {
@@ -149,7 +149,7 @@ fn status_of(u: &Unavailable) -> Status {
 /// a close with 4000 + status.
 async fn refuse_unavailable(
     edge: &EdgeSide,
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     upgrade: &Upgrade,
     u: Unavailable,

@@ -25,16 +25,16 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use io_uring::{opcode, types, IoUring};
-use monoio::net::TcpStream;
 use slab::Slab;
 use tracing::warn;
 
 use super::session::ClientRole;
 use super::EdgeSide;
-use crate::server::conn::io::{attach_fd, detach_fd};
+use crate::server::conn::io::attach_fd;
 use crate::server::conn::registry::Registration;
 use crate::server::conn::session::Session;
 use crate::server::conn::stats::WorkerStats;
+use crate::server::conn::stream::{Detached, Stream};
 use crate::server::conn::wakeups::Wakeups;
 use crate::ws::keepalive::Keepalive;
 
@@ -43,7 +43,8 @@ use crate::ws::keepalive::Keepalive;
 const RING_ENTRIES: u32 = 1024;
 
 struct Parked {
-    fd: OwnedFd,
+    /// The socket and its TLS session, if any.
+    stream: Detached,
     generation: u32,
     /// Resumed because the socket is readable: read before parking again.
     readable: bool,
@@ -93,14 +94,14 @@ impl Parker {
     /// session simply goes on as a task.
     pub fn park(
         self: &Rc<Self>,
-        stream: TcpStream,
+        stream: Stream,
         session: Session<ClientRole>,
         registration: Registration,
     ) {
         let generation = self.next_generation.get();
         self.next_generation.set(generation.wrapping_add(1).max(1));
-        let fd = match detach_fd(stream) {
-            Ok(fd) => fd,
+        let detached = match stream.detach() {
+            Ok(d) => d,
             Err(stream) => {
                 monoio::spawn(session.run(stream, BytesMut::new(), registration));
                 return;
@@ -110,7 +111,7 @@ impl Parker {
         let entry = slots.vacant_entry();
         let key = entry.key();
         let poll = opcode::PollAdd::new(
-            types::Fd(fd.as_raw_fd()),
+            types::Fd(detached.fd.as_raw_fd()),
             (libc::POLLIN | libc::POLLRDHUP) as u32,
         )
         .build()
@@ -123,7 +124,7 @@ impl Parker {
         };
         if !pushed || ring.submit().is_err() {
             warn!("cannot arm a poll on the parking ring: the connection keeps its task");
-            if let Ok(stream) = attach_fd(fd) {
+            if let Ok(stream) = Stream::attach(detached) {
                 monoio::spawn(session.run(stream, BytesMut::new(), registration));
             }
             return;
@@ -131,7 +132,7 @@ impl Parker {
         registration.control.park_at(user_data(key, generation));
         let (role, keepalive) = session.into_parts();
         entry.insert(Parked {
-            fd,
+            stream: detached,
             generation,
             readable: false,
             role,
@@ -230,7 +231,7 @@ impl Parker {
 fn resume(edge: &Rc<EdgeSide>, p: Parked) {
     p.registration.control.unparked();
     let session = Session::resume(edge.clone(), p.role, p.keepalive, p.readable);
-    match attach_fd(p.fd) {
+    match Stream::attach(p.stream) {
         Ok(stream) => {
             monoio::spawn(session.run(stream, BytesMut::new(), p.registration));
         }

@@ -5,8 +5,8 @@
 
 use std::rc::Rc;
 
+use crate::server::conn::stream::Stream;
 use bytes::{Bytes, BytesMut};
-use monoio::net::TcpStream;
 
 use super::EdgeSide;
 use crate::server::actors::LinkView;
@@ -80,7 +80,7 @@ impl Role for ClientRole {
         edge.actors.client_closed(self.conn_id, code, reason);
     }
 
-    fn park(session: Session<Self>, stream: TcpStream, registration: Registration) {
+    fn park(session: Session<Self>, stream: Stream, registration: Registration) {
         match session.ctx().parker.clone() {
             Some(parker) => parker.park(stream, session, registration),
             None => {
@@ -103,6 +103,8 @@ mod tests {
     /// What every idle client connection holds, in bytes: its task's
     /// future and its control block (docs/ARCHITECTURE.md, "Memory per idle
     /// connection"). A growth here is paid 15,000 times in `idle_memory`.
+    /// (736: the stream's TLS slot added 16 B; mimalloc still serves it
+    /// from the 768-byte size class, as the 720 before it.)
     #[test]
     fn an_idle_client_session_stays_small() {
         let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
@@ -124,7 +126,7 @@ mod tests {
             });
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let stream = monoio::net::TcpStream::from_std(client).unwrap();
+            let stream = Stream::plain(monoio::net::TcpStream::from_std(client).unwrap());
             let registration = env.registry.register(Instant::now());
             let role = ClientRole {
                 conn_id: 1,
@@ -135,7 +137,7 @@ mod tests {
             let task = std::mem::size_of_val(&future);
             let control = std::mem::size_of::<ConnControl>();
             println!("session future {task} B, ConnControl {control} B");
-            assert!(task <= 728, "the session future grew to {task} bytes");
+            assert!(task <= 736, "the session future grew to {task} bytes");
             assert!(control <= 88, "ConnControl grew to {control} bytes");
         });
     }

@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use monoio::net::TcpStream;
+use crate::server::conn::stream::Stream;
 
 use super::identity::Identity;
 use super::session::TunnelRole;
@@ -36,7 +36,7 @@ fn tunnel_index(target: &str) -> Option<usize> {
 
 pub(crate) async fn serve_runner(
     side: Rc<RunnerSide>,
-    mut stream: TcpStream,
+    mut stream: Stream,
     buf: BytesMut,
     head: RequestHead,
 ) {

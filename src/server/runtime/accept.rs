@@ -19,9 +19,11 @@ use super::worker::Worker;
 use crate::http::{HeadReader, RequestHead, Status};
 use crate::server::admin::{serve_admin, Relay, Visit};
 use crate::server::conn::admission::{Refused, Ticket};
-use crate::server::conn::io::{attach_fd, detach_fd, read_before, wait_readable, ReadOutcome};
+use crate::server::conn::io::{read_before, wait_readable, ReadOutcome};
 use crate::server::conn::reply::{refuse, Refusal};
+use crate::server::conn::stream::Stream;
 use crate::server::{edge, runners};
+use crate::tls::TlsServer;
 
 /// Bytes read per attempt while a request head is incomplete.
 const HEAD_READ_BYTES: usize = 1024;
@@ -48,6 +50,9 @@ pub(super) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind:
                 if kind == Listener::Client {
                     worker.stats.accepted.fetch_add(1, Ordering::Relaxed);
                 }
+                let Some(stream) = worker.wrap(stream, kind) else {
+                    continue;
+                };
                 let accepted = Accepted {
                     stream,
                     kind,
@@ -66,6 +71,23 @@ pub(super) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind:
     }
 }
 
+impl Worker {
+    /// The stream of a connection accepted on `listener`: TLS if the
+    /// listener has certificates. `None`: TLS could not be set up for it.
+    fn wrap(&self, tcp: TcpStream, listener: Listener) -> Option<Stream> {
+        let Some(config) = self.tls.current(listener) else {
+            return Some(Stream::plain(tcp));
+        };
+        match TlsServer::new(config) {
+            Ok(server) => Some(Stream::tls(tcp, server)),
+            Err(e) => {
+                warn!(worker = self.id, error = %e, "cannot start a TLS session");
+                None
+            }
+        }
+    }
+}
+
 fn is_out_of_fds(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
@@ -80,7 +102,7 @@ pub(super) async fn receive_handoffs(worker: Rc<Worker>) {
             _ = worker.stopping.wait() => return,
             h = worker.handoffs.receive(worker.id) => h,
         };
-        let Ok(stream) = attach_fd(handoff.fd) else {
+        let Ok(stream) = Stream::attach(handoff.stream) else {
             continue;
         };
         let Handoff {
@@ -106,7 +128,7 @@ pub(super) async fn receive_handoffs(worker: Rc<Worker>) {
 
 /// A connection just accepted.
 struct Accepted {
-    stream: TcpStream,
+    stream: Stream,
     kind: Listener,
     peer: SocketAddr,
     /// A client connection's place (client listener only).
@@ -115,7 +137,7 @@ struct Accepted {
 
 /// A connection whose request head has been read.
 struct Arrived {
-    stream: TcpStream,
+    stream: Stream,
     /// Bytes after the head: a WebSocket's first frames, or a request body.
     buf: BytesMut,
     head: RequestHead,
@@ -215,7 +237,7 @@ async fn serve_accepted(worker: Rc<Worker>, accepted: Accepted, slot: HandshakeS
 }
 
 /// Every handshake slot of this worker is taken: 503 at once.
-async fn refuse_overloaded(worker: Rc<Worker>, stream: TcpStream) {
+async fn refuse_overloaded(worker: Rc<Worker>, stream: Stream) {
     let busy = Refusal::new(
         Status::SERVICE_UNAVAILABLE,
         "too many connections handshaking",
@@ -315,8 +337,8 @@ async fn route(worker: Rc<Worker>, a: Arrived, relay: Relay) {
 /// Hands the connection to worker `to`; if that cannot be done (its inbox
 /// is full, or no descriptor is left to move the socket with), 503.
 async fn hand_to(worker: &Worker, to: usize, a: Arrived, relay: Relay) {
-    let fd = match detach_fd(a.stream) {
-        Ok(fd) => fd,
+    let detached = match a.stream.detach() {
+        Ok(d) => d,
         Err(stream) => {
             let why = "gateway out of file descriptors";
             let refusal = Refusal::new(Status::SERVICE_UNAVAILABLE, why);
@@ -324,7 +346,7 @@ async fn hand_to(worker: &Worker, to: usize, a: Arrived, relay: Relay) {
         }
     };
     let handoff = Handoff {
-        fd,
+        stream: detached,
         peer: a.peer,
         head: a.head,
         leftover: a.buf,
@@ -333,7 +355,7 @@ async fn hand_to(worker: &Worker, to: usize, a: Arrived, relay: Relay) {
         ticket: a.ticket,
     };
     if let Err(back) = worker.handoffs.send(to, handoff) {
-        if let Ok(stream) = attach_fd(back.fd) {
+        if let Ok(stream) = Stream::attach(back.stream) {
             let overloaded = Refusal::new(Status::SERVICE_UNAVAILABLE, "gateway overloaded");
             refuse(&worker.env, stream, back.leftover, overloaded).await;
         }

@@ -9,7 +9,6 @@
 
 use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::task::Poll;
 
 use atomic_waker::AtomicWaker;
@@ -19,6 +18,7 @@ use crossbeam_queue::ArrayQueue;
 use crate::http::RequestHead;
 use crate::server::admin::Relay;
 use crate::server::conn::admission::Ticket;
+use crate::server::conn::stream::Detached;
 
 /// Which listener a connection arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +29,8 @@ pub(crate) enum Listener {
 }
 
 pub(crate) struct Handoff {
-    pub fd: OwnedFd,
+    /// The socket, out of the accepting worker's runtime, with its TLS session.
+    pub stream: Detached,
     /// The client's address, as accepted.
     pub peer: SocketAddr,
     pub head: RequestHead,

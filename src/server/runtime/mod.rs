@@ -7,6 +7,7 @@ pub mod listener;
 mod run;
 mod shutdown;
 pub mod signals;
+mod tls;
 mod worker;
 
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ pub struct Gateway {
     shutdown: Arc<ShutdownSignal>,
     workers: Vec<JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
+    tls: Arc<tls::TlsListeners>,
 }
 
 /// Every listening socket of the gateway, bound before any worker starts.
@@ -77,6 +79,7 @@ impl Gateway {
         let local = |l: &std::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
         let (client_addr, runner_addr) = (local(&bound.client[0])?, local(&bound.runner[0])?);
         let admin_addr = local(&bound.admin)?;
+        let tls = Arc::new(tls::TlsListeners::load(&config)?);
         let config = Arc::new(config);
         let shutdown = Arc::new(ShutdownSignal::new(count));
         let stats: Vec<Arc<WorkerStats>> = (0..count).map(|_| Arc::default()).collect();
@@ -91,6 +94,7 @@ impl Gateway {
             all_stats: stats.clone().into(),
             shared: Arc::new(SharedLimits::new(&config)),
             tunnel_quota: Arc::new(TunnelQuota::new(config.runners.max_tunnels_per_identity)),
+            tls: tls.clone(),
             ready: ready_tx,
             driver,
         };
@@ -112,7 +116,15 @@ impl Gateway {
             shutdown,
             workers,
             stats,
+            tls,
         })
+    }
+
+    /// Re-reads the TLS certificates `config` names (SIGHUP): connections
+    /// accepted from now on get the new ones; a certificate that does not
+    /// load is kept as it was, with a warning saying why.
+    pub fn reload_tls(&self, config: &Config) {
+        self.tls.reload(config);
     }
 
     /// Per-worker counters, indexed by worker id.
@@ -134,9 +146,24 @@ impl Gateway {
         }
     }
 
+    /// A handle that reloads the TLS certificates from another thread.
+    pub fn reloader(&self) -> Reloader {
+        Reloader(self.tls.clone())
+    }
+
     /// A handle that can trigger shutdown from another thread (signal handler).
     pub fn stopper(&self) -> Stopper {
         Stopper(self.shutdown.clone())
+    }
+}
+
+/// Reloads a gateway's TLS certificates (see [`Gateway::reload_tls`]).
+#[derive(Clone)]
+pub struct Reloader(Arc<tls::TlsListeners>);
+
+impl Reloader {
+    pub fn reload(&self, config: &Config) {
+        self.0.reload(config);
     }
 }
 

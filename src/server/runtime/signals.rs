@@ -1,4 +1,5 @@
-//! SIGINT/SIGTERM delivered synchronously to one thread.
+//! SIGINT/SIGTERM (stop) and SIGHUP (reload) delivered synchronously to
+//! one thread.
 //!
 //! The signals are blocked before any worker starts (threads inherit the
 //! mask), so only the thread calling `wait` ever sees them.
@@ -9,7 +10,8 @@ pub struct TerminationSignals {
     set: libc::sigset_t,
 }
 
-/// Blocks SIGINT and SIGTERM in the calling thread and all it spawns afterwards.
+/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and all it
+/// spawns afterwards.
 pub fn block_termination_signals() -> io::Result<TerminationSignals> {
     // SAFETY: sigset_t is plain data initialised by sigemptyset before use;
     // pthread_sigmask only reads it.
@@ -18,6 +20,7 @@ pub fn block_termination_signals() -> io::Result<TerminationSignals> {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));
@@ -27,7 +30,7 @@ pub fn block_termination_signals() -> io::Result<TerminationSignals> {
 }
 
 impl TerminationSignals {
-    /// Blocks until SIGINT or SIGTERM arrives; returns its number.
+    /// Blocks until SIGINT, SIGTERM or SIGHUP arrives; returns its number.
     pub fn wait(&self) -> i32 {
         loop {
             let mut sig = 0;

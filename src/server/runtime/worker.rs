@@ -11,6 +11,7 @@ use tracing::{info, warn};
 
 use super::handoff::HandoffQueues;
 use super::shutdown::ShutdownSignal;
+use super::tls::TlsListeners;
 use crate::config::Config;
 use crate::server::actors::{Actors, SharedLimits};
 use crate::server::admin::AdminSide;
@@ -34,6 +35,7 @@ pub(crate) struct Worker {
     pub stats: Arc<WorkerStats>,
     /// Client connections' places, shared by all workers.
     pub admission: Arc<Admission>,
+    pub tls: Arc<TlsListeners>,
     pub stopping: Stopping,
     /// Set when the worker is done: the sweep ends.
     pub finished: Stopping,
@@ -53,6 +55,8 @@ pub(crate) struct WorkerSeed {
     pub shared: Arc<SharedLimits>,
     /// Tunnels per runner identity, shared by all workers.
     pub tunnel_quota: Arc<TunnelQuota>,
+    /// The listeners' TLS settings (reloadable).
+    pub tls: Arc<TlsListeners>,
     pub driver: super::Driver,
     /// Told once the worker serves, or why it cannot.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -71,6 +75,7 @@ impl WorkerSeed {
             all_stats: self.all_stats.clone(),
             shared: self.shared.clone(),
             tunnel_quota: self.tunnel_quota.clone(),
+            tls: self.tls.clone(),
             driver: self.driver,
             ready: self.ready.clone(),
         }
@@ -133,6 +138,7 @@ impl Worker {
             handoffs: seed.handoffs.clone(),
             stats: seed.stats.clone(),
             admission: seed.shared.admission.clone(),
+            tls: seed.tls.clone(),
             stopping: Stopping::default(),
             finished: Stopping::default(),
         }

@@ -1,0 +1,78 @@
+//! A connection's byte stream: plain TCP, or TLS over it. Everything above
+//! reads and writes plaintext through `conn::io`, which encrypts and
+//! decrypts here; nothing else knows which it is.
+//!
+//! TLS is driven through rustls's unbuffered API (`tls::TlsServer`): an
+//! idle TLS connection holds only rustls's session state (about 3.5 KB)
+//! and no buffer. Ciphertext is read into a buffer that lives only while a
+//! record is incomplete; encrypted output goes to a buffer that lives only
+//! while it is written.
+
+use std::io;
+use std::os::fd::OwnedFd;
+
+use bytes::BytesMut;
+use monoio::net::TcpStream;
+
+use crate::tls::TlsServer;
+
+pub(crate) struct Stream {
+    pub(super) tcp: TcpStream,
+    pub(super) tls: Option<Box<TlsConn>>,
+}
+
+/// A TLS session and the ciphertext of a record not complete yet.
+pub(crate) struct TlsConn {
+    pub(super) server: TlsServer,
+    /// Empty (no allocation) unless a record is partly read.
+    pub(super) incoming: BytesMut,
+}
+
+/// A stream taken out of monoio (to park it, or to move it to another
+/// worker): its descriptor and its TLS session, if any.
+pub(crate) struct Detached {
+    pub fd: OwnedFd,
+    pub tls: Option<Box<TlsConn>>,
+}
+
+impl Stream {
+    pub fn plain(tcp: TcpStream) -> Self {
+        Stream { tcp, tls: None }
+    }
+
+    /// A stream whose TLS handshake is still to happen (it happens as the
+    /// first bytes are read).
+    pub fn tls(tcp: TcpStream, server: TlsServer) -> Self {
+        let tls = TlsConn {
+            server,
+            incoming: BytesMut::new(),
+        };
+        Stream {
+            tcp,
+            tls: Some(Box::new(tls)),
+        }
+    }
+
+    /// Resolves when the socket has bytes (or an error) to read; consumes
+    /// nothing, so it may be raced and abandoned.
+    /// (Not an `async fn`: the runtime's own future, without a wrapper
+    /// state, since every idle session holds one.)
+    pub fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
+        self.tcp.readable(false)
+    }
+
+    /// Takes the stream out of monoio (see `io::detach_fd`).
+    pub fn detach(self) -> Result<Detached, Stream> {
+        let Stream { tcp, tls } = self;
+        match super::io::detach_fd(tcp) {
+            Ok(fd) => Ok(Detached { fd, tls }),
+            Err(tcp) => Err(Stream { tcp, tls }),
+        }
+    }
+
+    /// Gives a detached stream back to monoio on the current worker.
+    pub fn attach(d: Detached) -> io::Result<Stream> {
+        let tcp = super::io::attach_fd(d.fd)?;
+        Ok(Stream { tcp, tls: d.tls })
+    }
+}

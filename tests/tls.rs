@@ -1,0 +1,183 @@
+//! TLS on the client listener over real sockets: wss:// to an actor,
+//! certificates chosen by SNI, hibernated wss sockets that wake, a reload
+//! that keeps connections and refuses bad certificates, and handshakes that
+//! never finish. Certificates are generated per test (tests/common/pki.rs).
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::pki::Pki;
+use common::*;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, StreamOwned};
+use tether::config::TlsCertificate;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::{Message, WebSocket};
+
+type Wss = WebSocket<StreamOwned<ClientConnection, TcpStream>>;
+
+fn tls_config(certs: Vec<TlsCertificate>) -> tether::Config {
+    let mut c = test_config();
+    c.client.tls = certs;
+    c
+}
+
+/// A TLS connection to `addr` for `name`, trusting only the test CA.
+fn tls_to(
+    addr: SocketAddr,
+    name: &str,
+    ca: &std::path::Path,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
+    let config = tether::tls::load_client_config(Some(ca)).unwrap();
+    let server_name = ServerName::try_from(name.to_owned()).unwrap();
+    let conn = ClientConnection::new(config, server_name).unwrap();
+    let tcp = TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut tls = StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn
+            .complete_io(&mut tls.sock)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(tls)
+}
+
+fn wss(addr: SocketAddr, name: &str, ca: &std::path::Path, path: &str) -> Wss {
+    let stream = tls_to(addr, name, ca).expect("TLS handshake");
+    let request = format!("ws://{name}{path}").into_client_request().unwrap();
+    tungstenite::client::client(request, stream)
+        .expect("upgrade")
+        .0
+}
+
+fn echo(ws: &mut Wss, text: &str) -> String {
+    ws.send(Message::text(text)).unwrap();
+    loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => return t.to_string(),
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn a_wss_client_talks_to_its_actor() {
+    let pki = Pki::new();
+    let h = start(tls_config(vec![pki.leaf("gw", &["gw.test"])]));
+    let mut ws = wss(h.client_addr, "gw.test", &pki.ca_path(), "/actors/echo/tls");
+    assert_eq!(echo(&mut ws, "over tls"), "over tls");
+    let big = "x".repeat(100_000); // several TLS records each way
+    assert_eq!(echo(&mut ws, &big), big);
+    ws.close(None).unwrap();
+    h.shutdown();
+}
+
+#[test]
+fn the_certificate_is_chosen_by_sni() {
+    let pki = Pki::new();
+    let certs = vec![pki.leaf("a", &["a.test"]), pki.leaf("b", &["*.b.test"])];
+    let h = start(tls_config(certs));
+    // Each name verifies only against its own certificate.
+    assert!(tls_to(h.client_addr, "a.test", &pki.ca_path()).is_ok());
+    assert!(tls_to(h.client_addr, "x.b.test", &pki.ca_path()).is_ok());
+    // An unknown name gets the first (default) certificate, which does not name it.
+    let err = tls_to(h.client_addr, "other.test", &pki.ca_path()).err();
+    assert!(
+        err.is_some_and(|e| e.contains("certificate")),
+        "accepted a wrong name"
+    );
+    h.shutdown();
+}
+
+#[test]
+fn a_hibernated_wss_socket_wakes_its_actor() {
+    let pki = Pki::new();
+    let mut c = tls_config(vec![pki.leaf("gw", &["gw.test"])]);
+    c.actors.hibernatable = vec!["echo".into()];
+    c.actors.idle_timeout = Duration::from_millis(300);
+    let h = start(c);
+    let mut ws = wss(
+        h.client_addr,
+        "gw.test",
+        &pki.ca_path(),
+        "/actors/echo/sleepy",
+    );
+    assert_eq!(echo(&mut ws, "before"), "before");
+    wait_for("the wss socket to park", || h.stat(|s| &s.parked) == 1);
+    assert_eq!(
+        echo(&mut ws, "after"),
+        "after",
+        "woken, over the same TLS session"
+    );
+    h.shutdown();
+}
+
+#[test]
+fn certificates_reload_without_dropping_connections_and_bad_ones_are_kept_out() {
+    let pki = Pki::new();
+    let first = pki.leaf("gw", &["old.test"]);
+    let c = tls_config(vec![first.clone()]);
+    let h = start(c.clone());
+    let mut old = wss(h.client_addr, "old.test", &pki.ca_path(), "/actors/echo/r");
+    // The same files now hold a certificate for another name.
+    let second = pki.leaf("next", &["new.test"]);
+    std::fs::copy(&second.chain, &first.chain).unwrap();
+    std::fs::copy(&second.key, &first.key).unwrap();
+    h.gateway().reload_tls(&c);
+    assert!(
+        tls_to(h.client_addr, "new.test", &pki.ca_path()).is_ok(),
+        "new connections get the new one"
+    );
+    assert_eq!(
+        echo(&mut old, "still here"),
+        "still here",
+        "old ones keep theirs"
+    );
+    // A broken file is refused; the last good certificate stays.
+    std::fs::write(&first.key, "not a key").unwrap();
+    h.gateway().reload_tls(&c);
+    assert!(tls_to(h.client_addr, "new.test", &pki.ca_path()).is_ok());
+    h.shutdown();
+}
+
+#[test]
+fn a_handshake_that_never_finishes_is_cut_at_handshake_timeout() {
+    let pki = Pki::new();
+    let h = start_bare(tls_config(vec![pki.leaf("gw", &["gw.test"])]));
+    let mut tcp = TcpStream::connect(h.client_addr).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    // The start of a TLS record header, then silence.
+    tcp.write_all(&[0x16, 0x03, 0x01]).unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let _ = tcp.read_to_end(&mut rest);
+    assert!(started.elapsed() < WAIT, "never closed");
+    // Plain HTTP on the TLS port is not answered in plaintext.
+    let answer = raw_exchange(h.client_addr, upgrade_request("/actors/echo/x").as_bytes());
+    assert!(!answer.contains("HTTP/1.1"), "{answer}");
+    h.shutdown();
+}
+
+/// Memory of idle wss sockets is measured in the `hibernate` and
+/// `idle_memory` benchmarks; here, only that many of them coexist.
+#[test]
+fn many_wss_clients_share_one_actor() {
+    let pki = Pki::new();
+    let h = start(tls_config(vec![pki.leaf("gw", &["gw.test"])]));
+    let ca = Arc::new(pki.ca_path());
+    let mut clients: Vec<Wss> = (0..20)
+        .map(|_| wss(h.client_addr, "gw.test", &ca, "/actors/echo/shared"))
+        .collect();
+    for (i, ws) in clients.iter_mut().enumerate() {
+        assert_eq!(echo(ws, &format!("m{i}")), format!("m{i}"));
+    }
+    h.shutdown();
+}
