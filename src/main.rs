@@ -32,9 +32,13 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunnerArgs {
-    /// The gateway's runner listener.
+    /// The gateway's runner listener (`wss://` for TLS).
     #[arg(long, default_value = "ws://127.0.0.1:8081")]
     gateway: String,
+    /// For `wss://`: the CA (PEM) the gateway's certificate must chain to
+    /// (default: the system's trusted roots).
+    #[arg(long)]
+    ca: Option<PathBuf>,
     /// Runner token (the embedded default config accepts the development token).
     #[arg(long, default_value = tether::config::DEV_RUNNER_TOKEN)]
     token: String,
@@ -116,6 +120,7 @@ fn runner_options(args: &RunnerArgs) -> Result<RunnerOptions, String> {
     let mut o = RunnerOptions::new(&args.gateway, &args.token);
     o.pool = args.pool.clone();
     o.capacity = args.capacity;
+    o.tls_ca = args.ca.clone();
     if let Some(k) = &args.key {
         o.key = k.clone();
     }

@@ -181,3 +181,31 @@ fn many_wss_clients_share_one_actor() {
     }
     h.shutdown();
 }
+
+#[test]
+fn a_runner_dials_the_gateway_over_tls_and_verifies_it() {
+    let pki = Pki::new();
+    let mut c = tls_config(vec![pki.leaf("gw", &["localhost"])]);
+    c.runners.tls = vec![pki.leaf("runners", &["localhost"])];
+    let mut h = start_bare(c);
+    let port = h.runner_addr.port();
+    let mut o = h.runner_options();
+    o.gateway = format!("wss://localhost:{port}");
+    o.tls_ca = Some(pki.ca_path());
+    h.add_runner(o, tether::runner::BuiltinActors);
+    let mut ws = wss(h.client_addr, "localhost", &pki.ca_path(), "/actors/echo/t");
+    assert_eq!(echo(&mut ws, "both legs encrypted"), "both legs encrypted");
+    // A runner that does not trust the gateway's CA never connects.
+    let other = Pki::new();
+    let mut o = h.runner_options();
+    o.gateway = format!("wss://localhost:{port}");
+    o.tls_ca = Some(other.ca_path());
+    let distrustful = tether::runner::Runner::start(o, tether::runner::BuiltinActors);
+    assert_stays(
+        "the untrusting runner stays out",
+        Duration::from_millis(500),
+        || distrustful.connected_tunnels() == 0,
+    );
+    distrustful.stop();
+    h.shutdown();
+}

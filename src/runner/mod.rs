@@ -24,8 +24,12 @@ pub use state::{DirStore, MemoryStore, StateStore};
 
 #[derive(Clone)]
 pub struct RunnerOptions {
-    /// The gateway's runner listener, e.g. `ws://127.0.0.1:8081`.
+    /// The gateway's runner listener, e.g. `ws://127.0.0.1:8081`, or
+    /// `wss://gateway.example:8081` for TLS.
     pub gateway: String,
+    /// For `wss://`: the CA (PEM file) the gateway's certificate must chain
+    /// to. `None`: the system's trusted roots.
+    pub tls_ca: Option<std::path::PathBuf>,
     pub token: String,
     pub pool: String,
     /// Unique per runner process; a new connection with the same key replaces the old one.
@@ -66,6 +70,7 @@ impl RunnerOptions {
             capacity: 10_000,
             max_backoff: Duration::from_secs(5),
             state: None,
+            tls_ca: None,
         }
     }
 }

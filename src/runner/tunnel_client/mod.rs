@@ -2,7 +2,6 @@
 //! reconnecting with exponential backoff.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::TcpStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +12,13 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message as WsMessage, WebSocket};
 
+use self::transport::Transport;
 use super::actor::{Actor, ConnId, ConnInfo, Ctx, Message, OpenDecision};
 use super::state::Record;
 use super::Shared;
 use crate::tunnel::{decode_frames, encode_frame, Frame, MessageKind, PROTOCOL_VERSION};
+
+mod transport;
 
 pub(crate) fn spawn_tunnel(shared: &Arc<Shared>, index: u32) {
     let s = shared.clone();
@@ -67,7 +69,7 @@ fn run_tunnel(shared: Arc<Shared>, index: u32) {
     }
 }
 
-type Ws = WebSocket<TcpStream>;
+type Ws = WebSocket<Transport>;
 
 /// The gateway's close code for a tunnel replaced by a newer runner with the same key.
 const REPLACED_CODE: u16 = 4409;
@@ -94,9 +96,16 @@ fn connect(shared: &Shared, index: u32) -> Result<Ws, String> {
         .host()
         .ok_or("gateway URL has no host")?
         .to_owned();
-    let port = request.uri().port_u16().unwrap_or(80);
-    let stream = TcpStream::connect((host.as_str(), port)).map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let tls = request.uri().scheme_str() == Some("wss");
+    let port = request
+        .uri()
+        .port_u16()
+        .unwrap_or(if tls { 443 } else { 80 });
+    let tls = match tls {
+        true => Some(crate::tls::load_client_config(o.tls_ca.as_deref())?),
+        false => None,
+    };
+    let stream = Transport::connect(&host, port, tls)?;
     let config = WebSocketConfig::default()
         .max_message_size(Some(256 << 20))
         .max_frame_size(Some(256 << 20));
@@ -123,6 +132,7 @@ fn connect(shared: &Shared, index: u32) -> Result<Ws, String> {
         .map_err(|e| e.to_string())?;
     // Short reads so the thread notices `stop` promptly.
     ws.get_ref()
+        .tcp()
         .set_read_timeout(Some(Duration::from_millis(50)))
         .map_err(|e| e.to_string())?;
     Ok(ws)
@@ -632,7 +642,7 @@ impl TunnelState {
 
 /// Drops the tunnel like a dying process would: no close frame, no goodbye.
 fn die(ws: &Ws) {
-    let _ = ws.get_ref().shutdown(std::net::Shutdown::Both);
+    let _ = ws.get_ref().tcp().shutdown(std::net::Shutdown::Both);
 }
 
 fn load_record(shared: &Shared, name: &str, key: &[String]) -> Record {
