@@ -28,6 +28,32 @@ enum Command {
     Runner(RunnerArgs),
     /// Start the gateway on the embedded defaults plus one in-process runner.
     Demo,
+    /// Print a signed connect token (tt1) granting one actor, or a key
+    /// prefix, until an expiry. The secret is read from an environment
+    /// variable, never from the command line.
+    SignToken(SignTokenArgs),
+}
+
+#[derive(clap::Args)]
+struct SignTokenArgs {
+    /// Environment variable holding the secret (one of the namespace's
+    /// `connect_token_secrets`).
+    #[arg(long, default_value = "TETHER_CONNECT_SECRET")]
+    secret_env: String,
+    #[arg(long, default_value = "default")]
+    ns: String,
+    /// Actor name.
+    #[arg(long)]
+    name: String,
+    /// Key segments, e.g. `--key room --key 1` for /actors/NAME/room/1.
+    #[arg(long)]
+    key: Vec<String>,
+    /// Grant every key starting with the given segments.
+    #[arg(long)]
+    prefix: bool,
+    /// How long the token is valid ("15m", "24h").
+    #[arg(long, default_value = "1h", value_parser = humantime_secs)]
+    ttl: std::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -72,8 +98,30 @@ fn main() -> ExitCode {
         Some(Command::CheckConfig { file }) => check_config(&file),
         Some(Command::Runner(args)) => runner(args),
         Some(Command::Demo) => demo(),
+        Some(Command::SignToken(args)) => sign_token(&args),
         None => serve(cli.config),
     }
+}
+
+fn sign_token(args: &SignTokenArgs) -> ExitCode {
+    let Some(secret) = std::env::var_os(&args.secret_env) else {
+        eprintln!("tether: set {} to the signing secret", args.secret_env);
+        return ExitCode::FAILURE;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let token = tether::http::token::sign_for(
+        secret.as_encoded_bytes(),
+        &args.ns,
+        &args.name,
+        &args.key,
+        args.prefix,
+        args.ttl.as_secs(),
+        now,
+    );
+    println!("{token}");
+    ExitCode::SUCCESS
 }
 
 fn check_config(file: &Path) -> ExitCode {

@@ -260,3 +260,35 @@ impl ActorFactory for Inspectors {
         Some(Box::new(Inspector(self.0)))
     }
 }
+
+#[test]
+fn tether_sign_token_makes_a_token_the_gateway_accepts() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args([
+            "sign-token",
+            "--ns",
+            "acme",
+            "--name",
+            "inspect",
+            "--key",
+            "room",
+            "--ttl",
+            "5m",
+        ])
+        .env("TETHER_CONNECT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let grant = token::verify(&token, &[SECRET.as_bytes()], now).unwrap();
+    assert!(grant.allows("acme", "inspect", &["room".to_owned()]));
+    assert!(grant.exp > now + 240 && grant.exp <= now + 300);
+}
