@@ -18,7 +18,15 @@ const SERVER_LAYERS: &[&str] = &[
 
 /// Top-level modules that must never reach into `server` (or the runner
 /// library): plain code over bytes and values.
-const SANS_IO: &[&str] = &["ws", "http", "tunnel", "config", "tls", "logging", "allocator"];
+const SANS_IO: &[&str] = &[
+    "ws",
+    "http",
+    "tunnel",
+    "config",
+    "tls",
+    "logging",
+    "allocator",
+];
 
 /// A file's module path: `server/edge/parker.rs` → [server, edge, parker].
 fn module_path(file: &Path) -> Vec<String> {

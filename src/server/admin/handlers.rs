@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use bytes::BytesMut;
 use crate::server::conn::stream::Stream;
+use bytes::BytesMut;
 use serde::Serialize;
 
 use super::route::AdminRoute;

@@ -30,8 +30,8 @@ mod route;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use crate::server::conn::stream::Stream;
+use bytes::BytesMut;
 
 pub use route::{admin_route, AdminRoute};
 

@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
 use crate::server::conn::stream::Stream;
+use bytes::{Bytes, BytesMut};
 use serde::Serialize;
 
 use super::AdminSide;

@@ -5,8 +5,8 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use bytes::BytesMut;
 use crate::server::conn::stream::Stream;
+use bytes::BytesMut;
 
 use super::identity::Identity;
 use super::session::TunnelRole;
