@@ -193,6 +193,11 @@ impl ClientState {
         } else if sent_us >= plan.micros(plan.measure_from) && now <= plan.stop_at {
             record(&mut stats.rtt, micros);
         }
+        if !is_wake {
+            if let Some(phase) = plan.phase_of(sent_us) {
+                record(&mut stats.phase_rtt[phase], micros);
+            }
+        }
     }
 
     fn on_message(&self, payload: &[u8], now: Instant) {
@@ -335,7 +340,8 @@ async fn connect(state: &ClientState) -> Option<(TcpStream, BytesMut)> {
     let plan = &state.plan;
     let started = Instant::now();
     let attempt = async {
-        let stream = TcpStream::connect(plan.addr)
+        let source = plan.sources.pick(state.id as usize);
+        let stream = crate::net::connect(plan.addr, source, plan.driver)
             .await
             .map_err(|e| (false, format!("connect: {e}")))?;
         let _ = stream.set_nodelay(true);

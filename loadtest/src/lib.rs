@@ -4,6 +4,9 @@
 
 pub mod check;
 pub mod client;
+pub mod flood;
+pub mod metrics;
+pub mod net;
 pub mod payload;
 pub mod plan;
 pub mod plot;

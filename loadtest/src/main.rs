@@ -79,6 +79,14 @@ struct Args {
     runner_url: Option<String>,
     #[arg(long)]
     runner_token: Option<String>,
+    /// Local address(es) the clients connect from: 127.0.0.2,
+    /// 127.0.0.2-127.0.0.9 or a comma-separated list.
+    #[arg(long)]
+    source: Option<String>,
+    /// Sets a field of the scenario's [flood] (repeatable), e.g.
+    /// `--flood idle_clients=0 --flood admin_token='"secret"'`; `--flood none` removes it.
+    #[arg(long, value_name = "FIELD=VALUE")]
+    flood: Vec<String>,
     /// Replaces the scenario's chaos schedule (repeatable).
     #[arg(long)]
     chaos: Vec<String>,
@@ -113,7 +121,8 @@ fn scenario_from(args: &Args) -> Result<Scenario, String> {
         threads,
         runners,
         runner_url,
-        runner_token
+        runner_token,
+        source
     );
     if let Some(a) = &args.actor {
         s.actor = ActorKind::parse(a)?;
@@ -128,8 +137,37 @@ fn scenario_from(args: &Args) -> Result<Scenario, String> {
                 .collect::<Result<_, _>>()?
         };
     }
+    for f in &args.flood {
+        s = set_flood_field(s, f)?;
+    }
     s.validate()?;
     Ok(s)
+}
+
+/// `FIELD=VALUE` into the scenario's [flood] table (created if missing);
+/// VALUE is TOML (`3`, `2.5`, `"127.0.0.3"`, `"10s"`), or else a string.
+fn set_flood_field(s: Scenario, assignment: &str) -> Result<Scenario, String> {
+    if assignment == "none" {
+        return Ok(Scenario { flood: None, ..s });
+    }
+    let (field, value) = assignment
+        .split_once('=')
+        .ok_or_else(|| format!("--flood {assignment}: expected FIELD=VALUE"))?;
+    let value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let mut table = toml::Table::try_from(&s).map_err(|e| e.to_string())?;
+    let flood = table
+        .entry("flood")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(flood) = flood else {
+        return Err("flood is not a table".into());
+    };
+    flood.insert(field.trim().to_string(), value);
+    table
+        .try_into()
+        .map_err(|e: toml::de::Error| format!("--flood {assignment}: {e}"))
 }
 
 fn main() {

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use tether::server::driver::Driver;
 
+use crate::flood::FloodProgress;
+use crate::net::Sources;
 use crate::scenario::{ActorKind, ChaosAction, Scenario};
 use crate::stats::Progress;
 
@@ -40,6 +42,11 @@ pub struct Plan {
     pub threads: usize,
     pub driver: Driver,
     pub progress: Progress,
+    /// Where the clients connect from (the scenario's `source`).
+    pub sources: Sources,
+    /// When the flood starts (a scenario with `[flood]`).
+    pub flood_at: Option<Instant>,
+    pub flood_progress: FloodProgress,
     final_sent: Vec<AtomicU64>,
 }
 
@@ -80,8 +87,13 @@ impl Plan {
                 .map(|d| d.as_millis() % 1_000_000)
                 .unwrap_or(0)
         );
+        let sources = Sources::parse(&scenario.source)?;
+        let flood_at = scenario.flood.as_ref().map(|f| start + f.at);
         Ok(Plan {
             addr,
+            sources,
+            flood_at,
+            flood_progress: FloodProgress::default(),
             start,
             measure_from,
             stop_at,
@@ -148,6 +160,20 @@ impl Plan {
             self.start + Duration::from_secs_f64(client as f64 / self.scenario.connect_rate)
         } else {
             self.start
+        }
+    }
+
+    /// Which phase a message sent at `sent_us` (µs since the start) counts
+    /// in: 0 the quiet baseline, 1 under the flood; `None` without a flood,
+    /// in the warm-up or after the end.
+    pub fn phase_of(&self, sent_us: u64) -> Option<usize> {
+        let flood_at = self.micros(self.flood_at?);
+        if sent_us < self.micros(self.measure_from) || sent_us >= self.micros(self.stop_at) {
+            None
+        } else if sent_us < flood_at {
+            Some(0)
+        } else {
+            Some(1)
         }
     }
 

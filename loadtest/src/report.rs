@@ -1,9 +1,12 @@
 //! The end-of-run report: in words for a person, as JSON for machines.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::check::Errors;
+use crate::flood::GroupStats;
 use crate::scenario::{ChaosAction, Scenario};
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -30,7 +33,7 @@ impl Percentiles {
         })
     }
 
-    fn line(&self) -> String {
+    pub fn line(&self) -> String {
         format!(
             "p50 {} · p90 {} · p99 {} · p99.9 {} · max {} µs ({} samples)",
             self.p50, self.p90, self.p99, self.p999, self.max, self.count
@@ -106,6 +109,9 @@ pub struct Report {
     pub gateway: Option<GatewayUsage>,
     /// Round trips by the second they completed in, from the start (warm-up included).
     pub timeline: Vec<Second>,
+    /// A flood scenario: the well-behaved group before and under the flood.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood: Option<FloodReport>,
     /// Nothing lost, duplicated, reordered or refused, and messages flowed.
     pub ok: bool,
 }
@@ -185,6 +191,11 @@ impl Report {
                 g.rss_bytes_per_connection
             ));
         }
+        if let Some(f) = &self.flood {
+            for l in f.lines() {
+                line(l);
+            }
+        }
         line(format!("errors: {}", self.errors.describe()));
         for n in &self.error_notes {
             line(format!("  {n}"));
@@ -213,4 +224,268 @@ pub fn timeline(per_second: &[Histogram<u64>]) -> Vec<Second> {
             max: h.max(),
         })
         .collect()
+}
+
+/// CPU used during a phase, in cores (CPU seconds per second).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PhaseCpu {
+    /// The gateway (`--gateway-pid`) and its direct children.
+    pub gateway: Option<f64>,
+    /// The runners this load test started.
+    pub runners: f64,
+    /// This process's well-behaved client threads.
+    pub clients: f64,
+    /// This process's abusive threads.
+    pub flood: f64,
+}
+
+/// The well-behaved group in one phase.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    pub seconds: f64,
+    /// Round trips of messages sent in this phase.
+    pub round_trip_us: Option<Percentiles>,
+    /// The well-behaved newcomer's connect + upgrade, when it got in.
+    pub newcomer_connect_us: Option<Percentiles>,
+    /// The well-behaved newcomer refused, by status.
+    pub newcomer_refused: BTreeMap<u16, u64>,
+    pub newcomer_failed: u64,
+    pub cpu: Option<PhaseCpu>,
+}
+
+/// One abusive group.
+#[derive(Debug, Clone, Serialize)]
+pub struct FloodGroup {
+    pub name: String,
+    pub source: String,
+    pub clients: usize,
+    /// Most connections of the group open at once (idle, silent, spam).
+    pub peak_open: u64,
+    #[serde(flatten)]
+    pub stats: GroupStats,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FloodReport {
+    pub at_ms: u64,
+    pub baseline: Phase,
+    pub under_flood: Phase,
+    /// Under the flood / baseline.
+    pub p50_ratio: Option<f64>,
+    pub p99_ratio: Option<f64>,
+    /// From the scenario (0: not checked).
+    pub max_slowdown: f64,
+    pub groups: Vec<FloodGroup>,
+    /// Counters of the gateway's /metrics over the flood phase (from its
+    /// start to the end of the measured time), `name{labels}` → increase.
+    pub gateway_counters: BTreeMap<String, f64>,
+    /// The gateway's gauges at their highest during the flood (sampled twice a second).
+    pub gateway_gauge_peaks: BTreeMap<String, f64>,
+    /// Why /metrics could not be read, if it could not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_error: Option<String>,
+}
+
+fn ratio(
+    a: &Option<Percentiles>,
+    b: &Option<Percentiles>,
+    pick: fn(&Percentiles) -> u64,
+) -> Option<f64> {
+    let (a, b) = (a.as_ref()?, b.as_ref()?);
+    (pick(a) > 0).then(|| (pick(b) as f64 / pick(a) as f64 * 100.0).round() / 100.0)
+}
+
+impl FloodReport {
+    pub fn new(
+        at_ms: u64,
+        baseline: Phase,
+        under_flood: Phase,
+        max_slowdown: f64,
+        groups: Vec<FloodGroup>,
+    ) -> FloodReport {
+        FloodReport {
+            at_ms,
+            p50_ratio: ratio(&baseline.round_trip_us, &under_flood.round_trip_us, |p| {
+                p.p50
+            }),
+            p99_ratio: ratio(&baseline.round_trip_us, &under_flood.round_trip_us, |p| {
+                p.p99
+            }),
+            baseline,
+            under_flood,
+            max_slowdown,
+            groups,
+            gateway_counters: BTreeMap::new(),
+            gateway_gauge_peaks: BTreeMap::new(),
+            metrics_error: None,
+        }
+    }
+
+    /// What fails the run: the slowdown past `max_slowdown`, a well-behaved
+    /// newcomer refused or failed. Each in words.
+    pub fn failures(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.max_slowdown > 0.0 {
+            for (what, r) in [("p50", self.p50_ratio), ("p99", self.p99_ratio)] {
+                match r {
+                    Some(r) if r > self.max_slowdown => out.push(format!(
+                        "well-behaved {what} under the flood is {r}× its quiet baseline (limit {}×)",
+                        self.max_slowdown
+                    )),
+                    None => out.push(format!("no well-behaved {what} in one of the phases")),
+                    _ => {}
+                }
+            }
+        }
+        for (name, p) in [
+            ("quiet", &self.baseline),
+            ("under the flood", &self.under_flood),
+        ] {
+            let refused: u64 = p.newcomer_refused.values().sum();
+            if refused + p.newcomer_failed > 0 {
+                out.push(format!(
+                    "{name}: well-behaved newcomers refused {refused} times ({}), failed {}",
+                    status_line(&p.newcomer_refused),
+                    p.newcomer_failed
+                ));
+            }
+        }
+        out
+    }
+
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "flood from {} ms — the well-behaved group's round trips, by when they were sent:",
+            self.at_ms
+        )];
+        for (name, p) in [
+            ("quiet      ", &self.baseline),
+            ("under flood", &self.under_flood),
+        ] {
+            out.push(format!(
+                "  {name} ({:.1} s): {}",
+                p.seconds,
+                p.round_trip_us
+                    .as_ref()
+                    .map_or("no samples".into(), |r| r.line())
+            ));
+            if let Some(c) = &p.newcomer_connect_us {
+                out.push(format!(
+                    "    newcomers: connect p50 {} · p99 {} · max {} µs ({} in), refused {}, failed {}",
+                    c.p50,
+                    c.p99,
+                    c.max,
+                    c.count,
+                    status_line(&p.newcomer_refused),
+                    p.newcomer_failed
+                ));
+            } else if !p.newcomer_refused.is_empty() || p.newcomer_failed > 0 {
+                out.push(format!(
+                    "    newcomers: none got in, refused {}, failed {}",
+                    status_line(&p.newcomer_refused),
+                    p.newcomer_failed
+                ));
+            }
+        }
+        let show = |r: Option<f64>| r.map_or("?".to_string(), |r| format!("{r}×"));
+        out.push(format!(
+            "  slowdown under the flood: p50 {}, p99 {}{}",
+            show(self.p50_ratio),
+            show(self.p99_ratio),
+            if self.max_slowdown > 0.0 {
+                format!(" (limit {}×)", self.max_slowdown)
+            } else {
+                String::new()
+            }
+        ));
+        for g in &self.groups {
+            if g.clients == 0 {
+                continue;
+            }
+            let s = &g.stats;
+            let mut l = format!(
+                "  {} ({} clients from {}): {} attempts, {} {}, refused {}, failed {}, closed by the server {}",
+                g.name,
+                g.clients,
+                g.source,
+                s.attempts,
+                s.opened,
+                if g.name == "silent" { "connected" } else { "upgraded" },
+                s.refused_line(),
+                s.failed,
+                s.closed_by_server
+            );
+            if g.peak_open > 0 {
+                l.push_str(&format!(", at most {} open at once", g.peak_open));
+            }
+            if s.messages_sent > 0 {
+                l.push_str(&format!(
+                    ", {} messages sent, {} echoed",
+                    s.messages_sent, s.messages_received
+                ));
+            }
+            out.push(l);
+            for n in &s.notes {
+                out.push(format!("    {n}"));
+            }
+        }
+        if let Some(e) = &self.metrics_error {
+            out.push(format!("  gateway /metrics not read: {e}"));
+        } else if !self.gateway_counters.is_empty() {
+            let refusals: Vec<String> = self
+                .gateway_counters
+                .iter()
+                .filter(|(k, v)| k.starts_with("tether_connections_refused_total") && **v > 0.0)
+                .map(|(k, v)| {
+                    let reason = k
+                        .split_once("reason=\"")
+                        .and_then(|(_, r)| r.split_once('"'))
+                        .map_or(k.as_str(), |(r, _)| r);
+                    format!("{reason} {v}")
+                })
+                .collect();
+            out.push(format!(
+                "  gateway refusals during the flood (/metrics): {}",
+                if refusals.is_empty() {
+                    "none".into()
+                } else {
+                    refusals.join(", ")
+                }
+            ));
+            let peaks: Vec<String> = self
+                .gateway_gauge_peaks
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            if !peaks.is_empty() {
+                out.push(format!(
+                    "  gateway gauges at their peak: {}",
+                    peaks.join(", ")
+                ));
+            }
+        }
+        if let (Some(a), Some(b)) = (&self.baseline.cpu, &self.under_flood.cpu) {
+            let g = match (a.gateway, b.gateway) {
+                (Some(a), Some(b)) => format!("gateway {a:.2} → {b:.2}, "),
+                _ => String::new(),
+            };
+            out.push(format!(
+                "  CPU in cores, quiet → flood: {g}runners {:.2} → {:.2}, well-behaved clients {:.2} → {:.2}, abusive clients {:.2} → {:.2}",
+                a.runners, b.runners, a.clients, b.clients, a.flood, b.flood
+            ));
+        }
+        out
+    }
+}
+
+/// `429 ×3, 503 ×1`, or `none`.
+pub fn status_line(by_status: &BTreeMap<u16, u64>) -> String {
+    if by_status.is_empty() {
+        return "none".into();
+    }
+    by_status
+        .iter()
+        .map(|(s, n)| format!("{s} ×{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

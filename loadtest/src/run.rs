@@ -9,9 +9,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::flood::{FloodStats, GROUPS};
 use crate::plan::Plan;
-use crate::procstat::{tree_cpu_seconds, tree_rss_kib, RssSampler};
-use crate::report::{self, Connections, GatewayUsage, Messages, Pause, Percentiles, Report};
+use crate::procstat::{
+    cpu_seconds, own_threads_cpu_seconds, tree_cpu_seconds, tree_rss_kib, RssSampler,
+};
+use crate::report::{
+    self, Connections, FloodGroup, FloodReport, GatewayUsage, Messages, Pause, Percentiles, Phase,
+    PhaseCpu, Report,
+};
 use crate::runners;
 use crate::scenario::{ChaosAction, Scenario};
 use crate::stats::ThreadStats;
@@ -54,8 +60,17 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<Report, String> {
             ))
         })
         .transpose()?;
+    let runner_pids: Vec<u32> = runners
+        .as_ref()
+        .map(|r| r.children.iter().map(|c| c.pid()).collect())
+        .unwrap_or_default();
     let plan = Arc::new(Plan::new(scenario, threads, driver)?);
     let done = Arc::new(AtomicBool::new(false));
+    let watch = plan.scenario.flood.is_some().then(|| {
+        let (plan, done) = (plan.clone(), done.clone());
+        let gateway = options.gateway_pid;
+        std::thread::spawn(move || watch_flood(&plan, gateway, &runner_pids, &done))
+    });
     let chaos = runners.map(|r| spawn_chaos(plan.clone(), r, done.clone()));
     let progress = (options.progress && std::io::stderr().is_terminal())
         .then(|| spawn_progress(plan.clone(), done.clone()));
@@ -68,6 +83,16 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<Report, String> {
                 .map_err(|e| format!("starting a client thread: {e}"))
         })
         .collect::<Result<_, _>>()?;
+    let flood_threads = plan.scenario.flood.as_ref().map_or(0, |f| f.threads);
+    let flooders: Vec<_> = (0..flood_threads)
+        .map(|i| {
+            let plan = plan.clone();
+            std::thread::Builder::new()
+                .name(format!("flood-{i}"))
+                .spawn(move || crate::flood::run_thread(plan, i))
+                .map_err(|e| format!("starting a flood thread: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
     let mut total = ThreadStats::new(plan.pause_windows.len());
     let mut failure = None;
     for w in workers {
@@ -75,6 +100,14 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<Report, String> {
             Ok(Ok(stats)) => total.merge(&stats),
             Ok(Err(e)) => failure = Some(e),
             Err(_) => failure = Some("a client thread panicked".into()),
+        }
+    }
+    let mut flood_total = FloodStats::default();
+    for f in flooders {
+        match f.join() {
+            Ok(Ok(stats)) => flood_total.merge(&stats),
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("a flood thread panicked".into()),
         }
     }
     let finished = Instant::now();
@@ -85,6 +118,7 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<Report, String> {
     if let Some(c) = chaos {
         let _ = c.join();
     }
+    let watched = watch.and_then(|w| w.join().ok());
     if let Some(f) = failure {
         return Err(f);
     }
@@ -105,7 +139,17 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<Report, String> {
             ),
         }
     });
-    Ok(build_report(&plan, total, gateway, finished))
+    let mut report = build_report(&plan, &total, gateway, finished);
+    if let Some(w) = watched {
+        let flood = flood_report(&plan, &total, &flood_total, w);
+        let failures = flood.failures();
+        if !failures.is_empty() {
+            report.ok = false;
+            report.error_notes.extend(failures);
+        }
+        report.flood = Some(flood);
+    }
+    Ok(report)
 }
 
 fn run_thread(plan: Arc<Plan>, index: usize) -> Result<ThreadStats, String> {
@@ -118,8 +162,13 @@ fn run_thread(plan: Arc<Plan>, index: usize) -> Result<ThreadStats, String> {
             .map(|c| monoio::spawn(crate::client::run(p.clone(), c as u32, s.clone())))
             .collect();
         let ticker = monoio::spawn(publish_p99(p.clone(), s.clone(), index));
+        let probe = (index == 0 && p.scenario.flood.is_some())
+            .then(|| monoio::spawn(crate::flood::run_probe(p.clone(), s.clone())));
         for c in clients {
             c.await;
+        }
+        if let Some(probe) = probe {
+            probe.await;
         }
         drop(ticker);
     })
@@ -194,8 +243,21 @@ fn spawn_progress(plan: Arc<Plan>, done: Arc<AtomicBool>) -> std::thread::JoinHa
                 .map(|v| v.load(Ordering::Relaxed))
                 .max()
                 .unwrap_or(0);
+            let flood = if plan.scenario.flood.is_some() {
+                let open = &plan.flood_progress.open;
+                let n = |g: crate::flood::Group| open[g as usize].load(Ordering::Relaxed);
+                use crate::flood::Group::{Idle, Silent, Spam};
+                format!(
+                    "  flood open: idle {} silent {} spam {}",
+                    n(Idle),
+                    n(Silent),
+                    n(Spam)
+                )
+            } else {
+                String::new()
+            };
             eprint!(
-                "\r[{:>4}s] open {:>6}  sent {:>8}/s  received {:>8}/s  p99 {:>7} µs  errors {}   ",
+                "\r[{:>4}s] open {:>6}  sent {:>8}/s  received {:>8}/s  p99 {:>7} µs  errors {}{flood}   ",
                 plan.start.elapsed().as_secs(),
                 p.open.load(Ordering::Relaxed),
                 sent - sent0,
@@ -212,7 +274,7 @@ fn spawn_progress(plan: Arc<Plan>, done: Arc<AtomicBool>) -> std::thread::JoinHa
 
 fn build_report(
     plan: &Plan,
-    total: ThreadStats,
+    total: &ThreadStats,
     gateway: Option<GatewayUsage>,
     finished: Instant,
 ) -> Report {
@@ -263,8 +325,163 @@ fn build_report(
         error_notes: notes,
         gateway,
         timeline: report::timeline(&total.per_second),
+        flood: None,
         ok,
     }
+}
+
+/// CPU seconds used so far by the gateway, the runners, the well-behaved
+/// client threads and the abusive ones.
+#[derive(Debug, Clone, Copy)]
+struct CpuSnapshot {
+    at: Instant,
+    gateway: Option<f64>,
+    runners: f64,
+    clients: f64,
+    flood: f64,
+}
+
+impl CpuSnapshot {
+    fn take(gateway: Option<u32>, runners: &[u32]) -> CpuSnapshot {
+        CpuSnapshot {
+            at: Instant::now(),
+            gateway: gateway.and_then(tree_cpu_seconds),
+            runners: runners.iter().filter_map(|p| cpu_seconds(*p)).sum(),
+            clients: own_threads_cpu_seconds("loadtest-"),
+            flood: own_threads_cpu_seconds("flood-"),
+        }
+    }
+
+    /// Cores used from `self` to `later`.
+    fn cores_until(&self, later: &CpuSnapshot) -> PhaseCpu {
+        let secs = later.at.duration_since(self.at).as_secs_f64().max(1e-3);
+        let cores = |a: f64, b: f64| round2((b - a).max(0.0) / secs);
+        PhaseCpu {
+            gateway: match (self.gateway, later.gateway) {
+                (Some(a), Some(b)) => Some(cores(a, b)),
+                _ => None,
+            },
+            runners: cores(self.runners, later.runners),
+            clients: cores(self.clients, later.clients),
+            flood: cores(self.flood, later.flood),
+        }
+    }
+}
+
+/// What the flood watcher saw: CPU at the end of the warm-up, at the
+/// flood's start and near the end; /metrics at the flood's start and end.
+struct Watched {
+    cpu: Vec<CpuSnapshot>,
+    counters: std::collections::BTreeMap<String, f64>,
+    gauge_peaks: std::collections::BTreeMap<String, f64>,
+    metrics_error: Option<String>,
+}
+
+/// Gauges of the gateway's /metrics whose peak the flood report shows.
+const PEAK_GAUGES: &[&str] = &["tether_client_connections", "tether_handshakes_in_progress"];
+
+fn watch_flood(plan: &Plan, gateway: Option<u32>, runners: &[u32], done: &AtomicBool) -> Watched {
+    let flood = plan.scenario.flood.as_ref().expect("a flood scenario");
+    let flood_at = plan.flood_at.expect("a flood scenario");
+    // Near the end: threads that have finished take their CPU time with them.
+    let end = plan.stop_at - Duration::from_millis(100);
+    let scrape = || crate::metrics::scrape(&flood.admin_url, &flood.admin_token);
+    let metrics = !flood.admin_url.is_empty();
+    let mut w = Watched {
+        cpu: Vec::new(),
+        counters: Default::default(),
+        gauge_peaks: Default::default(),
+        metrics_error: None,
+    };
+    let sleep_until = |at: Instant| {
+        while Instant::now() < at {
+            if done.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep((at - Instant::now()).min(Duration::from_millis(50)));
+        }
+        true
+    };
+    if !sleep_until(plan.measure_from) {
+        return w;
+    }
+    w.cpu.push(CpuSnapshot::take(gateway, runners));
+    if !sleep_until(flood_at) {
+        return w;
+    }
+    let before = metrics.then(scrape);
+    w.cpu.push(CpuSnapshot::take(gateway, runners));
+    let mut next = flood_at;
+    while metrics && next + Duration::from_millis(500) < end {
+        next += Duration::from_millis(500);
+        if !sleep_until(next) {
+            return w;
+        }
+        if let Ok(m) = scrape() {
+            for g in PEAK_GAUGES {
+                if let Some(v) = m.get(*g) {
+                    let peak = w.gauge_peaks.entry(g.to_string()).or_insert(0.0);
+                    *peak = peak.max(*v);
+                }
+            }
+        }
+    }
+    if !sleep_until(end) {
+        return w;
+    }
+    w.cpu.push(CpuSnapshot::take(gateway, runners));
+    match (before, metrics.then(scrape)) {
+        (Some(Ok(a)), Some(Ok(b))) => w.counters = crate::metrics::counter_increase(&a, &b),
+        (Some(Err(e)), _) | (_, Some(Err(e))) => w.metrics_error = Some(e),
+        _ => {}
+    }
+    w
+}
+
+fn flood_report(
+    plan: &Plan,
+    total: &ThreadStats,
+    flood_total: &FloodStats,
+    w: Watched,
+) -> FloodReport {
+    let f = plan.scenario.flood.as_ref().expect("a flood scenario");
+    let flood_at = plan.flood_at.expect("a flood scenario");
+    let phase = |i: usize, seconds: f64| {
+        let p = &total.probes[i];
+        Phase {
+            seconds: round2(seconds),
+            round_trip_us: Percentiles::of(&total.phase_rtt[i]),
+            newcomer_connect_us: Percentiles::of(&p.connect),
+            newcomer_refused: p.refused.clone(),
+            newcomer_failed: p.failed,
+            cpu: w.cpu.get(i + 1).map(|later| w.cpu[i].cores_until(later)),
+        }
+    };
+    let baseline = phase(0, flood_at.duration_since(plan.measure_from).as_secs_f64());
+    let under = phase(1, plan.stop_at.duration_since(flood_at).as_secs_f64());
+    let groups = f
+        .groups()
+        .iter()
+        .zip(GROUPS)
+        .map(|((name, source, clients), g)| FloodGroup {
+            name: name.to_string(),
+            source: source.to_string(),
+            clients: *clients,
+            peak_open: plan.flood_progress.peak[g as usize].load(Ordering::Relaxed),
+            stats: flood_total.groups[g as usize].clone(),
+        })
+        .collect();
+    let mut r = FloodReport::new(
+        f.at.as_millis() as u64,
+        baseline,
+        under,
+        f.max_slowdown,
+        groups,
+    );
+    r.gateway_counters = w.counters;
+    r.gateway_gauge_peaks = w.gauge_peaks;
+    r.metrics_error = w.metrics_error;
+    r
 }
 
 fn round2(v: f64) -> f64 {

@@ -20,6 +20,10 @@ impl RunnerChild {
         unsafe { libc::kill(self.child.id() as i32, signal) };
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits for the process to exit (after a signal).
     pub fn wait(mut self) -> std::io::Result<std::process::ExitStatus> {
         self.child.wait()

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::net::Sources;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ActorKind {
@@ -152,7 +154,161 @@ pub struct Scenario {
     pub runners: usize,
     pub runner_url: String,
     pub runner_token: String,
+    /// Local addresses the clients connect from (`127.0.0.2`,
+    /// `127.0.0.2-127.0.0.9`, or a comma-separated list), in turn; empty:
+    /// the kernel chooses. Each 127.0.0.x is a distinct client address to
+    /// the gateway, with ephemeral ports of its own.
+    pub source: String,
     pub chaos: Vec<ChaosEvent>,
+    /// An abusive group from other addresses, from `flood.at` on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flood: Option<Flood>,
+}
+
+/// An abusive group of clients from addresses other than the scenario's
+/// (`scenarios/flood.toml`): connect/close storms to fresh actor keys,
+/// idle connections held open, connections that never send a request
+/// head, and message floods. The scenario's own clients are the
+/// well-behaved group: their round trips sent before `at` are the quiet
+/// baseline, those sent from `at` on are measured under the flood.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Flood {
+    /// When the flood starts, from the start of the run (after the warm-up,
+    /// before the end of the measured time).
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub at: Duration,
+    /// Client threads of the abusive group (their own monoio runtimes, so
+    /// that they do not delay the well-behaved clients' event loops).
+    pub threads: usize,
+    /// Storm: each client connects, upgrades to a fresh actor key (a new
+    /// actor each time) and closes at once, over and over.
+    pub storm_source: String,
+    pub storm_clients: usize,
+    /// New connections per second of the whole storm; 0 = as fast as it can.
+    pub storm_rate: f64,
+    /// Idle: upgraded connections held open until the end (refused ones
+    /// retry after a second).
+    pub idle_source: String,
+    pub idle_clients: usize,
+    /// Actor keys the idle connections share.
+    pub idle_actors: usize,
+    /// Silent: TCP connections that never send a request head (they hold a
+    /// handshake slot until `client.handshake_timeout`, then reconnect).
+    pub silent_source: String,
+    pub silent_clients: usize,
+    /// Spam: upgraded connections that send messages without waiting for
+    /// the echoes (read and discarded).
+    pub spam_source: String,
+    pub spam_clients: usize,
+    pub spam_actors: usize,
+    /// Messages per second per spam connection; 0 = as fast as it can.
+    pub spam_rate: f64,
+    pub spam_bytes: usize,
+    /// A well-behaved newcomer: one new connection (from the scenario's
+    /// source, to an existing actor) this often, to see whether new
+    /// connections still get in. 0 = none.
+    #[serde(deserialize_with = "duration", serialize_with = "show_duration")]
+    pub probe_every: Duration,
+    /// The run fails if the well-behaved p50 or p99 under the flood exceeds
+    /// its baseline by more than this factor; 0 = only report the ratio.
+    pub max_slowdown: f64,
+    /// The gateway's admin listener (`http://127.0.0.1:9090`), to read its
+    /// refusal counters from /metrics; empty = not read.
+    pub admin_url: String,
+    /// Bearer token for /metrics (the gateway's `admin.token`).
+    pub admin_token: String,
+}
+
+impl Default for Flood {
+    fn default() -> Self {
+        Flood {
+            at: Duration::from_secs(10),
+            threads: 1,
+            storm_source: String::new(),
+            storm_clients: 0,
+            storm_rate: 0.0,
+            idle_source: String::new(),
+            idle_clients: 0,
+            idle_actors: 10,
+            silent_source: String::new(),
+            silent_clients: 0,
+            spam_source: String::new(),
+            spam_clients: 0,
+            spam_actors: 10,
+            spam_rate: 0.0,
+            spam_bytes: 64,
+            probe_every: Duration::ZERO,
+            max_slowdown: 0.0,
+            admin_url: String::new(),
+            admin_token: String::new(),
+        }
+    }
+}
+
+impl Flood {
+    /// The abusive groups: name, source, clients.
+    pub fn groups(&self) -> [(&'static str, &str, usize); 4] {
+        [
+            ("storm", &self.storm_source, self.storm_clients),
+            ("idle", &self.idle_source, self.idle_clients),
+            ("silent", &self.silent_source, self.silent_clients),
+            ("spam", &self.spam_source, self.spam_clients),
+        ]
+    }
+
+    fn validate(&self, s: &Scenario) -> Result<(), String> {
+        if self.at <= s.warmup || self.at >= s.warmup + s.duration {
+            return Err(format!(
+                "flood.at ({:?}) must fall after the warm-up ({:?}) and before the end of the measured time ({:?})",
+                self.at,
+                s.warmup,
+                s.warmup + s.duration
+            ));
+        }
+        if self.threads == 0 {
+            return Err("flood.threads must be at least 1".into());
+        }
+        let own = Sources::parse(&s.source)?;
+        for (name, source, clients) in self.groups() {
+            let sources = Sources::parse(source).map_err(|e| format!("flood.{name}_{e}"))?;
+            if clients == 0 {
+                continue;
+            }
+            if sources.is_empty() {
+                return Err(format!(
+                    "flood.{name}_source: the abusive clients need addresses of their own (e.g. \"127.0.0.3\")"
+                ));
+            }
+            if let Some(a) = sources
+                .addresses()
+                .iter()
+                .find(|a| own.addresses().contains(a))
+            {
+                return Err(format!(
+                    "flood.{name}_source shares {a} with the well-behaved clients' source"
+                ));
+            }
+        }
+        if self.idle_clients > 0 && self.idle_actors == 0
+            || self.spam_clients > 0 && self.spam_actors == 0
+        {
+            return Err("flood.idle_actors and flood.spam_actors must be at least 1".into());
+        }
+        if self.storm_rate < 0.0 || self.spam_rate < 0.0 || self.max_slowdown < 0.0 {
+            return Err("flood rates and max_slowdown cannot be negative".into());
+        }
+        if self.spam_bytes < 1 {
+            return Err("flood.spam_bytes must be at least 1".into());
+        }
+        if !self.admin_url.is_empty() && !self.admin_url.starts_with("http://") {
+            return Err(format!(
+                "flood.admin_url `{}` must start with http://",
+                self.admin_url
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for Scenario {
@@ -177,7 +333,9 @@ impl Default for Scenario {
             runners: 0,
             runner_url: "ws://127.0.0.1:8081".into(),
             runner_token: tether::config::DEV_RUNNER_TOKEN.into(),
+            source: String::new(),
             chaos: Vec::new(),
+            flood: None,
         }
     }
 }
@@ -202,6 +360,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "connect-storm",
         include_str!("../scenarios/connect-storm.toml"),
     ),
+    ("flood", include_str!("../scenarios/flood.toml")),
 ];
 
 impl Scenario {
@@ -249,6 +408,10 @@ impl Scenario {
         }
         if self.rate < 0.0 || self.connect_rate < 0.0 {
             return Err("rates cannot be negative".into());
+        }
+        Sources::parse(&self.source)?;
+        if let Some(f) = &self.flood {
+            f.validate(self)?;
         }
         for e in &self.chaos {
             match e.action {
@@ -315,6 +478,32 @@ mod tests {
         s.chaos.clear();
         s.url = "wss://x".into();
         assert!(s.validate().unwrap_err().contains("TLS"));
+    }
+
+    #[test]
+    fn a_flood_needs_addresses_of_its_own_and_a_time_inside_the_run() {
+        let mut s = Scenario::load("flood").unwrap();
+        s.validate().unwrap();
+        let f = s.flood.clone().unwrap();
+        s.flood.as_mut().unwrap().idle_source = "127.0.0.1-127.0.0.2".into();
+        assert!(s.validate().unwrap_err().contains("shares 127.0.0.2"));
+        s.flood.as_mut().unwrap().idle_source = String::new();
+        assert!(s.validate().unwrap_err().contains("flood.idle_source"));
+        s.flood.as_mut().unwrap().idle_clients = 0;
+        s.validate().unwrap();
+        s.flood = Some(Flood {
+            at: s.warmup + s.duration,
+            ..f.clone()
+        });
+        assert!(s.validate().unwrap_err().contains("flood.at"));
+        s.flood = Some(Flood {
+            storm_source: "127.0.0.x".into(),
+            ..f
+        });
+        assert!(s.validate().unwrap_err().contains("flood.storm_source"));
+        s.flood = None;
+        s.source = "127.0.0.9-127.0.0.3".into();
+        assert!(s.validate().is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What each client thread measures, merged at the end; and the few
 //! counters the live progress line reads while the run goes on.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use hdrhistogram::Histogram;
@@ -27,6 +28,11 @@ pub struct ThreadStats {
     pub per_second: Vec<Histogram<u64>>,
     /// Per kill/drain event: each client's longest silence around it.
     pub pauses: Vec<Histogram<u64>>,
+    /// With a flood: round trips by the phase they were sent in (quiet
+    /// baseline, under the flood).
+    pub phase_rtt: [Histogram<u64>; 2],
+    /// With a flood: the well-behaved newcomer's connections, by phase.
+    pub probes: [Probes; 2],
     /// After the warm-up.
     pub sent: u64,
     pub received: u64,
@@ -48,6 +54,8 @@ impl ThreadStats {
             wake: histogram(),
             per_second: Vec::new(),
             pauses: (0..pause_events).map(|_| histogram()).collect(),
+            phase_rtt: [histogram(), histogram()],
+            probes: [Probes::new(), Probes::new()],
             sent: 0,
             received: 0,
             bytes_sent: 0,
@@ -87,6 +95,12 @@ impl ThreadStats {
         for (a, b) in self.pauses.iter_mut().zip(&o.pauses) {
             add(a, b);
         }
+        for (a, b) in self.phase_rtt.iter_mut().zip(&o.phase_rtt) {
+            add(a, b);
+        }
+        for (a, b) in self.probes.iter_mut().zip(&o.probes) {
+            a.merge(b);
+        }
         self.sent += o.sent;
         self.received += o.received;
         self.bytes_sent += o.bytes_sent;
@@ -96,6 +110,42 @@ impl ThreadStats {
         for n in &o.notes {
             self.note(n.clone());
         }
+    }
+}
+
+/// New connections of one kind: how long the good ones took, how the
+/// others ended.
+#[derive(Debug, Clone)]
+pub struct Probes {
+    /// TCP connect + upgrade of those that got in.
+    pub connect: Histogram<u64>,
+    /// Refused, by HTTP status.
+    pub refused: BTreeMap<u16, u64>,
+    /// Connect failed or timed out, or the answer was not HTTP.
+    pub failed: u64,
+}
+
+impl Probes {
+    pub fn new() -> Self {
+        Probes {
+            connect: histogram(),
+            refused: BTreeMap::new(),
+            failed: 0,
+        }
+    }
+
+    pub fn merge(&mut self, o: &Probes) {
+        self.connect.add(&o.connect).expect("same histogram bounds");
+        for (status, n) in &o.refused {
+            *self.refused.entry(*status).or_default() += n;
+        }
+        self.failed += o.failed;
+    }
+}
+
+impl Default for Probes {
+    fn default() -> Self {
+        Probes::new()
     }
 }
 
