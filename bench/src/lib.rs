@@ -1,11 +1,26 @@
 //! Shared pieces of the benchmarks: a gateway in a child process (so its
-//! memory and CPU are measured alone), /proc readings, and a minimal raw
-//! WebSocket client.
+//! memory and CPU are measured alone), /proc readings, a minimal raw
+//! WebSocket client over plain TCP or TLS, and a throwaway certificate
+//! authority for the `wss://` runs.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+pub mod load;
+
+/// The environment variable that tells a gateway child to serve its client
+/// listener over TLS with `cert.pem` and `key.pem` from that directory.
+pub const TLS_DIR_ENV: &str = "TETHER_BENCH_TLS_DIR";
+
+/// The name the benchmark certificates are issued for (and the SNI sent).
+pub const TLS_SERVER_NAME: &str = "localhost";
 
 /// The global allocator of the benchmark binaries: mimalloc, counting the
 /// bytes currently allocated, so that live heap can be told apart from RSS
@@ -31,22 +46,155 @@ unsafe impl std::alloc::GlobalAlloc for CountingMimalloc {
     }
 }
 
+/// A throwaway CA and a leaf certificate for `localhost` and 127.0.0.1,
+/// generated at run time into a temporary directory that is removed on
+/// drop: `ca.pem`, `cert.pem` (the leaf) and `key.pem`. No key material is
+/// ever committed.
+pub struct TestPki {
+    dir: PathBuf,
+}
+
+impl TestPki {
+    pub fn generate() -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tether-bench-pki-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("pki dir");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
+            .expect("CA certificate");
+        let key = KeyPair::generate().expect("leaf key");
+        let leaf = CertificateParams::new(vec![TLS_SERVER_NAME.to_owned(), "127.0.0.1".to_owned()])
+            .expect("leaf params")
+            .signed_by(&key, &ca)
+            .expect("leaf certificate");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca.pem");
+        std::fs::write(dir.join("cert.pem"), leaf.pem()).expect("write cert.pem");
+        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key.pem");
+        TestPki { dir }
+    }
+
+    /// The directory holding `ca.pem`, `cert.pem` and `key.pem`.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.dir.join("cert.pem")
+    }
+
+    pub fn key(&self) -> PathBuf {
+        self.dir.join("key.pem")
+    }
+
+    /// A client configuration that trusts only this CA (ALPN http/1.1).
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        tether::tls::load_client_config(Some(&self.ca())).expect("client TLS config")
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A benchmark client's connection: plain TCP or TLS over it, blocking,
+/// with TCP_NODELAY and a 10 s read timeout.
+pub enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl ClientStream {
+    /// Connects to `addr`, over TLS when `tls` is given (the handshake is
+    /// completed here, verifying the certificate for [`TLS_SERVER_NAME`]).
+    pub fn connect(addr: SocketAddr, tls: Option<&Arc<ClientConfig>>) -> ClientStream {
+        let tcp = tcp_connect(addr);
+        let Some(config) = tls else {
+            return ClientStream::Plain(tcp);
+        };
+        let name = ServerName::try_from(TLS_SERVER_NAME).expect("server name");
+        let conn = ClientConnection::new(config.clone(), name).expect("TLS client");
+        let mut s = StreamOwned::new(conn, tcp);
+        while s.conn.is_handshaking() {
+            s.conn
+                .complete_io(&mut s.sock)
+                .unwrap_or_else(|e| panic!("TLS handshake with {addr}: {e}"));
+        }
+        ClientStream::Tls(Box::new(s))
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+}
+
+impl Read for ClientStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.read(buf),
+            ClientStream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for ClientStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            ClientStream::Plain(s) => s.write(buf),
+            ClientStream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.flush(),
+            ClientStream::Tls(s) => s.flush(),
+        }
+    }
+}
+
 /// A gateway running in a child process of the benchmark.
 pub struct GatewayChild {
     child: Child,
     pub client_addr: SocketAddr,
     pub runner_addr: SocketAddr,
+    /// Set when the client listener speaks TLS: how clients dial it.
+    pub tls: Option<Arc<ClientConfig>>,
+    _pki: Option<TestPki>,
 }
 
 impl GatewayChild {
     /// Re-executes this benchmark binary with `--serve` (see [`serve_if_asked`]).
     pub fn spawn(workers: usize, driver: &str) -> GatewayChild {
+        GatewayChild::spawn_with(workers, driver, false)
+    }
+
+    /// As [`GatewayChild::spawn`]; with `tls`, the client listener serves
+    /// `wss://` with a certificate from a CA generated for this child.
+    pub fn spawn_with(workers: usize, driver: &str, tls: bool) -> GatewayChild {
         let exe = std::env::current_exe().expect("own path");
-        let mut child = Command::new(exe)
-            .args(["--serve", &workers.to_string(), driver])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start gateway child");
+        let pki = tls.then(TestPki::generate);
+        let mut cmd = Command::new(exe);
+        cmd.args(["--serve", &workers.to_string(), driver])
+            .stdout(Stdio::piped());
+        match &pki {
+            Some(p) => cmd.env(TLS_DIR_ENV, p.dir()),
+            None => cmd.env_remove(TLS_DIR_ENV),
+        };
+        let mut child = cmd.spawn().expect("start gateway child");
         let mut line = String::new();
         BufReader::new(child.stdout.take().expect("stdout"))
             .read_line(&mut line)
@@ -58,7 +206,17 @@ impl GatewayChild {
             client_addr: addrs.next().expect("client address"),
             runner_addr: addrs.next().expect("runner address"),
             child,
+            tls: pki.as_ref().map(TestPki::client_config),
+            _pki: pki,
         }
+    }
+
+    /// Opens a WebSocket to the client listener (over TLS if it has TLS),
+    /// sending `first_frames` right behind the request head.
+    pub fn ws_connect(&self, path: &str, first_frames: &[u8]) -> ClientStream {
+        let mut s = ClientStream::connect(self.client_addr, self.tls.as_ref());
+        ws_handshake(&mut s, path, first_frames);
+        s
     }
 
     pub fn pid(&self) -> u32 {
@@ -173,6 +331,14 @@ pub fn serve_if_asked() {
     if std::env::var_os("TETHER_BENCH_KEEP_FREED_MEMORY").is_some() {
         config.server.return_freed_memory = false;
     }
+    if let Some(dir) = std::env::var_os(TLS_DIR_ENV) {
+        let dir = PathBuf::from(dir);
+        config.client.tls = vec![tether::config::TlsCertificate {
+            chain: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            names: Vec::new(),
+        }];
+    }
     tether::logging::init(&config.server.log_level);
     let gw = tether::Gateway::start(config).expect("gateway starts");
     let file = live_file(std::process::id());
@@ -196,6 +362,14 @@ fn live_file(pid: u32) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("tether-bench-live-{pid}"))
 }
 
+fn tcp_connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_nodelay(true).expect("nodelay");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s
+}
+
 /// Opens a WebSocket with a blocking socket; panics on refusal.
 pub fn ws_connect(addr: SocketAddr, path: &str) -> TcpStream {
     ws_connect_with(addr, path, &[])
@@ -204,14 +378,24 @@ pub fn ws_connect(addr: SocketAddr, path: &str) -> TcpStream {
 /// Opens a WebSocket, sending `first_frames` right behind the request head
 /// (pipelined, before the 101 arrives).
 pub fn ws_connect_with(addr: SocketAddr, path: &str, first_frames: &[u8]) -> TcpStream {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_nodelay(true).expect("nodelay");
-    s.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n");
-    let mut bytes = req.into_bytes();
+    let mut s = tcp_connect(addr);
+    ws_handshake(&mut s, path, first_frames);
+    s
+}
+
+/// The upgrade request for `path` (host `bench`, RFC 6455's sample key).
+pub fn upgrade_request(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").into_bytes()
+}
+
+/// Upgrades an open connection to a WebSocket on `path`, sending
+/// `first_frames` right behind the request head; panics unless the answer
+/// is 101. Reads the head byte by byte, so nothing after it is consumed.
+pub fn ws_handshake<S: Read + Write>(s: &mut S, path: &str, first_frames: &[u8]) {
+    let mut bytes = upgrade_request(path);
     bytes.extend_from_slice(first_frames);
     s.write_all(&bytes).expect("request");
+    s.flush().expect("flush request");
     let mut head = Vec::new();
     let mut b = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -224,13 +408,17 @@ pub fn ws_connect_with(addr: SocketAddr, path: &str, first_frames: &[u8]) -> Tcp
         "{}",
         String::from_utf8_lossy(&head)
     );
-    s
 }
 
 /// A masked binary frame, as a client sends it.
 pub fn client_frame(payload: &[u8]) -> Vec<u8> {
+    client_frame_op(0x2, payload)
+}
+
+/// A masked frame with this opcode (0x2 binary, 0xA pong, ...), final.
+pub fn client_frame_op(opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [1u8, 2, 3, 4];
-    let mut f = vec![0x82u8];
+    let mut f = vec![0x80 | opcode];
     match payload.len() {
         n if n < 126 => f.push(0x80 | n as u8),
         n if n < 65536 => {
@@ -247,28 +435,67 @@ pub fn client_frame(payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// A server (unmasked) frame's header at the start of `buf`:
+/// `Some((first byte, header length, payload length))`, or `None` while
+/// the header is incomplete.
+pub fn parse_server_header(buf: &[u8]) -> Option<(u8, usize, usize)> {
+    let (&b0, rest) = buf.split_first()?;
+    let (&b1, rest) = rest.split_first()?;
+    match b1 & 0x7F {
+        126 => {
+            let l: [u8; 2] = rest.get(..2)?.try_into().ok()?;
+            Some((b0, 4, u16::from_be_bytes(l) as usize))
+        }
+        127 => {
+            let l: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+            Some((b0, 10, u64::from_be_bytes(l) as usize))
+        }
+        n => Some((b0, 2, n as usize)),
+    }
+}
+
 /// Reads one unmasked server frame's payload (skipping pings).
-pub fn read_frame(s: &mut TcpStream) -> Vec<u8> {
+pub fn read_frame<S: Read>(s: &mut S) -> Vec<u8> {
     loop {
-        let mut h = [0u8; 2];
-        s.read_exact(&mut h).expect("frame header");
-        let len = match h[1] & 0x7F {
-            126 => {
-                let mut l = [0u8; 2];
-                s.read_exact(&mut l).expect("len");
-                u16::from_be_bytes(l) as usize
-            }
-            127 => {
-                let mut l = [0u8; 8];
-                s.read_exact(&mut l).expect("len");
-                u64::from_be_bytes(l) as usize
-            }
-            n => n as usize,
+        let mut h = [0u8; 10];
+        s.read_exact(&mut h[..2]).expect("frame header");
+        let header_len = match h[1] & 0x7F {
+            126 => 4,
+            127 => 10,
+            _ => 2,
         };
+        s.read_exact(&mut h[2..header_len]).expect("len");
+        let (b0, _, len) = parse_server_header(&h[..header_len]).expect("whole header");
         let mut payload = vec![0u8; len];
         s.read_exact(&mut payload).expect("payload");
-        if h[0] & 0x0F != 0x9 {
+        if b0 & 0x0F != 0x9 {
             return payload;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_headers_of_every_length_form() {
+        assert_eq!(parse_server_header(&[0x82]), None);
+        assert_eq!(parse_server_header(&[0x82, 5]), Some((0x82, 2, 5)));
+        assert_eq!(parse_server_header(&[0x82, 126, 1]), None);
+        assert_eq!(
+            parse_server_header(&[0x82, 126, 1, 0]),
+            Some((0x82, 4, 256))
+        );
+        let mut long = vec![0x89, 127];
+        long.extend_from_slice(&70_000u64.to_be_bytes());
+        assert_eq!(parse_server_header(&long[..9]), None);
+        assert_eq!(parse_server_header(&long), Some((0x89, 10, 70_000)));
+    }
+
+    #[test]
+    fn read_frame_skips_pings() {
+        let mut wire: &[u8] = &[0x89, 1, b'p', 0x82, 126, 0, 3, b'a', b'b', b'c'];
+        assert_eq!(read_frame(&mut wire), b"abc");
     }
 }

@@ -8,6 +8,15 @@
 //!
 //! The load comes from `tether_loadtest` in this process; each proxy's CPU
 //! and RSS are read from /proc (with its worker processes).
+//!
+//! TLS: the workload `echo-tls` is loadtest's `echo-throughput` (same
+//! clients, actors and message size) over `wss://`: Tether terminates TLS
+//! on its client listener, nginx and HAProxy terminate it in front of the
+//! same plain `ws_server`; `direct` stays plain `ws://` as the baseline.
+//! The loadtest speaks `ws://` only, so this workload's clients are
+//! `tether_bench::load` (monoio + rustls, TLS 1.3); `echo-plain` is the
+//! same client without TLS, to tell TLS's cost from the client's. The
+//! certificates come from a CA generated for the run (removed after).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -15,6 +24,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use tether_bench::load::{run_echo, EchoLoad};
+use tether_bench::TestPki;
 use tether_loadtest::report::Report;
 use tether_loadtest::run::{run, Options};
 use tether_loadtest::scenario::Scenario;
@@ -30,11 +41,13 @@ struct Args {
     /// Workers / threads of each proxy (and of Tether).
     #[arg(long, default_value_t = 2)]
     workers: usize,
-    /// Workloads to run (shipped loadtest scenarios).
+    /// Workloads to run: shipped loadtest scenarios, `echo-tls`
+    /// (echo-throughput over TLS, bench client) or `echo-plain` (the same
+    /// client over ws://).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "echo-throughput,chat-fanout"
+        default_value = "echo-throughput,chat-fanout,echo-tls"
     )]
     workloads: Vec<String>,
     /// Targets: direct, tether, nginx, haproxy.
@@ -83,6 +96,10 @@ impl Drop for TempDir {
 struct Target {
     name: String,
     url: String,
+    /// Where `url` points (for the bench's own echo client).
+    port: u16,
+    /// The listener speaks TLS (`url` is `wss://`).
+    tls: bool,
     /// Tether: where the load test's reference runner connects.
     runner_url: Option<String>,
     /// The process whose CPU and RSS count (none for direct).
@@ -128,16 +145,23 @@ fn start_ws_server(workers: usize) -> (u16, Server) {
     (port, Server { child, _dir: None })
 }
 
-fn start_tether(workers: usize) -> Target {
+fn start_tether(workers: usize, tls: Option<&TestPki>) -> Target {
     let (port, runner_port, admin_port) = (free_port(), free_port(), free_port());
     let dir = std::env::temp_dir().join(format!("tether-compare-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = dir.join("tether.toml");
+    let client_tls = tls.map_or(String::new(), |pki| {
+        format!(
+            "[[client.tls]]\nchain = {:?}\nkey = {:?}\n",
+            pki.cert().display().to_string(),
+            pki.key().display().to_string()
+        )
+    });
     std::fs::write(
         &config,
         format!(
             // Every load-test client comes from 127.0.0.1: no per-address limits.
-            "[server]\nworkers = {workers}\nlog_level = \"warn\"\n[client]\nlisten = \"127.0.0.1:{port}\"\nmax_connections_per_address = 1000000\nnew_per_second_per_address = 1000000\nnew_burst_per_address = 1000000\n[runners]\nlisten = \"127.0.0.1:{runner_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[actors]\nnew_per_second_per_address = 1000000\nnew_burst_per_address = 1000000\n"
+            "[server]\nworkers = {workers}\nlog_level = \"warn\"\n[client]\nlisten = \"127.0.0.1:{port}\"\nmax_connections_per_address = 1000000\nnew_per_second_per_address = 1000000\nnew_burst_per_address = 1000000\n{client_tls}[runners]\nlisten = \"127.0.0.1:{runner_port}\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\n[actors]\nnew_per_second_per_address = 1000000\nnew_burst_per_address = 1000000\n"
         ),
     )
     .expect("write config");
@@ -150,7 +174,9 @@ fn start_tether(workers: usize) -> Target {
     let pid = child.id();
     Target {
         name: "tether".into(),
-        url: format!("ws://127.0.0.1:{port}"),
+        url: format!("{}://127.0.0.1:{port}", scheme(tls.is_some())),
+        port,
+        tls: tls.is_some(),
         runner_url: Some(format!("ws://127.0.0.1:{runner_port}")),
         measured: Some(pid),
         _servers: vec![Server {
@@ -160,7 +186,15 @@ fn start_tether(workers: usize) -> Target {
     }
 }
 
-fn proxy_target(name: &str, backend: u16, workers: usize) -> Target {
+fn scheme(tls: bool) -> &'static str {
+    if tls {
+        "wss"
+    } else {
+        "ws"
+    }
+}
+
+fn proxy_target(name: &str, backend: u16, workers: usize, tls: Option<&TestPki>) -> Target {
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("tether-compare-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
@@ -175,13 +209,16 @@ fn proxy_target(name: &str, backend: u16, workers: usize) -> Target {
             &workers.to_string(),
         ])
         .arg(&dir)
+        .args(tls.map(|pki| pki.dir()))
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("start {name}: {e}"));
     wait_listening(port, name);
     Target {
         name: name.into(),
-        url: format!("ws://127.0.0.1:{port}"),
+        url: format!("{}://127.0.0.1:{port}", scheme(tls.is_some())),
+        port,
+        tls: tls.is_some(),
         runner_url: None,
         measured: Some(child.id()),
         _servers: vec![Server {
@@ -199,9 +236,64 @@ struct Measure {
     cpu_s_per_million: Option<f64>,
     rss_per_connection: Option<f64>,
     errors: u64,
+    /// TLS version and cipher suite, when the clients spoke TLS.
+    tls_suite: Option<String>,
 }
 
-fn measure(target: &Target, workload: &str, seconds: u64) -> Measure {
+/// Workloads whose clients are `tether_bench::load` rather than the
+/// loadtest; the value: whether targets other than `direct` speak TLS.
+fn bench_client_workload(workload: &str) -> Option<bool> {
+    match workload {
+        "echo-tls" => Some(true),
+        "echo-plain" => Some(false),
+        _ => None,
+    }
+}
+
+/// `echo-tls` / `echo-plain`: loadtest's echo-throughput parameters, the
+/// bench's own client (the loadtest has no TLS).
+fn measure_bench_client(
+    target: &Target,
+    workload: &str,
+    seconds: u64,
+    pki: Option<&TestPki>,
+) -> Measure {
+    let s = Scenario::load("echo-throughput").expect("shipped scenario");
+    let _runners = target.runner_url.as_ref().map(|url| {
+        tether_loadtest::runners::start(1, url, &s.runner_token)
+            .unwrap_or_else(|e| panic!("{} {workload}: {e}", target.name))
+    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load = EchoLoad {
+        addr: ([127, 0, 0, 1], target.port).into(),
+        tls: target
+            .tls
+            .then(|| pki.expect("a CA for the TLS targets").client_config()),
+        path_prefix: "/actors/echo/".into(),
+        clients: s.clients,
+        actors: s.actors,
+        message_bytes: s.message_bytes,
+        warmup: Duration::from_secs(2),
+        duration: Duration::from_secs(seconds),
+        threads: if s.threads == 0 { cores } else { s.threads },
+        measured: target.measured,
+    };
+    let r = run_echo(&load).unwrap_or_else(|e| panic!("{} {workload}: {e}", target.name));
+    Measure {
+        throughput: r.per_second,
+        p50: r.p50_us,
+        p99: r.p99_us,
+        cpu_s_per_million: r.cpu_us_per_message,
+        rss_per_connection: r.rss_bytes_per_connection,
+        errors: r.errors,
+        tls_suite: r.tls_suite,
+    }
+}
+
+fn measure(target: &Target, workload: &str, seconds: u64, pki: Option<&TestPki>) -> Measure {
+    if bench_client_workload(workload).is_some() {
+        return measure_bench_client(target, workload, seconds, pki);
+    }
     let mut s = Scenario::load(workload).expect("shipped scenario");
     s.url = target.url.clone();
     s.warmup = Duration::from_secs(2);
@@ -229,6 +321,7 @@ fn measure(target: &Target, workload: &str, seconds: u64) -> Measure {
         cpu_s_per_million: report.gateway.as_ref().map(|g| g.cpu_us_per_message),
         rss_per_connection: report.gateway.as_ref().map(|g| g.rss_bytes_per_connection),
         errors: report.errors.total(),
+        tls_suite: None,
     }
 }
 
@@ -237,17 +330,21 @@ fn median_f(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn start_target(name: &str, backend_port: u16, workers: usize) -> Target {
+/// Starts `name`; with `tls`, its client side speaks TLS (not `direct`:
+/// `ws_server` has no TLS, it stays the plain baseline).
+fn start_target(name: &str, backend_port: u16, workers: usize, tls: Option<&TestPki>) -> Target {
     match name {
         "direct" => Target {
             name: "direct".into(),
             url: format!("ws://127.0.0.1:{backend_port}"),
+            port: backend_port,
+            tls: false,
             runner_url: None,
             measured: None,
             _servers: Vec::new(),
         },
-        "tether" => start_tether(workers),
-        "nginx" | "haproxy" => proxy_target(name, backend_port, workers),
+        "tether" => start_tether(workers, tls),
+        "nginx" | "haproxy" => proxy_target(name, backend_port, workers, tls),
         other => panic!("unknown target {other} (direct, tether, nginx, haproxy)"),
     }
 }
@@ -256,6 +353,11 @@ fn main() {
     tether_loadtest::runners::run_if_asked();
     let args = Args::parse();
     let (backend_port, backend) = start_ws_server(args.workers);
+    let pki = args
+        .workloads
+        .iter()
+        .any(|w| bench_client_workload(w) == Some(true))
+        .then(TestPki::generate);
     // results[workload][target] = runs
     let mut results: Vec<Vec<Vec<Measure>>> =
         vec![vec![Vec::new(); args.targets.len()]; args.workloads.len()];
@@ -263,8 +365,12 @@ fn main() {
         for (w, workload) in args.workloads.iter().enumerate() {
             for (t, name) in args.targets.iter().enumerate() {
                 // A fresh proxy per run: its RSS growth is this run's connections'.
-                let target = start_target(name, backend_port, args.workers);
-                let m = measure(&target, workload, args.seconds);
+                let tls = match bench_client_workload(workload) {
+                    Some(true) => pki.as_ref(),
+                    _ => None,
+                };
+                let target = start_target(name, backend_port, args.workers, tls);
+                let m = measure(&target, workload, args.seconds, pki.as_ref());
                 drop(target);
                 eprintln!(
                     "round {round} {workload:16} {name:8} {:>10.0} msg/s  p50 {:>6} µs  p99 {:>6} µs  CPU {:>6} µs/msg  RSS/conn {:>7} B  errors {}",
@@ -275,6 +381,12 @@ fn main() {
                     m.rss_per_connection.map_or("-".into(), |r| format!("{r:.0}")),
                     m.errors
                 );
+                if let Some(suite) = &m.tls_suite {
+                    eprintln!(
+                        "round {round} {workload:16} {name:8} {}",
+                        target_note(suite)
+                    );
+                }
                 results[w][t].push(m);
             }
         }
@@ -285,6 +397,30 @@ fn main() {
         std::fs::write(path, &table).expect("write markdown");
     }
     drop(backend);
+    drop(pki);
+}
+
+fn target_note(suite: &str) -> String {
+    format!("TLS: {suite}")
+}
+
+/// What a workload's table is about, under its heading.
+fn workload_note(workload: &str, results: &[Vec<Measure>]) -> String {
+    let suites: Vec<&str> = results
+        .iter()
+        .flatten()
+        .filter_map(|m| m.tls_suite.as_deref())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    match bench_client_workload(workload) {
+        Some(true) => format!(
+            "\nClients (tether_bench::load, echo-throughput's parameters) speak TLS to tether, nginx and haproxy ({}); the proxies speak plain ws:// to ws_server; direct is plain ws:// to ws_server.\n",
+            suites.join(", ")
+        ),
+        Some(false) => "\nThe same client as echo-tls (tether_bench::load), over plain ws://.\n".into(),
+        None => String::new(),
+    }
 }
 
 fn render(args: &Args, results: &[Vec<Vec<Measure>>]) -> String {
@@ -292,8 +428,10 @@ fn render(args: &Args, results: &[Vec<Vec<Measure>>]) -> String {
     let idx = |name: &str| args.targets.iter().position(|t| t == name);
     for (w, workload) in args.workloads.iter().enumerate() {
         out.push_str(&format!(
-            "\n{workload} — medians of {} runs, {} s each\n\n| target | messages/s | p50 µs | p99 µs | proxy CPU-s per 1M messages | proxy RSS per connection | errors |\n|---|---|---|---|---|---|---|\n",
-            args.runs, args.seconds
+            "\n{workload} — medians of {} runs, {} s each\n{}\n| target | messages/s | p50 µs | p99 µs | proxy CPU-s per 1M messages | proxy RSS per connection | errors |\n|---|---|---|---|---|---|---|\n",
+            args.runs,
+            args.seconds,
+            workload_note(workload, &results[w])
         ));
         let med: Vec<Measure> = results[w]
             .iter()
@@ -308,6 +446,7 @@ fn render(args: &Args, results: &[Vec<Vec<Measure>>]) -> String {
                     .rss_per_connection
                     .map(|_| median_f(runs.iter().filter_map(|m| m.rss_per_connection).collect())),
                 errors: runs.iter().map(|m| m.errors).sum(),
+                tls_suite: runs[0].tls_suite.clone(),
             })
             .collect();
         for (t, name) in args.targets.iter().enumerate() {
