@@ -71,6 +71,24 @@ pub(crate) async fn refuse(env: &ConnEnv, stream: Stream, scratch: bytes::BytesM
     send_then_linger(env, stream, scratch, out).await;
 }
 
+/// Refuses a connection turned away on arrival (a limit, or overload):
+/// the answer, then only a short linger. Under a flood these come by the
+/// thousand a second; lingering each for `close_timeout` would keep tens
+/// of thousands of sockets, polls and timers alive for clients that are
+/// being turned away. A well-behaved client has sent its request by the
+/// time it reads the answer, so it still gets it rather than a reset.
+pub(crate) async fn refuse_on_arrival(env: &ConnEnv, mut stream: Stream, r: Refusal) {
+    let mut out = env.pool.take();
+    write_response(&mut out, r.status, r.headers, &format!("{}\n", r.reason));
+    if let Ok(out) = write_all_or_stall(&mut stream, out, ARRIVAL_LINGER).await {
+        env.pool.give_back(out);
+        linger_close(stream, bytes::BytesMut::new(), ARRIVAL_LINGER).await;
+    }
+}
+
+/// How long a connection refused on arrival may take to read its answer.
+const ARRIVAL_LINGER: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Writes `out`, then discards input until the peer closes (bounded): the
 /// peer reads our last word before its socket is torn down.
 pub(crate) async fn send_then_linger(

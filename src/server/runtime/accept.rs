@@ -20,7 +20,7 @@ use crate::http::{HeadReader, RequestHead, Status};
 use crate::server::admin::{serve_admin, Relay, Visit};
 use crate::server::conn::admission::{Refused, Ticket};
 use crate::server::conn::io::{read_before, wait_readable, ReadOutcome};
-use crate::server::conn::reply::{refuse, Refusal};
+use crate::server::conn::reply::{refuse, refuse_on_arrival, Refusal};
 use crate::server::conn::stream::Stream;
 use crate::server::{edge, runners};
 use crate::tls::TlsServer;
@@ -199,13 +199,8 @@ async fn admit(worker: Rc<Worker>, mut accepted: Accepted) {
         Err(why) => {
             worker.stats.refused(why).fetch_add(1, Ordering::Relaxed);
             debug!(peer = %accepted.peer, why = why.label(), "connection refused");
-            return refuse(
-                &worker.env,
-                accepted.stream,
-                BytesMut::new(),
-                refusal_for(why),
-            )
-            .await;
+            let refusal = refusal_for(why);
+            return refuse_on_arrival(&worker.env, accepted.stream, refusal).await;
         }
     }
     match HandshakeSlot::take(&worker) {
@@ -242,7 +237,7 @@ async fn refuse_overloaded(worker: Rc<Worker>, stream: Stream) {
         Status::SERVICE_UNAVAILABLE,
         "too many connections handshaking",
     );
-    refuse(&worker.env, stream, BytesMut::new(), busy).await;
+    refuse_on_arrival(&worker.env, stream, busy).await;
 }
 
 /// Reads a request head within `handshake_timeout`, `max_header_bytes` and

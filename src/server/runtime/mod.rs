@@ -75,6 +75,7 @@ impl Gateway {
                 "server.workers is {count}, more than the {MAX_WORKERS} workers ids can tell apart"
             ));
         }
+        grow_descriptor_table();
         let bound = Bound::bind(&config, count, driver)?;
         let local = |l: &std::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
         let (client_addr, runner_addr) = (local(&bound.client[0])?, local(&bound.runner[0])?);
@@ -174,6 +175,29 @@ pub struct Stopper(Arc<ShutdownSignal>);
 impl Stopper {
     pub fn stop(&self) {
         self.0.trigger();
+    }
+}
+
+/// Sizes the process's descriptor table for the open-file limit now.
+/// The kernel doubles the table as descriptors are opened and, while it
+/// does, blocks the thread in an RCU grace period: under a connection
+/// flood each doubling stalled a worker for milliseconds. One descriptor
+/// duplicated to the highest allowed number (then closed) makes the table
+/// full-size once, at start (8 bytes per possible descriptor, in the
+/// kernel; at most 2^20 of them).
+fn grow_descriptor_table() {
+    // SAFETY: getrlimit fills the struct; fcntl/close act on descriptors
+    // this function owns (the duplicate), or fail harmlessly.
+    unsafe {
+        let mut limit: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let highest = limit.rlim_cur.min(1 << 20).saturating_sub(1) as libc::c_int;
+        let dup = libc::fcntl(2, libc::F_DUPFD_CLOEXEC, highest);
+        if dup >= 0 {
+            libc::close(dup);
+        }
     }
 }
 
