@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+mod ipnet;
 mod namespace;
+pub use ipnet::IpNet;
 pub use namespace::{
     is_namespace_name, NamespaceConfig, NamespaceRunner, DEFAULT_NAMESPACE, MAX_NAMESPACE_BYTES,
 };
@@ -226,6 +228,11 @@ pub struct ClientConfig {
     /// speaks TLS only (wss://). The first is the default for clients that
     /// send no SNI or an unknown name.
     pub tls: Vec<TlsCertificate>,
+    /// L4 balancers whose connections start with a PROXY protocol header
+    /// (v1 or v2) naming the real client; that address then counts for
+    /// limits and is what the runner gets. Connections from elsewhere are
+    /// taken as they come (a PROXY header from them is refused).
+    pub trusted_proxies: Vec<IpNet>,
     /// New connections one address may open per second (sustained)…
     #[serde(deserialize_with = "positive")]
     pub new_per_second_per_address: usize,
@@ -275,6 +282,7 @@ impl Default for ClientConfig {
             max_handshakes: 4096,
             max_connections: 1_000_000,
             tls: Vec::new(),
+            trusted_proxies: Vec::new(),
             max_connections_per_address: 10_000,
             new_per_second_per_address: 1_000,
             new_burst_per_address: 2_000,

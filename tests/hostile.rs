@@ -552,6 +552,59 @@ fn the_runner_gets_the_real_client_address_not_the_clients_claim() {
     h.shutdown();
 }
 
+#[test]
+fn a_trusted_balancers_proxy_header_names_the_client_and_nobody_else_can_claim_one() {
+    use std::io::{Read, Write};
+    let mut c = test_config();
+    c.client.trusted_proxies = vec![tether::config::IpNet::parse("127.0.0.1").unwrap()];
+    c.client.max_connections_per_address = 1;
+    let mut h = start_bare(c);
+    let o = h.runner_options();
+    h.add_runner(o, WhoAmIs);
+    let via_balancer = |client: &str, path: &str| {
+        let mut s = TcpStream::connect(h.client_addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let proxy = format!("PROXY TCP4 {client} 10.0.0.1 40000 8080\r\n");
+        s.write_all(format!("{proxy}{}", upgrade_request(path)).as_bytes())
+            .unwrap();
+        s
+    };
+    let mut ws =
+        common::Handshake::from_stream(via_balancer("203.0.113.9", "/actors/whoami/a")).finish();
+    assert_eq!(text_of(&mut ws), "peer=203.0.113.9:40000 forwarded=[]");
+    // The address in the header is what the per-address limits count.
+    let _other =
+        common::Handshake::from_stream(via_balancer("203.0.113.10", "/actors/whoami/b")).finish();
+    let mut again = via_balancer("203.0.113.9", "/actors/whoami/c");
+    let mut answer = String::new();
+    let _ = again.read_to_string(&mut answer);
+    assert_eq!(status_of(&answer), 429, "{answer}");
+    // From the balancer without a header: closed, nothing answered.
+    let silent = raw_exchange(
+        h.client_addr,
+        upgrade_request("/actors/whoami/d").as_bytes(),
+    );
+    assert_eq!(silent, "");
+    assert_eq!(h.stat(|s| &s.proxy_headers_refused), 1);
+    // From anyone else, a PROXY header is not HTTP: 400.
+    let (status, answer, _) = {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let local: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+        socket.bind(&local.into()).unwrap();
+        socket.connect(&h.client_addr.into()).unwrap();
+        let mut s: TcpStream = socket.into();
+        s.write_all(b"PROXY TCP4 6.6.6.6 10.0.0.1 1 2\r\n").unwrap();
+        s.write_all(upgrade_request("/actors/whoami/e").as_bytes())
+            .unwrap();
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        (status_of(&answer), answer.clone(), s)
+    };
+    assert_eq!(status, 400, "{answer}");
+    h.shutdown();
+}
+
 fn status_from(from: &str, to: std::net::SocketAddr, path: &str) -> (u16, String) {
     let (status, answer, _) = upgrade_from(from, to, path);
     (status, answer)

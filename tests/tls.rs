@@ -209,3 +209,38 @@ fn a_runner_dials_the_gateway_over_tls_and_verifies_it() {
     distrustful.stop();
     h.shutdown();
 }
+
+#[test]
+fn a_balancers_proxy_header_comes_before_the_tls_handshake() {
+    let pki = Pki::new();
+    let mut c = tls_config(vec![pki.leaf("gw", &["gw.test"])]);
+    c.client.trusted_proxies = vec![tether::config::IpNet::parse("127.0.0.0/8").unwrap()];
+    let h = start(c);
+    let mut tcp = TcpStream::connect(h.client_addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // v2, TCP over IPv4, from 198.51.100.7:5000.
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    header.extend_from_slice(&[198, 51, 100, 7, 10, 0, 0, 1, 0x13, 0x88, 0x1f, 0x90]);
+    let config = tether::tls::load_client_config(Some(&pki.ca_path())).unwrap();
+    let name = ServerName::try_from("gw.test".to_owned()).unwrap();
+    let mut conn = ClientConnection::new(config, name).unwrap();
+    // The header and the ClientHello in one write: the gateway reads past
+    // the header into the handshake, and must not wait for more.
+    conn.write_tls(&mut header).unwrap();
+    tcp.write_all(&header).unwrap();
+    let mut tls = StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    let request = "ws://gw.test/actors/echo/proxied"
+        .into_client_request()
+        .unwrap();
+    let mut ws = tungstenite::client::client(request, tls)
+        .expect("upgrade")
+        .0;
+    assert_eq!(
+        echo(&mut ws, "through the balancer"),
+        "through the balancer"
+    );
+    h.shutdown();
+}

@@ -2,6 +2,7 @@
 //! gateway writes itself.
 
 pub mod credential;
+pub mod proxy_header;
 pub mod request;
 pub mod response;
 pub mod route;

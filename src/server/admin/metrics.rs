@@ -34,6 +34,7 @@ const REFUSALS: &[(&str, Counter)] = &[
     ("max_handshakes", |s| &s.handshakes_refused),
     ("new_actors_per_address", |s| &s.creations_refused),
     ("max_tunnels_per_identity", |s| &s.tunnels_refused),
+    ("trusted_proxies", |s| &s.proxy_headers_refused),
 ];
 
 fn render_refusals(stats: &[Arc<WorkerStats>]) -> String {

@@ -19,6 +19,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
 use super::stream::{Stream, TlsConn};
+use crate::http::proxy_header::{parse_proxy_header, ProxyError, ProxyHeader};
 
 #[derive(Debug)]
 pub(crate) enum ReadOutcome {
@@ -63,10 +64,14 @@ async fn read_tls(
     room: usize,
 ) -> (ReadOutcome, BytesMut) {
     let incoming = std::mem::take(&mut tls.incoming);
-    let (outcome, mut incoming) = read_tcp(tcp, incoming, room).await;
-    if !matches!(outcome, ReadOutcome::Data(_)) {
-        return (outcome, buf);
-    }
+    let mut incoming = if std::mem::take(&mut tls.unread) {
+        incoming // read ahead: process it before reading more
+    } else {
+        match read_tcp(tcp, incoming, room).await {
+            (ReadOutcome::Data(_), incoming) => incoming,
+            (outcome, _) => return (outcome, buf),
+        }
+    };
     let mut reply = BytesMut::new();
     let result = tls.server.read_tls(&mut incoming, &mut buf, &mut reply);
     let stall = || monoio::time::sleep(TLS_REPLY_STALL);
@@ -117,6 +122,9 @@ pub(crate) async fn read_before(
     room: usize,
     deadline: Instant,
 ) -> (ReadOutcome, BytesMut) {
+    if stream.has_unread_input() {
+        return read_into(stream, buf, room).await;
+    }
     if let Err(outcome) = wait_readable(stream, deadline).await {
         return (outcome, buf);
     }
@@ -242,3 +250,43 @@ pub(crate) fn detach_fd(stream: TcpStream) -> Result<std::os::fd::OwnedFd, TcpSt
 pub(crate) fn attach_fd(fd: std::os::fd::OwnedFd) -> io::Result<TcpStream> {
     TcpStream::from_std(std::net::TcpStream::from(fd))
 }
+
+/// Why no PROXY protocol header could be read.
+#[derive(Debug)]
+#[allow(dead_code)] // read through Debug in logs
+pub(crate) enum ProxyHeaderFailure {
+    Invalid(&'static str),
+    Read(ReadOutcome),
+}
+
+/// Reads a PROXY protocol header off the raw socket, before any TLS,
+/// within `deadline`. What follows it stays for the next read: in the TLS
+/// session's input, or returned (plaintext).
+pub(crate) async fn read_proxy_header(
+    stream: &mut Stream,
+    deadline: Instant,
+) -> Result<(ProxyHeader, BytesMut), ProxyHeaderFailure> {
+    let mut buf = BytesMut::new();
+    loop {
+        match parse_proxy_header(&buf) {
+            Ok(Some((header, len))) => {
+                let rest = buf.split_off(len);
+                return Ok((header, stream.keep_early_bytes(rest)));
+            }
+            Ok(None) => {}
+            Err(ProxyError(why)) => return Err(ProxyHeaderFailure::Invalid(why)),
+        }
+        if let Err(outcome) = wait_readable(stream, deadline).await {
+            return Err(ProxyHeaderFailure::Read(outcome));
+        }
+        let (outcome, b) = read_tcp(&mut stream.tcp, buf, PROXY_READ_BYTES).await;
+        buf = b;
+        if !matches!(outcome, ReadOutcome::Data(_)) {
+            return Err(ProxyHeaderFailure::Read(outcome));
+        }
+    }
+}
+
+/// Bytes read per attempt while a PROXY header is incomplete (a v1 header
+/// is at most 107 bytes; v2 headers are usually 28 or 52).
+const PROXY_READ_BYTES: usize = 256;

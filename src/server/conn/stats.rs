@@ -35,6 +35,8 @@ pub struct WorkerStats {
     pub refused_actor_full: AtomicU64,
     /// Tunnels refused: their identity had `max_tunnels_per_identity` open.
     pub tunnels_refused: AtomicU64,
+    /// Connections from a trusted balancer without a valid PROXY header.
+    pub proxy_headers_refused: AtomicU64,
 }
 
 impl WorkerStats {

@@ -26,6 +26,9 @@ pub(crate) struct TlsConn {
     pub(super) server: TlsServer,
     /// Empty (no allocation) unless a record is partly read.
     pub(super) incoming: BytesMut,
+    /// `incoming` holds bytes read ahead (after a PROXY header) that the
+    /// session has not processed yet: the next read processes them first.
+    pub(super) unread: bool,
 }
 
 /// A stream taken out of monoio (to park it, or to move it to another
@@ -46,6 +49,7 @@ impl Stream {
         let tls = TlsConn {
             server,
             incoming: BytesMut::new(),
+            unread: false,
         };
         Stream {
             tcp,
@@ -59,6 +63,25 @@ impl Stream {
     /// state, since every idle session holds one.)
     pub fn readable(&self) -> impl std::future::Future<Output = io::Result<()>> + '_ {
         self.tcp.readable(false)
+    }
+
+    /// Bytes read off the socket ahead of time (after a PROXY header):
+    /// ciphertext goes to the TLS session's input; plaintext is returned
+    /// for the caller to read first.
+    pub fn keep_early_bytes(&mut self, early: BytesMut) -> BytesMut {
+        match self.tls.as_mut() {
+            Some(tls) => {
+                tls.unread = !early.is_empty();
+                tls.incoming = early;
+                BytesMut::new()
+            }
+            None => early,
+        }
+    }
+
+    /// Whether a read would find input without waiting for the socket.
+    pub fn has_unread_input(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.unread)
     }
 
     /// Takes the stream out of monoio (see `io::detach_fd`).

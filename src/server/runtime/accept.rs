@@ -19,7 +19,7 @@ use super::worker::Worker;
 use crate::http::{HeadReader, RequestHead, Status};
 use crate::server::admin::{serve_admin, Relay, Visit};
 use crate::server::conn::admission::{Refused, Ticket};
-use crate::server::conn::io::{read_before, wait_readable, ReadOutcome};
+use crate::server::conn::io::{read_before, read_proxy_header, wait_readable, ReadOutcome};
 use crate::server::conn::reply::{refuse, refuse_on_arrival, Refusal};
 use crate::server::conn::stream::Stream;
 use crate::server::{edge, runners};
@@ -58,6 +58,8 @@ pub(super) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind:
                     kind,
                     peer,
                     ticket: None,
+                    since: Instant::now(),
+                    early: BytesMut::new(),
                 };
                 monoio::spawn(admit(worker.clone(), accepted));
             }
@@ -72,6 +74,11 @@ pub(super) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind:
 }
 
 impl Worker {
+    fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        let trusted = &self.env.config.client.trusted_proxies;
+        trusted.iter().any(|net| net.contains(ip))
+    }
+
     /// The stream of a connection accepted on `listener`: TLS if the
     /// listener has certificates. `None`: TLS could not be set up for it.
     fn wrap(&self, tcp: TcpStream, listener: Listener) -> Option<Stream> {
@@ -133,6 +140,11 @@ struct Accepted {
     peer: SocketAddr,
     /// A client connection's place (client listener only).
     ticket: Option<Ticket>,
+    /// When it was accepted: its handshake must be done by
+    /// `since + handshake_timeout`.
+    since: Instant,
+    /// Plaintext read past a PROXY protocol header, to be read first.
+    early: BytesMut,
 }
 
 /// A connection whose request head has been read.
@@ -194,6 +206,12 @@ async fn admit(worker: Rc<Worker>, mut accepted: Accepted) {
         let slot = HandshakeSlot::free(&worker);
         return serve_accepted(worker, accepted, slot).await;
     }
+    if worker.is_trusted_proxy(accepted.peer.ip()) {
+        match take_proxy_header(&worker, &mut accepted).await {
+            Some(()) => {}
+            None => return, // closed: a balancer that says nothing valid
+        }
+    }
     match worker.admission.admit(accepted.peer.ip(), Instant::now()) {
         Ok(ticket) => accepted.ticket = Some(ticket),
         Err(why) => {
@@ -206,6 +224,30 @@ async fn admit(worker: Rc<Worker>, mut accepted: Accepted) {
     match HandshakeSlot::take(&worker) {
         Some(slot) => serve_accepted(worker, accepted, slot).await,
         None => refuse_overloaded(worker, accepted.stream).await,
+    }
+}
+
+/// Reads the PROXY protocol header a trusted balancer sends first; the
+/// client it names is the connection's peer from now on. `None`: no valid
+/// header within `handshake_timeout` (the connection is dropped).
+async fn take_proxy_header(worker: &Worker, accepted: &mut Accepted) -> Option<()> {
+    let deadline = accepted.since + worker.env.config.client.handshake_timeout;
+    match read_proxy_header(&mut accepted.stream, deadline).await {
+        Ok((header, early)) => {
+            if let Some(source) = header.source {
+                accepted.peer = source;
+            }
+            accepted.early = early;
+            Some(())
+        }
+        Err(why) => {
+            worker
+                .stats
+                .proxy_headers_refused
+                .fetch_add(1, Ordering::Relaxed);
+            debug!(balancer = %accepted.peer, ?why, "no valid PROXY protocol header");
+            None
+        }
     }
 }
 
@@ -248,20 +290,31 @@ async fn read_head(worker: &Worker, accepted: Accepted) -> Option<Arrived> {
         kind: listener,
         peer,
         ticket,
+        since,
+        early,
     } = accepted;
     let env = &worker.env;
     let cfg = &env.config.client;
-    let deadline = Instant::now() + cfg.handshake_timeout;
+    let deadline = since + cfg.handshake_timeout;
     let mut reader = HeadReader::new(cfg.max_header_bytes, cfg.max_headers);
     // No buffer until the peer sends something: a silent connection holds none.
-    if let Err(outcome) = wait_readable(&stream, deadline).await {
+    let waiting = early.is_empty() && !stream.has_unread_input();
+    if let Err(outcome) = if waiting {
+        wait_readable(&stream, deadline).await
+    } else {
+        Ok(())
+    } {
         if matches!(outcome, ReadOutcome::TimedOut) {
             let timed_out = Refusal::new(Status::REQUEST_TIMEOUT, "request head timed out");
             refuse(env, stream, BytesMut::new(), timed_out).await;
         }
         return None;
     }
-    let mut buf = env.pool.take();
+    let mut buf = if early.is_empty() {
+        env.pool.take()
+    } else {
+        early
+    };
     loop {
         match reader.poll(&buf) {
             Ok(Some((head, head_len))) => {
