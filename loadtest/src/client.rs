@@ -14,9 +14,6 @@ use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
-use monoio::net::TcpStream;
 use tether::ws::frame::OpCode;
 
 use crate::check::{Errors, Seen, Stream};
@@ -24,6 +21,7 @@ use crate::payload::{self, Tag};
 use crate::plan::Plan;
 use crate::scenario::ActorKind;
 use crate::stats::{record, Progress, ThreadStats};
+use crate::transport::{self, Connection, Reader, Writer};
 use crate::wsclient::{
     decode_server_frame, parse_upgrade_response, upgrade_request, HandshakeError, Masker,
 };
@@ -321,14 +319,14 @@ pub async fn run(plan: Arc<Plan>, id: u32, stats: Stats) {
     monoio::time::sleep_until(plan.connect_slot(id).into()).await;
     let mut rng = Masker::new(id.wrapping_mul(2_654_435_761).wrapping_add(1));
     while Instant::now() < plan.stop_at {
-        let Some((stream, leftover)) = connect(&state).await else {
+        let Some((conn, leftover)) = connect(&state).await else {
             if plan.scenario.reconnect_every == 0 {
                 break;
             }
             monoio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        if !serve(&state, stream, leftover, &mut rng).await {
+        if !serve(&state, conn, leftover, &mut rng).await {
             break;
         }
     }
@@ -336,24 +334,24 @@ pub async fn run(plan: Arc<Plan>, id: u32, stats: Stats) {
     state.settle();
 }
 
-async fn connect(state: &ClientState) -> Option<(TcpStream, BytesMut)> {
+async fn connect(state: &ClientState) -> Option<(Connection, BytesMut)> {
     let plan = &state.plan;
     let started = Instant::now();
     let attempt = async {
         let source = plan.sources.pick(state.id as usize);
-        let stream = crate::net::connect(plan.addr, source, plan.driver)
+        let Connection {
+            mut reader,
+            mut writer,
+        } = transport::connect(plan.addr, source, plan.driver, plan.tls.as_ref())
             .await
-            .map_err(|e| (false, format!("connect: {e}")))?;
-        let _ = stream.set_nodelay(true);
-        let mut stream = stream;
+            .map_err(|e| (false, e))?;
         let request = upgrade_request(plan.scenario.authority(), &plan.path_of(state.id));
-        let (r, _) = stream.write_all(request).await;
+        let (r, _) = writer.write_all(request).await;
         r.map_err(|e| (false, format!("sending the upgrade: {e}")))?;
         let mut buf = BytesMut::with_capacity(4096);
         loop {
-            let (len, cap) = (buf.len(), buf.capacity());
-            let (r, slice) = stream.read(buf.slice_mut(len..cap)).await;
-            buf = slice.into_inner();
+            let (r, b) = reader.read(buf).await;
+            buf = b;
             match r {
                 Ok(0) => return Err((false, "closed during the upgrade".into())),
                 Ok(_) => {}
@@ -362,7 +360,7 @@ async fn connect(state: &ClientState) -> Option<(TcpStream, BytesMut)> {
             match parse_upgrade_response(&buf) {
                 Ok(Some(n)) => {
                     let rest = buf.split_off(n);
-                    return Ok((stream, rest));
+                    return Ok((Connection { reader, writer }, rest));
                 }
                 Ok(None) => buf.reserve(4096),
                 Err(HandshakeError::Refused(status)) => {
@@ -405,12 +403,15 @@ async fn connect(state: &ClientState) -> Option<(TcpStream, BytesMut)> {
 /// One connection. `true`: connect again (churn); `false`: this client is done.
 async fn serve(
     state: &Rc<ClientState>,
-    stream: TcpStream,
+    conn: Connection,
     leftover: BytesMut,
     rng: &mut Masker,
 ) -> bool {
     let plan = state.plan.clone();
-    let (rd, mut wr) = stream.into_split();
+    let Connection {
+        reader: rd,
+        writer: mut wr,
+    } = conn;
     state.reader_done.set(false);
     state.closing.set(false);
     state.last_heard.set(Instant::now());
@@ -533,15 +534,17 @@ async fn serve(
     churn
 }
 
+/// Answers the pings the reader saw (and, TLS, sends what the reader made
+/// rustls want to send).
 async fn send_pongs(
     state: &ClientState,
-    wr: &mut monoio::io::OwnedWriteHalf<TcpStream>,
+    wr: &mut Writer,
     masker: &mut Masker,
     out: &mut BytesMut,
 ) -> bool {
     let pongs = std::mem::take(&mut *state.pongs.borrow_mut());
     if pongs.is_empty() {
-        return true;
+        return wr.flush().await.is_ok();
     }
     out.clear();
     for p in pongs {
@@ -552,7 +555,7 @@ async fn send_pongs(
     r.is_ok()
 }
 
-async fn read_loop(state: Rc<ClientState>, mut rd: OwnedReadHalf<TcpStream>, mut buf: BytesMut) {
+async fn read_loop(state: Rc<ClientState>, mut rd: Reader, mut buf: BytesMut) {
     loop {
         loop {
             match decode_server_frame(&mut buf) {
@@ -592,11 +595,14 @@ async fn read_loop(state: Rc<ClientState>, mut rd: OwnedReadHalf<TcpStream>, mut
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(16 * 1024);
         }
-        let (len, cap) = (buf.len(), buf.capacity());
-        let (r, slice) = rd.read(buf.slice_mut(len..cap)).await;
-        buf = slice.into_inner();
+        let (r, b) = rd.read(buf).await;
+        buf = b;
         match r {
-            Ok(n) if n > 0 => {}
+            Ok(n) if n > 0 => {
+                if rd.wants_write() {
+                    state.poke(); // the writer flushes it
+                }
+            }
             result => {
                 if !state.closing.get() {
                     let why = match result {

@@ -6,8 +6,9 @@
 //!   time), close at once; again;
 //! - **idle**: upgraded connections held open until the end; refused ones
 //!   try again a second later (the gateway's `Retry-After`);
-//! - **silent**: TCP connections that never send a request head, again
-//!   when the gateway gives up on them;
+//! - **silent**: TCP connections that never send a request head (under
+//!   `wss://`, not even a TLS ClientHello), again when the gateway gives up
+//!   on them;
 //! - **spam**: upgraded connections that send messages without waiting for
 //!   the echoes (which they read and discard).
 //!
@@ -25,8 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, Splitable};
+use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 use serde::Serialize;
 use tether::ws::frame::OpCode;
@@ -35,6 +35,7 @@ use crate::net::Sources;
 use crate::plan::Plan;
 use crate::scenario::Flood;
 use crate::stats::{record, Probes, ThreadStats};
+use crate::transport::{self, Connection, Reader};
 use crate::wsclient::{
     decode_server_frame, parse_upgrade_response, upgrade_request, HandshakeError, Masker,
 };
@@ -166,21 +167,23 @@ type Shared = Rc<RefCell<FloodStats>>;
 
 /// How an attempt to open a WebSocket ended.
 pub enum Opened {
-    Upgraded(TcpStream, BytesMut),
+    Upgraded(Connection, BytesMut),
     Refused(u16),
     Failed(String),
 }
 
-/// TCP connect from `source` and the upgrade to `path`, within the
-/// scenario's connect timeout.
+/// TCP connect from `source` (and the TLS handshake, `wss://`) and the
+/// upgrade to `path`, within the scenario's connect timeout.
 pub async fn open(plan: &Plan, source: Option<IpAddr>, path: &str) -> Opened {
     let attempt = async {
-        let mut stream = match crate::net::connect(plan.addr, source, plan.driver).await {
-            Ok(s) => s,
-            Err(e) => return Opened::Failed(format!("connect: {e}")),
+        let Connection {
+            mut reader,
+            mut writer,
+        } = match transport::connect(plan.addr, source, plan.driver, plan.tls.as_ref()).await {
+            Ok(c) => c,
+            Err(e) => return Opened::Failed(e),
         };
-        let _ = stream.set_nodelay(true);
-        let (r, _) = stream
+        let (r, _) = writer
             .write_all(upgrade_request(plan.scenario.authority(), path))
             .await;
         if let Err(e) = r {
@@ -188,9 +191,8 @@ pub async fn open(plan: &Plan, source: Option<IpAddr>, path: &str) -> Opened {
         }
         let mut buf = BytesMut::with_capacity(1024);
         loop {
-            let (len, cap) = (buf.len(), buf.capacity());
-            let (r, slice) = stream.read(buf.slice_mut(len..cap)).await;
-            buf = slice.into_inner();
+            let (r, b) = reader.read(buf).await;
+            buf = b;
             match r {
                 Ok(0) => return Opened::Failed("closed during the upgrade".into()),
                 Ok(_) => {}
@@ -199,7 +201,7 @@ pub async fn open(plan: &Plan, source: Option<IpAddr>, path: &str) -> Opened {
             match parse_upgrade_response(&buf) {
                 Ok(Some(n)) => {
                     let rest = buf.split_off(n);
-                    return Opened::Upgraded(stream, rest);
+                    return Opened::Upgraded(Connection { reader, writer }, rest);
                 }
                 Ok(None) => buf.reserve(1024),
                 Err(HandshakeError::Refused(status)) => return Opened::Refused(status),
@@ -318,7 +320,7 @@ async fn run_storm(plan: Arc<Plan>, i: usize, sources: Rc<Sources>, stats: Share
         let opened = open(&plan, source, &path).await;
         stats.borrow_mut().groups[Group::Storm as usize].outcome(&opened);
         match opened {
-            Opened::Upgraded(stream, _) => drop(stream), // and gone
+            Opened::Upgraded(conn, _) => drop(conn), // and gone
             Opened::Refused(_) => {}
             // Out of ports, say: do not spin.
             Opened::Failed(_) => {
@@ -342,14 +344,14 @@ async fn run_idle(plan: Arc<Plan>, i: usize, sources: Rc<Sources>, stats: Shared
     while Instant::now() < plan.stop_at {
         let opened = open(&plan, source, &path).await;
         stats.borrow_mut().groups[Group::Idle as usize].outcome(&opened);
-        let Opened::Upgraded(mut stream, _) = opened else {
+        let Opened::Upgraded(mut conn, _) = opened else {
             if !pause_until(&plan, Instant::now() + RETRY_AFTER).await {
                 break;
             }
             continue;
         };
         plan.flood_progress.opened(Group::Idle);
-        let closed = hold(&plan, &mut stream).await;
+        let closed = hold(&plan, &mut conn.reader).await;
         plan.flood_progress.closed(Group::Idle);
         if !closed {
             break;
@@ -361,12 +363,12 @@ async fn run_idle(plan: Arc<Plan>, i: usize, sources: Rc<Sources>, stats: Shared
 /// Reads (and drops) whatever comes until the end of the run; true if the
 /// server closed the connection first. An abusive client's bytes are not
 /// checked, so racing the read against the clock is fine here.
-async fn hold(plan: &Plan, stream: &mut TcpStream) -> bool {
-    let mut buf = Vec::with_capacity(256);
+async fn hold(plan: &Plan, reader: &mut Reader) -> bool {
+    let mut buf = BytesMut::with_capacity(256);
     loop {
         monoio::select! {
             _ = monoio::time::sleep_until(plan.stop_at.into()) => return false,
-            r = stream.read(std::mem::take(&mut buf)) => {
+            r = reader.read(std::mem::take(&mut buf)) => {
                 let (r, b) = r;
                 buf = b;
                 buf.clear();
@@ -494,14 +496,14 @@ async fn run_spam(plan: Arc<Plan>, i: usize, sources: Rc<Sources>, stats: Shared
     while Instant::now() < plan.stop_at {
         let opened = open(&plan, source, &path).await;
         stats.borrow_mut().groups[group].outcome(&opened);
-        let Opened::Upgraded(stream, leftover) = opened else {
+        let Opened::Upgraded(conn, leftover) = opened else {
             if !pause_until(&plan, Instant::now() + RETRY_AFTER).await {
                 break;
             }
             continue;
         };
         plan.flood_progress.opened(Group::Spam);
-        let closed = spam(&plan, stream, leftover, &batch, frame_len, &stats).await;
+        let closed = spam(&plan, conn, leftover, &batch, frame_len, &stats).await;
         plan.flood_progress.closed(Group::Spam);
         if closed {
             stats.borrow_mut().groups[group].closed_by_server += 1;
@@ -517,7 +519,7 @@ async fn run_spam(plan: Arc<Plan>, i: usize, sources: Rc<Sources>, stats: Shared
 /// echoes. True if the server closed the connection first.
 async fn spam(
     plan: &Plan,
-    stream: TcpStream,
+    conn: Connection,
     leftover: BytesMut,
     batch: &Bytes,
     frame_len: usize,
@@ -525,7 +527,10 @@ async fn spam(
 ) -> bool {
     let f = flood(plan);
     let group = Group::Spam as usize;
-    let (mut rd, mut wr) = stream.into_split();
+    let Connection {
+        reader: mut rd,
+        writer: mut wr,
+    } = conn;
     let done = Rc::new(std::cell::Cell::new(false));
     let (reader_done, reader_stats) = (done.clone(), stats.clone());
     let reader = monoio::spawn(async move {
@@ -539,9 +544,8 @@ async fn spam(
             if buf.capacity() - buf.len() < 4096 {
                 buf.reserve(16 * 1024);
             }
-            let (len, cap) = (buf.len(), buf.capacity());
-            let (r, slice) = rd.read(buf.slice_mut(len..cap)).await;
-            buf = slice.into_inner();
+            let (r, b) = rd.read(buf).await;
+            buf = b;
             if !matches!(r, Ok(n) if n > 0) {
                 reader_done.set(true);
                 return;
@@ -613,13 +617,13 @@ pub async fn run_probe(plan: Arc<Plan>, stats: Rc<RefCell<ThreadStats>>) {
         };
         let opened = open(&plan, source, &path).await;
         let took = started.elapsed().as_micros() as u64;
-        let mut stream = {
+        let mut conn = {
             let mut s = stats.borrow_mut();
             let probes: &mut Probes = &mut s.probes[phase];
             match opened {
-                Opened::Upgraded(stream, _) => {
+                Opened::Upgraded(conn, _) => {
                     record(&mut probes.connect, took);
-                    stream
+                    conn
                 }
                 Opened::Refused(status) => {
                     *probes.refused.entry(status).or_default() += 1;
@@ -636,7 +640,7 @@ pub async fn run_probe(plan: Arc<Plan>, stats: Rc<RefCell<ThreadStats>>) {
         let mut close = BytesMut::new();
         tether::ws::close::encode_close(&mut close, tether::ws::close::CloseCode(1000), "");
         masker.encode(&mut out, OpCode::Close, &close);
-        let _ = stream.write_all(out).await;
+        let _ = conn.writer.write_all(out).await;
     }
 }
 

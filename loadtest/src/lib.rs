@@ -16,4 +16,5 @@ pub mod run;
 pub mod runners;
 pub mod scenario;
 pub mod stats;
+pub mod transport;
 pub mod wsclient;

@@ -1,6 +1,7 @@
 //! `loadtest`: drive a gateway (or any WebSocket server) with a scenario.
 //!
 //!     loadtest --scenario echo-throughput --url ws://127.0.0.1:8080 --gateway-pid $(pidof tether)
+//!     loadtest --scenario smoke --url wss://localhost:8443 --ca ca.crt
 //!
 //! Exit status: 0 all checks passed, 1 something was lost, duplicated,
 //! reordered or refused, 2 the scenario or options are wrong.
@@ -43,8 +44,13 @@ struct Args {
     #[arg(long)]
     quiet: bool,
 
+    /// ws://host:port, or wss://host:port for TLS.
     #[arg(long)]
     url: Option<String>,
+    /// TLS (wss://): trust only the certificates in this PEM file (for the
+    /// clients and the runners started here), not the system's roots.
+    #[arg(long, value_name = "FILE")]
+    ca: Option<String>,
     /// echo, chat or counter.
     #[arg(long)]
     actor: Option<String>,
@@ -118,6 +124,7 @@ fn scenario_from(args: &Args) -> Result<Scenario, String> {
         connect_timeout,
         reconnect_every,
         tls,
+        ca,
         threads,
         runners,
         runner_url,

@@ -13,6 +13,7 @@ use crate::flood::FloodProgress;
 use crate::net::Sources;
 use crate::scenario::{ActorKind, ChaosAction, Scenario};
 use crate::stats::Progress;
+use crate::transport::TlsTarget;
 
 /// Not published yet.
 const UNKNOWN: u64 = u64::MAX;
@@ -30,6 +31,8 @@ pub struct Silence {
 pub struct Plan {
     pub scenario: Scenario,
     pub addr: SocketAddr,
+    /// `wss://`: how to speak TLS to the gateway.
+    pub tls: Option<TlsTarget>,
     pub start: Instant,
     pub measure_from: Instant,
     pub stop_at: Instant,
@@ -52,12 +55,14 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(scenario: Scenario, threads: usize, driver: Driver) -> Result<Plan, String> {
-        let addr = scenario
-            .authority()
-            .to_socket_addrs()
-            .map_err(|e| format!("url {}: {e}", scenario.url))?
-            .next()
-            .ok_or_else(|| format!("url {}: no address", scenario.url))?;
+        let sources = Sources::parse(&scenario.source)?;
+        let addr = choose_address(&scenario, &sources)?;
+        let tls = if scenario.uses_tls() {
+            let ca = (!scenario.ca.is_empty()).then(|| std::path::Path::new(&scenario.ca));
+            Some(TlsTarget::new(scenario.host(), ca)?)
+        } else {
+            None
+        };
         let start = Instant::now();
         let measure_from = start + scenario.warmup;
         let stop_at = measure_from + scenario.duration;
@@ -87,10 +92,10 @@ impl Plan {
                 .map(|d| d.as_millis() % 1_000_000)
                 .unwrap_or(0)
         );
-        let sources = Sources::parse(&scenario.source)?;
         let flood_at = scenario.flood.as_ref().map(|f| start + f.at);
         Ok(Plan {
             addr,
+            tls,
             sources,
             flood_at,
             flood_progress: FloodProgress::default(),
@@ -181,4 +186,33 @@ impl Plan {
     pub fn silence_at(&self, at: Instant) -> Option<&Silence> {
         self.silences.iter().find(|s| at >= s.from && at < s.until)
     }
+}
+
+/// The address of the url's host; of several (`localhost`: `::1` and
+/// `127.0.0.1`), the first of the sources' IP version that accepts a TCP
+/// connection, tried once here, so that every client goes where the
+/// gateway listens.
+fn choose_address(scenario: &Scenario, sources: &Sources) -> Result<SocketAddr, String> {
+    let all: Vec<SocketAddr> = scenario
+        .socket_authority()
+        .to_socket_addrs()
+        .map_err(|e| format!("url {}: {e}", scenario.url))?
+        .collect();
+    let first = *all
+        .first()
+        .ok_or_else(|| format!("url {}: no address", scenario.url))?;
+    let v4 = sources.pick(0).map(|s| s.is_ipv4());
+    let candidates: Vec<SocketAddr> = all
+        .into_iter()
+        .filter(|a| v4.is_none_or(|v4| a.is_ipv4() == v4))
+        .collect();
+    if candidates.len() < 2 {
+        return Ok(candidates.first().copied().unwrap_or(first));
+    }
+    let patience = scenario.connect_timeout.min(Duration::from_secs(2));
+    Ok(candidates
+        .iter()
+        .find(|a| std::net::TcpStream::connect_timeout(a, patience).is_ok())
+        .copied()
+        .unwrap_or(candidates[0]))
 }

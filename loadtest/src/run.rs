@@ -41,10 +41,12 @@ pub fn run(scenario: Scenario, options: &Options) -> Result<Report, String> {
     .max(1);
     let driver = tether::server::driver::choose(tether::config::IoDriver::Auto)?;
     let runners = if scenario.runners > 0 {
-        Some(runners::start(
+        let ca = (!scenario.ca.is_empty()).then(|| std::path::Path::new(&scenario.ca));
+        Some(runners::start_with_ca(
             scenario.runners,
             &scenario.runner_url,
             &scenario.runner_token,
+            ca,
         )?)
     } else {
         None

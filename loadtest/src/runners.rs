@@ -52,6 +52,17 @@ impl Drop for Runners {
 }
 
 pub fn start(count: usize, url: &str, token: &str) -> Result<Runners, String> {
+    start_with_ca(count, url, token, None)
+}
+
+/// As [`start`]; a `wss://` url's certificate must chain to `ca` (a PEM
+/// file), or with `None` to the system's trusted roots.
+pub fn start_with_ca(
+    count: usize,
+    url: &str,
+    token: &str,
+    ca: Option<&Path>,
+) -> Result<Runners, String> {
     let state_dir =
         std::env::temp_dir().join(format!("tether-loadtest-state-{}", std::process::id()));
     let mut runners = Runners {
@@ -62,7 +73,7 @@ pub fn start(count: usize, url: &str, token: &str) -> Result<Runners, String> {
         let key = format!("loadtest-{}-{i}", std::process::id());
         runners
             .children
-            .push(spawn(url, token, &key, &runners.state_dir)?);
+            .push(spawn_with_ca(url, token, &key, &runners.state_dir, ca)?);
     }
     Ok(runners)
 }
@@ -70,10 +81,22 @@ pub fn start(count: usize, url: &str, token: &str) -> Result<Runners, String> {
 /// Starts this binary again as a runner child (its `main` must call
 /// `run_if_asked` first) and waits until it is connected.
 pub fn spawn(url: &str, token: &str, key: &str, state_dir: &Path) -> Result<RunnerChild, String> {
+    spawn_with_ca(url, token, key, state_dir, None)
+}
+
+/// As [`spawn`], trusting `ca` for a `wss://` url (see [`start_with_ca`]).
+pub fn spawn_with_ca(
+    url: &str,
+    token: &str,
+    key: &str,
+    state_dir: &Path,
+    ca: Option<&Path>,
+) -> Result<RunnerChild, String> {
     let exe = std::env::current_exe().map_err(|e| format!("own path: {e}"))?;
     let mut child = Command::new(exe)
         .args([RUNNER_ARG, url, token, key])
         .arg(state_dir)
+        .args(ca)
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| format!("starting a runner: {e}"))?;
@@ -102,6 +125,7 @@ pub fn run_if_asked() {
     let signals = tether::server::signals::block_termination_signals().expect("signal mask");
     let mut options = tether::runner::RunnerOptions::new(&args[2], &args[3]);
     options.key = args[4].clone();
+    options.tls_ca = args.get(6).map(PathBuf::from);
     match tether::runner::DirStore::new(&args[5]) {
         Ok(store) => options.state = Some(std::sync::Arc::new(store)),
         Err(e) => {

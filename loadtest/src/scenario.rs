@@ -123,7 +123,8 @@ impl ChaosEvent {
 pub struct Scenario {
     pub name: String,
     pub description: String,
-    /// `ws://host:port`; clients open `{url}/actors/{actor}/{key}`.
+    /// `ws://host:port` or `wss://host:port` (TLS; the port defaults to 80
+    /// or 443); clients open `{url}/actors/{actor}/{key}`.
     pub url: String,
     pub actor: ActorKind,
     /// Distinct actor keys; client `c` joins key `c % actors`.
@@ -147,7 +148,12 @@ pub struct Scenario {
     pub connect_timeout: Duration,
     /// Close and reconnect after this many messages per connection; 0 = never.
     pub reconnect_every: u64,
+    /// TLS even though `url` says `ws://` (`wss://` implies it).
     pub tls: bool,
+    /// TLS: a PEM file of the certificates the gateway's must chain to
+    /// (for the clients, and the runners this load test starts); empty:
+    /// the system's trusted roots.
+    pub ca: String,
     /// Client threads, one monoio runtime each; 0 = one per CPU.
     pub threads: usize,
     /// Reference runners to start (child processes of the load test).
@@ -329,6 +335,7 @@ impl Default for Scenario {
             connect_timeout: Duration::from_secs(10),
             reconnect_every: 0,
             tls: false,
+            ca: String::new(),
             threads: 0,
             runners: 0,
             runner_url: "ws://127.0.0.1:8081".into(),
@@ -385,14 +392,14 @@ impl Scenario {
 
     /// Checks the combination; every error says which field and why.
     pub fn validate(&self) -> Result<(), String> {
-        if self.tls || self.url.starts_with("wss://") {
-            return Err(
-                "TLS: the gateway does not speak TLS yet, so neither does the load test (use ws://)"
-                    .into(),
-            );
+        if !self.url.starts_with("ws://") && !self.url.starts_with("wss://") {
+            return Err(format!(
+                "url `{}` must start with ws:// or wss://",
+                self.url
+            ));
         }
-        if !self.url.starts_with("ws://") {
-            return Err(format!("url `{}` must start with ws://", self.url));
+        if self.host().is_empty() {
+            return Err(format!("url `{}` has no host", self.url));
         }
         if self.clients == 0 {
             return Err("clients must be at least 1".into());
@@ -430,10 +437,43 @@ impl Scenario {
         Ok(())
     }
 
-    /// `host:port` of `url`.
+    /// `host:port` of `url` (as it is written: the port may be missing).
     pub fn authority(&self) -> &str {
-        let rest = self.url.trim_start_matches("ws://");
+        let rest = self
+            .url
+            .strip_prefix("wss://")
+            .or_else(|| self.url.strip_prefix("ws://"))
+            .unwrap_or(&self.url);
         rest.split('/').next().unwrap_or(rest)
+    }
+
+    /// The clients speak TLS: `wss://`, or `tls = true`.
+    pub fn uses_tls(&self) -> bool {
+        self.tls || self.url.starts_with("wss://")
+    }
+
+    /// The host of `url`, without brackets for IPv6: what TLS asks for (SNI)
+    /// and verifies the certificate against.
+    pub fn host(&self) -> &str {
+        let a = self.authority();
+        if let Some(v6) = a.strip_prefix('[') {
+            return v6.split(']').next().unwrap_or(v6);
+        }
+        a.rsplit_once(':').map_or(a, |(host, _)| host)
+    }
+
+    /// `host:port` to resolve: the port defaults to 443 (TLS) or 80.
+    pub fn socket_authority(&self) -> String {
+        let a = self.authority();
+        let port_given = match a.strip_prefix('[') {
+            Some(v6) => v6.split_once(']').is_some_and(|(_, p)| p.starts_with(':')),
+            None => a.contains(':'),
+        };
+        match (port_given, self.uses_tls()) {
+            (true, _) => a.to_string(),
+            (false, true) => format!("{a}:443"),
+            (false, false) => format!("{a}:80"),
+        }
     }
 
     /// Hibernation windows: (silent from, silent until, wake spread).
@@ -476,8 +516,39 @@ mod tests {
         s.chaos.push(ChaosEvent::parse("kill:2@5s").unwrap());
         assert!(s.validate().unwrap_err().contains("runner 2"));
         s.chaos.clear();
-        s.url = "wss://x".into();
-        assert!(s.validate().unwrap_err().contains("TLS"));
+        s.url = "http://x".into();
+        assert!(s.validate().unwrap_err().contains("ws:// or wss://"));
+    }
+
+    #[test]
+    fn urls_give_host_port_and_tls() {
+        let mut s = Scenario {
+            url: "wss://localhost:8443/".into(),
+            ..Scenario::default()
+        };
+        s.validate().unwrap();
+        assert!(s.uses_tls());
+        assert_eq!(
+            (s.authority(), s.host(), s.socket_authority().as_str()),
+            ("localhost:8443", "localhost", "localhost:8443")
+        );
+        s.url = "wss://gateway.example".into();
+        assert_eq!(s.socket_authority(), "gateway.example:443");
+        s.url = "ws://[::1]".into();
+        assert!(!s.uses_tls());
+        assert_eq!(
+            (s.host(), s.socket_authority().as_str()),
+            ("::1", "[::1]:80")
+        );
+        s.url = "ws://[::1]:9000".into();
+        assert_eq!(
+            (s.host(), s.socket_authority().as_str()),
+            ("::1", "[::1]:9000")
+        );
+        s.tls = true;
+        assert!(s.uses_tls());
+        s.url = "wss://:8443".into();
+        assert!(s.validate().unwrap_err().contains("no host"));
     }
 
     #[test]
