@@ -251,7 +251,8 @@ fn bench_client_workload(workload: &str) -> Option<bool> {
 }
 
 /// `echo-tls` / `echo-plain`: loadtest's echo-throughput parameters, the
-/// bench's own client (the loadtest has no TLS).
+/// bench's own client (written before the loadtest spoke wss://; kept so
+/// that both rows use the same client).
 fn measure_bench_client(
     target: &Target,
     workload: &str,
