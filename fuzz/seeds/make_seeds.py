@@ -93,3 +93,20 @@ for i, target in enumerate([
     "/actors/" + "n" * 70 + "/k", "/runners//drain",
 ]):
     write("admin_router", f"seed{i}", target.encode())
+
+# client_credential: heads with tokens in each place, and a bare token.
+for i, data in enumerate([
+    upgrade("/ns/acme/actors/chat/room?token=tt1.eyJucyI6ImFjbWUifQ.abc&x=1"),
+    upgrade("/ns/acme/actors/chat/room", "Authorization: Bearer pk-acme-0123456789abcdef\r\n"),
+    upgrade("/actors/chat/room", "Sec-WebSocket-Protocol: chat.v1, tether-token.tt1.aaaa.bbbb\r\n"),
+    upgrade("/actors/chat/room?token=a&token=b"),
+    b"tt1.eyJucyI6ImFjbWUiLCJuYW1lIjoiY2hhdCIsImtleSI6WyJyb29tIl0sImV4cCI6MX0.P2_v56kjQ3AvQXxcsnDmXh5GgbC3jBBoRquCkuesG6c",
+]):
+    write("client_credential", f"seed{i}", data)
+
+# tls_server: first byte is where the bytes are split; a ClientHello-shaped
+# record, and plain HTTP on the TLS port.
+hello = (bytes.fromhex("160301") + (200).to_bytes(2, "big") + bytes.fromhex("010000c40303")
+         + bytes(32) + b"\x00" + bytes.fromhex("0002130101000099"))
+write("tls_server", "seed0", b"\x05" + hello + bytes(200))
+write("tls_server", "seed1", b"\x00" + b"GET / HTTP/1.1\r\n\r\n")
