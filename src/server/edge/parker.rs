@@ -37,6 +37,7 @@ use crate::server::conn::stats::WorkerStats;
 use crate::server::conn::stream::{Detached, Stream};
 use crate::server::conn::wakeups::Wakeups;
 use crate::ws::keepalive::Keepalive;
+use monoio::net::TcpStream;
 
 /// Entries of each worker's parking ring (completions beyond it overflow
 /// and are drained explicitly, see `completions`).
@@ -154,16 +155,23 @@ impl Parker {
         }
     }
 
-    /// The parker task: turns readiness and wake-ups back into session tasks.
-    pub async fn run(self: Rc<Self>, edge: Rc<EdgeSide>) {
+    /// Starts the parker task. The eventfd's watch is made here, before
+    /// the worker reports ready, so that a ready worker opens no more
+    /// descriptors of its own.
+    pub fn start(self: Rc<Self>, edge: Rc<EdgeSide>) {
         // The eventfd as a monoio socket, only to await its readability.
-        let watch = match self.eventfd.try_clone().and_then(attach_fd) {
-            Ok(w) => w,
-            Err(e) => {
-                warn!(error = %e, "cannot watch the parking ring; hibernated sockets keep their tasks");
-                return;
+        match self.eventfd.try_clone().and_then(attach_fd) {
+            Ok(watch) => {
+                monoio::spawn(self.run(edge, watch));
             }
-        };
+            Err(e) => {
+                warn!(error = %e, "cannot watch the parking ring; hibernated sockets keep their tasks")
+            }
+        }
+    }
+
+    /// The parker task: turns readiness and wake-ups back into session tasks.
+    async fn run(self: Rc<Self>, edge: Rc<EdgeSide>, watch: TcpStream) {
         loop {
             let readable = watch.readable(false);
             let unparked = self.wakeups.unparked();

@@ -49,14 +49,12 @@ pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Resul
             return Err(e);
         }
     };
-    let _ = seed.ready.send(Ok(()));
-    info!(worker = seed.id, driver = %seed.driver, "worker serving");
     let worker = Rc::new(Worker::assemble(&seed));
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u64;
     worker.stats.thread_id.store(tid, Ordering::Relaxed);
     if let Some(parker) = &worker.edge.parker {
-        monoio::spawn(parker.clone().run(worker.edge.clone()));
+        parker.clone().start(worker.edge.clone());
     }
     if let Some(admin) = listeners.admin {
         monoio::spawn(accept_loop(worker.clone(), admin, Listener::Admin));
@@ -67,6 +65,10 @@ pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Resul
     let runners = monoio::spawn(runners);
     let handoffs = monoio::spawn(receive_handoffs(worker.clone()));
     let sweeper = monoio::spawn(sweep_timers(worker.clone()));
+    // Ready once everything the worker holds exists (its parking ring and
+    // eventfd too), not merely once its listeners are registered.
+    let _ = seed.ready.send(Ok(()));
+    info!(worker = seed.id, driver = %seed.driver, "worker serving");
     seed.shutdown.wait(worker.id).await;
     worker.stopping.set();
     // The listeners close when their loops return: no new connections.
