@@ -163,6 +163,9 @@ fn a_handshake_that_never_finishes_is_cut_at_handshake_timeout() {
     // Plain HTTP on the TLS port is not answered in plaintext.
     let answer = raw_exchange(h.client_addr, upgrade_request("/actors/echo/x").as_bytes());
     assert!(!answer.contains("HTTP/1.1"), "{answer}");
+    wait_for("the failed handshake to be counted", || {
+        h.stat(|s| &s.tls_failures) == 1
+    });
     h.shutdown();
 }
 

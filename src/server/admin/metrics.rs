@@ -35,12 +35,13 @@ const REFUSALS: &[(&str, Counter)] = &[
     ("new_actors_per_address", |s| &s.creations_refused),
     ("max_tunnels_per_identity", |s| &s.tunnels_refused),
     ("trusted_proxies", |s| &s.proxy_headers_refused),
+    ("tls_handshake", |s| &s.tls_failures),
 ];
 
 fn render_refusals(stats: &[Arc<WorkerStats>]) -> String {
     let name = "tether_connections_refused_total";
     let mut out = format!(
-        "# HELP {name} Connections (client, or runner tunnels) refused by a limit, by the limit's setting.\n# TYPE {name} counter\n"
+        "# HELP {name} Connections (client, or runner tunnels) refused: by a limit (its setting), a TLS handshake that failed (tls_handshake), or a trusted balancer without a valid PROXY header (trusted_proxies).\n# TYPE {name} counter\n"
     );
     for (reason, counter) in REFUSALS {
         let value: u64 = stats

@@ -35,6 +35,9 @@ pub struct WorkerStats {
     pub refused_actor_full: AtomicU64,
     /// Tunnels refused: their identity had `max_tunnels_per_identity` open.
     pub tunnels_refused: AtomicU64,
+    /// TLS connections whose handshake (or a record) failed before their
+    /// request head: not TLS, no common version or cipher, a bad record.
+    pub tls_failures: AtomicU64,
     /// Connections from a trusted balancer without a valid PROXY header.
     pub proxy_headers_refused: AtomicU64,
 }

@@ -344,6 +344,12 @@ async fn read_head(worker: &Worker, accepted: Accepted) -> Option<Arrived> {
                 refuse(env, stream, buf, timed_out).await;
                 return None;
             }
+            ReadOutcome::Failed(e) if e.kind() == io::ErrorKind::InvalidData => {
+                // Only TLS reads fail so: not TLS, or a failed handshake.
+                worker.stats.tls_failures.fetch_add(1, Ordering::Relaxed);
+                debug!(%peer, error = %e, "TLS handshake failed");
+                return None;
+            }
             ReadOutcome::Eof | ReadOutcome::Failed(_) => return None,
         }
     }
