@@ -147,6 +147,12 @@ fn the_runner_never_sees_the_gateways_token() {
         head.contains(&format!("Sec-WebSocket-Protocol: tether-token.{granted}")),
         "{head}"
     );
+    // In the Authorization header: the gateway consumed it; the runner gets
+    // the client's other headers, not that one.
+    let auth = format!("Authorization: Bearer {granted}\r\nOrigin: https://app.example");
+    let (_, mut ws) = upgrade(h.client_addr, "/ns/acme/actors/inspect/room", &auth).unwrap();
+    let seen = first_text(&mut ws);
+    assert!(seen.contains("headers=[\"origin\"]"), "{seen}");
     h.shutdown();
 }
 
@@ -237,8 +243,9 @@ struct Inspector(&'static str);
 
 impl Actor for Inspector {
     fn on_open(&mut self, ctx: &mut Ctx<'_>, conn: u64, info: &ConnInfo) -> OpenDecision {
+        let headers: Vec<&str> = info.headers.iter().map(|(n, _)| n.as_str()).collect();
         let text = format!(
-            "query={} protocols={:?} runner={}",
+            "query={} protocols={:?} headers={headers:?} runner={}",
             info.query, info.protocols, self.0
         );
         ctx.send(conn, &Message::Text(text));

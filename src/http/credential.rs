@@ -12,8 +12,8 @@
 //!    ``!#$%&'*+-.^_`|~``. Base64url and `.` (signed connect tokens) are
 //!    tchar; standard base64's `/` and `=` are not. Chrome fails a handshake
 //!    whose client offered subprotocols and whose response selects none, so
-//!    a browser client should also offer a real subprotocol for the server
-//!    to select; the token entry is never selected nor echoed.
+//!    when the runner selects none the gateway selects the token entry
+//!    itself (it goes back to the client that sent it, never to the runner).
 //!
 //! A token must be present once only. Two tokens, in one place or in two, are
 //! refused even when equal: a gateway that picked one while something behind

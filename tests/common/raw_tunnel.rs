@@ -15,19 +15,29 @@ pub fn raw_tunnel(h: &Harness) -> tungstenite::WebSocket<TcpStream> {
     raw_tunnel_as(h, "tether-dev-token")
 }
 
-/// Connects to the runner listener with `token`.
+/// Connects to the runner listener with `token`. (A handshake interrupted
+/// by a signal, EINTR, is tried again on a new connection: tungstenite's
+/// blocking handshake cannot resume.)
 pub fn raw_tunnel_as(h: &Harness, token: &str) -> tungstenite::WebSocket<TcpStream> {
-    let mut req = format!("{}/runners/connect", h.runner_url())
-        .into_client_request()
-        .unwrap();
-    let bearer = format!("Bearer {token}");
-    req.headers_mut()
-        .insert("authorization", bearer.parse().unwrap());
-    let stream = TcpStream::connect(h.runner_addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    tungstenite::client::client(req, stream).unwrap().0
+    for _ in 0..5 {
+        let mut req = format!("{}/runners/connect", h.runner_url())
+            .into_client_request()
+            .unwrap();
+        let bearer = format!("Bearer {token}");
+        req.headers_mut()
+            .insert("authorization", bearer.parse().unwrap());
+        let stream = TcpStream::connect(h.runner_addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        match tungstenite::client::client(req, stream) {
+            Ok((ws, _)) => return ws,
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Io(e)))
+                if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("tunnel handshake: {e}"),
+        }
+    }
+    panic!("tunnel handshake interrupted five times")
 }
 
 /// Sends one frame as its own tunnel message.

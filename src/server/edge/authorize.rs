@@ -13,31 +13,58 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, NamespaceConfig};
-use crate::http::credential::{client_token, ClientCredential};
+use crate::http::credential::{client_token, ClientCredential, TokenSource};
 use crate::http::route::ActorPath;
 use crate::http::token::{self, TOKEN_PREFIX};
 use crate::http::{RequestHead, Status};
 use crate::server::conn::reply::Refusal;
 
-/// The client's credential (if it gave one) once it is admitted.
+/// A client let in: its credential, if it gave one.
+pub(crate) struct Admitted {
+    pub credential: Option<ClientCredential>,
+    /// The gateway checked the credential (the namespace is not open): it
+    /// is the gateway's, and the runner must not see it.
+    pub consumed: bool,
+}
+
+impl Admitted {
+    /// Whether the `Authorization` header carried a token the gateway used.
+    pub fn consumed_authorization(&self) -> bool {
+        self.consumed
+            && self
+                .credential
+                .as_ref()
+                .is_some_and(|c| c.source() == TokenSource::Bearer)
+    }
+}
+
+/// Lets the client in, or says why not.
 pub(crate) fn authorize(
     config: &Config,
     head: &RequestHead,
     actor: &ActorPath,
-) -> Result<Option<ClientCredential>, Refusal> {
+) -> Result<Admitted, Refusal> {
     let Some(ns) = config.namespace(&actor.ns) else {
         return Err(Refusal::new(Status::NOT_FOUND, "no such namespace"));
     };
     let credential =
         client_token(head).map_err(|e| Refusal::new(Status(e.status()), e.reason()))?;
     if ns.open {
-        return Ok(credential);
+        let consumed = false;
+        return Ok(Admitted {
+            credential,
+            consumed,
+        });
     }
     let Some(given) = &credential else {
         return Err(Refusal::unauthorized("this namespace needs a client token"));
     };
     check_token(ns, given, actor, unix_now())?;
-    Ok(credential)
+    let consumed = true;
+    Ok(Admitted {
+        credential,
+        consumed,
+    })
 }
 
 fn check_token(

@@ -57,7 +57,13 @@ pub(super) async fn connect_actor(
 }
 
 /// What the runner is told about the connection.
-pub(super) fn open_request(head: &RequestHead, upgrade: &Upgrade, peer: SocketAddr) -> OpenRequest {
+/// `drop_authorization`: the header carried the gateway's own token.
+pub(super) fn open_request(
+    head: &RequestHead,
+    upgrade: &Upgrade,
+    peer: SocketAddr,
+    drop_authorization: bool,
+) -> OpenRequest {
     // A token in the query is the gateway's: the runner never sees it.
     let target = strip_token_query(&head.target);
     let (path, query) = match target.split_once('?') {
@@ -69,6 +75,7 @@ pub(super) fn open_request(head: &RequestHead, upgrade: &Upgrade, peer: SocketAd
         .headers
         .iter()
         .filter(|(n, _)| FORWARDED_HEADERS.iter().any(|f| n.eq_ignore_ascii_case(f)))
+        .filter(|(n, _)| !(drop_authorization && n.eq_ignore_ascii_case("authorization")))
         .take(limits::HEADERS as usize)
         .map(|(n, v)| (n.to_ascii_lowercase(), Bytes::copy_from_slice(v)))
         .collect();

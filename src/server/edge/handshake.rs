@@ -61,8 +61,8 @@ pub(crate) async fn serve_client(
         Ok(x) => x,
         Err(r) => return refuse(env, stream, buf, r).await,
     };
-    let credential = match authorize(&env.config, &head, &actor) {
-        Ok(c) => c,
+    let admitted = match authorize(&env.config, &head, &actor) {
+        Ok(a) => a,
         Err(r) => return refuse(env, stream, buf, r).await,
     };
     // The gateway's token entries are not the runner's to see or choose.
@@ -79,7 +79,7 @@ pub(crate) async fn serve_client(
     };
     let registration = env.registry.register(Instant::now());
     let control = registration.control.clone();
-    let request = open_request(&head, &upgrade, peer);
+    let request = open_request(&head, &upgrade, peer, admitted.consumed_authorization());
     let (conn_id, protocol) = match connect_actor(&edge, &actor, request, control, ticket).await {
         Ok(ok) => ok,
         Err(u) => {
@@ -91,7 +91,9 @@ pub(crate) async fn serve_client(
     // A browser that offered subprotocols fails an upgrade that selects
     // none: a token offered as one is selected when the runner chose nothing.
     let protocol = protocol.or_else(|| {
-        let c = credential.filter(|c| c.source() == TokenSource::Protocol)?;
+        let c = admitted
+            .credential
+            .filter(|c| c.source() == TokenSource::Protocol)?;
         Some(format!("{TOKEN_PROTOCOL_PREFIX}{}", c.token()))
     });
     let mut out = env.pool.take();
