@@ -247,3 +247,63 @@ fn a_balancers_proxy_header_comes_before_the_tls_handshake() {
     );
     h.shutdown();
 }
+
+#[test]
+fn a_tls_refusal_ends_with_close_notify() {
+    let pki = Pki::new();
+    let h = start_bare(tls_config(vec![pki.leaf("gw", &["gw.test"])]));
+    let mut tls = tls_to(h.client_addr, "gw.test", &pki.ca_path()).unwrap();
+    tls.write_all(upgrade_request("/nowhere").as_bytes())
+        .unwrap();
+    let mut answer = Vec::new();
+    // Without close_notify, rustls reports an unexpected end of the stream:
+    // the client could not tell a complete answer from a cut one.
+    let read = tls.read_to_end(&mut answer);
+    assert!(read.is_ok(), "{read:?}");
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 404"));
+    h.shutdown();
+}
+
+#[test]
+fn data_that_arrives_with_close_notify_is_delivered() {
+    let pki = Pki::new();
+    let h = start(tls_config(vec![pki.leaf("gw", &["gw.test"])]));
+    let mut listener = wss(
+        h.client_addr,
+        "gw.test",
+        &pki.ca_path(),
+        "/actors/chat/last",
+    );
+    let mut leaver = tls_to(h.client_addr, "gw.test", &pki.ca_path()).unwrap();
+    leaver
+        .write_all(upgrade_request("/actors/chat/last").as_bytes())
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        leaver.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    // A last message, a close frame and close_notify in one flight.
+    let mut flight = client_frame(true, 1, b"last words");
+    flight.extend(client_frame(true, 8, &1000u16.to_be_bytes()));
+    leaver.conn.writer().write_all(&flight).unwrap();
+    leaver.conn.send_close_notify();
+    while leaver.conn.wants_write() {
+        leaver.conn.write_tls(&mut leaver.sock).unwrap();
+    }
+    loop {
+        match listener.read() {
+            Ok(Message::Text(t)) => {
+                assert_eq!(t.as_str(), "last words");
+                break;
+            }
+            Ok(_) => continue,
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
+                continue
+            }
+            Err(e) => panic!("the last words were lost: {e}"),
+        }
+    }
+    h.shutdown();
+}

@@ -63,6 +63,9 @@ async fn read_tls(
     mut buf: BytesMut,
     room: usize,
 ) -> (ReadOutcome, BytesMut) {
+    if tls.peer_closed {
+        return (ReadOutcome::Eof, buf);
+    }
     let incoming = std::mem::take(&mut tls.incoming);
     let mut incoming = if std::mem::take(&mut tls.unread) {
         incoming // read ahead: process it before reading more
@@ -85,6 +88,12 @@ async fn read_tls(
         incoming
     };
     match result {
+        Ok(p) if p.peer_closed && p.plaintext > 0 => {
+            // Deliver what came with the close_notify; the end comes next.
+            tls.peer_closed = true;
+            tls.unread = true;
+            (ReadOutcome::Data(p.plaintext), buf)
+        }
         Ok(p) if p.peer_closed => (ReadOutcome::Eof, buf),
         Ok(p) => (ReadOutcome::Data(p.plaintext), buf),
         Err(e) => {
@@ -209,7 +218,8 @@ pub(crate) async fn linger_close(mut stream: Stream, scratch: BytesMut, linger: 
         let mut alert = BytesMut::new();
         tls.server.close_notify(&mut alert);
         if !alert.is_empty() {
-            let _ = write_all_or_stall(&mut stream, alert, linger).await;
+            // Already a TLS record: written as it is, not encrypted again.
+            let _ = write_tcp(&mut stream.tcp, alert, || monoio::time::sleep(linger)).await;
         }
         // Whatever the peer still sends is discarded without decrypting.
         stream.tls = None;

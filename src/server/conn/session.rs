@@ -187,6 +187,8 @@ impl<R: Role> Session<R> {
             }
             let wake = if gate == Gate::Hold {
                 Wake::Signal(control.next_signal().await)
+            } else if stream.has_unread_input() {
+                Wake::Readable(Ok(())) // read ahead (TLS): no need to wait
             } else {
                 monoio::select! {
                     r = stream.readable() => Wake::Readable(r),

@@ -29,6 +29,9 @@ pub(crate) struct TlsConn {
     /// `incoming` holds bytes read ahead (after a PROXY header) that the
     /// session has not processed yet: the next read processes them first.
     pub(super) unread: bool,
+    /// The peer sent close_notify after data that was delivered: the next
+    /// read reports the end.
+    pub(super) peer_closed: bool,
 }
 
 /// A stream taken out of monoio (to park it, or to move it to another
@@ -50,6 +53,7 @@ impl Stream {
             server,
             incoming: BytesMut::new(),
             unread: false,
+            peer_closed: false,
         };
         Stream {
             tcp,
