@@ -473,9 +473,9 @@ impl Config {
         let mut errors = Vec::new();
         let ids = &self.runners.identities;
         for (i, id) in ids.iter().enumerate() {
-            let problem = if id.name.is_empty() || id.name == "default" {
+            let problem = if id.name.is_empty() || id.name == "default" || id.name.contains('/') {
                 Some(format!(
-                    "runners.identities: name {:?} is empty or reserved",
+                    "runners.identities: name {:?} is empty, reserved or contains /",
                     id.name
                 ))
             } else if id.token.is_empty() || id.token == self.runners.token {

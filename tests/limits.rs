@@ -161,6 +161,7 @@ fn a_runner_gets_at_most_max_actors_per_runner_whatever_it_declares() {
     let (status, answer, _) = upgrade_from("127.0.0.2", to, "/actors/echo/two");
     assert_eq!(status, 503, "{answer}");
     assert!(answer.contains("no_capacity"), "{answer}");
+    assert_eq!(refused_metric(&h, "no_capacity"), 1);
     h.shutdown();
 }
 

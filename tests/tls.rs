@@ -307,3 +307,21 @@ fn data_that_arrives_with_close_notify_is_delivered() {
     }
     h.shutdown();
 }
+
+#[test]
+fn a_tls_connection_over_a_limit_is_closed_before_the_handshake() {
+    let pki = Pki::new();
+    let mut c = tls_config(vec![pki.leaf("gw", &["gw.test"])]);
+    c.client.max_connections = 1;
+    let h = start(c);
+    let _first = wss(h.client_addr, "gw.test", &pki.ca_path(), "/actors/echo/one");
+    let refused = tls_to(h.client_addr, "gw.test", &pki.ca_path());
+    let err = refused.err().unwrap_or_default();
+    // A clean close (end of stream), not a reset.
+    assert!(!err.contains("reset"), "{err}");
+    assert!(!err.is_empty(), "the handshake succeeded past the limit");
+    wait_for("the refusal to be counted", || {
+        h.stat(|s| &s.refused_max_connections) == 1
+    });
+    h.shutdown();
+}

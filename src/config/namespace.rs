@@ -114,6 +114,17 @@ pub fn check_namespaces(namespaces: &[NamespaceConfig], other_tokens: &[&str]) -
         if namespaces[..i].iter().any(|o| o.name == ns.name) {
             problems.push(format!("namespaces: {} is configured twice", ns.name));
         }
+        let runners = &ns.runners;
+        if runners
+            .iter()
+            .enumerate()
+            .any(|(j, r)| r.name.is_empty() || runners[..j].iter().any(|o| o.name == r.name))
+        {
+            problems.push(format!(
+                "namespaces: {} has a runner token with an empty or repeated name",
+                ns.name
+            ));
+        }
         if !ns.admits_clients() {
             problems.push(format!(
                 "namespaces: {} admits no client: set open = true, publishable_tokens or connect_token_secrets",

@@ -41,7 +41,11 @@ impl Actors {
         let pool = self.config.pool_of(ns, name).to_owned();
         let hold = self.config.actors.wake_buffer_bytes;
         let actor = Rc::new(Actor::new(ns, name, key, pool, self.clock.get(), hold));
-        let slot = choose_tunnel(&self.tunnels, &actor, None)?;
+        let slot = choose_tunnel(&self.tunnels, &actor, None).inspect_err(|u| {
+            if matches!(u, Unavailable::NoCapacity { .. }) {
+                self.stats.no_capacity.fetch_add(1, Ordering::Relaxed);
+            }
+        })?;
         // Counted only when an actor would really start (the slot goes
         // back if the address is over its allowance).
         if !self.creations.allow(creator, self.now()) {

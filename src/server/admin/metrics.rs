@@ -36,6 +36,7 @@ const REFUSALS: &[(&str, Counter)] = &[
     ("max_tunnels_per_identity", |s| &s.tunnels_refused),
     ("trusted_proxies", |s| &s.proxy_headers_refused),
     ("tls_handshake", |s| &s.tls_failures),
+    ("no_capacity", |s| &s.no_capacity),
 ];
 
 fn render_refusals(stats: &[Arc<WorkerStats>]) -> String {

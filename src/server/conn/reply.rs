@@ -77,7 +77,13 @@ pub(crate) async fn refuse(env: &ConnEnv, stream: Stream, scratch: bytes::BytesM
 /// of thousands of sockets, polls and timers alive for clients that are
 /// being turned away. A well-behaved client has sent its request by the
 /// time it reads the answer, so it still gets it rather than a reset.
+/// On a TLS listener nothing is written: the refusal comes before the
+/// handshake, and no handshake is spent on it; the connection is closed
+/// (cleanly, after the short linger).
 pub(crate) async fn refuse_on_arrival(env: &ConnEnv, mut stream: Stream, r: Refusal) {
+    if stream.is_tls() {
+        return linger_close(stream, bytes::BytesMut::new(), ARRIVAL_LINGER).await;
+    }
     let mut out = env.pool.take();
     write_response(&mut out, r.status, r.headers, &format!("{}\n", r.reason));
     if let Ok(out) = write_all_or_stall(&mut stream, out, ARRIVAL_LINGER).await {

@@ -38,6 +38,9 @@ pub struct WorkerStats {
     /// TLS connections whose handshake (or a record) failed before their
     /// request head: not TLS, no common version or cipher, a bad record.
     pub tls_failures: AtomicU64,
+    /// New actors refused 503 `no_capacity`: every runner of the pool is
+    /// full (its declared capacity or `runners.max_actors_per_runner`).
+    pub no_capacity: AtomicU64,
     /// Connections from a trusted balancer without a valid PROXY header.
     pub proxy_headers_refused: AtomicU64,
 }

@@ -83,6 +83,10 @@ impl Stream {
         }
     }
 
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// Whether a read would find input without waiting for the socket.
     pub fn has_unread_input(&self) -> bool {
         self.tls.as_ref().is_some_and(|t| t.unread)
