@@ -40,13 +40,7 @@ impl RequestHead {
         else {
             return false;
         };
-        let given = given.trim_ascii();
-        given.len() == token.len()
-            && given
-                .iter()
-                .zip(token.as_bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        super::credential::ct_eq(given.trim_ascii(), token.as_bytes())
     }
 
     /// Comma-separated tokens of a header across all its occurrences, trimmed.
