@@ -299,3 +299,26 @@ fn tether_sign_token_makes_a_token_the_gateway_accepts() {
     assert!(grant.allows("acme", "inspect", &["room".to_owned()]));
     assert!(grant.exp > now + 240 && grant.exp <= now + 300);
 }
+
+#[test]
+fn runner_keys_of_two_namespaces_do_not_collide() {
+    use common::raw_tunnel::{hello_answer, raw_tunnel_as};
+    let h = gateway();
+    let hello = |key: &str| tether::tunnel::Frame::Hello {
+        version: tether::tunnel::PROTOCOL_VERSION,
+        runner_key: key.into(),
+        pool: "default".into(),
+        capacity: 10,
+        tunnel_index: 0,
+        actor_names: vec!["inspect".into()],
+    };
+    let mut acme = raw_tunnel_as(&h, RUNNER_TOKEN);
+    assert_eq!(hello_answer(&mut acme, &hello("acme-1")), None);
+    // A runner of another namespace naming the same key neither replaces
+    // nor is refused by it: before, it was refused (4403) while acme's runner
+    // was connected, and took the key (locking acme's runner out) while it
+    // was reconnecting.
+    let mut other = raw_tunnel_as(&h, tether::config::DEV_RUNNER_TOKEN);
+    assert_eq!(hello_answer(&mut other, &hello("acme-1")), None);
+    h.shutdown();
+}

@@ -34,7 +34,10 @@ impl Actors {
         hello: RunnerHello,
         control: Rc<ConnControl>,
     ) -> Result<Rc<Tunnel>, String> {
-        if let Some(old) = self.tunnels.by_runner_key(&hello.runner_key) {
+        if let Some(old) = self
+            .tunnels
+            .by_runner_key(&hello.namespace, &hello.runner_key)
+        {
             if old.identity != hello.identity {
                 warn!(worker = self.worker_id, runner = ?hello.runner_key, holder = %old.identity, claimant = %hello.identity, "runner key held by another identity: refused");
                 return Err(format!(
@@ -119,12 +122,19 @@ impl Actors {
         tunnel.send_drained();
     }
 
-    /// An operator asked to drain the runner `key`. Returns how many actors
-    /// this worker moves away from it, or `None` if it has no tunnel here.
+    /// An operator asked to drain the runner `key` (in every namespace
+    /// that has one: the admin token is the gateway's). Returns how many
+    /// actors this worker moves away, or `None` if it has no such tunnel.
     pub fn drain_runner(&self, key: &str) -> Option<usize> {
-        let tunnel = self.tunnels.by_runner_key(key)?;
-        let moving = self.directory.on_tunnel(&tunnel).len();
-        self.drain_tunnel(&tunnel);
+        let tunnels = self.tunnels.all_by_runner_key(key);
+        if tunnels.is_empty() {
+            return None;
+        }
+        let mut moving = 0;
+        for tunnel in &tunnels {
+            moving += self.directory.on_tunnel(tunnel).len();
+            self.drain_tunnel(tunnel);
+        }
         Some(moving)
     }
 

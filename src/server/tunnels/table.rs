@@ -29,11 +29,17 @@ impl TunnelTable {
         true
     }
 
-    pub fn by_runner_key(&self, key: &str) -> Option<Rc<Tunnel>> {
-        self.find(|t| t.runner_key == key)
+    /// The tunnel of runner `key` in namespace `ns`: runner keys are a
+    /// namespace's own, so no tenant can take (or block) another's.
+    pub fn by_runner_key(&self, ns: &str, key: &str) -> Option<Rc<Tunnel>> {
+        self.find(|t| t.runner_key == key && t.namespace == ns)
     }
 
-    /// The tunnels of `pool`.
+    /// Tunnels of runner `key`, whatever their namespace (operator drains).
+    pub fn all_by_runner_key(&self, key: &str) -> Vec<Rc<Tunnel>> {
+        self.filter(|t| t.runner_key == key)
+    }
+
     /// Tunnels of pool `pool` in namespace `ns`.
     pub fn in_pool(&self, ns: &str, pool: &str) -> Vec<Rc<Tunnel>> {
         self.filter(|t| t.pool == pool && t.namespace == ns)
