@@ -19,7 +19,9 @@ use super::worker::Worker;
 use crate::http::{HeadReader, RequestHead, Status};
 use crate::server::admin::{serve_admin, Relay, Visit};
 use crate::server::conn::admission::{Refused, Ticket};
-use crate::server::conn::io::{read_before, read_proxy_header, wait_readable, ReadOutcome};
+use crate::server::conn::io::{
+    read_before, read_proxy_header, wait_readable, ProxyHeaderFailure, ReadOutcome,
+};
 use crate::server::conn::reply::{refuse, refuse_on_arrival, Refusal};
 use crate::server::conn::stream::Stream;
 use crate::server::{edge, runners};
@@ -240,6 +242,8 @@ async fn take_proxy_header(worker: &Worker, accepted: &mut Accepted) -> Option<(
             accepted.early = early;
             Some(())
         }
+        // A balancer's health check connects and closes: not a refusal.
+        Err(ProxyHeaderFailure::Read(ReadOutcome::Eof)) => None,
         Err(why) => {
             worker
                 .stats
