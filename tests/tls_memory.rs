@@ -7,14 +7,13 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
 use tether::tls::{load_server_config, CertSpec, TlsServer};
+use tether_testkit::ThrowawayPki;
 
 /// Bytes glibc reserves per block: the usable size plus its size header.
 static FOOTPRINT: AtomicIsize = AtomicIsize::new(0);
@@ -141,38 +140,27 @@ impl Buffers {
     }
 }
 
-/// A CA and one leaf for `site.test`, as PEM files in a temp dir.
+/// A CA and one leaf for `site.test` (the shared throwaway PKI).
 struct Pki {
-    dir: PathBuf,
-    ca: CertifiedIssuer<'static, KeyPair>,
+    pki: ThrowawayPki,
     spec: CertSpec,
 }
 
 impl Pki {
     fn new() -> Self {
-        let dir = std::env::temp_dir().join(format!("tether-tls-memory-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let leaf = CertificateParams::new(vec!["site.test".to_owned()])
-            .unwrap()
-            .signed_by(&key, &ca)
-            .unwrap();
-        std::fs::write(dir.join("site.crt"), leaf.pem()).unwrap();
-        std::fs::write(dir.join("site.key"), key.serialize_pem()).unwrap();
+        let pki = ThrowawayPki::new("tls-memory");
+        let leaf = pki.leaf("site", &["site.test"]);
         let spec = CertSpec {
-            chain: dir.join("site.crt"),
-            key: dir.join("site.key"),
+            chain: leaf.chain,
+            key: leaf.key,
             names: Vec::new(),
         };
-        Self { dir, ca, spec }
+        Self { pki, spec }
     }
 
     fn client(&self, version: &'static rustls::SupportedProtocolVersion) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
+        roots.add(self.pki.ca_der().into()).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[version])
@@ -180,11 +168,5 @@ impl Pki {
             .with_root_certificates(roots)
             .with_no_client_auth();
         Arc::new(config)
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -51,62 +51,44 @@ unsafe impl std::alloc::GlobalAlloc for CountingMimalloc {
 /// drop: `ca.pem`, `cert.pem` (the leaf) and `key.pem`. No key material is
 /// ever committed.
 pub struct TestPki {
-    dir: PathBuf,
+    pki: tether_testkit::ThrowawayPki,
 }
 
 impl TestPki {
+    /// A throwaway CA and a leaf for `localhost` and 127.0.0.1.
     pub fn generate() -> TestPki {
-        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "tether-bench-pki-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("pki dir");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
-            .expect("CA certificate");
-        let key = KeyPair::generate().expect("leaf key");
-        let leaf = CertificateParams::new(vec![TLS_SERVER_NAME.to_owned(), "127.0.0.1".to_owned()])
-            .expect("leaf params")
-            .signed_by(&key, &ca)
-            .expect("leaf certificate");
-        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca.pem");
-        std::fs::write(dir.join("cert.pem"), leaf.pem()).expect("write cert.pem");
-        std::fs::write(dir.join("key.pem"), key.serialize_pem()).expect("write key.pem");
-        TestPki { dir }
+        let pki = tether_testkit::ThrowawayPki::new("bench");
+        let leaf = pki.leaf("cert", &[TLS_SERVER_NAME, "127.0.0.1"]);
+        // The names the gateway child and bench/proxies/start.sh look for.
+        for (from, to) in [(&leaf.chain, "cert.pem"), (&leaf.key, "key.pem")] {
+            let pem = std::fs::read_to_string(from).expect("read a PEM file");
+            pki.write(to, &pem);
+        }
+        let ca = std::fs::read_to_string(pki.ca_path()).expect("read the CA");
+        pki.write("ca.pem", &ca);
+        TestPki { pki }
     }
 
-    /// The directory holding `ca.pem`, `cert.pem` and `key.pem`.
+    /// The directory holding the CA, the certificate and its key.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.pki.dir()
     }
 
     pub fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
+        self.pki.dir().join("ca.pem")
     }
 
     pub fn cert(&self) -> PathBuf {
-        self.dir.join("cert.pem")
+        self.pki.dir().join("cert.pem")
     }
 
     pub fn key(&self) -> PathBuf {
-        self.dir.join("key.pem")
+        self.pki.dir().join("key.pem")
     }
 
     /// A client configuration that trusts only this CA (ALPN http/1.1).
     pub fn client_config(&self) -> Arc<ClientConfig> {
         tether::tls::load_client_config(Some(&self.ca())).expect("client TLS config")
-    }
-}
-
-impl Drop for TestPki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

@@ -7,55 +7,29 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tether::config::TlsCertificate;
+use tether_testkit::ThrowawayPki;
 
-/// A CA and the files of its certificates, in a directory removed on drop.
-struct Pki {
-    dir: PathBuf,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
+/// The shared throwaway CA (`tether-testkit`), leaves as `TlsCertificate`s.
+struct Pki(ThrowawayPki);
 
 impl Pki {
     fn new(name: &str) -> Pki {
-        let dir =
-            std::env::temp_dir().join(format!("tether-loadtest-pki-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
-        Pki { dir, ca }
+        Pki(ThrowawayPki::new(&format!("loadtest-{name}")))
     }
 
     fn ca_path(&self) -> PathBuf {
-        self.dir.join("ca.crt")
+        self.0.ca_path()
     }
 
     /// A leaf for these DNS names, signed by the CA.
     fn leaf(&self, stem: &str, sans: &[&str]) -> TlsCertificate {
-        let key = KeyPair::generate().unwrap();
-        let sans: Vec<String> = sans.iter().map(|s| s.to_string()).collect();
-        let cert = CertificateParams::new(sans)
-            .unwrap()
-            .signed_by(&key, &self.ca)
-            .unwrap();
-        let chain = self.dir.join(format!("{stem}.crt"));
-        let key_path = self.dir.join(format!("{stem}.key"));
-        std::fs::write(&chain, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        let leaf = self.0.leaf(stem, sans);
         TlsCertificate {
-            chain,
-            key: key_path,
+            chain: leaf.chain,
+            key: leaf.key,
             names: Vec::new(),
         }
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

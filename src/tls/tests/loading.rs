@@ -24,7 +24,7 @@ fn assert_mentions(error: &str, path: &Path, what: &str) {
 fn missing_file_is_named() {
     let pki = Pki::new();
     let mut spec = pki.leaf("site", &["site.test"]).spec;
-    spec.chain = pki.dir.path().join("absent.crt");
+    spec.chain = pki.dir().join("absent.crt");
     assert_mentions(&load_error(spec.clone()), &spec.chain, "cannot read");
 }
 
@@ -146,7 +146,7 @@ fn runner_config_trusts_the_given_ca_only() {
     pair.handshake();
     assert_eq!(pair.client.alpn_protocol(), Some(&b"http/1.1"[..]));
 
-    let absent = pki.dir.path().join("absent-ca.crt");
+    let absent = pki.dir().join("absent-ca.crt");
     assert_mentions(
         &load_client_config(Some(&absent)).unwrap_err(),
         &absent,
