@@ -179,7 +179,8 @@ pub async fn open(plan: &Plan, source: Option<IpAddr>, path: &str) -> Opened {
         let Connection {
             mut reader,
             mut writer,
-        } = match transport::connect(plan.addr, source, plan.driver, plan.tls.as_ref()).await {
+        } = match transport::connect(flood_addr(plan), source, plan.driver, plan.tls.as_ref()).await
+        {
             Ok(c) => c,
             Err(e) => return Opened::Failed(e),
         };
@@ -215,6 +216,12 @@ pub async fn open(plan: &Plan, source: Option<IpAddr>, path: &str) -> Opened {
         Ok(o) => o,
         Err(_) => Opened::Failed("connect + upgrade timed out".into()),
     }
+}
+
+/// Where the abusive groups connect: `flood.target`, or the gateway under test.
+fn flood_addr(plan: &Plan) -> std::net::SocketAddr {
+    // Checked when the scenario was read.
+    flood(plan).target.parse().unwrap_or(plan.addr)
 }
 
 fn flood(plan: &Plan) -> &Flood {
@@ -387,7 +394,7 @@ async fn run_silent(plan: Arc<Plan>, i: usize, sources: Rc<Sources>, stats: Shar
         stats.borrow_mut().groups[group].attempts += 1;
         let connected = monoio::time::timeout(
             plan.scenario.connect_timeout,
-            crate::net::connect(plan.addr, source, plan.driver),
+            crate::net::connect(flood_addr(&plan), source, plan.driver),
         )
         .await;
         let mut stream = match connected {

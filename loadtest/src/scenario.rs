@@ -224,6 +224,10 @@ pub struct Flood {
     pub admin_url: String,
     /// Bearer token for /metrics (the gateway's `admin.token`).
     pub admin_token: String,
+    /// Where the abusive groups connect (`host:port`); empty = the gateway
+    /// under test. Another gateway here makes a control run: the same load
+    /// on the machine, none of it on the gateway the well-behaved clients use.
+    pub target: String,
 }
 
 impl Default for Flood {
@@ -248,6 +252,7 @@ impl Default for Flood {
             max_slowdown: 0.0,
             admin_url: String::new(),
             admin_token: String::new(),
+            target: String::new(),
         }
     }
 }
@@ -264,6 +269,12 @@ impl Flood {
     }
 
     fn validate(&self, s: &Scenario) -> Result<(), String> {
+        if !self.target.is_empty() && self.target.parse::<std::net::SocketAddr>().is_err() {
+            return Err(format!(
+                "flood.target {:?} is not an ip:port address",
+                self.target
+            ));
+        }
         if self.at <= s.warmup || self.at >= s.warmup + s.duration {
             return Err(format!(
                 "flood.at ({:?}) must fall after the warm-up ({:?}) and before the end of the measured time ({:?})",
