@@ -4,7 +4,7 @@
 //! connection is parked (then the wake goes to the parker through
 //! [`Wakeups`]).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
@@ -38,9 +38,14 @@ pub(crate) struct ConnControl {
     // A `Cell`, not a `RefCell`: the borrow flag would cost every
     // connection 8 bytes (and a size class of mimalloc's, measured).
     close_request: Cell<Option<Box<(CloseCode, String)>>>,
+    // A `Cell` (taken and put back), not a `RefCell`: its borrow flag
+    // would put the struct, in its `Rc`, in mimalloc's next size class.
     #[allow(clippy::box_collection)] // 8 bytes when empty instead of 32
-    outbound: RefCell<Option<Box<VecDeque<Outgoing>>>>,
-    outbound_bytes: Cell<usize>,
+    outbound: Cell<Option<Box<VecDeque<Outgoing>>>>,
+    /// `outbound` holds frames (it cannot be looked at without taking it).
+    queued: Cell<bool>,
+    /// Bytes queued (saturating; the queue is closed long before 4 GiB).
+    outbound_bytes: Cell<u32>,
     poked: Cell<bool>,
     waker: Cell<Option<Waker>>,
     /// Non-zero while the connection is parked: its token at the parker.
@@ -62,7 +67,8 @@ impl ConnControl {
             deadline: Cell::new(now),
             timer_fired: Cell::new(false),
             close_request: Cell::new(None),
-            outbound: RefCell::new(None),
+            outbound: Cell::new(None),
+            queued: Cell::new(false),
             outbound_bytes: Cell::new(0),
             poked: Cell::new(false),
             waker: Cell::new(None),
@@ -110,19 +116,20 @@ impl ConnControl {
         if self.closing.get() {
             return None;
         }
-        let total = self.outbound_bytes.get() + frame.1.len();
-        self.outbound_bytes.set(total);
-        self.outbound
-            .borrow_mut()
-            .get_or_insert_with(Default::default)
-            .push_back(frame);
+        let total = self.outbound_bytes.get() as usize + frame.1.len();
+        self.outbound_bytes.set(total.min(u32::MAX as usize) as u32);
+        let mut frames = self.outbound.take();
+        frames.get_or_insert_with(Default::default).push_back(frame);
+        self.outbound.set(frames);
+        self.queued.set(true);
         self.wake();
         Some(total)
     }
 
     /// Takes everything queued, in order.
     pub fn drain_outbound(&self, mut each: impl FnMut(Outgoing)) {
-        let frames = self.outbound.borrow_mut().take();
+        let frames = self.outbound.take();
+        self.queued.set(false);
         self.outbound_bytes.set(0);
         frames.into_iter().flat_map(|f| *f).for_each(&mut each);
     }
@@ -172,24 +179,21 @@ impl ConnControl {
 
     /// Whether anything waits for the connection's task (so it must not park).
     pub fn has_pending(&self) -> bool {
-        self.has_close_request()
-            || self.outbound.borrow().is_some()
-            || self.poked.get()
-            || self.timer_fired.get()
+        self.has_close_request() || self.queued.get() || self.poked.get() || self.timer_fired.get()
     }
 
     /// The next signal (a close request first — unless it waits for queued
     /// frames — then queued frames, then the timer). Cancel-safe.
     pub async fn next_signal(&self) -> Signal {
         poll_fn(|cx| {
-            let close_waits = self.close_after_queued.get() && self.outbound.borrow().is_some();
+            let close_waits = self.close_after_queued.get() && self.queued.get();
             if !close_waits {
                 if let Some(req) = self.close_request.take() {
                     let (code, reason) = *req;
                     return Poll::Ready(Signal::Close(code, reason));
                 }
             }
-            if self.outbound.borrow().is_some() || self.poked.replace(false) {
+            if self.queued.get() || self.poked.replace(false) {
                 return Poll::Ready(Signal::Outbound);
             }
             if self.timer_fired.replace(false) {
