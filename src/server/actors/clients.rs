@@ -122,7 +122,7 @@ impl Actors {
         }
     }
 
-    pub(super) fn forget_conn(&self, conn_id: u64) -> Option<ClientLink> {
+    pub(super) fn forget_conn(&self, conn_id: u64) -> Option<Box<ClientLink>> {
         let link = self.links.borrow_mut().remove(&conn_id)?;
         link.actor.remove_conn(conn_id);
         self.admission.release(link.peer.ip());
