@@ -149,6 +149,17 @@ pub struct ActorsConfig {
     pub max_connections_per_actor: usize,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum LogFormat {
+    /// Human-readable lines (colours only on a terminal).
+    #[serde(rename = "text")]
+    Text,
+    /// One JSON object per line, for log shippers.
+    #[serde(rename = "json")]
+    Json,
+}
+
 /// How a failed WebSocket handshake is reported to the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum HandshakeErrors {
@@ -170,6 +181,8 @@ pub struct ServerConfig {
     pub io_uring_entries: u32,
     #[serde(deserialize_with = "log_filter")]
     pub log_level: String,
+    /// "text" (colours only on a terminal) or "json" (one object per line).
+    pub log_format: LogFormat,
     #[serde(deserialize_with = "duration")]
     pub shutdown_drain: Duration,
     /// Return freed memory to the OS at once (mimalloc purge delay 0).
@@ -257,6 +270,7 @@ impl Default for ServerConfig {
             io_driver: IoDriver::Auto,
             io_uring_entries: 1024,
             log_level: "info".to_owned(),
+            log_format: LogFormat::Text,
             shutdown_drain: Duration::from_secs(5),
             return_freed_memory: true,
         }

@@ -152,7 +152,7 @@ fn termination_signals() -> Option<tether::server::signals::TerminationSignals> 
 
 /// Logging, signal handling, then the gateway; errors are printed.
 fn start_gateway(config: Config) -> Option<(Gateway, tether::server::signals::TerminationSignals)> {
-    tether::logging::init(&config.server.log_level);
+    tether::logging::init_with(&config.server.log_level, config.server.log_format);
     let signals = termination_signals()?;
     match Gateway::start(config) {
         Ok(g) => Some((g, signals)),
