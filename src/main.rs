@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tether::runner::{BuiltinActors, DirStore, Runner, RunnerOptions};
+use tether::server::notify;
 use tether::{Config, Gateway};
 
 #[global_allocator]
@@ -238,6 +239,46 @@ fn demo() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Under systemd (`$NOTIFY_SOCKET`): READY=1 now that every worker
+/// listens, and, if it watches (`$WATCHDOG_USEC`), WATCHDOG=1 every half
+/// interval while every worker's loop turns. The notifier is kept for
+/// STOPPING=1.
+fn notify_systemd(gateway: &Gateway) -> Option<std::sync::Arc<notify::Notifier>> {
+    let notifier = std::sync::Arc::new(notify::Notifier::from_env()?);
+    let vitals = gateway.vitals();
+    if let Err(e) = notifier.send(&format!("READY=1\n{}", vitals.status_line())) {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+    if let Some(interval) = notify::watchdog_interval() {
+        let n = notifier.clone();
+        let feed = move || feed_watchdog(&n, &vitals, interval);
+        let spawned = std::thread::Builder::new()
+            .name("tether-watchdog".into())
+            .spawn(feed);
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the watchdog thread");
+        }
+    }
+    Some(notifier)
+}
+
+/// Feeds systemd's watchdog while every worker's loop turns; a stuck
+/// worker stops the feed (and systemd restarts the service).
+fn feed_watchdog(n: &notify::Notifier, vitals: &notify::Vitals, interval: std::time::Duration) {
+    let mut dog = notify::Watchdog::new(vitals.workers());
+    loop {
+        std::thread::sleep(interval / 2);
+        if dog.all_turning(vitals.heartbeats()) {
+            let _ = n.send(&format!("WATCHDOG=1\n{}", vitals.status_line()));
+        } else {
+            tracing::warn!(
+                ?interval,
+                "a worker's loop has stopped turning: not feeding the systemd watchdog"
+            );
+        }
+    }
+}
+
 /// SIGHUP: re-reads the configuration file and reloads what can change
 /// live (the TLS certificates). An invalid file changes nothing; each of
 /// its errors is logged.
@@ -276,6 +317,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     };
     let stopper = gateway.stopper();
     let reloader = gateway.reloader();
+    let notifier = notify_systemd(&gateway);
     std::thread::Builder::new()
         .name("tether-signals".into())
         .spawn(move || loop {
@@ -285,6 +327,9 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
                 continue;
             }
             tracing::info!(signal = sig, "stopping: no new connections, draining");
+            if let Some(n) = &notifier {
+                let _ = n.send("STOPPING=1");
+            }
             stopper.stop();
             return;
         })

@@ -63,3 +63,81 @@ fn json_logs_are_one_object_per_line() {
         );
     }
 }
+
+/// systemd's side of the notify protocol: a datagram socket the gateway is
+/// told about in `$NOTIFY_SOCKET`, read until `wanted` arrives.
+struct FakeSystemd {
+    socket: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+    heard: Vec<String>,
+}
+
+impl FakeSystemd {
+    fn new() -> FakeSystemd {
+        let path = std::env::temp_dir().join(format!("tether-notify-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
+        FakeSystemd {
+            socket,
+            path,
+            heard: Vec::new(),
+        }
+    }
+
+    /// Reads messages until one contains `wanted`; returns it.
+    fn until(&mut self, wanted: &str) -> String {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = match self.socket.recv(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("no {wanted} from the gateway ({e}); heard {:?}", self.heard),
+            };
+            let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+            self.heard.push(message.clone());
+            if message.contains(wanted) {
+                return message;
+            }
+        }
+    }
+}
+
+impl Drop for FakeSystemd {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    let mut systemd = FakeSystemd::new();
+    let dir = std::env::temp_dir().join(format!("tether-notify-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tether.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nworkers = 2\nshutdown_drain = \"100ms\"\n[client]\nlisten = \"127.0.0.1:0\"\n[runners]\nlisten = \"127.0.0.2:0\"\n[admin]\nlisten = \"127.0.0.3:0\"\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .arg("--config")
+        .arg(&cfg)
+        .env("NOTIFY_SOCKET", &systemd.path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = systemd.until("READY=1");
+    assert!(ready.contains("STATUS=connections 0"), "{ready}");
+    // Fed while both workers turn: twice, to see it is a feed.
+    systemd.until("WATCHDOG=1");
+    systemd.until("WATCHDOG=1");
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    systemd.until("STOPPING=1");
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}

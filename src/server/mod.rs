@@ -24,5 +24,5 @@ pub(crate) mod tunnels;
 
 pub use admin::{admin_route, AdminRoute};
 pub use conn::stats::WorkerStats;
-pub use runtime::{driver, listener, signals};
+pub use runtime::{driver, listener, notify, signals};
 pub use runtime::{Driver, Gateway, Reloader, Stopper};

@@ -68,6 +68,7 @@ impl Actors {
         tunnel.namespace = namespace;
         let tunnel = Rc::new(tunnel);
         self.tunnels.insert(&tunnel);
+        self.stats.tunnels.fetch_add(1, Ordering::Relaxed);
         // Actors waiting for a runner of this pool need not wait for the sweep.
         self.wakeups.note_deadline(self.clock.get());
         Ok(tunnel)
@@ -80,6 +81,7 @@ impl Actors {
         if !self.tunnels.remove(tunnel) {
             return;
         }
+        self.stats.tunnels.fetch_sub(1, Ordering::Relaxed);
         let actors = self.directory.on_tunnel(tunnel);
         info!(worker = self.worker_id, runner = %tunnel.runner_key, actors = actors.len(), "runner tunnel down");
         for actor in actors {

@@ -41,6 +41,11 @@ pub struct WorkerStats {
     /// New actors refused 503 `no_capacity`: every runner of the pool is
     /// full (its declared capacity or `runners.max_actors_per_runner`).
     pub no_capacity: AtomicU64,
+    /// Runner tunnels connected to this worker now.
+    pub tunnels: AtomicU64,
+    /// Turns of the worker's loop, counted by a slow heartbeat task: the
+    /// systemd watchdog is fed only while every worker's count moves.
+    pub heartbeats: AtomicU64,
     /// Connections from a trusted balancer without a valid PROXY header.
     pub proxy_headers_refused: AtomicU64,
 }

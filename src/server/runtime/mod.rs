@@ -4,6 +4,7 @@ mod accept;
 pub mod driver;
 mod handoff;
 pub mod listener;
+pub mod notify;
 mod run;
 mod shutdown;
 pub mod signals;
@@ -39,6 +40,7 @@ pub struct Gateway {
     workers: Vec<JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
     tls: Arc<tls::TlsListeners>,
+    admission: Arc<crate::server::conn::admission::Admission>,
 }
 
 /// Every listening socket of the gateway, bound before any worker starts.
@@ -99,6 +101,7 @@ impl Gateway {
             ready: ready_tx,
             driver,
         };
+        let admission = common.shared.admission.clone();
         let workers = spawn_workers(&common, bound)?;
         drop(common);
         wait_until_serving(&ready_rx, count).inspect_err(|_| shutdown.trigger())?;
@@ -118,7 +121,16 @@ impl Gateway {
             workers,
             stats,
             tls,
+            admission,
         })
+    }
+
+    /// What the systemd watchdog and STATUS lines read.
+    pub fn vitals(&self) -> notify::Vitals {
+        notify::Vitals {
+            stats: self.stats.clone(),
+            admission: self.admission.clone(),
+        }
     }
 
     /// Re-reads the TLS certificates `config` names (SIGHUP): connections

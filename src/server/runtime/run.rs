@@ -65,6 +65,10 @@ pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Resul
     let runners = monoio::spawn(runners);
     let handoffs = monoio::spawn(receive_handoffs(worker.clone()));
     let sweeper = monoio::spawn(sweep_timers(worker.clone()));
+    if let Some(watchdog) = super::notify::watchdog_interval() {
+        let period = super::notify::heartbeat_period(watchdog);
+        monoio::spawn(heartbeat(worker.clone(), period));
+    }
     // Ready once everything the worker holds exists (its parking ring and
     // eventfd too), not merely once its listeners are registered.
     let _ = seed.ready.send(Ok(()));
@@ -82,6 +86,20 @@ pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Resul
 }
 
 /// The worker's only periodic timer: wakes connections whose deadline passed.
+/// Counts turns of the worker's loop for the systemd watchdog (only when
+/// systemd watches: otherwise an idle worker never wakes). A worker stuck
+/// in a blocking call or a busy loop stops counting.
+async fn heartbeat(worker: Rc<Worker>, period: std::time::Duration) {
+    loop {
+        monoio::select! {
+            _ = worker.finished.wait() => return,
+            _ = monoio::time::sleep(period) => {
+                worker.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
 async fn sweep_timers(worker: Rc<Worker>) {
     let (c, r) = (&worker.edge.limits, &worker.runners.limits);
     let tick = sweep_tick(&[
