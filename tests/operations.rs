@@ -141,3 +141,47 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
     assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// systemd-analyze, installed by scripts/install-systemd-tools if missing.
+fn systemd_analyze() -> Option<&'static str> {
+    let found = |p: &str| std::path::Path::new(p).exists();
+    if !found("/usr/bin/systemd-analyze") {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-systemd-tools");
+        let installed = Command::new(script).status().is_ok_and(|s| s.success());
+        if !installed {
+            eprintln!("SKIPPED: systemd-analyze is missing and could not be installed");
+            return None;
+        }
+    }
+    Some("/usr/bin/systemd-analyze")
+}
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify() {
+    let Some(analyze) = systemd_analyze() else {
+        return;
+    };
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/systemd/tether.service"
+    ))
+    .unwrap();
+    // verify checks that ExecStart's binary exists: point it at this build's.
+    let unit = unit.replace("/usr/local/bin/tether", env!("CARGO_BIN_EXE_tether"));
+    let dir = std::env::temp_dir().join(format!("tether-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tether.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new(analyze)
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        !said.contains("tether.service"),
+        "warnings about the unit: {said}"
+    );
+}
