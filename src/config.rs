@@ -261,6 +261,8 @@ pub struct AdminConfig {
     /// Bearer token for the admin API's mutating endpoints (publish). Empty:
     /// those endpoints answer 403.
     pub token: String,
+    /// `/readyz` answers 503 until at least one runner is connected.
+    pub ready_needs_runner: bool,
 }
 
 impl Default for ServerConfig {
@@ -350,6 +352,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token: String::new(),
+            ready_needs_runner: false,
         }
     }
 }

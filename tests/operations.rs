@@ -1,4 +1,7 @@
-//! Running under systemd: logs fit for the journal and for log shippers.
+//! Running under systemd: logs fit for the journal and for log shippers,
+//! the notify protocol, the unit file, readiness.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -184,4 +187,26 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         !said.contains("tether.service"),
         "warnings about the unit: {said}"
     );
+}
+
+#[test]
+fn readyz_waits_for_a_runner_when_told_to() {
+    use tether::runner::BuiltinActors;
+    let mut c = common::test_config();
+    c.admin.ready_needs_runner = true;
+    let mut h = common::start_bare(c);
+    let ready = |h: &common::Harness| {
+        let request = "GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        common::status_of(&common::raw_exchange(h.admin_addr, request.as_bytes()))
+    };
+    assert_eq!(ready(&h), 503, "no runner yet");
+    let o = h.runner_options();
+    h.add_runner(o, BuiltinActors);
+    common::wait_for("readyz to say ready", || ready(&h) == 200);
+    let healthz = "GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    assert_eq!(
+        common::status_of(&common::raw_exchange(h.admin_addr, healthz.as_bytes())),
+        200
+    );
+    h.shutdown();
 }

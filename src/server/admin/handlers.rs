@@ -26,12 +26,34 @@ pub(super) async fn answer(
 ) -> Option<Refusal> {
     Some(match route {
         AdminRoute::Healthz => Refusal::new(Status::OK, "ok"),
+        AdminRoute::Readyz => readiness(side),
         AdminRoute::Metrics => metrics::answer(&side.all_stats, side.admission.open()),
         AdminRoute::Actor(a) => status(side, &a),
         AdminRoute::Publish(a) => return publish::answer(side, stream, buf, head, &a).await,
         AdminRoute::Migrate(a) => migrate(side, &a).await,
         AdminRoute::DrainRunner(key) => drained(&key, relay),
     })
+}
+
+/// Ready: every worker serves and, if `admin.ready_needs_runner`, at least
+/// one runner tunnel is connected.
+fn readiness(side: &AdminSide) -> Refusal {
+    use std::sync::atomic::Ordering;
+    if !side.serving.load(Ordering::Relaxed) {
+        return Refusal::new(
+            Status::SERVICE_UNAVAILABLE,
+            "starting: not every worker serves yet",
+        );
+    }
+    let tunnels: u64 = side
+        .all_stats
+        .iter()
+        .map(|s| s.tunnels.load(Ordering::Relaxed))
+        .sum();
+    if side.env.config.admin.ready_needs_runner && tunnels == 0 {
+        return Refusal::new(Status::SERVICE_UNAVAILABLE, "no runner connected");
+    }
+    Refusal::new(Status::OK, "ready")
 }
 
 fn status(side: &AdminSide, a: &ActorPath) -> Refusal {

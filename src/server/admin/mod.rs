@@ -50,6 +50,8 @@ pub(crate) struct AdminSide {
     pub all_stats: Arc<[Arc<WorkerStats>]>,
     /// Client connections' places (for /metrics).
     pub admission: Arc<Admission>,
+    /// Set once every worker serves (for /readyz).
+    pub serving: Arc<std::sync::atomic::AtomicBool>,
     pub worker_id: usize,
     pub worker_count: usize,
 }
@@ -83,7 +85,9 @@ impl AdminSide {
             Err(refusal) => return Visit::Refuse(refusal),
         };
         let (home, relay) = match &route {
-            AdminRoute::Healthz | AdminRoute::Metrics => (self.worker_id, relay),
+            AdminRoute::Healthz | AdminRoute::Readyz | AdminRoute::Metrics => {
+                (self.worker_id, relay)
+            }
             AdminRoute::Actor(a) | AdminRoute::Publish(a) | AdminRoute::Migrate(a) => {
                 let home = actors::home_worker(a, self.worker_count);
                 (home, relay)

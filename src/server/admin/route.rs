@@ -5,6 +5,9 @@ use crate::http::route::{percent_decode, route, ActorPath, Route};
 #[derive(Debug, PartialEq, Eq)]
 pub enum AdminRoute {
     Healthz,
+    /// 200 once every worker serves (and a runner is connected, if
+    /// `admin.ready_needs_runner`); 503 before.
+    Readyz,
     /// Prometheus text format.
     Metrics,
     /// `/actors/{name}/{key…}`: the actor's state.
@@ -21,7 +24,10 @@ impl AdminRoute {
     /// The one method each route answers.
     pub fn method(&self) -> &'static str {
         match self {
-            AdminRoute::Healthz | AdminRoute::Metrics | AdminRoute::Actor(_) => "GET",
+            AdminRoute::Healthz
+            | AdminRoute::Readyz
+            | AdminRoute::Metrics
+            | AdminRoute::Actor(_) => "GET",
             _ => "POST",
         }
     }
@@ -36,7 +42,7 @@ impl AdminRoute {
 
     /// Whether the admin token is required.
     pub fn needs_token(&self) -> bool {
-        !matches!(self, AdminRoute::Healthz)
+        !matches!(self, AdminRoute::Healthz | AdminRoute::Readyz)
     }
 }
 
@@ -48,6 +54,7 @@ pub fn admin_route(target: &str) -> Option<AdminRoute> {
     };
     match path {
         "/healthz" => return Some(AdminRoute::Healthz),
+        "/readyz" => return Some(AdminRoute::Readyz),
         "/metrics" => return Some(AdminRoute::Metrics),
         _ => {}
     }

@@ -98,13 +98,16 @@ impl Gateway {
             shared: Arc::new(SharedLimits::new(&config)),
             tunnel_quota: Arc::new(TunnelQuota::new(config.runners.max_tunnels_per_identity)),
             tls: tls.clone(),
+            serving: Arc::default(),
             ready: ready_tx,
             driver,
         };
         let admission = common.shared.admission.clone();
+        let serving = common.serving.clone();
         let workers = spawn_workers(&common, bound)?;
         drop(common);
         wait_until_serving(&ready_rx, count).inspect_err(|_| shutdown.trigger())?;
+        serving.store(true, std::sync::atomic::Ordering::Relaxed);
         info!(client = %client_addr, runners = %runner_addr, admin = %admin_addr, workers = count, %driver, "tether is serving");
         if config.runners.token == crate::config::DEV_RUNNER_TOKEN {
             info!(

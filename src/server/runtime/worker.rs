@@ -57,6 +57,8 @@ pub(crate) struct WorkerSeed {
     pub tunnel_quota: Arc<TunnelQuota>,
     /// The listeners' TLS settings (reloadable).
     pub tls: Arc<TlsListeners>,
+    /// Set once every worker serves.
+    pub serving: Arc<std::sync::atomic::AtomicBool>,
     pub driver: super::Driver,
     /// Told once the worker serves, or why it cannot.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
@@ -76,6 +78,7 @@ impl WorkerSeed {
             shared: self.shared.clone(),
             tunnel_quota: self.tunnel_quota.clone(),
             tls: self.tls.clone(),
+            serving: self.serving.clone(),
             driver: self.driver,
             ready: self.ready.clone(),
         }
@@ -124,6 +127,7 @@ impl Worker {
             actors: actors.clone(),
             all_stats: seed.all_stats.clone(),
             admission: seed.shared.admission.clone(),
+            serving: seed.serving.clone(),
             worker_id: seed.id,
             worker_count: seed.worker_count,
         };
