@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
+pub mod diff;
 mod ipnet;
 mod namespace;
 pub use ipnet::IpNet;

@@ -282,18 +282,31 @@ fn feed_watchdog(n: &notify::Notifier, vitals: &notify::Vitals, interval: std::t
 /// SIGHUP: re-reads the configuration file and reloads what can change
 /// live (the TLS certificates). An invalid file changes nothing; each of
 /// its errors is logged.
-fn reload(path: Option<&std::path::Path>, reloader: &tether::server::Reloader) {
+fn reload(path: Option<&std::path::Path>, running: &str, reloader: &tether::server::Reloader) {
     let Some(path) = path else {
         tracing::info!(
             "SIGHUP: no configuration file to reload (running on the embedded defaults)"
         );
         return;
     };
-    match Config::load(path) {
-        Ok(config) => reloader.reload(&config),
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            return tracing::warn!(file = %path.display(), error = %e, "SIGHUP: cannot read the configuration; nothing changed")
+        }
+    };
+    match Config::parse(&text) {
+        Ok(config) => {
+            reloader.reload(&config);
+            let changed = tether::config::diff::changed_keys(running, &text);
+            let (live, restart): (Vec<_>, Vec<_>) = changed
+                .into_iter()
+                .partition(|k| tether::config::diff::is_live(k));
+            tracing::info!(applied = ?live, needs_restart = ?restart, "SIGHUP: configuration reloaded");
+        }
         Err(errors) => {
             for e in &errors {
-                tracing::warn!(file = %path.display(), error = %e, "SIGHUP: configuration not reloaded");
+                tracing::warn!(file = %path.display(), error = %e, "SIGHUP: configuration not reloaded; the running one stays");
             }
         }
     }
@@ -317,13 +330,18 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     };
     let stopper = gateway.stopper();
     let reloader = gateway.reloader();
+    // What the process runs on, to tell a reload what changed since.
+    let running = config_path
+        .as_deref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
     let notifier = notify_systemd(&gateway);
     std::thread::Builder::new()
         .name("tether-signals".into())
         .spawn(move || loop {
             let sig = signals.wait();
             if sig == libc::SIGHUP {
-                reload(config_path.as_deref(), &reloader);
+                reload(config_path.as_deref(), &running, &reloader);
                 continue;
             }
             tracing::info!(signal = sig, "stopping: no new connections, draining");

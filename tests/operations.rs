@@ -210,3 +210,65 @@ fn readyz_waits_for_a_runner_when_told_to() {
     );
     h.shutdown();
 }
+
+/// The gateway's stderr, line by line, from a thread.
+fn log_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+fn line_with(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> String {
+    loop {
+        match lines.recv_timeout(common::WAIT) {
+            Ok(line) if line.contains(wanted) => return line,
+            Ok(_) => continue,
+            Err(e) => panic!("no log line with {wanted:?}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn sighup_reloads_and_says_what_needs_a_restart_and_keeps_running_on_a_bad_file() {
+    let dir = std::env::temp_dir().join(format!("tether-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tether.toml");
+    let base = "[server]\nworkers = 1\n[client]\nlisten = \"127.0.0.1:0\"\n[runners]\nlisten = \"127.0.0.2:0\"\n[admin]\nlisten = \"127.0.0.3:0\"\n";
+    std::fs::write(&cfg, base).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .arg("--config")
+        .arg(&cfg)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = log_lines(&mut child);
+    line_with(&lines, "tether is serving");
+    let hup = |child: &Child| {
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    };
+    std::fs::write(
+        &cfg,
+        base.replace("[client]\n", "[client]\nmax_connections = 5\n"),
+    )
+    .unwrap();
+    hup(&child);
+    let said = line_with(&lines, "configuration reloaded");
+    assert!(said.contains("client.max_connections"), "{said}");
+    // A broken file: every error with its place, and the gateway runs on.
+    std::fs::write(&cfg, "[client]\nmax_connections = \"many\"\n").unwrap();
+    hup(&child);
+    let said = line_with(&lines, "configuration not reloaded");
+    assert!(said.contains("line 2"), "{said}");
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
