@@ -151,12 +151,24 @@ fn termination_signals() -> Option<tether::server::signals::TerminationSignals> 
     }
 }
 
+/// A started gateway with what its signal thread needs.
+struct Started {
+    gateway: Gateway,
+    signals: tether::server::signals::TerminationSignals,
+    /// Changes the log level on reload.
+    levels: Option<tether::logging::LevelHandle>,
+}
+
 /// Logging, signal handling, then the gateway; errors are printed.
-fn start_gateway(config: Config) -> Option<(Gateway, tether::server::signals::TerminationSignals)> {
-    tether::logging::init_with(&config.server.log_level, config.server.log_format);
+fn start_gateway(config: Config) -> Option<Started> {
+    let levels = tether::logging::init_with(&config.server.log_level, config.server.log_format);
     let signals = termination_signals()?;
     match Gateway::start(config) {
-        Ok(g) => Some((g, signals)),
+        Ok(gateway) => Some(Started {
+            gateway,
+            signals,
+            levels,
+        }),
         Err(e) => {
             tracing::error!("{e}");
             eprintln!("tether: {e}");
@@ -219,7 +231,10 @@ fn runner(args: RunnerArgs) -> ExitCode {
 
 fn demo() -> ExitCode {
     let config = Config::default();
-    let Some((gateway, signals)) = start_gateway(config) else {
+    let Some(Started {
+        gateway, signals, ..
+    }) = start_gateway(config)
+    else {
         return ExitCode::FAILURE;
     };
     let runner = Runner::start(
@@ -282,7 +297,12 @@ fn feed_watchdog(n: &notify::Notifier, vitals: &notify::Vitals, interval: std::t
 /// SIGHUP: re-reads the configuration file and reloads what can change
 /// live (the TLS certificates). An invalid file changes nothing; each of
 /// its errors is logged.
-fn reload(path: Option<&std::path::Path>, running: &str, reloader: &tether::server::Reloader) {
+fn reload(
+    path: Option<&std::path::Path>,
+    running: &str,
+    reloader: &tether::server::Reloader,
+    levels: Option<&tether::logging::LevelHandle>,
+) {
     let Some(path) = path else {
         tracing::info!(
             "SIGHUP: no configuration file to reload (running on the embedded defaults)"
@@ -298,6 +318,9 @@ fn reload(path: Option<&std::path::Path>, running: &str, reloader: &tether::serv
     match Config::parse(&text) {
         Ok(config) => {
             reloader.reload(&config);
+            if let Some(levels) = levels {
+                levels.set(&config.server.log_level);
+            }
             let changed = tether::config::diff::changed_keys(running, &text);
             let (live, restart): (Vec<_>, Vec<_>) = changed
                 .into_iter()
@@ -325,7 +348,12 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         },
         None => Config::default(),
     };
-    let Some((gateway, signals)) = start_gateway(config) else {
+    let Some(Started {
+        gateway,
+        signals,
+        levels,
+    }) = start_gateway(config)
+    else {
         return ExitCode::FAILURE;
     };
     let stopper = gateway.stopper();
@@ -341,7 +369,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         .spawn(move || loop {
             let sig = signals.wait();
             if sig == libc::SIGHUP {
-                reload(config_path.as_deref(), &running, &reloader);
+                reload(config_path.as_deref(), &running, &reloader, levels.as_ref());
                 continue;
             }
             tracing::info!(signal = sig, "stopping: no new connections, draining");

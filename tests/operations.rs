@@ -249,19 +249,29 @@ fn sighup_reloads_and_says_what_needs_a_restart_and_keeps_running_on_a_bad_file(
         .spawn()
         .unwrap();
     let lines = log_lines(&mut child);
-    line_with(&lines, "tether is serving");
+    let serving = line_with(&lines, "tether is serving");
+    let client: std::net::SocketAddr = serving
+        .split("client=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|a| a.trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no client address in {serving}"));
     let hup = |child: &Child| {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
     };
-    std::fs::write(
-        &cfg,
-        base.replace("[client]\n", "[client]\nmax_connections = 5\n"),
-    )
-    .unwrap();
+    let changed = base
+        .replace("[client]\n", "[client]\nmax_connections = 5\n")
+        .replace("workers = 1\n", "workers = 1\nlog_level = \"debug\"\n");
+    std::fs::write(&cfg, changed).unwrap();
     hup(&child);
     let said = line_with(&lines, "configuration reloaded");
     assert!(said.contains("client.max_connections"), "{said}");
+    assert!(said.contains("applied=[\"server.log_level\"]"), "{said}");
+    // The new level is in force: a refused request now logs at debug.
+    let _ = common::raw_exchange(client, b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n");
+    line_with(&lines, "refusing request");
     // A broken file: every error with its place, and the gateway runs on.
     std::fs::write(&cfg, "[client]\nmax_connections = \"many\"\n").unwrap();
     hup(&child);

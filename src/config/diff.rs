@@ -6,7 +6,7 @@
 use toml::Value;
 
 /// Settings a SIGHUP applies without a restart.
-pub const LIVE_SETTINGS: &[&str] = &["client.tls", "runners.tls"];
+pub const LIVE_SETTINGS: &[&str] = &["client.tls", "runners.tls", "server.log_level"];
 
 /// Dotted keys whose values differ between the two TOML texts (a table
 /// compared key by key; arrays and scalars as a whole). Unparsable text
