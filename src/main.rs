@@ -336,8 +336,19 @@ fn reload(
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
+    // The text the process runs on, kept to tell a reload what changed.
+    let running = match &config_path {
+        Some(path) => match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) => {
+                eprintln!("{}: cannot read: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => String::new(),
+    };
     let config = match &config_path {
-        Some(path) => match Config::load(path) {
+        Some(path) => match Config::parse(&running) {
             Ok(c) => c,
             Err(errors) => {
                 for e in &errors {
@@ -358,11 +369,6 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     };
     let stopper = gateway.stopper();
     let reloader = gateway.reloader();
-    // What the process runs on, to tell a reload what changed since.
-    let running = config_path
-        .as_deref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .unwrap_or_default();
     let notifier = notify_systemd(&gateway);
     std::thread::Builder::new()
         .name("tether-signals".into())

@@ -9,22 +9,26 @@ use std::process::{Child, Command, Stdio};
 /// The gateway's first log lines (until it serves), started on free ports
 /// with `extra` config, its stderr a pipe (not a terminal).
 fn first_log_lines(extra: &str) -> Vec<String> {
-    let dir = std::env::temp_dir().join(format!("tether-ops-{}", std::process::id()));
+    // A directory per call: tests run in parallel and each removes its own.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("tether-ops-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join(format!("{}.toml", extra.len()));
+    let cfg = dir.join("tether.toml");
     let body = format!(
         "[server]\nworkers = 1\n{extra}\n[client]\nlisten = \"127.0.0.1:0\"\n[runners]\nlisten = \"127.0.0.2:0\"\n[admin]\nlisten = \"127.0.0.3:0\"\n"
     );
     std::fs::write(&cfg, body).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .arg("--config")
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = read_until_serving(&mut child);
-    let _ = child.kill();
-    let _ = child.wait();
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .arg("--config")
+            .arg(&cfg)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = read_until_serving(&mut child.0);
+    drop(child);
     let _ = std::fs::remove_dir_all(&dir);
     lines
 }
@@ -125,23 +129,25 @@ fn systemd_hears_ready_status_watchdog_and_stopping() {
         "[server]\nworkers = 2\nshutdown_drain = \"100ms\"\n[client]\nlisten = \"127.0.0.1:0\"\n[runners]\nlisten = \"127.0.0.2:0\"\n[admin]\nlisten = \"127.0.0.3:0\"\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .arg("--config")
-        .arg(&cfg)
-        .env("NOTIFY_SOCKET", &systemd.path)
-        .env("WATCHDOG_USEC", "200000")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", &systemd.path)
+            .env("WATCHDOG_USEC", "200000")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let ready = systemd.until("READY=1");
     assert!(ready.contains("STATUS=connections 0"), "{ready}");
     // Fed while both workers turn: twice, to see it is a feed.
     systemd.until("WATCHDOG=1");
     systemd.until("WATCHDOG=1");
     // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
     systemd.until("STOPPING=1");
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -211,6 +217,17 @@ fn readyz_waits_for_a_runner_when_told_to() {
     h.shutdown();
 }
 
+/// A child process killed when dropped, so that a failing test leaves no
+/// gateway running.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The gateway's stderr, line by line, from a thread.
 fn log_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
     let stderr = BufReader::new(child.stderr.take().unwrap());
@@ -242,13 +259,15 @@ fn sighup_reloads_and_says_what_needs_a_restart_and_keeps_running_on_a_bad_file(
     let cfg = dir.join("tether.toml");
     let base = "[server]\nworkers = 1\n[client]\nlisten = \"127.0.0.1:0\"\n[runners]\nlisten = \"127.0.0.2:0\"\n[admin]\nlisten = \"127.0.0.3:0\"\n";
     std::fs::write(&cfg, base).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
-        .arg("--config")
-        .arg(&cfg)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let lines = log_lines(&mut child);
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .arg("--config")
+            .arg(&cfg)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let lines = log_lines(&mut child.0);
     let serving = line_with(&lines, "tether is serving");
     let client: std::net::SocketAddr = serving
         .split("client=")
@@ -265,7 +284,7 @@ fn sighup_reloads_and_says_what_needs_a_restart_and_keeps_running_on_a_bad_file(
         .replace("[client]\n", "[client]\nmax_connections = 5\n")
         .replace("workers = 1\n", "workers = 1\nlog_level = \"debug\"\n");
     std::fs::write(&cfg, changed).unwrap();
-    hup(&child);
+    hup(&child.0);
     let said = line_with(&lines, "configuration reloaded");
     assert!(said.contains("client.max_connections"), "{said}");
     assert!(said.contains("applied=[\"server.log_level\"]"), "{said}");
@@ -274,11 +293,10 @@ fn sighup_reloads_and_says_what_needs_a_restart_and_keeps_running_on_a_bad_file(
     line_with(&lines, "refusing request");
     // A broken file: every error with its place, and the gateway runs on.
     std::fs::write(&cfg, "[client]\nmax_connections = \"many\"\n").unwrap();
-    hup(&child);
+    hup(&child.0);
     let said = line_with(&lines, "configuration not reloaded");
     assert!(said.contains("line 2"), "{said}");
-    assert!(child.try_wait().unwrap().is_none(), "still running");
-    let _ = child.kill();
-    let _ = child.wait();
+    assert!(child.0.try_wait().unwrap().is_none(), "still running");
+    drop(child);
     let _ = std::fs::remove_dir_all(&dir);
 }
