@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::rate::{counted_as, AddressRate};
+use super::reply::Refusal;
+use crate::http::Status;
 
 /// Why a connection was not let in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +38,19 @@ impl Refused {
             Refused::Total => "max_connections",
             Refused::PerAddress => "max_connections_per_address",
             Refused::Rate => "new_per_second_per_address",
+        }
+    }
+
+    /// The answer: 503 when the gateway is full, 429 (with `Retry-After`)
+    /// when the client's own address is over a limit.
+    pub fn refusal(self) -> Refusal {
+        match self {
+            Refused::Total => Refusal::new(Status::SERVICE_UNAVAILABLE, self.reason()),
+            Refused::PerAddress | Refused::Rate => Refusal {
+                status: Status::TOO_MANY_REQUESTS,
+                headers: &[("Retry-After", "1")],
+                reason: self.reason().to_owned(),
+            },
         }
     }
 

@@ -92,10 +92,10 @@ impl Stream {
         self.tls.as_ref().is_some_and(|t| t.unread)
     }
 
-    /// Takes the stream out of monoio (see `io::detach_fd`).
+    /// Takes the stream out of monoio (see [`detach_fd`]).
     pub fn detach(self) -> Result<Detached, Stream> {
         let Stream { tcp, tls } = self;
-        match super::io::detach_fd(tcp) {
+        match detach_fd(tcp) {
             Ok(fd) => Ok(Detached { fd, tls }),
             Err(tcp) => Err(Stream { tcp, tls }),
         }
@@ -103,7 +103,29 @@ impl Stream {
 
     /// Gives a detached stream back to monoio on the current worker.
     pub fn attach(d: Detached) -> io::Result<Stream> {
-        let tcp = super::io::attach_fd(d.fd)?;
+        let tcp = attach_fd(d.fd)?;
         Ok(Stream { tcp, tls: d.tls })
     }
+}
+
+/// Takes a socket out of monoio as an owned descriptor, to move it to another
+/// worker or to the parker. A duplicate, not `into_raw_fd`: a cancelled
+/// operation may still hold monoio's handle to the socket (`into_raw_fd`
+/// panics then); dropping the stream closes only the original descriptor.
+pub(crate) fn detach_fd(stream: TcpStream) -> Result<std::os::fd::OwnedFd, TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor we hold; the result is checked.
+    let raw = unsafe { libc::fcntl(stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if raw < 0 {
+        return Err(stream);
+    }
+    drop(stream);
+    // SAFETY: `raw` is a fresh descriptor we own.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) })
+}
+
+/// Gives a descriptor taken out with [`detach_fd`] (on this worker or
+/// another) back to monoio on the current worker.
+pub(crate) fn attach_fd(fd: std::os::fd::OwnedFd) -> io::Result<TcpStream> {
+    TcpStream::from_std(std::net::TcpStream::from(fd))
 }

@@ -30,11 +30,10 @@ use tracing::warn;
 
 use super::session::ClientRole;
 use super::EdgeSide;
-use crate::server::conn::io::attach_fd;
 use crate::server::conn::registry::Registration;
 use crate::server::conn::session::Session;
 use crate::server::conn::stats::WorkerStats;
-use crate::server::conn::stream::{Detached, Stream, TlsConn};
+use crate::server::conn::stream::{attach_fd, Detached, Stream, TlsConn};
 use crate::server::conn::wakeups::Wakeups;
 use crate::ws::keepalive::Keepalive;
 use monoio::net::TcpStream;

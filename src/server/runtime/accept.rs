@@ -15,10 +15,11 @@ use monoio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use super::handoff::{Handoff, Listener};
+use super::handshake_slot::HandshakeSlot;
 use super::worker::Worker;
 use crate::http::{HeadReader, RequestHead, Status};
 use crate::server::admin::{serve_admin, Relay, Visit};
-use crate::server::conn::admission::{Refused, Ticket};
+use crate::server::conn::admission::Ticket;
 use crate::server::conn::io::{
     read_before, read_proxy_header, wait_readable, ProxyHeaderFailure, ReadOutcome,
 };
@@ -160,46 +161,6 @@ struct Arrived {
     ticket: Option<Ticket>,
 }
 
-/// One of `client.max_handshakes` per worker, held from accept until the
-/// connection is upgraded, refused or handed to another worker (`counted: false` for the runner and admin
-/// listeners, which the limit does not cover).
-struct HandshakeSlot {
-    worker: Rc<Worker>,
-    counted: bool,
-}
-
-impl HandshakeSlot {
-    fn free(worker: &Rc<Worker>) -> HandshakeSlot {
-        HandshakeSlot {
-            worker: worker.clone(),
-            counted: false,
-        }
-    }
-
-    fn take(worker: &Rc<Worker>) -> Option<HandshakeSlot> {
-        let stats = &worker.stats;
-        if stats.handshakes.load(Ordering::Relaxed)
-            >= worker.env.config.client.max_handshakes as u64
-        {
-            stats.handshakes_refused.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        stats.handshakes.fetch_add(1, Ordering::Relaxed);
-        Some(HandshakeSlot {
-            worker: worker.clone(),
-            counted: true,
-        })
-    }
-}
-
-impl Drop for HandshakeSlot {
-    fn drop(&mut self) {
-        if self.counted {
-            self.worker.stats.handshakes.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-}
-
 /// Only the client listener faces the internet at large: its connections
 /// must find a place (`client.max_connections`, per address, per second)
 /// and a handshake slot, or are refused at once without reading a byte.
@@ -219,8 +180,7 @@ async fn admit(worker: Rc<Worker>, mut accepted: Accepted) {
         Err(why) => {
             worker.stats.refused(why).fetch_add(1, Ordering::Relaxed);
             debug!(peer = %accepted.peer, why = why.label(), "connection refused");
-            let refusal = refusal_for(why);
-            return refuse_on_arrival(&worker.env, accepted.stream, refusal).await;
+            return refuse_on_arrival(&worker.env, accepted.stream, why.refusal()).await;
         }
     }
     match HandshakeSlot::take(&worker) {
@@ -252,19 +212,6 @@ async fn take_proxy_header(worker: &Worker, accepted: &mut Accepted) -> Option<(
             debug!(balancer = %accepted.peer, ?why, "no valid PROXY protocol header");
             None
         }
-    }
-}
-
-/// The answer to a connection that found no place: 503 when the gateway is
-/// full, 429 when its own address is over a limit.
-fn refusal_for(why: Refused) -> Refusal {
-    match why {
-        Refused::Total => Refusal::new(Status::SERVICE_UNAVAILABLE, why.reason()),
-        Refused::PerAddress | Refused::Rate => Refusal {
-            status: Status::TOO_MANY_REQUESTS,
-            headers: &[("Retry-After", "1")],
-            reason: why.reason().to_owned(),
-        },
     }
 }
 

@@ -3,6 +3,7 @@
 mod accept;
 pub mod driver;
 mod handoff;
+mod handshake_slot;
 pub mod listener;
 pub mod notify;
 mod run;
