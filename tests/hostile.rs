@@ -225,21 +225,7 @@ fn a_runner_cannot_answer_opens_of_another_runners_actor() {
 /// Opens a tunnel, sends `hello`, and returns the close code the gateway
 /// answers with (`None`: it welcomed the runner instead).
 fn hello_answer(h: &Harness, hello: &Frame) -> Option<u16> {
-    let mut ws = common::raw_tunnel::raw_tunnel(h);
-    send_frame(&mut ws, hello);
-    loop {
-        match read_tunnel(&mut ws) {
-            tungstenite::Message::Close(frame) => return frame.map(|f| u16::from(f.code)),
-            tungstenite::Message::Binary(b) => {
-                let welcomed = tether::tunnel::decode_frames(b)
-                    .any(|f| matches!(f, Ok(Frame::Welcome { .. })));
-                if welcomed {
-                    return None;
-                }
-            }
-            _ => continue,
-        }
-    }
+    common::raw_tunnel::hello_answer(&mut common::raw_tunnel::raw_tunnel(h), hello)
 }
 
 fn hello(key: &str, pool: &str, actor_names: Vec<String>) -> Frame {
@@ -374,25 +360,7 @@ fn silent_connections_cannot_take_every_handshake_slot() {
 /// The status line and body a client gets for an upgrade to `path`,
 /// keeping the connection open when it is accepted.
 fn try_connect(addr: std::net::SocketAddr, path: &str) -> (u16, String, TcpStream) {
-    use std::io::{Read, Write};
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s.write_all(upgrade_request(path).as_bytes()).unwrap();
-    let mut got = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        match s.read(&mut chunk) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    let status = status_of(&String::from_utf8_lossy(&got));
-    if status != 101 {
-        let _ = s.read_to_end(&mut got);
-    }
-    (status, String::from_utf8_lossy(&got).into_owned(), s)
+    upgrade_from("127.0.0.1", addr, path)
 }
 
 #[test]
@@ -655,33 +623,11 @@ fn one_address_cannot_create_actors_without_limit() {
 /// Returns the close code the gateway answered the hello with, or the
 /// welcomed tunnel.
 fn tunnel_as(h: &Harness, token: &str, key: &str, pool: &str) -> Result<Tunnel, u16> {
-    use tungstenite::client::IntoClientRequest;
-    let mut req = format!("{}/runners/connect", h.runner_url())
-        .into_client_request()
-        .unwrap();
-    let bearer = format!("Bearer {token}");
-    req.headers_mut()
-        .insert("authorization", bearer.parse().unwrap());
-    let stream = TcpStream::connect(h.runner_addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut ws = tungstenite::client::client(req, stream).unwrap().0;
-    send_frame(&mut ws, &hello(key, pool, vec!["echo".into()]));
-    loop {
-        match read_tunnel(&mut ws) {
-            tungstenite::Message::Close(frame) => {
-                return Err(frame.map_or(1005, |f| u16::from(f.code)))
-            }
-            tungstenite::Message::Binary(b) => {
-                let welcomed = tether::tunnel::decode_frames(b)
-                    .any(|f| matches!(f, Ok(Frame::Welcome { .. })));
-                if welcomed {
-                    return Ok(ws);
-                }
-            }
-            _ => continue,
-        }
+    use common::raw_tunnel::{hello_answer, raw_tunnel_as};
+    let mut ws = raw_tunnel_as(h, token);
+    match hello_answer(&mut ws, &hello(key, pool, vec!["echo".into()])) {
+        None => Ok(ws),
+        Some(code) => Err(code),
     }
 }
 

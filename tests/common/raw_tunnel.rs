@@ -80,7 +80,9 @@ pub fn hello_answer(ws: &mut tungstenite::WebSocket<TcpStream>, hello: &Frame) -
     send_frame(ws, hello);
     loop {
         match ws.read() {
-            Ok(tungstenite::Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(tungstenite::Message::Close(frame)) => {
+                return Some(frame.map_or(1005, |f| u16::from(f.code)))
+            }
             Ok(tungstenite::Message::Binary(b)) => {
                 if decode_frames(b).any(|f| matches!(f, Ok(Frame::Welcome { .. }))) {
                     return None;

@@ -61,7 +61,8 @@ async fn read_body(
     let deadline = Instant::now() + config.handshake_timeout;
     while buf.len() < length {
         let room = length - buf.len();
-        let (outcome, b) = read_before(stream, std::mem::take(buf), room, deadline).await;
+        let (outcome, b) =
+            read_before(stream, std::mem::take(buf), room, deadline, &side.env.pool).await;
         *buf = b;
         match outcome {
             ReadOutcome::Data(_) => {}

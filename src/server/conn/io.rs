@@ -18,6 +18,7 @@ use monoio::buf::{IoBuf, IoBufMut};
 use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use monoio::net::TcpStream;
 
+use super::pool::BufferPool;
 use super::stream::{Stream, TlsConn};
 use crate::http::proxy_header::{parse_proxy_header, ProxyError, ProxyHeader};
 
@@ -41,14 +42,17 @@ pub(crate) async fn wait_readable(stream: &Stream, deadline: Instant) -> Result<
 /// least `room` free bytes). Call when the stream is known to be readable.
 /// Over TLS, `Data(n)` may be `Data(0)`: the bytes read were handshake or
 /// an incomplete record.
+/// Over TLS the ciphertext is read into a buffer lent by `pool` (given
+/// back unless an incomplete record stays in it).
 pub(crate) async fn read_into(
     stream: &mut Stream,
     buf: BytesMut,
     room: usize,
+    pool: &BufferPool,
 ) -> (ReadOutcome, BytesMut) {
     match stream.tls.as_mut() {
         None => read_tcp(&mut stream.tcp, buf, room).await,
-        Some(tls) => read_tls(&mut stream.tcp, tls, buf, room).await,
+        Some(tls) => read_tls(&mut stream.tcp, tls, buf, room, pool).await,
     }
 }
 
@@ -62,17 +66,24 @@ async fn read_tls(
     tls: &mut TlsConn,
     mut buf: BytesMut,
     room: usize,
+    pool: &BufferPool,
 ) -> (ReadOutcome, BytesMut) {
     if tls.peer_closed {
         return (ReadOutcome::Eof, buf);
     }
-    let incoming = std::mem::take(&mut tls.incoming);
+    let incoming = match std::mem::take(&mut tls.incoming) {
+        held if held.is_empty() => pool.take(),
+        held => held,
+    };
     let mut incoming = if std::mem::take(&mut tls.unread) {
         incoming // read ahead: process it before reading more
     } else {
         match read_tcp(tcp, incoming, room).await {
             (ReadOutcome::Data(_), incoming) => incoming,
-            (outcome, _) => return (outcome, buf),
+            (outcome, incoming) => {
+                pool.give_back(incoming);
+                return (outcome, buf);
+            }
         }
     };
     let mut reply = BytesMut::new();
@@ -82,11 +93,11 @@ async fn read_tls(
         return (ReadOutcome::Eof, buf);
     }
     // Nothing is kept while no record is incomplete.
-    tls.incoming = if incoming.is_empty() {
-        BytesMut::new()
+    if incoming.is_empty() {
+        pool.give_back(incoming);
     } else {
-        incoming
-    };
+        tls.incoming = incoming;
+    }
     match result {
         Ok(p) if p.peer_closed && p.plaintext > 0 => {
             // Deliver what came with the close_notify; the end comes next.
@@ -130,14 +141,15 @@ pub(crate) async fn read_before(
     buf: BytesMut,
     room: usize,
     deadline: Instant,
+    pool: &BufferPool,
 ) -> (ReadOutcome, BytesMut) {
     if stream.has_unread_input() {
-        return read_into(stream, buf, room).await;
+        return read_into(stream, buf, room, pool).await;
     }
     if let Err(outcome) = wait_readable(stream, deadline).await {
         return (outcome, buf);
     }
-    read_into(stream, buf, room).await
+    read_into(stream, buf, room, pool).await
 }
 
 /// Writes all of `buf` and hands it back. Fails with `TimedOut` if one write
@@ -230,7 +242,10 @@ pub(crate) async fn linger_close(mut stream: Stream, scratch: BytesMut, linger: 
     let mut discarded = 0usize;
     while discarded < LINGER_DISCARD_BYTES {
         buf.clear();
-        let (outcome, b) = read_before(&mut stream, buf, LINGER_READ_BYTES, deadline).await;
+        if wait_readable(&stream, deadline).await.is_err() {
+            break;
+        }
+        let (outcome, b) = read_tcp(&mut stream.tcp, buf, LINGER_READ_BYTES).await;
         buf = b;
         match outcome {
             ReadOutcome::Data(n) => discarded += n,

@@ -234,7 +234,7 @@ impl<R: Role> Session<R> {
         let pool = &self.ctx.env().pool;
         let buf = held.unwrap_or_else(|| pool.take());
         let room = pool.buffer_bytes();
-        match Box::pin(read_into(stream, buf, room)).await {
+        match Box::pin(read_into(stream, buf, room, pool)).await {
             (ReadOutcome::Data(_), buf) => {
                 self.keepalive.heard_from_peer(Instant::now());
                 self.consume(buf)

@@ -285,7 +285,8 @@ async fn read_head(worker: &Worker, accepted: Accepted) -> Option<Arrived> {
                 return None;
             }
         }
-        let (outcome, b) = read_before(&mut stream, buf, HEAD_READ_BYTES, deadline).await;
+        let (outcome, b) =
+            read_before(&mut stream, buf, HEAD_READ_BYTES, deadline, &env.pool).await;
         buf = b;
         match outcome {
             ReadOutcome::Data(_) => {}
