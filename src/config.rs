@@ -188,6 +188,9 @@ pub struct ServerConfig {
     pub shutdown_drain: Duration,
     /// Return freed memory to the OS at once (mimalloc purge delay 0).
     pub return_freed_memory: bool,
+    /// Where the serving process writes its pid ("" = nowhere): `tether
+    /// upgrade` finds the gateway there, and learns the new one's pid.
+    pub pid_file: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -276,6 +279,7 @@ impl Default for ServerConfig {
             log_format: LogFormat::Text,
             shutdown_drain: Duration::from_secs(5),
             return_freed_memory: true,
+            pid_file: String::new(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod allocator;
 pub mod config;
+pub mod handover;
 pub mod http;
 pub mod logging;
 pub mod runner;

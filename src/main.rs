@@ -29,6 +29,10 @@ enum Command {
     Runner(RunnerArgs),
     /// Start the gateway on the embedded defaults plus one in-process runner.
     Demo,
+    /// Upgrade a running gateway to the binary now at its path, keeping
+    /// every WebSocket (sends it SIGUSR2; waits for the new process's pid
+    /// in the pid file, if one is known).
+    Upgrade(UpgradeArgs),
     /// Print a signed connect token (tt1) granting one actor, or a key
     /// prefix, until an expiry. The secret is read from an environment
     /// variable, never from the command line.
@@ -55,6 +59,19 @@ struct SignTokenArgs {
     /// How long the token is valid ("15m", "24h").
     #[arg(long, default_value = "1h", value_parser = humantime_secs)]
     ttl: std::time::Duration,
+}
+
+#[derive(clap::Args)]
+struct UpgradeArgs {
+    /// The gateway's pid (default: read from the pid file).
+    #[arg(long)]
+    pid: Option<u32>,
+    /// The gateway's pid file (default: `server.pid_file` of --config).
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// How long to wait for the new process.
+    #[arg(long, default_value = "60s", value_parser = humantime_secs)]
+    timeout: std::time::Duration,
 }
 
 #[derive(clap::Args)]
@@ -100,6 +117,7 @@ fn main() -> ExitCode {
         Some(Command::Runner(args)) => runner(args),
         Some(Command::Demo) => demo(),
         Some(Command::SignToken(args)) => sign_token(&args),
+        Some(Command::Upgrade(args)) => upgrade(&args, cli.config.as_deref()),
         None => serve(cli.config),
     }
 }
@@ -122,6 +140,31 @@ fn sign_token(args: &SignTokenArgs) -> ExitCode {
         now,
     );
     println!("{token}");
+    ExitCode::SUCCESS
+}
+
+fn upgrade(args: &UpgradeArgs, config: Option<&Path>) -> ExitCode {
+    let configured = config
+        .and_then(|path| Config::load(path).ok())
+        .map(|c| c.server.pid_file)
+        .filter(|f| !f.is_empty())
+        .map(PathBuf::from);
+    let pid_file = args.pid_file.clone().or(configured);
+    let pid = args
+        .pid
+        .or_else(|| pid_file.as_deref().and_then(tether::server::pidfile::read));
+    let Some(pid) = pid else {
+        eprintln!("tether upgrade: give --pid, --pid-file, or --config with server.pid_file");
+        return ExitCode::FAILURE;
+    };
+    match tether::server::pidfile::upgrade(pid, pid_file.as_deref(), args.timeout) {
+        Ok(Some(new)) => println!("upgraded: pid {pid} -> {new}"),
+        Ok(None) => println!("signalled pid {pid} (no pid file to follow the upgrade)"),
+        Err(e) => {
+            eprintln!("tether upgrade: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     ExitCode::SUCCESS
 }
 
@@ -159,11 +202,19 @@ struct Started {
     levels: Option<tether::logging::LevelHandle>,
 }
 
-/// Logging, signal handling, then the gateway; errors are printed.
+/// Logging, signal handling, then the gateway; errors are printed. A
+/// process started by an upgrade takes the old one's listeners and
+/// connections instead of binding.
 fn start_gateway(config: Config) -> Option<Started> {
     let levels = tether::logging::init_with(&config.server.log_level, config.server.log_format);
     let signals = termination_signals()?;
-    match Gateway::start(config) {
+    let started = match tether::server::Inheriting::from_env() {
+        None => Gateway::start(config),
+        Some(inheriting) => inheriting
+            .and_then(|i| i.start(config))
+            .and_then(|(gateway, taking)| taking.receive_connections().map(|_| gateway)),
+    };
+    match started {
         Ok(gateway) => Some(Started {
             gateway,
             signals,
@@ -261,7 +312,10 @@ fn demo() -> ExitCode {
 fn notify_systemd(gateway: &Gateway) -> Option<std::sync::Arc<notify::Notifier>> {
     let notifier = std::sync::Arc::new(notify::Notifier::from_env()?);
     let vitals = gateway.vitals();
-    if let Err(e) = notifier.send(&format!("READY=1\n{}", vitals.status_line())) {
+    // After an upgrade this process is the service's main one now
+    // (the unit's NotifyAccess=all lets it say so).
+    let main_pid = format!("MAINPID={}\n", std::process::id());
+    if let Err(e) = notifier.send(&format!("{main_pid}READY=1\n{}", vitals.status_line())) {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
     if let Some(interval) = notify::watchdog_interval() {
@@ -359,6 +413,15 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         },
         None => Config::default(),
     };
+    // The binary as it was found at start: an upgrade starts whatever is
+    // at that path then.
+    let binary = tether::server::NewBinary {
+        exe: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe")),
+        args: std::env::args_os().skip(1).collect(),
+    };
+    let stop_bound = config.server.shutdown_drain + STOP_MARGIN;
+    let pid_file =
+        Some(PathBuf::from(&config.server.pid_file)).filter(|p| !p.as_os_str().is_empty());
     let Some(Started {
         gateway,
         signals,
@@ -367,26 +430,107 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     else {
         return ExitCode::FAILURE;
     };
-    let stopper = gateway.stopper();
-    let reloader = gateway.reloader();
-    let notifier = notify_systemd(&gateway);
+    if let Some(path) = &pid_file {
+        if let Err(e) = tether::server::pidfile::write(path) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot write the pid file");
+        }
+    }
+    let upgrading = std::sync::Arc::new(std::sync::Mutex::new(()));
+    let handler = SignalHandler {
+        upgrading: upgrading.clone(),
+        stopper: gateway.stopper(),
+        reloader: gateway.reloader(),
+        upgrader: gateway.upgrader(),
+        notifier: notify_systemd(&gateway),
+        levels,
+        config_path,
+        running,
+        binary,
+        stop_bound,
+    };
     std::thread::Builder::new()
         .name("tether-signals".into())
-        .spawn(move || loop {
-            let sig = signals.wait();
-            if sig == libc::SIGHUP {
-                reload(config_path.as_deref(), &running, &reloader, levels.as_ref());
-                continue;
-            }
-            tracing::info!(signal = sig, "stopping: no new connections, draining");
-            if let Some(n) = &notifier {
-                let _ = n.send("STOPPING=1");
-            }
-            stopper.stop();
-            return;
-        })
+        .spawn(move || handler.run(signals))
         .expect("spawn the signal thread");
     gateway.join();
+    // The workers are done once they handed everything over; the upgrade
+    // is not until the new process confirms it took it all.
+    drop(upgrading.lock());
+    if let Some(path) = &pid_file {
+        tether::server::pidfile::remove_if_mine(path);
+    }
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Beyond `server.shutdown_drain`, what a stop may take (close handshakes,
+/// a stalled write) before the process exits regardless.
+const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// What the signal thread acts with.
+struct SignalHandler {
+    /// Held while an upgrade runs: the process exits only after it.
+    upgrading: std::sync::Arc<std::sync::Mutex<()>>,
+    stopper: tether::server::Stopper,
+    reloader: tether::server::Reloader,
+    upgrader: tether::server::Upgrader,
+    notifier: Option<std::sync::Arc<notify::Notifier>>,
+    levels: Option<tether::logging::LevelHandle>,
+    config_path: Option<PathBuf>,
+    running: String,
+    binary: tether::server::NewBinary,
+    stop_bound: std::time::Duration,
+}
+
+impl SignalHandler {
+    /// SIGHUP reloads, SIGUSR2 upgrades, SIGINT/SIGTERM stop.
+    fn run(self, signals: tether::server::signals::TerminationSignals) {
+        loop {
+            match signals.wait() {
+                libc::SIGHUP => {
+                    let (path, levels) = (self.config_path.as_deref(), self.levels.as_ref());
+                    reload(path, &self.running, &self.reloader, levels);
+                }
+                libc::SIGUSR2 => {
+                    if self.upgrade() {
+                        return; // the workers finish; main exits
+                    }
+                }
+                sig => return self.stop(sig),
+            }
+        }
+    }
+
+    /// Hands everything to a new process; false if it could not start (this
+    /// one serves on).
+    fn upgrade(&self) -> bool {
+        tracing::info!(exe = %self.binary.exe.display(), "SIGUSR2: upgrading");
+        let _upgrading = self.upgrading.lock().unwrap_or_else(|e| e.into_inner());
+        match self.upgrader.upgrade(&self.binary) {
+            Ok(done) => {
+                tracing::info!(
+                    pid = done.pid,
+                    connections = done.connections,
+                    "upgrade: handed over; this process exits"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::error!("upgrade failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// Drains, and exits anyway once `stop_bound` has passed.
+    fn stop(&self, sig: i32) {
+        tracing::info!(signal = sig, "stopping: no new connections, draining");
+        if let Some(n) = &self.notifier {
+            let _ = n.send("STOPPING=1");
+        }
+        self.stopper.stop();
+        std::thread::sleep(self.stop_bound);
+        tracing::warn!(bound = ?self.stop_bound, "stop took too long: exiting now");
+        std::process::exit(0);
+    }
 }

@@ -23,6 +23,7 @@ const SANS_IO: &[&str] = &[
     "http",
     "tunnel",
     "config",
+    "handover",
     "tls",
     "logging",
     "allocator",

@@ -22,6 +22,8 @@ impl CloseCode {
     pub const POLICY: CloseCode = CloseCode(1008);
     pub const TOO_BIG: CloseCode = CloseCode(1009);
     pub const INTERNAL: CloseCode = CloseCode(1011);
+    /// The server restarts (an upgrade that cannot carry the connection).
+    pub const SERVICE_RESTART: CloseCode = CloseCode(1012);
     pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
 
     /// Whether a peer may send this code in a close frame. 1004–1006 and 1015

@@ -211,6 +211,13 @@ impl Actor {
 
     // ---- transitions -----------------------------------------------------
 
+    /// Gives an actor that never ran here (taken over in an upgrade) an id
+    /// of its own: the directory finds live actors by id.
+    pub fn take_id(&self, id: u64) {
+        debug_assert_eq!(self.state(), ActorState::Asleep);
+        self.id.set(id);
+    }
+
     /// To Starting as incarnation `id` on the runner where `slot` was
     /// taken, until `deadline`.
     pub fn begin_starting(&self, id: u64, slot: Reserved, now: Instant, deadline: Instant) {

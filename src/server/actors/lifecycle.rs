@@ -101,7 +101,7 @@ impl Actors {
         let now = self.now();
         self.directory.set_live(actor.id(), actor.id(), actor);
         self.wakeups.note_deadline(now);
-        if !actor.may_start(now) {
+        if !actor.may_start(now) || self.handing_over.get() {
             return;
         }
         let avoid = actor.avoided_runner();

@@ -145,11 +145,15 @@ impl Peer {
         let v6 = Ipv6Addr::from(self.ip);
         v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4)
     }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip(), self.port)
+    }
 }
 
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        SocketAddr::new(self.ip(), self.port).fmt(f)
+        self.addr().fmt(f)
     }
 }
 
@@ -239,6 +243,15 @@ impl ClientLink {
                 *outstanding = None;
             }
             relieved
+        })
+    }
+
+    /// Holds a message for the actor's next runner (taken over from the
+    /// process before an upgrade).
+    pub fn hold(&self, index: u64, kind: crate::tunnel::MessageKind, payload: &[u8]) {
+        self.with_outstanding(|o| {
+            o.get_or_insert_with(Default::default)
+                .push(index, kind, payload)
         })
     }
 

@@ -20,6 +20,7 @@ mod backoff;
 mod clients;
 mod directory;
 mod dispatch;
+mod handover;
 mod home;
 mod ids;
 mod lifecycle;
@@ -81,6 +82,12 @@ pub(crate) struct Actors {
     /// A coarse clock, advanced by the worker's timer sweep: activity
     /// tracking must not read the clock per message.
     clock: Cell<Instant>,
+    /// An upgrade hands this worker's connections to a new process: no
+    /// actor starts any more.
+    handing_over: Cell<bool>,
+    /// Taken over from the process before an upgrade, awake there: woken
+    /// once every connection is in.
+    to_wake: RefCell<Vec<Rc<actor::Actor>>>,
 }
 
 /// What every worker's `Actors` share: counts that span workers because a
@@ -149,6 +156,8 @@ impl Actors {
             links: RefCell::new(HashMap::new()),
             opens: RefCell::new(HashMap::new()),
             clock: Cell::new(Instant::now()),
+            handing_over: Cell::new(false),
+            to_wake: RefCell::new(Vec::new()),
         }
     }
 

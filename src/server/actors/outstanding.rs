@@ -108,6 +108,16 @@ impl Outstanding {
         })
     }
 
+    /// Every message held, sent or not, in order, with its index.
+    pub fn all(&self) -> impl Iterator<Item = (u64, MessageKind, &[u8])> {
+        let mut at = 0;
+        self.entries.iter().map(move |e| {
+            let payload = &self.data[at..at + e.len as usize];
+            at += e.len as usize;
+            (e.index, e.kind, payload)
+        })
+    }
+
     /// Everything unsent has been given to the runner.
     pub fn mark_sent(&mut self) {
         self.sent = self.entries.len();

@@ -23,6 +23,8 @@ impl Actors {
         for actor in self.directory.live() {
             let overdue = actor.is_overdue(now);
             match actor.state() {
+                // Its connections go to the next process, which places it.
+                ActorState::Placing if self.handing_over.get() => {}
                 ActorState::Placing if overdue => self.give_up_placing(&actor),
                 ActorState::Placing if actor.may_start(now) => self.place(&actor),
                 ActorState::Starting if overdue => self.start_timed_out(&actor),

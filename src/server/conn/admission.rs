@@ -113,6 +113,16 @@ impl Admission {
         Ok(())
     }
 
+    /// Counts a connection that is already open (taken over from the
+    /// process before an upgrade): it holds its place whatever the limits
+    /// say; like a linked one, it gives it back with `release`.
+    pub fn adopt(&self, addr: IpAddr) {
+        let counted = counted_as(addr);
+        let mut table = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
+        *table.entry(counted).or_insert(0) += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A connection from `addr` that held its place without a ticket ended.
     pub fn release(&self, addr: IpAddr) {
         let counted = counted_as(addr);

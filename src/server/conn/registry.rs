@@ -84,6 +84,14 @@ impl Registry {
         }
     }
 
+    /// Wakes every connection to look at its situation again (a parked
+    /// one resumes).
+    pub fn poke_all(&self) {
+        for (_, c) in self.conns.borrow().iter() {
+            c.poke();
+        }
+    }
+
     /// Wakes every connection whose deadline is at or before `now`, and
     /// tells the sweep when the next one is due.
     pub fn sweep(&self, now: Instant) {

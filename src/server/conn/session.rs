@@ -38,6 +38,11 @@ pub(crate) enum Gate {
     Hold,
     /// Read, or hand the socket to the parker if nothing at all is going on.
     Park,
+    /// An upgrade takes the connection to the next process: hand it to
+    /// the role as soon as nothing is half-done (between messages, with
+    /// nothing left to write); read meanwhile. A TLS session cannot move:
+    /// it is closed with 1012.
+    HandOver,
 }
 
 /// Why the session fails the connection: the close code and reason sent.
@@ -93,6 +98,13 @@ pub(crate) trait Role: Sized + 'static {
     /// the session simply goes on as a task.
     fn park(session: Session<Self>, stream: Stream, registration: Registration) {
         monoio::spawn(session.run(stream, BytesMut::new(), registration));
+    }
+
+    /// Takes over a session that returned [`Gate::HandOver`], between
+    /// messages; `unread` holds the start of the peer's next frame, if any.
+    /// By default the session goes on as a task.
+    fn hand_over(session: Session<Self>, stream: Stream, unread: BytesMut, reg: Registration) {
+        monoio::spawn(session.run(stream, unread, reg));
     }
 }
 
@@ -167,6 +179,7 @@ impl<R: Role> Session<R> {
         let pool = &ctx.env().pool;
         let mut read_buf = None;
         let mut parking = false;
+        let mut handing = false;
         if first.is_empty() {
             pool.give_back(first);
         } else {
@@ -183,6 +196,12 @@ impl<R: Role> Session<R> {
             let gate = self.role.gate(&ctx, control, self.state == State::Open);
             if gate == Gate::Park && read_buf.is_none() && self.idle() && !control.has_pending() {
                 parking = true;
+                break;
+            }
+            if gate == Gate::HandOver && stream.is_tls() {
+                self.close(CloseCode::SERVICE_RESTART, "gateway upgrading: reconnect");
+            } else if gate == Gate::HandOver && self.between_messages() && !control.has_pending() {
+                handing = true;
                 break;
             }
             let wake = if gate == Gate::Hold {
@@ -211,6 +230,9 @@ impl<R: Role> Session<R> {
             // The task ends here; the role's parker watches the socket (no
             // task, no buffer, no timer) until something needs it.
             return R::park(self, stream, registration);
+        }
+        if handing {
+            return R::hand_over(self, stream, read_buf.unwrap_or_default(), registration);
         }
         self.finish(stream, read_buf, registration);
     }
@@ -271,6 +293,13 @@ impl<R: Role> Session<R> {
             && self.outbox.is_empty()
             && !self.decoder.is_mid_message()
             && self.deadline() > Instant::now()
+    }
+
+    /// Open, with no message half-received and nothing left to write: what
+    /// the peer sends next starts a new frame (any bytes of it already
+    /// read are kept by the caller).
+    fn between_messages(&self) -> bool {
+        self.state == State::Open && self.outbox.is_empty() && !self.decoder.is_mid_message()
     }
 
     /// Decodes what `buf` holds; returns the buffer if a partial frame remains in it.

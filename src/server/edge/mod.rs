@@ -8,14 +8,19 @@ mod handshake;
 mod parker;
 mod session;
 
+use std::cell::RefCell;
 use std::rc::Rc;
+
+use bytes::BytesMut;
 
 pub(crate) use handshake::{home_worker, serve_client, Client};
 pub(crate) use parker::Parker;
 
 use crate::server::actors::Actors;
 use crate::server::conn::env::{ConnEnv, SessionLimits};
+use crate::server::conn::registry::Registration;
 use crate::server::conn::session::SessionCtx;
+use crate::server::conn::stream::Stream;
 
 /// What client connections of one worker need from it.
 pub(crate) struct EdgeSide {
@@ -24,6 +29,42 @@ pub(crate) struct EdgeSide {
     pub limits: SessionLimits,
     /// Holds hibernated connections without tasks (None if io_uring is unavailable).
     pub parker: Option<Rc<Parker>>,
+    /// Sessions handed over during an upgrade, for the runtime to send on.
+    pub handed: RefCell<Vec<Handed>>,
+}
+
+/// A client connection whose session ended between messages to go to the
+/// next process (an upgrade).
+pub(crate) struct Handed {
+    pub conn_id: u64,
+    /// The index of the client's last message.
+    pub next_index: u64,
+    pub stream: Stream,
+    /// Read, not decoded: the start of the client's next frame.
+    pub unread: BytesMut,
+    /// Dropped once the connection is sent: it leaves this worker.
+    pub registration: Registration,
+}
+
+impl EdgeSide {
+    /// Gives a connection taken over from the process before an upgrade its
+    /// session (`next_index`: the client's last message; `unread`: the start
+    /// of its next frame).
+    pub fn resume_handed(
+        self: &Rc<Self>,
+        conn_id: u64,
+        next_index: u64,
+        stream: Stream,
+        unread: BytesMut,
+        registration: Registration,
+    ) {
+        let role = session::ClientRole {
+            conn_id,
+            next_index,
+        };
+        let session = crate::server::conn::session::Session::new(self.clone(), role);
+        monoio::spawn(session.run(stream, unread, registration));
+    }
 }
 
 impl SessionCtx for EdgeSide {

@@ -8,7 +8,7 @@ use std::rc::Rc;
 use crate::server::conn::stream::Stream;
 use bytes::{Bytes, BytesMut};
 
-use super::EdgeSide;
+use super::{EdgeSide, Handed};
 use crate::server::actors::LinkView;
 use crate::server::conn::control::ConnControl;
 use crate::server::conn::env::SessionLimits;
@@ -44,6 +44,9 @@ impl Role for ClientRole {
                 tunnel.wait_until_uncongested(control);
                 Gate::Hold
             }
+            LinkView::Hibernated | LinkView::Waking if edge.actors.is_handing_over() => {
+                Gate::HandOver
+            }
             LinkView::Hibernated if edge.parker.is_some() => Gate::Park,
             _ => Gate::Read,
         }
@@ -78,6 +81,18 @@ impl Role for ClientRole {
 
     fn ended(&mut self, edge: &EdgeSide, code: CloseCode, reason: &str) {
         edge.actors.client_closed(self.conn_id, code, reason);
+    }
+
+    fn hand_over(session: Session<Self>, stream: Stream, unread: BytesMut, reg: Registration) {
+        let edge = session.ctx().clone();
+        let (role, _) = session.into_parts();
+        edge.handed.borrow_mut().push(Handed {
+            conn_id: role.conn_id,
+            next_index: role.next_index,
+            stream,
+            unread,
+            registration: reg,
+        });
     }
 
     fn park(session: Session<Self>, stream: Stream, registration: Registration) {
@@ -123,6 +138,7 @@ mod tests {
                 actors: Rc::new(actors),
                 limits: SessionLimits::client(&config),
                 parker: None,
+                handed: Default::default(),
             });
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();

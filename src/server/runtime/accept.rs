@@ -39,7 +39,7 @@ pub(super) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind:
         // Wait for readiness rather than racing accept() against shutdown:
         // an abandoned in-flight accept can leak the socket it accepted.
         monoio::select! {
-            _ = worker.stopping.wait() => return,
+            _ = worker.no_accept.wait() => return,
             ready = listener.readable(false) => {
                 if let Err(e) = ready {
                     warn!(worker = worker.id, ?kind, error = %e, "listener failed");

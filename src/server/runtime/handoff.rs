@@ -41,16 +41,18 @@ pub(crate) struct Handoff {
     pub ticket: Option<Ticket>,
 }
 
-struct Inbox {
-    queue: ArrayQueue<Handoff>,
+struct Inbox<T> {
+    queue: ArrayQueue<T>,
     waker: AtomicWaker,
 }
 
-pub(crate) struct HandoffQueues {
-    inboxes: Vec<Inbox>,
+/// One bounded inbox per worker (for connections handed between workers,
+/// and for those taken over from the process before an upgrade).
+pub(crate) struct HandoffQueues<T = Handoff> {
+    inboxes: Vec<Inbox<T>>,
 }
 
-impl HandoffQueues {
+impl<T> HandoffQueues<T> {
     pub fn new(workers: usize, capacity: usize) -> Self {
         HandoffQueues {
             inboxes: (0..workers)
@@ -66,7 +68,7 @@ impl HandoffQueues {
     // Moved once per connection, handed back only when the inbox is full:
     // boxing it would cost an allocation on every hand-off instead.
     #[allow(clippy::result_large_err)]
-    pub fn send(&self, to: usize, handoff: Handoff) -> Result<(), Handoff> {
+    pub fn send(&self, to: usize, handoff: T) -> Result<(), T> {
         let inbox = &self.inboxes[to];
         inbox.queue.push(handoff)?;
         inbox.waker.wake();
@@ -75,7 +77,7 @@ impl HandoffQueues {
 
     /// The next connection handed to worker `me`. Only that worker's one
     /// receiving task may call this.
-    pub async fn receive(&self, me: usize) -> Handoff {
+    pub async fn receive(&self, me: usize) -> T {
         let inbox = &self.inboxes[me];
         poll_fn(|cx| {
             if let Some(h) = inbox.queue.pop() {

@@ -6,14 +6,17 @@ mod handoff;
 mod handshake_slot;
 pub mod listener;
 pub mod notify;
+pub mod pidfile;
 mod run;
 mod shutdown;
 pub mod signals;
 mod tls;
+pub mod upgrade;
 mod worker;
 
 use std::net::SocketAddr;
-use std::sync::{mpsc, Arc};
+use std::os::fd::OwnedFd;
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
 use tracing::{error, info};
@@ -24,8 +27,11 @@ use crate::config::{Config, MAX_WORKERS};
 use crate::server::actors::SharedLimits;
 use crate::server::conn::stats::WorkerStats;
 use crate::server::runners::TunnelQuota;
+use handoff::HandoffQueues;
 use run::SeedListeners;
 use shutdown::ShutdownSignal;
+use upgrade::old::Upgrader;
+use upgrade::Inherited;
 use worker::WorkerSeed;
 
 /// Connections handed from one worker to another, waiting, per worker.
@@ -42,6 +48,7 @@ pub struct Gateway {
     stats: Vec<Arc<WorkerStats>>,
     tls: Arc<tls::TlsListeners>,
     admission: Arc<crate::server::conn::admission::Admission>,
+    upgrader: Upgrader,
 }
 
 /// Every listening socket of the gateway, bound before any worker starts.
@@ -62,30 +69,115 @@ impl Bound {
                 .map_err(|e| e.to_string())?,
         })
     }
+
+    /// The listeners the process before an upgrade handed over: client
+    /// ×`split.0`, runner ×`split.1`, then the admin one. Their addresses
+    /// must be the configured ones (a changed address needs a restart).
+    fn inherit(
+        fds: Vec<OwnedFd>,
+        split: (u32, u32),
+        config: &Config,
+        driver: Driver,
+    ) -> Result<Bound, String> {
+        let nonblocking = driver == Driver::Epoll;
+        let mut listeners = Vec::with_capacity(fds.len());
+        for fd in fds {
+            let l = std::net::TcpListener::from(fd);
+            l.set_nonblocking(nonblocking).map_err(|e| e.to_string())?;
+            listeners.push(l);
+        }
+        let admin = listeners.pop().ok_or("upgrade: no admin listener")?;
+        let runner = listeners.split_off(split.0 as usize);
+        let bound = Bound {
+            client: listeners,
+            runner,
+            admin,
+        };
+        bound.check_addresses(config)?;
+        Ok(bound)
+    }
+
+    fn check_addresses(&self, config: &Config) -> Result<(), String> {
+        let wanted = [
+            ("client.listen", config.client.listen, &self.client[0]),
+            ("runners.listen", config.runners.listen, &self.runner[0]),
+            ("admin.listen", config.admin.listen, &self.admin),
+        ];
+        for (key, want, listener) in wanted {
+            let have = listener.local_addr().map_err(|e| e.to_string())?;
+            if want.port() != 0 && have != want {
+                return Err(format!(
+                    "upgrade: {key} changed ({have} → {want}): restart instead"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Copies of every listener, kept for a later upgrade.
+    fn copies(&self) -> Result<Vec<OwnedFd>, String> {
+        let all = self.client.iter().chain(&self.runner).chain([&self.admin]);
+        all.map(|l| l.try_clone().map(OwnedFd::from))
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("cannot keep the listeners for upgrades: {e}"))
+    }
+}
+
+/// The driver and worker count `config` asks for, after the process-wide
+/// settings it makes.
+fn prepare(config: &Config) -> Result<(Driver, usize), String> {
+    let driver = driver::choose(config.server.io_driver)?;
+    if config.server.return_freed_memory {
+        crate::allocator::return_freed_memory_at_once();
+    }
+    let count = config.worker_count();
+    if count > MAX_WORKERS {
+        return Err(format!(
+            "server.workers is {count}, more than the {MAX_WORKERS} workers ids can tell apart"
+        ));
+    }
+    grow_descriptor_table();
+    Ok((driver, count))
 }
 
 impl Gateway {
     /// Binds every listener, starts the workers and returns once all of them
     /// are serving, or with the first error.
     pub fn start(config: Config) -> Result<Gateway, String> {
-        let driver = driver::choose(config.server.io_driver)?;
-        if config.server.return_freed_memory {
-            crate::allocator::return_freed_memory_at_once();
-        }
-        let count = config.worker_count();
-        if count > MAX_WORKERS {
-            return Err(format!(
-                "server.workers is {count}, more than the {MAX_WORKERS} workers ids can tell apart"
-            ));
-        }
-        grow_descriptor_table();
+        let (driver, count) = prepare(&config)?;
         let bound = Bound::bind(&config, count, driver)?;
+        Gateway::launch(config, driver, bound, None)
+    }
+
+    /// Starts the workers on the listeners an upgrading process handed
+    /// over; they accept once every connection it sends is in `inbox`.
+    pub(crate) fn start_inheriting(
+        config: Config,
+        fds: Vec<OwnedFd>,
+        split: (u32, u32),
+        inbox: Arc<HandoffQueues<Inherited>>,
+    ) -> Result<Gateway, String> {
+        let (driver, _) = prepare(&config)?;
+        let bound = Bound::inherit(fds, split, &config, driver)?;
+        Gateway::launch(config, driver, bound, Some(inbox))
+    }
+
+    fn launch(
+        config: Config,
+        driver: Driver,
+        bound: Bound,
+        inherit: Option<Arc<HandoffQueues<Inherited>>>,
+    ) -> Result<Gateway, String> {
+        let count = bound.client.len();
         let local = |l: &std::net::TcpListener| l.local_addr().map_err(|e| e.to_string());
         let (client_addr, runner_addr) = (local(&bound.client[0])?, local(&bound.runner[0])?);
         let admin_addr = local(&bound.admin)?;
+        let copies = bound.copies()?;
         let tls = Arc::new(tls::TlsListeners::load(&config)?);
         let config = Arc::new(config);
         let shutdown = Arc::new(ShutdownSignal::new(count));
+        let upgrade = Arc::new(ShutdownSignal::new(count));
+        let (exports_tx, exports_rx) = mpsc::channel();
         let stats: Vec<Arc<WorkerStats>> = (0..count).map(|_| Arc::default()).collect();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let common = WorkerSeed {
@@ -94,6 +186,9 @@ impl Gateway {
             worker_count: count,
             handoffs: Arc::new(handoff::HandoffQueues::new(count, HANDOFF_QUEUE)),
             shutdown: shutdown.clone(),
+            upgrade: upgrade.clone(),
+            exports: exports_tx,
+            inherit,
             stats: stats[0].clone(),
             all_stats: stats.clone().into(),
             shared: Arc::new(SharedLimits::new(&config)),
@@ -116,6 +211,13 @@ impl Gateway {
                 "runners authenticate with the development token (loopback only)"
             );
         }
+        let upgrader = Upgrader {
+            listeners: Arc::new(Mutex::new(copies)),
+            split: (count as u32, count as u32),
+            signal: upgrade,
+            exports: Arc::new(Mutex::new(Some(exports_rx))),
+            workers: count,
+        };
         Ok(Gateway {
             client_addr,
             runner_addr,
@@ -126,7 +228,13 @@ impl Gateway {
             stats,
             tls,
             admission,
+            upgrader,
         })
+    }
+
+    /// A handle that hands this gateway over to a new binary (SIGUSR2).
+    pub fn upgrader(&self) -> Upgrader {
+        self.upgrader.clone()
     }
 
     /// What the systemd watchdog and STATUS lines read.
@@ -152,7 +260,7 @@ impl Gateway {
     /// Stops accepting, drains, closes remaining clients with 1001, and
     /// returns when every worker has finished.
     pub fn shutdown(self) {
-        self.shutdown.trigger();
+        self.stopper().stop();
         self.join();
     }
 
@@ -170,7 +278,7 @@ impl Gateway {
 
     /// A handle that can trigger shutdown from another thread (signal handler).
     pub fn stopper(&self) -> Stopper {
-        Stopper(self.shutdown.clone())
+        Stopper(self.shutdown.clone(), self.upgrader.listeners.clone())
     }
 }
 
@@ -186,11 +294,14 @@ impl Reloader {
 
 /// Triggers a gateway's shutdown.
 #[derive(Clone)]
-pub struct Stopper(Arc<ShutdownSignal>);
+pub struct Stopper(Arc<ShutdownSignal>, Arc<Mutex<Vec<OwnedFd>>>);
 
 impl Stopper {
+    /// Stops accepting (the listeners' copies kept for an upgrade close
+    /// too: the ports refuse connections from now on) and drains.
     pub fn stop(&self) {
         self.0.trigger();
+        self.1.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 }
 

@@ -12,6 +12,8 @@ use tracing::info;
 
 use super::accept::{accept_loop, receive_handoffs};
 use super::handoff::Listener;
+use super::upgrade::hand_over::hand_over;
+use super::upgrade::take_over::take_over;
 use super::worker::{Worker, WorkerSeed};
 use crate::server::conn::wakeups::sweep_tick;
 
@@ -56,13 +58,6 @@ pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Resul
     if let Some(parker) = &worker.edge.parker {
         parker.clone().start(worker.edge.clone());
     }
-    if let Some(admin) = listeners.admin {
-        monoio::spawn(accept_loop(worker.clone(), admin, Listener::Admin));
-    }
-    let clients = accept_loop(worker.clone(), listeners.client, Listener::Client);
-    let runners = accept_loop(worker.clone(), listeners.runner, Listener::Runner);
-    let clients = monoio::spawn(clients);
-    let runners = monoio::spawn(runners);
     let handoffs = monoio::spawn(receive_handoffs(worker.clone()));
     let sweeper = monoio::spawn(sweep_timers(worker.clone()));
     if let Some(watchdog) = super::notify::watchdog_interval() {
@@ -72,12 +67,38 @@ pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Resul
     // Ready once everything the worker holds exists (its parking ring and
     // eventfd too), not merely once its listeners are registered.
     let _ = seed.ready.send(Ok(()));
+    if let Some(inbox) = seed.inherit.clone() {
+        // An upgrade: every connection the old process hands over is in
+        // before anything new is accepted (a new client of an actor must
+        // find it with its connections).
+        take_over(&worker, inbox).await;
+    }
+    if let Some(admin) = listeners.admin {
+        monoio::spawn(accept_loop(worker.clone(), admin, Listener::Admin));
+    }
+    let clients = monoio::spawn(accept_loop(
+        worker.clone(),
+        listeners.client,
+        Listener::Client,
+    ));
+    let runners = monoio::spawn(accept_loop(
+        worker.clone(),
+        listeners.runner,
+        Listener::Runner,
+    ));
     info!(worker = seed.id, driver = %seed.driver, "worker serving");
-    seed.shutdown.wait(worker.id).await;
-    worker.stopping.set();
+    let upgrading = monoio::select! {
+        _ = seed.shutdown.wait(worker.id) => false,
+        _ = seed.upgrade.wait(worker.id) => true,
+    };
     // The listeners close when their loops return: no new connections.
+    worker.no_accept.set();
     clients.await;
     runners.await;
+    if upgrading {
+        hand_over(&worker, &seed.exports).await;
+    }
+    worker.stopping.set();
     handoffs.await;
     worker.drain().await;
     worker.finished.set();

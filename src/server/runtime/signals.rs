@@ -1,4 +1,4 @@
-//! SIGINT/SIGTERM (stop) and SIGHUP (reload) delivered synchronously to
+//! SIGINT/SIGTERM (stop), SIGHUP (reload) and SIGUSR2 (upgrade) delivered synchronously to
 //! one thread.
 //!
 //! The signals are blocked before any worker starts (threads inherit the
@@ -21,6 +21,7 @@ pub fn block_termination_signals() -> io::Result<TerminationSignals> {
         libc::sigaddset(&mut set, libc::SIGINT);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
         let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         if rc != 0 {
             return Err(io::Error::from_raw_os_error(rc));

@@ -36,6 +36,9 @@ pub(crate) struct Worker {
     /// Client connections' places, shared by all workers.
     pub admission: Arc<Admission>,
     pub tls: Arc<TlsListeners>,
+    /// Set when the worker stops accepting (shutdown, upgrade).
+    pub no_accept: Stopping,
+    /// Set when the worker stops taking hand-offs, after `no_accept`.
     pub stopping: Stopping,
     /// Set when the worker is done: the sweep ends.
     pub finished: Stopping,
@@ -48,6 +51,12 @@ pub(crate) struct WorkerSeed {
     pub config: Arc<Config>,
     pub handoffs: Arc<HandoffQueues>,
     pub shutdown: Arc<ShutdownSignal>,
+    /// Triggered when an upgrade takes this process's connections.
+    pub upgrade: Arc<ShutdownSignal>,
+    /// Where connections go during an upgrade.
+    pub exports: std::sync::mpsc::Sender<super::upgrade::Export>,
+    /// In the new process of an upgrade: the connections it takes over.
+    pub inherit: Option<Arc<HandoffQueues<super::upgrade::Inherited>>>,
     pub stats: Arc<WorkerStats>,
     /// Every worker's counters (for the admin API's /metrics).
     pub all_stats: Arc<[Arc<WorkerStats>]>,
@@ -73,6 +82,9 @@ impl WorkerSeed {
             worker_count: self.worker_count,
             handoffs: self.handoffs.clone(),
             shutdown: self.shutdown.clone(),
+            upgrade: self.upgrade.clone(),
+            exports: self.exports.clone(),
+            inherit: self.inherit.clone(),
             stats: self.all_stats[id].clone(),
             all_stats: self.all_stats.clone(),
             shared: self.shared.clone(),
@@ -112,6 +124,7 @@ impl Worker {
             actors: actors.clone(),
             limits: SessionLimits::client(config),
             parker,
+            handed: Default::default(),
         };
         let runners = RunnerSide {
             env: env.clone(),
@@ -143,6 +156,7 @@ impl Worker {
             stats: seed.stats.clone(),
             admission: seed.shared.admission.clone(),
             tls: seed.tls.clone(),
+            no_accept: Stopping::default(),
             stopping: Stopping::default(),
             finished: Stopping::default(),
         }

@@ -45,6 +45,10 @@ impl TunnelTable {
         self.filter(|t| t.pool == pool && t.namespace == ns)
     }
 
+    pub fn all(&self) -> Vec<Rc<Tunnel>> {
+        self.filter(|_| true)
+    }
+
     /// Tunnels draining whose runner has not been told it may exit.
     pub fn draining(&self) -> Vec<Rc<Tunnel>> {
         self.filter(|t| t.is_draining())

@@ -1,0 +1,136 @@
+//! A worker of the old process hands its client connections over.
+//!
+//! 1. It stopped accepting (the caller). Handshakes in progress anywhere
+//!    finish here first: no connection is between two workers or waiting
+//!    for a runner's accept when the actors stop.
+//! 2. Every actor on a runner is stopped there, gracefully: the runner
+//!    acknowledges what it handled, then confirms. No actor starts again.
+//! 3. The runner tunnels close with 1012: the runners reconnect, and the
+//!    next process accepts them.
+//! 4. Every client session is poked (a parked one resumes); between
+//!    messages, with nothing left to write, it stops and is sent on with
+//!    its record. TLS sessions cannot move: they are closed with 1012.
+
+use std::future::Future;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use super::Export;
+use crate::server::conn::stream::Detached;
+use crate::server::edge::Handed;
+use crate::server::runtime::worker::Worker;
+
+/// How often the worker looks again while it waits on the steps above.
+const POLL: Duration = Duration::from_millis(5);
+
+pub(crate) async fn hand_over(worker: &Rc<Worker>, exports: &Sender<Export>) {
+    let config = worker.env.config.clone();
+    let handshakes = config.client.handshake_timeout + config.actors.start_timeout;
+    if !until(handshakes, || no_handshakes(worker)).await {
+        warn!(
+            worker = worker.id,
+            "upgrade: handshakes still in progress; going on"
+        );
+    }
+    worker.actors.begin_handover();
+    let stops = config.actors.stop_timeout + Duration::from_secs(1);
+    if !until(stops, || worker.actors.all_off_runners()).await {
+        warn!(
+            worker = worker.id,
+            "upgrade: actors still on runners; going on"
+        );
+    }
+    worker.actors.close_tunnels();
+    worker.env.registry.poke_all();
+    let sessions = config.client.send_timeout + config.client.close_timeout;
+    let mut sent = 0;
+    let all_sent = until(sessions, || {
+        sent += send_handed(worker, exports);
+        worker.actors.linked() == 0
+    })
+    .await;
+    if !all_sent {
+        let left = worker.actors.linked();
+        warn!(
+            worker = worker.id,
+            left, "upgrade: connections not handed over in time are closed"
+        );
+    }
+    info!(
+        worker = worker.id,
+        connections = sent,
+        "upgrade: connections handed over"
+    );
+    let _ = exports.send(Export::WorkerDone);
+}
+
+/// No client connection of any worker is mid-handshake, and none here
+/// waits for a runner's accept.
+fn no_handshakes(worker: &Worker) -> bool {
+    let all = worker.admin.all_stats.iter();
+    all.map(|s| s.handshakes.load(Ordering::Relaxed))
+        .sum::<u64>()
+        == 0
+        && worker.actors.opening() == 0
+}
+
+/// Checks `done` every few milliseconds until it holds (true) or `limit`
+/// has passed (false).
+fn until(limit: Duration, mut done: impl FnMut() -> bool) -> impl Future<Output = bool> {
+    let deadline = Instant::now() + limit;
+    async move {
+        loop {
+            if done() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            monoio::time::sleep(POLL).await;
+        }
+    }
+}
+
+/// Sends on every session handed over since the last call; returns how many.
+fn send_handed(worker: &Worker, exports: &Sender<Export>) -> usize {
+    let handed = std::mem::take(&mut *worker.edge.handed.borrow_mut());
+    let mut sent = 0;
+    for h in handed {
+        sent += usize::from(send_one(worker, h, exports));
+    }
+    sent
+}
+
+fn send_one(worker: &Worker, h: Handed, exports: &Sender<Export>) -> bool {
+    let Handed {
+        conn_id,
+        next_index,
+        stream,
+        unread,
+        registration,
+    } = h;
+    let unread_bytes = Bytes::copy_from_slice(&unread);
+    let mut unread = unread;
+    unread.clear();
+    worker.env.pool.give_back(unread);
+    let Some(record) = worker.actors.export_conn(conn_id, next_index, unread_bytes) else {
+        return false;
+    };
+    let sent = match stream.detach() {
+        Ok(Detached { fd, tls: None }) => exports.send(Export::Conn(Box::new(record), fd)).is_ok(),
+        _ => false,
+    };
+    if !sent {
+        warn!(
+            worker = worker.id,
+            conn_id, "upgrade: a connection could not be handed over"
+        );
+    }
+    drop(registration);
+    sent
+}
