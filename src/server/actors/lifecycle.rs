@@ -271,6 +271,7 @@ impl Actors {
                     self.admission.release(link.peer.ip());
                 }
             }
+            self.count_links(&links);
         }
         self.reject_pending_opens(actor, reason);
     }

@@ -9,6 +9,7 @@ mod parker;
 mod session;
 
 use std::rc::Rc;
+use std::sync::Arc;
 
 pub(crate) use handshake::{home_worker, serve_client, Client};
 pub(crate) use parker::Parker;
@@ -16,11 +17,14 @@ pub(crate) use parker::Parker;
 use crate::server::actors::Actors;
 use crate::server::conn::env::{ConnEnv, SessionLimits};
 use crate::server::conn::session::SessionCtx;
+use crate::server::conn::stats::WorkerStats;
 
 /// What client connections of one worker need from it.
 pub(crate) struct EdgeSide {
     pub env: Rc<ConnEnv>,
     pub actors: Rc<Actors>,
+    /// This worker's counters (handshake results, closes).
+    pub stats: Arc<WorkerStats>,
     pub limits: SessionLimits,
     /// Holds hibernated connections without tasks (None if io_uring is unavailable).
     pub parker: Option<Rc<Parker>>,

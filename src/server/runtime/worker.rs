@@ -110,6 +110,7 @@ impl Worker {
         let edge = EdgeSide {
             env: env.clone(),
             actors: actors.clone(),
+            stats: seed.stats.clone(),
             limits: SessionLimits::client(config),
             parker,
         };
