@@ -312,7 +312,8 @@ fn reload(
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            return tracing::warn!(file = %path.display(), error = %e, "SIGHUP: cannot read the configuration; nothing changed")
+            reloader.refused();
+            return tracing::warn!(file = %path.display(), error = %e, "SIGHUP: cannot read the configuration; nothing changed");
         }
     };
     match Config::parse(&text) {
@@ -328,6 +329,7 @@ fn reload(
             tracing::info!(applied = ?live, needs_restart = ?restart, "SIGHUP: configuration reloaded");
         }
         Err(errors) => {
+            reloader.refused();
             for e in &errors {
                 tracing::warn!(file = %path.display(), error = %e, "SIGHUP: configuration not reloaded; the running one stays");
             }

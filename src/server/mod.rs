@@ -23,6 +23,6 @@ pub(crate) mod runtime;
 pub(crate) mod tunnels;
 
 pub use admin::{admin_route, AdminRoute};
-pub use conn::stats::WorkerStats;
+pub use conn::stats::{GatewayStats, WorkerStats};
 pub use runtime::{driver, listener, notify, signals};
 pub use runtime::{Driver, Gateway, Reloader, Stopper};

@@ -40,7 +40,7 @@ use crate::server::actors::{self, Actors};
 use crate::server::conn::admission::Admission;
 use crate::server::conn::env::ConnEnv;
 use crate::server::conn::reply::{refuse, Refusal};
-use crate::server::conn::stats::WorkerStats;
+use crate::server::conn::stats::{GatewayStats, WorkerStats};
 
 /// What admin requests on one worker need from it.
 pub(crate) struct AdminSide {
@@ -48,6 +48,8 @@ pub(crate) struct AdminSide {
     pub actors: Rc<Actors>,
     /// Every worker's counters (for /metrics).
     pub all_stats: Arc<[Arc<WorkerStats>]>,
+    /// The process's counters (for /metrics).
+    pub gateway_stats: Arc<GatewayStats>,
     /// Client connections' places (for /metrics).
     pub admission: Arc<Admission>,
     /// Set once every worker serves (for /readyz).
