@@ -10,7 +10,8 @@
 //! - `POST /actors/{name}/{key…}/migrate`: moves a running actor to another
 //!   runner of its pool (its clients stay connected); answers when it runs
 //!   there: `{"migrated":true,"actor":{…}}`, 409 if it is not running.
-//! - `GET /metrics`: counters in Prometheus text format (summed over workers).
+//! - `GET /metrics`: the Prometheus text format, every worker's counters
+//!   summed at scrape time (the series are listed in `metrics/mod.rs`).
 //! - `GET /actors/{name}/{key…}`: the actor's state, runner, connection
 //!   count, failures in a row and whether it is crash-looping.
 //! - `POST /runners/{key}/drain`: no new actors go to that runner; its
