@@ -210,9 +210,16 @@ fn start_gateway(config: Config) -> Option<Started> {
     let signals = termination_signals()?;
     let started = match tether::server::Inheriting::from_env() {
         None => Gateway::start(config),
-        Some(inheriting) => inheriting
-            .and_then(|i| i.start(config))
-            .and_then(|(gateway, taking)| taking.receive_connections().map(|_| gateway)),
+        Some(inheriting) => {
+            inheriting
+                .and_then(|i| i.start(config))
+                .and_then(|(gateway, taking)| {
+                    taking.receive_connections()?;
+                    let upgrades = &gateway.gateway_stats().upgrades;
+                    upgrades.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok(gateway)
+                })
+        }
     };
     match started {
         Ok(gateway) => Some(Started {
@@ -366,7 +373,8 @@ fn reload(
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
-            return tracing::warn!(file = %path.display(), error = %e, "SIGHUP: cannot read the configuration; nothing changed")
+            reloader.refused();
+            return tracing::warn!(file = %path.display(), error = %e, "SIGHUP: cannot read the configuration; nothing changed");
         }
     };
     match Config::parse(&text) {
@@ -382,6 +390,7 @@ fn reload(
             tracing::info!(applied = ?live, needs_restart = ?restart, "SIGHUP: configuration reloaded");
         }
         Err(errors) => {
+            reloader.refused();
             for e in &errors {
                 tracing::warn!(file = %path.display(), error = %e, "SIGHUP: configuration not reloaded; the running one stays");
             }

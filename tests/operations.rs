@@ -257,7 +257,7 @@ fn sighup_reloads_and_says_what_needs_a_restart_and_keeps_running_on_a_bad_file(
     let dir = std::env::temp_dir().join(format!("tether-hup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let cfg = dir.join("tether.toml");
-    let base = "[server]\nworkers = 1\n[client]\nlisten = \"127.0.0.1:0\"\n[runners]\nlisten = \"127.0.0.2:0\"\n[admin]\nlisten = \"127.0.0.3:0\"\n";
+    let base = "[server]\nworkers = 1\n[client]\nlisten = \"127.0.0.1:0\"\n[runners]\nlisten = \"127.0.0.2:0\"\n[admin]\nlisten = \"127.0.0.3:0\"\ntoken = \"hup\"\n";
     std::fs::write(&cfg, base).unwrap();
     let mut child = Reaped(
         Command::new(env!("CARGO_BIN_EXE_tether"))
@@ -269,13 +269,9 @@ fn sighup_reloads_and_says_what_needs_a_restart_and_keeps_running_on_a_bad_file(
     );
     let lines = log_lines(&mut child.0);
     let serving = line_with(&lines, "tether is serving");
-    let client: std::net::SocketAddr = serving
-        .split("client=")
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|a| a.trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no client address in {serving}"));
+    let (client, admin) = (address(&serving, "client="), address(&serving, "admin="));
+    let reloads = |result: &str| reloads_counted(admin, result);
+    assert_eq!((reloads("applied"), reloads("invalid")), (0.0, 0.0));
     let hup = |child: &Child| {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
@@ -291,12 +287,34 @@ fn sighup_reloads_and_says_what_needs_a_restart_and_keeps_running_on_a_bad_file(
     // The new level is in force: a refused request now logs at debug.
     let _ = common::raw_exchange(client, b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n");
     line_with(&lines, "refusing request");
+    assert_eq!((reloads("applied"), reloads("invalid")), (1.0, 0.0));
     // A broken file: every error with its place, and the gateway runs on.
     std::fs::write(&cfg, "[client]\nmax_connections = \"many\"\n").unwrap();
     hup(&child.0);
     let said = line_with(&lines, "configuration not reloaded");
     assert!(said.contains("line 2"), "{said}");
+    assert_eq!((reloads("applied"), reloads("invalid")), (1.0, 1.0));
     assert!(child.0.try_wait().unwrap().is_none(), "still running");
     drop(child);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The address after `key` in the "tether is serving" log line.
+fn address(serving: &str, key: &str) -> std::net::SocketAddr {
+    serving
+        .split(key)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|a| a.trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} address in {serving}"))
+}
+
+/// `tether_reloads_total{result}` from the admin listener at `admin`
+/// (admin token "hup").
+fn reloads_counted(admin: std::net::SocketAddr, result: &str) -> f64 {
+    let request = "GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer hup\r\n\r\n";
+    let response = common::raw_exchange(admin, request.as_bytes());
+    let (_, body) = response.split_once("\r\n\r\n").expect("a response");
+    common::metrics::Metrics::parse(body).value("tether_reloads_total", &[("result", result)])
 }

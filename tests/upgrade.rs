@@ -147,12 +147,17 @@ fn start_runner(runner_addr: SocketAddr, state: &Path) -> Reaped {
 }
 
 fn hibernated(admin: SocketAddr) -> u64 {
+    metric(admin, "tether_hibernated_connections")
+}
+
+/// The sum of a series' samples on the admin listener's /metrics.
+fn metric(admin: SocketAddr, name: &str) -> u64 {
     let request = format!(
         "GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n"
     );
     let text = common::raw_exchange(admin, request.as_bytes());
     text.lines()
-        .filter(|l| l.starts_with("tether_hibernated_connections"))
+        .filter(|l| l.split([' ', '{']).next() == Some(name))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -351,6 +356,11 @@ fn a_thousand_clients_stay_connected_through_two_upgrades() {
         println!("upgrade {round}: {said}");
     }
 
+    assert_eq!(
+        metric(admin, "tether_upgrades_total"),
+        1,
+        "counted by the new process"
+    );
     // The hibernated clients wake their actors in the third process.
     go.notify_waiters();
     common::wait_for_within(

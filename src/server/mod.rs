@@ -23,7 +23,7 @@ pub(crate) mod runtime;
 pub(crate) mod tunnels;
 
 pub use admin::{admin_route, AdminRoute};
-pub use conn::stats::WorkerStats;
+pub use conn::stats::{GatewayStats, WorkerStats};
 pub use runtime::upgrade::new::{Inheriting, TakingOver};
 pub use runtime::upgrade::old::{NewBinary, Upgraded, Upgrader};
 pub use runtime::{driver, listener, notify, pidfile, signals};

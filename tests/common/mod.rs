@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod load;
+pub mod metrics;
 pub mod pki;
 pub mod raw_tunnel;
 
@@ -139,6 +140,17 @@ impl Harness {
             "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         raw_exchange(self.admin_addr, request.as_bytes())
+    }
+
+    /// `GET /metrics` with the admin token, parsed (it must answer 200 in
+    /// the Prometheus text format).
+    pub fn metrics(&self) -> metrics::Metrics {
+        let response = self.admin("GET", "/metrics");
+        let (head, body) = response.split_once("\r\n\r\n").expect("a response");
+        assert_eq!(status_of(head), 200, "{response}");
+        let content_type = "Content-Type: text/plain; version=0.0.4";
+        assert!(head.contains(content_type), "{head}");
+        metrics::Metrics::parse(body)
     }
 
     pub fn shutdown(mut self) {

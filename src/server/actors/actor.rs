@@ -4,15 +4,19 @@
 //! draws the transitions):
 //! - Starting, Running and Stopping have a runner; Placing and Asleep have none;
 //! - Placing, Starting and Stopping have a deadline; Running and Asleep have none;
-//! - a runner's count of placed actors counts exactly the actors on it.
+//! - a runner's count of placed actors counts exactly the actors on it;
+//! - its worker's count of actors by state (`/metrics`) counts it in its
+//!   state, from its creation until it is dropped.
 
 use std::cell::{Cell, Ref, RefCell};
 use std::collections::HashSet;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::backoff::{BackoffPolicy, CrashBackoff};
 use crate::server::conn::slot::Slot;
+use crate::server::conn::stats::{WorkerStats, ACTOR_STATES};
 use crate::server::tunnels::{release, Reserved, Tunnel};
 
 /// Filled when a starting actor runs (or failed to start, with the reason).
@@ -41,16 +45,40 @@ pub(crate) enum AfterStop {
 }
 
 impl ActorState {
-    pub fn name(self) -> &'static str {
+    /// Every state's name, in [`slot`](Self::slot) order.
+    pub const NAMES: [&'static str; ACTOR_STATES] = [
+        "placing",
+        "starting",
+        "running",
+        "stopping",
+        "migrating",
+        "asleep",
+    ];
+
+    /// Its place in `NAMES` and in the worker's count of actors by state.
+    pub fn slot(self) -> usize {
         match self {
-            ActorState::Placing => "placing",
-            ActorState::Starting => "starting",
-            ActorState::Running => "running",
-            ActorState::Stopping(AfterStop::Sleep) => "stopping",
-            ActorState::Stopping(AfterStop::Migrate) => "migrating",
-            ActorState::Asleep => "asleep",
+            ActorState::Placing => 0,
+            ActorState::Starting => 1,
+            ActorState::Running => 2,
+            ActorState::Stopping(AfterStop::Sleep) => 3,
+            ActorState::Stopping(AfterStop::Migrate) => 4,
+            ActorState::Asleep => 5,
         }
     }
+
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self.slot()]
+    }
+}
+
+/// Why an actor's clients wait for it to run again (measured when it does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pause {
+    /// It was asleep: from the wake's trigger.
+    Wake,
+    /// It moves on purpose: from the stop on its old runner.
+    Move,
 }
 
 pub(crate) struct Actor {
@@ -79,10 +107,15 @@ pub(crate) struct Actor {
     ready: RefCell<Vec<Rc<ReadySlot>>>,
     conns: RefCell<HashSet<u64>>,
     last_activity: Cell<Instant>,
+    /// A wake or a move under way, and since when.
+    paused: Cell<Option<(Instant, Pause)>>,
+    /// Its worker's counters: actors by state, wake and move pauses.
+    stats: Arc<WorkerStats>,
 }
 
 impl Actor {
-    /// A new actor, not started yet (Asleep with no connections).
+    /// A new actor, not started yet (Asleep with no connections), counted
+    /// in `stats` until it is dropped.
     pub fn new(
         ns: &str,
         name: &str,
@@ -90,7 +123,9 @@ impl Actor {
         pool: String,
         now: Instant,
         hold: usize,
+        stats: Arc<WorkerStats>,
     ) -> Self {
+        stats.actors.add(ActorState::Asleep.slot());
         Actor {
             id: Cell::new(0),
             ns: ns.to_owned(),
@@ -108,6 +143,8 @@ impl Actor {
             ready: RefCell::new(Vec::new()),
             conns: RefCell::new(HashSet::new()),
             last_activity: Cell::new(now),
+            paused: Cell::new(None),
+            stats,
         }
     }
 
@@ -224,7 +261,7 @@ impl Actor {
         self.leave_tunnel();
         self.id.set(id);
         *self.tunnel.borrow_mut() = slot.keep();
-        self.state.set(ActorState::Starting);
+        self.set_state(ActorState::Starting);
         self.deadline.set(Some(deadline));
         self.last_activity.set(now);
     }
@@ -243,7 +280,7 @@ impl Actor {
         self.not_before.set(not_before);
         self.hold_limit.set(hold_limit);
         self.deadline.set(Some(now.max(not_before) + start_timeout));
-        self.state.set(ActorState::Placing);
+        self.set_state(ActorState::Placing);
         left
     }
 
@@ -255,9 +292,25 @@ impl Actor {
         wait
     }
 
-    /// Starting → Running: every waiter learns it runs.
-    pub fn mark_running(&self) {
-        self.state.set(ActorState::Running);
+    /// A message, a close or a client arrived for it while asleep: its
+    /// wake latency counts from `now` (from the first such trigger).
+    pub fn note_wake(&self, now: Instant) {
+        if self.paused.get().is_none() {
+            self.paused.set(Some((now, Pause::Wake)));
+        }
+    }
+
+    /// Starting → Running at `now`: every waiter learns it runs; a wake or
+    /// a move that brought it here is measured.
+    pub fn mark_running(&self, now: Instant) {
+        self.set_state(ActorState::Running);
+        if let Some((since, pause)) = self.paused.take() {
+            let histogram = match pause {
+                Pause::Wake => &self.stats.wake_latency,
+                Pause::Move => &self.stats.migration_pause,
+            };
+            histogram.observe(now.saturating_duration_since(since));
+        }
         self.deadline.set(None);
         self.avoid.borrow_mut().take();
         for slot in self.ready.borrow_mut().drain(..) {
@@ -265,10 +318,20 @@ impl Actor {
         }
     }
 
-    /// Running → Stopping until `deadline`, holding `hold_limit` bytes per
-    /// connection meanwhile.
-    pub fn begin_stopping(&self, then: AfterStop, hold_limit: usize, deadline: Instant) {
-        self.state.set(ActorState::Stopping(then));
+    /// Running → Stopping at `now` until `deadline`, holding `hold_limit`
+    /// bytes per connection meanwhile. A move's pause begins here: from now
+    /// on its clients' messages are held.
+    pub fn begin_stopping(
+        &self,
+        then: AfterStop,
+        hold_limit: usize,
+        now: Instant,
+        deadline: Instant,
+    ) {
+        self.set_state(ActorState::Stopping(then));
+        if then == AfterStop::Migrate {
+            self.paused.set(Some((now, Pause::Move)));
+        }
         self.hold_limit.set(hold_limit);
         self.deadline.set(Some(deadline));
     }
@@ -285,9 +348,17 @@ impl Actor {
     /// To Asleep (no runner, no deadline); returns the runner it left.
     pub fn mark_asleep(&self) -> Option<Rc<Tunnel>> {
         let left = self.leave_tunnel();
-        self.state.set(ActorState::Asleep);
+        self.set_state(ActorState::Asleep);
         self.deadline.set(None);
+        self.paused.set(None);
         left
+    }
+
+    /// The only way its state changes: its worker's count follows.
+    fn set_state(&self, next: ActorState) {
+        let previous = self.state.replace(next);
+        self.stats.actors.sub(previous.slot());
+        self.stats.actors.add(next.slot());
     }
 
     /// Gives the actor up: waiters get `reason`; returns its connections,
@@ -302,109 +373,11 @@ impl Actor {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::server::conn::registry::Registry;
-    use crate::server::tunnels::load::RunnerLoad;
-
-    fn tunnel() -> Rc<Tunnel> {
-        let registry = Rc::new(Registry::new(Rc::default()));
-        let control = registry.register(Instant::now()).control.clone();
-        let load = std::sync::Arc::new(RunnerLoad::new(10));
-        let names = vec!["chat".into()];
-        Rc::new(Tunnel::new(
-            "r1".into(),
-            "default".into(),
-            names,
-            control,
-            1 << 20,
-            load,
-        ))
-    }
-
-    fn slot(t: &Rc<Tunnel>) -> Reserved {
-        Reserved::on(t).expect("room on the runner")
-    }
-
-    fn actor(now: Instant) -> Actor {
-        Actor::new(
-            "default",
-            "chat",
-            &["lobby".into()],
-            "default".into(),
-            now,
-            1024,
-        )
-    }
-
-    const S: Duration = Duration::from_secs(1);
-
-    #[test]
-    fn a_start_counts_on_its_runner_until_the_actor_leaves() {
-        let (t0, t) = (Instant::now(), tunnel());
-        let a = actor(t0);
-        a.begin_starting(7, slot(&t), t0, t0 + 10 * S);
-        assert_eq!(
-            (a.state(), a.id(), t.placed()),
-            (ActorState::Starting, 7, 1)
-        );
-        assert!(a.is_on(&t) && !a.is_overdue(t0) && a.is_overdue(t0 + 10 * S));
-        a.mark_running();
-        assert!(!a.is_overdue(t0 + 100 * S), "running has no deadline");
-        a.begin_stopping(AfterStop::Sleep, 99, t0 + 5 * S);
-        assert_eq!(a.state().name(), "stopping");
-        assert_eq!(a.hold_limit(), 99);
-        a.mark_asleep();
-        assert_eq!((a.state(), t.placed()), (ActorState::Asleep, 0));
-        assert!(a.tunnel().is_none() && !a.is_overdue(t0 + 100 * S));
-    }
-
-    #[test]
-    fn placing_leaves_the_runner_and_its_deadline_counts_from_the_backoff() {
-        let (t0, t) = (Instant::now(), tunnel());
-        let a = actor(t0);
-        a.begin_starting(1, slot(&t), t0, t0 + 10 * S);
-        let left = a.begin_placing(t0, t0 + 2 * S, 4096, 10 * S);
-        assert!(left.is_some_and(|l| Rc::ptr_eq(&l, &t)));
-        assert_eq!((a.state(), t.placed()), (ActorState::Placing, 0));
-        assert!(a.tunnel().is_none());
-        assert_eq!(a.hold_limit(), 4096);
-        assert!(!a.may_start(t0) && a.may_start(t0 + 2 * S));
-        assert!(!a.is_overdue(t0 + 11 * S) && a.is_overdue(t0 + 12 * S));
-        // Starting again from Placing counts on the new runner only.
-        a.begin_starting(2, slot(&t), t0 + 2 * S, t0 + 12 * S);
-        assert_eq!(t.placed(), 1);
-    }
-
-    #[test]
-    fn waiters_learn_whether_it_runs() {
-        let t0 = Instant::now();
-        let a = actor(t0);
-        let slot = a.wait_ready();
-        assert!(a.has_waiters());
-        a.mark_running();
-        assert!(!a.has_waiters());
-        let b = actor(t0);
-        let failed = b.wait_ready();
-        b.add_conn(5);
-        assert_eq!(b.discard("gone"), vec![5]);
-        assert_eq!(b.last_refusal(), "gone");
-        assert!(b.conns().is_empty());
-        drop((slot, failed));
-    }
-
-    #[test]
-    fn failures_back_off() {
-        let t0 = Instant::now();
-        let a = actor(t0);
-        let policy = BackoffPolicy {
-            initial: S,
-            max: 10 * S,
-            reset_after: 60 * S,
-        };
-        assert_eq!(a.record_failure(t0, &policy), Duration::ZERO);
-        assert_eq!(a.record_failure(t0, &policy), S);
-        assert_eq!(a.backoff().failures(t0, &policy), 2);
+impl Drop for Actor {
+    fn drop(&mut self) {
+        self.stats.actors.sub(self.state.get().slot());
     }
 }
+
+#[cfg(test)]
+mod tests;

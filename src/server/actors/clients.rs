@@ -3,6 +3,7 @@
 //! delivered to them.
 
 use crate::http::route::ActorPath;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -53,6 +54,9 @@ impl Actors {
             let Some(link) = links.get(&conn_id) else {
                 return;
             };
+            self.stats.messages_in.fetch_add(1, Ordering::Relaxed);
+            let bytes = payload.len() as u64;
+            self.stats.bytes_in.fetch_add(bytes, Ordering::Relaxed);
             let actor = &link.actor;
             actor.touch(self.clock.get());
             let went = link.with_outstanding(|outstanding| {
@@ -129,10 +133,20 @@ impl Actors {
     }
 
     pub(super) fn forget_conn(&self, conn_id: u64) -> Option<Box<ClientLink>> {
-        let link = self.links.borrow_mut().remove(&conn_id)?;
+        let mut links = self.links.borrow_mut();
+        let link = links.remove(&conn_id)?;
+        self.count_links(&links);
+        drop(links);
         link.actor.remove_conn(conn_id);
         self.admission.release(link.peer.ip());
         Some(link)
+    }
+
+    /// Publishes this worker's count of client links (its share of the
+    /// clients, for `/metrics`) after one was added or removed.
+    pub(super) fn count_links(&self, links: &HashMap<u64, Box<ClientLink>>) {
+        let n = links.len() as u64;
+        self.stats.client_links.store(n, Ordering::Relaxed);
     }
 
     /// Queues a message for a client; a client with too large a backlog is closed.
@@ -147,6 +161,10 @@ impl Actors {
         let Some(queued) = link.control.push_outbound((opcode, payload)) else {
             return false; // closing: it would never be sent
         };
+        self.stats.messages_out.fetch_add(1, Ordering::Relaxed);
+        self.stats
+            .bytes_out
+            .fetch_add(len as u64, Ordering::Relaxed);
         if queued > self.config.client.max_send_queue_bytes && queued > len {
             // Once per connection: nothing is queued after the close request.
             warn!("client is not reading: send queue exceeded, closing with 1008");

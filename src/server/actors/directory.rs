@@ -157,6 +157,7 @@ mod tests {
             "default".into(),
             Instant::now(),
             0,
+            Default::default(),
         ))
     }
 

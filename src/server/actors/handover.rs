@@ -121,7 +121,8 @@ impl Actors {
             .unwrap_or_else(|| {
                 let pool = self.config.pool_of(&r.ns, &r.name).to_owned();
                 let hold = self.config.actors.migration_buffer_bytes;
-                let actor = Rc::new(Actor::new(&r.ns, &r.name, &r.key, pool, self.now(), hold));
+                let (now, stats) = (self.now(), self.stats.clone());
+                let actor = Rc::new(Actor::new(&r.ns, &r.name, &r.key, pool, now, hold, stats));
                 actor.take_id(self.ids.fresh());
                 self.directory.insert(&actor);
                 actor

@@ -40,7 +40,8 @@ impl Actors {
         }
         let pool = self.config.pool_of(ns, name).to_owned();
         let hold = self.config.actors.wake_buffer_bytes;
-        let actor = Rc::new(Actor::new(ns, name, key, pool, self.clock.get(), hold));
+        let (now, stats) = (self.clock.get(), self.stats.clone());
+        let actor = Rc::new(Actor::new(ns, name, key, pool, now, hold, stats));
         let slot = choose_tunnel(&self.tunnels, &actor, None).inspect_err(|u| {
             if matches!(u, Unavailable::NoCapacity { .. }) {
                 self.stats.no_capacity.fetch_add(1, Ordering::Relaxed);
@@ -119,6 +120,7 @@ impl Actors {
     /// in its pool; its hibernated connections are restored when it is ready.
     pub(super) fn wake(&self, actor: &Rc<Actor>) {
         debug!(actor = %actor.name, key = ?actor.key, connections = actor.conns().len(), "waking actor");
+        actor.note_wake(self.now());
         self.replace(
             actor,
             self.clock.get(),
@@ -174,7 +176,8 @@ impl Actors {
             AfterStop::Sleep => a.wake_buffer_bytes,
             AfterStop::Migrate => a.migration_buffer_bytes,
         };
-        actor.begin_stopping(then, hold, self.now() + a.stop_timeout);
+        let now = self.now();
+        actor.begin_stopping(then, hold, now, now + a.stop_timeout);
     }
 
     /// The runner stopped the actor (or is gone, or did not answer in time).
@@ -268,6 +271,7 @@ impl Actors {
                     self.admission.release(link.peer.ip());
                 }
             }
+            self.count_links(&links);
         }
         self.reject_pending_opens(actor, reason);
     }

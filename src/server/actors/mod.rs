@@ -42,6 +42,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+pub(crate) use actor::ActorState;
 use backoff::BackoffPolicy;
 use directory::Directory;
 pub(crate) use home::home_worker;

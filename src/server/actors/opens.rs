@@ -90,7 +90,10 @@ impl Actors {
         let peer = Peer::from(open.request.peer);
         let meta = ConnMeta::keep(open.request, chosen.as_deref());
         let link = ClientLink::new(open.control, open.actor, hibernatable, peer, meta);
-        self.links.borrow_mut().insert(conn_id, Box::new(link));
+        let mut links = self.links.borrow_mut();
+        links.insert(conn_id, Box::new(link));
+        self.count_links(&links);
+        drop(links);
         open.answer.fill(OpenAnswer::Accepted { protocol: chosen });
     }
 

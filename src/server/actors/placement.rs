@@ -54,7 +54,15 @@ mod tests {
     }
 
     fn actor(ns: &str, name: &str) -> Actor {
-        Actor::new(ns, name, &[], "default".into(), Instant::now(), 0)
+        Actor::new(
+            ns,
+            name,
+            &[],
+            "default".into(),
+            Instant::now(),
+            0,
+            Default::default(),
+        )
     }
 
     fn refusal(table: &TunnelTable, name: &str) -> Unavailable {

@@ -37,7 +37,7 @@ impl Actors {
             self.forget_conn(conn_id);
         }
         self.resend_pending_opens(actor);
-        actor.mark_running();
+        actor.mark_running(self.now());
     }
 }
 

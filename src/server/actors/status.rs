@@ -1,4 +1,5 @@
-//! Operator requests about one actor: its status, and moving it.
+//! Operator requests about one actor (its status, moving it), and how many
+//! runners each pool has (for `/metrics`).
 
 use crate::http::route::ActorPath;
 use std::sync::atomic::Ordering;
@@ -56,6 +57,12 @@ impl Actors {
             crash_looping: backoff.is_crash_looping(now, &self.backoff),
             restart_in_ms,
         })
+    }
+
+    /// How many runners have a tunnel up, by namespace and pool (every
+    /// worker's runners: the count is shared).
+    pub fn runners_by_pool(&self) -> std::collections::BTreeMap<(String, String), u64> {
+        self.loads.runners_by_pool()
     }
 
     /// Moves a running actor to another runner (its clients stay connected).

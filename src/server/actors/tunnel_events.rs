@@ -62,7 +62,10 @@ impl Actors {
         info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
         // The gateway's own cap wins over what the runner declares.
         let capacity = capacity.min(self.config.runners.max_actors_per_runner);
-        let load = self.loads.for_runner(&identity, &runner_key, capacity);
+        let runs = (namespace.clone(), pool.clone());
+        let load = self
+            .loads
+            .for_runner(&identity, &runner_key, runs, capacity);
         let mut tunnel = Tunnel::new(runner_key, pool, actor_names, control, max_pending, load);
         tunnel.identity = identity;
         tunnel.namespace = namespace;

@@ -27,7 +27,7 @@ pub(super) async fn answer(
     Some(match route {
         AdminRoute::Healthz => Refusal::new(Status::OK, "ok"),
         AdminRoute::Readyz => readiness(side),
-        AdminRoute::Metrics => metrics::answer(&side.all_stats, side.admission.open()),
+        AdminRoute::Metrics => metrics::answer(side),
         AdminRoute::Actor(a) => status(side, &a),
         AdminRoute::Publish(a) => return publish::answer(side, stream, buf, head, &a).await,
         AdminRoute::Migrate(a) => migrate(side, &a).await,

@@ -10,7 +10,8 @@
 //! - `POST /actors/{name}/{key…}/migrate`: moves a running actor to another
 //!   runner of its pool (its clients stay connected); answers when it runs
 //!   there: `{"migrated":true,"actor":{…}}`, 409 if it is not running.
-//! - `GET /metrics`: counters in Prometheus text format (summed over workers).
+//! - `GET /metrics`: the Prometheus text format, every worker's counters
+//!   summed at scrape time (the series are listed in `metrics/mod.rs`).
 //! - `GET /actors/{name}/{key…}`: the actor's state, runner, connection
 //!   count, failures in a row and whether it is crash-looping.
 //! - `POST /runners/{key}/drain`: no new actors go to that runner; its
@@ -40,7 +41,7 @@ use crate::server::actors::{self, Actors};
 use crate::server::conn::admission::Admission;
 use crate::server::conn::env::ConnEnv;
 use crate::server::conn::reply::{refuse, Refusal};
-use crate::server::conn::stats::WorkerStats;
+use crate::server::conn::stats::{GatewayStats, WorkerStats};
 
 /// What admin requests on one worker need from it.
 pub(crate) struct AdminSide {
@@ -48,6 +49,8 @@ pub(crate) struct AdminSide {
     pub actors: Rc<Actors>,
     /// Every worker's counters (for /metrics).
     pub all_stats: Arc<[Arc<WorkerStats>]>,
+    /// The process's counters (for /metrics).
+    pub gateway_stats: Arc<GatewayStats>,
     /// Client connections' places (for /metrics).
     pub admission: Arc<Admission>,
     /// Set once every worker serves (for /readyz).

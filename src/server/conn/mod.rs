@@ -7,6 +7,7 @@
 pub(crate) mod admission;
 pub(crate) mod control;
 pub(crate) mod env;
+pub(crate) mod histogram;
 pub(crate) mod io;
 pub(crate) mod outbox;
 pub(crate) mod pool;
@@ -18,4 +19,5 @@ pub(crate) mod slot;
 pub(crate) mod stats;
 pub(crate) mod stopping;
 pub(crate) mod stream;
+pub(crate) mod tally;
 pub(crate) mod wakeups;

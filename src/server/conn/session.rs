@@ -90,6 +90,11 @@ pub(crate) trait Role: Sized + 'static {
     /// Everything queued was written.
     fn flushed(&mut self, _ctx: &Self::Ctx) {}
 
+    /// The connection stops being open, once: `code` is the first close
+    /// frame's (ours or the peer's; 1005 if it had none), or
+    /// `CloseCode::ABNORMAL` if the connection was lost without one.
+    fn closing(&mut self, _ctx: &Self::Ctx, _code: CloseCode) {}
+
     /// The session is over; `code`/`reason` are the peer's close
     /// (`CloseCode::ABNORMAL` when it sent none).
     fn ended(&mut self, ctx: &Self::Ctx, code: CloseCode, reason: &str);
@@ -215,7 +220,7 @@ impl<R: Role> Session<R> {
                 }
             };
             match wake {
-                Wake::Readable(Err(_)) => self.state = State::Abandoned,
+                Wake::Readable(Err(_)) => self.lost(),
                 Wake::Readable(Ok(())) => read_buf = self.read(&mut stream, read_buf).await,
                 Wake::Signal(Signal::Close(code, reason)) => self.close(code, &reason),
                 Wake::Signal(Signal::Outbound) => {
@@ -244,7 +249,7 @@ impl<R: Role> Session<R> {
         // footprint (see docs/ARCHITECTURE.md).
         let flush = Box::pin(self.outbox.flush(stream, &self.ctx.env().pool, control));
         if flush.await.is_err() {
-            self.state = State::Abandoned;
+            self.lost();
         }
         self.role.flushed(&self.ctx);
     }
@@ -263,7 +268,7 @@ impl<R: Role> Session<R> {
             }
             (outcome, _) => {
                 debug!(?outcome, "peer went away without a close frame");
-                self.state = State::Abandoned;
+                self.lost();
                 None
             }
         }
@@ -339,7 +344,7 @@ impl<R: Role> Session<R> {
                     None => (CloseCode::NO_STATUS, String::new()),
                 }));
                 self.outbox.push_close(&self.ctx.env().pool, code, "");
-                self.state = State::Finished;
+                self.leave_open(State::Finished, code.unwrap_or(CloseCode::NO_STATUS));
             }
             (Event::Close(_), State::Closing { .. }) => self.state = State::Finished,
             // Pongs only prove liveness; data after our close frame is discarded.
@@ -362,7 +367,7 @@ impl<R: Role> Session<R> {
             CloseCode::ABNORMAL,
             format!("gateway closed the connection: {reason}"),
         )));
-        self.state = State::Finished;
+        self.leave_open(State::Finished, code);
     }
 
     /// Starts the closing handshake from our side.
@@ -371,8 +376,22 @@ impl<R: Role> Session<R> {
             self.outbox
                 .push_close(&self.ctx.env().pool, Some(code), reason);
             let deadline = Instant::now() + R::limits(&self.ctx).close_timeout;
-            self.state = State::Closing { deadline };
+            self.leave_open(State::Closing { deadline }, code);
         }
+    }
+
+    /// The peer is gone (a failed read or write, end of stream).
+    fn lost(&mut self) {
+        self.leave_open(State::Abandoned, CloseCode::ABNORMAL);
+    }
+
+    /// Every way out of Open goes through here, so the role hears of the
+    /// close exactly once.
+    fn leave_open(&mut self, next: State, code: CloseCode) {
+        if self.state == State::Open {
+            self.role.closing(&self.ctx, code);
+        }
+        self.state = next;
     }
 
     fn deadline(&self) -> Instant {
@@ -402,7 +421,7 @@ impl<R: Role> Session<R> {
                 let code = Some(CloseCode::GOING_AWAY);
                 self.outbox.push_close(pool, code, "ping timeout");
                 self.peer_close = Some(Box::new((CloseCode::ABNORMAL, "ping timeout".into())));
-                self.state = State::Abandoned;
+                self.leave_open(State::Abandoned, CloseCode::GOING_AWAY);
             }
             KeepaliveAction::Nothing => {}
         }

@@ -59,11 +59,11 @@ pub(crate) async fn serve_client(
     let env = &edge.env;
     let (actor, mut upgrade) = match precheck(&head) {
         Ok(x) => x,
-        Err(r) => return refuse(env, stream, buf, r).await,
+        Err(r) => return turn_away(&edge, stream, buf, r).await,
     };
     let admitted = match authorize(&env.config, &head, &actor) {
         Ok(a) => a,
-        Err(r) => return refuse(env, stream, buf, r).await,
+        Err(r) => return turn_away(&edge, stream, buf, r).await,
     };
     // The gateway's token entries are not the runner's to see or choose.
     upgrade
@@ -96,6 +96,7 @@ pub(crate) async fn serve_client(
             .filter(|c| c.source() == TokenSource::Protocol)?;
         Some(format!("{TOKEN_PROTOCOL_PREFIX}{}", c.token()))
     });
+    edge.stats.count_handshake(Status::SWITCHING_PROTOCOLS.0);
     let mut out = env.pool.take();
     write_switching_protocols(&mut out, &upgrade.accept_key, protocol.as_deref());
     match write_all_or_stall(&mut stream, out, edge.limits.send_timeout).await {
@@ -115,6 +116,12 @@ pub(crate) async fn serve_client(
         next_index: 0,
     };
     monoio::spawn(Session::new(edge.clone(), role).run(stream, buf, registration));
+}
+
+/// Answers a request that will not be upgraded, counting its status.
+async fn turn_away(edge: &EdgeSide, stream: Stream, buf: BytesMut, r: Refusal) {
+    edge.stats.count_handshake(r.status.0);
+    refuse(&edge.env, stream, buf, r).await
 }
 
 /// Checks that a client request is a WebSocket upgrade to an actor path.
@@ -158,8 +165,10 @@ async fn refuse_unavailable(
 ) {
     let refusal = Refusal::new(status_of(&u), u.to_string());
     match edge.env.config.client.handshake_errors {
-        HandshakeErrors::Http => refuse(&edge.env, stream, buf, refusal).await,
+        HandshakeErrors::Http => turn_away(edge, stream, buf, refusal).await,
         HandshakeErrors::Close => {
+            // Counted as the refusal it stands for, not as an upgrade.
+            edge.stats.count_handshake(refusal.status.0);
             let mut out = edge.env.pool.take();
             write_switching_protocols(&mut out, &upgrade.accept_key, None);
             let code = CloseCode::for_http_status(refusal.status.0);

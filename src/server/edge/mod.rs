@@ -10,6 +10,7 @@ mod session;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 
@@ -20,12 +21,15 @@ use crate::server::actors::Actors;
 use crate::server::conn::env::{ConnEnv, SessionLimits};
 use crate::server::conn::registry::Registration;
 use crate::server::conn::session::SessionCtx;
+use crate::server::conn::stats::WorkerStats;
 use crate::server::conn::stream::Stream;
 
 /// What client connections of one worker need from it.
 pub(crate) struct EdgeSide {
     pub env: Rc<ConnEnv>,
     pub actors: Rc<Actors>,
+    /// This worker's counters (handshake results, closes).
+    pub stats: Arc<WorkerStats>,
     pub limits: SessionLimits,
     /// Holds hibernated connections without tasks (None if io_uring is unavailable).
     pub parker: Option<Rc<Parker>>,

@@ -79,6 +79,10 @@ impl Role for ClientRole {
         });
     }
 
+    fn closing(&mut self, edge: &EdgeSide, code: CloseCode) {
+        edge.stats.count_close(code.0);
+    }
+
     fn ended(&mut self, edge: &EdgeSide, code: CloseCode, reason: &str) {
         edge.actors.client_closed(self.conn_id, code, reason);
     }
@@ -129,13 +133,14 @@ mod tests {
         rt.block_on(async {
             let config = Arc::new(Config::default());
             let env = Rc::new(ConnEnv::new(config.clone()));
-            let stats = Arc::default();
+            let stats: Arc<crate::server::conn::stats::WorkerStats> = Arc::default();
             let wakeups = env.wakeups.clone();
             let shared = crate::server::actors::SharedLimits::new(&config);
-            let actors = Actors::new(0, config.clone(), stats, wakeups, shared);
+            let actors = Actors::new(0, config.clone(), stats.clone(), wakeups, shared);
             let edge = Rc::new(EdgeSide {
                 env: env.clone(),
                 actors: Rc::new(actors),
+                stats,
                 limits: SessionLimits::client(&config),
                 parker: None,
                 handed: Default::default(),

@@ -180,7 +180,9 @@ async fn admit(worker: Rc<Worker>, mut accepted: Accepted) {
         Err(why) => {
             worker.stats.refused(why).fetch_add(1, Ordering::Relaxed);
             debug!(peer = %accepted.peer, why = why.label(), "connection refused");
-            return refuse_on_arrival(&worker.env, accepted.stream, why.refusal()).await;
+            let refusal = why.refusal();
+            worker.stats.count_handshake(refusal.status.0);
+            return refuse_on_arrival(&worker.env, accepted.stream, refusal).await;
         }
     }
     match HandshakeSlot::take(&worker) {
@@ -230,6 +232,7 @@ async fn refuse_overloaded(worker: Rc<Worker>, stream: Stream) {
         Status::SERVICE_UNAVAILABLE,
         "too many connections handshaking",
     );
+    worker.stats.count_handshake(busy.status.0);
     refuse_on_arrival(&worker.env, stream, busy).await;
 }
 
@@ -257,7 +260,7 @@ async fn read_head(worker: &Worker, accepted: Accepted) -> Option<Arrived> {
     } {
         if matches!(outcome, ReadOutcome::TimedOut) {
             let timed_out = Refusal::new(Status::REQUEST_TIMEOUT, "request head timed out");
-            refuse(env, stream, BytesMut::new(), timed_out).await;
+            refuse_on(worker, listener, stream, BytesMut::new(), timed_out).await;
         }
         return None;
     }
@@ -281,7 +284,8 @@ async fn read_head(worker: &Worker, accepted: Accepted) -> Option<Arrived> {
             }
             Ok(None) => {}
             Err(e) => {
-                refuse(env, stream, buf, Refusal::new(e.status(), e.reason())).await;
+                let refusal = Refusal::new(e.status(), e.reason());
+                refuse_on(worker, listener, stream, buf, refusal).await;
                 return None;
             }
         }
@@ -293,7 +297,7 @@ async fn read_head(worker: &Worker, accepted: Accepted) -> Option<Arrived> {
             ReadOutcome::TimedOut => {
                 debug!("request head not complete within handshake_timeout");
                 let timed_out = Refusal::new(Status::REQUEST_TIMEOUT, "request head timed out");
-                refuse(env, stream, buf, timed_out).await;
+                refuse_on(worker, listener, stream, buf, timed_out).await;
                 return None;
             }
             ReadOutcome::Failed(e) if e.kind() == io::ErrorKind::InvalidData => {
@@ -348,7 +352,7 @@ async fn hand_to(worker: &Worker, to: usize, a: Arrived, relay: Relay) {
         Err(stream) => {
             let why = "gateway out of file descriptors";
             let refusal = Refusal::new(Status::SERVICE_UNAVAILABLE, why);
-            return refuse(&worker.env, stream, a.buf, refusal).await;
+            return refuse_on(worker, a.listener, stream, a.buf, refusal).await;
         }
     };
     let handoff = Handoff {
@@ -363,7 +367,16 @@ async fn hand_to(worker: &Worker, to: usize, a: Arrived, relay: Relay) {
     if let Err(back) = worker.handoffs.send(to, handoff) {
         if let Ok(stream) = Stream::attach(back.stream) {
             let overloaded = Refusal::new(Status::SERVICE_UNAVAILABLE, "gateway overloaded");
-            refuse(&worker.env, stream, back.leftover, overloaded).await;
+            refuse_on(worker, back.listener, stream, back.leftover, overloaded).await;
         }
     }
+}
+
+/// Refuses a request that arrived on `listener`; on the client listener
+/// its status counts among the handshake results.
+async fn refuse_on(worker: &Worker, listener: Listener, stream: Stream, buf: BytesMut, r: Refusal) {
+    if listener == Listener::Client {
+        worker.stats.count_handshake(r.status.0);
+    }
+    refuse(&worker.env, stream, buf, r).await
 }

@@ -16,6 +16,7 @@ mod worker;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 
@@ -25,7 +26,7 @@ pub use driver::Driver;
 
 use crate::config::{Config, MAX_WORKERS};
 use crate::server::actors::SharedLimits;
-use crate::server::conn::stats::WorkerStats;
+use crate::server::conn::stats::{GatewayStats, WorkerStats};
 use crate::server::runners::TunnelQuota;
 use handoff::HandoffQueues;
 use run::SeedListeners;
@@ -46,6 +47,7 @@ pub struct Gateway {
     shutdown: Arc<ShutdownSignal>,
     workers: Vec<JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
+    gateway_stats: Arc<GatewayStats>,
     tls: Arc<tls::TlsListeners>,
     admission: Arc<crate::server::conn::admission::Admission>,
     upgrader: Upgrader,
@@ -179,6 +181,7 @@ impl Gateway {
         let upgrade = Arc::new(ShutdownSignal::new(count));
         let (exports_tx, exports_rx) = mpsc::channel();
         let stats: Vec<Arc<WorkerStats>> = (0..count).map(|_| Arc::default()).collect();
+        let gateway_stats = Arc::<GatewayStats>::default();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let common = WorkerSeed {
             id: 0,
@@ -191,6 +194,7 @@ impl Gateway {
             inherit,
             stats: stats[0].clone(),
             all_stats: stats.clone().into(),
+            gateway_stats: gateway_stats.clone(),
             shared: Arc::new(SharedLimits::new(&config)),
             tunnel_quota: Arc::new(TunnelQuota::new(config.runners.max_tunnels_per_identity)),
             tls: tls.clone(),
@@ -203,7 +207,7 @@ impl Gateway {
         let workers = spawn_workers(&common, bound)?;
         drop(common);
         wait_until_serving(&ready_rx, count).inspect_err(|_| shutdown.trigger())?;
-        serving.store(true, std::sync::atomic::Ordering::Relaxed);
+        serving.store(true, Ordering::Relaxed);
         info!(client = %client_addr, runners = %runner_addr, admin = %admin_addr, workers = count, %driver, "tether is serving");
         if config.runners.token == crate::config::DEV_RUNNER_TOKEN {
             info!(
@@ -226,6 +230,7 @@ impl Gateway {
             shutdown,
             workers,
             stats,
+            gateway_stats,
             tls,
             admission,
             upgrader,
@@ -249,12 +254,17 @@ impl Gateway {
     /// accepted from now on get the new ones; a certificate that does not
     /// load is kept as it was, with a warning saying why.
     pub fn reload_tls(&self, config: &Config) {
-        self.tls.reload(config);
+        self.reloader().reload(config);
     }
 
     /// Per-worker counters, indexed by worker id.
     pub fn worker_stats(&self) -> &[Arc<WorkerStats>] {
         &self.stats
+    }
+
+    /// The process's own counters (reloads, upgrades).
+    pub fn gateway_stats(&self) -> &Arc<GatewayStats> {
+        &self.gateway_stats
     }
 
     /// Stops accepting, drains, closes remaining clients with 1001, and
@@ -273,7 +283,10 @@ impl Gateway {
 
     /// A handle that reloads the TLS certificates from another thread.
     pub fn reloader(&self) -> Reloader {
-        Reloader(self.tls.clone())
+        Reloader {
+            tls: self.tls.clone(),
+            stats: self.gateway_stats.clone(),
+        }
     }
 
     /// A handle that can trigger shutdown from another thread (signal handler).
@@ -282,13 +295,25 @@ impl Gateway {
     }
 }
 
-/// Reloads a gateway's TLS certificates (see [`Gateway::reload_tls`]).
+/// Reloads a gateway's TLS certificates (see [`Gateway::reload_tls`]),
+/// and counts reloads (`tether_reloads_total`).
 #[derive(Clone)]
-pub struct Reloader(Arc<tls::TlsListeners>);
+pub struct Reloader {
+    tls: Arc<tls::TlsListeners>,
+    stats: Arc<GatewayStats>,
+}
 
 impl Reloader {
+    /// Applies what can change live of a valid configuration.
     pub fn reload(&self, config: &Config) {
-        self.0.reload(config);
+        self.tls.reload(config);
+        self.stats.reloads_applied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A reload was asked for, but the file did not read or parse:
+    /// nothing changed.
+    pub fn refused(&self) {
+        self.stats.reloads_invalid.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -17,7 +17,7 @@ use crate::server::actors::{Actors, SharedLimits};
 use crate::server::admin::AdminSide;
 use crate::server::conn::admission::Admission;
 use crate::server::conn::env::{ConnEnv, SessionLimits};
-use crate::server::conn::stats::WorkerStats;
+use crate::server::conn::stats::{GatewayStats, WorkerStats};
 use crate::server::conn::stopping::Stopping;
 use crate::server::edge::{EdgeSide, Parker};
 use crate::server::runners::{RunnerSide, TunnelQuota};
@@ -60,6 +60,8 @@ pub(crate) struct WorkerSeed {
     pub stats: Arc<WorkerStats>,
     /// Every worker's counters (for the admin API's /metrics).
     pub all_stats: Arc<[Arc<WorkerStats>]>,
+    /// The process's counters (reloads, upgrades; for /metrics).
+    pub gateway_stats: Arc<GatewayStats>,
     /// Counts that span workers (runner loads, per-address limits).
     pub shared: Arc<SharedLimits>,
     /// Tunnels per runner identity, shared by all workers.
@@ -87,6 +89,7 @@ impl WorkerSeed {
             inherit: self.inherit.clone(),
             stats: self.all_stats[id].clone(),
             all_stats: self.all_stats.clone(),
+            gateway_stats: self.gateway_stats.clone(),
             shared: self.shared.clone(),
             tunnel_quota: self.tunnel_quota.clone(),
             tls: self.tls.clone(),
@@ -122,6 +125,7 @@ impl Worker {
         let edge = EdgeSide {
             env: env.clone(),
             actors: actors.clone(),
+            stats: seed.stats.clone(),
             limits: SessionLimits::client(config),
             parker,
             handed: Default::default(),
@@ -139,6 +143,7 @@ impl Worker {
             env: env.clone(),
             actors: actors.clone(),
             all_stats: seed.all_stats.clone(),
+            gateway_stats: seed.gateway_stats.clone(),
             admission: seed.shared.admission.clone(),
             serving: seed.serving.clone(),
             worker_id: seed.id,

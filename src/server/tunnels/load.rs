@@ -2,8 +2,12 @@
 //! tunnel to each worker, and each worker places actors on it; its
 //! capacity is the runner's, so the count is shared: one atomic per runner,
 //! touched when an actor is placed or leaves (never per message).
+//!
+//! The same table, kept by runner, tells `/metrics` how many runners each
+//! pool has (runners, not tunnels: a runner counts once however many
+//! workers it reached).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
@@ -46,28 +50,64 @@ impl RunnerLoad {
     }
 }
 
+/// A runner's namespace and pool.
+pub(crate) type PoolKey = (String, String);
+
+/// A connected runner: its load (alive while one of its tunnels is) and
+/// the pool its latest hello named.
+struct Entry {
+    load: Weak<RunnerLoad>,
+    pool: PoolKey,
+}
+
 /// Every connected runner's load, by identity and runner key (so a runner
 /// of another identity naming the same key cannot touch it), shared by all
-/// workers. Locked only when a tunnel connects.
+/// workers. Locked only when a tunnel connects, and by `/metrics`.
 #[derive(Default)]
 pub(crate) struct RunnerLoads {
-    by_key: Mutex<HashMap<(String, String), Weak<RunnerLoad>>>,
+    by_key: Mutex<HashMap<(String, String), Entry>>,
 }
 
 impl RunnerLoads {
     /// The load of runner `key` of `identity`, shared with its other
-    /// tunnels; `capacity` is what its latest hello said.
-    pub fn for_runner(&self, identity: &str, key: &str, capacity: u32) -> Arc<RunnerLoad> {
+    /// tunnels; `pool` and `capacity` are what its latest hello said.
+    pub fn for_runner(
+        &self,
+        identity: &str,
+        key: &str,
+        pool: PoolKey,
+        capacity: u32,
+    ) -> Arc<RunnerLoad> {
         let mut by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
-        by_key.retain(|_, load| load.strong_count() > 0);
+        by_key.retain(|_, entry| entry.load.strong_count() > 0);
         let id = (identity.to_owned(), key.to_owned());
-        if let Some(load) = by_key.get(&id).and_then(Weak::upgrade) {
-            load.capacity.store(capacity, Ordering::Relaxed);
-            return load;
+        if let Some(entry) = by_key.get_mut(&id) {
+            if let Some(load) = entry.load.upgrade() {
+                load.capacity.store(capacity, Ordering::Relaxed);
+                entry.pool = pool;
+                return load;
+            }
         }
         let load = Arc::new(RunnerLoad::new(capacity));
-        by_key.insert(id, Arc::downgrade(&load));
+        let load_ref = Arc::downgrade(&load);
+        by_key.insert(
+            id,
+            Entry {
+                load: load_ref,
+                pool,
+            },
+        );
         load
+    }
+
+    /// How many runners have a tunnel up, by namespace and pool.
+    pub fn runners_by_pool(&self) -> BTreeMap<PoolKey, u64> {
+        let by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pools = BTreeMap::new();
+        for entry in by_key.values().filter(|e| e.load.strong_count() > 0) {
+            *pools.entry(entry.pool.clone()).or_default() += 1;
+        }
+        pools
     }
 }
 
@@ -75,18 +115,22 @@ impl RunnerLoads {
 mod tests {
     use super::*;
 
+    fn pool(name: &str) -> PoolKey {
+        ("default".into(), name.into())
+    }
+
     #[test]
     fn a_runners_tunnels_share_one_count_up_to_its_capacity() {
         let loads = RunnerLoads::default();
-        let a = loads.for_runner("id", "r", 2);
-        let b = loads.for_runner("id", "r", 2);
+        let a = loads.for_runner("id", "r", pool("p"), 2);
+        let b = loads.for_runner("id", "r", pool("p"), 2);
         assert!(a.try_reserve() && b.try_reserve());
         assert!(!a.try_reserve() && !b.try_reserve(), "the runner is full");
         b.release();
         assert!(a.try_reserve());
-        assert_eq!(loads.for_runner("id", "other", 5).placed(), 0);
+        assert_eq!(loads.for_runner("id", "other", pool("p"), 5).placed(), 0);
         assert_eq!(
-            loads.for_runner("impostor", "r", 0).placed(),
+            loads.for_runner("impostor", "r", pool("p"), 0).placed(),
             0,
             "another identity's own"
         );
@@ -97,9 +141,22 @@ mod tests {
     #[test]
     fn a_runner_gone_leaves_nothing_behind() {
         let loads = RunnerLoads::default();
-        let load = loads.for_runner("id", "r", 2);
+        let load = loads.for_runner("id", "r", pool("p"), 2);
         assert!(load.try_reserve());
         drop(load);
-        assert_eq!(loads.for_runner("id", "r", 2).placed(), 0);
+        assert_eq!(loads.for_runner("id", "r", pool("p"), 2).placed(), 0);
+    }
+
+    #[test]
+    fn runners_are_counted_once_per_pool_while_a_tunnel_is_up() {
+        let loads = RunnerLoads::default();
+        // Runner r1 has two tunnels (two workers), r2 one; r3 is gone.
+        let r1 = [0, 1].map(|_| loads.for_runner("id", "r1", pool("a"), 1));
+        let r2 = loads.for_runner("id", "r2", pool("b"), 1);
+        drop(loads.for_runner("id", "r3", pool("a"), 1));
+        let counts: Vec<_> = loads.runners_by_pool().into_iter().collect();
+        assert_eq!(counts, [(pool("a"), 1), (pool("b"), 1)]);
+        drop((r1, r2));
+        assert!(loads.runners_by_pool().is_empty());
     }
 }
