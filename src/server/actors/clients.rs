@@ -36,7 +36,7 @@ impl Actors {
                 Some(tunnel) => LinkView::Running {
                     tunnel,
                     backlogged: link.outstanding_cost()
-                        >= self.config.actors.migration_buffer_bytes,
+                        >= self.config().actors.migration_buffer_bytes,
                 },
                 None => LinkView::Gone,
             },
@@ -105,7 +105,7 @@ impl Actors {
                 }
             }
             // A sleeping actor is woken to see an explicit close, if so configured.
-            ActorState::Asleep if !(explicit && self.config.actors.wake_on_close) => {
+            ActorState::Asleep if !(explicit && self.config().actors.wake_on_close) => {
                 self.forget_conn(conn_id);
                 self.drop_if_unused(&actor);
             }
@@ -141,7 +141,7 @@ impl Actors {
         let Some(queued) = link.control.push_outbound((opcode, payload)) else {
             return false; // closing: it would never be sent
         };
-        if queued > self.config.client.max_send_queue_bytes && queued > len {
+        if queued > self.config().client.max_send_queue_bytes && queued > len {
             // Once per connection: nothing is queued after the close request.
             warn!("client is not reading: send queue exceeded, closing with 1008");
             self.stats

@@ -34,6 +34,7 @@ mod tunnel_events;
 mod unavailable;
 
 use crate::server::conn::admission::Admission;
+use crate::server::conn::live_config::LiveConfig;
 use crate::server::conn::rate::AddressRate;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -60,11 +61,11 @@ pub(crate) struct Actors {
     /// This worker's index, for logs.
     worker_id: usize,
     ids: Ids,
-    config: Arc<Config>,
+    /// The worker's configuration (its `ConnEnv`'s), swapped by a reload.
+    config: Rc<LiveConfig>,
     stats: Arc<WorkerStats>,
     /// Told when an actor needs the timer sweep sooner.
     wakeups: Rc<Wakeups>,
-    backoff: BackoffPolicy,
     tunnels: TunnelTable,
     /// Every runner's load, shared by all workers.
     loads: Arc<RunnerLoads>,
@@ -123,24 +124,17 @@ impl SharedLimits {
 impl Actors {
     pub fn new(
         worker_id: usize,
-        config: Arc<Config>,
+        config: Rc<LiveConfig>,
         stats: Arc<WorkerStats>,
         wakeups: Rc<Wakeups>,
         shared: SharedLimits,
     ) -> Self {
-        let a = &config.actors;
-        let backoff = BackoffPolicy {
-            initial: a.crash_backoff,
-            max: a.crash_backoff_max,
-            reset_after: a.crash_reset_after,
-        };
         Actors {
             worker_id,
             ids: Ids::new(worker_id),
             config,
             stats,
             wakeups,
-            backoff,
             tunnels: TunnelTable::default(),
             loads: shared.loads,
             creations: shared.creations,
@@ -149,6 +143,22 @@ impl Actors {
             links: RefCell::new(HashMap::new()),
             opens: RefCell::new(HashMap::new()),
             clock: Cell::new(Instant::now()),
+        }
+    }
+
+    /// The configuration in force now (a reload may have changed it since
+    /// the last look: read it when a setting is used, do not keep it).
+    fn config(&self) -> Rc<Config> {
+        self.config.get()
+    }
+
+    /// The crash backoff as configured now.
+    fn backoff(&self) -> BackoffPolicy {
+        let a = &self.config().actors;
+        BackoffPolicy {
+            initial: a.crash_backoff,
+            max: a.crash_backoff_max,
+            reset_after: a.crash_reset_after,
         }
     }
 

@@ -38,7 +38,7 @@ impl Actors {
     pub fn actor_status(&self, path: &ActorPath) -> Option<ActorStatus> {
         let actor = self.directory.get(&path.ns, &path.name, &path.key)?;
         let now = Instant::now();
-        let backoff = actor.backoff();
+        let (backoff, policy) = (actor.backoff(), self.backoff());
         let restart_in_ms = (actor.state() == ActorState::Placing).then(|| {
             actor
                 .not_before()
@@ -52,8 +52,8 @@ impl Actors {
             state: actor.state().name(),
             runner: actor.tunnel().map(|t| t.runner_key.clone()),
             connections,
-            failures: backoff.failures(now, &self.backoff),
-            crash_looping: backoff.is_crash_looping(now, &self.backoff),
+            failures: backoff.failures(now, &policy),
+            crash_looping: backoff.is_crash_looping(now, &policy),
             restart_in_ms,
         })
     }

@@ -50,7 +50,7 @@ impl Actors {
             old.control.request_close(REPLACED, reason);
             self.remove_tunnel(&old);
         }
-        let max_pending = self.config.runners.max_send_queue_bytes;
+        let max_pending = self.config().runners.max_send_queue_bytes;
         let RunnerHello {
             runner_key,
             pool,
@@ -61,7 +61,7 @@ impl Actors {
         } = hello;
         info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
         // The gateway's own cap wins over what the runner declares.
-        let capacity = capacity.min(self.config.runners.max_actors_per_runner);
+        let capacity = capacity.min(self.config().runners.max_actors_per_runner);
         let load = self.loads.for_runner(&identity, &runner_key, capacity);
         let mut tunnel = Tunnel::new(runner_key, pool, actor_names, control, max_pending, load);
         tunnel.identity = identity;

@@ -8,6 +8,7 @@ pub(crate) mod admission;
 pub(crate) mod control;
 pub(crate) mod env;
 pub(crate) mod io;
+pub(crate) mod live_config;
 pub(crate) mod outbox;
 pub(crate) mod pool;
 pub(crate) mod rate;

@@ -8,6 +8,7 @@ mod handshake;
 mod parker;
 mod session;
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 pub(crate) use handshake::{home_worker, serve_client, Client};
@@ -21,7 +22,8 @@ use crate::server::conn::session::SessionCtx;
 pub(crate) struct EdgeSide {
     pub env: Rc<ConnEnv>,
     pub actors: Rc<Actors>,
-    pub limits: SessionLimits,
+    /// Client sessions' limits now (a reload sets new ones).
+    pub limits: Cell<SessionLimits>,
     /// Holds hibernated connections without tasks (None if io_uring is unavailable).
     pub parker: Option<Rc<Parker>>,
 }

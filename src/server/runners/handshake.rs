@@ -62,7 +62,7 @@ pub(crate) async fn serve_runner(
     };
     let mut out = env.pool.take();
     write_switching_protocols(&mut out, &upgrade.accept_key, None);
-    match write_all_or_stall(&mut stream, out, side.limits.send_timeout).await {
+    match write_all_or_stall(&mut stream, out, side.limits.get().send_timeout).await {
         Ok(out) => env.pool.give_back(out),
         Err(_) => return,
     }
@@ -89,7 +89,7 @@ fn precheck(side: &RunnerSide, head: &RequestHead) -> Result<Identity, Refusal> 
             return Err(Refusal::new(Status::NOT_FOUND, reason));
         }
     }
-    let Some(identity) = Identity::of(&side.env.config, head) else {
+    let Some(identity) = Identity::of(&side.env.config(), head) else {
         return Err(Refusal::unauthorized("missing or wrong runner token"));
     };
     let workers = side.worker_count;

@@ -7,6 +7,7 @@ mod identity;
 mod quota;
 mod session;
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 pub(crate) use handshake::{home_worker, serve_runner};
@@ -20,7 +21,8 @@ use crate::server::conn::session::SessionCtx;
 pub(crate) struct RunnerSide {
     pub env: Rc<ConnEnv>,
     pub actors: Rc<Actors>,
-    pub limits: SessionLimits,
+    /// Tunnel sessions' limits now (a reload sets new ones).
+    pub limits: Cell<SessionLimits>,
     /// Tunnels per runner identity, shared by all workers.
     pub quota: std::sync::Arc<TunnelQuota>,
     pub stats: std::sync::Arc<crate::server::conn::stats::WorkerStats>,

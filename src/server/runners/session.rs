@@ -44,8 +44,8 @@ impl TunnelRole {
 impl Role for TunnelRole {
     type Ctx = RunnerSide;
 
-    fn limits(side: &RunnerSide) -> &SessionLimits {
-        &side.limits
+    fn limits(side: &RunnerSide) -> SessionLimits {
+        side.limits.get()
     }
 
     /// A tunnel is always read: backpressure is on the clients, not the runner.
@@ -216,7 +216,7 @@ fn hello(
         version: PROTOCOL_VERSION,
         workers: side.worker_count as u32,
         tunnel_index: side.worker_id as u32,
-        ping_interval_ms: side.limits.keepalive.interval.as_millis() as u64,
+        ping_interval_ms: side.limits.get().keepalive.interval.as_millis() as u64,
     });
     Ok(tunnel)
 }

@@ -3,6 +3,7 @@
 //! except the read-only config, the shutdown signal, the hand-off queues and
 //! the stats counters.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,13 +89,14 @@ impl WorkerSeed {
 impl Worker {
     /// Builds the worker's layers, each handed what it uses.
     pub(super) fn assemble(seed: &WorkerSeed) -> Worker {
-        let config = &seed.config;
+        // The worker's own copy: what it reads per message stays on its core.
+        let config = Rc::new(Config::clone(&seed.config));
         let env = Rc::new(ConnEnv::new(config.clone()));
         let wakeups = env.wakeups.clone();
         let stats = seed.stats.clone();
         let actors = Actors::new(
             seed.id,
-            config.clone(),
+            env.live.clone(),
             stats,
             wakeups.clone(),
             seed.shared.for_worker(),
@@ -110,13 +112,13 @@ impl Worker {
         let edge = EdgeSide {
             env: env.clone(),
             actors: actors.clone(),
-            limits: SessionLimits::client(config),
+            limits: Cell::new(SessionLimits::client(&config)),
             parker,
         };
         let runners = RunnerSide {
             env: env.clone(),
             actors: actors.clone(),
-            limits: SessionLimits::tunnel(config),
+            limits: Cell::new(SessionLimits::tunnel(&config)),
             quota: seed.tunnel_quota.clone(),
             stats: seed.stats.clone(),
             worker_id: seed.id,
@@ -152,14 +154,14 @@ impl Worker {
     /// close the rest with 1001 and wait (bounded) for their close handshakes.
     pub(super) async fn drain(&self) {
         let registry = &self.env.registry;
-        let drain = self.env.config.server.shutdown_drain;
+        let drain = self.env.config().server.shutdown_drain;
         if registry.len() > 0 {
             let connections = registry.len();
             info!(worker = self.id, connections, ?drain, "draining");
         }
         self.wait_until_empty(drain).await;
         registry.close_all(CloseCode::GOING_AWAY, "server shutting down");
-        let (client, tunnel) = (&self.edge.limits, &self.runners.limits);
+        let (client, tunnel) = (self.edge.limits.get(), self.runners.limits.get());
         let close = client.close_timeout.max(tunnel.close_timeout);
         let stalled_write = client.send_timeout.max(tunnel.send_timeout);
         self.wait_until_empty(close + stalled_write.min(Duration::from_secs(1)))
