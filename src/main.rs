@@ -317,7 +317,7 @@ fn reload(
     };
     match Config::parse(&text) {
         Ok(config) => {
-            reloader.reload(&config);
+            reloader.reload_tls(&config);
             if let Some(levels) = levels {
                 levels.set(&config.server.log_level);
             }

@@ -102,6 +102,17 @@ impl SharedLimits {
         }
     }
 
+    /// The limits `config` sets, for what comes from now on (a reload).
+    pub fn apply(&self, config: &Config) {
+        let (c, a) = (&config.client, &config.actors);
+        let admission = &self.admission;
+        admission.set_limits(c.max_connections, c.max_connections_per_address);
+        let rate = admission.rate();
+        rate.set(c.new_per_second_per_address, c.new_burst_per_address);
+        let creations = &self.creations;
+        creations.set(a.new_per_second_per_address, a.new_burst_per_address);
+    }
+
     pub fn new(config: &Config) -> Self {
         let (c, a) = (&config.client, &config.actors);
         let connections = AddressRate::new(c.new_per_second_per_address, c.new_burst_per_address);

@@ -30,4 +30,26 @@ impl LiveConfig {
     pub fn get(&self) -> Rc<Config> {
         self.current.borrow().clone()
     }
+
+    /// Puts `config` in force; returns the one it replaces.
+    pub fn replace(&self, config: Rc<Config>) -> Rc<Config> {
+        self.current.replace(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_handle_taken_before_a_swap_keeps_the_old_configuration() {
+        let live = LiveConfig::new(Rc::new(Config::default()));
+        let before = live.get();
+        let mut next = Config::default();
+        next.client.max_connections = 7;
+        let old = live.replace(Rc::new(next));
+        assert!(Rc::ptr_eq(&old, &before));
+        assert_eq!(before.client.max_connections, 1_000_000);
+        assert_eq!(live.get().client.max_connections, 7);
+    }
 }

@@ -6,6 +6,7 @@ mod handoff;
 mod handshake_slot;
 pub mod listener;
 pub mod notify;
+mod reload;
 mod run;
 mod shutdown;
 pub mod signals;
@@ -15,6 +16,7 @@ mod worker;
 use std::net::SocketAddr;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info};
 
@@ -24,6 +26,7 @@ use crate::config::{Config, MAX_WORKERS};
 use crate::server::actors::SharedLimits;
 use crate::server::conn::stats::WorkerStats;
 use crate::server::runners::TunnelQuota;
+use reload::ReloadSignal;
 use run::SeedListeners;
 use shutdown::ShutdownSignal;
 use worker::WorkerSeed;
@@ -40,8 +43,8 @@ pub struct Gateway {
     shutdown: Arc<ShutdownSignal>,
     workers: Vec<JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
-    tls: Arc<tls::TlsListeners>,
     admission: Arc<crate::server::conn::admission::Admission>,
+    reloader: Reloader,
 }
 
 /// Every listening socket of the gateway, bound before any worker starts.
@@ -88,6 +91,7 @@ impl Gateway {
         let shutdown = Arc::new(ShutdownSignal::new(count));
         let stats: Vec<Arc<WorkerStats>> = (0..count).map(|_| Arc::default()).collect();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let reloads = Arc::new(ReloadSignal::new(count));
         let common = WorkerSeed {
             id: 0,
             config: config.clone(),
@@ -99,11 +103,19 @@ impl Gateway {
             shared: Arc::new(SharedLimits::new(&config)),
             tunnel_quota: Arc::new(TunnelQuota::new(config.runners.max_tunnels_per_identity)),
             tls: tls.clone(),
+            reloads: reloads.clone(),
             serving: Arc::default(),
             ready: ready_tx,
             driver,
         };
         let admission = common.shared.admission.clone();
+        let reloader = Reloader {
+            tls,
+            shared: common.shared.clone(),
+            quota: common.tunnel_quota.clone(),
+            reloads,
+            shutdown: shutdown.clone(),
+        };
         let serving = common.serving.clone();
         let workers = spawn_workers(&common, bound)?;
         drop(common);
@@ -124,8 +136,8 @@ impl Gateway {
             shutdown,
             workers,
             stats,
-            tls,
             admission,
+            reloader,
         })
     }
 
@@ -141,7 +153,12 @@ impl Gateway {
     /// accepted from now on get the new ones; a certificate that does not
     /// load is kept as it was, with a warning saying why.
     pub fn reload_tls(&self, config: &Config) {
-        self.tls.reload(config);
+        self.reloader.tls.reload(config);
+    }
+
+    /// Puts `config` in force (see [`Reloader::apply`]).
+    pub fn reload(&self, config: &Config) -> bool {
+        self.reloader.apply(config)
     }
 
     /// Per-worker counters, indexed by worker id.
@@ -163,9 +180,9 @@ impl Gateway {
         }
     }
 
-    /// A handle that reloads the TLS certificates from another thread.
+    /// A handle that reloads the configuration from another thread.
     pub fn reloader(&self) -> Reloader {
-        Reloader(self.tls.clone())
+        self.reloader.clone()
     }
 
     /// A handle that can trigger shutdown from another thread (signal handler).
@@ -174,13 +191,47 @@ impl Gateway {
     }
 }
 
-/// Reloads a gateway's TLS certificates (see [`Gateway::reload_tls`]).
+/// Puts a new configuration in force on a running gateway.
 #[derive(Clone)]
-pub struct Reloader(Arc<tls::TlsListeners>);
+pub struct Reloader {
+    tls: Arc<tls::TlsListeners>,
+    shared: Arc<SharedLimits>,
+    quota: Arc<TunnelQuota>,
+    reloads: Arc<ReloadSignal>,
+    shutdown: Arc<ShutdownSignal>,
+}
+
+/// How long a reload waits for every worker to run on the new configuration.
+const RELOAD_WAIT: Duration = Duration::from_secs(10);
 
 impl Reloader {
-    pub fn reload(&self, config: &Config) {
-        self.0.reload(config);
+    /// Re-reads the TLS certificates `config` names (nothing else).
+    pub fn reload_tls(&self, config: &Config) {
+        self.tls.reload(config);
+    }
+
+    /// Puts `config` (validated) in force: the TLS certificates it names,
+    /// the limits the workers share, then every worker's own copy. Returns
+    /// once every worker runs on it: true, or false if one had not within
+    /// a few seconds (it will when its loop next turns) or the gateway is
+    /// stopping. Every setting of `config` takes effect, so settings that
+    /// need a restart must hold their running values (`config::reload`).
+    pub fn apply(&self, config: &Config) -> bool {
+        self.tls.reload(config);
+        self.shared.apply(config);
+        self.quota.set_max(config.runners.max_tunnels_per_identity);
+        let applied = self.reloads.publish(&Arc::new(config.clone()));
+        let until = Instant::now() + RELOAD_WAIT;
+        let mut pending = self.reloads.workers();
+        while pending > 0 && !self.shutdown.is_triggered() {
+            let left = until.saturating_duration_since(Instant::now());
+            match applied.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(_) => pending -= 1,
+                Err(_) if left.is_zero() => break,
+                Err(_) => {}
+            }
+        }
+        pending == 0
     }
 }
 

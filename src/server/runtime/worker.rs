@@ -11,6 +11,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::handoff::HandoffQueues;
+use super::reload::ReloadSignal;
 use super::shutdown::ShutdownSignal;
 use super::tls::TlsListeners;
 use crate::config::Config;
@@ -37,6 +38,8 @@ pub(crate) struct Worker {
     /// Client connections' places, shared by all workers.
     pub admission: Arc<Admission>,
     pub tls: Arc<TlsListeners>,
+    /// Where reloaded configurations arrive.
+    pub reloads: Arc<ReloadSignal>,
     pub stopping: Stopping,
     /// Set when the worker is done: the sweep ends.
     pub finished: Stopping,
@@ -58,6 +61,8 @@ pub(crate) struct WorkerSeed {
     pub tunnel_quota: Arc<TunnelQuota>,
     /// The listeners' TLS settings (reloadable).
     pub tls: Arc<TlsListeners>,
+    /// Where reloaded configurations arrive.
+    pub reloads: Arc<ReloadSignal>,
     /// Set once every worker serves.
     pub serving: Arc<std::sync::atomic::AtomicBool>,
     pub driver: super::Driver,
@@ -79,6 +84,7 @@ impl WorkerSeed {
             shared: self.shared.clone(),
             tunnel_quota: self.tunnel_quota.clone(),
             tls: self.tls.clone(),
+            reloads: self.reloads.clone(),
             serving: self.serving.clone(),
             driver: self.driver,
             ready: self.ready.clone(),
@@ -145,6 +151,7 @@ impl Worker {
             stats: seed.stats.clone(),
             admission: seed.shared.admission.clone(),
             tls: seed.tls.clone(),
+            reloads: seed.reloads.clone(),
             stopping: Stopping::default(),
             finished: Stopping::default(),
         }
