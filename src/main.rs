@@ -294,12 +294,13 @@ fn feed_watchdog(n: &notify::Notifier, vitals: &notify::Vitals, interval: std::t
     }
 }
 
-/// SIGHUP: re-reads the configuration file and reloads what can change
-/// live (the TLS certificates). An invalid file changes nothing; each of
-/// its errors is logged.
+/// SIGHUP: re-reads the configuration file and puts in force what can
+/// change live (`config::diff::SETTINGS`); settings that need a restart
+/// keep their running values. An invalid file changes nothing; each of its
+/// errors is logged. `running` becomes the text now in force.
 fn reload(
     path: Option<&std::path::Path>,
-    running: &str,
+    running: &mut String,
     reloader: &tether::server::Reloader,
     levels: Option<&tether::logging::LevelHandle>,
 ) {
@@ -315,29 +316,30 @@ fn reload(
             return tracing::warn!(file = %path.display(), error = %e, "SIGHUP: cannot read the configuration; nothing changed")
         }
     };
-    match Config::parse(&text) {
-        Ok(config) => {
-            reloader.reload_tls(&config);
-            if let Some(levels) = levels {
-                levels.set(&config.server.log_level);
-            }
-            let changed = tether::config::diff::changed_keys(running, &text);
-            let (live, restart): (Vec<_>, Vec<_>) = changed
-                .into_iter()
-                .partition(|k| tether::config::diff::is_live(k));
-            tracing::info!(applied = ?live, needs_restart = ?restart, "SIGHUP: configuration reloaded");
-        }
+    let plan = match tether::config::reload::plan(running, &text) {
+        Ok(plan) => plan,
         Err(errors) => {
             for e in &errors {
                 tracing::warn!(file = %path.display(), error = %e, "SIGHUP: configuration not reloaded; the running one stays");
             }
+            return;
         }
+    };
+    if !reloader.apply(&plan.config) {
+        tracing::warn!(
+            "SIGHUP: a worker has not taken the new configuration yet; it will at its next turn"
+        );
     }
+    if let Some(levels) = levels {
+        levels.set(&plan.config.server.log_level);
+    }
+    *running = plan.running;
+    tracing::info!(applied = ?plan.applied, needs_restart = ?plan.needs_restart, "SIGHUP: configuration reloaded");
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
     // The text the process runs on, kept to tell a reload what changed.
-    let running = match &config_path {
+    let mut running = match &config_path {
         Some(path) => match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) => {
@@ -375,7 +377,12 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
         .spawn(move || loop {
             let sig = signals.wait();
             if sig == libc::SIGHUP {
-                reload(config_path.as_deref(), &running, &reloader, levels.as_ref());
+                reload(
+                    config_path.as_deref(),
+                    &mut running,
+                    &reloader,
+                    levels.as_ref(),
+                );
                 continue;
             }
             tracing::info!(signal = sig, "stopping: no new connections, draining");

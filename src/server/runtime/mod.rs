@@ -205,11 +205,6 @@ pub struct Reloader {
 const RELOAD_WAIT: Duration = Duration::from_secs(10);
 
 impl Reloader {
-    /// Re-reads the TLS certificates `config` names (nothing else).
-    pub fn reload_tls(&self, config: &Config) {
-        self.tls.reload(config);
-    }
-
     /// Puts `config` (validated) in force: the TLS certificates it names,
     /// the limits the workers share, then every worker's own copy. Returns
     /// once every worker runs on it: true, or false if one had not within
