@@ -11,6 +11,7 @@ use super::actor::{ActorState, AfterStop};
 use super::Actors;
 use crate::server::conn::control::ConnControl;
 use crate::server::tunnels::{Tunnel, REPLACED};
+use crate::ws::CloseCode;
 
 /// What a runner said in its hello.
 pub(crate) struct RunnerHello {
@@ -93,6 +94,23 @@ impl Actors {
             }
         }
         tunnel.release_blocked();
+    }
+
+    /// Closes the tunnels `which` picks with `code` and `reason`; their
+    /// actors move at once, as when a runner goes away. Returns how many.
+    pub fn close_tunnels(
+        &self,
+        which: impl Fn(&Tunnel) -> bool,
+        code: CloseCode,
+        reason: &str,
+    ) -> usize {
+        let closing = self.tunnels.filter(which);
+        for tunnel in &closing {
+            warn!(worker = self.worker_id, runner = %tunnel.runner_key, identity = %tunnel.identity, %reason, "closing runner tunnel");
+            tunnel.control.request_close(code, reason);
+            self.remove_tunnel(tunnel);
+        }
+        closing.len()
     }
 
     /// Asks that no new actors go to `tunnel` and moves its actors away, one

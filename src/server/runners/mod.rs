@@ -5,6 +5,7 @@
 mod handshake;
 mod identity;
 mod quota;
+mod revoke;
 mod session;
 
 use std::cell::Cell;
@@ -12,6 +13,7 @@ use std::rc::Rc;
 
 pub(crate) use handshake::{home_worker, serve_runner};
 pub(crate) use quota::TunnelQuota;
+pub(crate) use revoke::revoke_tunnels;
 
 use crate::server::actors::Actors;
 use crate::server::conn::env::{ConnEnv, SessionLimits};

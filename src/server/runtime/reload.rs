@@ -20,6 +20,7 @@ use atomic_waker::AtomicWaker;
 use super::worker::Worker;
 use crate::config::Config;
 use crate::server::conn::env::SessionLimits;
+use crate::server::runners::revoke_tunnels;
 
 /// A configuration for one worker, and where it says it has applied it.
 pub(crate) struct Published {
@@ -101,12 +102,14 @@ pub(super) async fn follow_reloads(worker: Rc<Worker>) {
 impl Worker {
     /// Puts `config` in force on this worker. What reads a setting when
     /// it uses it sees the new value from now on; session limits are set
-    /// here; the sweep is woken to take up a changed tick.
+    /// here; tunnels whose token was revoked are closed; the sweep is woken
+    /// to take up a changed tick.
     fn apply(&self, config: &Config) {
         let new = Rc::new(config.clone());
-        let _old = self.env.live.replace(new.clone());
+        let old = self.env.live.replace(new.clone());
         self.edge.limits.set(SessionLimits::client(&new));
         self.runners.limits.set(SessionLimits::tunnel(&new));
+        revoke_tunnels(&self.runners, &old, &new);
         self.env.wakeups.note_deadline(Instant::now());
     }
 }
