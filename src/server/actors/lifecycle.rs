@@ -104,6 +104,9 @@ impl Actors {
         if !actor.may_start(now) {
             return;
         }
+        // A pool mapping changed by a reload holds for every placement:
+        // a woken, failed or moved actor goes where its name now maps.
+        actor.set_pool(self.config().pool_of(&actor.ns, &actor.name));
         let avoid = actor.avoided_runner();
         match choose_tunnel(&self.tunnels, actor, avoid.as_deref()) {
             Ok(slot) => self.start_on(actor, slot),

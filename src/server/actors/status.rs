@@ -16,6 +16,8 @@ pub(crate) struct ActorStatus {
     pub name: String,
     pub key: Vec<String>,
     pub state: &'static str,
+    /// The runner pool it is (or will next be) placed in.
+    pub pool: String,
     pub runner: Option<String>,
     pub connections: usize,
     pub failures: u32,
@@ -46,10 +48,12 @@ impl Actors {
                 .as_millis()
         });
         let connections = actor.conns().len();
+        let pool = actor.pool().clone();
         Some(ActorStatus {
             name: actor.name.clone(),
             key: actor.key.clone(),
             state: actor.state().name(),
+            pool,
             runner: actor.tunnel().map(|t| t.runner_key.clone()),
             connections,
             failures: backoff.failures(now, &policy),
