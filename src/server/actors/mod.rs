@@ -102,7 +102,8 @@ impl SharedLimits {
         }
     }
 
-    /// The limits `config` sets, for what comes from now on (a reload).
+    /// The limits `config` sets (a reload): for what comes from now on;
+    /// what is already admitted or placed stays.
     pub fn apply(&self, config: &Config) {
         let (c, a) = (&config.client, &config.actors);
         let admission = &self.admission;
@@ -111,6 +112,7 @@ impl SharedLimits {
         rate.set(c.new_per_second_per_address, c.new_burst_per_address);
         let creations = &self.creations;
         creations.set(a.new_per_second_per_address, a.new_burst_per_address);
+        self.loads.set_max(config.runners.max_actors_per_runner);
     }
 
     pub fn new(config: &Config) -> Self {
@@ -122,7 +124,7 @@ impl SharedLimits {
             connections,
         );
         SharedLimits {
-            loads: Arc::default(),
+            loads: Arc::new(RunnerLoads::new(config.runners.max_actors_per_runner)),
             creations: Arc::new(AddressRate::new(
                 a.new_per_second_per_address,
                 a.new_burst_per_address,

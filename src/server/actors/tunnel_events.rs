@@ -61,8 +61,7 @@ impl Actors {
             namespace,
         } = hello;
         info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
-        // The gateway's own cap wins over what the runner declares.
-        let capacity = capacity.min(self.config().runners.max_actors_per_runner);
+        // The gateway's cap (runners.max_actors_per_runner) is the loads'.
         let load = self.loads.for_runner(&identity, &runner_key, capacity);
         let mut tunnel = Tunnel::new(runner_key, pool, actor_names, control, max_pending, load);
         tunnel.identity = identity;
