@@ -1,7 +1,7 @@
 //! One worker: a thread with its own monoio runtime, listeners, connections,
-//! tunnels, actors and buffer pool. Nothing here is shared with other workers
-//! except the read-only config, the shutdown signal, the hand-off queues and
-//! the stats counters.
+//! tunnels, actors, buffer pool and copy of the configuration. Shared with
+//! other workers: the shutdown and reload signals, the hand-off queues, the
+//! counts that span workers (limits, runner loads) and the stats counters.
 
 use std::cell::Cell;
 use std::rc::Rc;
