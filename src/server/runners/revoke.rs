@@ -15,10 +15,10 @@ use crate::server::tunnels::Tunnel;
 /// What a revoked tunnel is told.
 pub(super) const REVOKED: &str = "runner token revoked by a configuration reload";
 
-/// Closes this worker's tunnels that `new` no longer admits; returns how many.
-pub(crate) fn revoke_tunnels(side: &RunnerSide, old: &Config, new: &Config) -> usize {
+/// Closes this worker's tunnels that `new` no longer admits (each is logged).
+pub(crate) fn revoke_tunnels(side: &RunnerSide, old: &Config, new: &Config) {
     let revoked = |t: &Tunnel| !still_admitted(old, new, t);
-    side.actors.close_tunnels(revoked, FORBIDDEN, REVOKED)
+    side.actors.close_tunnels(revoked, FORBIDDEN, REVOKED);
 }
 
 /// Whether the tunnel's identity keeps its token under `new` and may still
