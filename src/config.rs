@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 pub mod diff;
 mod ipnet;
 mod namespace;
+pub mod reload;
 pub use ipnet::IpNet;
 pub use namespace::{
     is_namespace_name, NamespaceConfig, NamespaceRunner, DEFAULT_NAMESPACE, MAX_NAMESPACE_BYTES,

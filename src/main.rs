@@ -355,12 +355,13 @@ fn feed_watchdog(n: &notify::Notifier, vitals: &notify::Vitals, interval: std::t
     }
 }
 
-/// SIGHUP: re-reads the configuration file and reloads what can change
-/// live (the TLS certificates). An invalid file changes nothing; each of
-/// its errors is logged.
+/// SIGHUP: re-reads the configuration file and puts in force what can
+/// change live (`config::diff::SETTINGS`); settings that need a restart
+/// keep their running values. An invalid file changes nothing; each of its
+/// errors is logged. `running` becomes the text now in force.
 fn reload(
     path: Option<&std::path::Path>,
-    running: &str,
+    running: &mut String,
     reloader: &tether::server::Reloader,
     levels: Option<&tether::logging::LevelHandle>,
 ) {
@@ -377,25 +378,26 @@ fn reload(
             return tracing::warn!(file = %path.display(), error = %e, "SIGHUP: cannot read the configuration; nothing changed");
         }
     };
-    match Config::parse(&text) {
-        Ok(config) => {
-            reloader.reload(&config);
-            if let Some(levels) = levels {
-                levels.set(&config.server.log_level);
-            }
-            let changed = tether::config::diff::changed_keys(running, &text);
-            let (live, restart): (Vec<_>, Vec<_>) = changed
-                .into_iter()
-                .partition(|k| tether::config::diff::is_live(k));
-            tracing::info!(applied = ?live, needs_restart = ?restart, "SIGHUP: configuration reloaded");
-        }
+    let plan = match tether::config::reload::plan(running, &text) {
+        Ok(plan) => plan,
         Err(errors) => {
             reloader.refused();
             for e in &errors {
                 tracing::warn!(file = %path.display(), error = %e, "SIGHUP: configuration not reloaded; the running one stays");
             }
+            return;
         }
+    };
+    if !reloader.apply(&plan.config) {
+        tracing::warn!(
+            "SIGHUP: a worker has not taken the new configuration yet; it will at its next turn"
+        );
     }
+    if let Some(levels) = levels {
+        levels.set(&plan.config.server.log_level);
+    }
+    *running = plan.running;
+    tracing::info!(applied = ?plan.applied, needs_restart = ?plan.needs_restart, "SIGHUP: configuration reloaded");
 }
 
 fn serve(config_path: Option<PathBuf>) -> ExitCode {
@@ -493,12 +495,12 @@ struct SignalHandler {
 
 impl SignalHandler {
     /// SIGHUP reloads, SIGUSR2 upgrades, SIGINT/SIGTERM stop.
-    fn run(self, signals: tether::server::signals::TerminationSignals) {
+    fn run(mut self, signals: tether::server::signals::TerminationSignals) {
         loop {
             match signals.wait() {
                 libc::SIGHUP => {
                     let (path, levels) = (self.config_path.as_deref(), self.levels.as_ref());
-                    reload(path, &self.running, &self.reloader, levels);
+                    reload(path, &mut self.running, &self.reloader, levels);
                 }
                 libc::SIGUSR2 => {
                     if self.upgrade() {

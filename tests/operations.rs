@@ -6,14 +6,13 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
+use common::child::{temp_dir, ChildGateway, Reaped};
+
 /// The gateway's first log lines (until it serves), started on free ports
 /// with `extra` config, its stderr a pipe (not a terminal).
 fn first_log_lines(extra: &str) -> Vec<String> {
     // A directory per call: tests run in parallel and each removes its own.
-    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("tether-ops-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("ops");
     let cfg = dir.join("tether.toml");
     let body = format!(
         "[server]\nworkers = 1\n{extra}\n[client]\nlisten = \"127.0.0.1:0\"\n[runners]\nlisten = \"127.0.0.2:0\"\n[admin]\nlisten = \"127.0.0.3:0\"\n"
@@ -217,97 +216,34 @@ fn readyz_waits_for_a_runner_when_told_to() {
     h.shutdown();
 }
 
-/// A child process killed when dropped, so that a failing test leaves no
-/// gateway running.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The gateway's stderr, line by line, from a thread.
-fn log_lines(child: &mut Child) -> std::sync::mpsc::Receiver<String> {
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    rx
-}
-
-fn line_with(lines: &std::sync::mpsc::Receiver<String>, wanted: &str) -> String {
-    loop {
-        match lines.recv_timeout(common::WAIT) {
-            Ok(line) if line.contains(wanted) => return line,
-            Ok(_) => continue,
-            Err(e) => panic!("no log line with {wanted:?}: {e}"),
-        }
-    }
-}
-
 #[test]
 fn sighup_reloads_and_says_what_needs_a_restart_and_keeps_running_on_a_bad_file() {
-    let dir = std::env::temp_dir().join(format!("tether-hup-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("tether.toml");
     let base = "[server]\nworkers = 1\n[client]\nlisten = \"127.0.0.1:0\"\n[runners]\nlisten = \"127.0.0.2:0\"\n[admin]\nlisten = \"127.0.0.3:0\"\ntoken = \"hup\"\n";
-    std::fs::write(&cfg, base).unwrap();
-    let mut child = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_tether"))
-            .arg("--config")
-            .arg(&cfg)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let lines = log_lines(&mut child.0);
-    let serving = line_with(&lines, "tether is serving");
-    let (client, admin) = (address(&serving, "client="), address(&serving, "admin="));
+    let mut gateway = ChildGateway::start(base);
+    let admin = gateway.admin_addr;
     let reloads = |result: &str| reloads_counted(admin, result);
     assert_eq!((reloads("applied"), reloads("invalid")), (0.0, 0.0));
-    let hup = |child: &Child| {
-        // SAFETY: kill(2) on our own child.
-        unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
-    };
     let changed = base
         .replace("[client]\n", "[client]\nmax_connections = 5\n")
         .replace("workers = 1\n", "workers = 1\nlog_level = \"debug\"\n");
-    std::fs::write(&cfg, changed).unwrap();
-    hup(&child.0);
-    let said = line_with(&lines, "configuration reloaded");
-    assert!(said.contains("client.max_connections"), "{said}");
-    assert!(said.contains("applied=[\"server.log_level\"]"), "{said}");
+    let said = gateway.reload(&changed);
+    let applied = "applied=[\"client.max_connections\", \"server.log_level\"]";
+    assert!(said.contains(applied), "{said}");
+    assert!(said.contains("needs_restart=[]"), "{said}");
     // The new level is in force: a refused request now logs at debug.
-    let _ = common::raw_exchange(client, b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n");
-    line_with(&lines, "refusing request");
+    let request = b"GET /nowhere HTTP/1.1\r\nHost: t\r\n\r\n";
+    let _ = common::raw_exchange(gateway.client_addr, request);
+    gateway.line_with("refusing request");
     assert_eq!((reloads("applied"), reloads("invalid")), (1.0, 0.0));
     // A broken file: every error with its place, and the gateway runs on.
-    std::fs::write(&cfg, "[client]\nmax_connections = \"many\"\n").unwrap();
-    hup(&child.0);
-    let said = line_with(&lines, "configuration not reloaded");
+    let said = gateway.reload("[client]\nmax_connections = \"many\"\n");
+    assert!(said.contains("configuration not reloaded"), "{said}");
     assert!(said.contains("line 2"), "{said}");
     assert_eq!((reloads("applied"), reloads("invalid")), (1.0, 1.0));
-    assert!(child.0.try_wait().unwrap().is_none(), "still running");
-    drop(child);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// The address after `key` in the "tether is serving" log line.
-fn address(serving: &str, key: &str) -> std::net::SocketAddr {
-    serving
-        .split(key)
-        .nth(1)
-        .and_then(|rest| rest.split_whitespace().next())
-        .map(|a| a.trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')))
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no {key} address in {serving}"))
+    assert!(gateway.is_running(), "still running");
+    // ...on what it ran before: the same good file again changes nothing.
+    let said = gateway.reload(&changed);
+    assert!(said.contains("applied=[] needs_restart=[]"), "{said}");
 }
 
 /// `tether_reloads_total{result}` from the admin listener at `admin`

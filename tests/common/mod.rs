@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod child;
 pub mod load;
 pub mod metrics;
 pub mod pki;
@@ -247,6 +248,19 @@ pub fn upgrade_from(from: &str, to: SocketAddr, path: &str) -> (u16, String, Tcp
     (status_of(&answer), answer, s)
 }
 
+/// A WebSocket to `path` from source address `from` (a 127.0.0.x): the
+/// upgrade must succeed.
+pub fn connect_from(from: &str, to: SocketAddr, path: &str) -> RawWs {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let local: SocketAddr = format!("{from}:0").parse().unwrap();
+    socket.bind(&local.into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(upgrade_request(path).as_bytes()).unwrap();
+    Handshake::from_stream(s).finish()
+}
+
 pub fn status_of(response: &str) -> u16 {
     response
         .split_whitespace()
@@ -315,6 +329,17 @@ impl RawWs {
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
+    }
+
+    /// Sends `text` and expects it back (an echo actor).
+    #[track_caller]
+    pub fn echo(&mut self, text: &str) {
+        self.send(true, 1, text.as_bytes());
+        let frame = self.recv().expect("an answer");
+        assert_eq!(
+            (frame.opcode, frame.payload.as_slice()),
+            (1, text.as_bytes())
+        );
     }
 
     /// Reads frames until a close frame; returns its code (1005 if none given),

@@ -1,7 +1,7 @@
 //! A runner tunnel driven by hand with raw protocol frames, for tests that
 //! need a runner to misbehave or to answer at a chosen moment.
 
-use std::net::TcpStream;
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -19,14 +19,19 @@ pub fn raw_tunnel(h: &Harness) -> tungstenite::WebSocket<TcpStream> {
 /// by a signal, EINTR, is tried again on a new connection: tungstenite's
 /// blocking handshake cannot resume.)
 pub fn raw_tunnel_as(h: &Harness, token: &str) -> tungstenite::WebSocket<TcpStream> {
+    raw_tunnel_at(h.runner_addr, token)
+}
+
+/// Connects to the runner listener at `addr` with `token`.
+pub fn raw_tunnel_at(addr: SocketAddr, token: &str) -> tungstenite::WebSocket<TcpStream> {
     for _ in 0..5 {
-        let mut req = format!("{}/runners/connect", h.runner_url())
+        let mut req = format!("ws://{addr}/runners/connect")
             .into_client_request()
             .unwrap();
         let bearer = format!("Bearer {token}");
         req.headers_mut()
             .insert("authorization", bearer.parse().unwrap());
-        let stream = TcpStream::connect(h.runner_addr).unwrap();
+        let stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();

@@ -86,7 +86,9 @@ pub(crate) struct Actor {
     pub ns: String,
     pub name: String,
     pub key: Vec<String>,
-    pub pool: String,
+    /// The runner pool it is placed in, looked up again at each placement
+    /// (a reload may map its name to another).
+    pool: RefCell<String>,
     /// The runner-side id of the current incarnation (new at every start).
     id: Cell<u64>,
     tunnel: RefCell<Option<Rc<Tunnel>>>,
@@ -131,7 +133,7 @@ impl Actor {
             ns: ns.to_owned(),
             name: name.to_owned(),
             key: key.to_vec(),
-            pool,
+            pool: RefCell::new(pool),
             tunnel: RefCell::new(None),
             state: Cell::new(ActorState::Asleep),
             deadline: Cell::new(None),
@@ -152,6 +154,17 @@ impl Actor {
 
     pub fn id(&self) -> u64 {
         self.id.get()
+    }
+
+    pub fn pool(&self) -> std::cell::Ref<'_, String> {
+        self.pool.borrow()
+    }
+
+    /// Places it in `pool` from its next start on.
+    pub fn set_pool(&self, pool: &str) {
+        if *self.pool.borrow() != pool {
+            *self.pool.borrow_mut() = pool.to_owned();
+        }
     }
 
     pub fn state(&self) -> ActorState {

@@ -37,7 +37,7 @@ impl Actors {
                 Some(tunnel) => LinkView::Running {
                     tunnel,
                     backlogged: link.outstanding_cost()
-                        >= self.config.actors.migration_buffer_bytes,
+                        >= self.config().actors.migration_buffer_bytes,
                 },
                 None => LinkView::Gone,
             },
@@ -115,7 +115,7 @@ impl Actors {
                 }
             }
             // A sleeping actor is woken to see an explicit close, if so configured.
-            ActorState::Asleep if !(explicit && self.config.actors.wake_on_close) => {
+            ActorState::Asleep if !(explicit && self.config().actors.wake_on_close) => {
                 self.forget_conn(conn_id);
                 self.drop_if_unused(&actor);
             }
@@ -165,7 +165,7 @@ impl Actors {
         self.stats
             .bytes_out
             .fetch_add(len as u64, Ordering::Relaxed);
-        if queued > self.config.client.max_send_queue_bytes && queued > len {
+        if queued > self.config().client.max_send_queue_bytes && queued > len {
             // Once per connection: nothing is queued after the close request.
             warn!("client is not reading: send queue exceeded, closing with 1008");
             self.stats

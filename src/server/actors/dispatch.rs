@@ -98,7 +98,7 @@ impl Actors {
     }
 
     fn on_ack(&self, tunnel: &Rc<Tunnel>, conn_id: u64, index: u64) {
-        let limit = self.config.actors.migration_buffer_bytes;
+        let limit = self.config().actors.migration_buffer_bytes;
         self.with_link_on(tunnel, conn_id, |link| {
             if link.ack(index, limit) {
                 link.control.poke(); // it stopped reading: it may go on
@@ -123,7 +123,7 @@ impl Actors {
     }
 
     fn on_set_attachment(&self, tunnel: &Rc<Tunnel>, conn_id: u64, attachment: Bytes) {
-        let max = self.config.actors.max_attachment_bytes;
+        let max = self.config().actors.max_attachment_bytes;
         self.with_link_on(tunnel, conn_id, |link| {
             if attachment.len() > max {
                 let bytes = attachment.len();

@@ -19,7 +19,6 @@ use super::links::{ClientLink, ConnMeta};
 use super::Actors;
 use crate::handover::{ConnRecord, HeldMessage};
 use crate::server::conn::control::ConnControl;
-use crate::ws::CloseCode;
 
 impl Actors {
     /// Old process: no actor starts from now on, and every actor on a
@@ -51,17 +50,6 @@ impl Actors {
     /// Connections waiting for their runner's accept.
     pub fn opening(&self) -> usize {
         self.opens.borrow().len()
-    }
-
-    /// Closes every runner tunnel here (after the actors left them): the
-    /// runners reconnect, and find the next process.
-    pub fn close_tunnels(&self) {
-        for tunnel in self.tunnels.all() {
-            let reason = "gateway upgrading: reconnect";
-            tunnel
-                .control
-                .request_close(CloseCode::SERVICE_RESTART, reason);
-        }
     }
 
     /// Client connections linked to actors here.
@@ -112,15 +100,15 @@ impl Actors {
     /// is one of this worker's); returns its id here. Refused when its
     /// namespace no longer exists.
     pub fn import_conn(&self, r: &ConnRecord, control: Rc<ConnControl>) -> Result<u64, String> {
-        if self.config.namespace(&r.ns).is_none() {
+        if self.config().namespace(&r.ns).is_none() {
             return Err(format!("namespace {:?} is not configured", r.ns));
         }
         let actor = self
             .directory
             .get(&r.ns, &r.name, &r.key)
             .unwrap_or_else(|| {
-                let pool = self.config.pool_of(&r.ns, &r.name).to_owned();
-                let hold = self.config.actors.migration_buffer_bytes;
+                let pool = self.config().pool_of(&r.ns, &r.name).to_owned();
+                let hold = self.config().actors.migration_buffer_bytes;
                 let (now, stats) = (self.now(), self.stats.clone());
                 let actor = Rc::new(Actor::new(&r.ns, &r.name, &r.key, pool, now, hold, stats));
                 actor.take_id(self.ids.fresh());

@@ -38,8 +38,8 @@ impl Actors {
             }
             return Ok(actor);
         }
-        let pool = self.config.pool_of(ns, name).to_owned();
-        let hold = self.config.actors.wake_buffer_bytes;
+        let pool = self.config().pool_of(ns, name).to_owned();
+        let hold = self.config().actors.wake_buffer_bytes;
         let (now, stats) = (self.clock.get(), self.stats.clone());
         let actor = Rc::new(Actor::new(ns, name, key, pool, now, hold, stats));
         let slot = choose_tunnel(&self.tunnels, &actor, None).inspect_err(|u| {
@@ -69,7 +69,7 @@ impl Actors {
         let id = self.ids.fresh();
         self.directory.set_live(actor.id(), id, actor);
         let now = self.now();
-        actor.begin_starting(id, slot, now, now + self.config.actors.start_timeout);
+        actor.begin_starting(id, slot, now, now + self.config().actors.start_timeout);
         let Some(tunnel) = actor.tunnel() else {
             return;
         };
@@ -88,7 +88,7 @@ impl Actors {
     /// To Placing (see `Actor::begin_placing`), then `place`; returns the
     /// runner the actor left.
     fn replace(&self, actor: &Rc<Actor>, not_before: Instant, hold: usize) -> Option<Rc<Tunnel>> {
-        let start_timeout = self.config.actors.start_timeout;
+        let start_timeout = self.config().actors.start_timeout;
         let left = actor.begin_placing(self.now(), not_before, hold, start_timeout);
         self.place(actor);
         left
@@ -105,6 +105,9 @@ impl Actors {
         if !actor.may_start(now) || self.handing_over.get() {
             return;
         }
+        // A pool mapping changed by a reload holds for every placement:
+        // a woken, failed or moved actor goes where its name now maps.
+        actor.set_pool(self.config().pool_of(&actor.ns, &actor.name));
         let avoid = actor.avoided_runner();
         match choose_tunnel(&self.tunnels, actor, avoid.as_deref()) {
             Ok(slot) => self.start_on(actor, slot),
@@ -124,7 +127,7 @@ impl Actors {
         self.replace(
             actor,
             self.clock.get(),
-            self.config.actors.wake_buffer_bytes,
+            self.config().actors.wake_buffer_bytes,
         );
     }
 
@@ -138,18 +141,23 @@ impl Actors {
             return;
         }
         let now = self.now();
-        let wait = actor.record_failure(now, &self.backoff);
+        let policy = self.backoff();
+        let wait = actor.record_failure(now, &policy);
         self.stats.failovers.fetch_add(1, Ordering::Relaxed);
-        if actor.backoff().is_crash_looping(now, &self.backoff) {
+        if actor.backoff().is_crash_looping(now, &policy) {
             self.stats
                 .crash_loop_restarts
                 .fetch_add(1, Ordering::Relaxed);
-            let failures = actor.backoff().failures(now, &self.backoff);
+            let failures = actor.backoff().failures(now, &policy);
             warn!(actor = %actor.name, key = ?actor.key, failures, wait_ms = wait.as_millis() as u64, %why, "actor is crash-looping: backing off");
         } else {
             info!(actor = %actor.name, key = ?actor.key, %why, "moving actor to another runner");
         }
-        self.replace(actor, now + wait, self.config.actors.migration_buffer_bytes);
+        self.replace(
+            actor,
+            now + wait,
+            self.config().actors.migration_buffer_bytes,
+        );
     }
 
     /// Every message the actor's connections sent goes again to its next runner.
@@ -171,7 +179,8 @@ impl Actors {
         tunnel.send(&Frame::StopActor {
             actor_id: actor.id(),
         });
-        let a = &self.config.actors;
+        let config = self.config();
+        let a = &config.actors;
         let hold = match then {
             AfterStop::Sleep => a.wake_buffer_bytes,
             AfterStop::Migrate => a.migration_buffer_bytes,

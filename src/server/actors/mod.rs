@@ -35,6 +35,7 @@ mod tunnel_events;
 mod unavailable;
 
 use crate::server::conn::admission::Admission;
+use crate::server::conn::live_config::LiveConfig;
 use crate::server::conn::rate::AddressRate;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -62,11 +63,11 @@ pub(crate) struct Actors {
     /// This worker's index, for logs.
     worker_id: usize,
     ids: Ids,
-    config: Arc<Config>,
+    /// The worker's configuration (its `ConnEnv`'s), swapped by a reload.
+    config: Rc<LiveConfig>,
     stats: Arc<WorkerStats>,
     /// Told when an actor needs the timer sweep sooner.
     wakeups: Rc<Wakeups>,
-    backoff: BackoffPolicy,
     tunnels: TunnelTable,
     /// Every runner's load, shared by all workers.
     loads: Arc<RunnerLoads>,
@@ -109,6 +110,19 @@ impl SharedLimits {
         }
     }
 
+    /// The limits `config` sets (a reload): for what comes from now on;
+    /// what is already admitted or placed stays.
+    pub fn apply(&self, config: &Config) {
+        let (c, a) = (&config.client, &config.actors);
+        let admission = &self.admission;
+        admission.set_limits(c.max_connections, c.max_connections_per_address);
+        let rate = admission.rate();
+        rate.set(c.new_per_second_per_address, c.new_burst_per_address);
+        let creations = &self.creations;
+        creations.set(a.new_per_second_per_address, a.new_burst_per_address);
+        self.loads.set_max(config.runners.max_actors_per_runner);
+    }
+
     pub fn new(config: &Config) -> Self {
         let (c, a) = (&config.client, &config.actors);
         let connections = AddressRate::new(c.new_per_second_per_address, c.new_burst_per_address);
@@ -118,7 +132,7 @@ impl SharedLimits {
             connections,
         );
         SharedLimits {
-            loads: Arc::default(),
+            loads: Arc::new(RunnerLoads::new(config.runners.max_actors_per_runner)),
             creations: Arc::new(AddressRate::new(
                 a.new_per_second_per_address,
                 a.new_burst_per_address,
@@ -131,24 +145,17 @@ impl SharedLimits {
 impl Actors {
     pub fn new(
         worker_id: usize,
-        config: Arc<Config>,
+        config: Rc<LiveConfig>,
         stats: Arc<WorkerStats>,
         wakeups: Rc<Wakeups>,
         shared: SharedLimits,
     ) -> Self {
-        let a = &config.actors;
-        let backoff = BackoffPolicy {
-            initial: a.crash_backoff,
-            max: a.crash_backoff_max,
-            reset_after: a.crash_reset_after,
-        };
         Actors {
             worker_id,
             ids: Ids::new(worker_id),
             config,
             stats,
             wakeups,
-            backoff,
             tunnels: TunnelTable::default(),
             loads: shared.loads,
             creations: shared.creations,
@@ -159,6 +166,22 @@ impl Actors {
             clock: Cell::new(Instant::now()),
             handing_over: Cell::new(false),
             to_wake: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The configuration in force now (a reload may have changed it since
+    /// the last look: read it when a setting is used, do not keep it).
+    fn config(&self) -> Rc<Config> {
+        self.config.get()
+    }
+
+    /// The crash backoff as configured now.
+    fn backoff(&self) -> BackoffPolicy {
+        let a = &self.config().actors;
+        BackoffPolicy {
+            initial: a.crash_backoff,
+            max: a.crash_backoff_max,
+            reset_after: a.crash_reset_after,
         }
     }
 

@@ -75,7 +75,7 @@ impl Actors {
         let Some(open) = self.take_open(tunnel, conn_id) else {
             return;
         };
-        if open.actor.conns().len() >= self.config.actors.max_connections_per_actor {
+        if open.actor.conns().len() >= self.config().actors.max_connections_per_actor {
             // Others got in while this one waited for the runner.
             self.refuse_full(tunnel, conn_id, open);
             return;
@@ -83,7 +83,8 @@ impl Actors {
         if let Some(ticket) = open.ticket {
             ticket.hand_over(); // the link keeps the address and releases it
         }
-        let a = &self.config.actors;
+        let config = self.config();
+        let a = &config.actors;
         let hibernatable = hib.unwrap_or_else(|| a.hibernatable.contains(&open.actor.name));
         let chosen = protocol.filter(|p| open.request.protocols.contains(p));
         open.actor.add_conn(conn_id);
@@ -99,7 +100,7 @@ impl Actors {
 
     /// Whether `actor` may take one more connection; counts a refusal.
     pub fn has_room(&self, actor: &Actor) -> Result<(), Unavailable> {
-        if actor.conns().len() < self.config.actors.max_connections_per_actor {
+        if actor.conns().len() < self.config().actors.max_connections_per_actor {
             return Ok(());
         }
         self.stats

@@ -14,7 +14,8 @@ pub(crate) fn choose_tunnel(
     actor: &Actor,
     avoid: Option<&str>,
 ) -> Result<Reserved, Unavailable> {
-    let (name, pool) = (actor.name.as_str(), actor.pool.as_str());
+    let pool = actor.pool();
+    let (name, pool) = (actor.name.as_str(), pool.as_str());
     let in_pool = tunnels.in_pool(&actor.ns, pool);
     if in_pool.is_empty() {
         return Err(Unavailable::NoRunner { pool: pool.into() });

@@ -17,6 +17,8 @@ pub(crate) struct ActorStatus {
     pub name: String,
     pub key: Vec<String>,
     pub state: &'static str,
+    /// The runner pool it is (or will next be) placed in.
+    pub pool: String,
     pub runner: Option<String>,
     pub connections: usize,
     pub failures: u32,
@@ -39,7 +41,7 @@ impl Actors {
     pub fn actor_status(&self, path: &ActorPath) -> Option<ActorStatus> {
         let actor = self.directory.get(&path.ns, &path.name, &path.key)?;
         let now = Instant::now();
-        let backoff = actor.backoff();
+        let (backoff, policy) = (actor.backoff(), self.backoff());
         let restart_in_ms = (actor.state() == ActorState::Placing).then(|| {
             actor
                 .not_before()
@@ -47,14 +49,16 @@ impl Actors {
                 .as_millis()
         });
         let connections = actor.conns().len();
+        let pool = actor.pool().clone();
         Some(ActorStatus {
             name: actor.name.clone(),
             key: actor.key.clone(),
             state: actor.state().name(),
+            pool,
             runner: actor.tunnel().map(|t| t.runner_key.clone()),
             connections,
-            failures: backoff.failures(now, &self.backoff),
-            crash_looping: backoff.is_crash_looping(now, &self.backoff),
+            failures: backoff.failures(now, &policy),
+            crash_looping: backoff.is_crash_looping(now, &policy),
             restart_in_ms,
         })
     }

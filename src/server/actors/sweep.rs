@@ -65,7 +65,7 @@ impl Actors {
     }
 
     fn is_idle(&self, actor: &Actor, now: Instant) -> bool {
-        let idle = self.config.actors.idle_timeout;
+        let idle = self.config().actors.idle_timeout;
         !idle.is_zero() && actor.idle_for(now) >= idle
     }
 

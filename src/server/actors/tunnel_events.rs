@@ -11,6 +11,7 @@ use super::actor::{ActorState, AfterStop};
 use super::Actors;
 use crate::server::conn::control::ConnControl;
 use crate::server::tunnels::{Tunnel, REPLACED};
+use crate::ws::CloseCode;
 
 /// What a runner said in its hello.
 pub(crate) struct RunnerHello {
@@ -50,7 +51,7 @@ impl Actors {
             old.control.request_close(REPLACED, reason);
             self.remove_tunnel(&old);
         }
-        let max_pending = self.config.runners.max_send_queue_bytes;
+        let max_pending = self.config().runners.max_send_queue_bytes;
         let RunnerHello {
             runner_key,
             pool,
@@ -60,8 +61,7 @@ impl Actors {
             namespace,
         } = hello;
         info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
-        // The gateway's own cap wins over what the runner declares.
-        let capacity = capacity.min(self.config.runners.max_actors_per_runner);
+        // The gateway's cap (runners.max_actors_per_runner) is the loads'.
         let runs = (namespace.clone(), pool.clone());
         let load = self
             .loads
@@ -96,6 +96,23 @@ impl Actors {
             }
         }
         tunnel.release_blocked();
+    }
+
+    /// Closes the tunnels `which` picks with `code` and `reason`; their
+    /// actors move at once, as when a runner goes away. Returns how many.
+    pub fn close_tunnels(
+        &self,
+        which: impl Fn(&Tunnel) -> bool,
+        code: CloseCode,
+        reason: &str,
+    ) -> usize {
+        let closing = self.tunnels.filter(which);
+        for tunnel in &closing {
+            warn!(worker = self.worker_id, runner = %tunnel.runner_key, identity = %tunnel.identity, %reason, "closing runner tunnel");
+            tunnel.control.request_close(code, reason);
+            self.remove_tunnel(tunnel);
+        }
+        closing.len()
     }
 
     /// Asks that no new actors go to `tunnel` and moves its actors away, one

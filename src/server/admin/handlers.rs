@@ -50,7 +50,7 @@ fn readiness(side: &AdminSide) -> Refusal {
         .iter()
         .map(|s| s.tunnels.load(Ordering::Relaxed))
         .sum();
-    if side.env.config.admin.ready_needs_runner && tunnels == 0 {
+    if side.env.config().admin.ready_needs_runner && tunnels == 0 {
         return Refusal::new(Status::SERVICE_UNAVAILABLE, "no runner connected");
     }
     Refusal::new(Status::OK, "ready")
@@ -77,7 +77,8 @@ async fn migrate(side: &AdminSide, a: &ActorPath) -> Refusal {
         migrated: bool,
         actor: Option<ActorStatus>,
     }
-    let c = &side.env.config.actors;
+    let config = side.env.config();
+    let c = &config.actors;
     let deadline = Instant::now() + c.stop_timeout + c.start_timeout;
     let before = side.actors.actor_status(a);
     match ready.wait_until(deadline).await {

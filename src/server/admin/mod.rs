@@ -121,7 +121,7 @@ impl AdminSide {
     /// `admin.token` reaches every route; a namespace's access tokens reach
     /// its actors' routes (and nothing of another namespace).
     fn authorize(&self, head: &RequestHead, route: &AdminRoute) -> Result<(), Refusal> {
-        let config = &self.env.config;
+        let config = self.env.config();
         let namespace = route.actor().and_then(|a| config.namespace(&a.ns));
         let access: &[String] = namespace.map_or(&[], |ns| &ns.access_tokens);
         let admin = &config.admin.token;

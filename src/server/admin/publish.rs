@@ -53,7 +53,8 @@ async fn read_body(
         let reason = "Content-Length required";
         return Err(Some(Refusal::new(Status::LENGTH_REQUIRED, reason)));
     };
-    let config = &side.env.config.client;
+    let config = side.env.config();
+    let config = &config.client;
     if length > config.max_message_bytes {
         let reason = "body larger than client.max_message_bytes";
         return Err(Some(Refusal::new(Status::PAYLOAD_TOO_LARGE, reason)));

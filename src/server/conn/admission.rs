@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -64,8 +64,10 @@ impl Refused {
 }
 
 pub(crate) struct Admission {
-    max_total: usize,
-    max_per_address: u32,
+    /// Atomics so that a reload can change them; connections already in
+    /// keep their places when a limit is lowered.
+    max_total: AtomicUsize,
+    max_per_address: AtomicU32,
     total: AtomicUsize,
     per_address: Mutex<HashMap<IpAddr, u32>>,
     rate: AddressRate,
@@ -74,18 +76,31 @@ pub(crate) struct Admission {
 impl Admission {
     pub fn new(max_total: usize, max_per_address: u32, rate: AddressRate) -> Self {
         Admission {
-            max_total,
-            max_per_address,
+            max_total: AtomicUsize::new(max_total),
+            max_per_address: AtomicU32::new(max_per_address),
             total: AtomicUsize::new(0),
             per_address: Mutex::new(HashMap::new()),
             rate,
         }
     }
 
+    /// New limits (a reload): for connections that arrive from now on.
+    pub fn set_limits(&self, max_total: usize, max_per_address: u32) {
+        self.max_total.store(max_total, Ordering::Relaxed);
+        self.max_per_address
+            .store(max_per_address, Ordering::Relaxed);
+    }
+
+    /// The per-address rate of new connections.
+    pub fn rate(&self) -> &AddressRate {
+        &self.rate
+    }
+
     /// Lets a connection from `addr` in, or says why not.
     pub fn admit(self: &Arc<Self>, addr: IpAddr, now: Instant) -> Result<Ticket, Refused> {
         let counted = counted_as(addr);
-        if self.total.fetch_add(1, Ordering::Relaxed) >= self.max_total {
+        let max_total = self.max_total.load(Ordering::Relaxed);
+        if self.total.fetch_add(1, Ordering::Relaxed) >= max_total {
             self.total.fetch_sub(1, Ordering::Relaxed);
             return Err(Refused::Total);
         }
@@ -103,7 +118,7 @@ impl Admission {
     fn take_address_place(&self, counted: IpAddr, now: Instant) -> Result<(), Refused> {
         let mut table = self.per_address.lock().unwrap_or_else(|e| e.into_inner());
         let open = table.get(&counted).copied().unwrap_or(0);
-        if open >= self.max_per_address {
+        if open >= self.max_per_address.load(Ordering::Relaxed) {
             return Err(Refused::PerAddress);
         }
         if !self.rate.allow(counted, now) {
@@ -217,6 +232,25 @@ mod tests {
         drop(t1);
         assert_eq!(a.admit(ip("10.0.0.1"), now).err(), Some(Refused::Rate));
         assert_eq!(a.open(), 1, "a refused connection holds no place");
+    }
+
+    #[test]
+    fn a_lowered_limit_keeps_the_places_taken_and_refuses_new_ones() {
+        let a = admission(10, 3, 100);
+        let now = Instant::now();
+        let held: Vec<Ticket> = (0..3)
+            .map(|_| a.admit(ip("10.0.0.1"), now).unwrap())
+            .collect();
+        a.set_limits(10, 2);
+        assert_eq!(
+            a.admit(ip("10.0.0.1"), now).err(),
+            Some(Refused::PerAddress)
+        );
+        assert_eq!(a.open(), 3, "nobody was let go");
+        a.set_limits(2, 10);
+        assert_eq!(a.admit(ip("10.0.0.2"), now).err(), Some(Refused::Total));
+        drop(held);
+        assert!(a.admit(ip("10.0.0.1"), now).is_ok());
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //! and wake-ups, and the limits of each kind of session.
 
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
+use super::live_config::LiveConfig;
 use super::pool::BufferPool;
 use super::registry::Registry;
 use super::wakeups::Wakeups;
@@ -12,22 +12,29 @@ use crate::config::Config;
 use crate::ws::keepalive::KeepalivePolicy;
 
 pub(crate) struct ConnEnv {
-    pub config: Arc<Config>,
+    /// The worker's configuration, swapped by a reload (shared with its `Actors`).
+    pub live: Rc<LiveConfig>,
     pub pool: BufferPool,
     pub registry: Rc<Registry>,
     pub wakeups: Rc<Wakeups>,
 }
 
 impl ConnEnv {
-    pub fn new(config: Arc<Config>) -> Self {
+    /// The buffer pool is sized once: its settings need a restart.
+    pub fn new(config: Rc<Config>) -> Self {
         let wakeups = Rc::new(Wakeups::default());
         let c = &config.client;
         ConnEnv {
             pool: BufferPool::new(c.read_buffer_bytes, c.buffer_pool_buffers),
             registry: Rc::new(Registry::new(wakeups.clone())),
             wakeups,
-            config,
+            live: Rc::new(LiveConfig::new(config)),
         }
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Rc<Config> {
+        self.live.get()
     }
 }
 

@@ -9,6 +9,7 @@ pub(crate) mod control;
 pub(crate) mod env;
 pub(crate) mod histogram;
 pub(crate) mod io;
+pub(crate) mod live_config;
 pub(crate) mod outbox;
 pub(crate) mod pool;
 pub(crate) mod rate;

@@ -22,13 +22,14 @@ struct Bucket {
 }
 
 pub(crate) struct AddressRate {
-    per_second: f64,
-    burst: f64,
     table: Mutex<Table>,
 }
 
-#[derive(Default)]
+/// The rate and burst live under the table's lock (taken anyway), so that
+/// a reload can change them without another shared word.
 struct Table {
+    per_second: f64,
+    burst: f64,
     buckets: HashMap<IpAddr, Bucket>,
     /// When full buckets were last forgotten (at most once a second).
     swept: Option<Instant>,
@@ -48,10 +49,21 @@ pub(crate) fn counted_as(addr: IpAddr) -> IpAddr {
 impl AddressRate {
     pub fn new(per_second: usize, burst: usize) -> Self {
         AddressRate {
-            per_second: per_second as f64,
-            burst: burst as f64,
-            table: Mutex::new(Table::default()),
+            table: Mutex::new(Table {
+                per_second: per_second as f64,
+                burst: burst as f64,
+                buckets: HashMap::new(),
+                swept: None,
+            }),
         }
+    }
+
+    /// New limits (a reload). Buckets keep their tokens, never more than
+    /// the new burst once they refill.
+    pub fn set(&self, per_second: usize, burst: usize) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        table.per_second = per_second as f64;
+        table.burst = burst as f64;
     }
 
     /// Takes a token for `addr` at `now`; false if it has none left.
@@ -59,16 +71,17 @@ impl AddressRate {
         let addr = counted_as(addr);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
         if table.buckets.len() >= MAX_ADDRESSES && !table.buckets.contains_key(&addr) {
-            self.forget_idle(&mut table, now);
+            table.forget_idle(now);
             if table.buckets.len() >= MAX_ADDRESSES {
                 return false; // under a flood from that many addresses: refuse newcomers
             }
         }
+        let (per_second, burst) = (table.per_second, table.burst);
         let bucket = table.buckets.entry(addr).or_insert(Bucket {
-            tokens: self.burst,
+            tokens: burst,
             at: now,
         });
-        bucket.tokens = self.refilled(*bucket, now);
+        bucket.tokens = refilled(*bucket, now, per_second, burst);
         bucket.at = now;
         if bucket.tokens < 1.0 {
             return false;
@@ -76,27 +89,28 @@ impl AddressRate {
         bucket.tokens -= 1.0;
         true
     }
+}
 
+impl Table {
     /// Forgets addresses whose bucket has refilled (at most once a second:
     /// the scan is over every address remembered).
-    fn forget_idle(&self, table: &mut Table, now: Instant) {
-        if table
+    fn forget_idle(&mut self, now: Instant) {
+        if self
             .swept
             .is_some_and(|t| now.saturating_duration_since(t).as_secs() < 1)
         {
             return;
         }
-        table.swept = Some(now);
-        table.buckets.retain(|_, b| {
-            (b.tokens + now.saturating_duration_since(b.at).as_secs_f64() * self.per_second)
-                < self.burst
-        });
+        self.swept = Some(now);
+        let (per_second, burst) = (self.per_second, self.burst);
+        self.buckets
+            .retain(|_, b| refilled(*b, now, per_second, burst) < burst);
     }
+}
 
-    fn refilled(&self, b: Bucket, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        (b.tokens + elapsed * self.per_second).min(self.burst)
-    }
+fn refilled(b: Bucket, now: Instant, per_second: f64, burst: f64) -> f64 {
+    let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
+    (b.tokens + elapsed * per_second).min(burst)
 }
 
 #[cfg(test)]
@@ -123,6 +137,21 @@ mod tests {
             3,
             "never past the burst"
         );
+    }
+
+    #[test]
+    fn new_limits_apply_to_the_next_request() {
+        let limits = AddressRate::new(1, 5);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        assert!(limits.allow(a, t0));
+        limits.set(1, 2);
+        assert!(
+            limits.allow(a, t0),
+            "4 tokens left, more than the new burst"
+        );
+        let later = t0 + Duration::from_secs(60);
+        assert_eq!((0..5).filter(|_| limits.allow(a, later)).count(), 2);
     }
 
     #[test]

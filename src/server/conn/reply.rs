@@ -103,7 +103,8 @@ pub(crate) async fn send_then_linger(
     scratch: bytes::BytesMut,
     out: bytes::BytesMut,
 ) {
-    let cfg = &env.config.client;
+    let config = env.config();
+    let cfg = &config.client;
     if let Ok(out) = write_all_or_stall(&mut stream, out, cfg.send_timeout).await {
         env.pool.give_back(out);
         linger_close(stream, scratch, cfg.close_timeout).await;

@@ -65,7 +65,10 @@ impl From<ProtocolError> for Failure {
 pub(crate) trait Role: Sized + 'static {
     type Ctx: SessionCtx + 'static;
 
-    fn limits(ctx: &Self::Ctx) -> &SessionLimits;
+    /// As the configuration sets them now: read at each use, so a reload
+    /// reaches running sessions (the largest message is fixed at the start,
+    /// with the decoder).
+    fn limits(ctx: &Self::Ctx) -> SessionLimits;
 
     /// Asked before every wait. `open`: no close handshake has begun.
     fn gate(&mut self, ctx: &Self::Ctx, control: &Rc<ConnControl>, open: bool) -> Gate;

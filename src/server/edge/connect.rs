@@ -30,7 +30,7 @@ pub(super) async fn connect_actor(
     control: Rc<ConnControl>,
     ticket: Option<Ticket>,
 ) -> Result<(u64, Option<String>), Unavailable> {
-    let deadline = Instant::now() + edge.env.config.actors.start_timeout;
+    let deadline = Instant::now() + edge.env.config().actors.start_timeout;
     let creator = request.peer.ip();
     let instance = edge.actors.get_or_start(actor, creator)?;
     if let Some(ready) = edge.actors.when_ready(&instance) {

@@ -61,7 +61,7 @@ pub(crate) async fn serve_client(
         Ok(x) => x,
         Err(r) => return turn_away(&edge, stream, buf, r).await,
     };
-    let admitted = match authorize(&env.config, &head, &actor) {
+    let admitted = match authorize(&env.config(), &head, &actor) {
         Ok(a) => a,
         Err(r) => return turn_away(&edge, stream, buf, r).await,
     };
@@ -99,7 +99,7 @@ pub(crate) async fn serve_client(
     edge.stats.count_handshake(Status::SWITCHING_PROTOCOLS.0);
     let mut out = env.pool.take();
     write_switching_protocols(&mut out, &upgrade.accept_key, protocol.as_deref());
-    match write_all_or_stall(&mut stream, out, edge.limits.send_timeout).await {
+    match write_all_or_stall(&mut stream, out, edge.limits.get().send_timeout).await {
         Ok(out) => env.pool.give_back(out),
         Err(_) => {
             let reason = "connection lost during the handshake";
@@ -164,7 +164,7 @@ async fn refuse_unavailable(
     u: Unavailable,
 ) {
     let refusal = Refusal::new(status_of(&u), u.to_string());
-    match edge.env.config.client.handshake_errors {
+    match edge.env.config().client.handshake_errors {
         HandshakeErrors::Http => turn_away(edge, stream, buf, refusal).await,
         HandshakeErrors::Close => {
             // Counted as the refusal it stands for, not as an upgrade.

@@ -8,7 +8,7 @@ mod handshake;
 mod parker;
 mod session;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -30,7 +30,8 @@ pub(crate) struct EdgeSide {
     pub actors: Rc<Actors>,
     /// This worker's counters (handshake results, closes).
     pub stats: Arc<WorkerStats>,
-    pub limits: SessionLimits,
+    /// Client sessions' limits now (a reload sets new ones).
+    pub limits: Cell<SessionLimits>,
     /// Holds hibernated connections without tasks (None if io_uring is unavailable).
     pub parker: Option<Rc<Parker>>,
     /// Sessions handed over during an upgrade, for the runtime to send on.

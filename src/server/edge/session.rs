@@ -27,8 +27,8 @@ pub(crate) struct ClientRole {
 impl Role for ClientRole {
     type Ctx = EdgeSide;
 
-    fn limits(edge: &EdgeSide) -> &SessionLimits {
-        &edge.limits
+    fn limits(edge: &EdgeSide) -> SessionLimits {
+        edge.limits.get()
     }
 
     fn gate(&mut self, edge: &EdgeSide, control: &Rc<ConnControl>, open: bool) -> Gate {
@@ -131,17 +131,17 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let config = Arc::new(Config::default());
+            let config = Rc::new(Config::default());
             let env = Rc::new(ConnEnv::new(config.clone()));
             let stats: Arc<crate::server::conn::stats::WorkerStats> = Arc::default();
             let wakeups = env.wakeups.clone();
             let shared = crate::server::actors::SharedLimits::new(&config);
-            let actors = Actors::new(0, config.clone(), stats.clone(), wakeups, shared);
+            let actors = Actors::new(0, env.live.clone(), stats.clone(), wakeups, shared);
             let edge = Rc::new(EdgeSide {
                 env: env.clone(),
                 actors: Rc::new(actors),
                 stats,
-                limits: SessionLimits::client(&config),
+                limits: std::cell::Cell::new(SessionLimits::client(&config)),
                 parker: None,
                 handed: Default::default(),
             });

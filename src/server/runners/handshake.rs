@@ -11,6 +11,7 @@ use bytes::BytesMut;
 use super::identity::Identity;
 use super::session::TunnelRole;
 use super::RunnerSide;
+use crate::config::Config;
 use crate::http::response::write_switching_protocols;
 use crate::http::{RequestHead, Status};
 use crate::server::conn::io::write_all_or_stall;
@@ -41,7 +42,8 @@ pub(crate) async fn serve_runner(
     head: RequestHead,
 ) {
     let env = &side.env;
-    let identity = match precheck(&side, &head) {
+    let config = env.config();
+    let identity = match precheck(&side, &config, &head) {
         Ok(identity) => identity,
         Err(refusal) => return refuse(env, stream, buf, refusal).await,
     };
@@ -62,18 +64,18 @@ pub(crate) async fn serve_runner(
     };
     let mut out = env.pool.take();
     write_switching_protocols(&mut out, &upgrade.accept_key, None);
-    match write_all_or_stall(&mut stream, out, side.limits.send_timeout).await {
+    match write_all_or_stall(&mut stream, out, side.limits.get().send_timeout).await {
         Ok(out) => env.pool.give_back(out),
         Err(_) => return,
     }
     let registration = env.registry.register(Instant::now());
-    let role = TunnelRole::new(registration.control.clone(), identity, permit);
+    let role = TunnelRole::new(registration.control.clone(), (identity, config), permit);
     monoio::spawn(Session::new(side.clone(), role).run(stream, buf, registration));
 }
 
 /// Path, method, token and tunnel index of a runner's connect request; the
 /// identity its token belongs to.
-fn precheck(side: &RunnerSide, head: &RequestHead) -> Result<Identity, Refusal> {
+fn precheck(side: &RunnerSide, config: &Config, head: &RequestHead) -> Result<Identity, Refusal> {
     let path = head
         .target
         .split_once('?')
@@ -89,7 +91,7 @@ fn precheck(side: &RunnerSide, head: &RequestHead) -> Result<Identity, Refusal> 
             return Err(Refusal::new(Status::NOT_FOUND, reason));
         }
     }
-    let Some(identity) = Identity::of(&side.env.config, head) else {
+    let Some(identity) = Identity::of(config, head) else {
         return Err(Refusal::unauthorized("missing or wrong runner token"));
     };
     let workers = side.worker_count;

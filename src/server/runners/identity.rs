@@ -47,6 +47,35 @@ impl Identity {
         found
     }
 
+    /// The identity called `name` under `new`, if it still has the token it
+    /// had under `old` (a runner admitted under `old` presented that one).
+    /// `None`: the token was taken away or changed.
+    pub fn renewed(old: &Config, new: &Config, name: &str) -> Option<Identity> {
+        let (was, _) = Identity::named(old, name)?;
+        let (token, identity) = Identity::named(new, name)?;
+        (was == token).then_some(identity)
+    }
+
+    /// The identity called `name` (as [`Identity::name`]) and its token.
+    fn named<'a>(config: &'a Config, name: &str) -> Option<(&'a str, Identity)> {
+        if name == "default" {
+            return Some((&config.runners.token, Identity::of_default(name, &[])));
+        }
+        if let Some(id) = config.runners.identities.iter().find(|i| i.name == name) {
+            return Some((&id.token, Identity::of_default(&id.name, &id.pools)));
+        }
+        let (ns_name, runner_name) = name.split_once('/')?;
+        let ns = config.namespaces.iter().find(|n| n.name == ns_name)?;
+        let r = ns.runners.iter().find(|r| r.name == runner_name)?;
+        let identity = Identity {
+            name: name.to_owned(),
+            namespace: ns.name.clone(),
+            pools: r.pools.clone(),
+            key_prefix: r.key_prefix.clone(),
+        };
+        Some((&r.token, identity))
+    }
+
     fn of_default(name: &str, pools: &[String]) -> Identity {
         Identity {
             name: name.to_owned(),
@@ -62,5 +91,44 @@ impl Identity {
 
     pub fn may_register(&self, runner_key: &str) -> bool {
         runner_key.starts_with(&self.key_prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text).unwrap()
+    }
+
+    const ACME: &str = "[[namespaces]]\nname = \"acme\"\nopen = true\n[[namespaces.runners]]\nname = \"hosts\"\ntoken = \"acme-runner-token-0001\"\n";
+
+    #[test]
+    fn an_identity_is_renewed_only_while_its_token_stays() {
+        let old = config(&format!(
+            "[runners]\ntoken = \"default-token-0001\"\n{ACME}"
+        ));
+        let same = old.clone();
+        assert!(Identity::renewed(&old, &same, "default").is_some());
+        let acme = Identity::renewed(&old, &same, "acme/hosts").unwrap();
+        assert_eq!(acme.namespace, "acme");
+        let rotated = config(&format!(
+            "[runners]\ntoken = \"default-token-0002\"\n{ACME}"
+        ));
+        assert!(Identity::renewed(&old, &rotated, "default").is_none());
+        assert!(Identity::renewed(&old, &rotated, "acme/hosts").is_some());
+        let removed = config("[runners]\ntoken = \"default-token-0001\"\n");
+        assert!(Identity::renewed(&old, &removed, "acme/hosts").is_none());
+        assert!(Identity::renewed(&old, &removed, "nobody").is_none());
+    }
+
+    #[test]
+    fn a_renewed_identity_carries_its_new_pools() {
+        let id = "[[runners.identities]]\nname = \"a\"\ntoken = \"token-of-a-0001\"\n";
+        let old = config(id);
+        let narrowed = config(&format!("{id}pools = [\"gpu\"]\n"));
+        let renewed = Identity::renewed(&old, &narrowed, "a").unwrap();
+        assert!(renewed.may_use("gpu") && !renewed.may_use("default"));
     }
 }

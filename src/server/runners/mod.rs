@@ -5,12 +5,15 @@
 mod handshake;
 mod identity;
 mod quota;
+mod revoke;
 mod session;
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 pub(crate) use handshake::{home_worker, serve_runner};
 pub(crate) use quota::TunnelQuota;
+pub(crate) use revoke::revoke_tunnels;
 
 use crate::server::actors::Actors;
 use crate::server::conn::env::{ConnEnv, SessionLimits};
@@ -20,7 +23,8 @@ use crate::server::conn::session::SessionCtx;
 pub(crate) struct RunnerSide {
     pub env: Rc<ConnEnv>,
     pub actors: Rc<Actors>,
-    pub limits: SessionLimits,
+    /// Tunnel sessions' limits now (a reload sets new ones).
+    pub limits: Cell<SessionLimits>,
     /// Tunnels per runner identity, shared by all workers.
     pub quota: std::sync::Arc<TunnelQuota>,
     pub stats: std::sync::Arc<crate::server::conn::stats::WorkerStats>,

@@ -10,6 +10,7 @@ use tracing::warn;
 use super::identity::Identity;
 use super::quota::TunnelPermit;
 use super::RunnerSide;
+use crate::config::Config;
 use crate::http::route::is_actor_name;
 use crate::server::actors::RunnerHello;
 use crate::server::conn::control::ConnControl;
@@ -22,8 +23,9 @@ use crate::ws::{CloseCode, OpCode};
 
 pub(crate) struct TunnelRole {
     control: Rc<ConnControl>,
-    /// Whose token the runner presented (until its hello).
-    identity: Option<Identity>,
+    /// Whose token the runner presented, and the configuration that
+    /// admitted it (until its hello: a reload meanwhile may revoke it).
+    identity: Option<(Identity, Rc<Config>)>,
     /// Set by the runner's hello.
     tunnel: Option<Rc<Tunnel>>,
     /// Its place among its identity's tunnels, held while it lives.
@@ -31,7 +33,11 @@ pub(crate) struct TunnelRole {
 }
 
 impl TunnelRole {
-    pub fn new(control: Rc<ConnControl>, identity: Identity, permit: TunnelPermit) -> Self {
+    pub fn new(
+        control: Rc<ConnControl>,
+        identity: (Identity, Rc<Config>),
+        permit: TunnelPermit,
+    ) -> Self {
         TunnelRole {
             control,
             identity: Some(identity),
@@ -44,8 +50,8 @@ impl TunnelRole {
 impl Role for TunnelRole {
     type Ctx = RunnerSide;
 
-    fn limits(side: &RunnerSide) -> &SessionLimits {
-        &side.limits
+    fn limits(side: &RunnerSide) -> SessionLimits {
+        side.limits.get()
     }
 
     /// A tunnel is always read: backpressure is on the clients, not the runner.
@@ -76,9 +82,10 @@ impl Role for TunnelRole {
                     failure(CloseCode::PROTOCOL, e.0)
                 })?,
                 None => {
-                    let Some(identity) = self.identity.take() else {
+                    let Some((identity, admitted_under)) = self.identity.take() else {
                         return Err(failure(CloseCode::PROTOCOL, "a second hello"));
                     };
+                    let identity = current_identity(side, identity, &admitted_under)?;
                     self.tunnel = Some(hello(side, frame, &self.control, identity)?)
                 }
             }
@@ -113,7 +120,7 @@ impl Role for TunnelRole {
 
 /// Close code for a runner refused what its identity does not allow
 /// (4000 + 403 Forbidden).
-const FORBIDDEN: CloseCode = CloseCode(4403);
+pub(super) const FORBIDDEN: CloseCode = CloseCode(4403);
 
 /// An identity registers only in its pools, and only its runner keys.
 fn admit(identity: &Identity, pool: &str, runner_key: &str) -> Result<(), Failure> {
@@ -133,6 +140,24 @@ fn admit(identity: &Identity, pool: &str, runner_key: &str) -> Result<(), Failur
     Err(Failure {
         code: FORBIDDEN,
         reason,
+    })
+}
+
+/// The runner's identity as the configuration now says: a reload since
+/// its token was checked may have taken the token away (4403) or changed
+/// what the identity may register.
+fn current_identity(
+    side: &RunnerSide,
+    identity: Identity,
+    admitted_under: &Rc<Config>,
+) -> Result<Identity, Failure> {
+    let now = side.env.config();
+    if Rc::ptr_eq(&now, admitted_under) {
+        return Ok(identity);
+    }
+    Identity::renewed(admitted_under, &now, &identity.name).ok_or_else(|| Failure {
+        code: FORBIDDEN,
+        reason: super::revoke::REVOKED.into(),
     })
 }
 
@@ -216,7 +241,7 @@ fn hello(
         version: PROTOCOL_VERSION,
         workers: side.worker_count as u32,
         tunnel_index: side.worker_id as u32,
-        ping_interval_ms: side.limits.keepalive.interval.as_millis() as u64,
+        ping_interval_ms: side.limits.get().keepalive.interval.as_millis() as u64,
     });
     Ok(tunnel)
 }

@@ -78,7 +78,8 @@ pub(super) async fn accept_loop(worker: Rc<Worker>, listener: TcpListener, kind:
 
 impl Worker {
     fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
-        let trusted = &self.env.config.client.trusted_proxies;
+        let config = self.env.config();
+        let trusted = &config.client.trusted_proxies;
         trusted.iter().any(|net| net.contains(ip))
     }
 
@@ -195,7 +196,7 @@ async fn admit(worker: Rc<Worker>, mut accepted: Accepted) {
 /// client it names is the connection's peer from now on. `None`: no valid
 /// header within `handshake_timeout` (the connection is dropped).
 async fn take_proxy_header(worker: &Worker, accepted: &mut Accepted) -> Option<()> {
-    let deadline = accepted.since + worker.env.config.client.handshake_timeout;
+    let deadline = accepted.since + worker.env.config().client.handshake_timeout;
     match read_proxy_header(&mut accepted.stream, deadline).await {
         Ok((header, early)) => {
             if let Some(source) = header.source {
@@ -248,7 +249,8 @@ async fn read_head(worker: &Worker, accepted: Accepted) -> Option<Arrived> {
         early,
     } = accepted;
     let env = &worker.env;
-    let cfg = &env.config.client;
+    let config = env.config();
+    let cfg = &config.client;
     let deadline = since + cfg.handshake_timeout;
     let mut reader = HeadReader::new(cfg.max_header_bytes, cfg.max_headers);
     // No buffer until the peer sends something: a silent connection holds none.

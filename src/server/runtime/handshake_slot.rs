@@ -27,7 +27,7 @@ impl HandshakeSlot {
     pub(super) fn take(worker: &Rc<Worker>) -> Option<HandshakeSlot> {
         let stats = &worker.stats;
         if stats.handshakes.load(Ordering::Relaxed)
-            >= worker.env.config.client.max_handshakes as u64
+            >= worker.env.config().client.max_handshakes as u64
         {
             stats.handshakes_refused.fetch_add(1, Ordering::Relaxed);
             return None;

@@ -7,6 +7,7 @@ mod handshake_slot;
 pub mod listener;
 pub mod notify;
 pub mod pidfile;
+mod reload;
 mod run;
 mod shutdown;
 pub mod signals;
@@ -19,6 +20,7 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use tracing::{error, info};
 
@@ -29,6 +31,7 @@ use crate::server::actors::SharedLimits;
 use crate::server::conn::stats::{GatewayStats, WorkerStats};
 use crate::server::runners::TunnelQuota;
 use handoff::HandoffQueues;
+use reload::ReloadSignal;
 use run::SeedListeners;
 use shutdown::ShutdownSignal;
 use upgrade::old::Upgrader;
@@ -48,8 +51,8 @@ pub struct Gateway {
     workers: Vec<JoinHandle<()>>,
     stats: Vec<Arc<WorkerStats>>,
     gateway_stats: Arc<GatewayStats>,
-    tls: Arc<tls::TlsListeners>,
     admission: Arc<crate::server::conn::admission::Admission>,
+    reloader: Reloader,
     upgrader: Upgrader,
 }
 
@@ -183,6 +186,7 @@ impl Gateway {
         let stats: Vec<Arc<WorkerStats>> = (0..count).map(|_| Arc::default()).collect();
         let gateway_stats = Arc::<GatewayStats>::default();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let reloads = Arc::new(ReloadSignal::new(count));
         let common = WorkerSeed {
             id: 0,
             config: config.clone(),
@@ -198,11 +202,20 @@ impl Gateway {
             shared: Arc::new(SharedLimits::new(&config)),
             tunnel_quota: Arc::new(TunnelQuota::new(config.runners.max_tunnels_per_identity)),
             tls: tls.clone(),
+            reloads: reloads.clone(),
             serving: Arc::default(),
             ready: ready_tx,
             driver,
         };
         let admission = common.shared.admission.clone();
+        let reloader = Reloader {
+            tls,
+            shared: common.shared.clone(),
+            quota: common.tunnel_quota.clone(),
+            reloads,
+            shutdown: shutdown.clone(),
+            stats: gateway_stats.clone(),
+        };
         let serving = common.serving.clone();
         let workers = spawn_workers(&common, bound)?;
         drop(common);
@@ -231,8 +244,8 @@ impl Gateway {
             workers,
             stats,
             gateway_stats,
-            tls,
             admission,
+            reloader,
             upgrader,
         })
     }
@@ -254,7 +267,12 @@ impl Gateway {
     /// accepted from now on get the new ones; a certificate that does not
     /// load is kept as it was, with a warning saying why.
     pub fn reload_tls(&self, config: &Config) {
-        self.reloader().reload(config);
+        self.reloader.tls.reload(config);
+    }
+
+    /// Puts `config` in force (see [`Reloader::apply`]).
+    pub fn reload(&self, config: &Config) -> bool {
+        self.reloader.apply(config)
     }
 
     /// Per-worker counters, indexed by worker id.
@@ -281,12 +299,9 @@ impl Gateway {
         }
     }
 
-    /// A handle that reloads the TLS certificates from another thread.
+    /// A handle that reloads the configuration from another thread.
     pub fn reloader(&self) -> Reloader {
-        Reloader {
-            tls: self.tls.clone(),
-            stats: self.gateway_stats.clone(),
-        }
+        self.reloader.clone()
     }
 
     /// A handle that can trigger shutdown from another thread (signal handler).
@@ -295,19 +310,45 @@ impl Gateway {
     }
 }
 
-/// Reloads a gateway's TLS certificates (see [`Gateway::reload_tls`]),
-/// and counts reloads (`tether_reloads_total`).
+/// Puts a new configuration in force on a running gateway.
 #[derive(Clone)]
 pub struct Reloader {
     tls: Arc<tls::TlsListeners>,
+    shared: Arc<SharedLimits>,
+    quota: Arc<TunnelQuota>,
+    reloads: Arc<ReloadSignal>,
+    shutdown: Arc<ShutdownSignal>,
+    /// Counts reloads (`tether_reloads_total`).
     stats: Arc<GatewayStats>,
 }
 
+/// How long a reload waits for every worker to run on the new configuration.
+const RELOAD_WAIT: Duration = Duration::from_secs(10);
+
 impl Reloader {
-    /// Applies what can change live of a valid configuration.
-    pub fn reload(&self, config: &Config) {
-        self.tls.reload(config);
+    /// Puts `config` (validated) in force: the TLS certificates it names,
+    /// the limits the workers share, then every worker's own copy. Returns
+    /// once every worker runs on it: true, or false if one had not within
+    /// a few seconds (it will when its loop next turns) or the gateway is
+    /// stopping. Every setting of `config` takes effect, so settings that
+    /// need a restart must hold their running values (`config::reload`).
+    pub fn apply(&self, config: &Config) -> bool {
         self.stats.reloads_applied.fetch_add(1, Ordering::Relaxed);
+        self.tls.reload(config);
+        self.shared.apply(config);
+        self.quota.set_max(config.runners.max_tunnels_per_identity);
+        let applied = self.reloads.publish(&Arc::new(config.clone()));
+        let until = Instant::now() + RELOAD_WAIT;
+        let mut pending = self.reloads.workers();
+        while pending > 0 && !self.shutdown.is_triggered() {
+            let left = until.saturating_duration_since(Instant::now());
+            match applied.recv_timeout(left.min(Duration::from_millis(100))) {
+                Ok(_) => pending -= 1,
+                Err(_) if left.is_zero() => break,
+                Err(_) => {}
+            }
+        }
+        pending == 0
     }
 
     /// A reload was asked for, but the file did not read or parse:

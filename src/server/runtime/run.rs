@@ -60,6 +60,7 @@ pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Resul
     }
     let handoffs = monoio::spawn(receive_handoffs(worker.clone()));
     let sweeper = monoio::spawn(sweep_timers(worker.clone()));
+    let reloads = monoio::spawn(super::reload::follow_reloads(worker.clone()));
     if let Some(watchdog) = super::notify::watchdog_interval() {
         let period = super::notify::heartbeat_period(watchdog);
         monoio::spawn(heartbeat(worker.clone(), period));
@@ -103,6 +104,7 @@ pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Resul
     worker.drain().await;
     worker.finished.set();
     sweeper.await;
+    reloads.await;
     Ok(())
 }
 
@@ -121,9 +123,10 @@ async fn heartbeat(worker: Rc<Worker>, period: std::time::Duration) {
     }
 }
 
-async fn sweep_timers(worker: Rc<Worker>) {
-    let (c, r) = (&worker.edge.limits, &worker.runners.limits);
-    let tick = sweep_tick(&[
+/// The sweep's tick for the session limits in force (a reload may change them).
+fn tick_of(worker: &Worker) -> std::time::Duration {
+    let (c, r) = (worker.edge.limits.get(), worker.runners.limits.get());
+    sweep_tick(&[
         c.keepalive.interval,
         c.keepalive.timeout,
         c.close_timeout,
@@ -132,10 +135,14 @@ async fn sweep_timers(worker: Rc<Worker>) {
         r.keepalive.timeout,
         r.close_timeout,
         r.send_timeout,
-    ]);
+    ])
+}
+
+async fn sweep_timers(worker: Rc<Worker>) {
     let wakeups = &worker.env.wakeups;
     let mut last = Instant::now();
     loop {
+        let tick = tick_of(&worker);
         // Sleep until something is due (at most one sweep per tick); while
         // actors run, their idle and start timers need a sweep every tick.
         let limit = worker.actors.needs_ticks().then_some(last + tick);

@@ -1,8 +1,9 @@
 //! One worker: a thread with its own monoio runtime, listeners, connections,
-//! tunnels, actors and buffer pool. Nothing here is shared with other workers
-//! except the read-only config, the shutdown signal, the hand-off queues and
-//! the stats counters.
+//! tunnels, actors, buffer pool and copy of the configuration. Shared with
+//! other workers: the shutdown and reload signals, the hand-off queues, the
+//! counts that span workers (limits, runner loads) and the stats counters.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +11,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::handoff::HandoffQueues;
+use super::reload::ReloadSignal;
 use super::shutdown::ShutdownSignal;
 use super::tls::TlsListeners;
 use crate::config::Config;
@@ -36,6 +38,8 @@ pub(crate) struct Worker {
     /// Client connections' places, shared by all workers.
     pub admission: Arc<Admission>,
     pub tls: Arc<TlsListeners>,
+    /// Where reloaded configurations arrive.
+    pub reloads: Arc<ReloadSignal>,
     /// Set when the worker stops accepting (shutdown, upgrade).
     pub no_accept: Stopping,
     /// Set when the worker stops taking hand-offs, after `no_accept`.
@@ -68,6 +72,8 @@ pub(crate) struct WorkerSeed {
     pub tunnel_quota: Arc<TunnelQuota>,
     /// The listeners' TLS settings (reloadable).
     pub tls: Arc<TlsListeners>,
+    /// Where reloaded configurations arrive.
+    pub reloads: Arc<ReloadSignal>,
     /// Set once every worker serves.
     pub serving: Arc<std::sync::atomic::AtomicBool>,
     pub driver: super::Driver,
@@ -93,6 +99,7 @@ impl WorkerSeed {
             shared: self.shared.clone(),
             tunnel_quota: self.tunnel_quota.clone(),
             tls: self.tls.clone(),
+            reloads: self.reloads.clone(),
             serving: self.serving.clone(),
             driver: self.driver,
             ready: self.ready.clone(),
@@ -103,13 +110,14 @@ impl WorkerSeed {
 impl Worker {
     /// Builds the worker's layers, each handed what it uses.
     pub(super) fn assemble(seed: &WorkerSeed) -> Worker {
-        let config = &seed.config;
+        // The worker's own copy: what it reads per message stays on its core.
+        let config = Rc::new(Config::clone(&seed.config));
         let env = Rc::new(ConnEnv::new(config.clone()));
         let wakeups = env.wakeups.clone();
         let stats = seed.stats.clone();
         let actors = Actors::new(
             seed.id,
-            config.clone(),
+            env.live.clone(),
             stats,
             wakeups.clone(),
             seed.shared.for_worker(),
@@ -126,14 +134,14 @@ impl Worker {
             env: env.clone(),
             actors: actors.clone(),
             stats: seed.stats.clone(),
-            limits: SessionLimits::client(config),
+            limits: Cell::new(SessionLimits::client(&config)),
             parker,
             handed: Default::default(),
         };
         let runners = RunnerSide {
             env: env.clone(),
             actors: actors.clone(),
-            limits: SessionLimits::tunnel(config),
+            limits: Cell::new(SessionLimits::tunnel(&config)),
             quota: seed.tunnel_quota.clone(),
             stats: seed.stats.clone(),
             worker_id: seed.id,
@@ -162,6 +170,7 @@ impl Worker {
             admission: seed.shared.admission.clone(),
             tls: seed.tls.clone(),
             no_accept: Stopping::default(),
+            reloads: seed.reloads.clone(),
             stopping: Stopping::default(),
             finished: Stopping::default(),
         }
@@ -171,14 +180,14 @@ impl Worker {
     /// close the rest with 1001 and wait (bounded) for their close handshakes.
     pub(super) async fn drain(&self) {
         let registry = &self.env.registry;
-        let drain = self.env.config.server.shutdown_drain;
+        let drain = self.env.config().server.shutdown_drain;
         if registry.len() > 0 {
             let connections = registry.len();
             info!(worker = self.id, connections, ?drain, "draining");
         }
         self.wait_until_empty(drain).await;
         registry.close_all(CloseCode::GOING_AWAY, "server shutting down");
-        let (client, tunnel) = (&self.edge.limits, &self.runners.limits);
+        let (client, tunnel) = (self.edge.limits.get(), self.runners.limits.get());
         let close = client.close_timeout.max(tunnel.close_timeout);
         let stalled_write = client.send_timeout.max(tunnel.send_timeout);
         self.wait_until_empty(close + stalled_write.min(Duration::from_secs(1)))

@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex, Weak};
 
 pub(crate) struct RunnerLoad {
     placed: AtomicU32,
+    /// What its latest hello declared, capped by `runners.max_actors_per_runner`.
     capacity: AtomicU32,
+    /// What its latest hello declared.
+    declared: AtomicU32,
 }
 
 impl RunnerLoad {
@@ -21,7 +24,13 @@ impl RunnerLoad {
         RunnerLoad {
             placed: AtomicU32::new(0),
             capacity: AtomicU32::new(capacity),
+            declared: AtomicU32::new(capacity),
         }
+    }
+
+    fn set_capacity(&self, declared: u32, max: u32) {
+        self.declared.store(declared, Ordering::Relaxed);
+        self.capacity.store(declared.min(max), Ordering::Relaxed);
     }
 
     pub fn placed(&self) -> u32 {
@@ -62,52 +71,85 @@ struct Entry {
 
 /// Every connected runner's load, by identity and runner key (so a runner
 /// of another identity naming the same key cannot touch it), shared by all
-/// workers. Locked only when a tunnel connects, and by `/metrics`.
-#[derive(Default)]
+/// workers. Locked only when a tunnel connects, on a reload and by `/metrics`.
 pub(crate) struct RunnerLoads {
-    by_key: Mutex<HashMap<(String, String), Entry>>,
+    inner: Mutex<Loads>,
+}
+
+struct Loads {
+    /// `runners.max_actors_per_runner`: the gateway's cap over what runners declare.
+    max: u32,
+    by_key: HashMap<(String, String), Entry>,
+}
+
+impl Default for RunnerLoads {
+    /// No cap.
+    fn default() -> Self {
+        RunnerLoads::new(u32::MAX)
+    }
 }
 
 impl RunnerLoads {
+    pub fn new(max_per_runner: u32) -> Self {
+        let loads = Loads {
+            max: max_per_runner,
+            by_key: HashMap::new(),
+        };
+        RunnerLoads {
+            inner: Mutex::new(loads),
+        }
+    }
+
     /// The load of runner `key` of `identity`, shared with its other
-    /// tunnels; `pool` and `capacity` are what its latest hello said.
+    /// tunnels; `pool` and `declared` (its capacity) are what its latest
+    /// hello said.
     pub fn for_runner(
         &self,
         identity: &str,
         key: &str,
         pool: PoolKey,
-        capacity: u32,
+        declared: u32,
     ) -> Arc<RunnerLoad> {
-        let mut by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
-        by_key.retain(|_, entry| entry.load.strong_count() > 0);
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let max = inner.max;
+        inner.by_key.retain(|_, e| e.load.strong_count() > 0);
         let id = (identity.to_owned(), key.to_owned());
-        if let Some(entry) = by_key.get_mut(&id) {
+        if let Some(entry) = inner.by_key.get_mut(&id) {
             if let Some(load) = entry.load.upgrade() {
-                load.capacity.store(capacity, Ordering::Relaxed);
+                load.set_capacity(declared, max);
                 entry.pool = pool;
                 return load;
             }
         }
-        let load = Arc::new(RunnerLoad::new(capacity));
-        let load_ref = Arc::downgrade(&load);
-        by_key.insert(
-            id,
-            Entry {
-                load: load_ref,
-                pool,
-            },
-        );
+        let load = Arc::new(RunnerLoad::new(declared));
+        load.set_capacity(declared, max);
+        let entry = Entry {
+            load: Arc::downgrade(&load),
+            pool,
+        };
+        inner.by_key.insert(id, entry);
         load
     }
 
     /// How many runners have a tunnel up, by namespace and pool.
     pub fn runners_by_pool(&self) -> BTreeMap<PoolKey, u64> {
-        let by_key = self.by_key.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut pools = BTreeMap::new();
-        for entry in by_key.values().filter(|e| e.load.strong_count() > 0) {
+        for entry in inner.by_key.values().filter(|e| e.load.strong_count() > 0) {
             *pools.entry(entry.pool.clone()).or_default() += 1;
         }
         pools
+    }
+
+    /// A new cap (a reload), for every connected runner at once: actors
+    /// already placed past a lowered cap stay, and no new one goes there
+    /// until the count is below it.
+    pub fn set_max(&self, max: u32) {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        inner.max = max;
+        for load in inner.by_key.values().filter_map(|e| e.load.upgrade()) {
+            load.set_capacity(load.declared.load(Ordering::Relaxed), max);
+        }
     }
 }
 
@@ -136,6 +178,20 @@ mod tests {
         );
         a.release();
         assert!(a.has_room(), "and the runner's capacity untouched");
+    }
+
+    #[test]
+    fn the_cap_holds_over_what_runners_declare_and_a_reload_moves_it() {
+        let loads = RunnerLoads::new(1);
+        let a = loads.for_runner("id", "r", pool("p"), 5);
+        assert!(a.try_reserve() && !a.try_reserve(), "capped at 1");
+        loads.set_max(3);
+        assert!(a.try_reserve() && a.try_reserve() && !a.try_reserve());
+        loads.set_max(1);
+        assert_eq!(a.placed(), 3, "placed actors stay");
+        a.release();
+        a.release();
+        assert!(!a.has_room(), "none until below the new cap");
     }
 
     #[test]

@@ -45,10 +45,6 @@ impl TunnelTable {
         self.filter(|t| t.pool == pool && t.namespace == ns)
     }
 
-    pub fn all(&self) -> Vec<Rc<Tunnel>> {
-        self.filter(|_| true)
-    }
-
     /// Tunnels draining whose runner has not been told it may exit.
     pub fn draining(&self) -> Vec<Rc<Tunnel>> {
         self.filter(|t| t.is_draining())
@@ -59,7 +55,8 @@ impl TunnelTable {
         tunnels.iter().map(|(_, t)| t).find(|t| pred(t)).cloned()
     }
 
-    fn filter(&self, pred: impl Fn(&Tunnel) -> bool) -> Vec<Rc<Tunnel>> {
+    /// Every tunnel `pred` picks.
+    pub fn filter(&self, pred: impl Fn(&Tunnel) -> bool) -> Vec<Rc<Tunnel>> {
         let tunnels = self.tunnels.borrow();
         tunnels
             .iter()

@@ -24,12 +24,13 @@ use super::Export;
 use crate::server::conn::stream::Detached;
 use crate::server::edge::Handed;
 use crate::server::runtime::worker::Worker;
+use crate::ws::CloseCode;
 
 /// How often the worker looks again while it waits on the steps above.
 const POLL: Duration = Duration::from_millis(5);
 
 pub(crate) async fn hand_over(worker: &Rc<Worker>, exports: &Sender<Export>) {
-    let config = worker.env.config.clone();
+    let config = worker.env.config();
     let handshakes = config.client.handshake_timeout + config.actors.start_timeout;
     if !until(handshakes, || no_handshakes(worker)).await {
         warn!(
@@ -45,7 +46,10 @@ pub(crate) async fn hand_over(worker: &Rc<Worker>, exports: &Sender<Export>) {
             "upgrade: actors still on runners; going on"
         );
     }
-    worker.actors.close_tunnels();
+    let reason = "gateway upgrading: reconnect";
+    worker
+        .actors
+        .close_tunnels(|_| true, CloseCode::SERVICE_RESTART, reason);
     worker.env.registry.poke_all();
     let sessions = config.client.send_timeout + config.client.close_timeout;
     let mut sent = 0;
