@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod chromium;
 pub mod load;
 pub mod pki;
 pub mod raw_tunnel;
