@@ -8,6 +8,7 @@ pub mod chromium;
 pub mod load;
 pub mod pki;
 pub mod raw_tunnel;
+pub mod rooms;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -140,6 +141,15 @@ impl Harness {
             "{method} {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
         );
         raw_exchange(self.admin_addr, request.as_bytes())
+    }
+
+    /// `GET` on the admin listener with the admin token: the status and
+    /// the body as JSON (`Null` if it is not JSON).
+    pub fn admin_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.admin("GET", path);
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+        (status_of(&response), json)
     }
 
     pub fn shutdown(mut self) {

@@ -13,7 +13,8 @@
 //! started actor gets its connections back), `clients` (messages and closes
 //! from clients, delivery to them), `opens` (new connections), `dispatch`
 //! (frames from runners), `tunnel_events` (runners coming, going,
-//! draining), `sweep` (timers), `status` (operator requests).
+//! draining), `sweep` (timers), `status` (operator requests), `views`
+//! (what the admin API's lists show).
 
 mod actor;
 mod backoff;
@@ -32,6 +33,7 @@ mod status;
 mod sweep;
 mod tunnel_events;
 mod unavailable;
+mod views;
 
 use crate::server::conn::admission::Admission;
 use crate::server::conn::rate::AddressRate;
@@ -50,6 +52,7 @@ pub(crate) use links::{LinkView, OpenAnswer, OpenRequest};
 pub(crate) use status::{ActorStatus, MigrateOutcome};
 pub(crate) use tunnel_events::RunnerHello;
 pub(crate) use unavailable::Unavailable;
+pub(crate) use views::{merge_runners, ActorView, Bounded, ConnView, RunnerView};
 
 use crate::config::Config;
 use crate::server::conn::stats::WorkerStats;

@@ -55,7 +55,8 @@ impl TunnelTable {
         tunnels.iter().map(|(_, t)| t).find(|t| pred(t)).cloned()
     }
 
-    fn filter(&self, pred: impl Fn(&Tunnel) -> bool) -> Vec<Rc<Tunnel>> {
+    /// The tunnels for which `pred` holds.
+    pub fn filter(&self, pred: impl Fn(&Tunnel) -> bool) -> Vec<Rc<Tunnel>> {
         let tunnels = self.tunnels.borrow();
         tunnels
             .iter()
