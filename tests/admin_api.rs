@@ -164,7 +164,12 @@ fn lists_need_a_token_and_a_namespace_token_sees_only_its_namespace() {
         let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n");
         raw_exchange(h.admin_addr, request.as_bytes())
     };
-    for path in ["/runners", "/actors", "/actors/room/lobby/connections"] {
+    for path in [
+        "/runners",
+        "/actors",
+        "/events",
+        "/actors/room/lobby/connections",
+    ] {
         assert_eq!(status_of(&ask(path, None)), 401, "{path} without a token");
         assert_eq!(
             status_of(&ask(path, Some("wrong"))),
@@ -179,6 +184,11 @@ fn lists_need_a_token_and_a_namespace_token_sees_only_its_namespace() {
         assert_eq!(status_of(&answer), 200, "{answer}");
         assert!(answer.contains("\"total\":0"), "{answer}");
     }
+    assert_eq!(
+        status_of(&ask("/events", acme)),
+        401,
+        "the inspector is the operator's"
+    );
     assert_eq!(status_of(&ask("/actors/room/lobby/connections", acme)), 401);
     // The admin token sees them.
     let (_, list) = h.admin_json("/actors");
@@ -194,7 +204,7 @@ fn lists_need_a_token_and_a_namespace_token_sees_only_its_namespace() {
 }
 
 #[test]
-fn without_an_admin_token_the_api_is_disabled() {
+fn without_an_admin_token_the_api_is_disabled_but_the_page_loads() {
     let mut c = test_config();
     c.admin.token = String::new();
     let h = start_bare(c);
@@ -202,11 +212,16 @@ fn without_an_admin_token_the_api_is_disabled() {
         let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
         raw_exchange(h.admin_addr, request.as_bytes())
     };
-    for path in ["/runners", "/actors"] {
+    for path in ["/runners", "/actors", "/events"] {
         let answer = get(path);
         assert_eq!(status_of(&answer), 403, "{answer}");
         assert!(answer.contains("admin.token is not configured"), "{answer}");
     }
+    let page = get("/");
+    assert_eq!(status_of(&page), 200);
+    assert!(page.contains("Content-Type: text/html"), "{page}");
+    assert!(page.contains("Content-Security-Policy: default-src 'none'"));
+    assert!(page.contains("<title>Tether inspector</title>"));
     h.shutdown();
 }
 

@@ -152,6 +152,11 @@ impl Harness {
         (status_of(&response), json)
     }
 
+    /// Takes the gateway out (to shut it down while keeping the harness).
+    pub fn take_gateway(&mut self) -> Option<Gateway> {
+        self.gateway.take()
+    }
+
     pub fn shutdown(mut self) {
         for r in self.runners.drain(..) {
             r.stop();

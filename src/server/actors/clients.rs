@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tracing::warn;
 
 use super::actor::ActorState;
+use super::feed::EventKind;
 use super::links::{ClientLink, LinkView};
 use super::outstanding::ENTRY_COST;
 use super::Actors;
@@ -55,6 +56,7 @@ impl Actors {
             };
             let actor = &link.actor;
             actor.touch(self.clock.get());
+            self.messages_in.set(self.messages_in.get() + 1);
             let went = link.with_outstanding(|outstanding| {
                 let o = outstanding.get_or_insert_with(Default::default);
                 if actor.state() == ActorState::Running {
@@ -126,6 +128,7 @@ impl Actors {
         let link = self.links.borrow_mut().remove(&conn_id)?;
         link.actor.remove_conn(conn_id);
         self.admission.release(link.peer.ip());
+        self.note(EventKind::Close, &link.actor, Some(conn_id));
         Some(link)
     }
 
@@ -141,6 +144,7 @@ impl Actors {
         let Some(queued) = link.control.push_outbound((opcode, payload)) else {
             return false; // closing: it would never be sent
         };
+        self.messages_out.set(self.messages_out.get() + 1);
         if queued > self.config.client.max_send_queue_bytes && queued > len {
             // Once per connection: nothing is queued after the close request.
             warn!("client is not reading: send queue exceeded, closing with 1008");

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::actor::{Actor, ActorState, AfterStop, ReadySlot};
+use super::feed::EventKind;
 use super::placement::choose_tunnel;
 use super::unavailable::Unavailable;
 use super::Actors;
@@ -54,6 +55,7 @@ impl Actors {
         }
         self.start_on(&actor, slot);
         self.directory.insert(&actor);
+        self.note(EventKind::Start, &actor, None);
         Ok(actor)
     }
 
@@ -124,6 +126,7 @@ impl Actors {
             self.clock.get(),
             self.config.actors.wake_buffer_bytes,
         );
+        self.note(EventKind::Wake, actor, None);
     }
 
     /// The actor's runner died, or the actor stopped or failed to start on
@@ -147,6 +150,7 @@ impl Actors {
         } else {
             info!(actor = %actor.name, key = ?actor.key, %why, "moving actor to another runner");
         }
+        self.note(EventKind::Failover, actor, None);
         self.replace(actor, now + wait, self.config.actors.migration_buffer_bytes);
     }
 
@@ -211,6 +215,7 @@ impl Actors {
             }
         }
         debug!(actor = %actor.name, key = ?actor.key, hibernated = actor.conns().len(), "actor asleep");
+        self.note(EventKind::Sleep, actor, None);
         self.drop_if_unused(actor);
         left
     }
@@ -266,6 +271,7 @@ impl Actors {
                 if let Some(link) = links.remove(&id) {
                     link.control.request_close(code, reason);
                     self.admission.release(link.peer.ip());
+                    self.note(EventKind::Close, actor, Some(id));
                 }
             }
         }

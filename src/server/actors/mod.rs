@@ -14,13 +14,16 @@
 //! from clients, delivery to them), `opens` (new connections), `dispatch`
 //! (frames from runners), `tunnel_events` (runners coming, going,
 //! draining), `sweep` (timers), `status` (operator requests), `views`
-//! (what the admin API's lists show).
+//! (what lists and the inspector show), `events` (what is recorded for
+//! the inspector, in the worker's `feed`).
 
 mod actor;
 mod backoff;
 mod clients;
 mod directory;
 mod dispatch;
+mod events;
+mod feed;
 mod home;
 mod ids;
 mod lifecycle;
@@ -45,6 +48,9 @@ use std::time::Instant;
 
 use backoff::BackoffPolicy;
 use directory::Directory;
+#[cfg(test)]
+pub(crate) use feed::{Event, EventKind};
+pub(crate) use feed::{Feed, FEED_EVENTS};
 pub(crate) use home::home_worker;
 use ids::Ids;
 use links::{ClientLink, PendingOpen};
@@ -52,7 +58,9 @@ pub(crate) use links::{LinkView, OpenAnswer, OpenRequest};
 pub(crate) use status::{ActorStatus, MigrateOutcome};
 pub(crate) use tunnel_events::RunnerHello;
 pub(crate) use unavailable::Unavailable;
-pub(crate) use views::{merge_runners, ActorView, Bounded, ConnView, RunnerView};
+pub(crate) use views::{
+    merge_runners, unix_ms, ActorView, Bounded, ConnCounts, ConnView, RunnerView, WorkerSnapshot,
+};
 
 use crate::config::Config;
 use crate::server::conn::stats::WorkerStats;
@@ -84,6 +92,12 @@ pub(crate) struct Actors {
     /// A coarse clock, advanced by the worker's timer sweep: activity
     /// tracking must not read the clock per message.
     clock: Cell<Instant>,
+    /// Where events go while an inspector watches (read by the admin worker).
+    feed: Arc<Feed>,
+    /// Client messages forwarded to actors, and messages queued for
+    /// clients, so far (for the inspector's rates; worker-local, no atomic).
+    messages_in: Cell<u64>,
+    messages_out: Cell<u64>,
 }
 
 /// What every worker's `Actors` share: counts that span workers because a
@@ -130,6 +144,7 @@ impl Actors {
         stats: Arc<WorkerStats>,
         wakeups: Rc<Wakeups>,
         shared: SharedLimits,
+        feed: Arc<Feed>,
     ) -> Self {
         let a = &config.actors;
         let backoff = BackoffPolicy {
@@ -152,6 +167,9 @@ impl Actors {
             links: RefCell::new(HashMap::new()),
             opens: RefCell::new(HashMap::new()),
             clock: Cell::new(Instant::now()),
+            feed,
+            messages_in: Cell::new(0),
+            messages_out: Cell::new(0),
         }
     }
 

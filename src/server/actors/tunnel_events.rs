@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use tracing::{info, warn};
 
 use super::actor::{ActorState, AfterStop};
+use super::feed::EventKind;
 use super::Actors;
 use crate::server::conn::control::ConnControl;
 use crate::server::tunnels::{Tunnel, REPLACED};
@@ -100,6 +101,7 @@ impl Actors {
     pub(super) fn drain_tunnel(&self, tunnel: &Rc<Tunnel>) {
         if tunnel.start_draining() {
             info!(worker = self.worker_id, runner = %tunnel.runner_key, "runner draining: moving its actors away");
+            self.note_runner(EventKind::Drain, tunnel);
         }
         self.continue_drain(tunnel);
     }
@@ -117,6 +119,7 @@ impl Actors {
         }
         if let Some(next) = actors.first() {
             self.stats.migrations.fetch_add(1, Ordering::Relaxed);
+            self.note(EventKind::Migrate, next, None);
             self.begin_stop(next, AfterStop::Migrate);
             return;
         }

@@ -1,7 +1,8 @@
-//! What the admin API sees of one worker's runners, actors and
-//! connections: plain values (`Send`, serializable) built from this
-//! worker's state alone. A list request visits every worker and merges
-//! what each built (`merge_runners`).
+//! What the admin API and the inspector see of one worker's runners,
+//! actors and connections: plain values (`Send`, serializable) built from
+//! this worker's state alone. A list request visits every worker and
+//! merges what each built (`merge_runners`); the inspector gets one
+//! `WorkerSnapshot` per worker per second.
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -81,6 +82,18 @@ pub(crate) struct Bounded<T> {
     pub total: usize,
 }
 
+/// A worker's part of the inspector's picture.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct WorkerSnapshot {
+    pub worker: usize,
+    pub runners: Vec<RunnerView>,
+    pub actors: Bounded<ActorView>,
+    pub connections: ConnCounts,
+    /// Client messages to actors, and actor messages to clients, so far.
+    pub messages_in: u64,
+    pub messages_out: u64,
+}
+
 impl Actors {
     /// This worker's tunnels, as runners (of namespace `ns`, or all).
     pub fn runner_views(&self, ns: Option<&str>) -> Vec<RunnerView> {
@@ -141,6 +154,26 @@ impl Actors {
             })
             .collect();
         Some(Bounded { items, total })
+    }
+
+    /// This worker's part of the inspector's picture (at most `limit` actors).
+    pub fn snapshot(&self, limit: usize) -> WorkerSnapshot {
+        let mut connections = ConnCounts::default();
+        self.directory.each(|actor| {
+            let n = actor.conns().len();
+            connections.open += n;
+            if actor.state() == ActorState::Asleep {
+                connections.hibernated += n;
+            }
+        });
+        WorkerSnapshot {
+            worker: self.worker_id,
+            runners: self.runner_views(None),
+            actors: self.actor_views(None, limit),
+            connections,
+            messages_in: self.messages_in.get(),
+            messages_out: self.messages_out.get(),
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! One handler per admin route; each returns the answer to write (`None`:
-//! the client went away). Changes are
+//! the client went away, or a stream already answered). Changes are
 //! logged at info with who asked.
 
 use std::net::SocketAddr;
@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::auth::Caller;
 use super::route::AdminRoute;
-use super::{lists, metrics, publish, AdminSide, Relay, Served};
+use super::{events, inspector, lists, metrics, publish, AdminSide, Relay, Served};
 use crate::http::route::ActorPath;
 use crate::http::{RequestHead, Status};
 use crate::server::actors::{ActorStatus, MigrateOutcome};
@@ -47,6 +47,8 @@ pub(super) async fn answer(
         AdminRoute::Healthz => Refusal::new(Status::OK, "ok"),
         AdminRoute::Readyz => readiness(side),
         AdminRoute::Metrics => metrics::answer(&side.all_stats, side.admission.open()),
+        AdminRoute::Inspector => inspector::page(),
+        AdminRoute::Events => return events::stream(side, stream).await,
         AdminRoute::Runners(limit) => lists::runners(limit, relay),
         AdminRoute::Actors(_) => lists::actors(relay),
         AdminRoute::Actor(a) => status(side, &a),

@@ -1,5 +1,5 @@
-//! The admin listener: operator endpoints. Every one but `/healthz` and
-//! `/readyz` needs `Authorization: Bearer
+//! The admin listener: operator endpoints. Every one but `/healthz`,
+//! `/readyz` and the inspector page needs `Authorization: Bearer
 //! <admin.token>` (none configured: 403); a namespace's access tokens reach
 //! its actors' routes and the lists, narrowed to that namespace (`auth`).
 //!
@@ -28,6 +28,9 @@
 //! - `POST /runners/{key}/drain`: no new actors go to that runner; its
 //!   actors move away one by one, and the runner is told when it may exit.
 //!   Answers `{"runner":…,"tunnels":T,"moving":N}` at once.
+//! - `GET /`: the inspector, one self-contained page (`inspector.html`);
+//!   `GET /events`: its live feed as server-sent events (`events`, `hub`,
+//!   `picture`).
 //!
 //! Every change (publish, migrate, drain) is logged at info with who asked.
 //!
@@ -39,9 +42,13 @@
 //! (`visit`); moving it there is the runtime's job.
 
 mod auth;
+mod events;
 mod handlers;
+mod hub;
+mod inspector;
 mod lists;
 mod metrics;
+mod picture;
 mod publish;
 mod route;
 
@@ -53,6 +60,7 @@ use crate::server::conn::stream::Stream;
 use bytes::BytesMut;
 
 pub(crate) use auth::Caller;
+pub(crate) use hub::Hub;
 pub(crate) use lists::Gathered;
 pub use route::{admin_route, AdminRoute};
 
@@ -62,6 +70,7 @@ use crate::server::conn::admission::Admission;
 use crate::server::conn::env::ConnEnv;
 use crate::server::conn::reply::{refuse, Refusal};
 use crate::server::conn::stats::WorkerStats;
+use crate::server::conn::stopping::Stopping;
 
 /// What admin requests on one worker need from it.
 pub(crate) struct AdminSide {
@@ -73,6 +82,10 @@ pub(crate) struct AdminSide {
     pub admission: Arc<Admission>,
     /// Set once every worker serves (for /readyz).
     pub serving: Arc<std::sync::atomic::AtomicBool>,
+    /// The inspector's streams (used on the worker the admin listener is on).
+    pub hub: Hub,
+    /// Set when the worker stops: inspector streams end.
+    pub stopping: Rc<Stopping>,
     pub worker_id: usize,
     pub worker_count: usize,
 }

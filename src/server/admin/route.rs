@@ -15,6 +15,10 @@ pub enum AdminRoute {
     Readyz,
     /// Prometheus text format.
     Metrics,
+    /// `/`: the inspector page (static; its data needs the token).
+    Inspector,
+    /// `/events`: the inspector's event stream (SSE).
+    Events,
     /// `/runners[?limit=N]`
     Runners(usize),
     /// `/actors[?limit=N]`
@@ -60,9 +64,13 @@ impl AdminRoute {
         }
     }
 
-    /// Whether the admin token (or an access token) is required.
+    /// Whether the admin token (or an access token) is required. The
+    /// inspector page holds no data: its scripts ask with the token.
     pub fn needs_token(&self) -> bool {
-        !matches!(self, AdminRoute::Healthz | AdminRoute::Readyz)
+        !matches!(
+            self,
+            AdminRoute::Healthz | AdminRoute::Readyz | AdminRoute::Inspector
+        )
     }
 
     /// Whether a namespace's access token reaches the route (lists are then
@@ -86,9 +94,11 @@ pub fn admin_route(target: &str) -> Result<AdminRoute, NoRoute> {
         None => (target, None),
     };
     match path {
+        "/" => return Ok(AdminRoute::Inspector),
         "/healthz" => return Ok(AdminRoute::Healthz),
         "/readyz" => return Ok(AdminRoute::Readyz),
         "/metrics" => return Ok(AdminRoute::Metrics),
+        "/events" => return Ok(AdminRoute::Events),
         "/runners" => return limit(query).map(AdminRoute::Runners),
         "/actors" => return limit(query).map(AdminRoute::Actors),
         _ => {}
@@ -157,6 +167,8 @@ mod tests {
     fn every_route_parses() {
         assert_eq!(admin_route("/healthz"), Ok(AdminRoute::Healthz));
         assert_eq!(admin_route("/metrics"), Ok(AdminRoute::Metrics));
+        assert_eq!(admin_route("/"), Ok(AdminRoute::Inspector));
+        assert_eq!(admin_route("/events"), Ok(AdminRoute::Events));
         assert_eq!(
             admin_route("/runners"),
             Ok(AdminRoute::Runners(DEFAULT_LIMIT))
@@ -208,7 +220,6 @@ mod tests {
     #[test]
     fn unknown_paths_are_not_found() {
         for t in [
-            "/",
             "/index.html",
             "/runners//drain",
             "/runners/a/b/drain",
@@ -216,6 +227,7 @@ mod tests {
             "/runners/%zz/drain",
             "/actors/",
             "/metrics2",
+            "/events/",
         ] {
             assert_eq!(admin_route(t), Err(NoRoute::NotFound), "{t}");
         }

@@ -117,7 +117,7 @@ mod tests {
             let stats = Arc::default();
             let wakeups = env.wakeups.clone();
             let shared = crate::server::actors::SharedLimits::new(&config);
-            let actors = Actors::new(0, config.clone(), stats, wakeups, shared);
+            let actors = Actors::new(0, config.clone(), stats, wakeups, shared, Arc::default());
             let edge = Rc::new(EdgeSide {
                 env: env.clone(),
                 actors: Rc::new(actors),

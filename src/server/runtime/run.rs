@@ -65,6 +65,7 @@ pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Resul
     let runners = monoio::spawn(runners);
     let handoffs = monoio::spawn(receive_handoffs(worker.clone()));
     let sweeper = monoio::spawn(sweep_timers(worker.clone()));
+    monoio::spawn(super::feed::publish_snapshots(worker.clone()));
     if let Some(watchdog) = super::notify::watchdog_interval() {
         let period = super::notify::heartbeat_period(watchdog);
         monoio::spawn(heartbeat(worker.clone(), period));

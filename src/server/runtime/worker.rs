@@ -13,8 +13,8 @@ use super::handoff::HandoffQueues;
 use super::shutdown::ShutdownSignal;
 use super::tls::TlsListeners;
 use crate::config::Config;
-use crate::server::actors::{Actors, SharedLimits};
-use crate::server::admin::AdminSide;
+use crate::server::actors::{Actors, Feed, SharedLimits};
+use crate::server::admin::{AdminSide, Hub};
 use crate::server::conn::admission::Admission;
 use crate::server::conn::env::{ConnEnv, SessionLimits};
 use crate::server::conn::stats::WorkerStats;
@@ -36,7 +36,9 @@ pub(crate) struct Worker {
     /// Client connections' places, shared by all workers.
     pub admission: Arc<Admission>,
     pub tls: Arc<TlsListeners>,
-    pub stopping: Stopping,
+    /// What this worker tells the inspector.
+    pub feed: Arc<Feed>,
+    pub stopping: Rc<Stopping>,
     /// Set when the worker is done: the sweep ends.
     pub finished: Stopping,
 }
@@ -51,6 +53,8 @@ pub(crate) struct WorkerSeed {
     pub stats: Arc<WorkerStats>,
     /// Every worker's counters (for the admin API's /metrics).
     pub all_stats: Arc<[Arc<WorkerStats>]>,
+    /// Every worker's inspector feed, by worker id.
+    pub feeds: Arc<[Arc<Feed>]>,
     /// Counts that span workers (runner loads, per-address limits).
     pub shared: Arc<SharedLimits>,
     /// Tunnels per runner identity, shared by all workers.
@@ -75,6 +79,7 @@ impl WorkerSeed {
             shutdown: self.shutdown.clone(),
             stats: self.all_stats[id].clone(),
             all_stats: self.all_stats.clone(),
+            feeds: self.feeds.clone(),
             shared: self.shared.clone(),
             tunnel_quota: self.tunnel_quota.clone(),
             tls: self.tls.clone(),
@@ -98,6 +103,7 @@ impl Worker {
             stats,
             wakeups.clone(),
             seed.shared.for_worker(),
+            seed.feeds[seed.id].clone(),
         );
         let actors = Rc::new(actors);
         let parker = match Parker::new(wakeups, seed.stats.clone()) {
@@ -122,10 +128,13 @@ impl Worker {
             worker_id: seed.id,
             worker_count: seed.worker_count,
         };
+        let stopping = Rc::new(Stopping::default());
         let admin = AdminSide {
             env: env.clone(),
             actors: actors.clone(),
             all_stats: seed.all_stats.clone(),
+            hub: Hub::new(seed.feeds.clone(), config.admin.max_event_streams),
+            stopping: stopping.clone(),
             admission: seed.shared.admission.clone(),
             serving: seed.serving.clone(),
             worker_id: seed.id,
@@ -143,7 +152,8 @@ impl Worker {
             stats: seed.stats.clone(),
             admission: seed.shared.admission.clone(),
             tls: seed.tls.clone(),
-            stopping: Stopping::default(),
+            feed: seed.feeds[seed.id].clone(),
+            stopping,
             finished: Stopping::default(),
         }
     }
