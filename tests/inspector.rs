@@ -2,6 +2,8 @@
 //! runners, actors and what happens to them, within bounds (streams at
 //! once, a reader that stops reading, shutdown); and the page itself, in
 //! headless Chromium, shows a runner and an actor that sleeps and wakes.
+//! That test leaves a screenshot in target/test-output/inspector.png and
+//! prints its path (`cargo test --test inspector -- --nocapture` shows it).
 
 mod common;
 
