@@ -263,11 +263,13 @@ pub struct ClientConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
-    /// Bearer token for the admin API's mutating endpoints (publish). Empty:
-    /// those endpoints answer 403.
+    /// Bearer token for the admin API (every route but `/healthz`,
+    /// `/readyz` and the inspector page itself). Empty: they answer 403.
     pub token: String,
     /// `/readyz` answers 503 until at least one runner is connected.
     pub ready_needs_runner: bool,
+    /// Inspector streams (`GET /events`) open at once; past it: 503.
+    pub max_event_streams: usize,
 }
 
 impl Default for ServerConfig {
@@ -359,6 +361,7 @@ impl Default for AdminConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9090)),
             token: String::new(),
             ready_needs_runner: false,
+            max_event_streams: 4,
         }
     }
 }

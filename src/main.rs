@@ -446,7 +446,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             tracing::warn!(file = %path.display(), error = %e, "cannot write the pid file");
         }
     }
-    let upgrading = std::sync::Arc::new(std::sync::Mutex::new(()));
+    let upgrading = std::sync::Arc::new(std::sync::Mutex::new(false));
     let handler = SignalHandler {
         upgrading: upgrading.clone(),
         stopper: gateway.stopper(),
@@ -466,8 +466,10 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     gateway.join();
     // The workers are done once they handed everything over; the upgrade
     // is not until the new process confirms it took it all.
-    drop(upgrading.lock());
-    if let Some(path) = &pid_file {
+    let handed_over = *upgrading.lock().unwrap_or_else(|e| e.into_inner());
+    // After an upgrade the pid file is the new process's (it may not have
+    // written it yet).
+    if let (Some(path), false) = (&pid_file, handed_over) {
         tether::server::pidfile::remove_if_mine(path);
     }
     tracing::info!("stopped");
@@ -480,8 +482,9 @@ const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the signal thread acts with.
 struct SignalHandler {
-    /// Held while an upgrade runs: the process exits only after it.
-    upgrading: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Held while an upgrade runs (the process exits only after it); true
+    /// once everything was handed over.
+    upgrading: std::sync::Arc<std::sync::Mutex<bool>>,
     stopper: tether::server::Stopper,
     reloader: tether::server::Reloader,
     upgrader: tether::server::Upgrader,
@@ -516,9 +519,10 @@ impl SignalHandler {
     /// one serves on).
     fn upgrade(&self) -> bool {
         tracing::info!(exe = %self.binary.exe.display(), "SIGUSR2: upgrading");
-        let _upgrading = self.upgrading.lock().unwrap_or_else(|e| e.into_inner());
+        let mut upgrading = self.upgrading.lock().unwrap_or_else(|e| e.into_inner());
         match self.upgrader.upgrade(&self.binary) {
             Ok(done) => {
+                *upgrading = true;
                 tracing::info!(
                     pid = done.pid,
                     connections = done.connections,

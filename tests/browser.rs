@@ -3,9 +3,9 @@
 //! actor: once in the open default namespace, once in a namespace that
 //! wants a token, given the browser way (a `tether-token.*` subprotocol).
 //!
-//! Chromium comes from `scripts/install-chromium` (run here if missing);
-//! where it cannot be installed the test says so and passes without a
-//! browser.
+//! Chromium comes from `scripts/install-chromium` (run here if missing,
+//! `common::chromium`); where it cannot be installed the test says so and
+//! passes without a browser.
 
 mod common;
 
@@ -15,26 +15,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use base64::Engine;
+use common::chromium::{self, CHROMIUM};
 use common::pki::Pki;
 use common::*;
 use tether::config::{NamespaceConfig, NamespaceRunner};
 
-const CHROMIUM: &str = "/usr/bin/chromium";
 const ACME_RUNNER: &str = "runner-acme-0123456789abcdef";
-
-fn chromium_available() -> bool {
-    if Path::new(CHROMIUM).exists() {
-        return true;
-    }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install-chromium");
-    let installed = Command::new(script).status().is_ok_and(|s| s.success());
-    if !installed {
-        eprintln!(
-            "SKIPPED: Chromium is not installed and scripts/install-chromium could not install it"
-        );
-    }
-    installed
-}
 
 /// base64(SHA-256(SubjectPublicKeyInfo)) of the certificate in `pem`:
 /// what `--ignore-certificate-errors-spki-list` trusts.
@@ -97,16 +83,7 @@ fn run_page(dir: &Path, url: &str, protocols: &str, spki: &str) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let page = page(dir, url, protocols, listener.local_addr().unwrap().port());
     let mut browser = Command::new(CHROMIUM)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-        ])
+        .args(chromium::FLAGS)
         .arg(format!("--user-data-dir={}", dir.join("profile").display()))
         .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
         .arg(format!("file://{}", page.display()))
@@ -147,7 +124,7 @@ fn read_report(listener: &TcpListener) -> String {
 
 #[test]
 fn chromium_talks_to_an_actor_over_wss() {
-    if !chromium_available() {
+    if !chromium::available() {
         return;
     }
     let pki = Pki::new();

@@ -70,6 +70,7 @@ pub const SETTINGS: &[(&str, Effect)] = &[
     ("admin.listen", Restart),
     ("admin.token", Live),
     ("admin.ready_needs_runner", Live),
+    ("admin.max_event_streams", Restart),
     ("namespaces", Live),
 ];
 

@@ -5,10 +5,12 @@
 #![allow(dead_code)]
 
 pub mod child;
+pub mod chromium;
 pub mod load;
 pub mod metrics;
 pub mod pki;
 pub mod raw_tunnel;
+pub mod rooms;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -152,6 +154,20 @@ impl Harness {
         let content_type = "Content-Type: text/plain; version=0.0.4";
         assert!(head.contains(content_type), "{head}");
         metrics::Metrics::parse(body)
+    }
+
+    /// `GET` on the admin listener with the admin token: the status and
+    /// the body as JSON (`Null` if it is not JSON).
+    pub fn admin_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let response = self.admin("GET", path);
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let json = serde_json::from_str(body).unwrap_or(serde_json::Value::Null);
+        (status_of(&response), json)
+    }
+
+    /// Takes the gateway out (to shut it down while keeping the harness).
+    pub fn take_gateway(&mut self) -> Option<Gateway> {
+        self.gateway.take()
     }
 
     pub fn shutdown(mut self) {

@@ -57,6 +57,10 @@ fn run_tunnel(shared: Arc<Shared>, index: u32) {
                         );
                         return;
                     }
+                    Err(TunnelEnd::Restarting) => {
+                        info!(tunnel = index, "gateway upgrading: reconnecting");
+                        continue;
+                    }
                     Err(TunnelEnd::Lost(e)) => {
                         warn!(tunnel = index, error = %e, "tunnel lost; reconnecting")
                     }
@@ -73,10 +77,15 @@ type Ws = WebSocket<Transport>;
 
 /// The gateway's close code for a tunnel replaced by a newer runner with the same key.
 const REPLACED_CODE: u16 = 4409;
+/// The gateway's close code when it hands over to a new process (an
+/// upgrade): the new one is already listening.
+const RESTART_CODE: u16 = 1012;
 
 enum TunnelEnd {
     /// Another runner took this key: do not reconnect.
     Replaced,
+    /// The gateway is upgrading: reconnect at once.
+    Restarting,
     Lost(String),
 }
 
@@ -207,6 +216,9 @@ impl TunnelState {
                 WsMessage::Binary(b) => b,
                 WsMessage::Close(Some(f)) if u16::from(f.code) == REPLACED_CODE => {
                     return Err(TunnelEnd::Replaced)
+                }
+                WsMessage::Close(Some(f)) if u16::from(f.code) == RESTART_CODE => {
+                    return Err(TunnelEnd::Restarting)
                 }
                 WsMessage::Close(frame) => {
                     return Err(TunnelEnd::Lost(format!(

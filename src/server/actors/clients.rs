@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tracing::warn;
 
 use super::actor::ActorState;
+use super::feed::EventKind;
 use super::links::{ClientLink, LinkView};
 use super::outstanding::ENTRY_COST;
 use super::Actors;
@@ -59,6 +60,7 @@ impl Actors {
             self.stats.bytes_in.fetch_add(bytes, Ordering::Relaxed);
             let actor = &link.actor;
             actor.touch(self.clock.get());
+            self.messages_in.set(self.messages_in.get() + 1);
             let went = link.with_outstanding(|outstanding| {
                 let o = outstanding.get_or_insert_with(Default::default);
                 if actor.state() == ActorState::Running {
@@ -139,6 +141,7 @@ impl Actors {
         drop(links);
         link.actor.remove_conn(conn_id);
         self.admission.release(link.peer.ip());
+        self.note(EventKind::Close, &link.actor, Some(conn_id));
         Some(link)
     }
 
@@ -165,6 +168,7 @@ impl Actors {
         self.stats
             .bytes_out
             .fetch_add(len as u64, Ordering::Relaxed);
+        self.messages_out.set(self.messages_out.get() + 1);
         if queued > self.config().client.max_send_queue_bytes && queued > len {
             // Once per connection: nothing is queued after the close request.
             warn!("client is not reading: send queue exceeded, closing with 1008");

@@ -103,6 +103,14 @@ impl Directory {
         }
     }
 
+    /// Runs `f` on every actor this worker knows (`f` must not reach the
+    /// directory).
+    pub fn each(&self, mut f: impl FnMut(&Rc<Actor>)) {
+        for actor in self.by_key.borrow().values() {
+            f(actor);
+        }
+    }
+
     /// The actor is awake under id `id` (replacing its previous id `old`).
     pub fn set_live(&self, old: u64, id: u64, actor: &Rc<Actor>) {
         let mut by_id = self.by_id.borrow_mut();

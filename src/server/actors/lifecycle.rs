@@ -10,6 +10,7 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use super::actor::{Actor, ActorState, AfterStop, ReadySlot};
+use super::feed::EventKind;
 use super::placement::choose_tunnel;
 use super::unavailable::Unavailable;
 use super::Actors;
@@ -55,6 +56,7 @@ impl Actors {
         }
         self.start_on(&actor, slot);
         self.directory.insert(&actor);
+        self.note(EventKind::Start, &actor, None);
         Ok(actor)
     }
 
@@ -129,6 +131,7 @@ impl Actors {
             self.clock.get(),
             self.config().actors.wake_buffer_bytes,
         );
+        self.note(EventKind::Wake, actor, None);
     }
 
     /// The actor's runner died, or the actor stopped or failed to start on
@@ -153,6 +156,7 @@ impl Actors {
         } else {
             info!(actor = %actor.name, key = ?actor.key, %why, "moving actor to another runner");
         }
+        self.note(EventKind::Failover, actor, None);
         self.replace(
             actor,
             now + wait,
@@ -223,6 +227,7 @@ impl Actors {
             }
         }
         debug!(actor = %actor.name, key = ?actor.key, hibernated = actor.conns().len(), "actor asleep");
+        self.note(EventKind::Sleep, actor, None);
         self.drop_if_unused(actor);
         left
     }
@@ -278,6 +283,7 @@ impl Actors {
                 if let Some(link) = links.remove(&id) {
                     link.control.request_close(code, reason);
                     self.admission.release(link.peer.ip());
+                    self.note(EventKind::Close, actor, Some(id));
                 }
             }
             self.count_links(&links);

@@ -13,13 +13,17 @@
 //! started actor gets its connections back), `clients` (messages and closes
 //! from clients, delivery to them), `opens` (new connections), `dispatch`
 //! (frames from runners), `tunnel_events` (runners coming, going,
-//! draining), `sweep` (timers), `status` (operator requests).
+//! draining), `sweep` (timers), `status` (operator requests), `views`
+//! (what lists and the inspector show), `events` (what is recorded for
+//! the inspector, in the worker's `feed`).
 
 mod actor;
 mod backoff;
 mod clients;
 mod directory;
 mod dispatch;
+mod events;
+mod feed;
 mod handover;
 mod home;
 mod ids;
@@ -33,6 +37,7 @@ mod status;
 mod sweep;
 mod tunnel_events;
 mod unavailable;
+mod views;
 
 use crate::server::conn::admission::Admission;
 use crate::server::conn::live_config::LiveConfig;
@@ -46,6 +51,9 @@ use std::time::Instant;
 pub(crate) use actor::ActorState;
 use backoff::BackoffPolicy;
 use directory::Directory;
+#[cfg(test)]
+pub(crate) use feed::{Event, EventKind};
+pub(crate) use feed::{Feed, FEED_EVENTS};
 pub(crate) use home::home_worker;
 use ids::Ids;
 use links::{ClientLink, PendingOpen};
@@ -53,6 +61,9 @@ pub(crate) use links::{LinkView, OpenAnswer, OpenRequest};
 pub(crate) use status::{ActorStatus, MigrateOutcome};
 pub(crate) use tunnel_events::RunnerHello;
 pub(crate) use unavailable::Unavailable;
+pub(crate) use views::{
+    merge_runners, unix_ms, ActorView, Bounded, ConnCounts, ConnView, RunnerView, WorkerSnapshot,
+};
 
 use crate::config::Config;
 use crate::server::conn::stats::WorkerStats;
@@ -90,6 +101,12 @@ pub(crate) struct Actors {
     /// Taken over from the process before an upgrade, awake there: woken
     /// once every connection is in.
     to_wake: RefCell<Vec<Rc<actor::Actor>>>,
+    /// Where events go while an inspector watches (read by the admin worker).
+    feed: Arc<Feed>,
+    /// Client messages forwarded to actors, and messages queued for
+    /// clients, so far (for the inspector's rates; worker-local, no atomic).
+    messages_in: Cell<u64>,
+    messages_out: Cell<u64>,
 }
 
 /// What every worker's `Actors` share: counts that span workers because a
@@ -149,6 +166,7 @@ impl Actors {
         stats: Arc<WorkerStats>,
         wakeups: Rc<Wakeups>,
         shared: SharedLimits,
+        feed: Arc<Feed>,
     ) -> Self {
         Actors {
             worker_id,
@@ -166,6 +184,9 @@ impl Actors {
             clock: Cell::new(Instant::now()),
             handing_over: Cell::new(false),
             to_wake: RefCell::new(Vec::new()),
+            feed,
+            messages_in: Cell::new(0),
+            messages_out: Cell::new(0),
         }
     }
 

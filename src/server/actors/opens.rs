@@ -5,6 +5,7 @@
 use std::rc::Rc;
 
 use super::actor::{Actor, ActorState};
+use super::feed::EventKind;
 use super::links::{ClientLink, ConnMeta, OpenAnswer, OpenRequest, Peer, PendingOpen};
 use super::{Actors, Unavailable};
 use crate::server::conn::admission::Ticket;
@@ -88,6 +89,7 @@ impl Actors {
         let hibernatable = hib.unwrap_or_else(|| a.hibernatable.contains(&open.actor.name));
         let chosen = protocol.filter(|p| open.request.protocols.contains(p));
         open.actor.add_conn(conn_id);
+        self.note(EventKind::Open, &open.actor, Some(conn_id));
         let peer = Peer::from(open.request.peer);
         let meta = ConnMeta::keep(open.request, chosen.as_deref());
         let link = ClientLink::new(open.control, open.actor, hibernatable, peer, meta);

@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::actor::{ActorState, AfterStop, ReadySlot};
+use super::feed::EventKind;
 use super::Actors;
 use std::rc::Rc;
 
@@ -79,6 +80,7 @@ impl Actors {
         }
         actor.avoid_runner(actor.tunnel().map(|t| t.runner_key.clone()));
         self.stats.migrations.fetch_add(1, Ordering::Relaxed);
+        self.note(EventKind::Migrate, &actor, None);
         let slot = actor.wait_ready();
         self.begin_stop(&actor, AfterStop::Migrate);
         MigrateOutcome::Moving(slot)

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use tracing::{info, warn};
 
 use super::actor::{ActorState, AfterStop};
+use super::feed::EventKind;
 use super::Actors;
 use crate::server::conn::control::ConnControl;
 use crate::server::tunnels::{Tunnel, REPLACED};
@@ -72,9 +73,19 @@ impl Actors {
         let tunnel = Rc::new(tunnel);
         self.tunnels.insert(&tunnel);
         self.stats.tunnels.fetch_add(1, Ordering::Relaxed);
-        // Actors waiting for a runner of this pool need not wait for the sweep.
-        self.wakeups.note_deadline(self.clock.get());
         Ok(tunnel)
+    }
+
+    /// A runner is here (its tunnel welcomed): actors waiting for one start
+    /// now rather than at the sweep's next tick (up to half a second away),
+    /// which is most of a failover's or an upgrade's pause.
+    pub fn place_waiting(&self) {
+        let now = self.now();
+        for actor in self.directory.live() {
+            if actor.state() == ActorState::Placing && actor.may_start(now) {
+                self.place(&actor);
+            }
+        }
     }
 
     /// The tunnel is gone (closed, keepalive missed, replaced): every actor
@@ -120,6 +131,7 @@ impl Actors {
     pub(super) fn drain_tunnel(&self, tunnel: &Rc<Tunnel>) {
         if tunnel.start_draining() {
             info!(worker = self.worker_id, runner = %tunnel.runner_key, "runner draining: moving its actors away");
+            self.note_runner(EventKind::Drain, tunnel);
         }
         self.continue_drain(tunnel);
     }
@@ -137,6 +149,7 @@ impl Actors {
         }
         if let Some(next) = actors.first() {
             self.stats.migrations.fetch_add(1, Ordering::Relaxed);
+            self.note(EventKind::Migrate, next, None);
             self.begin_stop(next, AfterStop::Migrate);
             return;
         }

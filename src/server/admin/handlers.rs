@@ -1,14 +1,18 @@
 //! One handler per admin route; each returns the answer to write (`None`:
-//! the client went away).
+//! the client went away, or a stream already answered). Changes are
+//! logged at info with who asked.
 
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::server::conn::stream::Stream;
 use bytes::BytesMut;
 use serde::Serialize;
+use tracing::info;
 
+use super::auth::Caller;
 use super::route::AdminRoute;
-use super::{metrics, publish, AdminSide, Relay};
+use super::{events, inspector, lists, metrics, publish, AdminSide, Relay, Served};
 use crate::http::route::ActorPath;
 use crate::http::{RequestHead, Status};
 use crate::server::actors::{ActorStatus, MigrateOutcome};
@@ -16,22 +20,42 @@ use crate::server::conn::reply::Refusal;
 
 const NO_SUCH_ACTOR: &str = "no such actor here (it never ran, or is gone)";
 
+/// Who asked, for the log of a change.
+pub(super) struct Asker<'a> {
+    pub caller: &'a Caller,
+    pub peer: SocketAddr,
+}
+
 pub(super) async fn answer(
     side: &AdminSide,
     stream: &mut Stream,
     buf: &mut BytesMut,
     head: &RequestHead,
-    route: AdminRoute,
-    relay: Relay,
+    peer: SocketAddr,
+    served: Served,
 ) -> Option<Refusal> {
+    let Served {
+        route,
+        caller,
+        relay,
+    } = served;
+    let by = Asker {
+        caller: &caller,
+        peer,
+    };
     Some(match route {
         AdminRoute::Healthz => Refusal::new(Status::OK, "ok"),
         AdminRoute::Readyz => readiness(side),
         AdminRoute::Metrics => metrics::answer(side),
+        AdminRoute::Inspector => inspector::page(),
+        AdminRoute::Events => return events::stream(side, stream).await,
+        AdminRoute::Runners(limit) => lists::runners(limit, relay),
+        AdminRoute::Actors(_) => lists::actors(relay),
         AdminRoute::Actor(a) => status(side, &a),
-        AdminRoute::Publish(a) => return publish::answer(side, stream, buf, head, &a).await,
-        AdminRoute::Migrate(a) => migrate(side, &a).await,
-        AdminRoute::DrainRunner(key) => drained(&key, relay),
+        AdminRoute::Connections(a, limit) => lists::connections(side, &a, limit),
+        AdminRoute::Publish(a) => return publish::answer(side, stream, buf, head, &a, &by).await,
+        AdminRoute::Migrate(a) => migrate(side, &a, &by).await,
+        AdminRoute::DrainRunner(key) => drained(&key, relay, &by),
     })
 }
 
@@ -63,7 +87,7 @@ fn status(side: &AdminSide, a: &ActorPath) -> Refusal {
     }
 }
 
-async fn migrate(side: &AdminSide, a: &ActorPath) -> Refusal {
+async fn migrate(side: &AdminSide, a: &ActorPath, by: &Asker<'_>) -> Refusal {
     let ready = match side.actors.migrate(a) {
         MigrateOutcome::NotFound => return Refusal::new(Status::NOT_FOUND, NO_SUCH_ACTOR),
         MigrateOutcome::NotRunning(state) => {
@@ -72,6 +96,8 @@ async fn migrate(side: &AdminSide, a: &ActorPath) -> Refusal {
         }
         MigrateOutcome::Moving(ready) => ready,
     };
+    let (ns, name, key) = (&a.ns, &a.name, &a.key);
+    info!(by = %by.caller, peer = %by.peer, namespace = %ns, actor = %name, ?key, "admin: migrating actor");
     #[derive(Serialize)]
     struct Migrated {
         migrated: bool,
@@ -104,11 +130,13 @@ async fn migrate(side: &AdminSide, a: &ActorPath) -> Refusal {
 }
 
 /// A drain that has visited every worker.
-fn drained(key: &str, relay: Relay) -> Refusal {
+fn drained(key: &str, relay: Relay, by: &Asker<'_>) -> Refusal {
     if relay.found == 0 {
         let reason = format!("no runner with key {key} is connected");
         return Refusal::new(Status::NOT_FOUND, reason);
     }
+    let (tunnels, moving) = (relay.found, relay.moving);
+    info!(by = %by.caller, peer = %by.peer, runner = %key, tunnels, moving, "admin: draining runner");
     #[derive(Serialize)]
     struct Draining<'a> {
         runner: &'a str,

@@ -6,7 +6,9 @@ use std::time::Instant;
 use crate::server::conn::stream::Stream;
 use bytes::{Bytes, BytesMut};
 use serde::Serialize;
+use tracing::info;
 
+use super::handlers::Asker;
 use super::AdminSide;
 use crate::http::route::ActorPath;
 use crate::http::{RequestHead, Status};
@@ -20,6 +22,7 @@ pub(super) async fn answer(
     buf: &mut BytesMut,
     head: &RequestHead,
     actor: &ActorPath,
+    by: &Asker<'_>,
 ) -> Option<Refusal> {
     let body = match read_body(side, stream, buf, head).await {
         Ok(body) => body,
@@ -30,7 +33,10 @@ pub(super) async fn answer(
         return Some(Refusal::new(Status::BAD_REQUEST, reason));
     };
     let only = only_conns(actor.query.as_deref().unwrap_or(""));
+    let bytes = body.len();
     let delivered = side.actors.publish(actor, kind, body, &only);
+    let (ns, name, key) = (&actor.ns, &actor.name, &actor.key);
+    info!(by = %by.caller, peer = %by.peer, namespace = %ns, actor = %name, ?key, bytes, delivered, "admin: published to actor");
     #[derive(Serialize)]
     struct Delivered {
         delivered: usize,

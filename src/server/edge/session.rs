@@ -136,7 +136,14 @@ mod tests {
             let stats: Arc<crate::server::conn::stats::WorkerStats> = Arc::default();
             let wakeups = env.wakeups.clone();
             let shared = crate::server::actors::SharedLimits::new(&config);
-            let actors = Actors::new(0, env.live.clone(), stats.clone(), wakeups, shared);
+            let actors = Actors::new(
+                0,
+                env.live.clone(),
+                stats.clone(),
+                wakeups,
+                shared,
+                Arc::default(),
+            );
             let edge = Rc::new(EdgeSide {
                 env: env.clone(),
                 actors: Rc::new(actors),

@@ -243,5 +243,6 @@ fn hello(
         tunnel_index: side.worker_id as u32,
         ping_interval_ms: side.limits.get().keepalive.interval.as_millis() as u64,
     });
+    side.actors.place_waiting();
     Ok(tunnel)
 }

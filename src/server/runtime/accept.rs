@@ -336,9 +336,9 @@ async fn route(worker: Rc<Worker>, a: Arrived, relay: Relay) {
             home => hand_to(&worker, home, a, relay).await,
         },
         Listener::Admin => match worker.admin.visit(&a.head, relay) {
-            Visit::Serve(route, relay) => {
+            Visit::Serve(served) => {
                 let admin = worker.admin.clone();
-                serve_admin(admin, a.stream, a.buf, a.head, route, relay).await
+                serve_admin(admin, a.stream, a.buf, a.head, a.peer, served).await
             }
             Visit::Forward(home, relay) => hand_to(&worker, home, a, relay).await,
             Visit::Refuse(refusal) => refuse(&worker.env, a.stream, a.buf, refusal).await,

@@ -2,6 +2,7 @@
 
 mod accept;
 pub mod driver;
+mod feed;
 mod handoff;
 mod handshake_slot;
 pub mod listener;
@@ -199,6 +200,7 @@ impl Gateway {
             stats: stats[0].clone(),
             all_stats: stats.clone().into(),
             gateway_stats: gateway_stats.clone(),
+            feeds: (0..count).map(|_| Arc::default()).collect(),
             shared: Arc::new(SharedLimits::new(&config)),
             tunnel_quota: Arc::new(TunnelQuota::new(config.runners.max_tunnels_per_identity)),
             tls: tls.clone(),

@@ -61,6 +61,7 @@ pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Resul
     let handoffs = monoio::spawn(receive_handoffs(worker.clone()));
     let sweeper = monoio::spawn(sweep_timers(worker.clone()));
     let reloads = monoio::spawn(super::reload::follow_reloads(worker.clone()));
+    monoio::spawn(super::feed::publish_snapshots(worker.clone()));
     if let Some(watchdog) = super::notify::watchdog_interval() {
         let period = super::notify::heartbeat_period(watchdog);
         monoio::spawn(heartbeat(worker.clone(), period));

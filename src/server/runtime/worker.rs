@@ -15,8 +15,8 @@ use super::reload::ReloadSignal;
 use super::shutdown::ShutdownSignal;
 use super::tls::TlsListeners;
 use crate::config::Config;
-use crate::server::actors::{Actors, SharedLimits};
-use crate::server::admin::AdminSide;
+use crate::server::actors::{Actors, Feed, SharedLimits};
+use crate::server::admin::{AdminSide, Hub};
 use crate::server::conn::admission::Admission;
 use crate::server::conn::env::{ConnEnv, SessionLimits};
 use crate::server::conn::stats::{GatewayStats, WorkerStats};
@@ -40,10 +40,12 @@ pub(crate) struct Worker {
     pub tls: Arc<TlsListeners>,
     /// Where reloaded configurations arrive.
     pub reloads: Arc<ReloadSignal>,
+    /// What this worker tells the inspector.
+    pub feed: Arc<Feed>,
     /// Set when the worker stops accepting (shutdown, upgrade).
     pub no_accept: Stopping,
     /// Set when the worker stops taking hand-offs, after `no_accept`.
-    pub stopping: Stopping,
+    pub stopping: Rc<Stopping>,
     /// Set when the worker is done: the sweep ends.
     pub finished: Stopping,
 }
@@ -66,6 +68,8 @@ pub(crate) struct WorkerSeed {
     pub all_stats: Arc<[Arc<WorkerStats>]>,
     /// The process's counters (reloads, upgrades; for /metrics).
     pub gateway_stats: Arc<GatewayStats>,
+    /// Every worker's inspector feed, by worker id.
+    pub feeds: Arc<[Arc<Feed>]>,
     /// Counts that span workers (runner loads, per-address limits).
     pub shared: Arc<SharedLimits>,
     /// Tunnels per runner identity, shared by all workers.
@@ -96,6 +100,7 @@ impl WorkerSeed {
             stats: self.all_stats[id].clone(),
             all_stats: self.all_stats.clone(),
             gateway_stats: self.gateway_stats.clone(),
+            feeds: self.feeds.clone(),
             shared: self.shared.clone(),
             tunnel_quota: self.tunnel_quota.clone(),
             tls: self.tls.clone(),
@@ -121,6 +126,7 @@ impl Worker {
             stats,
             wakeups.clone(),
             seed.shared.for_worker(),
+            seed.feeds[seed.id].clone(),
         );
         let actors = Rc::new(actors);
         let parker = match Parker::new(wakeups, seed.stats.clone()) {
@@ -147,11 +153,14 @@ impl Worker {
             worker_id: seed.id,
             worker_count: seed.worker_count,
         };
+        let stopping = Rc::new(Stopping::default());
         let admin = AdminSide {
             env: env.clone(),
             actors: actors.clone(),
             all_stats: seed.all_stats.clone(),
             gateway_stats: seed.gateway_stats.clone(),
+            hub: Hub::new(seed.feeds.clone(), config.admin.max_event_streams),
+            stopping: stopping.clone(),
             admission: seed.shared.admission.clone(),
             serving: seed.serving.clone(),
             worker_id: seed.id,
@@ -171,7 +180,8 @@ impl Worker {
             tls: seed.tls.clone(),
             no_accept: Stopping::default(),
             reloads: seed.reloads.clone(),
-            stopping: Stopping::default(),
+            feed: seed.feeds[seed.id].clone(),
+            stopping,
             finished: Stopping::default(),
         }
     }

@@ -37,6 +37,10 @@ impl RunnerLoad {
         self.placed.load(Ordering::Relaxed)
     }
 
+    pub fn capacity(&self) -> u32 {
+        self.capacity.load(Ordering::Relaxed)
+    }
+
     pub fn has_room(&self) -> bool {
         self.placed() < self.capacity.load(Ordering::Relaxed)
     }

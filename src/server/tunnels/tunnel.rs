@@ -5,6 +5,7 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::{Bytes, BytesMut};
 
@@ -27,6 +28,8 @@ pub(crate) struct Tunnel {
     pub namespace: String,
     pub pool: String,
     pub actor_names: Vec<String>,
+    /// When the tunnel was set up (shown to operators).
+    pub connected_at: SystemTime,
     /// The tunnel session's control: poked when frames are pending.
     pub control: Rc<ConnControl>,
     pending: RefCell<BytesMut>,
@@ -56,6 +59,7 @@ impl Tunnel {
             runner_key,
             pool,
             actor_names,
+            connected_at: SystemTime::now(),
             control,
             pending: RefCell::new(BytesMut::new()),
             max_pending,
@@ -132,6 +136,12 @@ impl Tunnel {
         self.load.placed()
     }
 
+    /// How many actors the runner may run (the least of its hello and
+    /// `runners.max_actors_per_runner`).
+    pub fn capacity(&self) -> u32 {
+        self.load.capacity()
+    }
+
     pub(super) fn load(&self) -> &RunnerLoad {
         &self.load
     }
@@ -139,6 +149,11 @@ impl Tunnel {
     /// No new actors go here; returns false if it was draining already.
     pub fn start_draining(&self) -> bool {
         !self.draining.replace(true)
+    }
+
+    /// Whether a drain was asked for (told it may exit or not).
+    pub fn drain_requested(&self) -> bool {
+        self.draining.get()
     }
 
     /// Draining, and the runner not yet told it may exit.
