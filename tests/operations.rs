@@ -80,7 +80,13 @@ struct FakeSystemd {
 
 impl FakeSystemd {
     fn new() -> FakeSystemd {
-        let path = std::env::temp_dir().join(format!("tether-notify-{}.sock", std::process::id()));
+        FakeSystemd::new_named("notify")
+    }
+
+    /// One per test: tests run in parallel in one process.
+    fn new_named(name: &str) -> FakeSystemd {
+        let pid = std::process::id();
+        let path = std::env::temp_dir().join(format!("tether-{name}-{pid}.sock"));
         let _ = std::fs::remove_file(&path);
         let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
         socket
@@ -108,6 +114,34 @@ impl FakeSystemd {
                 return message;
             }
         }
+    }
+}
+
+impl FakeSystemd {
+    /// Waits until `unwanted` has not come for `quiet` in a row (a few
+    /// already on their way are let through), within 20 s.
+    fn expect_silence(&mut self, unwanted: &str, quiet: std::time::Duration) {
+        self.socket.set_read_timeout(Some(quiet)).unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut buf = [0u8; 4096];
+        let mut last = std::time::Instant::now();
+        while last.elapsed() < quiet {
+            assert!(
+                std::time::Instant::now() < until,
+                "{unwanted} kept coming: {:?}",
+                self.heard
+            );
+            if let Ok(n) = self.socket.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                if message.contains(unwanted) {
+                    last = std::time::Instant::now();
+                }
+                self.heard.push(message);
+            }
+        }
+        self.socket
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
     }
 }
 
@@ -253,4 +287,83 @@ fn reloads_counted(admin: std::net::SocketAddr, result: &str) -> f64 {
     let response = common::raw_exchange(admin, request.as_bytes());
     let (_, body) = response.split_once("\r\n\r\n").expect("a response");
     common::metrics::Metrics::parse(body).value("tether_reloads_total", &[("result", result)])
+}
+
+/// A worker stuck in a blocking call stops the watchdog feed, and the feed
+/// resumes when the worker does. The worker is stuck the way a real one
+/// can be: its log writes block because nobody reads its stderr (a stalled
+/// journal), while it logs a line per refused request (debug level).
+#[test]
+fn a_stuck_worker_stops_the_watchdog_feed() {
+    let mut systemd = FakeSystemd::new_named("stuck");
+    let dir = std::env::temp_dir().join(format!("tether-stuck-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("tether.toml");
+    std::fs::write(
+        &cfg,
+        "[server]\nworkers = 1\nlog_level = \"debug\"\n[client]\nlisten = \"127.0.0.1:0\"\n[runners]\nlisten = \"127.0.0.2:0\"\n[admin]\nlisten = \"127.0.0.3:0\"\n",
+    )
+    .unwrap();
+    let mut child = Reaped(
+        Command::new(env!("CARGO_BIN_EXE_tether"))
+            .arg("--config")
+            .arg(&cfg)
+            .env("NOTIFY_SOCKET", &systemd.path)
+            .env("WATCHDOG_USEC", "200000")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+    let mut serving = String::new();
+    while !serving.contains("tether is serving") {
+        serving.clear();
+        stderr.read_line(&mut serving).unwrap();
+    }
+    let client = address(&serving, "client=");
+    systemd.until("WATCHDOG=1");
+    systemd.until("WATCHDOG=1");
+    // Refused requests until the worker no longer answers: its stderr pipe
+    // is full and it blocks writing the next log line.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    while answers(client) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never blocked"
+        );
+    }
+    // At most a feed or two already on its way; then silence.
+    systemd.expect_silence("WATCHDOG=1", std::time::Duration::from_secs(1));
+    // Reading its stderr unblocks the worker: the feed resumes.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    systemd.until("WATCHDOG=1");
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Whether the gateway answers a request on `addr` within half a second.
+fn answers(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let half = Some(std::time::Duration::from_millis(500));
+    s.set_read_timeout(half).unwrap();
+    s.set_write_timeout(half).unwrap();
+    let request = b"GET /a-path-that-does-not-exist-and-is-logged HTTP/1.1\r\nHost: t\r\n\r\n";
+    if s.write_all(request).is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(n) if n > 0)
+}
+
+fn address(serving: &str, key: &str) -> std::net::SocketAddr {
+    serving
+        .split(key)
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|a| a.trim_matches(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':')))
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no {key} address in {serving}"))
 }

@@ -43,6 +43,7 @@ impl Inheriting {
         let value = std::env::var(UPGRADE_FD_ENV).ok()?;
         // Not passed on to a later upgrade's child by accident.
         std::env::remove_var(UPGRADE_FD_ENV);
+        adopt_watchdog();
         Some(channel_end(&value).map(|channel| Inheriting { channel }))
     }
 
@@ -70,6 +71,20 @@ impl Inheriting {
             workers,
         };
         Ok((gateway, taking))
+    }
+}
+
+/// systemd watches the old process (`WATCHDOG_PID`, our parent): once this
+/// one takes over (and says MAINPID), it must be the one feeding the
+/// watchdog. Called before any other thread runs.
+fn adopt_watchdog() {
+    // SAFETY: getppid has no preconditions.
+    let parent = unsafe { libc::getppid() } as u32;
+    let watched = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.parse().ok());
+    if watched == Some(parent) {
+        std::env::set_var("WATCHDOG_PID", std::process::id().to_string());
     }
 }
 
