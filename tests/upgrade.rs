@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -108,8 +108,11 @@ fn start_gateway(cfg: &Path, pid_file: PathBuf) -> (Gateways, [SocketAddr; 3]) {
         .unwrap();
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
+    // Every line is kept beside the config (left there if the test fails).
+    let mut log = std::fs::File::create(cfg.with_file_name("gateway.log")).unwrap();
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
+            let _ = writeln!(log, "{line}");
             if std::env::var_os("TETHER_TEST_VERBOSE").is_some() || line.contains("upgrade") {
                 eprintln!("gateway: {line}");
             }
@@ -316,7 +319,15 @@ fn a_thousand_clients_stay_connected_through_two_upgrades() {
         rt.spawn(active_client(client, i, me.clone(), sending.clone()));
     }
     let echoed = |a: &Active| a.seen.lock().unwrap().arrivals.len() as u64;
+    // A client that saw a fault fails the test at once, saying what.
+    let no_faults = || {
+        for (i, a) in actives.iter().enumerate() {
+            let seen = a.seen.lock().unwrap();
+            assert!(seen.faults.is_empty(), "client {i}: {:?}", seen.faults);
+        }
+    };
     let all_echoing = |at_least: &[u64]| {
+        no_faults();
         actives
             .iter()
             .zip(at_least)
@@ -347,11 +358,27 @@ fn a_thousand_clients_stay_connected_through_two_upgrades() {
         );
         let new = gateways.current();
         assert_ne!(old, new, "upgrade {round}: a new process serves");
-        common::wait_for_within(
-            "every echo client to be served again",
-            Duration::from_secs(60),
-            || all_echoing(&before),
-        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !all_echoing(&before) {
+            if Instant::now() > deadline {
+                let lagging: Vec<String> = (actives.iter().zip(&before).enumerate())
+                    .filter(|(_, (a, n))| echoed(a) < *n + 20)
+                    .map(|(i, (a, n))| {
+                        format!(
+                            "#{i} echoed {} of {} (had {n})",
+                            echoed(a),
+                            a.sent.load(Ordering::Relaxed)
+                        )
+                    })
+                    .take(10)
+                    .collect();
+                panic!(
+                    "upgrade {round}: clients not served again: {lagging:?}; log in {}",
+                    dir.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         windows.push((started, Instant::now()));
         println!("upgrade {round}: {said}");
     }

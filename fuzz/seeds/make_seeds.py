@@ -110,3 +110,27 @@ hello = (bytes.fromhex("160301") + (200).to_bytes(2, "big") + bytes.fromhex("010
          + bytes(32) + b"\x00" + bytes.fromhex("0002130101000099"))
 write("tls_server", "seed0", b"\x05" + hello + bytes(200))
 write("tls_server", "seed1", b"\x00" + b"GET / HTTP/1.1\r\n\r\n")
+
+# handover_note: each note of the upgrade channel (src/handover), one
+# connection record with everything present and one with nothing.
+def note(tag, body=b""):
+    return varint(1) + bytes([tag]) + body
+
+def byte_string(b):
+    return varint(len(b)) + b
+
+def conn_record(full):
+    held = (varint(2) + varint(10) + b"\x00" + byte_string(b"m10")
+            + varint(11) + b"\x01" + byte_string(b"\x00\x01")) if full else varint(0)
+    headers = (varint(1) + string("origin") + byte_string(b"https://a")) if full else varint(0)
+    return (string("default") + string("chat") + strings(["room/1", "a"] if full else [])
+            + bytes([3 if full else 0]) + varint((3 << 56) | 77) + string("127.0.0.1:4000")
+            + varint(12) + varint(9) + string("x=1" if full else "") + headers
+            + string("chat.v1" if full else "") + byte_string(b"att" if full else b"")
+            + held + byte_string(b"\x81\x85" if full else b""))
+
+for i, data in enumerate([
+    note(1, varint(2) + varint(2)), note(2), note(4, varint(1000)), note(5),
+    note(3, conn_record(True)), note(3, conn_record(False)),
+]):
+    write("handover_note", f"seed{i}", data)

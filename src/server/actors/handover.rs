@@ -96,6 +96,18 @@ impl Actors {
         Some(record)
     }
 
+    /// New process, before the first connection comes: nothing starts until
+    /// every one is in (`wake_imported`), so that a started actor is told of
+    /// all its connections at once (runners may already be connected).
+    pub fn begin_take_over(&self) {
+        self.taking_over.set(true);
+    }
+
+    /// No actor may start now (an upgrade is moving this worker's actors).
+    pub(super) fn starts_paused(&self) -> bool {
+        self.handing_over.get() || self.taking_over.get()
+    }
+
     /// New process: links a connection taken over (under its old id if it
     /// is one of this worker's); returns its id here. Refused when its
     /// namespace no longer exists.
@@ -139,9 +151,12 @@ impl Actors {
     /// New process, every record in: the actors that were awake start as
     /// soon as a runner of their pool can take them.
     pub fn wake_imported(&self) {
+        self.taking_over.set(false);
         let actors = std::mem::take(&mut *self.to_wake.borrow_mut());
         for actor in actors {
-            if actor.state() == ActorState::Asleep && !actor.conns().is_empty() {
+            if actor.state() == ActorState::Placing {
+                self.place(&actor); // woken by a message while taking over
+            } else if actor.state() == ActorState::Asleep && !actor.conns().is_empty() {
                 self.wake(&actor);
             } else if actor.conns().is_empty() {
                 warn!(actor = %actor.name, key = ?actor.key, "upgrade: an awake actor came without connections");

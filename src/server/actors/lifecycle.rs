@@ -78,7 +78,7 @@ impl Actors {
         // A running actor needs the sweep every tick (idle sleep, deadlines):
         // bring a sweep that sleeps until a far deadline forward.
         self.wakeups.note_deadline(now);
-        debug!(actor = %actor.name, key = ?actor.key, runner = %tunnel.runner_key, "starting actor");
+        debug!(worker = self.worker_id, actor = %actor.name, key = ?actor.key, runner = %tunnel.runner_key, "starting actor");
         tunnel.send(&Frame::StartActor {
             actor_id: id,
             name: actor.name.clone(),
@@ -104,7 +104,7 @@ impl Actors {
         let now = self.now();
         self.directory.set_live(actor.id(), actor.id(), actor);
         self.wakeups.note_deadline(now);
-        if !actor.may_start(now) || self.handing_over.get() {
+        if !actor.may_start(now) || self.starts_paused() {
             return;
         }
         // A pool mapping changed by a reload holds for every placement:
@@ -124,7 +124,7 @@ impl Actors {
     /// A message (or close) arrived for a sleeping actor: start it anywhere
     /// in its pool; its hibernated connections are restored when it is ready.
     pub(super) fn wake(&self, actor: &Rc<Actor>) {
-        debug!(actor = %actor.name, key = ?actor.key, connections = actor.conns().len(), "waking actor");
+        debug!(worker = self.worker_id, actor = %actor.name, key = ?actor.key, connections = actor.conns().len(), "waking actor");
         actor.note_wake(self.now());
         self.replace(
             actor,

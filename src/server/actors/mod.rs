@@ -98,6 +98,9 @@ pub(crate) struct Actors {
     /// An upgrade hands this worker's connections to a new process: no
     /// actor starts any more.
     handing_over: Cell<bool>,
+    /// This worker takes an old process's connections over: no actor
+    /// starts until every one is in.
+    taking_over: Cell<bool>,
     /// Taken over from the process before an upgrade, awake there: woken
     /// once every connection is in.
     to_wake: RefCell<Vec<Rc<actor::Actor>>>,
@@ -183,6 +186,7 @@ impl Actors {
             opens: RefCell::new(HashMap::new()),
             clock: Cell::new(Instant::now()),
             handing_over: Cell::new(false),
+            taking_over: Cell::new(false),
             to_wake: RefCell::new(Vec::new()),
             feed,
             messages_in: Cell::new(0),

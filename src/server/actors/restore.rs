@@ -19,6 +19,7 @@ impl Actors {
         }
         let Some(tunnel) = actor.tunnel() else { return };
         let restored = actor.conn_ids();
+        tracing::debug!(worker = self.worker_id, actor = %actor.name, key = ?actor.key, connections = restored.len(), "actor ready: restoring its connections");
         let closed = {
             let links = self.links.borrow();
             let linked = || restored.iter().filter_map(|id| Some((*id, links.get(id)?)));

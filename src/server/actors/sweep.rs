@@ -24,7 +24,7 @@ impl Actors {
             let overdue = actor.is_overdue(now);
             match actor.state() {
                 // Its connections go to the next process, which places it.
-                ActorState::Placing if self.handing_over.get() => {}
+                ActorState::Placing if self.starts_paused() => {}
                 ActorState::Placing if overdue => self.give_up_placing(&actor),
                 ActorState::Placing if actor.may_start(now) => self.place(&actor),
                 ActorState::Starting if overdue => self.start_timed_out(&actor),

@@ -69,25 +69,21 @@ pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Resul
     // Ready once everything the worker holds exists (its parking ring and
     // eventfd too), not merely once its listeners are registered.
     let _ = seed.ready.send(Ok(()));
+    // Runners may come at once (during an upgrade, they reconnect while
+    // the old process still hands its connections over).
+    let runners = accept_loop(worker.clone(), listeners.runner, Listener::Runner);
+    let runners = monoio::spawn(runners);
     if let Some(inbox) = seed.inherit.clone() {
         // An upgrade: every connection the old process hands over is in
-        // before anything new is accepted (a new client of an actor must
-        // find it with its connections).
+        // before a client or admin request is accepted (a new client of an
+        // actor must find it with its connections).
         take_over(&worker, inbox).await;
     }
     if let Some(admin) = listeners.admin {
         monoio::spawn(accept_loop(worker.clone(), admin, Listener::Admin));
     }
-    let clients = monoio::spawn(accept_loop(
-        worker.clone(),
-        listeners.client,
-        Listener::Client,
-    ));
-    let runners = monoio::spawn(accept_loop(
-        worker.clone(),
-        listeners.runner,
-        Listener::Runner,
-    ));
+    let clients = accept_loop(worker.clone(), listeners.client, Listener::Client);
+    let clients = monoio::spawn(clients);
     info!(worker = seed.id, driver = %seed.driver, "worker serving");
     let upgrading = monoio::select! {
         _ = seed.shutdown.wait(worker.id) => false,

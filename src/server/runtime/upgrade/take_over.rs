@@ -19,6 +19,7 @@ use crate::server::runtime::worker::Worker;
 
 pub(crate) async fn take_over(worker: &Rc<Worker>, inbox: Arc<HandoffQueues<Inherited>>) {
     let mut taken = 0;
+    worker.actors.begin_take_over();
     while let Inherited::Conn(record, fd) = inbox.receive(worker.id).await {
         taken += usize::from(adopt(worker, *record, fd));
     }
