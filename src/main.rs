@@ -213,11 +213,12 @@ fn start_gateway(config: Config) -> Option<Started> {
         Some(inheriting) => {
             inheriting
                 .and_then(|i| i.start(config))
-                .and_then(|(gateway, taking)| {
-                    taking.receive_connections()?;
+                .map(|(gateway, taking)| {
+                    // Serves what came, even if the hand-over broke off.
+                    taking.receive_connections();
                     let upgrades = &gateway.gateway_stats().upgrades;
                     upgrades.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    Ok(gateway)
+                    gateway
                 })
         }
     };
@@ -446,7 +447,7 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
             tracing::warn!(file = %path.display(), error = %e, "cannot write the pid file");
         }
     }
-    let upgrading = std::sync::Arc::new(std::sync::Mutex::new(false));
+    let upgrading = std::sync::Arc::new(std::sync::Mutex::new(Upgrade::None));
     let handler = SignalHandler {
         upgrading: upgrading.clone(),
         stopper: gateway.stopper(),
@@ -466,14 +467,28 @@ fn serve(config_path: Option<PathBuf>) -> ExitCode {
     gateway.join();
     // The workers are done once they handed everything over; the upgrade
     // is not until the new process confirms it took it all.
-    let handed_over = *upgrading.lock().unwrap_or_else(|e| e.into_inner());
+    let upgrade = *upgrading.lock().unwrap_or_else(|e| e.into_inner());
     // After an upgrade the pid file is the new process's (it may not have
     // written it yet).
-    if let (Some(path), false) = (&pid_file, handed_over) {
+    if let (Some(path), false) = (&pid_file, upgrade == Upgrade::HandedOver) {
         tether::server::pidfile::remove_if_mine(path);
     }
     tracing::info!("stopped");
-    ExitCode::SUCCESS
+    match upgrade {
+        // Restart=on-failure brings the service back.
+        Upgrade::Broken => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// What became of an upgrade of this process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upgrade {
+    None,
+    /// Everything went to the new process.
+    HandedOver,
+    /// The hand-over broke off after it began.
+    Broken,
 }
 
 /// Beyond `server.shutdown_drain`, what a stop may take (close handshakes,
@@ -482,9 +497,9 @@ const STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the signal thread acts with.
 struct SignalHandler {
-    /// Held while an upgrade runs (the process exits only after it); true
-    /// once everything was handed over.
-    upgrading: std::sync::Arc<std::sync::Mutex<bool>>,
+    /// Held while an upgrade runs (the process exits only after it), with
+    /// its outcome.
+    upgrading: std::sync::Arc<std::sync::Mutex<Upgrade>>,
     stopper: tether::server::Stopper,
     reloader: tether::server::Reloader,
     upgrader: tether::server::Upgrader,
@@ -522,7 +537,12 @@ impl SignalHandler {
         let mut upgrading = self.upgrading.lock().unwrap_or_else(|e| e.into_inner());
         match self.upgrader.upgrade(&self.binary) {
             Ok(done) => {
-                *upgrading = true;
+                *upgrading = Upgrade::HandedOver;
+                // Before this process exits, so that systemd never sees the
+                // service without its main process.
+                if let Some(n) = &self.notifier {
+                    let _ = n.send(&format!("MAINPID={}", done.pid));
+                }
                 tracing::info!(
                     pid = done.pid,
                     connections = done.connections,
@@ -530,9 +550,14 @@ impl SignalHandler {
                 );
                 true
             }
-            Err(e) => {
+            Err(e @ tether::server::UpgradeError::NotStarted(_)) => {
                 tracing::error!("upgrade failed: {e}");
                 false
+            }
+            Err(e) => {
+                *upgrading = Upgrade::Broken;
+                tracing::error!("upgrade failed: {e}");
+                true
             }
         }
     }

@@ -72,9 +72,13 @@ impl Drop for Reaped {
 }
 
 fn config(dir: &Path) -> PathBuf {
+    config_with(dir, 2)
+}
+
+fn config_with(dir: &Path, workers: usize) -> PathBuf {
     let cfg = dir.join("tether.toml");
     let body = format!(
-        "[server]\nworkers = 2\npid_file = \"{}\"\nshutdown_drain = \"1s\"\n\
+        "[server]\nworkers = {workers}\npid_file = \"{}\"\nshutdown_drain = \"1s\"\n\
          [client]\nlisten = \"127.0.0.1:0\"\n\
          [runners]\nlisten = \"127.0.0.2:0\"\n\
          [admin]\nlisten = \"127.0.0.3:0\"\ntoken = \"{ADMIN_TOKEN}\"\n\
@@ -182,6 +186,15 @@ async fn connect(url: &str) -> Ws {
             Err(e) => panic!("connect {url}: {e}"),
         }
     }
+}
+
+/// How many sockets process `pid` holds.
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
 }
 
 /// What one active client saw.
@@ -388,6 +401,15 @@ fn a_thousand_clients_stay_connected_through_two_upgrades() {
         1,
         "counted by the new process"
     );
+    // The new process holds each client's socket once: none leaked into it
+    // from its parent through exec (listeners, tunnels and its own
+    // descriptors aside).
+    let sockets = sockets_of(gateways.current());
+    let clients = ACTIVE + HIBERNATED;
+    assert!(
+        sockets < clients + 40,
+        "{sockets} sockets for {clients} clients"
+    );
     // The hibernated clients wake their actors in the third process.
     go.notify_waiters();
     common::wait_for_within(
@@ -432,6 +454,61 @@ fn a_thousand_clients_stay_connected_through_two_upgrades() {
         );
     }
     drop(rt);
+    drop(gateways);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tether upgrade --pid-file F`: whether it succeeded, and what it said.
+fn run_upgrade(pid_file: &Path, timeout: &str) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["upgrade", "--timeout", timeout, "--pid-file"])
+        .arg(pid_file)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.success(), said)
+}
+
+/// An upgrade the new binary refuses (its configuration wants another
+/// worker count) changes nothing: the running process serves on, its
+/// clients notice nothing, and the next upgrade, once the file is right,
+/// goes through.
+#[test]
+fn a_refused_upgrade_leaves_the_gateway_serving_and_a_later_one_succeeds() {
+    let dir = std::env::temp_dir().join(format!("tether-upgrade-refused-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let cfg = config_with(&dir, 1);
+    let pid_file = dir.join("tether.pid");
+    let (gateways, [client, runner_addr, _]) = start_gateway(&cfg, pid_file.clone());
+    let _runner = start_runner(runner_addr, &dir.join("state"));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut ws = rt.block_on(connect(&format!("ws://{client}/actors/echo/refused")));
+    let mut echo = |text: &str| {
+        rt.block_on(async {
+            ws.send(Message::text(text)).await.unwrap();
+            match ws.next().await {
+                Some(Ok(Message::Text(t))) => t.to_string(),
+                other => panic!("no echo of {text}: {other:?}"),
+            }
+        })
+    };
+    assert_eq!(echo("one"), "one");
+    let first = gateways.current();
+    config_with(&dir, 2);
+    let (ok, said) = run_upgrade(&pid_file, "3s");
+    assert!(!ok, "{said}");
+    assert_eq!(gateways.current(), first, "the same process serves");
+    assert_eq!(echo("two"), "two");
+    config_with(&dir, 1);
+    let (ok, said) = run_upgrade(&pid_file, "30s");
+    assert!(ok, "{said}");
+    assert_ne!(gateways.current(), first);
+    assert_eq!(echo("three"), "three");
     drop(gateways);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -32,7 +32,8 @@ pub enum Note {
     Listeners { client: u32, runner: u32 },
     /// new → old: listeners taken, workers up: send the connections.
     Ready,
-    /// old → new: one client connection (its socket beside the note).
+    /// old → new: one client connection (its socket beside the note, unless
+    /// the client already closed: `ConnRecord::close`).
     Conn(Box<ConnRecord>),
     /// old → new: every connection was sent (`conns` of them).
     Done { conns: u64 },
@@ -69,6 +70,7 @@ impl Note {
     pub fn descriptors(&self) -> usize {
         match self {
             Note::Listeners { client, runner } => *client as usize + *runner as usize + 1,
+            Note::Conn(record) if record.close.is_some() => 0,
             Note::Conn(_) => 1,
             _ => 0,
         }

@@ -42,6 +42,10 @@ pub struct ConnRecord {
     pub held: Vec<HeldMessage>,
     /// Read from the socket, not decoded yet: the start of a frame.
     pub unread: Bytes,
+    /// The client closed (code, reason) before its actor could be told: the
+    /// connection travels without a socket, for the actor to see its
+    /// messages and then its close.
+    pub close: Option<(u16, String)>,
 }
 
 impl ConnRecord {
@@ -50,7 +54,10 @@ impl ConnRecord {
         put_str(out, &self.name);
         put_varint(out, self.key.len() as u64);
         self.key.iter().for_each(|k| put_str(out, k));
-        out.put_u8(u8::from(self.actor_awake) | u8::from(self.hibernatable) << 1);
+        let flags = u8::from(self.actor_awake)
+            | u8::from(self.hibernatable) << 1
+            | u8::from(self.close.is_some()) << 2;
+        out.put_u8(flags);
         put_varint(out, self.conn_id);
         put_str(out, &self.peer.to_string());
         put_varint(out, self.next_index);
@@ -70,6 +77,10 @@ impl ConnRecord {
             put_bytes(out, &m.payload);
         }
         put_bytes(out, &self.unread);
+        if let Some((code, reason)) = &self.close {
+            put_varint(out, u64::from(*code));
+            put_str(out, reason);
+        }
     }
 
     pub(super) fn decode(r: &mut Reader) -> Result<ConnRecord, HandoverError> {
@@ -94,11 +105,16 @@ impl ConnRecord {
         let attachment = r.bytes()?;
         let held = (0..count(r, u64::MAX, 3)?)
             .map(|_| held_message(r))
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
         let unread = r.bytes()?;
+        let close = match flags & 4 {
+            0 => None,
+            _ => Some((close_code(r)?, r.string()?)),
+        };
         if last_acked > next_index {
             return Err(HandoverError("acknowledged beyond the last message"));
         }
+        check_held(&held, last_acked, next_index)?;
         Ok(ConnRecord {
             ns,
             name,
@@ -115,8 +131,26 @@ impl ConnRecord {
             attachment,
             held,
             unread,
+            close,
         })
     }
+}
+
+fn close_code(r: &mut Reader) -> Result<u16, HandoverError> {
+    u16::try_from(r.varint()?).map_err(|_| HandoverError("close code out of range"))
+}
+
+/// Held messages are what the actor has not acknowledged, in index order,
+/// none beyond the client's last.
+fn check_held(held: &[HeldMessage], last_acked: u64, next_index: u64) -> Result<(), HandoverError> {
+    let mut previous = last_acked;
+    for m in held {
+        if m.index <= previous || m.index > next_index {
+            return Err(HandoverError("held messages out of order"));
+        }
+        previous = m.index;
+    }
+    Ok(())
 }
 
 fn held_message(r: &mut Reader) -> Result<HeldMessage, HandoverError> {

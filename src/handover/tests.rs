@@ -29,6 +29,7 @@ fn record() -> ConnRecord {
             })
             .collect(),
         unread: Bytes::from_static(&[0x81, 0x85]),
+        close: None,
     }
 }
 
@@ -46,6 +47,25 @@ fn every_note_round_trips() {
     ];
     for note in notes {
         assert_eq!(Note::decode(note.encode()), Ok(note));
+    }
+}
+
+#[test]
+fn a_closed_connection_travels_without_its_socket() {
+    let mut r = record();
+    r.close = Some((1000, "bye".into()));
+    let note = Note::Conn(Box::new(r));
+    assert_eq!(note.descriptors(), 0);
+    assert_eq!(Note::decode(note.encode()), Ok(note));
+}
+
+#[test]
+fn held_messages_must_follow_the_acknowledged_ones_in_order() {
+    for bad in [9, 13] {
+        let mut r = record();
+        r.held[0].index = bad;
+        let err = Note::decode(Note::Conn(Box::new(r)).encode()).unwrap_err();
+        assert_eq!(err.0, "held messages out of order", "index {bad}");
     }
 }
 

@@ -25,6 +25,6 @@ pub(crate) mod tunnels;
 pub use admin::{admin_route, AdminRoute};
 pub use conn::stats::{GatewayStats, WorkerStats};
 pub use runtime::upgrade::new::{Inheriting, TakingOver};
-pub use runtime::upgrade::old::{NewBinary, Upgraded, Upgrader};
+pub use runtime::upgrade::old::{NewBinary, UpgradeError, Upgraded, Upgrader};
 pub use runtime::{driver, listener, notify, pidfile, signals};
 pub use runtime::{Driver, Gateway, Reloader, Stopper};

@@ -374,6 +374,13 @@ impl Actor {
         self.stats.actors.add(next.slot());
     }
 
+    /// Whoever waits for the actor to run learns it will not, and why.
+    pub fn fail_waiters(&self, reason: &str) {
+        for slot in self.ready.borrow_mut().drain(..) {
+            slot.fill(Err(reason.to_owned()));
+        }
+    }
+
     /// Gives the actor up: waiters get `reason`; returns its connections,
     /// which the caller closes.
     pub fn discard(&self, reason: &str) -> Vec<u64> {

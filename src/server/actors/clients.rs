@@ -100,12 +100,6 @@ impl Actors {
         };
         let explicit = code != CloseCode::ABNORMAL;
         match actor.state() {
-            // Nothing reaches a runner any more: the actor is restored in
-            // the next process without this connection.
-            _ if self.handing_over.get() && actor.state() != ActorState::Running => {
-                self.forget_conn(conn_id);
-                self.drop_if_unused(&actor);
-            }
             ActorState::Running => {
                 self.forget_conn(conn_id);
                 if let Some(t) = actor.tunnel() {

@@ -16,7 +16,7 @@ use tracing::{info, warn};
 
 use super::actor::{Actor, ActorState, AfterStop};
 use super::links::{ClientLink, ConnMeta};
-use super::Actors;
+use super::{Actors, Unavailable};
 use crate::handover::{ConnRecord, HeldMessage};
 use crate::server::conn::control::ConnControl;
 
@@ -26,7 +26,12 @@ impl Actors {
     pub fn begin_handover(&self) {
         self.handing_over.set(true);
         let mut stopping = 0;
+        let reason = Unavailable::Upgrading.to_string();
         for actor in self.directory.live() {
+            // Handshakes waiting for it are answered now (503, Retry-After):
+            // their clients come back to the next process.
+            actor.fail_waiters(&reason);
+            self.reject_pending_opens(&actor, &reason);
             if matches!(actor.state(), ActorState::Running | ActorState::Starting) {
                 self.begin_stop(&actor, AfterStop::Migrate);
                 stopping += 1;
@@ -38,8 +43,15 @@ impl Actors {
         );
     }
 
-    pub fn is_handing_over(&self) -> bool {
-        self.handing_over.get()
+    /// Old process, every actor off its runner and every tunnel closed:
+    /// nothing more can be queued for a client, so its session may leave.
+    pub fn release_sessions(&self) {
+        self.sessions_leave.set(true);
+    }
+
+    /// Whether client sessions hand themselves over now.
+    pub fn sessions_may_leave(&self) -> bool {
+        self.sessions_leave.get()
     }
 
     /// No actor is on a runner any more (each is asleep or waits to be placed).
@@ -57,23 +69,30 @@ impl Actors {
         self.links.borrow().len()
     }
 
+    /// Links whose client closed before its actor could be told (they have
+    /// no session any more, and travel without a socket).
+    pub fn closed_links(&self) -> Vec<u64> {
+        let links = self.links.borrow();
+        links
+            .iter()
+            .filter(|(_, l)| l.is_closing())
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
     /// Old process: unlinks connection `conn_id` and describes it for the
     /// new process (`next_index`: the client's last message; `unread`: bytes
-    /// read from its socket, not decoded yet).
+    /// read from its socket, not decoded yet). A closed one's record carries
+    /// its close.
     pub fn export_conn(&self, conn_id: u64, next_index: u64, unread: Bytes) -> Option<ConnRecord> {
         let link = self.forget_conn(conn_id)?;
         let actor = link.actor.clone();
-        let held = link.with_outstanding(|o| {
-            o.as_deref().map_or_else(Vec::new, |o| {
-                o.all()
-                    .map(|(index, kind, payload)| HeldMessage {
-                        index,
-                        kind,
-                        payload: Bytes::copy_from_slice(payload),
-                    })
-                    .collect()
-            })
+        let (held, close) = link.with_outstanding(|o| match o.as_deref_mut() {
+            None => (Vec::new(), None),
+            Some(o) => (held_messages(o), o.close.take().map(|c| *c)),
         });
+        let last_held = held.last().map_or(0, |m| m.index);
+        let next_index = next_index.max(last_held).max(link.last_acked.get());
         let meta = *link.with_meta(|m| m.take()).unwrap_or_default();
         let record = ConnRecord {
             ns: actor.ns.clone(),
@@ -91,6 +110,7 @@ impl Actors {
             attachment: meta.attachment,
             held,
             unread,
+            close,
         };
         self.drop_if_unused(&actor);
         Some(record)
@@ -142,6 +162,9 @@ impl Actors {
         for m in &r.held {
             link.hold(m.index, m.kind, &m.payload);
         }
+        if let Some((code, reason)) = &r.close {
+            link.hold_close(*code, reason);
+        }
         self.admission.adopt(r.peer.ip());
         actor.add_conn(conn_id);
         self.links.borrow_mut().insert(conn_id, Box::new(link));
@@ -164,6 +187,16 @@ impl Actors {
             }
         }
     }
+}
+
+fn held_messages(o: &super::outstanding::Outstanding) -> Vec<HeldMessage> {
+    o.all()
+        .map(|(index, kind, payload)| HeldMessage {
+            index,
+            kind,
+            payload: Bytes::copy_from_slice(payload),
+        })
+        .collect()
 }
 
 fn meta(r: &ConnRecord) -> Option<Box<ConnMeta>> {

@@ -28,6 +28,9 @@ impl Actors {
         path: &ActorPath,
         creator: IpAddr,
     ) -> Result<Rc<Actor>, Unavailable> {
+        if self.handing_over.get() {
+            return Err(Unavailable::Upgrading);
+        }
         let (ns, name, key) = (path.ns.as_str(), path.name.as_str(), path.key.as_slice());
         if let Some(actor) = self.directory.get(ns, name, key) {
             if actor.state() == ActorState::Asleep {

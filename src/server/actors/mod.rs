@@ -98,6 +98,8 @@ pub(crate) struct Actors {
     /// An upgrade hands this worker's connections to a new process: no
     /// actor starts any more.
     handing_over: Cell<bool>,
+    /// Handing over, with nothing left on a runner: sessions may leave.
+    sessions_leave: Cell<bool>,
     /// This worker takes an old process's connections over: no actor
     /// starts until every one is in.
     taking_over: Cell<bool>,
@@ -187,6 +189,7 @@ impl Actors {
             clock: Cell::new(Instant::now()),
             handing_over: Cell::new(false),
             taking_over: Cell::new(false),
+            sessions_leave: Cell::new(false),
             to_wake: RefCell::new(Vec::new()),
             feed,
             messages_in: Cell::new(0),

@@ -34,6 +34,8 @@ pub(crate) enum Unavailable {
     TooManyNewActors,
     /// The actor has `actors.max_connections_per_actor` connections.
     ActorFull,
+    /// The gateway is handing its connections to a new process of itself.
+    Upgrading,
 }
 
 impl Unavailable {
@@ -49,6 +51,7 @@ impl Unavailable {
             Unavailable::Rejected { .. } => "rejected",
             Unavailable::TooManyNewActors => "rate_limited",
             Unavailable::ActorFull => "actor_full",
+            Unavailable::Upgrading => "upgrading",
         }
     }
 
@@ -69,6 +72,7 @@ impl Unavailable {
                 "this address created too many new actors; try again shortly".into()
             }
             Unavailable::ActorFull => "the actor has as many connections as it may".into(),
+            Unavailable::Upgrading => "the gateway is upgrading; try again in a second".into(),
         }
     }
 }

@@ -110,9 +110,10 @@ pub(crate) trait Role: Sized + 'static {
 
     /// Takes over a session that returned [`Gate::HandOver`], between
     /// messages; `unread` holds the start of the peer's next frame, if any.
-    /// By default the session goes on as a task.
+    /// A role whose `gate` never says so never gets here; by default the
+    /// connection is dropped (going on would only return here again).
     fn hand_over(session: Session<Self>, stream: Stream, unread: BytesMut, reg: Registration) {
-        monoio::spawn(session.run(stream, unread, reg));
+        drop((session, stream, unread, reg));
     }
 }
 

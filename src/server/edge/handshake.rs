@@ -163,7 +163,10 @@ async fn refuse_unavailable(
     upgrade: &Upgrade,
     u: Unavailable,
 ) {
-    let refusal = Refusal::new(status_of(&u), u.to_string());
+    let mut refusal = Refusal::new(status_of(&u), u.to_string());
+    if matches!(u, Unavailable::Upgrading) {
+        refusal.headers = &[("Retry-After", "1")];
+    }
     match edge.env.config().client.handshake_errors {
         HandshakeErrors::Http => turn_away(edge, stream, buf, refusal).await,
         HandshakeErrors::Close => {

@@ -44,7 +44,9 @@ impl Role for ClientRole {
                 tunnel.wait_until_uncongested(control);
                 Gate::Hold
             }
-            LinkView::Hibernated | LinkView::Waking if edge.actors.is_handing_over() => {
+            // Not before every runner is gone: what an actor sends while it
+            // stops must reach the session first.
+            LinkView::Hibernated | LinkView::Waking if edge.actors.sessions_may_leave() => {
                 Gate::HandOver
             }
             LinkView::Hibernated if edge.parker.is_some() => Gate::Park,

@@ -21,6 +21,8 @@ const CHUNK: usize = 48 * 1024;
 const MAX_NOTE: usize = 256 << 20;
 /// Most descriptors beside one note: the listeners of every worker.
 const MAX_FDS: usize = 2 * crate::config::MAX_WORKERS + 1;
+/// Most descriptors one packet may carry (the kernel's SCM_MAX_FD).
+const FDS_PER_PACKET: usize = 253;
 const MORE: u8 = 1;
 
 pub(crate) struct Channel {
@@ -83,21 +85,22 @@ impl Channel {
     }
 
     /// Sends `note` with `fds` beside it (the caller keeps its copies).
+    /// Packets carry at most `CHUNK` bytes and `FDS_PER_PACKET`
+    /// descriptors each; a note takes as many as either needs.
     pub fn send(&self, note: &Note, fds: &[RawFd]) -> io::Result<()> {
         debug_assert_eq!(fds.len(), note.descriptors());
         let bytes = note.encode();
-        let mut chunks = bytes.chunks(CHUNK).peekable();
-        let mut first = true;
-        if bytes.is_empty() {
-            return send_packet(&self.fd, &[0], fds);
-        }
-        while let Some(chunk) = chunks.next() {
-            let flag = if chunks.peek().is_some() { MORE } else { 0 };
+        let mut chunks: Vec<&[u8]> = bytes.chunks(CHUNK).collect();
+        let mut groups: Vec<&[RawFd]> = fds.chunks(FDS_PER_PACKET).collect();
+        let packets = chunks.len().max(groups.len()).max(1);
+        chunks.resize(packets, &[]);
+        groups.resize(packets, &[]);
+        for (i, (chunk, group)) in chunks.iter().zip(&groups).enumerate() {
+            let flag = if i + 1 < packets { MORE } else { 0 };
             let mut packet = Vec::with_capacity(1 + chunk.len());
             packet.push(flag);
             packet.extend_from_slice(chunk);
-            send_packet(&self.fd, &packet, if first { fds } else { &[] })?;
-            first = false;
+            send_packet(&self.fd, &packet, group)?;
         }
         Ok(())
     }
@@ -141,7 +144,7 @@ fn bad_owned(why: String) -> io::Error {
 /// Room for the control message carrying up to `MAX_FDS` descriptors.
 fn control_space() -> usize {
     // SAFETY: CMSG_SPACE is a pure computation.
-    unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) as usize }
+    unsafe { libc::CMSG_SPACE((FDS_PER_PACKET * std::mem::size_of::<RawFd>()) as u32) as usize }
 }
 
 fn send_packet(fd: &OwnedFd, packet: &[u8], fds: &[RawFd]) -> io::Result<()> {
@@ -281,6 +284,7 @@ mod tests {
             attachment: Bytes::from(vec![7u8; 5 * CHUNK + 3]),
             held: Vec::new(),
             unread: Bytes::new(),
+            close: None,
         };
         let note = Note::Conn(Box::new(record));
         let (fd_source, _keep) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -291,6 +295,23 @@ mod tests {
         let (got, fds) = b.receive().unwrap();
         sender.join().unwrap();
         assert_eq!((got, fds.len()), (note, 1));
+    }
+
+    #[test]
+    fn more_listeners_than_one_packet_carries_arrive_together() {
+        let (a, b) = pair().unwrap();
+        let b = Channel::from_fd(b);
+        let (one, _other) = std::os::unix::net::UnixStream::pair().unwrap();
+        let listeners = Note::Listeners {
+            client: 200,
+            runner: 200,
+        };
+        let fds = vec![one.as_raw_fd(); 401];
+        let sender = std::thread::spawn(move || a.send(&listeners, &fds).unwrap());
+        let (note, got) = b.receive().unwrap();
+        sender.join().unwrap();
+        assert_eq!(got.len(), 401);
+        assert_eq!(note.descriptors(), 401);
     }
 
     #[test]

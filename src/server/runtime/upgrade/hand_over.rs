@@ -1,15 +1,18 @@
 //! A worker of the old process hands its client connections over.
 //!
-//! 1. It stopped accepting (the caller). Handshakes in progress anywhere
-//!    finish here first: no connection is between two workers or waiting
-//!    for a runner's accept when the actors stop.
+//! 1. It stopped accepting (the caller). No actor starts again: a
+//!    handshake waiting for one, or asking for one later, gets 503 with
+//!    Retry-After (its client comes back to the next process); those still
+//!    sending their request get a short grace.
 //! 2. Every actor on a runner is stopped there, gracefully: the runner
-//!    acknowledges what it handled, then confirms. No actor starts again.
+//!    acknowledges what it handled, then confirms.
 //! 3. The runner tunnels close with 1012: the runners reconnect, and the
 //!    next process accepts them.
-//! 4. Every client session is poked (a parked one resumes); between
-//!    messages, with nothing left to write, it stops and is sent on with
-//!    its record. TLS sessions cannot move: they are closed with 1012.
+//! 4. Only now (nothing more can come from a runner) every client session
+//!    is poked (a parked one resumes); between messages, with nothing left
+//!    to write, it stops and is sent on with its record. TLS sessions
+//!    cannot move: they are closed with 1012. A link whose client closed
+//!    before its actor could be told goes as a record without a socket.
 
 use std::future::Future;
 use std::rc::Rc;
@@ -28,17 +31,21 @@ use crate::ws::CloseCode;
 
 /// How often the worker looks again while it waits on the steps above.
 const POLL: Duration = Duration::from_millis(5);
+/// How long a client still sending its upgrade request may take.
+const HANDSHAKE_GRACE: Duration = Duration::from_secs(2);
 
 pub(crate) async fn hand_over(worker: &Rc<Worker>, exports: &Sender<Export>) {
     let config = worker.env.config();
-    let handshakes = config.client.handshake_timeout + config.actors.start_timeout;
+    worker.actors.begin_handover();
+    // A handshake in progress is answered 503 (Retry-After) as soon as it
+    // asks for its actor; one still sending its request is cut after a grace.
+    let handshakes = config.client.handshake_timeout.min(HANDSHAKE_GRACE);
     if !until(handshakes, || no_handshakes(worker)).await {
         warn!(
             worker = worker.id,
             "upgrade: handshakes still in progress; going on"
         );
     }
-    worker.actors.begin_handover();
     let stops = config.actors.stop_timeout + Duration::from_secs(1);
     if !until(stops, || worker.actors.all_off_runners()).await {
         warn!(
@@ -50,14 +57,18 @@ pub(crate) async fn hand_over(worker: &Rc<Worker>, exports: &Sender<Export>) {
     worker
         .actors
         .close_tunnels(|_| true, CloseCode::SERVICE_RESTART, reason);
+    worker.actors.release_sessions();
     worker.env.registry.poke_all();
     let sessions = config.client.send_timeout + config.client.close_timeout;
     let mut sent = 0;
+    // Done when only links without a session are left (clients that
+    // closed before their actor could be told).
     let all_sent = until(sessions, || {
         sent += send_handed(worker, exports);
-        worker.actors.linked() == 0
+        worker.actors.linked() == worker.actors.closed_links().len()
     })
     .await;
+    sent += send_closed(worker, exports);
     if !all_sent {
         let left = worker.actors.linked();
         warn!(
@@ -110,6 +121,18 @@ fn send_handed(worker: &Worker, exports: &Sender<Export>) -> usize {
     sent
 }
 
+/// Sends on the links whose client closed: their actor sees their
+/// messages, then their close, in the next process.
+fn send_closed(worker: &Worker, exports: &Sender<Export>) -> usize {
+    let mut sent = 0;
+    for conn_id in worker.actors.closed_links() {
+        if let Some(record) = worker.actors.export_conn(conn_id, 0, Bytes::new()) {
+            sent += usize::from(exports.send(Export::Conn(Box::new(record), None)).is_ok());
+        }
+    }
+    sent
+}
+
 fn send_one(worker: &Worker, h: Handed, exports: &Sender<Export>) -> bool {
     let Handed {
         conn_id,
@@ -126,7 +149,10 @@ fn send_one(worker: &Worker, h: Handed, exports: &Sender<Export>) -> bool {
         return false;
     };
     let sent = match stream.detach() {
-        Ok(Detached { fd, tls: None }) => exports.send(Export::Conn(Box::new(record), fd)).is_ok(),
+        Ok(Detached { fd, tls: None }) => {
+            let conn = Export::Conn(Box::new(record), Some(fd));
+            exports.send(conn).is_ok()
+        }
         _ => false,
     };
     if !sent {

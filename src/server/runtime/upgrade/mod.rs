@@ -27,15 +27,15 @@ pub const UPGRADE_FD_ENV: &str = "TETHER_UPGRADE_FD";
 
 /// What a worker of the old process sends on during an upgrade.
 pub(crate) enum Export {
-    /// A connection and its socket.
-    Conn(Box<ConnRecord>, OwnedFd),
+    /// A connection and its socket (none for one its client closed).
+    Conn(Box<ConnRecord>, Option<OwnedFd>),
     /// The worker handed over everything it had.
     WorkerDone,
 }
 
 /// What a worker of the new process receives during an upgrade.
 pub(crate) enum Inherited {
-    Conn(Box<ConnRecord>, OwnedFd),
+    Conn(Box<ConnRecord>, Option<OwnedFd>),
     /// Every connection is in: wake what was awake, start accepting.
     Done,
 }

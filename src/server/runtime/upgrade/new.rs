@@ -6,7 +6,7 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::channel::Channel;
 use super::{Inherited, UPGRADE_FD_ENV};
@@ -108,26 +108,39 @@ impl TakingOver {
     /// Tells the old process to send the connections, and gives each to its
     /// home worker; then every worker wakes what was awake and starts
     /// accepting. Returns how many connections came.
-    pub fn receive_connections(self) -> Result<u64, String> {
-        let result = self.receive_all();
-        // Even after a failure, the workers must start serving.
+    pub fn receive_connections(self) -> u64 {
+        let mut received = 0;
+        let result = self.receive_all(&mut received);
+        // Even after a failure, the workers serve what came: the old
+        // process has given those connections away.
         for worker in 0..self.workers {
             self.deliver(worker, Inherited::Done);
         }
-        let conns = result?;
-        if let Err(e) = self.channel.send(&Note::Taken, &[]) {
-            warn!(error = %e, "upgrade: cannot tell the old process we are done");
+        match result {
+            Ok(()) => {
+                if let Err(e) = self.channel.send(&Note::Taken, &[]) {
+                    warn!(error = %e, "upgrade: cannot tell the old process we are done");
+                }
+                info!(
+                    connections = received,
+                    "upgrade: every connection taken over"
+                );
+            }
+            Err(e) => {
+                error!(
+                    connections = received,
+                    "{e}; serving the connections that came"
+                )
+            }
         }
-        info!(connections = conns, "upgrade: every connection taken over");
-        Ok(conns)
+        received
     }
 
-    fn receive_all(&self) -> Result<u64, String> {
+    fn receive_all(&self, received: &mut u64) -> Result<(), String> {
         self.channel
             .send(&Note::Ready, &[])
             .map_err(|e| format!("upgrade: {e}"))?;
         let _ = self.channel.set_timeout(Some(CONNS_TIMEOUT));
-        let mut received = 0u64;
         loop {
             let (note, fds) = self
                 .channel
@@ -135,9 +148,8 @@ impl TakingOver {
                 .map_err(|e| format!("upgrade: {e}"))?;
             match note {
                 Note::Conn(record) => {
-                    let Some(fd) = fds.into_iter().next() else {
-                        return Err("upgrade: a connection came without its socket".into());
-                    };
+                    // The channel checked that it has its socket, unless closed.
+                    let fd = fds.into_iter().next();
                     let path = ActorPath {
                         ns: record.ns.clone(),
                         name: record.name.clone(),
@@ -146,9 +158,9 @@ impl TakingOver {
                     };
                     let home = home_worker(&path, self.workers);
                     self.deliver(home, Inherited::Conn(record, fd));
-                    received += 1;
+                    *received += 1;
                 }
-                Note::Done { conns } if conns == received => return Ok(received),
+                Note::Done { conns } if conns == *received => return Ok(()),
                 Note::Done { conns } => {
                     return Err(format!(
                         "upgrade: {conns} connections announced, {received} came"

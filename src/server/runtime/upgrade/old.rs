@@ -47,6 +47,28 @@ pub struct Upgrader {
     pub(crate) workers: usize,
 }
 
+/// Why an upgrade did not complete.
+#[derive(Debug)]
+pub enum UpgradeError {
+    /// Before anything was handed over: this process serves on.
+    NotStarted(String),
+    /// After the hand-over began (the new process failed meanwhile): this
+    /// process has stopped its actors and given its connections away, and
+    /// must exit with a failure so that the service manager restarts it.
+    Broken(String),
+}
+
+impl std::fmt::Display for UpgradeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpgradeError::NotStarted(e) => write!(f, "{e}; this process goes on serving"),
+            UpgradeError::Broken(e) => {
+                write!(f, "{e}; the hand-over broke off: this process exits")
+            }
+        }
+    }
+}
+
 /// A completed upgrade.
 #[derive(Debug)]
 pub struct Upgraded {
@@ -57,38 +79,60 @@ pub struct Upgraded {
 impl Upgrader {
     /// Starts `binary` and hands everything over to it. On an error before
     /// the hand-over began, this process goes on serving (the error says so).
-    pub fn upgrade(&self, binary: &NewBinary) -> Result<Upgraded, String> {
+    pub fn upgrade(&self, binary: &NewBinary) -> Result<Upgraded, UpgradeError> {
         let exports = self.take_exports()?;
+        let started = self.start_new(binary);
+        let (channel, child) = match started {
+            Ok(started) => started,
+            Err(e) => {
+                // Nothing was stopped: the next SIGUSR2 may try again.
+                *self.exports.lock().unwrap_or_else(|e| e.into_inner()) = Some(exports);
+                return Err(UpgradeError::NotStarted(e));
+            }
+        };
+        self.signal.trigger();
+        let finish = || {
+            let connections = forward(&channel, &exports, self.workers)?;
+            channel
+                .send(&Note::Done { conns: connections }, &[])
+                .map_err(|e| format!("upgrade: {e}"))?;
+            let _ = channel.set_timeout(Some(TAKE_TIMEOUT));
+            expect(&channel, Note::Taken)?;
+            Ok(connections)
+        };
+        match finish() {
+            Ok(connections) => Ok(Upgraded {
+                pid: child.id(),
+                connections,
+            }),
+            Err(e) => Err(UpgradeError::Broken(e)),
+        }
+    }
+
+    fn take_exports(&self) -> Result<Receiver<Export>, UpgradeError> {
+        let mut slot = self.exports.lock().unwrap_or_else(|e| e.into_inner());
+        let busy = || UpgradeError::NotStarted("an upgrade is already under way".into());
+        slot.take().ok_or_else(busy)
+    }
+
+    /// Starts the new binary, sends it the listeners and waits until its
+    /// workers run; a child that does not get there is killed.
+    fn start_new(&self, binary: &NewBinary) -> Result<(Channel, Child), String> {
         let (channel, theirs) = channel::pair().map_err(|e| format!("upgrade channel: {e}"))?;
         let mut child = spawn(binary, theirs)?;
         info!(pid = child.id(), exe = %binary.exe.display(), "upgrade: new process started");
-        if let Err(e) = self.start_new(&channel) {
-            let _ = child.kill();
-            let _ = child.wait();
-            *self.exports.lock().unwrap_or_else(|e| e.into_inner()) = Some(exports);
-            return Err(format!("{e}; this process goes on serving"));
+        match self.send_listeners(&channel) {
+            Ok(()) => Ok((channel, child)),
+            Err(e) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(e)
+            }
         }
-        self.signal.trigger();
-        let connections = forward(&channel, &exports, self.workers)?;
-        channel
-            .send(&Note::Done { conns: connections }, &[])
-            .map_err(|e| format!("upgrade: {e}"))?;
-        let _ = channel.set_timeout(Some(TAKE_TIMEOUT));
-        expect(&channel, Note::Taken)?;
-        Ok(Upgraded {
-            pid: child.id(),
-            connections,
-        })
-    }
-
-    fn take_exports(&self) -> Result<Receiver<Export>, String> {
-        let mut slot = self.exports.lock().unwrap_or_else(|e| e.into_inner());
-        slot.take()
-            .ok_or_else(|| "an upgrade is already under way".to_string())
     }
 
     /// Sends the listeners and waits until the new process's workers run.
-    fn start_new(&self, channel: &Channel) -> Result<(), String> {
+    fn send_listeners(&self, channel: &Channel) -> Result<(), String> {
         channel
             .set_timeout(Some(START_TIMEOUT))
             .map_err(|e| e.to_string())?;
@@ -111,7 +155,8 @@ fn spawn(binary: &NewBinary, theirs: OwnedFd) -> Result<Child, String> {
     command
         .args(&binary.args)
         .env(UPGRADE_FD_ENV, CHILD_FD.to_string());
-    // SAFETY: between fork and exec only async-signal-safe calls (dup2, fcntl).
+    // SAFETY: between fork and exec only async-signal-safe calls (dup2,
+    // fcntl, close_range, getrlimit, close).
     unsafe {
         command.pre_exec(move || {
             if raw == CHILD_FD {
@@ -120,6 +165,7 @@ fn spawn(binary: &NewBinary, theirs: OwnedFd) -> Result<Child, String> {
             } else if libc::dup2(raw, CHILD_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            close_inherited_descriptors();
             Ok(())
         });
     }
@@ -129,6 +175,29 @@ fn spawn(binary: &NewBinary, theirs: OwnedFd) -> Result<Child, String> {
     // Ours closed: if the child dies, reading the channel ends at once.
     drop(theirs);
     Ok(child)
+}
+
+/// In the child, before exec: closes every descriptor above the channel's.
+/// Sockets monoio accepts through io_uring are not close-on-exec, so the
+/// new binary would otherwise hold a second copy of each (its peer would
+/// never see a FIN from a connection the new process closes).
+///
+/// # Safety
+/// Only between fork and exec (it closes descriptors it does not own).
+unsafe fn close_inherited_descriptors() {
+    let first = (CHILD_FD + 1) as libc::c_uint;
+    if libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) == 0 {
+        return;
+    }
+    // Kernels before 5.9: one by one, up to the descriptor limit.
+    let mut limit: libc::rlimit = std::mem::zeroed();
+    let highest = match libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) {
+        0 => limit.rlim_cur.min(1 << 20) as libc::c_int,
+        _ => 1 << 16,
+    };
+    for fd in first as libc::c_int..highest {
+        libc::close(fd);
+    }
 }
 
 fn expect(channel: &Channel, want: Note) -> Result<(), String> {
@@ -146,8 +215,9 @@ fn forward(channel: &Channel, exports: &Receiver<Export>, workers: usize) -> Res
         match exports.recv() {
             Ok(Export::Conn(record, fd)) => {
                 let note = Note::Conn(record);
+                let fds: Vec<i32> = fd.iter().map(AsRawFd::as_raw_fd).collect();
                 channel
-                    .send(&note, &[fd.as_raw_fd()])
+                    .send(&note, &fds)
                     .map_err(|e| format!("upgrade: cannot send a connection: {e}"))?;
                 sent += 1;
             }

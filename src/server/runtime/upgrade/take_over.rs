@@ -31,7 +31,13 @@ pub(crate) async fn take_over(worker: &Rc<Worker>, inbox: Arc<HandoffQueues<Inhe
     );
 }
 
-fn adopt(worker: &Worker, record: ConnRecord, fd: OwnedFd) -> bool {
+fn adopt(worker: &Worker, record: ConnRecord, fd: Option<OwnedFd>) -> bool {
+    let registration = worker.env.registry.register(Instant::now());
+    let control = registration.control.clone();
+    let Some(fd) = fd else {
+        // Closed by its client: only its actor needs to hear of it.
+        return worker.actors.import_conn(&record, control).is_ok();
+    };
     let stream = match attach_fd(fd) {
         Ok(tcp) => Stream::plain(tcp),
         Err(e) => {
@@ -39,8 +45,6 @@ fn adopt(worker: &Worker, record: ConnRecord, fd: OwnedFd) -> bool {
             return false;
         }
     };
-    let registration = worker.env.registry.register(Instant::now());
-    let control = registration.control.clone();
     match worker.actors.import_conn(&record, control) {
         Ok(conn_id) => {
             let unread = BytesMut::from(&record.unread[..]);
