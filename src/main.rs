@@ -69,8 +69,9 @@ struct UpgradeArgs {
     /// The gateway's pid file (default: `server.pid_file` of --config).
     #[arg(long)]
     pid_file: Option<PathBuf>,
-    /// How long to wait for the new process.
-    #[arg(long, default_value = "60s", value_parser = humantime_secs)]
+    /// How long to wait for the new process (a hand-over waits at most
+    /// for actors to stop and sessions to flush: see systemd/README.md).
+    #[arg(long, default_value = "180s", value_parser = humantime_secs)]
     timeout: std::time::Duration,
 }
 
@@ -563,14 +564,21 @@ impl SignalHandler {
     }
 
     /// Drains, and exits anyway once `stop_bound` has passed.
+    /// The bound is armed first: logging itself can block (a stalled
+    /// journal), and must not keep the process from ending.
     fn stop(&self, sig: i32) {
-        tracing::info!(signal = sig, "stopping: no new connections, draining");
         if let Some(n) = &self.notifier {
             let _ = n.send("STOPPING=1");
         }
         self.stopper.stop();
-        std::thread::sleep(self.stop_bound);
-        tracing::warn!(bound = ?self.stop_bound, "stop took too long: exiting now");
-        std::process::exit(0);
+        let bound = self.stop_bound;
+        let _ = std::thread::Builder::new()
+            .name("tether-stop-bound".into())
+            .spawn(move || {
+                std::thread::sleep(bound);
+                // No log line: the writer may be what is stuck.
+                std::process::exit(1);
+            });
+        tracing::info!(signal = sig, "stopping: no new connections, draining");
     }
 }

@@ -296,49 +296,102 @@ fn reloads_counted(admin: std::net::SocketAddr, result: &str) -> f64 {
 #[test]
 fn a_stuck_worker_stops_the_watchdog_feed() {
     let mut systemd = FakeSystemd::new_named("stuck");
-    let dir = std::env::temp_dir().join(format!("tether-stuck-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = dir.join("tether.toml");
-    std::fs::write(
-        &cfg,
-        "[server]\nworkers = 1\nlog_level = \"debug\"\n[client]\nlisten = \"127.0.0.1:0\"\n[runners]\nlisten = \"127.0.0.2:0\"\n[admin]\nlisten = \"127.0.0.3:0\"\n",
-    )
-    .unwrap();
-    let mut child = Reaped(
-        Command::new(env!("CARGO_BIN_EXE_tether"))
-            .arg("--config")
-            .arg(&cfg)
-            .env("NOTIFY_SOCKET", &systemd.path)
-            .env("WATCHDOG_USEC", "200000")
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
-    let mut serving = String::new();
-    while !serving.contains("tether is serving") {
-        serving.clear();
-        stderr.read_line(&mut serving).unwrap();
-    }
-    let client = address(&serving, "client=");
+    let env = [
+        ("NOTIFY_SOCKET", systemd.path.as_os_str()),
+        ("WATCHDOG_USEC", "200000".as_ref()),
+    ];
+    let mut gateway = LoggingGateway::start("stuck", "", &env);
     systemd.until("WATCHDOG=1");
     systemd.until("WATCHDOG=1");
-    // Refused requests until the worker no longer answers: its stderr pipe
-    // is full and it blocks writing the next log line.
-    let deadline = std::time::Instant::now() + common::WAIT;
-    while answers(client) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the worker never blocked"
-        );
-    }
+    gateway.block_its_worker();
     // At most a feed or two already on its way; then silence.
     systemd.expect_silence("WATCHDOG=1", std::time::Duration::from_secs(1));
     // Reading its stderr unblocks the worker: the feed resumes.
+    let mut stderr = gateway.stderr.take().unwrap();
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     systemd.until("WATCHDOG=1");
-    drop(child);
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A stop is bounded even when a worker is stuck (here: blocked writing
+/// logs nobody reads): the process ends `shutdown_drain` + 10 s after
+/// SIGTERM, with status 1 (the drain did not finish).
+#[test]
+fn a_stop_ends_within_its_bound_even_with_a_stuck_worker() {
+    let mut gateway = LoggingGateway::start("bound", "shutdown_drain = \"100ms\"\n", &[]);
+    gateway.block_its_worker();
+    let stopped = std::time::Instant::now();
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(gateway.child.0.id() as i32, libc::SIGTERM) };
+    let status = loop {
+        if let Some(status) = gateway.child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(20),
+            "no exit"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let took = stopped.elapsed();
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert!(took >= std::time::Duration::from_secs(10), "{took:?}");
+}
+
+/// A one-worker gateway logging at debug to a pipe this test reads only
+/// when it wants to (its own temp directory, removed when dropped).
+struct LoggingGateway {
+    child: Reaped,
+    stderr: Option<BufReader<std::process::ChildStderr>>,
+    client: std::net::SocketAddr,
+    dir: std::path::PathBuf,
+}
+
+impl LoggingGateway {
+    fn start(name: &str, server: &str, env: &[(&str, &std::ffi::OsStr)]) -> LoggingGateway {
+        let dir = std::env::temp_dir().join(format!("tether-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.join("tether.toml");
+        let body = format!(
+            "[server]\nworkers = 1\nlog_level = \"debug\"\n{server}[client]\nlisten = \"127.0.0.1:0\"\n[runners]\nlisten = \"127.0.0.2:0\"\n[admin]\nlisten = \"127.0.0.3:0\"\n"
+        );
+        std::fs::write(&cfg, body).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tether"));
+        command.arg("--config").arg(&cfg).stderr(Stdio::piped());
+        command.envs(env.iter().copied());
+        let mut child = Reaped(command.spawn().unwrap());
+        let mut stderr = BufReader::new(child.0.stderr.take().unwrap());
+        let mut serving = String::new();
+        while !serving.contains("tether is serving") {
+            serving.clear();
+            stderr.read_line(&mut serving).unwrap();
+        }
+        let client = address(&serving, "client=");
+        LoggingGateway {
+            child,
+            stderr: Some(stderr),
+            client,
+            dir,
+        }
+    }
+
+    /// Refused requests until the worker no longer answers: its stderr
+    /// pipe is full and it blocks writing the next log line.
+    fn block_its_worker(&self) {
+        let deadline = std::time::Instant::now() + common::WAIT;
+        while answers(self.client) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the worker never blocked"
+            );
+        }
+    }
+}
+
+impl Drop for LoggingGateway {
+    fn drop(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Whether the gateway answers a request on `addr` within half a second.

@@ -167,7 +167,9 @@ impl Actors {
         }
         self.admission.adopt(r.peer.ip());
         actor.add_conn(conn_id);
-        self.links.borrow_mut().insert(conn_id, Box::new(link));
+        let mut links = self.links.borrow_mut();
+        links.insert(conn_id, Box::new(link));
+        self.count_links(&links);
         Ok(conn_id)
     }
 

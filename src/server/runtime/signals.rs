@@ -10,8 +10,8 @@ pub struct TerminationSignals {
     set: libc::sigset_t,
 }
 
-/// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread and all it
-/// spawns afterwards.
+/// Blocks SIGINT, SIGTERM, SIGHUP and SIGUSR2 in the calling thread and
+/// all it spawns afterwards.
 pub fn block_termination_signals() -> io::Result<TerminationSignals> {
     // SAFETY: sigset_t is plain data initialised by sigemptyset before use;
     // pthread_sigmask only reads it.
@@ -31,7 +31,7 @@ pub fn block_termination_signals() -> io::Result<TerminationSignals> {
 }
 
 impl TerminationSignals {
-    /// Blocks until SIGINT, SIGTERM or SIGHUP arrives; returns its number.
+    /// Blocks until SIGINT, SIGTERM, SIGHUP or SIGUSR2 arrives; returns its number.
     pub fn wait(&self) -> i32 {
         loop {
             let mut sig = 0;

@@ -27,6 +27,8 @@ const MORE: u8 = 1;
 
 pub(crate) struct Channel {
     fd: OwnedFd,
+    /// One packet's room, reused: a million connections are a million notes.
+    packet: std::cell::RefCell<Vec<u8>>,
 }
 
 /// A pair of connected channel ends; the second is meant for the child.
@@ -46,12 +48,13 @@ pub(crate) fn pair() -> io::Result<(Channel, OwnedFd)> {
     }
     // SAFETY: both descriptors are fresh and ours.
     let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    Ok((Channel { fd: a }, b))
+    Ok((Channel::from_fd(a), b))
 }
 
 impl Channel {
     pub fn from_fd(fd: OwnedFd) -> Channel {
-        Channel { fd }
+        let packet = std::cell::RefCell::new(vec![0u8; CHUNK + 1]);
+        Channel { fd, packet }
     }
 
     /// Gives up waiting for the peer after `timeout` (`None`: never).
@@ -112,8 +115,10 @@ impl Channel {
         let mut note = BytesMut::new();
         let mut fds = Vec::new();
         loop {
-            let (packet, more_fds) = receive_packet(&self.fd)?;
+            let mut room = self.packet.borrow_mut();
+            let (got, more_fds) = receive_packet(&self.fd, &mut room)?;
             fds.extend(more_fds);
+            let packet = &room[..got];
             let Some((&flag, payload)) = packet.split_first() else {
                 return Err(bad("an empty packet"));
             };
@@ -183,8 +188,8 @@ fn send_packet(fd: &OwnedFd, packet: &[u8], fds: &[RawFd]) -> io::Result<()> {
     }
 }
 
-fn receive_packet(fd: &OwnedFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
-    let mut packet = vec![0u8; CHUNK + 1];
+/// Receives one packet into `packet`; returns its length and descriptors.
+fn receive_packet(fd: &OwnedFd, packet: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
     let mut control = vec![0u8; control_space()];
     let mut iov = libc::iovec {
         iov_base: packet.as_mut_ptr().cast(),
@@ -231,8 +236,7 @@ fn receive_packet(fd: &OwnedFd) -> io::Result<(Vec<u8>, Vec<OwnedFd>)> {
         if msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0 {
             return Err(bad("a packet or its descriptors were cut short"));
         }
-        packet.truncate(got);
-        Ok((packet, fds))
+        Ok((got, fds))
     }
 }
 
