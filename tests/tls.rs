@@ -6,66 +6,23 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::pki::Pki;
+use common::wss::{echo, tls_to, wss, Wss};
 use common::*;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConnection, StreamOwned};
 use tether::config::TlsCertificate;
 use tungstenite::client::IntoClientRequest;
-use tungstenite::{Message, WebSocket};
-
-type Wss = WebSocket<StreamOwned<ClientConnection, TcpStream>>;
+use tungstenite::Message;
 
 fn tls_config(certs: Vec<TlsCertificate>) -> tether::Config {
     let mut c = test_config();
     c.client.tls = certs;
     c
-}
-
-/// A TLS connection to `addr` for `name`, trusting only the test CA.
-fn tls_to(
-    addr: SocketAddr,
-    name: &str,
-    ca: &std::path::Path,
-) -> Result<StreamOwned<ClientConnection, TcpStream>, String> {
-    let config = tether::tls::load_client_config(Some(ca)).unwrap();
-    let server_name = ServerName::try_from(name.to_owned()).unwrap();
-    let conn = ClientConnection::new(config, server_name).unwrap();
-    let tcp = TcpStream::connect(addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut tls = StreamOwned::new(conn, tcp);
-    while tls.conn.is_handshaking() {
-        tls.conn
-            .complete_io(&mut tls.sock)
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(tls)
-}
-
-fn wss(addr: SocketAddr, name: &str, ca: &std::path::Path, path: &str) -> Wss {
-    let stream = tls_to(addr, name, ca).expect("TLS handshake");
-    let request = format!("ws://{name}{path}").into_client_request().unwrap();
-    tungstenite::client::client(request, stream)
-        .expect("upgrade")
-        .0
-}
-
-fn echo(ws: &mut Wss, text: &str) -> String {
-    ws.send(Message::text(text)).unwrap();
-    loop {
-        match ws.read() {
-            Ok(Message::Text(t)) => return t.to_string(),
-            Ok(_) => continue,
-            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {
-                continue
-            }
-            Err(e) => panic!("{e}"),
-        }
-    }
 }
 
 #[test]

@@ -512,3 +512,102 @@ fn a_refused_upgrade_leaves_the_gateway_serving_and_a_later_one_succeeds() {
     drop(gateways);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `wss://` clients keep their connections through two upgrades: a TLS 1.3
+/// session moves with its traffic keys (hibernated ones too); a TLS 1.2
+/// one cannot and is closed with 1012, for its client to reconnect.
+#[test]
+fn tls13_clients_stay_connected_through_upgrades_and_tls12_ones_are_told_to_reconnect() {
+    use common::wss::{echo, tls_with, upgrade};
+    let dir = std::env::temp_dir().join(format!("tether-upgrade-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("state")).unwrap();
+    let pki = common::pki::Pki::new();
+    let leaf = pki.leaf("gw", &["gw.test"]);
+    let cfg = config_with(&dir, 2);
+    let tls = format!(
+        "\n[[client.tls]]\nchain = \"{}\"\nkey = \"{}\"\n",
+        leaf.chain.display(),
+        leaf.key.display()
+    );
+    let body = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, body.replace("[runners]", &format!("{tls}[runners]"))).unwrap();
+    let pid_file = dir.join("tether.pid");
+    let (gateways, [client, runner_addr, admin]) = start_gateway(&cfg, pid_file.clone());
+    let _runner = start_runner(runner_addr, &dir.join("state"));
+    let ca = pki.ca_path();
+    let connect = |path: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let stream = common::wss::tls_to(client, "gw.test", &ca).expect("TLS");
+            let request = format!("ws://gw.test{path}");
+            use tungstenite::client::IntoClientRequest;
+            match tungstenite::client::client(request.into_client_request().unwrap(), stream) {
+                Ok((ws, _)) => return ws,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    };
+    let mut echoes: Vec<_> = (0..10)
+        .map(|i| connect(&format!("/actors/echo/t{i}")))
+        .collect();
+    let mut sleepers: Vec<_> = (0..3)
+        .map(|i| connect(&format!("/actors/counter/t{i}")))
+        .collect();
+    let old_only = {
+        let mut provider = rustls::crypto::ring::default_provider();
+        provider
+            .cipher_suites
+            .retain(|s| s.version() == &rustls::version::TLS12);
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_file_iter(&ca).unwrap() {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        std::sync::Arc::new(config)
+    };
+    let stream = tls_with(client, "gw.test", old_only).unwrap();
+    assert_eq!(
+        stream.conn.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let mut tls12 = upgrade(stream, "gw.test", "/actors/echo/old");
+    assert_eq!(echo(&mut tls12, "1.2"), "1.2");
+    for (i, ws) in echoes.iter_mut().enumerate() {
+        assert_eq!(echo(ws, &format!("{i}:0")), format!("{i}:0"));
+    }
+    common::wait_for("the counter clients to hibernate", || {
+        hibernated(admin) == 3
+    });
+    let first = gateways.current();
+    for round in 1..=2 {
+        let (ok, said) = run_upgrade(&pid_file, "60s");
+        assert!(ok, "upgrade {round}: {said}");
+        for (i, ws) in echoes.iter_mut().enumerate() {
+            let text = format!("{i}:{round}");
+            assert_eq!(echo(ws, &text), text, "client {i} after upgrade {round}");
+        }
+        for ws in &mut sleepers {
+            assert!(echo(ws, "get").parse::<i64>().is_ok());
+        }
+    }
+    assert_ne!(gateways.current(), first);
+    let closed = loop {
+        match tls12.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame.map(|f| u16::from(f.code)),
+            Ok(_) => continue,
+            Err(e) => panic!("the TLS 1.2 client saw no close frame: {e}"),
+        }
+    };
+    assert_eq!(closed, Some(1012));
+    drop(gateways);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -13,7 +13,7 @@
 
 mod record;
 
-pub use record::{ConnRecord, HeldMessage};
+pub use record::{ConnRecord, HeldMessage, TlsState};
 
 use bytes::{BufMut, Bytes, BytesMut};
 

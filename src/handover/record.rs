@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::HandoverError;
+use crate::tls::{DirectionSecrets, SessionSecrets, Suite};
 use crate::tunnel::codec::limits;
 use crate::tunnel::wire::{put_bytes, put_varint, Reader};
 use crate::tunnel::MessageKind;
@@ -46,6 +47,15 @@ pub struct ConnRecord {
     /// connection travels without a socket, for the actor to see its
     /// messages and then its close.
     pub close: Option<(u16, String)>,
+    /// A `wss://` connection's TLS 1.3 session: its traffic keys and record
+    /// counters, and the ciphertext read but not yet processed.
+    pub tls: Option<TlsState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsState {
+    pub secrets: SessionSecrets,
+    pub incoming: Bytes,
 }
 
 impl ConnRecord {
@@ -56,7 +66,8 @@ impl ConnRecord {
         self.key.iter().for_each(|k| put_str(out, k));
         let flags = u8::from(self.actor_awake)
             | u8::from(self.hibernatable) << 1
-            | u8::from(self.close.is_some()) << 2;
+            | u8::from(self.close.is_some()) << 2
+            | u8::from(self.tls.is_some()) << 3;
         out.put_u8(flags);
         put_varint(out, self.conn_id);
         put_str(out, &self.peer.to_string());
@@ -80,6 +91,12 @@ impl ConnRecord {
         if let Some((code, reason)) = &self.close {
             put_varint(out, u64::from(*code));
             put_str(out, reason);
+        }
+        if let Some(tls) = &self.tls {
+            out.put_u8(tls.secrets.suite.code());
+            put_direction(out, &tls.secrets.tx);
+            put_direction(out, &tls.secrets.rx);
+            put_bytes(out, &tls.incoming);
         }
     }
 
@@ -111,6 +128,10 @@ impl ConnRecord {
             0 => None,
             _ => Some((close_code(r)?, r.string()?)),
         };
+        let tls = match flags & 8 {
+            0 => None,
+            _ => Some(tls_state(r)?),
+        };
         if last_acked > next_index {
             return Err(HandoverError("acknowledged beyond the last message"));
         }
@@ -132,8 +153,41 @@ impl ConnRecord {
             held,
             unread,
             close,
+            tls,
         })
     }
+}
+
+fn put_direction(out: &mut BytesMut, d: &DirectionSecrets) {
+    put_varint(out, d.seq);
+    put_bytes(out, &d.key);
+    out.put_slice(&d.iv);
+}
+
+fn direction(r: &mut Reader) -> Result<DirectionSecrets, HandoverError> {
+    let seq = r.varint()?;
+    let key = r.bytes()?;
+    if !matches!(key.len(), 16 | 32) {
+        return Err(HandoverError("a traffic key of the wrong length"));
+    }
+    let mut iv = [0u8; 12];
+    for b in &mut iv {
+        *b = r.u8()?;
+    }
+    Ok(DirectionSecrets {
+        key: key.to_vec(),
+        iv,
+        seq,
+    })
+}
+
+fn tls_state(r: &mut Reader) -> Result<TlsState, HandoverError> {
+    let suite = Suite::from_code(r.u8()?).ok_or(HandoverError("unknown cipher suite"))?;
+    let tx = direction(r)?;
+    let rx = direction(r)?;
+    let incoming = r.bytes()?;
+    let secrets = SessionSecrets { suite, tx, rx };
+    Ok(TlsState { secrets, incoming })
 }
 
 fn close_code(r: &mut Reader) -> Result<u16, HandoverError> {

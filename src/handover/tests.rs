@@ -30,6 +30,7 @@ fn record() -> ConnRecord {
             .collect(),
         unread: Bytes::from_static(&[0x81, 0x85]),
         close: None,
+        tls: None,
     }
 }
 
@@ -56,6 +57,28 @@ fn a_closed_connection_travels_without_its_socket() {
     r.close = Some((1000, "bye".into()));
     let note = Note::Conn(Box::new(r));
     assert_eq!(note.descriptors(), 0);
+    assert_eq!(Note::decode(note.encode()), Ok(note));
+}
+
+#[test]
+fn a_tls_session_travels_with_its_keys() {
+    use crate::tls::{DirectionSecrets, SessionSecrets, Suite};
+    let mut r = record();
+    let direction = |seq, byte| DirectionSecrets {
+        key: vec![byte; 32],
+        iv: [byte; 12],
+        seq,
+    };
+    r.tls = Some(TlsState {
+        secrets: SessionSecrets {
+            suite: Suite::Chacha20Poly1305,
+            tx: direction(7, 1),
+            rx: direction(9, 2),
+        },
+        incoming: Bytes::from_static(&[23, 3, 3, 0]),
+    });
+    let note = Note::Conn(Box::new(r));
+    assert_eq!(note.descriptors(), 1);
     assert_eq!(Note::decode(note.encode()), Ok(note));
 }
 

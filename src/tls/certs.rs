@@ -57,6 +57,9 @@ pub fn load_server_config(specs: &[CertSpec]) -> Result<Arc<ServerConfig>, Strin
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(SniResolver::new(entries)));
     config.alpn_protocols = vec![ALPN_HTTP11.to_vec()];
+    // An upgrade carries TLS 1.3 sessions to the new process by their
+    // traffic keys (`TlsServer::into_secrets`).
+    config.enable_secret_extraction = true;
     Ok(Arc::new(config))
 }
 

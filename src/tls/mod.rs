@@ -10,16 +10,22 @@
 //!   built on rustls's unbuffered API so that an idle session holds no
 //!   buffer, only rustls's session state (about 3.5 KB).
 //! - [`load_client_config`]: what runners use to dial the gateway.
+//! - [`TlsSession`]: a live rustls session, or one resumed from its traffic
+//!   keys in another process after an upgrade ([`ResumedSession`], TLS 1.3).
 
 mod certs;
 mod error;
 mod resolver;
+mod resumed;
 mod san;
 mod server;
+mod session;
 
 #[cfg(test)]
 mod tests;
 
 pub use certs::{load_client_config, load_server_config, CertSpec, ALPN_HTTP11};
 pub use error::TlsError;
+pub use resumed::{DirectionSecrets, ResumedSession, SessionSecrets, Suite};
 pub use server::{Progress, TlsServer};
+pub use session::TlsSession;

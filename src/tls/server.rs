@@ -73,6 +73,26 @@ const _: () = {
     assert_send::<TlsServer>();
 };
 
+/// One direction's extracted keys, as [`super::DirectionSecrets`].
+fn direction(
+    (seq, secrets): (u64, rustls::ConnectionTrafficSecrets),
+) -> Result<(super::Suite, super::DirectionSecrets), TlsError> {
+    use super::Suite;
+    use rustls::ConnectionTrafficSecrets as C;
+    let (suite, key, iv) = match secrets {
+        C::Aes128Gcm { key, iv } => (Suite::Aes128Gcm, key, iv),
+        C::Aes256Gcm { key, iv } => (Suite::Aes256Gcm, key, iv),
+        C::Chacha20Poly1305 { key, iv } => (Suite::Chacha20Poly1305, key, iv),
+        _ => return Err(TlsError::local("a cipher suite that cannot move")),
+    };
+    let iv: [u8; 12] = iv
+        .as_ref()
+        .try_into()
+        .map_err(|_| TlsError::local("an IV of the wrong length"))?;
+    let key = key.as_ref().to_vec();
+    Ok((suite, super::DirectionSecrets { key, iv, seq }))
+}
+
 /// Appends every decrypted record of a `ReadTraffic` or `ReadEarlyData`
 /// state to `plaintext` (a macro: `next_record` lends from the state).
 macro_rules! drain_records {
@@ -204,6 +224,33 @@ impl TlsServer {
 
     pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
         self.conn.protocol_version()
+    }
+
+    /// Whether [`into_secrets`](Self::into_secrets) would succeed: TLS 1.3,
+    /// past the handshake, nothing half-received or failed.
+    pub fn can_move(&self) -> bool {
+        let tls13 = self.conn.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3);
+        tls13 && !self.conn.is_handshaking() && self.held == 0 && !self.failed && !self.sent_close
+    }
+
+    /// The session's traffic keys and record counters, to continue it in
+    /// another process (an upgrade); the session ends here.
+    // `dangerous_into_kernel_connection` would follow key updates, but its
+    // handle cannot cross processes; a key update ends a moved session.
+    #[allow(deprecated)]
+    pub fn into_secrets(self) -> Result<super::SessionSecrets, TlsError> {
+        if !self.can_move() {
+            return Err(TlsError::local(
+                "only an established TLS 1.3 session can move",
+            ));
+        }
+        let secrets = self
+            .conn
+            .dangerous_extract_secrets()
+            .map_err(TlsError::from_rustls)?;
+        let (suite, tx) = direction(secrets.tx)?;
+        let (_, rx) = direction(secrets.rx)?;
+        Ok(super::SessionSecrets { suite, tx, rx })
     }
 
     /// Steps rustls until it needs more input; returns the bytes consumed

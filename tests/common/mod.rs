@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod pki;
 pub mod raw_tunnel;
 pub mod rooms;
+pub mod wss;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

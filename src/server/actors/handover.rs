@@ -111,6 +111,7 @@ impl Actors {
             held,
             unread,
             close,
+            tls: None,
         };
         self.drop_if_unused(&actor);
         Some(record)

@@ -40,8 +40,8 @@ pub(crate) enum Gate {
     Park,
     /// An upgrade takes the connection to the next process: hand it to
     /// the role as soon as nothing is half-done (between messages, with
-    /// nothing left to write); read meanwhile. A TLS session cannot move:
-    /// it is closed with 1012.
+    /// nothing left to write); read meanwhile. A TLS session that cannot
+    /// move (TLS 1.2) is closed with 1012.
     HandOver,
 }
 
@@ -207,8 +207,16 @@ impl<R: Role> Session<R> {
                 parking = true;
                 break;
             }
-            if gate == Gate::HandOver && stream.is_tls() {
-                self.close(CloseCode::SERVICE_RESTART, "gateway upgrading: reconnect");
+            if gate == Gate::HandOver && !stream.can_move() {
+                // TLS 1.2, or a session mid-way through something: it ends
+                // here. Its actor hears so now (the hand-over does not wait
+                // for the close handshake); the role hears it once more at
+                // the end, which changes nothing.
+                if self.state == State::Open {
+                    let reason = "gateway upgrading: reconnect";
+                    self.role.ended(&ctx, CloseCode::SERVICE_RESTART, reason);
+                    self.close(CloseCode::SERVICE_RESTART, reason);
+                }
             } else if gate == Gate::HandOver && self.between_messages() && !control.has_pending() {
                 handing = true;
                 break;

@@ -14,7 +14,7 @@ use std::os::fd::OwnedFd;
 use bytes::BytesMut;
 use monoio::net::TcpStream;
 
-use crate::tls::TlsServer;
+use crate::tls::{SessionSecrets, TlsError, TlsServer, TlsSession};
 
 pub(crate) struct Stream {
     pub(super) tcp: TcpStream,
@@ -23,7 +23,7 @@ pub(crate) struct Stream {
 
 /// A TLS session and the ciphertext of a record not complete yet.
 pub(crate) struct TlsConn {
-    pub(super) server: TlsServer,
+    pub(super) server: TlsSession,
     /// Empty (no allocation) unless a record is partly read.
     pub(super) incoming: BytesMut,
     /// `incoming` holds bytes read ahead (after a PROXY header) that the
@@ -32,6 +32,14 @@ pub(crate) struct TlsConn {
     /// The peer sent close_notify after data that was delivered: the next
     /// read reports the end.
     pub(super) peer_closed: bool,
+}
+
+impl TlsConn {
+    /// The session's keys and the ciphertext read but not processed, for
+    /// another process to continue it (see [`Stream::can_move`]).
+    pub fn into_moved(self) -> Result<(SessionSecrets, BytesMut), TlsError> {
+        Ok((self.server.into_secrets()?, self.incoming))
+    }
 }
 
 /// A stream taken out of monoio (to park it, or to move it to another
@@ -50,7 +58,7 @@ impl Stream {
     /// first bytes are read).
     pub fn tls(tcp: TcpStream, server: TlsServer) -> Self {
         let tls = TlsConn {
-            server,
+            server: TlsSession::Live(server),
             incoming: BytesMut::new(),
             unread: false,
             peer_closed: false,
@@ -85,6 +93,33 @@ impl Stream {
 
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
+    }
+
+    /// Whether the stream can continue in another process (an upgrade):
+    /// plain, or TLS 1.3 past its handshake with nothing pending.
+    pub fn can_move(&self) -> bool {
+        self.tls
+            .as_ref()
+            .is_none_or(|t| t.server.can_move() && !t.peer_closed)
+    }
+
+    /// A TLS stream continued from a session another process started
+    /// (`incoming`: ciphertext it had read but not processed).
+    pub fn resumed(
+        tcp: TcpStream,
+        secrets: &SessionSecrets,
+        incoming: &[u8],
+    ) -> Result<Self, TlsError> {
+        let tls = TlsConn {
+            server: TlsSession::resume(secrets)?,
+            incoming: BytesMut::from(incoming),
+            unread: !incoming.is_empty(),
+            peer_closed: false,
+        };
+        Ok(Stream {
+            tcp,
+            tls: Some(Box::new(tls)),
+        })
     }
 
     /// Whether a read would find input without waiting for the socket.

@@ -4,6 +4,7 @@
 mod failures;
 mod handshake;
 mod loading;
+mod moved;
 mod pair;
 mod pki;
 mod sni;

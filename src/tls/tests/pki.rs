@@ -54,9 +54,18 @@ impl Pki {
         &self,
         versions: &[&'static SupportedProtocolVersion],
     ) -> Arc<ClientConfig> {
+        self.client_with(versions, rustls::crypto::ring::default_provider())
+    }
+
+    /// As [`client`](Self::client), with `provider`'s cipher suites only.
+    pub(crate) fn client_with(
+        &self,
+        versions: &[&'static SupportedProtocolVersion],
+        provider: rustls::crypto::CryptoProvider,
+    ) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();
         roots.add(CertificateDer::from(self.0.ca_der())).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(provider);
         let mut config = ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(versions)
             .unwrap()

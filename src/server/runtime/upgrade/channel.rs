@@ -289,6 +289,7 @@ mod tests {
             held: Vec::new(),
             unread: Bytes::new(),
             close: None,
+            tls: None,
         };
         let note = Note::Conn(Box::new(record));
         let (fd_source, _keep) = std::os::unix::net::UnixStream::pair().unwrap();

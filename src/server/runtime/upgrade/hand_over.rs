@@ -10,8 +10,8 @@
 //!    next process accepts them.
 //! 4. Only now (nothing more can come from a runner) every client session
 //!    is poked (a parked one resumes); between messages, with nothing left
-//!    to write, it stops and is sent on with its record. TLS sessions
-//!    cannot move: they are closed with 1012. A link whose client closed
+//!    to write, it stops and is sent on with its record (a TLS 1.3
+//!    session's keys included; TLS 1.2 is closed with 1012). A link whose client closed
 //!    before its actor could be told goes as a record without a socket.
 
 use std::future::Future;
@@ -24,7 +24,8 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::Export;
-use crate::server::conn::stream::Detached;
+use crate::handover::{ConnRecord, TlsState};
+use crate::server::conn::stream::{Detached, TlsConn};
 use crate::server::edge::Handed;
 use crate::server::runtime::worker::Worker;
 use crate::ws::CloseCode;
@@ -121,6 +122,19 @@ fn send_handed(worker: &Worker, exports: &Sender<Export>) -> usize {
     sent
 }
 
+/// A TLS connection's record carries its session's keys (`None`: they
+/// could not be taken, and the connection is dropped).
+fn with_tls(mut record: ConnRecord, tls: Option<Box<TlsConn>>) -> Option<ConnRecord> {
+    if let Some(tls) = tls {
+        let (secrets, incoming) = tls.into_moved().ok()?;
+        record.tls = Some(TlsState {
+            secrets,
+            incoming: incoming.freeze(),
+        });
+    }
+    Some(record)
+}
+
 /// Sends on the links whose client closed: their actor sees their
 /// messages, then their close, in the next process.
 fn send_closed(worker: &Worker, exports: &Sender<Export>) -> usize {
@@ -149,11 +163,13 @@ fn send_one(worker: &Worker, h: Handed, exports: &Sender<Export>) -> bool {
         return false;
     };
     let sent = match stream.detach() {
-        Ok(Detached { fd, tls: None }) => {
-            let conn = Export::Conn(Box::new(record), Some(fd));
-            exports.send(conn).is_ok()
-        }
-        _ => false,
+        Ok(Detached { fd, tls }) => match with_tls(record, tls) {
+            Some(record) => exports
+                .send(Export::Conn(Box::new(record), Some(fd)))
+                .is_ok(),
+            None => false,
+        },
+        Err(_) => false,
     };
     if !sent {
         warn!(

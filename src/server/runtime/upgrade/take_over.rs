@@ -38,8 +38,8 @@ fn adopt(worker: &Worker, record: ConnRecord, fd: Option<OwnedFd>) -> bool {
         // Closed by its client: only its actor needs to hear of it.
         return worker.actors.import_conn(&record, control).is_ok();
     };
-    let stream = match attach_fd(fd) {
-        Ok(tcp) => Stream::plain(tcp),
+    let stream = match stream_of(fd, &record) {
+        Ok(stream) => stream,
         Err(e) => {
             warn!(worker = worker.id, error = %e, "upgrade: cannot take a connection over");
             return false;
@@ -57,6 +57,17 @@ fn adopt(worker: &Worker, record: ConnRecord, fd: Option<OwnedFd>) -> bool {
         Err(why) => {
             warn!(worker = worker.id, %why, "upgrade: connection dropped");
             false
+        }
+    }
+}
+
+/// The socket back in monoio, with its TLS session resumed if it had one.
+fn stream_of(fd: OwnedFd, record: &ConnRecord) -> Result<Stream, String> {
+    let tcp = attach_fd(fd).map_err(|e| e.to_string())?;
+    match &record.tls {
+        None => Ok(Stream::plain(tcp)),
+        Some(tls) => {
+            Stream::resumed(tcp, &tls.secrets, &tls.incoming).map_err(|e| e.reason().to_string())
         }
     }
 }
