@@ -103,7 +103,11 @@ fn address(line: &str, name: &str) -> SocketAddr {
 /// Its stderr (and that of the processes upgrades start, which inherit it)
 /// is drained by a thread, so no gateway ever blocks on logging.
 fn start_gateway(cfg: &Path, pid_file: PathBuf) -> (Gateways, [SocketAddr; 3]) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tether"))
+    start_gateway_from(Path::new(env!("CARGO_BIN_EXE_tether")), cfg, pid_file)
+}
+
+fn start_gateway_from(exe: &Path, cfg: &Path, pid_file: PathBuf) -> (Gateways, [SocketAddr; 3]) {
+    let mut child = Command::new(exe)
         .env("RUST_LOG", "info,tether::server::actors=debug")
         .arg("--config")
         .arg(cfg)
@@ -470,10 +474,10 @@ fn run_upgrade(pid_file: &Path, timeout: &str) -> (bool, String) {
     (out.status.success(), said)
 }
 
-/// An upgrade the new binary refuses (its configuration wants another
-/// worker count) changes nothing: the running process serves on, its
-/// clients notice nothing, and the next upgrade, once the file is right,
-/// goes through.
+/// An upgrade that cannot start (no binary at the path, or a configuration
+/// the new binary refuses: another worker count) changes nothing: the
+/// running process serves on, its clients notice nothing, and the next
+/// upgrade, once both are right, goes through.
 #[test]
 fn a_refused_upgrade_leaves_the_gateway_serving_and_a_later_one_succeeds() {
     let dir = std::env::temp_dir().join(format!("tether-upgrade-refused-{}", std::process::id()));
@@ -481,7 +485,10 @@ fn a_refused_upgrade_leaves_the_gateway_serving_and_a_later_one_succeeds() {
     std::fs::create_dir_all(dir.join("state")).unwrap();
     let cfg = config_with(&dir, 1);
     let pid_file = dir.join("tether.pid");
-    let (gateways, [client, runner_addr, _]) = start_gateway(&cfg, pid_file.clone());
+    // A copy of the binary, to take away and bring back.
+    let exe = dir.join("tether-under-test");
+    std::fs::copy(env!("CARGO_BIN_EXE_tether"), &exe).unwrap();
+    let (gateways, [client, runner_addr, _]) = start_gateway_from(&exe, &cfg, pid_file.clone());
     let _runner = start_runner(runner_addr, &dir.join("state"));
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -499,6 +506,14 @@ fn a_refused_upgrade_leaves_the_gateway_serving_and_a_later_one_succeeds() {
     };
     assert_eq!(echo("one"), "one");
     let first = gateways.current();
+    // No binary at the path: the upgrade fails at once, nothing stops.
+    std::fs::remove_file(&exe).unwrap();
+    let (ok, said) = run_upgrade(&pid_file, "3s");
+    assert!(!ok, "{said}");
+    assert_eq!(gateways.current(), first, "the same process serves");
+    assert_eq!(echo("one and a half"), "one and a half");
+    std::fs::copy(env!("CARGO_BIN_EXE_tether"), &exe).unwrap();
+    // A configuration the new binary refuses: the same.
     config_with(&dir, 2);
     let (ok, said) = run_upgrade(&pid_file, "3s");
     assert!(!ok, "{said}");

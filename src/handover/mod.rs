@@ -21,7 +21,7 @@ use crate::tunnel::wire::{put_varint, Reader};
 
 /// Bumped when a record changes shape; a new binary refuses an old one's
 /// notes of another version (and the old process keeps serving).
-pub const HANDOVER_VERSION: u64 = 1;
+pub const HANDOVER_VERSION: u64 = 2;
 
 /// One message on the upgrade channel.
 #[derive(Debug, Clone, PartialEq)]

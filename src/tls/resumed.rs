@@ -22,6 +22,11 @@ const HANDSHAKE: u8 = 22;
 const MAX_PLAIN: usize = 1 << 14;
 const MAX_CIPHER: usize = MAX_PLAIN + 256;
 const TAG: usize = 16;
+/// Records one AES-GCM key may seal (RFC 8446 §5.5 bounds it near 2^24.5;
+/// rustls updates its keys at 2^24). A moved session cannot update its
+/// keys, so it ends there.
+const AES_GCM_RECORDS: u64 = 1 << 24;
+const USER_CANCELED: u8 = 90;
 
 /// Which AEAD the session negotiated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,7 +111,10 @@ impl Direction {
     }
 
     /// The next record's nonce (RFC 8446 §5.3); the counter moves on.
-    fn next_nonce(&mut self) -> Result<Nonce, TlsError> {
+    fn next_nonce(&mut self, limit: u64) -> Result<Nonce, TlsError> {
+        if self.seq >= limit {
+            return Err(TlsError::local("traffic keys used up; reconnect"));
+        }
         let mut nonce = self.iv;
         for (n, s) in nonce[4..].iter_mut().zip(self.seq.to_be_bytes()) {
             *n ^= s;
@@ -123,6 +131,8 @@ impl Direction {
 /// buffer contract as `TlsServer`.
 pub struct ResumedSession {
     suite: Suite,
+    /// Records each direction's key may protect.
+    record_limit: u64,
     tx: Direction,
     rx: Direction,
     peer_closed: bool,
@@ -138,8 +148,13 @@ pub struct Read {
 
 impl ResumedSession {
     pub fn new(s: &SessionSecrets) -> Result<ResumedSession, TlsError> {
+        let record_limit = match s.suite {
+            Suite::Chacha20Poly1305 => u64::MAX,
+            Suite::Aes128Gcm | Suite::Aes256Gcm => AES_GCM_RECORDS,
+        };
         Ok(ResumedSession {
             suite: s.suite,
+            record_limit,
             tx: Direction::new(s.suite, &s.tx)?,
             rx: Direction::new(s.suite, &s.rx)?,
             peer_closed: false,
@@ -168,7 +183,7 @@ impl ResumedSession {
             }
             let mut record = incoming.split_to(HEADER + len);
             let (header, body) = record.split_at_mut(HEADER);
-            let nonce = self.rx.next_nonce()?;
+            let nonce = self.rx.next_nonce(self.record_limit)?;
             let aad = Aad::from(&*header);
             let inner = self
                 .rx
@@ -180,6 +195,9 @@ impl ResumedSession {
                 .rposition(|b| *b != 0)
                 .ok_or(TlsError::local("no content type"))?;
             let (content, kind) = (&inner[..end], inner[end]);
+            if content.len() > MAX_PLAIN {
+                return Err(TlsError::local("record overflow"));
+            }
             match kind {
                 APPLICATION_DATA => {
                     plaintext.extend_from_slice(content);
@@ -189,6 +207,8 @@ impl ResumedSession {
                     self.peer_closed = true;
                     read.peer_closed = true;
                 }
+                // A warning before its close_notify: nothing to do.
+                ALERT if content == [1, USER_CANCELED] => {}
                 ALERT => return Err(TlsError::local("the peer sent an alert")),
                 HANDSHAKE => {
                     return Err(TlsError::local(
@@ -229,7 +249,7 @@ impl ResumedSession {
         record.put_slice(&header);
         record.put_slice(content);
         record.put_u8(kind);
-        let nonce = self.tx.next_nonce()?;
+        let nonce = self.tx.next_nonce(self.record_limit)?;
         let mut body = record.split_off(HEADER);
         self.tx
             .key

@@ -265,10 +265,12 @@ impl ClientLink {
     }
 
     /// Holds the client's close for the actor, after its messages.
+    /// The first close held wins (an upgrade may report a client's close
+    /// early, then again when its close handshake ends).
     pub fn hold_close(&self, code: u16, reason: &str) {
         self.with_outstanding(|o| {
-            o.get_or_insert_with(Default::default).close =
-                Some(Box::new((code, reason.to_owned())));
+            let held = &mut o.get_or_insert_with(Default::default).close;
+            held.get_or_insert_with(|| Box::new((code, reason.to_owned())));
         })
     }
 

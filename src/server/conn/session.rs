@@ -141,6 +141,9 @@ pub(crate) struct Session<R: Role> {
     peer_close: Option<Box<(CloseCode, String)>>,
     /// Resumed because the socket is readable: read before parking again.
     input_expected: bool,
+    /// An upgrade takes the connection: a frame went out first (see
+    /// `prepare_move`).
+    move_prepared: bool,
 }
 
 enum Wake {
@@ -160,6 +163,7 @@ impl<R: Role> Session<R> {
             ctx,
             peer_close: None,
             input_expected: false,
+            move_prepared: false,
         }
     }
 
@@ -217,6 +221,9 @@ impl<R: Role> Session<R> {
                     self.role.ended(&ctx, CloseCode::SERVICE_RESTART, reason);
                     self.close(CloseCode::SERVICE_RESTART, reason);
                 }
+            } else if gate == Gate::HandOver && !self.move_prepared {
+                self.prepare_move(&stream);
+                continue; // write it, then look again
             } else if gate == Gate::HandOver && self.between_messages() && !control.has_pending() {
                 handing = true;
                 break;
@@ -310,6 +317,18 @@ impl<R: Role> Session<R> {
             && self.outbox.is_empty()
             && !self.decoder.is_mid_message()
             && self.deadline() > Instant::now()
+    }
+
+    /// Before a TLS session moves, one frame goes out under its keys (an
+    /// unsolicited empty pong, which RFC 6455 allows): rustls sends the
+    /// answer to a client's key update only in front of its next write,
+    /// and that answer must not stay behind in the old process.
+    fn prepare_move(&mut self, stream: &Stream) {
+        self.move_prepared = true;
+        if stream.is_tls() && self.state == State::Open {
+            let pool = &self.ctx.env().pool;
+            self.outbox.push(pool, OpCode::Pong, &Bytes::new());
+        }
     }
 
     /// Open, with no message half-received and nothing left to write: what

@@ -135,3 +135,28 @@ fn tls12_sessions_do_not_move() {
     pair.handshake();
     assert!(!pair.server.can_move());
 }
+
+/// rustls answers a client's key update only in front of its next write:
+/// the session writes once (a WebSocket pong, in the gateway) before it
+/// moves, so the answer leaves under the old keys and the moved session
+/// sends under the new ones, as the client expects.
+#[test]
+fn a_key_update_before_the_move_is_answered_before_it() {
+    let pki = Pki::new();
+    let mut pair = established(&pki, pki.client(TLS13));
+    pair.client.refresh_traffic_keys().unwrap();
+    pair.pump().unwrap();
+    pair.server_send(&[0x8a, 0x00]);
+    pair.pump().unwrap();
+    assert_eq!(pair.client_received(), [0x8a, 0x00]);
+    let (_, mut moved) = move_server(&mut pair, &pki);
+    let mut out = BytesMut::new();
+    moved.write_plain(b"after the move", &mut out).unwrap();
+    pair.client_read(&out).unwrap();
+    assert_eq!(pair.client_received(), b"after the move");
+    pair.client_send(b"and back");
+    let mut wire = client_bytes(&mut pair);
+    let mut plain = BytesMut::new();
+    moved.read_tls(&mut wire, &mut plain).unwrap();
+    assert_eq!(&plain[..], b"and back");
+}

@@ -24,8 +24,8 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::Export;
-use crate::handover::{ConnRecord, TlsState};
-use crate::server::conn::stream::{Detached, TlsConn};
+use crate::handover::TlsState;
+use crate::server::conn::stream::Detached;
 use crate::server::edge::Handed;
 use crate::server::runtime::worker::Worker;
 use crate::ws::CloseCode;
@@ -122,19 +122,6 @@ fn send_handed(worker: &Worker, exports: &Sender<Export>) -> usize {
     sent
 }
 
-/// A TLS connection's record carries its session's keys (`None`: they
-/// could not be taken, and the connection is dropped).
-fn with_tls(mut record: ConnRecord, tls: Option<Box<TlsConn>>) -> Option<ConnRecord> {
-    if let Some(tls) = tls {
-        let (secrets, incoming) = tls.into_moved().ok()?;
-        record.tls = Some(TlsState {
-            secrets,
-            incoming: incoming.freeze(),
-        });
-    }
-    Some(record)
-}
-
 /// Sends on the links whose client closed: their actor sees their
 /// messages, then their close, in the next process.
 fn send_closed(worker: &Worker, exports: &Sender<Export>) -> usize {
@@ -152,31 +139,37 @@ fn send_one(worker: &Worker, h: Handed, exports: &Sender<Export>) -> bool {
         conn_id,
         next_index,
         stream,
-        unread,
+        mut unread,
         registration,
     } = h;
     let unread_bytes = Bytes::copy_from_slice(&unread);
-    let mut unread = unread;
     unread.clear();
     worker.env.pool.give_back(unread);
-    let Some(record) = worker.actors.export_conn(conn_id, next_index, unread_bytes) else {
-        return false;
-    };
-    let sent = match stream.detach() {
-        Ok(Detached { fd, tls }) => match with_tls(record, tls) {
-            Some(record) => exports
-                .send(Export::Conn(Box::new(record), Some(fd)))
-                .is_ok(),
-            None => false,
-        },
-        Err(_) => false,
-    };
-    if !sent {
+    // The socket and its TLS keys first: without them the connection is
+    // lost, and its actor must hear so (a close the next process delivers).
+    let taken = stream.detach().ok().and_then(|Detached { fd, tls }| {
+        let tls = tls.map(|t| t.into_moved()).transpose().ok()?;
+        Some((fd, tls))
+    });
+    let Some((fd, tls)) = taken else {
         warn!(
             worker = worker.id,
             conn_id, "upgrade: a connection could not be handed over"
         );
-    }
+        worker
+            .actors
+            .client_closed(conn_id, CloseCode::ABNORMAL, "lost in an upgrade");
+        return false;
+    };
+    let Some(mut record) = worker.actors.export_conn(conn_id, next_index, unread_bytes) else {
+        return false;
+    };
+    record.tls = tls.map(|(secrets, incoming)| TlsState {
+        secrets,
+        incoming: incoming.freeze(),
+    });
     drop(registration);
-    sent
+    exports
+        .send(Export::Conn(Box::new(record), Some(fd)))
+        .is_ok()
 }

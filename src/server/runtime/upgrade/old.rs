@@ -156,7 +156,7 @@ fn spawn(binary: &NewBinary, theirs: OwnedFd) -> Result<Child, String> {
         .args(&binary.args)
         .env(UPGRADE_FD_ENV, CHILD_FD.to_string());
     // SAFETY: between fork and exec only async-signal-safe calls (dup2,
-    // fcntl, close_range, getrlimit, close).
+    // fcntl, close_range, getrlimit).
     unsafe {
         command.pre_exec(move || {
             if raw == CHILD_FD {
@@ -177,26 +177,32 @@ fn spawn(binary: &NewBinary, theirs: OwnedFd) -> Result<Child, String> {
     Ok(child)
 }
 
-/// In the child, before exec: closes every descriptor above the channel's.
-/// Sockets monoio accepts through io_uring are not close-on-exec, so the
+/// In the child, before exec: marks every descriptor above the channel's
+/// close-on-exec. Sockets monoio accepts through io_uring are not, so the
 /// new binary would otherwise hold a second copy of each (its peer would
-/// never see a FIN from a connection the new process closes).
+/// never see a FIN from a connection the new process closes). Marked, not
+/// closed: std reports a failed exec through a pipe of its own among them.
 ///
 /// # Safety
-/// Only between fork and exec (it closes descriptors it does not own).
+/// Only between fork and exec.
 unsafe fn close_inherited_descriptors() {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     let first = (CHILD_FD + 1) as libc::c_uint;
-    if libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) == 0 {
+    let all = libc::c_uint::MAX;
+    if libc::syscall(libc::SYS_close_range, first, all, CLOSE_RANGE_CLOEXEC) == 0 {
         return;
     }
-    // Kernels before 5.9: one by one, up to the descriptor limit.
+    // Kernels before 5.11: one by one, up to the descriptor limit.
     let mut limit: libc::rlimit = std::mem::zeroed();
     let highest = match libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) {
         0 => limit.rlim_cur.min(1 << 20) as libc::c_int,
         _ => 1 << 16,
     };
     for fd in first as libc::c_int..highest {
-        libc::close(fd);
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        if flags >= 0 {
+            libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+        }
     }
 }
 
