@@ -376,6 +376,7 @@ fn a_client_arriving_while_its_actor_stops_to_sleep_starts_it_once_the_stop_is_c
             capacity: 10,
             tunnel_index: 0,
             actor_names: vec!["echo".into()],
+            features: 0,
         },
     );
     assert!(matches!(

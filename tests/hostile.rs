@@ -46,6 +46,7 @@ fn hand_runner(h: &Harness, key: &str, actors: &[&str]) -> (Tunnel, Vec<Frame>) 
             capacity: 100,
             tunnel_index: 0,
             actor_names: actors.iter().map(|a| a.to_string()).collect(),
+            features: 0,
         },
     );
     let mut pending = Vec::new();
@@ -236,6 +237,7 @@ fn hello(key: &str, pool: &str, actor_names: Vec<String>) -> Frame {
         capacity: 10,
         tunnel_index: 0,
         actor_names,
+        features: 0,
     }
 }
 

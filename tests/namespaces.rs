@@ -219,6 +219,7 @@ fn a_namespace_runner_token_registers_only_its_keys_and_pools() {
         capacity: 10,
         tunnel_index: 0,
         actor_names: vec!["inspect".into()],
+        features: 0,
     };
     let answer = |key: &str, pool: &str| {
         hello_answer(&mut raw_tunnel_as(&h, RUNNER_TOKEN), &hello(key, pool))
@@ -311,6 +312,7 @@ fn runner_keys_of_two_namespaces_do_not_collide() {
         capacity: 10,
         tunnel_index: 0,
         actor_names: vec!["inspect".into()],
+        features: 0,
     };
     let mut acme = raw_tunnel_as(&h, RUNNER_TOKEN);
     assert_eq!(hello_answer(&mut acme, &hello("acme-1")), None);

@@ -57,6 +57,7 @@ fn hello(key: &str) -> Frame {
         capacity: 10,
         tunnel_index: 0,
         actor_names: vec!["echo".into()],
+        features: 0,
     }
 }
 

@@ -278,6 +278,7 @@ fn hello(version: u16, key: &str) -> tungstenite::Message {
             capacity: 10,
             tunnel_index: 0,
             actor_names: names,
+            features: 0,
         },
     );
     tungstenite::Message::Binary(out.freeze())
@@ -534,4 +535,86 @@ fn what_an_actor_sends_before_it_closes_a_connection_arrives_before_the_close() 
     );
     assert_eq!(ws.expect_close(), 4000);
     h.shutdown();
+}
+
+/// A `Broadcast` frame reaches exactly the connections it names (all, all
+/// but some, a list), each once and in the tunnel's order; the welcome
+/// tells the runner the gateway takes it.
+#[test]
+fn a_broadcast_frame_reaches_exactly_the_connections_it_names() {
+    use common::raw_tunnel::{next_frame, raw_tunnel, send_frame};
+    use tether::tunnel::{features, Frame, MessageKind, Recipients, PROTOCOL_VERSION};
+    let mut config = test_config();
+    config.server.workers = 1;
+    let h = start_bare(config);
+    let mut t = raw_tunnel(&h);
+    let mut pending = Vec::new();
+    send_frame(
+        &mut t,
+        &Frame::Hello {
+            version: PROTOCOL_VERSION,
+            runner_key: "broadcaster".into(),
+            pool: "default".into(),
+            capacity: 10,
+            tunnel_index: 0,
+            actor_names: vec!["room".into()],
+            features: features::BROADCAST,
+        },
+    );
+    let Frame::Welcome { features: got, .. } = next_frame(&mut t, &mut pending) else {
+        panic!("expected Welcome");
+    };
+    assert_ne!(got & features::BROADCAST, 0, "the gateway takes broadcasts");
+    let addr = h.client_addr;
+    let mut clients = Vec::new();
+    let mut ids = Vec::new();
+    let mut actor = None;
+    for _ in 0..3 {
+        let client = std::thread::spawn(move || RawWs::connect(addr, "/actors/room/r"));
+        let mut frame = next_frame(&mut t, &mut pending);
+        if let Frame::StartActor { actor_id, .. } = frame {
+            send_frame(&mut t, &Frame::ActorReady { actor_id });
+            actor = Some(actor_id);
+            frame = next_frame(&mut t, &mut pending);
+        }
+        let Frame::ConnOpen { conn_id, .. } = frame else {
+            panic!("expected ConnOpen, got {frame:?}");
+        };
+        send_frame(
+            &mut t,
+            &Frame::ConnAccept {
+                conn_id,
+                protocol: None,
+                hibernatable: Some(false),
+            },
+        );
+        clients.push(client.join().expect("client connects"));
+        ids.push(conn_id);
+    }
+    let actor_id = actor.expect("the actor started");
+    let broadcast = |to, text: &'static str| Frame::Broadcast {
+        actor_id,
+        kind: MessageKind::Text,
+        to,
+        payload: bytes::Bytes::from_static(text.as_bytes()),
+    };
+    for frame in [
+        broadcast(Recipients::All, "all"),
+        broadcast(Recipients::AllBut(vec![ids[0]]), "not 0"),
+        broadcast(Recipients::Only(vec![ids[2], 999]), "only 2"),
+        broadcast(Recipients::All, "all again"),
+    ] {
+        send_frame(&mut t, &frame);
+    }
+    let expected: [&[&str]; 3] = [
+        &["all", "all again"],
+        &["all", "not 0", "all again"],
+        &["all", "not 0", "only 2", "all again"],
+    ];
+    for (client, want) in clients.iter_mut().zip(expected) {
+        for text in want {
+            let frame = client.recv().expect("a message");
+            assert_eq!(frame.payload, text.as_bytes(), "in order, each once");
+        }
+    }
 }

@@ -4,7 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::tunnel::{encode_frame, encode_message, Frame, MessageKind};
+use crate::tunnel::{encode_frame, encode_message, Frame, MessageKind, Recipients};
 
 /// A client connection's id, unique within the gateway.
 pub type ConnId = u64;
@@ -86,6 +86,8 @@ pub struct Ctx<'a> {
     pub(crate) conns: &'a BTreeSet<ConnId>,
     pub(crate) out: &'a mut BytesMut,
     pub(crate) out_index: &'a mut HashMap<ConnId, u64>,
+    /// The gateway takes one `Broadcast` frame for many connections.
+    pub(crate) broadcasts: bool,
     pub(crate) attachments: &'a mut HashMap<ConnId, Bytes>,
 }
 
@@ -107,10 +109,31 @@ impl Ctx<'_> {
 
     /// Sends `message` to every connection of this actor.
     pub fn broadcast(&mut self, message: &Message) {
-        let conns: Vec<ConnId> = self.conns.iter().copied().collect();
-        for c in conns {
-            self.send(c, message);
+        if !self.broadcasts {
+            // An older gateway: one message per connection.
+            let conns: Vec<ConnId> = self.conns.iter().copied().collect();
+            for c in conns {
+                self.send(c, message);
+            }
+            return;
         }
+        // Each connection's count of messages goes on as if sent one by one.
+        for c in self.conns.iter() {
+            *self.out_index.entry(*c).or_insert(0) += 1;
+        }
+        let (kind, payload) = match message {
+            Message::Text(t) => (MessageKind::Text, Bytes::copy_from_slice(t.as_bytes())),
+            Message::Binary(b) => (MessageKind::Binary, Bytes::copy_from_slice(b)),
+        };
+        encode_frame(
+            self.out,
+            &Frame::Broadcast {
+                actor_id: self.actor_id,
+                kind,
+                to: Recipients::All,
+                payload,
+            },
+        );
     }
 
     pub fn close(&mut self, conn: ConnId, code: u16, reason: &str) {

@@ -4,7 +4,10 @@
 pub mod codec;
 pub mod wire;
 
-pub use codec::{decode_frames, encode_frame, encode_message, Frame, MessageKind, TunnelError};
+pub use codec::{
+    decode_frames, encode_frame, encode_message, features, Frame, MessageKind, Recipients,
+    TunnelError,
+};
 
 /// The protocol version this build speaks.
 pub const PROTOCOL_VERSION: u16 = 1;

@@ -135,6 +135,7 @@ fn connect(shared: &Shared, index: u32) -> Result<Ws, String> {
             capacity: o.capacity,
             tunnel_index: index,
             actor_names: shared.factory.actor_names(),
+            features: crate::tunnel::features::SUPPORTED,
         },
     );
     ws.send(WsMessage::Binary(hello.freeze()))
@@ -160,6 +161,8 @@ struct ActorSlot {
 #[derive(Default)]
 struct TunnelState {
     welcomed: bool,
+    /// The gateway takes `Broadcast` frames (its welcome said so).
+    broadcasts: bool,
     actors: HashMap<u64, ActorSlot>,
     conn_actor: HashMap<ConnId, u64>,
     /// Highest message index handled per connection: replays are dropped.
@@ -251,7 +254,12 @@ impl TunnelState {
 
     fn handle(&mut self, shared: &Arc<Shared>, frame: Frame, index: u32, out: &mut BytesMut) {
         match frame {
-            Frame::Welcome { workers, .. } => self.on_welcome(shared, workers, index),
+            Frame::Welcome {
+                workers, features, ..
+            } => {
+                self.broadcasts = features & crate::tunnel::features::BROADCAST != 0;
+                self.on_welcome(shared, workers, index)
+            }
             Frame::StartActor {
                 actor_id,
                 name,
@@ -397,6 +405,7 @@ impl TunnelState {
             conns: &slot.conns,
             out: &mut early,
             out_index: &mut self.out_index,
+            broadcasts: self.broadcasts,
             attachments: &mut self.attachments,
         };
         match slot.actor.on_open(&mut ctx, conn_id, &info) {
@@ -458,6 +467,7 @@ impl TunnelState {
             conns: &slot.conns,
             out: &mut *out,
             out_index: &mut self.out_index,
+            broadcasts: self.broadcasts,
             attachments: &mut self.attachments,
         };
         slot.actor.on_message(&mut ctx, conn_id, message);
@@ -478,6 +488,7 @@ impl TunnelState {
                 conns: &slot.conns,
                 out: &mut *out,
                 out_index: &mut self.out_index,
+                broadcasts: self.broadcasts,
                 attachments: &mut self.attachments,
             };
             slot.actor.on_close(&mut ctx, conn_id, code, reason);
@@ -646,6 +657,7 @@ impl TunnelState {
             conns: &slot.conns,
             out,
             out_index: &mut self.out_index,
+            broadcasts: self.broadcasts,
             attachments: &mut self.attachments,
         };
         slot.actor.on_restore(&mut ctx, conn_id, &info);

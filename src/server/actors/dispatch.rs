@@ -12,7 +12,7 @@ use super::actor::ActorState;
 use super::links::ClientLink;
 use super::Actors;
 use crate::server::tunnels::Tunnel;
-use crate::tunnel::{Frame, MessageKind, TunnelError};
+use crate::tunnel::{Frame, MessageKind, Recipients, TunnelError};
 use crate::ws::CloseCode;
 
 /// Longest reason from a runner that is logged or shown to a client.
@@ -41,6 +41,12 @@ impl Actors {
                 payload,
                 ..
             } => self.on_message(tunnel, conn_id, kind, payload),
+            Frame::Broadcast {
+                actor_id,
+                kind,
+                to,
+                payload,
+            } => self.on_broadcast(tunnel, actor_id, kind, &to, payload),
             Frame::Ack { conn_id, index } => self.on_ack(tunnel, conn_id, index),
             Frame::Close {
                 conn_id,
@@ -95,6 +101,43 @@ impl Actors {
             link.actor.touch(self.clock.get());
             self.deliver(link, kind, payload);
         });
+    }
+
+    /// One message for several connections of an actor: each gets the same
+    /// payload (shared, not copied), in the order of the tunnel's frames.
+    fn on_broadcast(
+        &self,
+        tunnel: &Rc<Tunnel>,
+        actor_id: u64,
+        kind: MessageKind,
+        to: &Recipients,
+        payload: Bytes,
+    ) {
+        let Some(actor) = self.directory.live_on(tunnel, actor_id) else {
+            return; // stopped or moved meanwhile
+        };
+        actor.touch(self.clock.get());
+        let links = self.links.borrow();
+        let conns = actor.conns();
+        let mut send = |id: &u64| {
+            if let Some(link) = links.get(id) {
+                self.deliver(link, kind, payload.clone());
+            }
+        };
+        match to {
+            Recipients::All => conns.iter().for_each(&mut send),
+            Recipients::AllBut(but) => {
+                let but: std::collections::HashSet<&u64> = but.iter().collect();
+                conns
+                    .iter()
+                    .filter(|id| !but.contains(id))
+                    .for_each(&mut send);
+            }
+            Recipients::Only(only) => only
+                .iter()
+                .filter(|id| conns.contains(id))
+                .for_each(&mut send),
+        }
     }
 
     fn on_ack(&self, tunnel: &Rc<Tunnel>, conn_id: u64, index: u64) {

@@ -242,6 +242,7 @@ fn hello(
         workers: side.worker_count as u32,
         tunnel_index: side.worker_id as u32,
         ping_interval_ms: side.limits.get().keepalive.interval.as_millis() as u64,
+        features: crate::tunnel::features::SUPPORTED,
     });
     side.actors.place_waiting();
     Ok(tunnel)

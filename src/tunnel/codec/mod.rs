@@ -23,12 +23,18 @@ pub enum Frame {
         capacity: u32,
         tunnel_index: u32,
         actor_names: Vec<String>,
+        /// What this runner may use (`features::*`); 0 from a runner that
+        /// does not say (added in 1.2, at the end).
+        features: u64,
     },
     Welcome {
         version: u16,
         workers: u32,
         tunnel_index: u32,
         ping_interval_ms: u64,
+        /// What this gateway understands (`features::*`); 0 from a gateway
+        /// that does not say: then the runner uses none (added in 1.2).
+        features: u64,
     },
     StartActor {
         actor_id: u64,
@@ -96,6 +102,14 @@ pub enum Frame {
         kind: MessageKind,
         payload: Bytes,
     },
+    /// Runner → gateway (`features::BROADCAST`): one message to several
+    /// connections of one actor; the gateway encodes it once for all.
+    Broadcast {
+        actor_id: u64,
+        kind: MessageKind,
+        to: Recipients,
+        payload: Bytes,
+    },
     Ack {
         conn_id: u64,
         index: u64,
@@ -117,6 +131,22 @@ pub enum Frame {
     Drained,
 }
 
+/// Which of an actor's connections a broadcast reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    All,
+    AllBut(Vec<u64>),
+    Only(Vec<u64>),
+}
+
+/// Optional protocol features, announced in `Hello` and `Welcome` (bits).
+pub mod features {
+    /// The `Broadcast` frame.
+    pub const BROADCAST: u64 = 1;
+    /// What this build of the gateway and of the runner library understand.
+    pub const SUPPORTED: u64 = BROADCAST;
+}
+
 mod tag {
     pub const HELLO: u8 = 0x01;
     pub const WELCOME: u8 = 0x02;
@@ -134,6 +164,7 @@ mod tag {
     pub const ACK: u8 = 0x32;
     pub const CLOSE: u8 = 0x33;
     pub const SET_ATTACHMENT: u8 = 0x34;
+    pub const BROADCAST: u8 = 0x35;
     pub const KEEPALIVE: u8 = 0x40;
     pub const KEEPALIVE_ACK: u8 = 0x41;
     pub const DRAIN: u8 = 0x42;
@@ -228,6 +259,9 @@ pub mod limits {
     pub const HEADERS: u64 = 128;
     /// Subprotocols a client offers.
     pub const PROTOCOLS: u64 = 64;
+    /// Connections a broadcast lists (an actor's connections are bounded
+    /// by `actors.max_connections_per_actor`).
+    pub const BROADCAST_CONNS: u64 = 1 << 20;
 }
 
 /// A list's entry count, checked against `max` and the bytes left.
@@ -262,6 +296,47 @@ fn trailing_string(r: &mut Reader) -> Result<String, TunnelError> {
     }
 }
 
+/// A number a later minor version added at the end of a body: 0 when an
+/// older peer did not send it.
+fn trailing_varint(r: &mut Reader) -> Result<u64, TunnelError> {
+    if r.is_empty() {
+        Ok(0)
+    } else {
+        Ok(r.varint()?)
+    }
+}
+
+fn broadcast(r: &mut Reader) -> Result<Frame, TunnelError> {
+    let actor_id = r.varint()?;
+    let kind = match r.u8()? {
+        0 => MessageKind::Text,
+        1 => MessageKind::Binary,
+        _ => return Err(TunnelError("unknown message kind")),
+    };
+    let mode = r.u8()?;
+    let n = count(r, limits::BROADCAST_CONNS, 1)?;
+    let mut list = Vec::with_capacity(n);
+    for _ in 0..n {
+        list.push(r.varint()?);
+    }
+    let to = match mode {
+        0 if list.is_empty() => Recipients::All,
+        1 => Recipients::AllBut(list),
+        2 => Recipients::Only(list),
+        _ => return Err(TunnelError("unknown broadcast recipients")),
+    };
+    let payload = r.rest();
+    if kind == MessageKind::Text && std::str::from_utf8(&payload).is_err() {
+        return Err(TunnelError("text message is not UTF-8"));
+    }
+    Ok(Frame::Broadcast {
+        actor_id,
+        kind,
+        to,
+        payload,
+    })
+}
+
 fn optional(s: String) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
@@ -275,6 +350,7 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
             capacity,
             tunnel_index,
             actor_names,
+            features,
         } => {
             put_varint(out, u64::from(*version));
             put_str(out, runner_key);
@@ -282,6 +358,7 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
             put_varint(out, u64::from(*capacity));
             put_varint(out, u64::from(*tunnel_index));
             put_strs(out, actor_names);
+            put_varint(out, *features);
             tag::HELLO
         }
         Frame::Welcome {
@@ -289,11 +366,13 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
             workers,
             tunnel_index,
             ping_interval_ms,
+            features,
         } => {
             put_varint(out, u64::from(*version));
             put_varint(out, u64::from(*workers));
             put_varint(out, u64::from(*tunnel_index));
             put_varint(out, *ping_interval_ms);
+            put_varint(out, *features);
             tag::WELCOME
         }
         Frame::StartActor {
@@ -411,6 +490,28 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
                 MessageKind::Binary => tag::MESSAGE_BINARY,
             }
         }
+        Frame::Broadcast {
+            actor_id,
+            kind,
+            to,
+            payload,
+        } => {
+            put_varint(out, *actor_id);
+            out.put_u8(match kind {
+                MessageKind::Text => 0,
+                MessageKind::Binary => 1,
+            });
+            let (mode, list): (u8, &[u64]) = match to {
+                Recipients::All => (0, &[]),
+                Recipients::AllBut(l) => (1, l),
+                Recipients::Only(l) => (2, l),
+            };
+            out.put_u8(mode);
+            put_varint(out, list.len() as u64);
+            list.iter().for_each(|c| put_varint(out, *c));
+            out.put_slice(payload);
+            tag::BROADCAST
+        }
         Frame::Ack { conn_id, index } => {
             put_varint(out, *conn_id);
             put_varint(out, *index);
@@ -512,13 +613,16 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
             capacity: u32_field(r)?,
             tunnel_index: u32_field(r)?,
             actor_names: strings(r, limits::ACTOR_NAMES)?,
+            features: trailing_varint(r)?,
         },
         tag::WELCOME => Frame::Welcome {
             version: u16_field(r)?,
             workers: u32_field(r)?,
             tunnel_index: u32_field(r)?,
             ping_interval_ms: r.varint()?,
+            features: trailing_varint(r)?,
         },
+        tag::BROADCAST => broadcast(r)?,
         tag::START_ACTOR => Frame::StartActor {
             actor_id: r.varint()?,
             name: r.string()?,

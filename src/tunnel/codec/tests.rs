@@ -63,12 +63,32 @@ fn samples() -> Vec<Frame> {
             capacity: 100,
             tunnel_index: 1,
             actor_names: vec!["echo".into(), "chat".into()],
+            features: 1,
         },
         Frame::Welcome {
             version: 1,
             workers: 2,
             tunnel_index: 1,
             ping_interval_ms: 30_000,
+            features: 1,
+        },
+        Frame::Broadcast {
+            actor_id: 7,
+            kind: MessageKind::Text,
+            to: Recipients::All,
+            payload: Bytes::from_static(b"to everyone"),
+        },
+        Frame::Broadcast {
+            actor_id: 7,
+            kind: MessageKind::Binary,
+            to: Recipients::AllBut(vec![3, 1 << 40]),
+            payload: Bytes::from_static(b"\x00\xff"),
+        },
+        Frame::Broadcast {
+            actor_id: 7,
+            kind: MessageKind::Text,
+            to: Recipients::Only(vec![5]),
+            payload: Bytes::new(),
         },
         Frame::StartActor {
             actor_id: 7,
@@ -230,5 +250,43 @@ proptest! {
         let decoded: Vec<_> = decode_frames(out.freeze().slice(..cut)).collect();
         // Every frame before the cut decodes; at most the last one fails.
         prop_assert!(decoded.iter().rev().skip(1).all(|f| f.is_ok()));
+    }
+}
+
+#[test]
+fn an_older_peers_hello_and_welcome_say_no_features() {
+    // A 1.1 hello: the fields up to the actor names, nothing after.
+    let mut body = BytesMut::new();
+    crate::tunnel::wire::put_varint(&mut body, 1);
+    for s in ["r1", "default"] {
+        crate::tunnel::wire::put_bytes(&mut body, s.as_bytes());
+    }
+    for n in [10, 0, 0] {
+        crate::tunnel::wire::put_varint(&mut body, n);
+    }
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&[0x01]);
+    crate::tunnel::wire::put_bytes(&mut frame, &body);
+    let decoded: Vec<_> = decode_frames(frame.freeze()).collect();
+    assert!(
+        matches!(decoded[..], [Ok(Frame::Hello { features: 0, .. })]),
+        "{decoded:?}"
+    );
+}
+
+#[test]
+fn a_broadcast_with_a_list_for_all_or_unknown_recipients_is_refused() {
+    for (mode, list) in [(0u8, vec![1u64]), (3, vec![])] {
+        let mut body = BytesMut::new();
+        crate::tunnel::wire::put_varint(&mut body, 7);
+        body.extend_from_slice(&[0, mode]);
+        crate::tunnel::wire::put_varint(&mut body, list.len() as u64);
+        list.iter()
+            .for_each(|c| crate::tunnel::wire::put_varint(&mut body, *c));
+        let mut frame = BytesMut::new();
+        frame.extend_from_slice(&[0x35]);
+        crate::tunnel::wire::put_bytes(&mut frame, &body);
+        let err = decode_frames(frame.freeze()).next().unwrap().unwrap_err();
+        assert_eq!(err.0, "unknown broadcast recipients");
     }
 }
