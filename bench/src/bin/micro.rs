@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use atomic_waker::AtomicWaker;
 use bytes::{Bytes, BytesMut};
 use crossbeam_queue::ArrayQueue;
-use tether::tunnel::{decode_frames, encode_frame, encode_message, Frame, MessageKind};
+use tether::tunnel::{decode_frames, encode_frame, encode_message, Frame, MessageKind, Recipients};
 use tether::ws::frame::encode_frame as encode_ws_frame;
 use tether::ws::{Decoder, Event, OpCode};
 
@@ -308,6 +308,55 @@ fn tunnel_decode(len: usize, per_batch: u64) -> impl FnMut(u64, &mut Meter) -> u
     }
 }
 
+/// One actor message to `members` connections, through the tunnel: the
+/// runner encodes, the gateway decodes and hands a payload to each member.
+/// Per delivered message (what a chat room's broadcast costs per member).
+fn fan_out(len: usize, members: u64, broadcast: bool) -> impl FnMut(u64, &mut Meter) -> u64 {
+    let payload = Bytes::from(payload(len));
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    move |n, m| {
+        let mut done = 0;
+        while done < n {
+            let got = m.time(|| {
+                out.clear();
+                if broadcast {
+                    let frame = Frame::Broadcast {
+                        actor_id: 7,
+                        kind: MessageKind::Binary,
+                        to: Recipients::All,
+                        payload: payload.clone(),
+                    };
+                    encode_frame(&mut out, &frame);
+                } else {
+                    for c in 0..members {
+                        encode_message(&mut out, (1 << 33) + c, 5, MessageKind::Binary, &payload);
+                    }
+                }
+                let mut delivered = 0;
+                for frame in decode_frames(out.split().freeze()) {
+                    match frame.expect("valid frame") {
+                        Frame::Message { payload, .. } => {
+                            black_box(&payload);
+                            delivered += 1;
+                        }
+                        Frame::Broadcast { payload, .. } => {
+                            for _ in 0..members {
+                                black_box(payload.clone());
+                                delivered += 1;
+                            }
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                delivered
+            });
+            assert_eq!(got, members);
+            done += got;
+        }
+        done
+    }
+}
+
 /// CPUs this process may run on.
 fn allowed_cpus() -> Vec<usize> {
     // SAFETY: a zeroed cpu_set_t is a valid empty set; the call writes into it.
@@ -478,6 +527,12 @@ fn rows() -> Vec<(String, Bench)> {
         add(
             format!("tunnel decode {label}, 16 per batch"),
             Box::new(move |n| bench(n, tunnel_decode(len, 16))),
+        );
+    }
+    for (broadcast, how) in [(false, "a Message each"), (true, "one Broadcast")] {
+        add(
+            format!("fan-out 64 B to 100, {how}"),
+            Box::new(move |n| bench(n, fan_out(64, 100, broadcast))),
         );
     }
     let cpus = allowed_cpus();
