@@ -100,6 +100,11 @@ struct RunnerArgs {
     /// host (default: tether-actor-state in the temporary directory).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Make every save survive a crash of the host, not only of this
+    /// process: a batch's files are synced to disk before its messages
+    /// are acknowledged (two syncfs per batch, whatever its size).
+    #[arg(long)]
+    sync_state: bool,
     /// On SIGTERM/SIGINT, how long to wait for the gateway to move this
     /// runner's actors elsewhere before exiting anyway.
     #[arg(long, default_value = "30s", value_parser = humantime_secs)]
@@ -246,7 +251,11 @@ fn runner_options(args: &RunnerArgs) -> Result<RunnerOptions, String> {
         o.key = k.clone();
     }
     let dir = args.state_dir.clone().unwrap_or_else(DirStore::default_dir);
-    let store = DirStore::new(&dir)
+    let durability = match args.sync_state {
+        true => tether::runner::Durability::Host,
+        false => tether::runner::Durability::Process,
+    };
+    let store = DirStore::with_durability(&dir, durability)
         .map_err(|e| format!("cannot use state directory {}: {e}", dir.display()))?;
     o.state = Some(std::sync::Arc::new(store));
     Ok(o)

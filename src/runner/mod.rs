@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use actor::{Actor, ActorFactory, ConnId, ConnInfo, Ctx, Message, OpenDecision};
 pub use builtin::{BuiltinActors, Chat, Counter, Echo};
-pub use state::{DirStore, MemoryStore, StateStore};
+pub use state::{DirStore, Durability, MemoryStore, SaveRequest, StateStore};
 
 #[derive(Clone)]
 pub struct RunnerOptions {

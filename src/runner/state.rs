@@ -23,23 +23,109 @@ use crate::tunnel::wire::{put_varint, Reader};
 pub trait StateStore: Send + Sync + 'static {
     /// The record saved last for this actor, if any.
     fn load(&self, name: &str, key: &[String]) -> io::Result<Option<Vec<u8>>>;
-    /// Replaces the actor's record; returns once it would survive the
-    /// process being killed.
+    /// Replaces the actor's record; returns once it is as durable as the
+    /// store promises (see each store).
     fn save(&self, name: &str, key: &[String], record: &[u8]) -> io::Result<()>;
+
+    /// Saves several actors' records at once (a runner's batch), each
+    /// result in order. A store may make them durable together (one sync
+    /// for all: group commit); by default each is saved on its own.
+    fn save_batch(&self, records: &[SaveRequest<'_>]) -> Vec<io::Result<()>> {
+        records
+            .iter()
+            .map(|r| self.save(r.name, r.key, r.record))
+            .collect()
+    }
+}
+
+/// One actor's record to save (see [`StateStore::save_batch`]).
+pub struct SaveRequest<'a> {
+    pub name: &'a str,
+    pub key: &'a [String],
+    pub record: &'a [u8],
+}
+
+/// What a [`DirStore`] save survives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The runner process being killed (`kill -9`): the file is written and
+    /// renamed into place, not synced. A crash of the host may lose the
+    /// last saves (whatever the kernel had not written out yet).
+    #[default]
+    Process,
+    /// The host crashing or losing power: a batch's files are synced to
+    /// disk before they are renamed into place, and the renames before the
+    /// save returns (two `syncfs` per batch, however many actors it holds:
+    /// group commit).
+    Host,
 }
 
 /// One file per actor in a directory. A save writes a new file and renames
-/// it over the old one, so a process killed mid-save leaves the previous
-/// record whole. (Files survive the process, not the host: no fsync.)
+/// it over the old one, so a save cut short (a killed process, a crashed
+/// host) leaves the previous record whole; leftover temporary files are
+/// never read. What a save survives is its [`Durability`].
 pub struct DirStore {
     dir: PathBuf,
+    durability: Durability,
+    /// `syncfs` calls made (group commit: two per batch).
+    syncs: std::sync::atomic::AtomicU64,
 }
 
 impl DirStore {
     pub fn new(dir: impl Into<PathBuf>) -> io::Result<DirStore> {
+        DirStore::with_durability(dir, Durability::Process)
+    }
+
+    pub fn with_durability(
+        dir: impl Into<PathBuf>,
+        durability: Durability,
+    ) -> io::Result<DirStore> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir)?;
-        Ok(DirStore { dir })
+        let syncs = std::sync::atomic::AtomicU64::new(0);
+        Ok(DirStore {
+            dir,
+            durability,
+            syncs,
+        })
+    }
+
+    /// `syncfs` calls so far (each batch with host durability makes two).
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Flushes everything written to the store's file system to disk.
+    fn sync(&self) -> io::Result<()> {
+        self.syncs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::fs::File::open(&self.dir)?;
+        // SAFETY: syncfs on a descriptor we hold open.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Writes `record` next to its file; returns the temporary path and
+    /// the final one.
+    fn write_temporary(
+        &self,
+        name: &str,
+        key: &[String],
+        record: &[u8],
+    ) -> io::Result<(PathBuf, PathBuf)> {
+        let file = self.file(name, key);
+        if let Some(parent) = file.parent().filter(|p| *p != self.dir) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = file.with_extension(format!(
+            "tmp-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::write(&tmp, record)?;
+        Ok((tmp, file))
     }
 
     /// The directory the reference runner uses unless told otherwise.
@@ -114,17 +200,40 @@ impl StateStore for DirStore {
     }
 
     fn save(&self, name: &str, key: &[String], record: &[u8]) -> io::Result<()> {
-        let file = self.file(name, key);
-        if let Some(parent) = file.parent().filter(|p| *p != self.dir) {
-            std::fs::create_dir_all(parent)?;
+        let request = SaveRequest { name, key, record };
+        self.save_batch(std::slice::from_ref(&request)).remove(0)
+    }
+
+    /// Every file written, (with host durability: synced), renamed into
+    /// place, (synced again). A record whose write failed is not renamed;
+    /// a failed sync fails every record of the batch.
+    fn save_batch(&self, records: &[SaveRequest<'_>]) -> Vec<io::Result<()>> {
+        let written: Vec<io::Result<(PathBuf, PathBuf)>> = records
+            .iter()
+            .map(|r| self.write_temporary(r.name, r.key, r.record))
+            .collect();
+        let host = self.durability == Durability::Host;
+        if host && written.iter().any(Result::is_ok) {
+            if let Err(e) = self.sync() {
+                return written
+                    .iter()
+                    .map(|_| Err(io::Error::new(e.kind(), e.to_string())))
+                    .collect();
+            }
         }
-        let tmp = file.with_extension(format!(
-            "tmp-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::write(&tmp, record)?;
-        std::fs::rename(&tmp, &file)
+        let mut results: Vec<io::Result<()>> = written
+            .into_iter()
+            .map(|w| w.and_then(|(tmp, file)| std::fs::rename(tmp, file)))
+            .collect();
+        if host && results.iter().any(Result::is_ok) {
+            if let Err(e) = self.sync() {
+                results = results
+                    .iter()
+                    .map(|_| Err(io::Error::new(e.kind(), e.to_string())))
+                    .collect();
+            }
+        }
+        results
     }
 }
 
@@ -191,6 +300,65 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fresh_dir(what: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tether-{what}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_batch_is_committed_with_two_syncs_whatever_its_size() {
+        let dir = fresh_dir("group-commit");
+        let store = DirStore::with_durability(&dir, Durability::Host).unwrap();
+        let keys: Vec<Vec<String>> = (0..10).map(|i| vec![format!("room{i}")]).collect();
+        let records: Vec<Vec<u8>> = (0..10).map(|i| vec![i as u8; 100]).collect();
+        let batch: Vec<SaveRequest<'_>> = keys
+            .iter()
+            .zip(&records)
+            .map(|(key, record)| SaveRequest {
+                name: "chat",
+                key,
+                record,
+            })
+            .collect();
+        assert!(store.save_batch(&batch).iter().all(Result::is_ok));
+        assert_eq!(store.syncs(), 2, "one before the renames, one after");
+        for (key, record) in keys.iter().zip(&records) {
+            assert_eq!(store.load("chat", key).unwrap().as_ref(), Some(record));
+        }
+        store.save("chat", &keys[0], b"one more").unwrap();
+        assert_eq!(store.syncs(), 4);
+        let plain = DirStore::new(&dir).unwrap();
+        plain.save("chat", &keys[0], b"no sync").unwrap();
+        assert_eq!(plain.syncs(), 0, "process durability does not sync");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// What a crash can leave: a save whose temporary file was written (in
+    /// part) but never renamed. The record read is the last whole one, and
+    /// a later save goes through.
+    #[test]
+    fn a_save_cut_short_by_a_crash_leaves_the_previous_record() {
+        let dir = fresh_dir("crash-left");
+        let store = DirStore::with_durability(&dir, Durability::Host).unwrap();
+        let key = vec!["lobby".to_string()];
+        store.save("chat", &key, b"acknowledged state").unwrap();
+        // The crash: a temporary file of the next save, cut short, beside it.
+        let file = store.file("chat", &key);
+        std::fs::write(file.with_extension("tmp-4242-ThreadId(7)"), b"half a rec").unwrap();
+        let after = DirStore::with_durability(&dir, Durability::Host).unwrap();
+        assert_eq!(
+            after.load("chat", &key).unwrap().as_deref(),
+            Some(&b"acknowledged state"[..])
+        );
+        after.save("chat", &key, b"next state").unwrap();
+        assert_eq!(
+            after.load("chat", &key).unwrap().as_deref(),
+            Some(&b"next state"[..])
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn long_keys_are_stored_and_kept_apart() {

@@ -14,7 +14,7 @@ use tungstenite::{Message as WsMessage, WebSocket};
 
 use self::transport::Transport;
 use super::actor::{Actor, ConnId, ConnInfo, Ctx, Message, OpenDecision};
-use super::state::Record;
+use super::state::{Record, SaveRequest};
 use super::Shared;
 use crate::tunnel::{decode_frames, encode_frame, Frame, MessageKind, PROTOCOL_VERSION};
 
@@ -509,9 +509,9 @@ impl TunnelState {
     ) {
         if let Frame::StopActor { actor_id } = &frame {
             if self.dirty.remove(actor_id) {
-                if let Err(why) = self.save_one(shared, *actor_id) {
-                    batch.failed.push((*actor_id, why));
-                }
+                batch
+                    .failed
+                    .extend(self.save_actors(shared, [*actor_id].into()));
             }
         }
         let actor = self.actor_of(&frame);
@@ -578,23 +578,51 @@ impl TunnelState {
     }
 
     /// Saves the record of every actor that handled something in this
-    /// batch; returns those whose save failed, with why.
+    /// batch, together (one group commit for the batch); returns those
+    /// whose save failed, with why.
     fn save_dirty(&mut self, shared: &Shared) -> Vec<(u64, String)> {
-        std::mem::take(&mut self.dirty)
+        let dirty = std::mem::take(&mut self.dirty);
+        self.save_actors(shared, dirty)
+    }
+
+    /// Saves these actors' records together; returns those that failed.
+    fn save_actors(&self, shared: &Shared, dirty: BTreeSet<u64>) -> Vec<(u64, String)> {
+        let Some(store) = &shared.options.state else {
+            return Vec::new();
+        };
+        let records: Vec<(u64, Vec<u8>)> = dirty
             .into_iter()
-            .filter_map(|actor_id| Some((actor_id, self.save_one(shared, actor_id).err()?)))
+            .filter_map(|id| Some((id, self.record_of(id)?)))
+            .collect();
+        let requests: Vec<SaveRequest<'_>> = records
+            .iter()
+            .filter_map(|(id, record)| {
+                let slot = self.actors.get(id)?;
+                Some(SaveRequest {
+                    name: &slot.name,
+                    key: &slot.key,
+                    record,
+                })
+            })
+            .collect();
+        let results = store.save_batch(&requests);
+        records
+            .iter()
+            .zip(results)
+            .filter_map(|((id, _), result)| {
+                let e = result.err()?;
+                let slot = self.actors.get(id)?;
+                warn!(actor = %slot.name, key = ?slot.key, error = %e, "cannot save actor state: it stops and is restarted from its last saved state");
+                Some((*id, e.to_string()))
+            })
             .collect()
     }
 
-    /// Saves one actor's record (last handled index per connection and its
-    /// state); `Err` with why if the store failed.
-    fn save_one(&self, shared: &Shared, actor_id: u64) -> Result<(), String> {
-        let (Some(store), Some(slot)) = (&shared.options.state, self.actors.get(&actor_id)) else {
-            return Ok(());
-        };
-        let Some(state) = slot.actor.save_state() else {
-            return Ok(());
-        };
+    /// One actor's record (last handled index per connection and its
+    /// state), if it keeps state.
+    fn record_of(&self, actor_id: u64) -> Option<Vec<u8>> {
+        let slot = self.actors.get(&actor_id)?;
+        let state = slot.actor.save_state()?;
         let record = Record {
             handled: slot
                 .conns
@@ -603,10 +631,7 @@ impl TunnelState {
                 .collect(),
             state: state.into(),
         };
-        store.save(&slot.name, &slot.key, &record.encode()).map_err(|e| {
-            warn!(actor = %slot.name, key = ?slot.key, error = %e, "cannot save actor state: it stops and is restarted from its last saved state");
-            e.to_string()
-        })
+        Some(record.encode().to_vec())
     }
 
     fn forget_conn(&mut self, conn_id: ConnId) {
