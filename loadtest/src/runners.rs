@@ -126,7 +126,13 @@ pub fn run_if_asked() {
     let mut options = tether::runner::RunnerOptions::new(&args[2], &args[3]);
     options.key = args[4].clone();
     options.tls_ca = args.get(6).map(PathBuf::from);
-    match tether::runner::DirStore::new(&args[5]) {
+    // Saves that survive a host crash (group commit, `tether runner
+    // --sync-state`) when the environment asks for it.
+    let durability = match std::env::var_os("TETHER_LOADTEST_SYNC_STATE") {
+        Some(_) => tether::runner::Durability::Host,
+        None => tether::runner::Durability::Process,
+    };
+    match tether::runner::DirStore::with_durability(&args[5], durability) {
         Ok(store) => options.state = Some(std::sync::Arc::new(store)),
         Err(e) => {
             eprintln!("runner state directory {}: {e}", args[5]);
