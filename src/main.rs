@@ -102,7 +102,7 @@ struct RunnerArgs {
     state_dir: Option<PathBuf>,
     /// Make every save survive a crash of the host, not only of this
     /// process: a batch's files are synced to disk before its messages
-    /// are acknowledged (two syncfs per batch, whatever its size).
+    /// are acknowledged (one syncfs per batch, whatever its size).
     #[arg(long)]
     sync_state: bool,
     /// On SIGTERM/SIGINT, how long to wait for the gateway to move this

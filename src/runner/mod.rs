@@ -10,6 +10,7 @@
 
 mod actor;
 mod builtin;
+mod slots;
 mod state;
 mod tunnel_client;
 

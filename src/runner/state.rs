@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use bytes::{Bytes, BytesMut};
 
 use super::actor::ConnId;
+use super::slots;
 use crate::tunnel::wire::{put_varint, Reader};
 
 /// A place to keep actor state, shared by the runners that may run the same
@@ -48,27 +49,28 @@ pub struct SaveRequest<'a> {
 /// What a [`DirStore`] save survives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
-    /// The runner process being killed (`kill -9`): the file is written and
-    /// renamed into place, not synced. A crash of the host may lose the
-    /// last saves (whatever the kernel had not written out yet).
+    /// The runner process being killed (`kill -9`): the slot is written,
+    /// not synced. A crash of the host may lose the last saves (whatever
+    /// the kernel had not written out yet).
     #[default]
     Process,
-    /// The host crashing or losing power: a batch's files are synced to
-    /// disk before they are renamed into place, and the renames before the
-    /// save returns (two `syncfs` per batch, however many actors it holds:
-    /// group commit).
+    /// The host crashing or losing power: a batch's slots are synced to
+    /// disk before the save returns (one `syncfs` per batch, however many
+    /// actors it holds: group commit).
     Host,
 }
 
-/// One file per actor in a directory. A save writes a new file and renames
-/// it over the old one, so a save cut short (a killed process, a crashed
-/// host) leaves the previous record whole; leftover temporary files are
-/// never read. What a save survives is its [`Durability`].
+/// Two slot files per actor in a directory, rewritten in turn (`slots.rs`):
+/// a save cut short (a killed process, a crashed host) leaves the other
+/// slot, the previous record, whole. What a save survives is its
+/// [`Durability`].
 pub struct DirStore {
     dir: PathBuf,
     durability: Durability,
-    /// `syncfs` calls made (group commit: two per batch).
+    /// `syncfs` calls made (group commit: one per batch).
     syncs: std::sync::atomic::AtomicU64,
+    /// Per actor file: the newest slot's number and index, once known.
+    newest: Mutex<HashMap<PathBuf, (u64, usize)>>,
 }
 
 impl DirStore {
@@ -87,6 +89,7 @@ impl DirStore {
             dir,
             durability,
             syncs,
+            newest: Mutex::new(HashMap::new()),
         })
     }
 
@@ -107,27 +110,6 @@ impl DirStore {
         Ok(())
     }
 
-    /// Writes `record` next to its file; returns the temporary path and
-    /// the final one.
-    fn write_temporary(
-        &self,
-        name: &str,
-        key: &[String],
-        record: &[u8],
-    ) -> io::Result<(PathBuf, PathBuf)> {
-        let file = self.file(name, key);
-        if let Some(parent) = file.parent().filter(|p| *p != self.dir) {
-            std::fs::create_dir_all(parent)?;
-        }
-        let tmp = file.with_extension(format!(
-            "tmp-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::write(&tmp, record)?;
-        Ok((tmp, file))
-    }
-
     /// The directory the reference runner uses unless told otherwise.
     pub fn default_dir() -> PathBuf {
         std::env::temp_dir().join("tether-actor-state")
@@ -135,6 +117,54 @@ impl DirStore {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The actor's two slot files.
+    fn slot_paths(file: &Path) -> [PathBuf; 2] {
+        [file.with_extension("a"), file.with_extension("b")]
+    }
+
+    /// The newest whole slot of `file`: its number, index and record.
+    fn read_newest(file: &Path) -> io::Result<Option<(u64, usize, Vec<u8>)>> {
+        let [a, b] = DirStore::slot_paths(file);
+        let (a, b) = (read_if_present(&a)?, read_if_present(&b)?);
+        let found = slots::newest([a.as_deref(), b.as_deref()]);
+        Ok(found.map(|(i, seq, record)| (seq, i, record.to_vec())))
+    }
+
+    /// Writes `record` over the older slot of its actor's file (no new
+    /// file once both exist); returns the file and the slot now newest.
+    fn write_slot(
+        &self,
+        name: &str,
+        key: &[String],
+        record: &[u8],
+    ) -> io::Result<(PathBuf, (u64, usize))> {
+        let file = self.file(name, key);
+        if let Some(parent) = file.parent().filter(|p| *p != self.dir) {
+            std::fs::create_dir_all(parent)?;
+        }
+        let known = self
+            .newest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&file)
+            .copied();
+        let (seq, newest) = match known {
+            Some(k) => k,
+            None => DirStore::read_newest(&file)?.map_or((0, 1), |(seq, i, _)| (seq, i)),
+        };
+        let (next_seq, slot) = (seq + 1, 1 - newest);
+        let bytes = slots::encode(next_seq, record);
+        let path = &DirStore::slot_paths(&file)[slot];
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        std::io::Write::write_all(&mut out, &bytes)?;
+        out.set_len(bytes.len() as u64)?;
+        Ok((file, (next_seq, slot)))
     }
 
     /// The actor's file: its name and key in hex (any key becomes a valid,
@@ -191,10 +221,16 @@ fn hex(bytes: &[u8]) -> String {
 
 impl StateStore for DirStore {
     fn load(&self, name: &str, key: &[String]) -> io::Result<Option<Vec<u8>>> {
-        match read_if_present(&self.file(name, key))? {
+        let file = self.file(name, key);
+        if let Some((seq, slot, record)) = DirStore::read_newest(&file)? {
+            let mut newest = self.newest.lock().unwrap_or_else(|e| e.into_inner());
+            newest.insert(file, (seq, slot));
+            return Ok(Some(record));
+        }
+        // Saved by an older version: one file renamed into place (under
+        // the split name, or before names were split, one flat file).
+        match read_if_present(&file)? {
             Some(b) => Ok(Some(b)),
-            // Saved before names were split: one flat file (names of 201 to
-            // ~250 characters fitted then).
             None => read_if_present(&self.flat_file(name, key)),
         }
     }
@@ -204,16 +240,16 @@ impl StateStore for DirStore {
         self.save_batch(std::slice::from_ref(&request)).remove(0)
     }
 
-    /// Every file written, (with host durability: synced), renamed into
-    /// place, (synced again). A record whose write failed is not renamed;
-    /// a failed sync fails every record of the batch.
+    /// Every record written over its actor's older slot; with host
+    /// durability, then one sync for the whole batch. A failed sync fails
+    /// every record of the batch (each slot it wrote may be torn: the
+    /// other one stays the newest whole record).
     fn save_batch(&self, records: &[SaveRequest<'_>]) -> Vec<io::Result<()>> {
-        let written: Vec<io::Result<(PathBuf, PathBuf)>> = records
+        let written: Vec<io::Result<(PathBuf, (u64, usize))>> = records
             .iter()
-            .map(|r| self.write_temporary(r.name, r.key, r.record))
+            .map(|r| self.write_slot(r.name, r.key, r.record))
             .collect();
-        let host = self.durability == Durability::Host;
-        if host && written.iter().any(Result::is_ok) {
+        if self.durability == Durability::Host && written.iter().any(Result::is_ok) {
             if let Err(e) = self.sync() {
                 return written
                     .iter()
@@ -221,19 +257,15 @@ impl StateStore for DirStore {
                     .collect();
             }
         }
-        let mut results: Vec<io::Result<()>> = written
+        let mut newest = self.newest.lock().unwrap_or_else(|e| e.into_inner());
+        written
             .into_iter()
-            .map(|w| w.and_then(|(tmp, file)| std::fs::rename(tmp, file)))
-            .collect();
-        if host && results.iter().any(Result::is_ok) {
-            if let Err(e) = self.sync() {
-                results = results
-                    .iter()
-                    .map(|_| Err(io::Error::new(e.kind(), e.to_string())))
-                    .collect();
-            }
-        }
-        results
+            .map(|w| {
+                w.map(|(file, slot)| {
+                    newest.insert(file, slot);
+                })
+            })
+            .collect()
     }
 }
 
@@ -308,7 +340,7 @@ mod tests {
     }
 
     #[test]
-    fn a_batch_is_committed_with_two_syncs_whatever_its_size() {
+    fn a_batch_is_committed_with_one_sync_whatever_its_size() {
         let dir = fresh_dir("group-commit");
         let store = DirStore::with_durability(&dir, Durability::Host).unwrap();
         let keys: Vec<Vec<String>> = (0..10).map(|i| vec![format!("room{i}")]).collect();
@@ -323,30 +355,57 @@ mod tests {
             })
             .collect();
         assert!(store.save_batch(&batch).iter().all(Result::is_ok));
-        assert_eq!(store.syncs(), 2, "one before the renames, one after");
+        assert_eq!(store.syncs(), 1);
         for (key, record) in keys.iter().zip(&records) {
             assert_eq!(store.load("chat", key).unwrap().as_ref(), Some(record));
         }
         store.save("chat", &keys[0], b"one more").unwrap();
-        assert_eq!(store.syncs(), 4);
+        assert_eq!(store.syncs(), 2);
         let plain = DirStore::new(&dir).unwrap();
         plain.save("chat", &keys[0], b"no sync").unwrap();
         assert_eq!(plain.syncs(), 0, "process durability does not sync");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// What a crash can leave: a save whose temporary file was written (in
-    /// part) but never renamed. The record read is the last whole one, and
-    /// a later save goes through.
+    /// Saves rewrite two slot files in turn: no new file (no new inode)
+    /// per save, whatever their number.
+    #[test]
+    fn saves_rewrite_the_same_two_files() {
+        let dir = fresh_dir("slots");
+        let store = DirStore::new(&dir).unwrap();
+        let key = vec!["lobby".to_string()];
+        for i in 0..10 {
+            store
+                .save("chat", &key, format!("state {i}").as_bytes())
+                .unwrap();
+        }
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 2);
+        let fresh = DirStore::new(&dir).unwrap();
+        assert_eq!(
+            fresh.load("chat", &key).unwrap().as_deref(),
+            Some(&b"state 9"[..])
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// What a crash can leave: the slot being written torn (cut short, or
+    /// half old and half new). The record read is the one saved before,
+    /// and a later save goes through.
     #[test]
     fn a_save_cut_short_by_a_crash_leaves_the_previous_record() {
         let dir = fresh_dir("crash-left");
         let store = DirStore::with_durability(&dir, Durability::Host).unwrap();
         let key = vec!["lobby".to_string()];
         store.save("chat", &key, b"acknowledged state").unwrap();
-        // The crash: a temporary file of the next save, cut short, beside it.
-        let file = store.file("chat", &key);
-        std::fs::write(file.with_extension("tmp-4242-ThreadId(7)"), b"half a rec").unwrap();
+        store.save("chat", &key, b"the save the crash cut").unwrap();
+        let [a, b] = DirStore::slot_paths(&store.file("chat", &key));
+        let torn = if std::fs::metadata(&b).unwrap().len() > std::fs::metadata(&a).unwrap().len() {
+            b
+        } else {
+            a
+        };
+        let bytes = std::fs::read(&torn).unwrap();
+        std::fs::write(&torn, &bytes[..bytes.len() - 5]).unwrap();
         let after = DirStore::with_durability(&dir, Durability::Host).unwrap();
         assert_eq!(
             after.load("chat", &key).unwrap().as_deref(),
@@ -356,6 +415,26 @@ mod tests {
         assert_eq!(
             after.load("chat", &key).unwrap().as_deref(),
             Some(&b"next state"[..])
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A record saved by an older version (one file renamed into place) is
+    /// still read, until the first save in slots replaces it.
+    #[test]
+    fn a_record_in_the_older_single_file_is_still_read() {
+        let dir = fresh_dir("legacy");
+        let store = DirStore::new(&dir).unwrap();
+        let key = vec!["old".to_string()];
+        std::fs::write(store.file("chat", &key), b"from before").unwrap();
+        assert_eq!(
+            store.load("chat", &key).unwrap().as_deref(),
+            Some(&b"from before"[..])
+        );
+        store.save("chat", &key, b"now").unwrap();
+        assert_eq!(
+            store.load("chat", &key).unwrap().as_deref(),
+            Some(&b"now"[..])
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
