@@ -12,7 +12,7 @@
 use bytes::{BufMut, BytesMut};
 use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
 
-use super::TlsError;
+use super::{Progress, TlsError};
 
 const HEADER: usize = 5;
 const APPLICATION_DATA: u8 = 23;
@@ -139,13 +139,6 @@ pub struct ResumedSession {
     sent_close: bool,
 }
 
-/// What one `read_tls` call achieved: plaintext bytes, and whether the peer
-/// sent close_notify.
-pub struct Read {
-    pub plaintext: usize,
-    pub peer_closed: bool,
-}
-
 impl ResumedSession {
     pub fn new(s: &SessionSecrets) -> Result<ResumedSession, TlsError> {
         let record_limit = match s.suite {
@@ -168,10 +161,11 @@ impl ResumedSession {
         &mut self,
         incoming: &mut BytesMut,
         plaintext: &mut BytesMut,
-    ) -> Result<Read, TlsError> {
-        let mut read = Read {
-            plaintext: 0,
-            peer_closed: false,
+    ) -> Result<Progress, TlsError> {
+        // The handshake was done in the process the session came from.
+        let mut read = Progress {
+            handshake_done: true,
+            ..Progress::default()
         };
         while !self.peer_closed && incoming.len() >= HEADER {
             let len = usize::from(u16::from_be_bytes([incoming[3], incoming[4]]));

@@ -29,14 +29,7 @@ impl TlsSession {
     ) -> Result<Progress, TlsError> {
         match self {
             TlsSession::Live(s) => s.read_tls(incoming, plaintext, outgoing),
-            TlsSession::Resumed(s) => {
-                let read = s.read_tls(incoming, plaintext)?;
-                Ok(Progress {
-                    handshake_done: true,
-                    peer_closed: read.peer_closed,
-                    plaintext: read.plaintext,
-                })
-            }
+            TlsSession::Resumed(s) => s.read_tls(incoming, plaintext),
         }
     }
 

@@ -60,7 +60,6 @@ impl Actors {
             self.stats.bytes_in.fetch_add(bytes, Ordering::Relaxed);
             let actor = &link.actor;
             actor.touch(self.clock.get());
-            self.messages_in.set(self.messages_in.get() + 1);
             let went = link.with_outstanding(|outstanding| {
                 let o = outstanding.get_or_insert_with(Default::default);
                 if actor.state() == ActorState::Running {
@@ -162,7 +161,6 @@ impl Actors {
         self.stats
             .bytes_out
             .fetch_add(len as u64, Ordering::Relaxed);
-        self.messages_out.set(self.messages_out.get() + 1);
         if queued > self.config().client.max_send_queue_bytes && queued > len {
             // Once per connection: nothing is queued after the close request.
             warn!("client is not reading: send queue exceeded, closing with 1008");

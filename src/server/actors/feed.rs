@@ -144,10 +144,9 @@ impl Feed {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn event(conn: u64) -> Event {
+impl Event {
+    /// An `Open` event of connection `conn`, for tests.
+    pub(crate) fn opened(conn: u64) -> Event {
         Event {
             kind: EventKind::Open,
             at_ms: 0,
@@ -158,6 +157,15 @@ mod tests {
             runner: None,
             conn: Some(conn),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(conn: u64) -> Event {
+        Event::opened(conn)
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub(crate) use actor::ActorState;
 use backoff::BackoffPolicy;
 use directory::Directory;
 #[cfg(test)]
-pub(crate) use feed::{Event, EventKind};
+pub(crate) use feed::Event;
 pub(crate) use feed::{Feed, FEED_EVENTS};
 pub(crate) use home::home_worker;
 use ids::Ids;
@@ -108,10 +108,6 @@ pub(crate) struct Actors {
     to_wake: RefCell<Vec<Rc<actor::Actor>>>,
     /// Where events go while an inspector watches (read by the admin worker).
     feed: Arc<Feed>,
-    /// Client messages forwarded to actors, and messages queued for
-    /// clients, so far (for the inspector's rates; worker-local, no atomic).
-    messages_in: Cell<u64>,
-    messages_out: Cell<u64>,
 }
 
 /// What every worker's `Actors` share: counts that span workers because a
@@ -192,8 +188,6 @@ impl Actors {
             sessions_leave: Cell::new(false),
             to_wake: RefCell::new(Vec::new()),
             feed,
-            messages_in: Cell::new(0),
-            messages_out: Cell::new(0),
         }
     }
 

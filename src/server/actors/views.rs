@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -171,8 +172,9 @@ impl Actors {
             runners: self.runner_views(None),
             actors: self.actor_views(None, limit),
             connections,
-            messages_in: self.messages_in.get(),
-            messages_out: self.messages_out.get(),
+            // This worker's own counters (it is the only writer).
+            messages_in: self.stats.messages_in.load(Ordering::Relaxed),
+            messages_out: self.stats.messages_out.load(Ordering::Relaxed),
         }
     }
 }

@@ -195,7 +195,7 @@ fn sse(name: &str, data: &impl Serialize) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::actors::{ConnCounts, Event, EventKind};
+    use crate::server::actors::{ConnCounts, Event};
 
     fn hub(workers: usize, max: usize) -> Hub {
         let feeds: Vec<Arc<Feed>> = (0..workers).map(|_| Arc::default()).collect();
@@ -203,16 +203,7 @@ mod tests {
     }
 
     fn event(conn: u64) -> Event {
-        Event {
-            kind: EventKind::Open,
-            at_ms: 0,
-            worker: 0,
-            namespace: None,
-            actor: None,
-            key: Vec::new(),
-            runner: None,
-            conn: Some(conn),
-        }
+        Event::opened(conn)
     }
 
     #[test]
