@@ -14,6 +14,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 pub mod load;
+pub mod targets;
 
 /// The environment variable that tells a gateway child to serve its client
 /// listener over TLS with `cert.pem` and `key.pem` from that directory.

@@ -379,6 +379,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../scenarios/connect-storm.toml"),
     ),
     ("flood", include_str!("../scenarios/flood.toml")),
+    (
+        "chat-fanout-large",
+        include_str!("../scenarios/chat-fanout-large.toml"),
+    ),
 ];
 
 impl Scenario {

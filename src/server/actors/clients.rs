@@ -6,7 +6,7 @@ use crate::http::route::ActorPath;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tracing::warn;
 
 use super::actor::ActorState;
@@ -14,7 +14,9 @@ use super::feed::EventKind;
 use super::links::{ClientLink, LinkView};
 use super::outstanding::ENTRY_COST;
 use super::Actors;
+use crate::server::conn::control::Outgoing;
 use crate::tunnel::{Frame, MessageKind};
+use crate::ws::frame::{encode_frame, MAX_HEADER_LEN};
 use crate::ws::{CloseCode, OpCode};
 
 /// What became of a client's message.
@@ -147,20 +149,32 @@ impl Actors {
 
     /// Queues a message for a client; a client with too large a backlog is closed.
     pub(super) fn deliver(&self, link: &ClientLink, kind: MessageKind, payload: Bytes) -> bool {
-        let opcode = match kind {
-            MessageKind::Text => OpCode::Text,
-            MessageKind::Binary => OpCode::Binary,
-        };
+        let len = payload.len();
+        self.deliver_outgoing(link, Outgoing::Payload(opcode_of(kind), payload), len)
+    }
+
+    /// Queues a frame encoded once (by [`encode_once`]) for several
+    /// clients; `payload_len` is its payload's length, for the counters.
+    pub(super) fn deliver_encoded(
+        &self,
+        link: &ClientLink,
+        frame: &Bytes,
+        payload_len: usize,
+    ) -> bool {
+        self.deliver_outgoing(link, Outgoing::Encoded(frame.clone()), payload_len)
+    }
+
+    fn deliver_outgoing(&self, link: &ClientLink, outgoing: Outgoing, payload_len: usize) -> bool {
         // One message alone never trips the limit (it is bounded by
         // max_message_bytes); a backlog behind it does.
-        let len = payload.len();
-        let Some(queued) = link.control.push_outbound((opcode, payload)) else {
+        let len = outgoing.len();
+        let Some(queued) = link.control.push_outbound(outgoing) else {
             return false; // closing: it would never be sent
         };
         self.stats.messages_out.fetch_add(1, Ordering::Relaxed);
         self.stats
             .bytes_out
-            .fetch_add(len as u64, Ordering::Relaxed);
+            .fetch_add(payload_len as u64, Ordering::Relaxed);
         if queued > self.config().client.max_send_queue_bytes && queued > len {
             // Once per connection: nothing is queued after the close request.
             warn!("client is not reading: send queue exceeded, closing with 1008");
@@ -188,15 +202,31 @@ impl Actors {
             return 0;
         };
         let links = self.links.borrow();
+        let frame = encode_once(kind, &payload);
         let mut delivered = 0;
         for id in actor.conns().iter() {
             if !only.is_empty() && !only.contains(id) {
                 continue;
             }
             if let Some(link) = links.get(id).filter(|l| !l.is_closing()) {
-                delivered += usize::from(self.deliver(link, kind, payload.clone()));
+                delivered += usize::from(self.deliver_encoded(link, &frame, payload.len()));
             }
         }
         delivered
     }
+}
+
+fn opcode_of(kind: MessageKind) -> OpCode {
+    match kind {
+        MessageKind::Text => OpCode::Text,
+        MessageKind::Binary => OpCode::Binary,
+    }
+}
+
+/// The WebSocket frame of a message, encoded once for all its recipients
+/// (a server's frames are unmasked, so every client gets the same bytes).
+pub(super) fn encode_once(kind: MessageKind, payload: &[u8]) -> Bytes {
+    let mut frame = BytesMut::with_capacity(MAX_HEADER_LEN + payload.len());
+    encode_frame(&mut frame, opcode_of(kind), payload);
+    frame.freeze()
 }

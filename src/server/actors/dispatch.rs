@@ -9,6 +9,7 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::actor::ActorState;
+use super::clients::encode_once;
 use super::links::ClientLink;
 use super::Actors;
 use crate::server::tunnels::Tunnel;
@@ -119,9 +120,10 @@ impl Actors {
         actor.touch(self.clock.get());
         let links = self.links.borrow();
         let conns = actor.conns();
+        let frame = encode_once(kind, &payload);
         let mut send = |id: &u64| {
             if let Some(link) = links.get(id) {
-                self.deliver(link, kind, payload.clone());
+                self.deliver_encoded(link, &frame, payload.len());
             }
         };
         match to {

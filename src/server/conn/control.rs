@@ -28,7 +28,21 @@ pub(crate) enum Signal {
 }
 
 /// A frame queued for a connection by another task of the same worker.
-pub(crate) type Outgoing = (OpCode, Bytes);
+pub(crate) enum Outgoing {
+    /// A payload, framed by the connection.
+    Payload(OpCode, Bytes),
+    /// A whole frame, encoded once and shared by several connections.
+    Encoded(Bytes),
+}
+
+impl Outgoing {
+    pub fn len(&self) -> usize {
+        match self {
+            Outgoing::Payload(_, payload) => payload.len(),
+            Outgoing::Encoded(frame) => frame.len(),
+        }
+    }
+}
 
 pub(crate) struct ConnControl {
     deadline: Cell<Instant>,
@@ -116,7 +130,7 @@ impl ConnControl {
         if self.closing.get() {
             return None;
         }
-        let total = self.outbound_bytes.get() as usize + frame.1.len();
+        let total = self.outbound_bytes.get() as usize + frame.len();
         self.outbound_bytes.set(total.min(u32::MAX as usize) as u32);
         let mut frames = self.outbound.take();
         frames.get_or_insert_with(Default::default).push_back(frame);
@@ -249,7 +263,10 @@ mod tests {
     #[test]
     fn a_peers_close_waits_for_what_was_queued_before_it() {
         let control = ConnControl::new(Instant::now(), Rc::default());
-        control.push_outbound((OpCode::Text, Bytes::from_static(b"last words")));
+        control.push_outbound(Outgoing::Payload(
+            OpCode::Text,
+            Bytes::from_static(b"last words"),
+        ));
         control.request_close_after_queued(CloseCode(4000), "bye");
         assert_eq!(signal_now(&control), Some(Signal::Outbound));
         control.drain_outbound(|_| {});
@@ -257,7 +274,10 @@ mod tests {
         assert_eq!(signal_now(&control), Some(close));
         // A plain close request goes first (a client too slow to read).
         let slow = ConnControl::new(Instant::now(), Rc::default());
-        slow.push_outbound((OpCode::Text, Bytes::from_static(b"unread")));
+        slow.push_outbound(Outgoing::Payload(
+            OpCode::Text,
+            Bytes::from_static(b"unread"),
+        ));
         slow.request_close(CloseCode::POLICY, "too slow");
         assert!(matches!(signal_now(&slow), Some(Signal::Close(..))));
     }
@@ -265,7 +285,7 @@ mod tests {
     #[test]
     fn nothing_is_queued_once_a_close_is_requested() {
         let control = ConnControl::new(Instant::now(), Rc::default());
-        let frame = || (OpCode::Text, Bytes::from_static(b"hello"));
+        let frame = || Outgoing::Payload(OpCode::Text, Bytes::from_static(b"hello"));
         assert_eq!(control.push_outbound(frame()), Some(5));
         assert_eq!(control.push_outbound(frame()), Some(10));
         control.request_close(CloseCode::POLICY, "too slow");

@@ -169,18 +169,29 @@ where
 /// Writes all of `buf`, racing each write against a fresh `stop()` future;
 /// fails with `TimedOut` if `stop` wins. On failure the buffer is gone.
 /// Over TLS, `buf` is encrypted into a buffer that lives while it is written.
-pub(crate) async fn write_all_unless<T, S, F>(
-    stream: &mut Stream,
-    mut buf: T,
-    stop: S,
-) -> io::Result<T>
+pub(crate) async fn write_all_unless<T, S, F>(stream: &mut Stream, buf: T, stop: S) -> io::Result<T>
 where
     T: IoBuf + Buf + 'static,
     S: FnMut() -> F,
     F: Future<Output = ()>,
 {
-    let Some(tls) = stream.tls.as_mut() else {
+    if stream.tls.is_none() {
         return write_tcp(&mut stream.tcp, buf, stop).await;
+    }
+    write_sealed(stream, buf, stop).await
+}
+
+/// Over TLS: encrypts all of `buf` into a buffer that lives while it is
+/// written, writes that, and hands `buf` back (consumed). On plain TCP it
+/// writes nothing and fails.
+pub(crate) async fn write_sealed<B, S, F>(stream: &mut Stream, mut buf: B, stop: S) -> io::Result<B>
+where
+    B: Buf,
+    S: FnMut() -> F,
+    F: Future<Output = ()>,
+{
+    let Some(tls) = stream.tls.as_mut() else {
+        return Err(io::Error::other("sealing for a stream without TLS"));
     };
     let mut sealed = BytesMut::new();
     while buf.has_remaining() {

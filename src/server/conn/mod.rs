@@ -7,6 +7,7 @@
 pub(crate) mod admission;
 pub(crate) mod control;
 pub(crate) mod env;
+pub(crate) mod gather;
 pub(crate) mod histogram;
 pub(crate) mod io;
 pub(crate) mod live_config;

@@ -1,18 +1,19 @@
-//! Frames waiting to be written to a client, coalesced into few writes.
+//! Frames waiting to be written to a client, gathered into few writes.
 //!
-//! Small frames are copied into one pooled buffer; a large payload is written
-//! from its own `Bytes` after its header, never copied. Nothing is held once
-//! everything is written.
+//! Small frames are copied into one pooled buffer; a large payload is kept
+//! as its own `Bytes` after its header, and a frame encoded once for many
+//! connections (a broadcast) is kept as the shared `Bytes` it is: neither
+//! is copied. Everything queued goes out in one vectored write where the
+//! socket takes it. Nothing is held once everything is written.
 
-use std::collections::VecDeque;
 use std::io;
 
-use super::stream::Stream;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::control::ConnControl;
-use super::io::write_all_unless;
+use super::gather::{write_gathered, Gathered};
 use super::pool::BufferPool;
+use super::stream::Stream;
 use crate::ws::close::encode_close;
 use crate::ws::frame::{encode_frame, encode_header};
 use crate::ws::{CloseCode, OpCode};
@@ -20,17 +21,11 @@ use crate::ws::{CloseCode, OpCode};
 /// Payloads up to this size are copied next to their header.
 const COPY_LIMIT: usize = 16 * 1024;
 
-/// Boxed, and present only while something is queued: an idle connection
-/// pays one pointer for its outbox.
+/// Present only while something is queued: an idle connection pays one
+/// pointer for its outbox.
 #[derive(Default)]
 pub(crate) struct Outbox {
-    queued: Option<Box<Queued>>,
-}
-
-struct Queued {
-    /// Ready chunks, in wire order, ahead of `tail`.
-    chunks: VecDeque<Bytes>,
-    tail: BytesMut,
+    queued: Option<Box<Gathered>>,
 }
 
 impl Outbox {
@@ -38,33 +33,33 @@ impl Outbox {
         self.queued.is_none()
     }
 
-    fn queued(&mut self, pool: &BufferPool) -> &mut Queued {
-        self.queued.get_or_insert_with(|| {
-            Box::new(Queued {
-                chunks: VecDeque::new(),
-                tail: pool.take(),
-            })
-        })
+    fn queued(&mut self) -> &mut Gathered {
+        self.queued.get_or_insert_with(Default::default)
     }
 
+    /// Encodes a frame of `payload`.
     pub fn push(&mut self, pool: &BufferPool, opcode: OpCode, payload: &Bytes) {
-        let q = self.queued(pool);
+        let q = self.queued();
         if payload.len() <= COPY_LIMIT {
-            encode_frame(&mut q.tail, opcode, payload);
+            q.copy(pool, |tail| encode_frame(tail, opcode, payload));
         } else {
-            encode_header(&mut q.tail, true, opcode, payload.len());
-            let header = q.tail.split().freeze();
-            q.chunks.push_back(header);
-            q.chunks.push_back(payload.clone());
+            q.copy(pool, |tail| {
+                encode_header(tail, true, opcode, payload.len())
+            });
+            q.share(payload.clone());
         }
+    }
+
+    /// Queues a frame already encoded (shared with other connections).
+    pub fn push_encoded(&mut self, frame: Bytes) {
+        self.queued().share(frame);
     }
 
     pub fn push_close(&mut self, pool: &BufferPool, code: Option<CloseCode>, reason: &str) {
-        let tail = &mut self.queued(pool).tail;
-        match code {
+        self.queued().copy(pool, |tail| match code {
             Some(code) => encode_close(tail, code, reason),
             None => encode_frame(tail, OpCode::Close, &[]),
-        }
+        });
     }
 
     /// Writes everything queued; afterwards the outbox holds no buffer.
@@ -75,19 +70,13 @@ impl Outbox {
         pool: &BufferPool,
         control: &ConnControl,
     ) -> io::Result<()> {
-        let Some(mut q) = self.queued.take() else {
+        let Some(q) = self.queued.take() else {
             return Ok(());
         };
-        while let Some(chunk) = q.chunks.pop_front() {
-            write_all_unless(stream, chunk, || control.timer()).await?;
+        let written = write_gathered(stream, q, || control.timer()).await?;
+        if let Some(tail) = written.into_tail() {
+            pool.give_back(tail);
         }
-        let mut tail = if q.tail.is_empty() {
-            q.tail
-        } else {
-            write_all_unless(stream, q.tail, || control.timer()).await?
-        };
-        tail.clear();
-        pool.give_back(tail);
         Ok(())
     }
 }

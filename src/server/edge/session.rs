@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::{EdgeSide, Handed};
 use crate::server::actors::LinkView;
-use crate::server::conn::control::ConnControl;
+use crate::server::conn::control::{ConnControl, Outgoing};
 use crate::server::conn::env::SessionLimits;
 use crate::server::conn::outbox::Outbox;
 use crate::server::conn::registry::Registration;
@@ -74,10 +74,10 @@ impl Role for ClientRole {
         open: bool,
     ) {
         let pool = &edge.env.pool;
-        control.drain_outbound(|(op, payload)| {
-            if open {
-                outbox.push(pool, op, &payload);
-            }
+        control.drain_outbound(|outgoing| match outgoing {
+            _ if !open => {}
+            Outgoing::Payload(op, payload) => outbox.push(pool, op, &payload),
+            Outgoing::Encoded(frame) => outbox.push_encoded(frame),
         });
     }
 
