@@ -4,6 +4,7 @@
 //! tunnel.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use tracing::{debug, warn};
@@ -117,6 +118,7 @@ impl Actors {
             return; // stopped or moved meanwhile
         };
         actor.touch(self.clock.get());
+        self.stats.broadcasts.fetch_add(1, Ordering::Relaxed);
         let links = self.links.borrow();
         let conns = actor.conns();
         let mut send = |id: &u64| {
