@@ -245,6 +245,11 @@ impl TunnelState {
             }
             // Saved before `out` (which acknowledges what they handled) leaves.
             let out = self.finish_batch(shared, batch);
+            if shared.killed.load(Ordering::Acquire) {
+                // Killed between the save and the send, as kill -9 can be.
+                die(&ws);
+                return Ok(());
+            }
             if !out.is_empty() {
                 ws.send(WsMessage::Binary(out.freeze()))
                     .map_err(|e| TunnelEnd::Lost(e.to_string()))?;
