@@ -193,7 +193,7 @@ fn broadcasts_reach_parked_and_running_members_once_each_and_in_order() {
                 "only 1 2",
             ),
             message(ids[3], "to 3"),
-            broadcast(actor_id, Recipients::Only(vec![ids[0]]), "only 0"),
+            broadcast(actor_id, Recipients::Only(vec![ids[0], ids[0]]), "only 0"),
             broadcast(actor_id, Recipients::All, "all again"),
         ],
     );
