@@ -135,10 +135,13 @@ impl Actors {
                     .filter(|id| !but.contains(id))
                     .for_each(&mut send);
             }
-            Recipients::Only(only) => only
-                .iter()
-                .filter(|id| conns.contains(id))
-                .for_each(&mut send),
+            Recipients::Only(only) => {
+                // An id listed twice is still one recipient.
+                let mut named = std::collections::HashSet::with_capacity(only.len());
+                only.iter()
+                    .filter(|id| conns.contains(id) && named.insert(**id))
+                    .for_each(&mut send)
+            }
         }
     }
 
