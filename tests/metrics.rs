@@ -258,6 +258,7 @@ fn every_family_is_typed_and_the_process_counters_start_at_zero() {
         ("tether_connections_refused_total", "counter"),
         ("tether_messages_total", "counter"),
         ("tether_message_bytes_total", "counter"),
+        ("tether_broadcasts_total", "counter"),
         ("tether_actors", "gauge"),
         ("tether_actor_wake_latency_seconds", "histogram"),
         ("tether_actor_migration_pause_seconds", "histogram"),

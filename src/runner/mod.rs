@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use actor::{Actor, ActorFactory, ConnId, ConnInfo, Ctx, Message, OpenDecision};
-pub use builtin::{BuiltinActors, Chat, Counter, Echo};
+pub use builtin::{BuiltinActors, Chat, Counter, Echo, CHAT_HISTORY};
 pub use state::{DirStore, Durability, MemoryStore, SaveRequest, StateStore};
 
 #[derive(Clone)]

@@ -3,10 +3,12 @@
 //! off.
 //!
 //! What is saved per actor is a record: the index of the last message the
-//! actor handled on each of its connections, then the actor's own state.
-//! The indices are what makes delivery exactly-once across a crash: a
-//! message replayed by the gateway that the saved state already reflects is
-//! dropped instead of applied twice.
+//! actor handled on each of its connections, what it sent in the batch the
+//! record was saved for, then the actor's own state. The indices are what
+//! makes delivery exactly-once across a crash: a message replayed by the
+//! gateway that the saved state already reflects is dropped instead of
+//! applied twice; the kept output is sent again if it never left (see
+//! `tunnel_client/outbox.rs`).
 
 use std::collections::HashMap;
 use std::io;
@@ -17,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::actor::ConnId;
 use super::slots;
-use crate::tunnel::wire::{put_varint, Reader};
+use crate::tunnel::wire::{put_bytes, put_varint, Reader};
 
 /// A place to keep actor state, shared by the runners that may run the same
 /// actors (and, for a directory, by their processes on one host).
@@ -296,34 +298,52 @@ impl StateStore for MemoryStore {
     }
 }
 
-/// An actor's saved record: handled indices per connection, and its state.
+/// An actor's saved record: handled indices per connection, what the
+/// actor sent in the batch the record was saved for, and its state.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
     pub handled: Vec<(ConnId, u64)>,
+    /// The batch's output from this actor, as tunnel frames (sent again
+    /// if a restore shows it never reached the gateway: `outbox.rs`).
+    pub outbox: Bytes,
     pub state: Bytes,
 }
 
+/// Starts a record that carries an outbox. A record of the older layout
+/// (count, indices, state) cannot start with it: it would be a count of
+/// connections no record could hold, which never decoded.
+const WITH_OUTBOX: u64 = u64::MAX;
+
 impl Record {
     pub fn encode(&self) -> BytesMut {
-        let mut out = BytesMut::with_capacity(16 + self.state.len());
+        let mut out = BytesMut::with_capacity(32 + self.outbox.len() + self.state.len());
+        put_varint(&mut out, WITH_OUTBOX);
         put_varint(&mut out, self.handled.len() as u64);
         for (conn, index) in &self.handled {
             put_varint(&mut out, *conn);
             put_varint(&mut out, *index);
         }
+        put_bytes(&mut out, &self.outbox);
         out.extend_from_slice(&self.state);
         out
     }
 
     pub fn decode(bytes: Vec<u8>) -> Option<Record> {
         let mut r = Reader::new(Bytes::from(bytes));
-        let n = r.varint().ok()?;
+        let first = r.varint().ok()?;
+        let with_outbox = first == WITH_OUTBOX;
+        let n = if with_outbox { r.varint().ok()? } else { first };
         let mut handled = Vec::with_capacity(n.min(1024) as usize);
         for _ in 0..n {
             handled.push((r.varint().ok()?, r.varint().ok()?));
         }
+        let outbox = match with_outbox {
+            true => r.bytes().ok()?,
+            false => Bytes::new(),
+        };
         Some(Record {
             handled,
+            outbox,
             state: r.rest(),
         })
     }
@@ -478,10 +498,21 @@ mod tests {
     fn records_round_trip_and_garbage_is_refused() {
         let r = Record {
             handled: vec![(1, 5), (u64::MAX, 300)],
+            outbox: Bytes::from_static(b"\x35\x01\x00"),
             state: Bytes::from_static(b"counter=42"),
         };
         assert_eq!(Record::decode(r.encode().to_vec()), Some(r));
         assert_eq!(Record::decode(vec![0x05]), None);
+    }
+
+    #[test]
+    fn a_record_of_the_older_layout_reads_with_an_empty_outbox() {
+        // Count, (connection, index) pairs, state: no outbox.
+        let older = [&[1u8, 7, 3][..], b"counter=42"].concat();
+        let r = Record::decode(older).unwrap();
+        assert_eq!(r.handled, vec![(7, 3)]);
+        assert!(r.outbox.is_empty());
+        assert_eq!(&r.state[..], b"counter=42");
     }
 
     #[test]

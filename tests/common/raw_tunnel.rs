@@ -52,6 +52,16 @@ pub fn send_frame(ws: &mut tungstenite::WebSocket<TcpStream>, frame: &Frame) {
     ws.send(tungstenite::Message::Binary(out.freeze())).unwrap();
 }
 
+/// Sends several frames as one tunnel message (one batch, handled by the
+/// gateway in one go, as a runner library's output is).
+pub fn send_batch(ws: &mut tungstenite::WebSocket<TcpStream>, frames: &[Frame]) {
+    let mut out = BytesMut::new();
+    for frame in frames {
+        encode_frame(&mut out, frame);
+    }
+    ws.send(tungstenite::Message::Binary(out.freeze())).unwrap();
+}
+
 /// Reads tunnel messages until a frame other than a keepalive arrives
 /// (keepalives are answered); panics on a read error or timeout.
 pub fn next_frame(ws: &mut tungstenite::WebSocket<TcpStream>, pending: &mut Vec<Frame>) -> Frame {

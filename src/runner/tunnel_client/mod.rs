@@ -18,6 +18,7 @@ use super::state::{Record, SaveRequest};
 use super::Shared;
 use crate::tunnel::{decode_frames, encode_frame, Frame, MessageKind, PROTOCOL_VERSION};
 
+mod outbox;
 mod transport;
 
 pub(crate) fn spawn_tunnel(shared: &Arc<Shared>, index: u32) {
@@ -155,6 +156,9 @@ struct ActorSlot {
     conns: BTreeSet<ConnId>,
     /// Handled indices from the saved record, for connections not restored yet.
     saved_handled: HashMap<ConnId, u64>,
+    /// What the saved record's batch made the actor send, until a restore
+    /// shows whether it reached the gateway (`outbox.rs`).
+    saved_outbox: Bytes,
 }
 
 /// The actors and connections of one tunnel.
@@ -245,6 +249,11 @@ impl TunnelState {
             }
             // Saved before `out` (which acknowledges what they handled) leaves.
             let out = self.finish_batch(shared, batch);
+            if shared.killed.load(Ordering::Acquire) {
+                // Killed between the save and the send, as kill -9 can be.
+                die(&ws);
+                return Ok(());
+            }
             if !out.is_empty() {
                 ws.send(WsMessage::Binary(out.freeze()))
                     .map_err(|e| TunnelEnd::Lost(e.to_string()))?;
@@ -365,6 +374,7 @@ impl TunnelState {
             actor,
             conns: BTreeSet::new(),
             saved_handled: record.handled.into_iter().collect(),
+            saved_outbox: record.outbox,
         };
         self.actors.insert(actor_id, slot);
         encode_frame(out, &Frame::ActorReady { actor_id });
@@ -509,9 +519,8 @@ impl TunnelState {
     ) {
         if let Frame::StopActor { actor_id } = &frame {
             if self.dirty.remove(actor_id) {
-                batch
-                    .failed
-                    .extend(self.save_actors(shared, [*actor_id].into()));
+                let failed = self.save_actors(shared, [*actor_id].into(), batch);
+                batch.failed.extend(failed);
             }
         }
         let actor = self.actor_of(&frame);
@@ -525,7 +534,9 @@ impl TunnelState {
     /// Saves what the batch changed; what an actor whose save failed did is
     /// withdrawn. Returns what may leave.
     fn finish_batch(&mut self, shared: &Shared, mut batch: Batch) -> BytesMut {
-        batch.failed.extend(self.save_dirty(shared));
+        let dirty = std::mem::take(&mut self.dirty);
+        let failed = self.save_actors(shared, dirty, &batch);
+        batch.failed.extend(failed);
         if batch.failed.is_empty() {
             return batch.out;
         }
@@ -577,22 +588,24 @@ impl TunnelState {
         kept
     }
 
-    /// Saves the record of every actor that handled something in this
-    /// batch, together (one group commit for the batch); returns those
+    /// Saves these actors' records together (one group commit for the
+    /// batch so far), each with its output in the batch; returns those
     /// whose save failed, with why.
-    fn save_dirty(&mut self, shared: &Shared) -> Vec<(u64, String)> {
-        let dirty = std::mem::take(&mut self.dirty);
-        self.save_actors(shared, dirty)
-    }
-
-    /// Saves these actors' records together; returns those that failed.
-    fn save_actors(&self, shared: &Shared, dirty: BTreeSet<u64>) -> Vec<(u64, String)> {
+    fn save_actors(
+        &self,
+        shared: &Shared,
+        dirty: BTreeSet<u64>,
+        batch: &Batch,
+    ) -> Vec<(u64, String)> {
         let Some(store) = &shared.options.state else {
             return Vec::new();
         };
         let records: Vec<(u64, Vec<u8>)> = dirty
             .into_iter()
-            .filter_map(|id| Some((id, self.record_of(id)?)))
+            .filter_map(|id| {
+                let sent = outbox::of_actor(&batch.out, &batch.touched, id);
+                Some((id, self.record_of(id, sent)?))
+            })
             .collect();
         let requests: Vec<SaveRequest<'_>> = records
             .iter()
@@ -618,9 +631,9 @@ impl TunnelState {
             .collect()
     }
 
-    /// One actor's record (last handled index per connection and its
-    /// state), if it keeps state.
-    fn record_of(&self, actor_id: u64) -> Option<Vec<u8>> {
+    /// One actor's record (last handled index per connection, what it sent
+    /// in this batch, and its state), if it keeps state.
+    fn record_of(&self, actor_id: u64, outbox: Bytes) -> Option<Vec<u8>> {
         let slot = self.actors.get(&actor_id)?;
         let state = slot.actor.save_state()?;
         let record = Record {
@@ -629,6 +642,7 @@ impl TunnelState {
                 .iter()
                 .filter_map(|c| self.last_index.get(c).map(|i| (*c, *i)))
                 .collect(),
+            outbox,
             state: state.into(),
         };
         Some(record.encode().to_vec())
@@ -667,6 +681,12 @@ impl TunnelState {
         // the runner died before the acknowledgement left).
         let saved = slot.saved_handled.remove(&conn_id).unwrap_or(0);
         self.last_index.insert(conn_id, last_index.max(saved));
+        if saved > last_index {
+            // The saved batch's acknowledgements never reached the gateway,
+            // and so neither did its output (they left in one message).
+            let sent = std::mem::take(&mut slot.saved_outbox);
+            outbox::resend(sent, actor_id, out);
+        }
         if !attachment.is_empty() {
             self.attachments.insert(conn_id, attachment);
         }

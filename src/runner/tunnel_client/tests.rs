@@ -4,12 +4,13 @@ use std::sync::Mutex;
 use super::super::{ActorFactory, MemoryStore, RunnerOptions};
 use super::*;
 
-/// Records the payloads it handles.
+/// Records the payloads it handles, and broadcasts that it saw each.
 struct Recorder(Arc<Mutex<Vec<String>>>);
 
 impl Actor for Recorder {
-    fn on_message(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, message: Message) {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, _conn: ConnId, message: Message) {
         if let Message::Text(t) = message {
+            ctx.broadcast(&Message::Text(format!("saw {t}")));
             self.0.lock().unwrap().push(t);
         }
     }
@@ -67,20 +68,66 @@ fn start() -> Frame {
     }
 }
 
-/// Runs frames through a fresh tunnel state as one batch; returns the acks sent.
-fn run(shared: &Arc<Shared>, frames: Vec<Frame>) -> Vec<u64> {
-    let mut t = TunnelState::default();
-    let mut out = BytesMut::new();
+/// Runs frames through a fresh tunnel state as one batch; returns the
+/// frames sent.
+fn run_frames(shared: &Arc<Shared>, frames: Vec<Frame>) -> Vec<Frame> {
+    let mut t = TunnelState {
+        broadcasts: true,
+        ..TunnelState::default()
+    };
+    let mut batch = Batch::default();
     for f in frames {
-        t.handle(shared, f, 0, &mut out);
+        t.handle_in_batch(shared, f, 0, &mut batch);
     }
-    let _ = t.save_dirty(shared);
-    decode_frames(out.freeze())
-        .filter_map(|f| match f.unwrap() {
+    let out = t.finish_batch(shared, batch);
+    decode_frames(out.freeze()).map(Result::unwrap).collect()
+}
+
+/// Runs frames as one batch; returns the acks sent.
+fn run(shared: &Arc<Shared>, frames: Vec<Frame>) -> Vec<u64> {
+    let frames = run_frames(shared, frames).into_iter();
+    frames
+        .filter_map(|f| match f {
             Frame::Ack { index, .. } => Some(index),
             _ => None,
         })
         .collect()
+}
+
+/// The payloads of the broadcasts among `frames`.
+fn broadcast_texts(frames: &[Frame]) -> Vec<String> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::Broadcast { payload, .. } => Some(String::from_utf8_lossy(payload).into_owned()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_saved_batch_whose_output_never_left_is_sent_again_once() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // Handled and saved; the runner dies before the batch's message leaves.
+    run(
+        &shared(&seen, &store),
+        vec![start(), restore(0), message(1), message(2)],
+    );
+    // The gateway restores with last_index 0 and replays 1 and 2: dropped
+    // as handled, and what they made the actor broadcast is sent again.
+    let second = run_frames(
+        &shared(&seen, &store),
+        vec![start(), restore(0), message(1), message(2)],
+    );
+    assert_eq!(broadcast_texts(&second), ["saw m1", "saw m2"]);
+    assert_eq!(*seen.lock().unwrap(), ["m1", "m2"], "handled once");
+    // That batch did arrive (the gateway restores with 2): nothing again.
+    let third = run_frames(
+        &shared(&seen, &store),
+        vec![start(), restore(2), message(3)],
+    );
+    assert_eq!(broadcast_texts(&third), ["saw m3"]);
 }
 
 #[test]

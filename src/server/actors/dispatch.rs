@@ -4,6 +4,7 @@
 //! tunnel.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use tracing::{debug, warn};
@@ -118,6 +119,7 @@ impl Actors {
             return; // stopped or moved meanwhile
         };
         actor.touch(self.clock.get());
+        self.stats.broadcasts.fetch_add(1, Ordering::Relaxed);
         let links = self.links.borrow();
         let conns = actor.conns();
         let frame = encode_once(kind, &payload);
@@ -135,10 +137,13 @@ impl Actors {
                     .filter(|id| !but.contains(id))
                     .for_each(&mut send);
             }
-            Recipients::Only(only) => only
-                .iter()
-                .filter(|id| conns.contains(id))
-                .for_each(&mut send),
+            Recipients::Only(only) => {
+                // An id listed twice is still one recipient.
+                let mut named = std::collections::HashSet::with_capacity(only.len());
+                only.iter()
+                    .filter(|id| conns.contains(id) && named.insert(**id))
+                    .for_each(&mut send)
+            }
         }
     }
 

@@ -82,6 +82,10 @@ pub struct WorkerStats {
     /// operator: once per connection), and their payload bytes.
     pub messages_out: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// `Broadcast` frames from runners for a live actor (one per frame,
+    /// whatever its recipients; each recipient's copy is in `messages_out`):
+    /// shows that a runner's fan-out took the one-frame path.
+    pub broadcasts: AtomicU64,
     /// Requests on the client listener answered, by [`HANDSHAKE_STATUSES`] slot.
     pub handshake_results: Tally<{ HANDSHAKE_STATUSES.len() }>,
     /// Client WebSockets closed, by [`CLOSE_CODES`] slot: the code of the

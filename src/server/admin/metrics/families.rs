@@ -66,6 +66,11 @@ const COUNTERS: &[(&str, &str, Counter)] = &[
         |s| &s.crash_loop_restarts,
     ),
     (
+        "tether_broadcasts",
+        "Broadcast frames from runners (one actor message for several connections; each copy is also in tether_messages_total).",
+        |s| &s.broadcasts,
+    ),
+    (
         "tether_client_send_queue_overflows",
         "Clients closed with 1008 because they did not read (client.max_send_queue_bytes).",
         |s| &s.send_queue_overflows,

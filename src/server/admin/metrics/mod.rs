@@ -18,6 +18,7 @@
 //! | `tether_handshakes_refused_total`, `tether_actor_creations_refused_total`, `tether_client_send_queue_overflows_total` | counter | | single limits, also under `reason` above (the last: clients closed 1008) |
 //! | `tether_messages_total` | counter | `direction` | messages, `client_to_actor` (as they arrive) and `actor_to_client` (as queued for a client) |
 //! | `tether_message_bytes_total` | counter | `direction` | their payload bytes |
+//! | `tether_broadcasts_total` | counter | | `Broadcast` frames from runners (one per frame; each recipient's copy is also an `actor_to_client` message) |
 //! | `tether_actors` | gauge | `state` | actors now: `placing`, `starting`, `running`, `stopping` (to sleep), `migrating` (stopping to move), `asleep` |
 //! | `tether_actor_wake_latency_seconds` | histogram | | from a wake's trigger to the actor running again |
 //! | `tether_actor_migration_pause_seconds` | histogram | | from a move's stop on the old runner to running on the next (drain, operator) |

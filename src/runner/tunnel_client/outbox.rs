@@ -1,0 +1,87 @@
+//! What an actor sent in the batch its saved record reflects.
+//!
+//! A batch's records are saved before its output and acknowledgements
+//! leave, together, in one tunnel message. A runner killed between the two
+//! leaves a record that says those messages were handled: the gateway
+//! replays them, the restored actor drops them as handled, and what they
+//! made the actor send (a chat room's broadcast, say) would be lost. So the
+//! record keeps that output, and a restore that shows the batch never
+//! arrived (the gateway's last acknowledged index below the saved one)
+//! sends it again, once, before anything the restored actor sends.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::tunnel::{decode_frames, encode_frame, Frame};
+
+/// The bytes of `out` that `actor_id` produced (`touched`: who produced
+/// which range of the batch's output).
+pub(super) fn of_actor(out: &[u8], touched: &[(u64, Range<usize>)], actor_id: u64) -> Bytes {
+    let mut kept = BytesMut::new();
+    for (_, range) in touched.iter().filter(|(id, _)| *id == actor_id) {
+        kept.extend_from_slice(&out[range.clone()]);
+    }
+    kept.freeze()
+}
+
+/// Appends `outbox` to `out` as sent by the actor's new instance
+/// `actor_id`: frames naming the actor are renamed, and acknowledgements
+/// are left out (the replays they answered are acknowledged again).
+pub(super) fn resend(outbox: Bytes, actor_id: u64, out: &mut BytesMut) {
+    for frame in decode_frames(outbox).map_while(Result::ok) {
+        let frame = match frame {
+            Frame::Ack { .. } => continue,
+            Frame::Broadcast {
+                kind, to, payload, ..
+            } => Frame::Broadcast {
+                actor_id,
+                kind,
+                to,
+                payload,
+            },
+            Frame::SleepRequest { .. } => Frame::SleepRequest { actor_id },
+            other => other,
+        };
+        encode_frame(out, &frame);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tunnel::{MessageKind, Recipients};
+
+    #[test]
+    fn a_resent_outbox_names_the_new_instance_and_drops_acknowledgements() {
+        let mut out = BytesMut::new();
+        let broadcast = |actor_id| Frame::Broadcast {
+            actor_id,
+            kind: MessageKind::Text,
+            to: Recipients::AllBut(vec![7]),
+            payload: Bytes::from_static(b"hi"),
+        };
+        encode_frame(
+            &mut out,
+            &Frame::Ack {
+                conn_id: 1,
+                index: 1,
+            },
+        );
+        let mine = out.len();
+        encode_frame(&mut out, &broadcast(5));
+        encode_frame(
+            &mut out,
+            &Frame::Ack {
+                conn_id: 2,
+                index: 9,
+            },
+        );
+        let touched = [(4, 0..mine), (5, mine..out.len())];
+        let outbox = of_actor(&out, &touched, 5);
+        let mut resent = BytesMut::new();
+        resend(outbox, 6, &mut resent);
+        let frames: Vec<Frame> = decode_frames(resent.freeze()).map(Result::unwrap).collect();
+        assert_eq!(frames, vec![broadcast(6)]);
+    }
+}
