@@ -105,7 +105,23 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// `run(n, meter)` handles about `n` messages (it may round up to whole
 /// batches), measures what counts with `meter.time` and returns how many it
 /// handled. Calibrates `n` to `TARGET`, then reports the median repetition.
+/// `--count N` (with `--row`): run the row once over N messages, with no
+/// calibration and no repetitions, for instruction counts under
+/// `valgrind --tool=callgrind` (run two counts and take the difference).
+static FIXED_COUNT: AtomicU64 = AtomicU64::new(0);
+
+fn fixed_count(args: &[String]) -> Option<u64> {
+    let i = args.iter().position(|a| a == "--count")?;
+    Some(args.get(i + 1)?.parse().expect("--count N"))
+}
+
 fn bench(name: &str, mut run: impl FnMut(u64, &mut Meter) -> u64) {
+    let fixed = FIXED_COUNT.load(Ordering::Relaxed);
+    if fixed > 0 {
+        let done = run(fixed, &mut Meter::default());
+        println!("{name:<40}: {done} messages");
+        return;
+    }
     let mut n = 256;
     let per_msg = loop {
         let mut m = Meter::default();
@@ -308,18 +324,37 @@ fn tunnel_decode(len: usize, per_batch: u64) -> impl FnMut(u64, &mut Meter) -> u
     }
 }
 
+/// How an actor's message reaches `members` connections.
+#[derive(Clone, Copy)]
+enum Fanout {
+    /// A tunnel `Message` per member, each framed for its connection.
+    MessageEach,
+    /// One `Broadcast`; the payload framed again for each connection (the
+    /// gateway before frames were encoded once).
+    BroadcastFramedEach,
+    /// One `Broadcast`; its WebSocket frame encoded once and shared.
+    BroadcastFramedOnce,
+}
+
 /// One actor message to `members` connections, through the tunnel: the
-/// runner encodes, the gateway decodes and hands a payload to each member.
-/// Per delivered message (what a chat room's broadcast costs per member).
-fn fan_out(len: usize, members: u64, broadcast: bool) -> impl FnMut(u64, &mut Meter) -> u64 {
+/// runner encodes, the gateway decodes and queues a WebSocket frame for
+/// each member (copied into the member's outbox buffer, or the one shared
+/// frame). Per delivered message (what a chat room's broadcast costs per
+/// member, the kernel's send aside).
+fn fan_out(len: usize, members: u64, how: Fanout) -> impl FnMut(u64, &mut Meter) -> u64 {
     let payload = Bytes::from(payload(len));
     let mut out = BytesMut::with_capacity(64 * 1024);
+    let mut outbox = BytesMut::with_capacity(16 * 1024);
     move |n, m| {
         let mut done = 0;
         while done < n {
             let got = m.time(|| {
                 out.clear();
-                if broadcast {
+                if matches!(how, Fanout::MessageEach) {
+                    for c in 0..members {
+                        encode_message(&mut out, (1 << 33) + c, 5, MessageKind::Binary, &payload);
+                    }
+                } else {
                     let frame = Frame::Broadcast {
                         actor_id: 7,
                         kind: MessageKind::Binary,
@@ -327,25 +362,35 @@ fn fan_out(len: usize, members: u64, broadcast: bool) -> impl FnMut(u64, &mut Me
                         payload: payload.clone(),
                     };
                     encode_frame(&mut out, &frame);
-                } else {
-                    for c in 0..members {
-                        encode_message(&mut out, (1 << 33) + c, 5, MessageKind::Binary, &payload);
-                    }
                 }
+                let mut framed_each = |payload: &Bytes| {
+                    outbox.clear();
+                    encode_ws_frame(&mut outbox, OpCode::Binary, payload);
+                    black_box(&outbox);
+                };
                 let mut delivered = 0;
                 for frame in decode_frames(out.split().freeze()) {
-                    match frame.expect("valid frame") {
-                        Frame::Message { payload, .. } => {
-                            black_box(&payload);
+                    match (frame.expect("valid frame"), how) {
+                        (Frame::Message { payload, .. }, _) => {
+                            framed_each(&payload);
                             delivered += 1;
                         }
-                        Frame::Broadcast { payload, .. } => {
+                        (Frame::Broadcast { payload, .. }, Fanout::BroadcastFramedOnce) => {
+                            let mut once = BytesMut::with_capacity(payload.len() + 14);
+                            encode_ws_frame(&mut once, OpCode::Binary, &payload);
+                            let once = once.freeze();
                             for _ in 0..members {
-                                black_box(payload.clone());
+                                black_box(once.clone());
                                 delivered += 1;
                             }
                         }
-                        other => panic!("unexpected {other:?}"),
+                        (Frame::Broadcast { payload, .. }, _) => {
+                            for _ in 0..members {
+                                framed_each(&payload.clone());
+                                delivered += 1;
+                            }
+                        }
+                        (other, _) => panic!("unexpected {other:?}"),
                     }
                 }
                 delivered
@@ -529,10 +574,14 @@ fn rows() -> Vec<(String, Bench)> {
             Box::new(move |n| bench(n, tunnel_decode(len, 16))),
         );
     }
-    for (broadcast, how) in [(false, "a Message each"), (true, "one Broadcast")] {
+    for (how, label) in [
+        (Fanout::MessageEach, "a Message each"),
+        (Fanout::BroadcastFramedEach, "Broadcast, framed each"),
+        (Fanout::BroadcastFramedOnce, "Broadcast, framed once"),
+    ] {
         add(
-            format!("fan-out 64 B to 100, {how}"),
-            Box::new(move |n| bench(n, fan_out(64, 100, broadcast))),
+            format!("fan-out 64 B to 100, {label}"),
+            Box::new(move |n| bench(n, fan_out(64, 100, how))),
         );
     }
     let cpus = allowed_cpus();
@@ -569,6 +618,9 @@ fn main() {
             .into_iter()
             .find(|(n, _)| n == name)
             .expect("a known row");
+        if let Some(count) = fixed_count(&args) {
+            FIXED_COUNT.store(count, Ordering::Relaxed);
+        }
         run(&name);
         return;
     }
