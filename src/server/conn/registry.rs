@@ -11,14 +11,13 @@ use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-use slab::Slab;
-
 use super::control::ConnControl;
+use super::rc_slab::RcSlab;
 use super::wakeups::Wakeups;
 use crate::ws::CloseCode;
 
 pub(crate) struct Registry {
-    conns: RefCell<Slab<Rc<ConnControl>>>,
+    conns: RefCell<RcSlab<ConnControl>>,
     wakeups: Rc<Wakeups>,
     /// Shutdown, waiting for the last connection to end.
     empty_waiter: Cell<Option<Waker>>,
@@ -64,7 +63,7 @@ impl Drop for Registration {
 impl Registry {
     pub fn new(wakeups: Rc<Wakeups>) -> Self {
         Registry {
-            conns: RefCell::new(Slab::new()),
+            conns: RefCell::new(RcSlab::default()),
             wakeups,
             empty_waiter: Cell::new(None),
         }
@@ -72,8 +71,8 @@ impl Registry {
 
     pub fn register(self: &Rc<Self>, now: Instant) -> Registration {
         let control = Rc::new(ConnControl::new(now, self.wakeups.clone()));
+        // Below u32::MAX, as a dormant registration keeps it.
         let key = self.conns.borrow_mut().insert(control.clone());
-        assert!(key < u32::MAX as usize, "a dormant registration keeps its key in 32 bits");
         Registration {
             registry: self.clone(),
             key,
@@ -87,7 +86,7 @@ impl Registry {
         Registration {
             registry: self.clone(),
             key,
-            control: self.conns.borrow()[key].clone(),
+            control: self.conns.borrow().get(key).expect("registered").clone(),
         }
     }
 
@@ -108,7 +107,7 @@ impl Registry {
     }
 
     pub fn close_all(&self, code: CloseCode, reason: &str) {
-        for (_, c) in self.conns.borrow().iter() {
+        for c in self.conns.borrow().iter() {
             c.request_close(code, reason);
         }
     }
@@ -116,7 +115,7 @@ impl Registry {
     /// Wakes every connection to look at its situation again (a parked
     /// one resumes).
     pub fn poke_all(&self) {
-        for (_, c) in self.conns.borrow().iter() {
+        for c in self.conns.borrow().iter() {
             c.poke();
         }
     }
@@ -125,7 +124,7 @@ impl Registry {
     /// tells the sweep when the next one is due.
     pub fn sweep(&self, now: Instant) {
         let mut next = None::<Instant>;
-        for (_, c) in self.conns.borrow().iter() {
+        for c in self.conns.borrow().iter() {
             let d = c.deadline();
             if d <= now {
                 if !c.timer_fired() {
