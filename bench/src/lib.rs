@@ -13,6 +13,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
+pub mod census;
 pub mod load;
 pub mod targets;
 
@@ -34,15 +35,19 @@ static LIVE_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsi
 unsafe impl std::alloc::GlobalAlloc for CountingMimalloc {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         LIVE_BYTES.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        census::record(layout.size(), 1);
         mimalloc::MiMalloc.alloc(layout)
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         LIVE_BYTES.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        census::record(layout.size(), -1);
         mimalloc::MiMalloc.dealloc(ptr, layout)
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
         LIVE_BYTES.fetch_add(new_size, std::sync::atomic::Ordering::Relaxed);
         LIVE_BYTES.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
+        census::record(new_size, 1);
+        census::record(layout.size(), -1);
         mimalloc::MiMalloc.realloc(ptr, layout, new_size)
     }
 }
@@ -226,6 +231,14 @@ impl GatewayChild {
             .unwrap_or(0)
     }
 
+    /// The gateway's live allocations by size, as of its last report
+    /// (read right after [`GatewayChild::live_heap_bytes`]), if
+    /// `TETHER_BENCH_CENSUS` is set.
+    pub fn census(&self) -> Option<std::collections::BTreeMap<usize, i64>> {
+        let text = std::fs::read_to_string(live_file(self.pid()).with_extension("census")).ok()?;
+        Some(census::parse(&text))
+    }
+
     /// User + system CPU time of the gateway so far.
     pub fn cpu_seconds(&self) -> f64 {
         let stat =
@@ -325,7 +338,11 @@ pub fn serve_if_asked() {
     tether::logging::init(&config.server.log_level);
     let gw = tether::Gateway::start(config).expect("gateway starts");
     let file = live_file(std::process::id());
+    census::enable_if_asked();
     std::thread::spawn(move || loop {
+        if census::enabled() {
+            let _ = std::fs::write(file.with_extension("census"), census::text());
+        }
         let _ = std::fs::write(
             &file,
             LIVE_BYTES

@@ -9,6 +9,9 @@
 //! and prints both side by side (`--modes plain`, `--modes tls` or `--tls`
 //! for one of them).
 //!
+//! `TETHER_BENCH_CENSUS=1` also prints what the hibernated sockets hold by
+//! allocation size (see `census.rs`).
+//!
 //! Wake latency: a message on a hibernated socket until the sender gets the
 //! room's broadcast of it back (start on a runner + restore of the room's
 //! connections + delivery + the broadcast's way back).
@@ -163,6 +166,7 @@ fn run(args: &Args, tls: bool) -> Figures {
     std::thread::sleep(Duration::from_millis(500));
     let base = gw.rss_kib();
     let base_live = gw.live_heap_bytes();
+    let base_census = gw.census();
 
     let t = Instant::now();
     let mut conns: Vec<_> = (0..args.connections)
@@ -178,6 +182,12 @@ fn run(args: &Args, tls: bool) -> Figures {
     std::thread::sleep(Duration::from_secs(2));
     let hibernated = gw.rss_kib();
     let live = gw.live_heap_bytes();
+    if let (Some(before), Some(after)) = (&base_census, gw.census()) {
+        eprint!(
+            "{}",
+            tether_bench::census::report(before, &after, args.connections)
+        );
+    }
     let live_per_socket = live.saturating_sub(base_live) as f64 / args.connections as f64;
     let per_socket = (hibernated.saturating_sub(base) as f64 * 1024.0) / args.connections as f64;
 

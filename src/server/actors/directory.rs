@@ -4,29 +4,26 @@
 
 use std::borrow::Borrow;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::rc::Rc;
 
 use super::actor::Actor;
 use crate::server::tunnels::Tunnel;
 
-/// An actor's namespace, name and key, owned (the map's key).
-struct ActorKey {
-    ns: String,
-    name: String,
-    key: Vec<String>,
-}
+/// An actor in the by-name map, hashed and compared by its own namespace,
+/// name and key: the map holds one pointer per actor, not a copy of them.
+struct Named(Rc<Actor>);
 
 /// A namespace, name and key to look up, owned or borrowed: lets the map be
-/// queried with `(&str, &str, &[String])` without building an `ActorKey`.
+/// queried with `(&str, &str, &[String])` without building a key.
 trait KeyView {
     fn parts(&self) -> (&str, &str, &[String]);
 }
 
-impl KeyView for ActorKey {
+impl KeyView for Named {
     fn parts(&self) -> (&str, &str, &[String]) {
-        (&self.ns, &self.name, &self.key)
+        (&self.0.ns, &self.0.name, &self.0.key)
     }
 }
 
@@ -36,7 +33,7 @@ impl KeyView for (&str, &str, &[String]) {
     }
 }
 
-impl<'a> Borrow<dyn KeyView + 'a> for ActorKey {
+impl<'a> Borrow<dyn KeyView + 'a> for Named {
     fn borrow(&self) -> &(dyn KeyView + 'a) {
         self
     }
@@ -58,23 +55,23 @@ impl PartialEq for dyn KeyView + '_ {
 
 impl Eq for dyn KeyView + '_ {}
 
-impl Hash for ActorKey {
+impl Hash for Named {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.parts().hash(state)
     }
 }
 
-impl PartialEq for ActorKey {
+impl PartialEq for Named {
     fn eq(&self, other: &Self) -> bool {
         self.parts() == other.parts()
     }
 }
 
-impl Eq for ActorKey {}
+impl Eq for Named {}
 
 #[derive(Default)]
 pub(crate) struct Directory {
-    by_key: RefCell<HashMap<ActorKey, Rc<Actor>>>,
+    by_key: RefCell<HashSet<Named>>,
     /// Every actor that is not asleep, by its current id.
     by_id: RefCell<HashMap<u64, Rc<Actor>>>,
 }
@@ -82,23 +79,19 @@ pub(crate) struct Directory {
 impl Directory {
     pub fn get(&self, ns: &str, name: &str, key: &[String]) -> Option<Rc<Actor>> {
         let query: &dyn KeyView = &(ns, name, key);
-        self.by_key.borrow().get(query).cloned()
+        self.by_key.borrow().get(query).map(|n| n.0.clone())
     }
 
+    /// Knows `actor` by its name and key (in place of another instance).
     pub fn insert(&self, actor: &Rc<Actor>) {
-        let key = ActorKey {
-            ns: actor.ns.clone(),
-            name: actor.name.clone(),
-            key: actor.key.clone(),
-        };
-        self.by_key.borrow_mut().insert(key, actor.clone());
+        self.by_key.borrow_mut().replace(Named(actor.clone()));
     }
 
     /// Forgets `actor` by name and key (unless another instance took its place).
     pub fn forget(&self, actor: &Rc<Actor>) {
         let query: &dyn KeyView = &(actor.ns.as_str(), actor.name.as_str(), actor.key.as_slice());
         let mut by_key = self.by_key.borrow_mut();
-        if by_key.get(query).is_some_and(|a| Rc::ptr_eq(a, actor)) {
+        if by_key.get(query).is_some_and(|a| Rc::ptr_eq(&a.0, actor)) {
             by_key.remove(query);
         }
     }
@@ -106,8 +99,8 @@ impl Directory {
     /// Runs `f` on every actor this worker knows (`f` must not reach the
     /// directory).
     pub fn each(&self, mut f: impl FnMut(&Rc<Actor>)) {
-        for actor in self.by_key.borrow().values() {
-            f(actor);
+        for actor in self.by_key.borrow().iter() {
+            f(&actor.0);
         }
     }
 

@@ -8,7 +8,7 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
+use std::task::{Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -45,79 +45,111 @@ impl Outgoing {
 }
 
 pub(crate) struct ConnControl {
-    deadline: Cell<Instant>,
-    timer_fired: Cell<bool>,
-    // Boxed: both are rare, and every connection (a parked one too) pays
-    // for this struct.
-    // A `Cell`, not a `RefCell`: the borrow flag would cost every
-    // connection 8 bytes (and a size class of mimalloc's, measured).
-    close_request: Cell<Option<Box<(CloseCode, String)>>>,
-    // A `Cell` (taken and put back), not a `RefCell`: its borrow flag
-    // would put the struct, in its `Rc`, in mimalloc's next size class.
-    #[allow(clippy::box_collection)] // 8 bytes when empty instead of 32
-    outbound: Cell<Option<Box<VecDeque<Outgoing>>>>,
-    /// `outbound` holds frames (it cannot be looked at without taking it).
-    queued: Cell<bool>,
+    /// Nanoseconds since the `wakeups` epoch.
+    deadline: Cell<u64>,
+    /// Frames queued and a close request: both rare for most connections
+    /// and absent for a parked one, so one box (8 bytes when empty). A
+    /// `Cell`, taken and put back, not a `RefCell`: every connection (a
+    /// parked one too) pays for this struct, and 48 bytes make its `Rc`
+    /// mimalloc's 64-byte class (56 would make it 80).
+    pending: Cell<Option<Box<Pending>>>,
     /// Bytes queued (saturating; the queue is closed long before 4 GiB).
     outbound_bytes: Cell<u32>,
-    poked: Cell<bool>,
+    /// `Flags` bits (one byte instead of one per flag, for the same reason).
+    flags: Cell<u8>,
+    /// The task to wake; while the connection is parked, a waker that is
+    /// never called and carries its token at the parker instead (see
+    /// `PARKED`).
     waker: Cell<Option<Waker>>,
-    /// Non-zero while the connection is parked: its token at the parker.
-    parked: Cell<u64>,
-    /// Registered with a congested tunnel, to be poked when it drains.
-    waiting_for_tunnel: Cell<bool>,
-    /// A close was requested (it stays set after the task took the request).
-    closing: Cell<bool>,
-    /// The requested close goes after the frames queued before it (the
-    /// peer's own close of the connection), not ahead of them.
-    close_after_queued: Cell<bool>,
     /// Where deadlines and wake-ups while parked are reported.
     wakeups: Rc<Wakeups>,
+}
+
+/// What waits in a connection's `pending` box.
+#[derive(Default)]
+struct Pending {
+    frames: VecDeque<Outgoing>,
+    close: Option<(CloseCode, String)>,
+}
+
+/// The bits of `ConnControl::flags`.
+struct Flags;
+
+impl Flags {
+    /// The published deadline passed and the task has not seen it yet.
+    const TIMER_FIRED: u8 = 1;
+    /// `pending` holds frames (it cannot be looked at without taking it).
+    const QUEUED: u8 = 2;
+    const POKED: u8 = 4;
+    /// Registered with a congested tunnel, to be poked when it drains.
+    const WAITING_FOR_TUNNEL: u8 = 8;
+    /// A close was requested (it stays set after the task took the request).
+    const CLOSING: u8 = 16;
+    /// The requested close goes after the frames queued before it (the
+    /// peer's own close of the connection), not ahead of them.
+    const CLOSE_AFTER_QUEUED: u8 = 32;
 }
 
 impl ConnControl {
     pub(super) fn new(now: Instant, wakeups: Rc<Wakeups>) -> Self {
         ConnControl {
-            deadline: Cell::new(now),
-            timer_fired: Cell::new(false),
-            close_request: Cell::new(None),
-            outbound: Cell::new(None),
-            queued: Cell::new(false),
+            deadline: Cell::new(wakeups.stamp(now)),
+            pending: Cell::new(None),
             outbound_bytes: Cell::new(0),
-            poked: Cell::new(false),
+            flags: Cell::new(0),
             waker: Cell::new(None),
-            parked: Cell::new(0),
-            waiting_for_tunnel: Cell::new(false),
-            closing: Cell::new(false),
-            close_after_queued: Cell::new(false),
             wakeups,
         }
+    }
+
+    fn flag(&self, bit: u8) -> bool {
+        self.flags.get() & bit != 0
+    }
+
+    /// Sets or clears `bit`; returns whether it was set.
+    fn replace_flag(&self, bit: u8, on: bool) -> bool {
+        let was = self.flags.get();
+        self.flags.set(if on { was | bit } else { was & !bit });
+        was & bit != 0
+    }
+
+    /// Runs `f` on the pending box (taken out of its cell meanwhile),
+    /// creating it if `create`; an emptied box is freed.
+    fn with_pending<R>(&self, create: bool, f: impl FnOnce(&mut Pending) -> R) -> Option<R> {
+        let mut pending = self.pending.take();
+        if create {
+            pending.get_or_insert_with(Default::default);
+        }
+        let result = pending.as_deref_mut().map(f);
+        self.pending
+            .set(pending.filter(|p| !p.frames.is_empty() || p.close.is_some()));
+        result
     }
 
     /// When the sweep should next wake this connection. Forgets a timer
     /// that fired for the previous deadline: the caller has just acted on
     /// its state, and a still-due deadline fires again within one tick.
     pub fn set_deadline(&self, at: Instant) {
-        self.deadline.set(at);
-        self.timer_fired.set(false);
+        self.deadline.set(self.wakeups.stamp(at));
+        self.replace_flag(Flags::TIMER_FIRED, false);
         self.wakeups.note_deadline(at);
     }
 
     /// Asks the connection to close; the first request wins.
     pub fn request_close(&self, code: CloseCode, reason: impl Into<String>) {
-        if self.closing.replace(true) {
+        if self.replace_flag(Flags::CLOSING, true) {
             return;
         }
-        self.close_request
-            .set(Some(Box::new((code, reason.into()))));
+        let close = (code, reason.into());
+        self.with_pending(true, |p| p.close = Some(close));
         self.wake();
     }
 
     /// Asks the connection to close once what is queued now has been sent
     /// (an actor's messages, then its close); the first request wins.
     pub fn request_close_after_queued(&self, code: CloseCode, reason: impl Into<String>) {
-        if !self.closing.get() {
-            self.close_after_queued.set(true);
+        if !self.flag(Flags::CLOSING) {
+            self.replace_flag(Flags::CLOSE_AFTER_QUEUED, true);
         }
         self.request_close(code, reason);
     }
@@ -127,90 +159,97 @@ impl ConnControl {
     /// queued then (the session would drop it, and a stuck flush would let
     /// the queue grow until `send_timeout`).
     pub fn push_outbound(&self, frame: Outgoing) -> Option<usize> {
-        if self.closing.get() {
+        if self.flag(Flags::CLOSING) {
             return None;
         }
         let total = self.outbound_bytes.get() as usize + frame.len();
         self.outbound_bytes.set(total.min(u32::MAX as usize) as u32);
-        let mut frames = self.outbound.take();
-        frames.get_or_insert_with(Default::default).push_back(frame);
-        self.outbound.set(frames);
-        self.queued.set(true);
+        self.with_pending(true, |p| p.frames.push_back(frame));
+        self.replace_flag(Flags::QUEUED, true);
         self.wake();
         Some(total)
     }
 
     /// Takes everything queued, in order.
-    pub fn drain_outbound(&self, mut each: impl FnMut(Outgoing)) {
-        let frames = self.outbound.take();
-        self.queued.set(false);
+    pub fn drain_outbound(&self, each: impl FnMut(Outgoing)) {
+        let frames = self.with_pending(false, |p| std::mem::take(&mut p.frames));
+        self.replace_flag(Flags::QUEUED, false);
         self.outbound_bytes.set(0);
-        frames.into_iter().flat_map(|f| *f).for_each(&mut each);
+        frames.into_iter().flatten().for_each(each);
     }
 
     /// Wakes the task to re-check its situation (e.g. congestion cleared).
     pub fn poke(&self) {
-        self.poked.set(true);
+        self.replace_flag(Flags::POKED, true);
         self.wake();
     }
 
     pub(super) fn fire_timer(&self) {
-        self.timer_fired.set(true);
+        self.replace_flag(Flags::TIMER_FIRED, true);
         self.wake();
     }
 
     fn wake(&self) {
-        let parked = self.parked.get();
-        if parked != 0 {
-            self.wakeups.unpark_soon(parked);
-        } else if let Some(w) = self.waker.take() {
-            w.wake();
+        let Some(w) = self.waker.take() else {
+            return;
+        };
+        match parked_token(&w) {
+            Some(token) => {
+                self.wakeups.unpark_soon(token);
+                self.waker.set(Some(w)); // parked until the parker resumes it
+            }
+            None => w.wake(),
         }
     }
 
     /// The connection's task ended and the parker holds it under `token`.
     pub fn park_at(&self, token: u64) {
-        self.waker.set(None);
-        self.parked.set(token);
+        let data = std::ptr::without_provenance(token as usize);
+        // SAFETY: `PARKED`'s functions do nothing, whatever `data` is.
+        self.waker.set(Some(unsafe { Waker::new(data, &PARKED) }));
     }
 
     pub fn unparked(&self) {
-        self.parked.set(0);
+        if self.is_parked() {
+            self.waker.set(None);
+        }
     }
 
     pub fn is_parked(&self) -> bool {
-        self.parked.get() != 0
+        let w = self.waker.take();
+        let parked = w.as_ref().and_then(parked_token).is_some();
+        self.waker.set(w);
+        parked
     }
 
     /// Returns false if the connection already waits for its tunnel.
     pub fn start_waiting_for_tunnel(&self) -> bool {
-        !self.waiting_for_tunnel.replace(true)
+        !self.replace_flag(Flags::WAITING_FOR_TUNNEL, true)
     }
 
     pub fn stop_waiting_for_tunnel(&self) {
-        self.waiting_for_tunnel.set(false);
+        self.replace_flag(Flags::WAITING_FOR_TUNNEL, false);
     }
 
     /// Whether anything waits for the connection's task (so it must not park).
     pub fn has_pending(&self) -> bool {
-        self.has_close_request() || self.queued.get() || self.poked.get() || self.timer_fired.get()
+        self.has_close_request() || self.flag(Flags::QUEUED | Flags::POKED | Flags::TIMER_FIRED)
     }
 
     /// The next signal (a close request first — unless it waits for queued
     /// frames — then queued frames, then the timer). Cancel-safe.
     pub async fn next_signal(&self) -> Signal {
         poll_fn(|cx| {
-            let close_waits = self.close_after_queued.get() && self.queued.get();
-            if !close_waits {
-                if let Some(req) = self.close_request.take() {
-                    let (code, reason) = *req;
+            let queued = self.flag(Flags::QUEUED);
+            if !(self.flag(Flags::CLOSE_AFTER_QUEUED) && queued) {
+                if let Some((code, reason)) = self.take_close_request() {
                     return Poll::Ready(Signal::Close(code, reason));
                 }
             }
-            if self.queued.get() || self.poked.replace(false) {
+            if queued || self.replace_flag(Flags::POKED, false) {
                 return Poll::Ready(Signal::Outbound);
             }
-            if self.timer_fired.replace(false) {
+            if self.replace_flag(Flags::TIMER_FIRED, false) {
                 return Poll::Ready(Signal::Timer);
             }
             self.waker.set(Some(cx.waker().clone()));
@@ -222,7 +261,7 @@ impl ConnControl {
     /// Resolves when the deadline passes; close requests wait. Cancel-safe.
     pub async fn timer(&self) {
         poll_fn(|cx| {
-            if self.timer_fired.replace(false) {
+            if self.replace_flag(Flags::TIMER_FIRED, false) {
                 return Poll::Ready(());
             }
             self.waker.set(Some(cx.waker().clone()));
@@ -231,20 +270,39 @@ impl ConnControl {
         .await
     }
 
+    fn take_close_request(&self) -> Option<(CloseCode, String)> {
+        self.with_pending(false, |p| p.close.take()).flatten()
+    }
+
     fn has_close_request(&self) -> bool {
-        let req = self.close_request.take();
-        let has = req.is_some();
-        self.close_request.set(req);
-        has
+        self.with_pending(false, |p| p.close.is_some()) == Some(true)
     }
 
     pub(super) fn deadline(&self) -> Instant {
-        self.deadline.get()
+        self.wakeups.instant(self.deadline.get())
     }
 
     pub(super) fn timer_fired(&self) -> bool {
-        self.timer_fired.get()
+        self.flag(Flags::TIMER_FIRED)
     }
+}
+
+/// The waker of a parked connection: never called (`wake` reports its
+/// token to the worker's `Wakeups` instead), it only carries the token in
+/// its data pointer, so that a connection needs no field for it.
+static PARKED: RawWakerVTable = RawWakerVTable::new(parked_clone, ignore, ignore, ignore);
+
+// A token is a slab key and a generation, 32 bits each.
+const _: () = assert!(usize::BITS >= 64, "a parked token rides in a pointer");
+
+fn parked_clone(data: *const ()) -> RawWaker {
+    RawWaker::new(data, &PARKED)
+}
+
+fn ignore(_: *const ()) {}
+
+fn parked_token(w: &Waker) -> Option<u64> {
+    std::ptr::eq(w.vtable(), &PARKED).then(|| w.data().addr() as u64)
 }
 
 #[cfg(test)]
@@ -280,6 +338,30 @@ mod tests {
         ));
         slow.request_close(CloseCode::POLICY, "too slow");
         assert!(matches!(signal_now(&slow), Some(Signal::Close(..))));
+    }
+
+    /// Every connection, a parked one too, holds one in an `Rc`: 48 bytes
+    /// are mimalloc's 64-byte class with the counts, 56 would be 80.
+    #[test]
+    fn a_control_block_stays_small() {
+        let size = std::mem::size_of::<ConnControl>();
+        assert!(size <= 48, "ConnControl grew to {size} bytes");
+    }
+
+    #[test]
+    fn a_parked_connection_reports_its_wakes_to_the_parker() {
+        let wakeups = Rc::new(Wakeups::default());
+        let control = ConnControl::new(Instant::now(), wakeups.clone());
+        let token = (7 << 32) | 3;
+        control.park_at(token);
+        assert!(control.is_parked());
+        control.poke();
+        control.fire_timer();
+        assert_eq!(wakeups.take_unparked(), vec![token, token]);
+        control.unparked();
+        assert!(!control.is_parked());
+        control.poke();
+        assert!(wakeups.take_unparked().is_empty());
     }
 
     #[test]

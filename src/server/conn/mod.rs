@@ -14,6 +14,7 @@ pub(crate) mod live_config;
 pub(crate) mod outbox;
 pub(crate) mod pool;
 pub(crate) mod rate;
+mod rc_slab;
 pub(crate) mod registry;
 pub(crate) mod reply;
 pub(crate) mod session;

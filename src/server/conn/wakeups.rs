@@ -8,8 +8,10 @@ use std::future::poll_fn;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-#[derive(Default)]
 pub(crate) struct Wakeups {
+    /// What connections' deadlines are counted from (8 bytes each instead
+    /// of an `Instant`'s 16).
+    epoch: Instant,
     /// The earliest deadline the sweep knows of (`None`: none).
     next_due: Cell<Option<Instant>>,
     /// The sweep task, while it sleeps past `next_due`.
@@ -20,7 +22,29 @@ pub(crate) struct Wakeups {
     parker: Cell<Option<Waker>>,
 }
 
+impl Default for Wakeups {
+    fn default() -> Self {
+        Wakeups {
+            epoch: Instant::now(),
+            next_due: Cell::new(None),
+            sweeper: Cell::new(None),
+            unparked: RefCell::new(Vec::new()),
+            parker: Cell::new(None),
+        }
+    }
+}
+
 impl Wakeups {
+    /// `at` as nanoseconds since the epoch (an earlier instant reads as
+    /// the epoch). Exact: both ways are nanosecond arithmetic.
+    pub fn stamp(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    pub fn instant(&self, stamp: u64) -> Instant {
+        self.epoch + Duration::from_nanos(stamp)
+    }
+
     /// Something set a deadline: if it is earlier than any the sweep knows
     /// of, the sweep must come earlier. One comparison in the common case.
     pub fn note_deadline(&self, at: Instant) {

@@ -12,9 +12,9 @@
 //!   worker's `Wakeups`, which wakes the parker, and the parker cancels the
 //!   poll.
 //!
-//! Memory per parked connection: a slab slot with the session state (a few
-//! hundred bytes) instead of a task, a pending monoio operation and a
-//! monoio socket object (see bench/README.md for the figures).
+//! Memory per parked connection: a 48-byte slab slot with the session state
+//! instead of a task, a pending monoio operation and a monoio socket object
+//! (see bench/README.md for the figures).
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -22,6 +22,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::BytesMut;
 use io_uring::{opcode, types, IoUring};
@@ -30,12 +31,12 @@ use tracing::warn;
 
 use super::session::ClientRole;
 use super::EdgeSide;
-use crate::server::conn::registry::Registration;
+use crate::server::conn::registry::{Dormant, Registration};
 use crate::server::conn::session::Session;
 use crate::server::conn::stats::WorkerStats;
 use crate::server::conn::stream::{attach_fd, Detached, Stream, TlsConn};
 use crate::server::conn::wakeups::Wakeups;
-use crate::ws::keepalive::Keepalive;
+use crate::ws::keepalive::{Keepalive, PackedKeepalive};
 use monoio::net::TcpStream;
 
 /// Entries of each worker's parking ring (completions beyond it overflow
@@ -45,87 +46,36 @@ const RING_ENTRIES: u32 = 1024;
 struct Parked {
     /// The socket and its TLS session, if any.
     stream: Detached,
-    generation: u32,
     /// Resumed because the socket is readable: read before parking again.
     readable: bool,
     role: ClientRole,
     keepalive: Keepalive,
-    registration: Registration,
+    registration: Dormant,
 }
 
-/// A parked connection as the slab keeps it. Boxed, so that a slab slot
-/// (and each spare one) costs 16 bytes. A TLS connection's state shares
-/// one allocation with its TLS session: the session alone (1,152 bytes)
-/// is served from mimalloc's 1,280-byte class, whose spare room holds the
-/// rest, so parking a wss:// socket costs nothing beyond its session.
-enum Slot {
-    Plain(Box<Kept>),
-    Tls(Box<TlsKept>),
-}
-
-/// What a parked connection keeps, its TLS session aside.
+/// A parked connection as the slab keeps it, in the slab's own array (no
+/// allocation of its own): 48 bytes, the slab's vacancy marker included
+/// (it lives in the descriptor's niche).
 struct Kept {
     fd: OwnedFd,
     generation: u32,
-    readable: bool,
+    registration: Dormant,
+    /// Its TLS session's key in `Parker::tls`, plus one (0: plain).
+    tls: u32,
     role: ClientRole,
-    keepalive: Keepalive,
-    registration: Registration,
-}
-
-struct TlsKept {
-    kept: Kept,
-    tls: TlsConn,
-}
-
-impl Slot {
-    fn keep(p: Parked) -> Slot {
-        let Detached { fd, tls } = p.stream;
-        let kept = Kept {
-            fd,
-            generation: p.generation,
-            readable: p.readable,
-            role: p.role,
-            keepalive: p.keepalive,
-            registration: p.registration,
-        };
-        match tls {
-            None => Slot::Plain(Box::new(kept)),
-            Some(tls) => Slot::Tls(Box::new(TlsKept { kept, tls: *tls })),
-        }
-    }
-
-    fn generation(&self) -> u32 {
-        match self {
-            Slot::Plain(k) => k.generation,
-            Slot::Tls(t) => t.kept.generation,
-        }
-    }
-
-    fn release(self) -> Parked {
-        let (k, tls) = match self {
-            Slot::Plain(k) => (*k, None),
-            Slot::Tls(t) => {
-                let TlsKept { kept, tls } = *t;
-                (kept, Some(Box::new(tls)))
-            }
-        };
-        Parked {
-            stream: Detached { fd: k.fd, tls },
-            generation: k.generation,
-            readable: k.readable,
-            role: k.role,
-            keepalive: k.keepalive,
-            registration: k.registration,
-        }
-    }
+    /// Relative to the parker's epoch.
+    keepalive: PackedKeepalive,
 }
 
 /// Parked connections of one worker.
 pub(crate) struct Parker {
     ring: RefCell<IoUring>,
-    slots: RefCell<Slab<Slot>>,
+    slots: RefCell<Slab<Kept>>,
+    /// TLS sessions of parked connections (boxed already while active).
+    tls: RefCell<Slab<Box<TlsConn>>>,
     next_generation: Cell<u32>,
+    /// What parked keepalive instants are counted from.
+    epoch: Instant,
     /// Signalled by the ring on every completion.
     eventfd: OwnedFd,
     /// Where woken parked connections are reported.
@@ -151,7 +101,9 @@ impl Parker {
         Ok(Rc::new(Parker {
             ring: RefCell::new(ring),
             slots: RefCell::new(Slab::new()),
+            tls: RefCell::new(Slab::new()),
             next_generation: Cell::new(1),
+            epoch: Instant::now(),
             eventfd,
             wakeups,
             stats,
@@ -199,14 +151,16 @@ impl Parker {
         }
         registration.control.park_at(user_data(key, generation));
         let (role, keepalive) = session.into_parts();
-        entry.insert(Slot::keep(Parked {
-            stream: detached,
+        let Detached { fd, tls } = detached;
+        let tls = tls.map_or(0, |t| self.tls.borrow_mut().insert(t) as u32 + 1);
+        entry.insert(Kept {
+            fd,
             generation,
-            readable: false,
+            registration: registration.into_dormant(),
+            tls,
             role,
-            keepalive,
-            registration,
-        }));
+            keepalive: keepalive.pack(self.epoch),
+        });
         self.stats.parked.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -214,11 +168,22 @@ impl Parker {
         let key = (token & 0xFFFF_FFFF) as usize;
         let generation = (token >> 32) as u32;
         let mut slots = self.slots.borrow_mut();
-        if slots.get(key).is_some_and(|p| p.generation() == generation) {
+        if slots.get(key).is_some_and(|k| k.generation == generation) {
             self.stats.parked.fetch_sub(1, Ordering::Relaxed);
-            Some(slots.remove(key).release())
+            Some(self.release(slots.remove(key)))
         } else {
             None // a stale completion of an earlier parking
+        }
+    }
+
+    fn release(&self, k: Kept) -> Parked {
+        let tls = (k.tls != 0).then(|| self.tls.borrow_mut().remove(k.tls as usize - 1));
+        Parked {
+            stream: Detached { fd: k.fd, tls },
+            readable: false,
+            role: k.role,
+            keepalive: Keepalive::unpack(k.keepalive, self.epoch),
+            registration: k.registration,
         }
     }
 
@@ -304,11 +269,12 @@ impl Parker {
 
 /// Gives a parked connection a session task again.
 fn resume(edge: &Rc<EdgeSide>, p: Parked) {
-    p.registration.control.unparked();
+    let registration = edge.env.registry.wake(p.registration);
+    registration.control.unparked();
     let session = Session::resume(edge.clone(), p.role, p.keepalive, p.readable);
     match Stream::attach(p.stream) {
         Ok(stream) => {
-            monoio::spawn(session.run(stream, BytesMut::new(), p.registration));
+            monoio::spawn(session.run(stream, BytesMut::new(), registration));
         }
         Err(e) => warn!(error = %e, "cannot resume a parked connection"),
     }
@@ -318,15 +284,17 @@ fn resume(edge: &Rc<EdgeSide>, p: Parked) {
 mod tests {
     use super::*;
 
-    /// A slab slot is two words; a TLS connection's parked state stays in
-    /// the size class (mimalloc's 1,280 bytes) its TLS session alone takes,
-    /// so that parking it costs nothing more (bench: `hibernate`).
+    /// A parked connection is its slab entry (bench: `hibernate`), and a
+    /// TLS one its session besides, boxed as it was while active.
     #[test]
-    fn parked_state_fits_where_it_costs_nothing() {
-        assert_eq!(std::mem::size_of::<Slot>(), 16);
-        let session = std::mem::size_of::<TlsConn>();
-        let both = std::mem::size_of::<TlsKept>();
-        println!("TlsConn {session} B, with the parked state {both} B");
-        assert!(session > 1024 && both <= 1280, "{session} / {both} bytes");
+    fn a_parked_slot_stays_small() {
+        // The slab's own entry type, which is private.
+        #[allow(dead_code)]
+        enum Entry {
+            Vacant(usize),
+            Occupied(Kept),
+        }
+        let entry = std::mem::size_of::<Entry>();
+        assert_eq!(entry, 48, "a parked slot grew to {entry} bytes");
     }
 }

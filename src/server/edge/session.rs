@@ -168,7 +168,7 @@ mod tests {
             let control = std::mem::size_of::<ConnControl>();
             println!("session future {task} B, ConnControl {control} B");
             assert!(task <= 736, "the session future grew to {task} bytes");
-            assert!(control <= 80, "ConnControl grew to {control} bytes");
+            assert!(control <= 48, "ConnControl grew to {control} bytes");
         });
     }
 }
