@@ -379,6 +379,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../scenarios/connect-storm.toml"),
     ),
     ("flood", include_str!("../scenarios/flood.toml")),
+    (
+        "active-memory",
+        include_str!("../scenarios/active-memory.toml"),
+    ),
 ];
 
 impl Scenario {
