@@ -16,6 +16,7 @@ pub(crate) mod rate;
 pub(crate) mod registry;
 pub(crate) mod reply;
 pub(crate) mod session;
+pub(crate) mod shelf;
 pub(crate) mod slot;
 pub(crate) mod stats;
 pub(crate) mod stopping;

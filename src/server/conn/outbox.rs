@@ -20,6 +20,9 @@ use crate::ws::{CloseCode, OpCode};
 /// Payloads up to this size are copied next to their header.
 const COPY_LIMIT: usize = 16 * 1024;
 
+/// The longest header of a frame the gateway sends (unmasked).
+const FRAME_HEADER_BYTES: usize = 10;
+
 /// Boxed, and present only while something is queued: an idle connection
 /// pays one pointer for its outbox.
 #[derive(Default)]
@@ -49,7 +52,11 @@ impl Outbox {
 
     pub fn push(&mut self, pool: &BufferPool, opcode: OpCode, payload: &Bytes) {
         let q = self.queued(pool);
-        if payload.len() <= COPY_LIMIT {
+        let copied = payload.len() <= COPY_LIMIT;
+        // Frames that outgrow the small buffer move to a pooled large one.
+        let len = if copied { payload.len() } else { 0 };
+        pool.make_room(&mut q.tail, FRAME_HEADER_BYTES + len);
+        if copied {
             encode_frame(&mut q.tail, opcode, payload);
         } else {
             encode_header(&mut q.tail, true, opcode, payload.len());
