@@ -383,6 +383,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "chat-fanout-large",
         include_str!("../scenarios/chat-fanout-large.toml"),
     ),
+    (
+        "active-memory",
+        include_str!("../scenarios/active-memory.toml"),
+    ),
 ];
 
 impl Scenario {

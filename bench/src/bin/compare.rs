@@ -59,6 +59,73 @@ struct Args {
     /// Also write the table (markdown) to this file.
     #[arg(long)]
     markdown: Option<PathBuf>,
+    /// Run every workload at each of these client counts (instead of the
+    /// scenario's), e.g. `--workloads active-memory --clients 100,1000,10000`;
+    /// adds a table of RSS per connection by count. HAProxy runs at most
+    /// what its descriptor limit allows (see `haproxy_max_clients`).
+    #[arg(long, value_delimiter = ',')]
+    clients: Vec<usize>,
+}
+
+/// One workload at one client count (`None`: the scenario's own).
+struct Case {
+    workload: String,
+    clients: Option<usize>,
+}
+
+impl Case {
+    fn all(args: &Args) -> Vec<Case> {
+        let counts: Vec<Option<usize>> = if args.clients.is_empty() {
+            vec![None]
+        } else {
+            args.clients.iter().copied().map(Some).collect()
+        };
+        let mut cases = Vec::new();
+        for workload in &args.workloads {
+            for &clients in &counts {
+                let workload = workload.clone();
+                cases.push(Case { workload, clients });
+            }
+        }
+        cases
+    }
+
+    fn title(&self) -> String {
+        match self.clients {
+            Some(n) => format!("{} at {n} clients", self.workload),
+            None => self.workload.clone(),
+        }
+    }
+}
+
+/// HAProxy is one process holding a client and an upstream descriptor
+/// per connection, under the same descriptor limit as this process
+/// (start.sh cannot raise it past the hard limit): half of it, less a
+/// thousand for listeners and headroom, rounded down to a thousand.
+/// nginx spreads its connections over its workers, Tether needs one
+/// descriptor per connection: neither is capped.
+fn haproxy_max_clients() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    let nofile = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_max.min(1 << 30) as usize
+    } else {
+        1024
+    };
+    ((nofile / 2 / 1000).saturating_sub(1) * 1000).max(100)
+}
+
+/// The client count `target` runs `case` at.
+fn clients_for(case: &Case, target: &str) -> Option<usize> {
+    let n = case.clients?;
+    Some(if target == "haproxy" {
+        n.min(haproxy_max_clients())
+    } else {
+        n
+    })
 }
 
 #[derive(Clone)]
@@ -71,6 +138,8 @@ struct Measure {
     errors: u64,
     /// TLS version and cipher suite, when the clients spoke TLS.
     tls_suite: Option<String>,
+    /// The clients it ran with, when not the scenario's.
+    clients: Option<usize>,
 }
 
 /// Workloads whose clients are `tether_bench::load` rather than the
@@ -89,6 +158,7 @@ fn bench_client_workload(workload: &str) -> Option<bool> {
 fn measure_bench_client(
     target: &Target,
     workload: &str,
+    clients: Option<usize>,
     seconds: u64,
     pki: Option<&TestPki>,
 ) -> Measure {
@@ -104,7 +174,7 @@ fn measure_bench_client(
             .tls
             .then(|| pki.expect("a CA for the TLS targets").client_config()),
         path_prefix: "/actors/echo/".into(),
-        clients: s.clients,
+        clients: clients.unwrap_or(s.clients),
         actors: s.actors,
         message_bytes: s.message_bytes,
         warmup: Duration::from_secs(2),
@@ -121,14 +191,17 @@ fn measure_bench_client(
         rss_per_connection: r.rss_bytes_per_connection,
         errors: r.errors,
         tls_suite: r.tls_suite,
+        clients,
     }
 }
 
-fn measure(target: &Target, workload: &str, seconds: u64, pki: Option<&TestPki>) -> Measure {
+fn measure(target: &Target, case: &Case, seconds: u64, pki: Option<&TestPki>) -> Measure {
+    let (workload, clients) = (case.workload.as_str(), clients_for(case, &target.name));
     if bench_client_workload(workload).is_some() {
-        return measure_bench_client(target, workload, seconds, pki);
+        return measure_bench_client(target, workload, clients, seconds, pki);
     }
     let mut s = Scenario::load(workload).expect("shipped scenario");
+    s.clients = clients.unwrap_or(s.clients);
     s.url = target.url.clone();
     s.warmup = Duration::from_secs(2);
     s.duration = Duration::from_secs(seconds);
@@ -156,6 +229,7 @@ fn measure(target: &Target, workload: &str, seconds: u64, pki: Option<&TestPki>)
         rss_per_connection: report.gateway.as_ref().map(|g| g.rss_bytes_per_connection),
         errors: report.errors.total(),
         tls_suite: None,
+        clients,
     }
 }
 
@@ -173,46 +247,65 @@ fn main() {
         .iter()
         .any(|w| bench_client_workload(w) == Some(true))
         .then(TestPki::generate);
-    // results[workload][target] = runs
+    let cases = Case::all(&args);
+    // results[case][target] = runs
     let mut results: Vec<Vec<Vec<Measure>>> =
-        vec![vec![Vec::new(); args.targets.len()]; args.workloads.len()];
+        vec![vec![Vec::new(); args.targets.len()]; cases.len()];
     for round in 1..=args.runs {
-        for (w, workload) in args.workloads.iter().enumerate() {
+        for (c, case) in cases.iter().enumerate() {
             for (t, name) in args.targets.iter().enumerate() {
-                // A fresh proxy per run: its RSS growth is this run's connections'.
-                let tls = match bench_client_workload(workload) {
-                    Some(true) => pki.as_ref(),
-                    _ => None,
-                };
-                let target = start_target(name, backend_port, args.workers, tls);
-                let m = measure(&target, workload, args.seconds, pki.as_ref());
-                drop(target);
-                eprintln!(
-                    "round {round} {workload:16} {name:8} {:>10.0} msg/s  p50 {:>6} µs  p99 {:>6} µs  CPU {:>6} µs/msg  RSS/conn {:>7} B  errors {}",
-                    m.throughput,
-                    m.p50,
-                    m.p99,
-                    m.cpu_s_per_million.map_or("-".into(), |c| format!("{c:.2}")),
-                    m.rss_per_connection.map_or("-".into(), |r| format!("{r:.0}")),
-                    m.errors
-                );
-                if let Some(suite) = &m.tls_suite {
-                    eprintln!(
-                        "round {round} {workload:16} {name:8} {}",
-                        target_note(suite)
-                    );
-                }
-                results[w][t].push(m);
+                let m = run_once(&args, case, name, backend_port, pki.as_ref());
+                log_run(round, case, name, &m);
+                results[c][t].push(m);
             }
         }
     }
-    let table = render(&args, &results);
+    let mut table = render(&args, &cases, &results);
+    if !args.clients.is_empty() {
+        table.push_str(&memory_table(&args, &cases, &results));
+    }
     println!("{table}");
     if let Some(path) = &args.markdown {
         std::fs::write(path, &table).expect("write markdown");
     }
     drop(backend);
     drop(pki);
+}
+
+/// One run of `case` against a fresh `name` (its RSS growth is then this
+/// run's connections').
+fn run_once(
+    args: &Args,
+    case: &Case,
+    name: &str,
+    backend_port: u16,
+    pki: Option<&TestPki>,
+) -> Measure {
+    let tls = match bench_client_workload(&case.workload) {
+        Some(true) => pki,
+        _ => None,
+    };
+    let target = start_target(name, backend_port, args.workers, tls);
+    measure(&target, case, args.seconds, pki)
+}
+
+fn log_run(round: usize, case: &Case, name: &str, m: &Measure) {
+    let title = case.title();
+    let clients = m
+        .clients
+        .map_or(String::new(), |n| format!("  ({n} clients)"));
+    eprintln!(
+        "round {round} {title:16} {name:8} {:>10.0} msg/s  p50 {:>6} µs  p99 {:>6} µs  CPU {:>6} µs/msg  RSS/conn {:>7} B  errors {}{clients}",
+        m.throughput,
+        m.p50,
+        m.p99,
+        m.cpu_s_per_million.map_or("-".into(), |c| format!("{c:.2}")),
+        m.rss_per_connection.map_or("-".into(), |r| format!("{r:.0}")),
+        m.errors
+    );
+    if let Some(suite) = &m.tls_suite {
+        eprintln!("round {round} {title:16} {name:8} {}", target_note(suite));
+    }
 }
 
 fn target_note(suite: &str) -> String {
@@ -238,32 +331,90 @@ fn workload_note(workload: &str, results: &[Vec<Measure>]) -> String {
     }
 }
 
-fn render(args: &Args, results: &[Vec<Vec<Measure>>]) -> String {
+/// Each target's median run (`clients` and TLS suite from its first run).
+fn medians(per_target: &[Vec<Measure>]) -> Vec<Measure> {
+    per_target
+        .iter()
+        .map(|runs| Measure {
+            throughput: median_f(runs.iter().map(|m| m.throughput).collect()),
+            p50: median_f(runs.iter().map(|m| m.p50 as f64).collect()) as u64,
+            p99: median_f(runs.iter().map(|m| m.p99 as f64).collect()) as u64,
+            cpu_s_per_million: runs[0]
+                .cpu_s_per_million
+                .map(|_| median_f(runs.iter().filter_map(|m| m.cpu_s_per_million).collect())),
+            rss_per_connection: runs[0]
+                .rss_per_connection
+                .map(|_| median_f(runs.iter().filter_map(|m| m.rss_per_connection).collect())),
+            errors: runs.iter().map(|m| m.errors).sum(),
+            tls_suite: runs[0].tls_suite.clone(),
+            clients: runs[0].clients,
+        })
+        .collect()
+}
+
+/// RSS per connection by client count, one row per count, one table per
+/// workload: what `--clients` is for.
+fn memory_table(args: &Args, cases: &[Case], results: &[Vec<Vec<Measure>>]) -> String {
+    let measured: Vec<&String> = args.targets.iter().filter(|t| *t != "direct").collect();
+    let mut out = String::new();
+    for workload in &args.workloads {
+        let names: Vec<&str> = measured.iter().map(|t| t.as_str()).collect();
+        let others: Vec<&str> = names.iter().copied().filter(|t| *t != "tether").collect();
+        let ratios = names.contains(&"tether");
+        out.push_str(&format!(
+            "\n{workload}: RSS per connection, (peak RSS - start RSS) / clients, medians of {} runs\n\n| connections | {} |",
+            args.runs,
+            names.join(" | ")
+        ));
+        for o in others.iter().filter(|_| ratios) {
+            out.push_str(&format!(" Tether / {o} |"));
+        }
+        let columns = names.len() + if ratios { others.len() } else { 0 };
+        out.push_str(&format!("\n|---|{}\n", "---|".repeat(columns)));
+        for (c, case) in cases
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.workload == *workload)
+        {
+            let med = medians(&results[c]);
+            let of = |name: &str| {
+                let t = args.targets.iter().position(|t| t == name)?;
+                Some((med[t].rss_per_connection?, med[t].clients))
+            };
+            out.push_str(&format!("| {} |", case.clients.unwrap_or(0)));
+            for name in &names {
+                out.push_str(&match of(name) {
+                    Some((rss, n)) if n != case.clients => {
+                        format!(" {rss:.0} B (at {}) |", n.unwrap_or(0))
+                    }
+                    Some((rss, _)) => format!(" {rss:.0} B |"),
+                    None => " — |".into(),
+                });
+            }
+            for o in others.iter().filter(|_| ratios) {
+                out.push_str(&match (of("tether"), of(o)) {
+                    (Some((t, _)), Some((r, _))) if r > 0.0 => format!(" {:.2} |", t / r),
+                    _ => " — |".into(),
+                });
+            }
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn render(args: &Args, cases: &[Case], results: &[Vec<Vec<Measure>>]) -> String {
     let mut out = String::new();
     let idx = |name: &str| args.targets.iter().position(|t| t == name);
-    for (w, workload) in args.workloads.iter().enumerate() {
+    for (c, case) in cases.iter().enumerate() {
         out.push_str(&format!(
-            "\n{workload} — medians of {} runs, {} s each\n{}\n| target | messages/s | p50 µs | p99 µs | proxy CPU-s per 1M messages | proxy RSS per connection | errors |\n|---|---|---|---|---|---|---|\n",
+            "\n{} — medians of {} runs, {} s each\n{}\n| target | messages/s | p50 µs | p99 µs | proxy CPU-s per 1M messages | proxy RSS per connection | errors |\n|---|---|---|---|---|---|---|\n",
+            case.title(),
             args.runs,
             args.seconds,
-            workload_note(workload, &results[w])
+            workload_note(&case.workload, &results[c])
         ));
-        let med: Vec<Measure> = results[w]
-            .iter()
-            .map(|runs| Measure {
-                throughput: median_f(runs.iter().map(|m| m.throughput).collect()),
-                p50: median_f(runs.iter().map(|m| m.p50 as f64).collect()) as u64,
-                p99: median_f(runs.iter().map(|m| m.p99 as f64).collect()) as u64,
-                cpu_s_per_million: runs[0]
-                    .cpu_s_per_million
-                    .map(|_| median_f(runs.iter().filter_map(|m| m.cpu_s_per_million).collect())),
-                rss_per_connection: runs[0]
-                    .rss_per_connection
-                    .map(|_| median_f(runs.iter().filter_map(|m| m.rss_per_connection).collect())),
-                errors: runs.iter().map(|m| m.errors).sum(),
-                tls_suite: runs[0].tls_suite.clone(),
-            })
-            .collect();
+        let med = medians(&results[c]);
         for (t, name) in args.targets.iter().enumerate() {
             let m = &med[t];
             out.push_str(&format!(

@@ -60,10 +60,13 @@ impl Default for Gathered {
 }
 
 impl Gathered {
-    /// Appends what `encode` writes to the copy buffer, extending the last
-    /// part when it is the copy buffer's end.
-    pub fn copy(&mut self, pool: &BufferPool, encode: impl FnOnce(&mut BytesMut)) {
+    /// Appends what `encode` writes (at most `room` bytes) to the copy
+    /// buffer, extending the last part when it is the copy buffer's end.
+    /// Bytes that outgrow a small buffer move to a pooled large one, where
+    /// they keep their offsets.
+    pub fn copy(&mut self, pool: &BufferPool, room: usize, encode: impl FnOnce(&mut BytesMut)) {
         let tail = self.tail.get_or_insert_with(|| pool.take());
+        pool.make_room(tail, room);
         let start = tail.len();
         encode(tail);
         let end = tail.len();
@@ -208,7 +211,7 @@ mod tests {
             if *shared {
                 q.share(Bytes::from_static(bytes));
             } else {
-                q.copy(pool, |tail| tail.extend_from_slice(bytes));
+                q.copy(pool, bytes.len(), |tail| tail.extend_from_slice(bytes));
             }
         }
         q
@@ -278,7 +281,7 @@ mod tests {
             expected.extend_from_slice(&piece);
             match i % 3 {
                 0 => q.share(piece),
-                _ => q.copy(&pool, |tail| tail.extend_from_slice(&piece)),
+                _ => q.copy(&pool, piece.len(), |tail| tail.extend_from_slice(&piece)),
             }
         }
         expected.extend_from_slice(&big);

@@ -38,18 +38,20 @@ pub(crate) async fn wait_readable(stream: &Stream, deadline: Instant) -> Result<
     }
 }
 
-/// Reads plaintext into the spare capacity of `buf` (growing it to at
-/// least `room` free bytes). Call when the stream is known to be readable.
+/// Reads plaintext into the spare capacity of `buf` (made to hold at
+/// least `room` free bytes by `pool`, which lends a buffer if `buf` has
+/// none). Call when the stream is known to be readable.
 /// Over TLS, `Data(n)` may be `Data(0)`: the bytes read were handshake or
 /// an incomplete record.
 /// Over TLS the ciphertext is read into a buffer lent by `pool` (given
 /// back unless an incomplete record stays in it).
 pub(crate) async fn read_into(
     stream: &mut Stream,
-    buf: BytesMut,
+    mut buf: BytesMut,
     room: usize,
     pool: &BufferPool,
 ) -> (ReadOutcome, BytesMut) {
+    pool.make_room(&mut buf, room);
     match stream.tls.as_mut() {
         None => read_tcp(&mut stream.tcp, buf, room).await,
         Some(tls) => read_tls(&mut stream.tcp, tls, buf, room, pool).await,
@@ -71,13 +73,11 @@ async fn read_tls(
     if tls.peer_closed {
         return (ReadOutcome::Eof, buf);
     }
-    let incoming = match std::mem::take(&mut tls.incoming) {
-        held if held.is_empty() => pool.take(),
-        held => held,
-    };
+    let mut incoming = std::mem::take(&mut tls.incoming);
     let mut incoming = if std::mem::take(&mut tls.unread) {
         incoming // read ahead: process it before reading more
     } else {
+        pool.make_room(&mut incoming, room);
         match read_tcp(tcp, incoming, room).await {
             (ReadOutcome::Data(_), incoming) => incoming,
             (outcome, incoming) => {
@@ -86,6 +86,8 @@ async fn read_tls(
             }
         }
     };
+    // Plaintext is never longer than the ciphertext it comes from.
+    pool.make_room(&mut buf, incoming.len());
     let mut reply = BytesMut::new();
     let result = tls.server.read_tls(&mut incoming, &mut buf, &mut reply);
     let stall = || monoio::time::sleep(TLS_REPLY_STALL);

@@ -18,6 +18,7 @@ mod rc_slab;
 pub(crate) mod registry;
 pub(crate) mod reply;
 pub(crate) mod session;
+pub(crate) mod shelf;
 pub(crate) mod slot;
 pub(crate) mod stats;
 pub(crate) mod stopping;

@@ -21,6 +21,9 @@ use crate::ws::{CloseCode, OpCode};
 /// Payloads up to this size are copied next to their header.
 const COPY_LIMIT: usize = 16 * 1024;
 
+/// The longest header of a frame the gateway sends (unmasked).
+const FRAME_HEADER_BYTES: usize = 10;
+
 /// Present only while something is queued: an idle connection pays one
 /// pointer for its outbox.
 #[derive(Default)]
@@ -41,9 +44,10 @@ impl Outbox {
     pub fn push(&mut self, pool: &BufferPool, opcode: OpCode, payload: &Bytes) {
         let q = self.queued();
         if payload.len() <= COPY_LIMIT {
-            q.copy(pool, |tail| encode_frame(tail, opcode, payload));
+            let room = FRAME_HEADER_BYTES + payload.len();
+            q.copy(pool, room, |tail| encode_frame(tail, opcode, payload));
         } else {
-            q.copy(pool, |tail| {
+            q.copy(pool, FRAME_HEADER_BYTES, |tail| {
                 encode_header(tail, true, opcode, payload.len())
             });
             q.share(payload.clone());
@@ -56,7 +60,8 @@ impl Outbox {
     }
 
     pub fn push_close(&mut self, pool: &BufferPool, code: Option<CloseCode>, reason: &str) {
-        self.queued().copy(pool, |tail| match code {
+        let room = FRAME_HEADER_BYTES + 2 + reason.len();
+        self.queued().copy(pool, room, |tail| match code {
             Some(code) => encode_close(tail, code, reason),
             None => encode_frame(tail, OpCode::Close, &[]),
         });

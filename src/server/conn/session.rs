@@ -144,6 +144,9 @@ pub(crate) struct Session<R: Role> {
     /// An upgrade takes the connection: a frame went out first (see
     /// `prepare_move`).
     move_prepared: bool,
+    /// Reads bring a large buffer's worth: the next asks for that much
+    /// (`BufferPool::reads_big`).
+    big_reads: bool,
 }
 
 enum Wake {
@@ -164,6 +167,7 @@ impl<R: Role> Session<R> {
             peer_close: None,
             input_expected: false,
             move_prepared: false,
+            big_reads: false,
         }
     }
 
@@ -278,10 +282,12 @@ impl<R: Role> Session<R> {
     async fn read(&mut self, stream: &mut Stream, held: Option<BytesMut>) -> Option<BytesMut> {
         self.input_expected = false;
         let pool = &self.ctx.env().pool;
-        let buf = held.unwrap_or_else(|| pool.take());
-        let room = pool.buffer_bytes();
+        // No buffer yet: `read_into` borrows one that fits `room`.
+        let buf = held.unwrap_or_default();
+        let room = pool.read_room(self.big_reads);
         match Box::pin(read_into(stream, buf, room, pool)).await {
-            (ReadOutcome::Data(_), buf) => {
+            (ReadOutcome::Data(n), buf) => {
+                self.big_reads = pool.reads_big(room, n);
                 self.keepalive.heard_from_peer(Instant::now());
                 self.consume(buf)
             }

@@ -141,8 +141,10 @@ async fn sweep_timers(worker: Rc<Worker>) {
     loop {
         let tick = tick_of(&worker);
         // Sleep until something is due (at most one sweep per tick); while
-        // actors run, their idle and start timers need a sweep every tick.
-        let limit = worker.actors.needs_ticks().then_some(last + tick);
+        // actors run, their idle and start timers need a sweep every tick,
+        // and while the buffer pool holds more than it keeps, its trim.
+        let ticking = worker.actors.needs_ticks() || worker.env.pool.has_surplus();
+        let limit = ticking.then_some(last + tick);
         monoio::select! {
             _ = worker.finished.wait() => return,
             _ = wakeups.sleep_until_due(last + tick, limit) => {
@@ -150,6 +152,7 @@ async fn sweep_timers(worker: Rc<Worker>) {
                 last = now;
                 worker.env.registry.sweep(now);
                 worker.actors.sweep(now);
+                worker.env.pool.trim(now);
             }
         }
     }
