@@ -523,6 +523,19 @@ impl TunnelState {
                 batch.failed.extend(failed);
             }
         }
+        if let Frame::RestoreConn {
+            conn_id,
+            actor_id,
+            last_index,
+            ..
+        } = &frame
+        {
+            // Counted as the actor's output of this batch: if the runner
+            // dies again before it leaves, the next save keeps it too.
+            let start = batch.out.len();
+            self.resend_lost_output(*conn_id, *actor_id, *last_index, &mut batch.out);
+            batch.touched.push((*actor_id, start..batch.out.len()));
+        }
         let actor = self.actor_of(&frame);
         let start = batch.out.len();
         self.handle(shared, frame, index, &mut batch.out);
@@ -656,6 +669,28 @@ impl TunnelState {
     }
 
     /// A hibernated connection handed to this (woken) actor: no open event.
+    /// A restored connection whose saved state reflects messages the
+    /// gateway never saw acknowledged: the saved batch's acknowledgements
+    /// never reached the gateway, and so neither did its output (they left
+    /// in one message). That output is sent now, once, ahead of anything
+    /// the restored actor sends.
+    fn resend_lost_output(
+        &mut self,
+        conn_id: u64,
+        actor_id: u64,
+        last_index: u64,
+        out: &mut BytesMut,
+    ) {
+        let Some(slot) = self.actors.get_mut(&actor_id) else {
+            return;
+        };
+        let saved = slot.saved_handled.get(&conn_id).copied().unwrap_or(0);
+        if saved > last_index {
+            let sent = std::mem::take(&mut slot.saved_outbox);
+            outbox::resend(sent, actor_id, out);
+        }
+    }
+
     fn restore(&mut self, frame: Frame, out: &mut BytesMut) {
         let Frame::RestoreConn {
             conn_id,
@@ -681,12 +716,6 @@ impl TunnelState {
         // the runner died before the acknowledgement left).
         let saved = slot.saved_handled.remove(&conn_id).unwrap_or(0);
         self.last_index.insert(conn_id, last_index.max(saved));
-        if saved > last_index {
-            // The saved batch's acknowledgements never reached the gateway,
-            // and so neither did its output (they left in one message).
-            let sent = std::mem::take(&mut slot.saved_outbox);
-            outbox::resend(sent, actor_id, out);
-        }
         if !attachment.is_empty() {
             self.attachments.insert(conn_id, attachment);
         }

@@ -131,6 +131,30 @@ fn a_saved_batch_whose_output_never_left_is_sent_again_once() {
 }
 
 #[test]
+fn output_sent_again_survives_a_second_death_before_it_leaves() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // Handled and saved; the runner dies before the batch leaves.
+    run(
+        &shared(&seen, &store),
+        vec![start(), restore(0), message(1), message(2)],
+    );
+    // The recovery batch resends m1 and m2's broadcasts and handles a new
+    // message (so the actor is saved again); it dies before leaving too.
+    run(
+        &shared(&seen, &store),
+        vec![start(), restore(0), message(1), message(2), message(3)],
+    );
+    // The third instance must still send all three broadcasts, once each.
+    let third = run_frames(
+        &shared(&seen, &store),
+        vec![start(), restore(0), message(1), message(2), message(3)],
+    );
+    assert_eq!(broadcast_texts(&third), ["saw m1", "saw m2", "saw m3"]);
+    assert_eq!(*seen.lock().unwrap(), ["m1", "m2", "m3"], "handled once");
+}
+
+#[test]
 fn replays_overlapping_what_was_handled_are_dropped_but_acknowledged() {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = shared(&seen, &MemoryStore::default());
