@@ -2,12 +2,14 @@
 //! (10,000 clients in 10 rooms of 1,000) with the per-client send rate
 //! raised step by step. At each rate every target runs once (alternating);
 //! a run is sustained when p99 ≤ `--max-p99-ms`, nothing was lost,
-//! duplicated or reordered, and the clients received at least 95 % of the
-//! deliveries the rate offers. A target that fails two rates in a row is
-//! not tried higher.
+//! duplicated or reordered, and the clients received at least 90 % of the
+//! deliveries the rate offers (the load test's pacing itself falls a few
+//! per cent short at these rates). A target overwhelmed at two rates in a
+//! row (errors, or under 70 % delivered) is not tried higher; the table
+//! also gives the most each delivered at any latency without errors.
 //!
 //!     cargo build --release -p tether -p tether-bench
-//!     target/release/fanout_sweep --rates 0.02,0.05,0.1,0.2 --seconds 8
+//!     target/release/fanout_sweep --seconds 8     # rates 0.001 to 0.1 per client
 //!
 //! At 10,000 clients a proxy holds 20,000 sockets (client and upstream);
 //! where the open-file limit forbids that (HAProxy is one process), its
@@ -23,7 +25,11 @@ use tether_loadtest::scenario::Scenario;
 #[derive(Parser)]
 struct Args {
     /// Messages per second per client, in the order tried.
-    #[arg(long, value_delimiter = ',', default_value = "0.02,0.05,0.1,0.15,0.2")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.001,0.002,0.005,0.01,0.02,0.05,0.1"
+    )]
     rates: Vec<f64>,
     /// Measured seconds per run (after the scenario's warm-up).
     #[arg(long, default_value_t = 8)]
@@ -82,9 +88,10 @@ fn main() {
     drop(backend);
 }
 
-/// Two failed rates in a row: higher ones would fail too.
+/// Overwhelmed at two rates in a row: higher ones would be too.
 fn gave_up(steps: &[Step]) -> bool {
-    steps.len() >= 2 && steps.iter().rev().take(2).all(|s| !s.sustained)
+    let overwhelmed = |s: &Step| s.errors > 0 || s.delivered < 0.7 * s.offered;
+    steps.len() >= 2 && steps.iter().rev().take(2).all(overwhelmed)
 }
 
 fn measure(args: &Args, name: &str, backend_port: u16, rate: f64) -> Step {
@@ -110,6 +117,12 @@ fn measure(args: &Args, name: &str, backend_port: u16, rate: f64) -> Step {
             let (p50_us, p99_us) = rt.map_or((0, u64::MAX), |r| (r.p50, r.p99));
             let delivered = report.messages.received_per_second;
             let errors = report.errors.total();
+            if errors > 0 {
+                eprintln!(
+                    "rate {rate} {name}: {:?} {:?}",
+                    report.errors, report.error_notes
+                );
+            }
             Step {
                 rate,
                 offered,
@@ -120,7 +133,7 @@ fn measure(args: &Args, name: &str, backend_port: u16, rate: f64) -> Step {
                 cpu_us_per_delivery: report.gateway.as_ref().map(|g| g.cpu_us_per_message),
                 sustained: errors == 0
                     && p99_us <= args.max_p99_ms * 1000
-                    && delivered >= 0.95 * offered,
+                    && delivered >= 0.9 * offered,
             }
         }
         Err(e) => {
@@ -143,7 +156,7 @@ fn measure(args: &Args, name: &str, backend_port: u16, rate: f64) -> Step {
 
 fn render(args: &Args, steps: &[Vec<Step>]) -> String {
     let mut out = format!(
-        "\n{} — rate sweep, {} s per run; sustained: p99 ≤ {} ms, nothing lost, ≥ 95 % of the offered deliveries\n\n| target | rate per client | offered deliveries/s | delivered/s | p50 µs | p99 µs | errors | proxy CPU µs per delivery | sustained |\n|---|---|---|---|---|---|---|---|---|\n",
+        "\n{} — rate sweep, {} s per run; sustained: p99 ≤ {} ms, nothing lost, ≥ 90 % of the offered deliveries\n\n| target | rate per client | offered deliveries/s | delivered/s | p50 µs | p99 µs | errors | proxy CPU µs per delivery | sustained |\n|---|---|---|---|---|---|---|---|---|\n",
         args.scenario, args.seconds, args.max_p99_ms
     );
     for (t, name) in args.targets.iter().enumerate() {
@@ -162,15 +175,19 @@ fn render(args: &Args, steps: &[Vec<Step>]) -> String {
             ));
         }
     }
-    out.push_str("\n| target | highest sustained deliveries/s |\n|---|---|\n");
+    out.push_str("\n| target | highest sustained deliveries/s | most delivered/s without errors, any latency |\n|---|---|---|\n");
     for (t, name) in args.targets.iter().enumerate() {
-        let best = steps[t]
-            .iter()
-            .filter(|s| s.sustained)
-            .map(|s| s.delivered)
-            .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))));
-        let best = best.map_or("none".into(), |d| format!("{d:.0}"));
-        out.push_str(&format!("| {name} | {best} |\n"));
+        let best = |keep: &dyn Fn(&Step) -> bool| {
+            steps[t]
+                .iter()
+                .filter(|s| keep(s))
+                .map(|s| s.delivered)
+                .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))))
+                .map_or("none".into(), |d| format!("{d:.0}"))
+        };
+        let sustained = best(&|s| s.sustained);
+        let ceiling = best(&|s| s.errors == 0);
+        out.push_str(&format!("| {name} | {sustained} | {ceiling} |\n"));
     }
     out
 }
