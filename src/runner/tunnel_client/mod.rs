@@ -173,6 +173,9 @@ struct TunnelState {
     last_index: HashMap<ConnId, u64>,
     out_index: HashMap<ConnId, u64>,
     attachments: HashMap<ConnId, Bytes>,
+    /// Attachments set again by output sent again (`resend_lost_output`)
+    /// this batch, for connections whose restore comes later in it.
+    resent_attachments: HashMap<ConnId, Bytes>,
     /// Actors that handled something in this batch: saved before it is acknowledged.
     dirty: BTreeSet<u64>,
     drain_sent: bool,
@@ -547,6 +550,7 @@ impl TunnelState {
     /// Saves what the batch changed; what an actor whose save failed did is
     /// withdrawn. Returns what may leave.
     fn finish_batch(&mut self, shared: &Shared, mut batch: Batch) -> BytesMut {
+        self.resent_attachments.clear();
         let dirty = std::mem::take(&mut self.dirty);
         let failed = self.save_actors(shared, dirty, &batch);
         batch.failed.extend(failed);
@@ -687,7 +691,12 @@ impl TunnelState {
         let saved = slot.saved_handled.get(&conn_id).copied().unwrap_or(0);
         if saved > last_index {
             let sent = std::mem::take(&mut slot.saved_outbox);
-            outbox::resend(sent, actor_id, out);
+            for (conn, attachment) in outbox::resend(sent, actor_id, out) {
+                // Connections restored before this one, and those restored
+                // after it (whose restores carry the gateway's older copy).
+                self.attachments.insert(conn, attachment.clone());
+                self.resent_attachments.insert(conn, attachment);
+            }
         }
     }
 
@@ -716,6 +725,10 @@ impl TunnelState {
         // the runner died before the acknowledgement left).
         let saved = slot.saved_handled.remove(&conn_id).unwrap_or(0);
         self.last_index.insert(conn_id, last_index.max(saved));
+        let attachment = self
+            .resent_attachments
+            .remove(&conn_id)
+            .unwrap_or(attachment);
         if !attachment.is_empty() {
             self.attachments.insert(conn_id, attachment);
         }

@@ -28,10 +28,23 @@ pub(super) fn of_actor(out: &[u8], touched: &[(u64, Range<usize>)], actor_id: u6
 /// Appends `outbox` to `out` as sent by the actor's new instance
 /// `actor_id`: frames naming the actor are renamed, and acknowledgements
 /// are left out (the replays they answered are acknowledged again).
-pub(super) fn resend(outbox: Bytes, actor_id: u64, out: &mut BytesMut) {
+/// Returns the attachments it sets again, which the gateway will hold
+/// instead of those its restores carry.
+pub(super) fn resend(outbox: Bytes, actor_id: u64, out: &mut BytesMut) -> Vec<(u64, Bytes)> {
+    let mut attachments = Vec::new();
     for frame in decode_frames(outbox).map_while(Result::ok) {
         let frame = match frame {
             Frame::Ack { .. } => continue,
+            Frame::SetAttachment {
+                conn_id,
+                attachment,
+            } => {
+                attachments.push((conn_id, attachment.clone()));
+                Frame::SetAttachment {
+                    conn_id,
+                    attachment,
+                }
+            }
             Frame::Broadcast {
                 kind, to, payload, ..
             } => Frame::Broadcast {
@@ -45,6 +58,7 @@ pub(super) fn resend(outbox: Bytes, actor_id: u64, out: &mut BytesMut) {
         };
         encode_frame(out, &frame);
     }
+    attachments
 }
 
 #[cfg(test)]

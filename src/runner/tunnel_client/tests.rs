@@ -19,14 +19,35 @@ impl Actor for Recorder {
     }
 }
 
+/// Makes each message its connection's attachment, noting the attachment
+/// it found there first.
+struct Attacher(Arc<Mutex<Vec<String>>>);
+
+impl Actor for Attacher {
+    fn on_message(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, message: Message) {
+        if let Message::Text(t) = message {
+            let had = ctx.attachment(conn).cloned().unwrap_or_default();
+            let had = String::from_utf8_lossy(&had).into_owned();
+            self.0.lock().unwrap().push(format!("{t} after {had:?}"));
+            ctx.set_attachment(conn, Bytes::from(t));
+        }
+    }
+    fn save_state(&self) -> Option<Vec<u8>> {
+        Some(self.0.lock().unwrap().join(",").into_bytes())
+    }
+}
+
 struct Factory(Arc<Mutex<Vec<String>>>);
 
 impl ActorFactory for Factory {
     fn actor_names(&self) -> Vec<String> {
-        vec!["rec".into()]
+        vec!["rec".into(), "att".into()]
     }
-    fn create(&self, _name: &str, _key: &[String]) -> Option<Box<dyn Actor>> {
-        Some(Box::new(Recorder(self.0.clone())))
+    fn create(&self, name: &str, _key: &[String]) -> Option<Box<dyn Actor>> {
+        match name {
+            "att" => Some(Box::new(Attacher(self.0.clone()))),
+            _ => Some(Box::new(Recorder(self.0.clone()))),
+        }
     }
 }
 
@@ -152,6 +173,40 @@ fn output_sent_again_survives_a_second_death_before_it_leaves() {
     );
     assert_eq!(broadcast_texts(&third), ["saw m1", "saw m2", "saw m3"]);
     assert_eq!(*seen.lock().unwrap(), ["m1", "m2", "m3"], "handled once");
+}
+
+#[test]
+fn an_attachment_sent_again_is_the_one_the_restored_actor_sees() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let start_att = || Frame::StartActor {
+        actor_id: 1,
+        name: "att".into(),
+        key: vec!["k".into()],
+        input: Bytes::new(),
+    };
+    // m1 becomes the attachment; saved; the runner dies before it leaves,
+    // so the gateway still holds no attachment for the connection.
+    run(
+        &shared(&seen, &store),
+        vec![start_att(), restore(0), message(1)],
+    );
+    let second = run_frames(
+        &shared(&seen, &store),
+        vec![start_att(), restore(0), message(1), message(2)],
+    );
+    let sent_again = second.iter().any(
+        |f| matches!(f, Frame::SetAttachment { attachment, .. } if attachment.as_ref() == b"m1"),
+    );
+    assert!(
+        sent_again,
+        "the lost SetAttachment is sent again: {second:?}"
+    );
+    assert_eq!(
+        *seen.lock().unwrap(),
+        ["m1 after \"\"", "m2 after \"m1\""],
+        "the runner's copy agrees with what the gateway now holds"
+    );
 }
 
 #[test]
