@@ -70,6 +70,9 @@ impl Gathered {
         let start = tail.len();
         encode(tail);
         let end = tail.len();
+        if end == start {
+            return; // an empty part would stall a reader of `chunk()`
+        }
         self.remaining += end - start;
         match self.parts.last_mut() {
             Some(Part::Copied { end: last, .. }) if *last == start => *last = end,
@@ -229,6 +232,15 @@ mod tests {
         let q = queue_of(&pool, &pieces);
         assert_eq!(q.parts.len(), 3);
         assert_eq!(q.remaining(), 8);
+    }
+
+    #[test]
+    fn nothing_copied_is_no_part() {
+        let pool = BufferPool::new(64, 1);
+        let mut q = queue_of(&pool, &[(&b"EF"[..], true)]);
+        q.copy(&pool, 0, |_| {});
+        assert_eq!(q.parts.len(), 1);
+        assert_eq!(q.chunk(), b"EF");
     }
 
     #[test]

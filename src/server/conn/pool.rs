@@ -125,7 +125,11 @@ impl BufferPool {
         let cap = buf.capacity();
         // Small first: with `read_buffer_bytes` at the small size, both
         // shelves hold one size, and `take` draws from the small one.
-        let shelf = if self.small.borrow().fits(cap) {
+        // A large size within twice the small one must not land on the
+        // small shelf, or large buffers would never be reused.
+        let small = self.small.borrow().fits(cap)
+            && (cap < self.large_bytes() || self.small_bytes() == self.large_bytes());
+        let shelf = if small {
             &self.small
         } else if self.large.borrow().fits(cap) {
             &self.large
@@ -181,6 +185,16 @@ mod tests {
         );
         pool.give_back(BytesMut::with_capacity(LARGE));
         assert_eq!(pool.large.borrow().idle(), 1);
+    }
+
+    #[test]
+    fn a_large_size_near_the_small_one_goes_back_to_the_large_shelf() {
+        let pool = BufferPool::new(2 * SMALL_BUFFER_BYTES, 8);
+        let large = pool.take_large();
+        let ptr = large.as_ptr();
+        pool.give_back(large);
+        assert_eq!(pool.take_large().as_ptr(), ptr, "reused as a large buffer");
+        assert_eq!(pool.take().capacity(), SMALL_BUFFER_BYTES);
     }
 
     #[test]

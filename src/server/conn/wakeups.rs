@@ -38,7 +38,9 @@ impl Wakeups {
     /// `at` as nanoseconds since the epoch (an earlier instant reads as
     /// the epoch). Exact: both ways are nanosecond arithmetic.
     pub fn stamp(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.epoch).as_nanos() as u64
+        // Saturating: a deadline centuries away must not wrap into the past.
+        let nanos = at.saturating_duration_since(self.epoch).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX)
     }
 
     pub fn instant(&self, stamp: u64) -> Instant {
