@@ -259,3 +259,46 @@ fn a_broadcast_sent_as_the_actor_falls_asleep_reaches_everyone_without_a_wake() 
     drop(runner);
     h.shutdown();
 }
+
+/// PROTOCOL §5a: the gateway keeps the last `OutputMark` a runner sent for
+/// an actor and tells the runner that starts it next (so that runner knows
+/// whether the output of the actor's last saved batch arrived).
+#[test]
+fn the_next_runner_hears_which_output_mark_arrived_last() {
+    let mut config = test_config();
+    config.server.workers = 1;
+    let h = start_bare(config);
+    let mut first = RawRunner::connect(&h);
+    let addr = h.client_addr;
+    let client = std::thread::spawn(move || RawWs::connect(addr, "/actors/room/marks"));
+    let frame = first.next();
+    let Frame::StartActor {
+        actor_id,
+        output_seen,
+        ..
+    } = frame
+    else {
+        panic!("expected StartActor, got {frame:?}");
+    };
+    assert_eq!(output_seen, 0, "a new actor: no mark seen");
+    send_frame(&mut first.t, &Frame::ActorReady { actor_id });
+    first.accept();
+    let mut client = client.join().expect("client connects");
+    let mark = Frame::OutputMark { actor_id, seq: 41 };
+    let after = broadcast(actor_id, Recipients::All, "after the mark");
+    send_batch(&mut first.t, &[mark, after]);
+    assert_eq!(text_of(&mut client), "after the mark");
+    drop(first); // the runner dies; the room is started again elsewhere
+    let mut second = RawRunner::connect(&h);
+    let frame = second.next();
+    assert!(
+        matches!(
+            frame,
+            Frame::StartActor {
+                output_seen: 42,
+                ..
+            }
+        ),
+        "the last mark, plus one: {frame:?}"
+    );
+}

@@ -302,6 +302,9 @@ impl StateStore for MemoryStore {
 /// actor sent in the batch the record was saved for, and its state.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub(crate) struct Record {
+    /// Counts the actor's saves: the `OutputMark` its batch's output
+    /// carries (0 in records of the older layouts).
+    pub seq: u64,
     pub handled: Vec<(ConnId, u64)>,
     /// The batch's output from this actor, as tunnel frames (sent again
     /// if a restore shows it never reached the gateway: `outbox.rs`).
@@ -313,11 +316,15 @@ pub(crate) struct Record {
 /// (count, indices, state) cannot start with it: it would be a count of
 /// connections no record could hold, which never decoded.
 const WITH_OUTBOX: u64 = u64::MAX;
+/// Starts a record that carries its sequence number, then an outbox (the
+/// layout written now; the two before it are still read).
+const WITH_SEQ: u64 = u64::MAX - 1;
 
 impl Record {
     pub fn encode(&self) -> BytesMut {
         let mut out = BytesMut::with_capacity(32 + self.outbox.len() + self.state.len());
-        put_varint(&mut out, WITH_OUTBOX);
+        put_varint(&mut out, WITH_SEQ);
+        put_varint(&mut out, self.seq);
         put_varint(&mut out, self.handled.len() as u64);
         for (conn, index) in &self.handled {
             put_varint(&mut out, *conn);
@@ -331,7 +338,9 @@ impl Record {
     pub fn decode(bytes: Vec<u8>) -> Option<Record> {
         let mut r = Reader::new(Bytes::from(bytes));
         let first = r.varint().ok()?;
-        let with_outbox = first == WITH_OUTBOX;
+        let with_seq = first == WITH_SEQ;
+        let with_outbox = with_seq || first == WITH_OUTBOX;
+        let seq = if with_seq { r.varint().ok()? } else { 0 };
         let n = if with_outbox { r.varint().ok()? } else { first };
         let mut handled = Vec::with_capacity(n.min(1024) as usize);
         for _ in 0..n {
@@ -342,6 +351,7 @@ impl Record {
             false => Bytes::new(),
         };
         Some(Record {
+            seq,
             handled,
             outbox,
             state: r.rest(),
@@ -497,12 +507,31 @@ mod tests {
     #[test]
     fn records_round_trip_and_garbage_is_refused() {
         let r = Record {
+            seq: 1 << 40,
             handled: vec![(1, 5), (u64::MAX, 300)],
             outbox: Bytes::from_static(b"\x35\x01\x00"),
             state: Bytes::from_static(b"counter=42"),
         };
         assert_eq!(Record::decode(r.encode().to_vec()), Some(r));
         assert_eq!(Record::decode(vec![0x05]), None);
+    }
+
+    #[test]
+    fn a_record_with_an_outbox_but_no_sequence_number_reads_as_seq_0() {
+        // WITH_OUTBOX, count, (connection, index), outbox, state.
+        let mut bytes = BytesMut::new();
+        put_varint(&mut bytes, WITH_OUTBOX);
+        for n in [1, 7, 3] {
+            put_varint(&mut bytes, n);
+        }
+        put_bytes(&mut bytes, b"\x35");
+        bytes.extend_from_slice(b"counter=42");
+        let r = Record::decode(bytes.to_vec()).unwrap();
+        assert_eq!((r.seq, &r.handled[..]), (0, &[(7, 3)][..]));
+        assert_eq!(
+            (&r.outbox[..], &r.state[..]),
+            (&b"\x35"[..], &b"counter=42"[..])
+        );
     }
 
     #[test]

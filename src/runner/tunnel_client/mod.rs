@@ -159,6 +159,11 @@ struct ActorSlot {
     /// What the saved record's batch made the actor send, until a restore
     /// shows whether it reached the gateway (`outbox.rs`).
     saved_outbox: Bytes,
+    /// The saved record's sequence number.
+    saved_seq: u64,
+    /// `StartActor.output_seen`: the last mark the gateway received, plus
+    /// one; 0 if it does not know (then restores' indices tell).
+    output_seen: u64,
 }
 
 /// The actors and connections of one tunnel.
@@ -167,6 +172,9 @@ struct TunnelState {
     welcomed: bool,
     /// The gateway takes `Broadcast` frames (its welcome said so).
     broadcasts: bool,
+    /// The gateway takes `OutputMark` frames and says in `StartActor`
+    /// which it received last.
+    marks: bool,
     actors: HashMap<u64, ActorSlot>,
     conn_actor: HashMap<ConnId, u64>,
     /// Highest message index handled per connection: replays are dropped.
@@ -270,14 +278,16 @@ impl TunnelState {
                 workers, features, ..
             } => {
                 self.broadcasts = features & crate::tunnel::features::BROADCAST != 0;
+                self.marks = features & crate::tunnel::features::OUTPUT_MARKS != 0;
                 self.on_welcome(shared, workers, index)
             }
             Frame::StartActor {
                 actor_id,
                 name,
                 key,
+                output_seen,
                 ..
-            } => self.on_start_actor(shared, actor_id, name, key, out),
+            } => self.on_start_actor(shared, actor_id, (name, key), output_seen, out),
             Frame::StopActor { actor_id } => self.on_stop_actor(shared, actor_id, out),
             Frame::ConnOpen {
                 conn_id,
@@ -346,8 +356,8 @@ impl TunnelState {
         &mut self,
         shared: &Arc<Shared>,
         actor_id: u64,
-        name: String,
-        key: Vec<String>,
+        (name, key): (String, Vec<String>),
+        output_seen: u64,
         out: &mut BytesMut,
     ) {
         let running = shared.running.fetch_add(1, Ordering::AcqRel);
@@ -378,6 +388,8 @@ impl TunnelState {
             conns: BTreeSet::new(),
             saved_handled: record.handled.into_iter().collect(),
             saved_outbox: record.outbox,
+            saved_seq: record.seq,
+            output_seen: if self.marks { output_seen } else { 0 },
         };
         self.actors.insert(actor_id, slot);
         encode_frame(out, &Frame::ActorReady { actor_id });
@@ -552,7 +564,7 @@ impl TunnelState {
     fn finish_batch(&mut self, shared: &Shared, mut batch: Batch) -> BytesMut {
         self.resent_attachments.clear();
         let dirty = std::mem::take(&mut self.dirty);
-        let failed = self.save_actors(shared, dirty, &batch);
+        let failed = self.save_actors(shared, dirty, &mut batch);
         batch.failed.extend(failed);
         if batch.failed.is_empty() {
             return batch.out;
@@ -606,27 +618,29 @@ impl TunnelState {
     }
 
     /// Saves these actors' records together (one group commit for the
-    /// batch so far), each with its output in the batch; returns those
-    /// whose save failed, with why.
+    /// batch so far), each with its output in the batch, and marks each
+    /// saved actor's output with its record's number; returns those whose
+    /// save failed, with why.
     fn save_actors(
-        &self,
+        &mut self,
         shared: &Shared,
         dirty: BTreeSet<u64>,
-        batch: &Batch,
+        batch: &mut Batch,
     ) -> Vec<(u64, String)> {
         let Some(store) = &shared.options.state else {
             return Vec::new();
         };
-        let records: Vec<(u64, Vec<u8>)> = dirty
+        let records: Vec<(u64, u64, Vec<u8>)> = dirty
             .into_iter()
             .filter_map(|id| {
                 let sent = outbox::of_actor(&batch.out, &batch.touched, id);
-                Some((id, self.record_of(id, sent)?))
+                let (seq, record) = self.record_of(id, sent)?;
+                Some((id, seq, record))
             })
             .collect();
         let requests: Vec<SaveRequest<'_>> = records
             .iter()
-            .filter_map(|(id, record)| {
+            .filter_map(|(id, _, record)| {
                 let slot = self.actors.get(id)?;
                 Some(SaveRequest {
                     name: &slot.name,
@@ -636,24 +650,39 @@ impl TunnelState {
             })
             .collect();
         let results = store.save_batch(&requests);
-        records
-            .iter()
-            .zip(results)
-            .filter_map(|((id, _), result)| {
-                let e = result.err()?;
-                let slot = self.actors.get(id)?;
-                warn!(actor = %slot.name, key = ?slot.key, error = %e, "cannot save actor state: it stops and is restarted from its last saved state");
-                Some((*id, e.to_string()))
-            })
-            .collect()
+        let mut failed = Vec::new();
+        for ((id, seq, _), result) in records.iter().zip(results) {
+            let Some(slot) = self.actors.get_mut(id) else {
+                continue;
+            };
+            match result {
+                Ok(()) => {
+                    slot.saved_seq = *seq;
+                    if self.marks {
+                        let mark = Frame::OutputMark {
+                            actor_id: *id,
+                            seq: *seq,
+                        };
+                        encode_frame(&mut batch.out, &mark);
+                    }
+                }
+                Err(e) => {
+                    warn!(actor = %slot.name, key = ?slot.key, error = %e, "cannot save actor state: it stops and is restarted from its last saved state");
+                    failed.push((*id, e.to_string()));
+                }
+            }
+        }
+        failed
     }
 
-    /// One actor's record (last handled index per connection, what it sent
-    /// in this batch, and its state), if it keeps state.
-    fn record_of(&self, actor_id: u64, outbox: Bytes) -> Option<Vec<u8>> {
+    /// One actor's next record (its number, last handled index per
+    /// connection, what it sent in this batch, and its state), if it keeps
+    /// state.
+    fn record_of(&self, actor_id: u64, outbox: Bytes) -> Option<(u64, Vec<u8>)> {
         let slot = self.actors.get(&actor_id)?;
         let state = slot.actor.save_state()?;
         let record = Record {
+            seq: slot.saved_seq + 1,
             handled: slot
                 .conns
                 .iter()
@@ -662,7 +691,7 @@ impl TunnelState {
             outbox,
             state: state.into(),
         };
-        Some(record.encode().to_vec())
+        Some((record.seq, record.encode().to_vec()))
     }
 
     fn forget_conn(&mut self, conn_id: ConnId) {
@@ -688,8 +717,14 @@ impl TunnelState {
         let Some(slot) = self.actors.get_mut(&actor_id) else {
             return;
         };
-        let saved = slot.saved_handled.get(&conn_id).copied().unwrap_or(0);
-        if saved > last_index {
+        // The gateway's mark says it exactly; without one (an older
+        // gateway, or one that never received a mark for this actor), this
+        // connection's indices do.
+        let lost = match slot.output_seen {
+            0 => slot.saved_handled.get(&conn_id).copied().unwrap_or(0) > last_index,
+            seen => slot.saved_seq >= seen,
+        };
+        if lost {
             let sent = std::mem::take(&mut slot.saved_outbox);
             for (conn, attachment) in outbox::resend(sent, actor_id, out) {
                 // Connections restored before this one, and those restored

@@ -14,6 +14,9 @@ impl Actor for Recorder {
             self.0.lock().unwrap().push(t);
         }
     }
+    fn on_close(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _code: u16, _reason: &str) {
+        ctx.broadcast(&Message::Text(format!("left {conn}")));
+    }
     fn save_state(&self) -> Option<Vec<u8>> {
         Some(self.0.lock().unwrap().join(",").into_bytes())
     }
@@ -86,6 +89,7 @@ fn start() -> Frame {
         name: "rec".into(),
         key: vec!["k".into()],
         input: Bytes::new(),
+        output_seen: 0,
     }
 }
 
@@ -94,6 +98,7 @@ fn start() -> Frame {
 fn run_frames(shared: &Arc<Shared>, frames: Vec<Frame>) -> Vec<Frame> {
     let mut t = TunnelState {
         broadcasts: true,
+        marks: true,
         ..TunnelState::default()
     };
     let mut batch = Batch::default();
@@ -184,6 +189,7 @@ fn an_attachment_sent_again_is_the_one_the_restored_actor_sees() {
         name: "att".into(),
         key: vec!["k".into()],
         input: Bytes::new(),
+        output_seen: 0,
     };
     // m1 becomes the attachment; saved; the runner dies before it leaves,
     // so the gateway still holds no attachment for the connection.
@@ -207,6 +213,96 @@ fn an_attachment_sent_again_is_the_one_the_restored_actor_sees() {
         ["m1 after \"\"", "m2 after \"m1\""],
         "the runner's copy agrees with what the gateway now holds"
     );
+}
+
+fn start_seen(output_seen: u64) -> Frame {
+    Frame::StartActor {
+        actor_id: 1,
+        name: "rec".into(),
+        key: vec!["k".into()],
+        input: Bytes::new(),
+        output_seen,
+    }
+}
+
+fn restore_conn(conn_id: u64, last_index: u64) -> Frame {
+    match restore(last_index) {
+        Frame::RestoreConn {
+            actor_id,
+            path,
+            query,
+            headers,
+            protocol,
+            attachment,
+            peer,
+            ..
+        } => Frame::RestoreConn {
+            conn_id,
+            actor_id,
+            path,
+            query,
+            headers,
+            protocol,
+            attachment,
+            last_index,
+            peer,
+        },
+        other => other,
+    }
+}
+
+fn marks(frames: &[Frame]) -> Vec<u64> {
+    frames
+        .iter()
+        .filter_map(|f| match f {
+            Frame::OutputMark { seq, .. } => Some(*seq),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A batch that only handled a close acknowledges nothing, so no
+/// connection's index can show that its output was lost: the gateway's
+/// output mark does.
+#[test]
+fn the_output_of_a_batch_of_closes_is_sent_again_when_its_mark_never_arrived() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let shared = || shared(&seen, &store);
+    let first = run_frames(
+        &shared(),
+        vec![
+            start_seen(0),
+            restore_conn(9, 0),
+            restore_conn(10, 0),
+            message(1),
+        ],
+    );
+    assert_eq!(marks(&first), [1], "record 1's output carries its mark");
+    // 10 leaves and the room says so (record 2); the runner dies before
+    // that batch leaves: the gateway saw mark 1 only.
+    let close = Frame::Close {
+        conn_id: 10,
+        code: 1000,
+        reason: String::new(),
+    };
+    let second = run_frames(
+        &shared(),
+        vec![
+            start_seen(2),
+            restore_conn(9, 1),
+            restore_conn(10, 0),
+            close,
+        ],
+    );
+    assert_eq!(broadcast_texts(&second), ["left 10"]);
+    assert_eq!(marks(&second), [2]);
+    // Had mark 2 arrived, nothing would be sent again.
+    let arrived = run_frames(&shared(), vec![start_seen(3), restore_conn(9, 1)]);
+    assert_eq!(broadcast_texts(&arrived), Vec::<String>::new());
+    // It did not: the next runner sends the lost broadcast, once.
+    let third = run_frames(&shared(), vec![start_seen(2), restore_conn(9, 1)]);
+    assert_eq!(broadcast_texts(&third), ["left 10"]);
 }
 
 #[test]
@@ -302,6 +398,7 @@ fn started(actor_id: u64, key: &str, conn_id: u64) -> Vec<Frame> {
         name: "rec".into(),
         key: vec![key.into()],
         input: Bytes::new(),
+        output_seen: 0,
     };
     vec![start, restore]
 }

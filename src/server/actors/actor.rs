@@ -111,11 +111,25 @@ pub(crate) struct Actor {
     last_activity: Cell<Instant>,
     /// A wake or a move under way, and since when.
     paused: Cell<Option<(Instant, Pause)>>,
+    /// The last `OutputMark` its runners sent, plus one (0: none yet):
+    /// told to the next runner, which then knows whether the output of its
+    /// last saved batch arrived (PROTOCOL §5a).
+    output_seen: Cell<u64>,
     /// Its worker's counters: actors by state, wake and move pauses.
     stats: Arc<WorkerStats>,
 }
 
 impl Actor {
+    /// Its runner's save `seq` reached this gateway with its output.
+    pub fn note_output_mark(&self, seq: u64) {
+        self.output_seen.set(seq.saturating_add(1));
+    }
+
+    /// For `StartActor.output_seen`.
+    pub fn output_seen(&self) -> u64 {
+        self.output_seen.get()
+    }
+
     /// A new actor, not started yet (Asleep with no connections), counted
     /// in `stats` until it is dropped.
     pub fn new(
@@ -146,6 +160,7 @@ impl Actor {
             conns: RefCell::new(HashSet::new()),
             last_activity: Cell::new(now),
             paused: Cell::new(None),
+            output_seen: Cell::new(0),
             stats,
         }
     }

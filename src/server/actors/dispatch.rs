@@ -74,6 +74,11 @@ impl Actors {
                 self.on_actor_stopped(tunnel, actor_id, &bounded(reason))
             }
             Frame::SleepRequest { actor_id } => self.on_sleep_request(tunnel, actor_id),
+            Frame::OutputMark { actor_id, seq } => {
+                if let Some(actor) = self.directory.live_on(tunnel, actor_id) {
+                    actor.note_output_mark(seq);
+                }
+            }
             Frame::Keepalive { nonce } => tunnel.send(&Frame::KeepaliveAck { nonce }),
             Frame::KeepaliveAck { .. } => {}
             Frame::Drain => self.drain_tunnel(tunnel),

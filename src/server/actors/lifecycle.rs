@@ -87,6 +87,7 @@ impl Actors {
             name: actor.name.clone(),
             key: actor.key.clone(),
             input: Bytes::new(),
+            output_seen: actor.output_seen(),
         });
     }
 

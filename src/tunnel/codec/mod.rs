@@ -41,6 +41,15 @@ pub enum Frame {
         name: String,
         key: Vec<String>,
         input: Bytes,
+        /// The last `OutputMark` the gateway received for this actor, plus
+        /// one; 0: none, or a gateway that does not say (added in 1.3).
+        output_seen: u64,
+    },
+    /// Runner → gateway, after an actor's output in a batch whose save
+    /// wrote record `seq` (feature `OUTPUT_MARKS`, added in 1.3).
+    OutputMark {
+        actor_id: u64,
+        seq: u64,
     },
     ActorReady {
         actor_id: u64,
@@ -143,8 +152,10 @@ pub enum Recipients {
 pub mod features {
     /// The `Broadcast` frame.
     pub const BROADCAST: u64 = 1;
+    /// `OutputMark` frames, and `StartActor.output_seen`.
+    pub const OUTPUT_MARKS: u64 = 2;
     /// What this build of the gateway and of the runner library understand.
-    pub const SUPPORTED: u64 = BROADCAST;
+    pub const SUPPORTED: u64 = BROADCAST | OUTPUT_MARKS;
 }
 
 mod tag {
@@ -155,6 +166,7 @@ mod tag {
     pub const ACTOR_STOPPED: u8 = 0x12;
     pub const SLEEP_REQUEST: u8 = 0x13;
     pub const STOP_ACTOR: u8 = 0x14;
+    pub const OUTPUT_MARK: u8 = 0x15;
     pub const CONN_OPEN: u8 = 0x20;
     pub const CONN_ACCEPT: u8 = 0x21;
     pub const CONN_REJECT: u8 = 0x22;
@@ -380,12 +392,19 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
             name,
             key,
             input,
+            output_seen,
         } => {
             put_varint(out, *actor_id);
             put_str(out, name);
             put_strs(out, key);
             put_bytes(out, input);
+            put_varint(out, *output_seen);
             tag::START_ACTOR
+        }
+        Frame::OutputMark { actor_id, seq } => {
+            put_varint(out, *actor_id);
+            put_varint(out, *seq);
+            tag::OUTPUT_MARK
         }
         Frame::ActorReady { actor_id } => {
             put_varint(out, *actor_id);
@@ -628,6 +647,11 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
             name: r.string()?,
             key: strings(r, limits::KEY_PARTS)?,
             input: r.bytes()?,
+            output_seen: trailing_varint(r)?,
+        },
+        tag::OUTPUT_MARK => Frame::OutputMark {
+            actor_id: r.varint()?,
+            seq: r.varint()?,
         },
         tag::ACTOR_READY => Frame::ActorReady {
             actor_id: r.varint()?,

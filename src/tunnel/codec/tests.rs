@@ -95,6 +95,18 @@ fn samples() -> Vec<Frame> {
             name: "chat".into(),
             key: vec!["room".into(), "1".into()],
             input: Bytes::from_static(b"in"),
+            output_seen: 0,
+        },
+        Frame::StartActor {
+            actor_id: 7,
+            name: "chat".into(),
+            key: Vec::new(),
+            input: Bytes::new(),
+            output_seen: u64::MAX,
+        },
+        Frame::OutputMark {
+            actor_id: 7,
+            seq: 1 << 50,
         },
         Frame::ActorReady { actor_id: 7 },
         Frame::ActorStopped {
@@ -270,6 +282,24 @@ fn an_older_peers_hello_and_welcome_say_no_features() {
     let decoded: Vec<_> = decode_frames(frame.freeze()).collect();
     assert!(
         matches!(decoded[..], [Ok(Frame::Hello { features: 0, .. })]),
+        "{decoded:?}"
+    );
+}
+
+#[test]
+fn an_older_gateways_start_actor_says_it_saw_no_output() {
+    // A 1.2 StartActor: id, name, key parts, input; nothing after.
+    let mut body = BytesMut::new();
+    crate::tunnel::wire::put_varint(&mut body, 7);
+    crate::tunnel::wire::put_bytes(&mut body, b"chat");
+    crate::tunnel::wire::put_varint(&mut body, 0);
+    crate::tunnel::wire::put_bytes(&mut body, b"");
+    let mut frame = BytesMut::new();
+    frame.extend_from_slice(&[0x10]);
+    crate::tunnel::wire::put_bytes(&mut frame, &body);
+    let decoded: Vec<_> = decode_frames(frame.freeze()).collect();
+    assert!(
+        matches!(decoded[..], [Ok(Frame::StartActor { output_seen: 0, .. })]),
         "{decoded:?}"
     );
 }
