@@ -109,6 +109,12 @@ struct RunnerArgs {
     /// runner's actors elsewhere before exiting anyway.
     #[arg(long, default_value = "30s", value_parser = humantime_secs)]
     drain_timeout: std::time::Duration,
+    /// Serve the serverless entry point on this address instead of dialing
+    /// the gateway: `GET /metadata`, and `GET /start`, which starts a runner
+    /// dialing the gateway named in the request (`--gateway`, `--token`,
+    /// `--pool` and `--key` are then the request's).
+    #[arg(long)]
+    serve_http: Option<std::net::SocketAddr>,
 }
 
 /// "30s", "500ms", "2m" → a duration.
@@ -269,6 +275,9 @@ fn runner(args: RunnerArgs) -> ExitCode {
     let Some(signals) = termination_signals() else {
         return ExitCode::FAILURE;
     };
+    if let Some(addr) = args.serve_http {
+        return serve_serverless(&args, addr, &signals);
+    }
     let options = match runner_options(&args) {
         Ok(o) => o,
         Err(e) => {
@@ -590,4 +599,45 @@ impl SignalHandler {
             });
         tracing::info!(signal = sig, "stopping: no new connections, draining");
     }
+}
+
+/// `tether runner --serve-http ADDR`: the reference actors as a serverless
+/// function, until a termination signal.
+fn serve_serverless(
+    args: &RunnerArgs,
+    addr: std::net::SocketAddr,
+    signals: &tether::server::signals::TerminationSignals,
+) -> ExitCode {
+    let state = match runner_options(args) {
+        Ok(o) => o.state,
+        Err(e) => {
+            eprintln!("tether runner: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let factory: std::sync::Arc<dyn tether::runner::ActorFactory> =
+        std::sync::Arc::new(BuiltinActors);
+    let handler =
+        tether::runner::serverless::ServerlessHandler::new(factory, state).capacity(args.capacity);
+    let listener = match std::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("tether runner: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match tether::runner::serverless::http::serve(listener, handler) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tether runner: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(addr = %server.addr(), "serving /metadata and /start");
+    while signals
+        .wait_timeout(std::time::Duration::from_secs(1))
+        .is_none()
+    {}
+    drop(server);
+    ExitCode::SUCCESS
 }

@@ -10,6 +10,7 @@
 
 mod actor;
 mod builtin;
+pub mod serverless;
 mod slots;
 mod state;
 mod tunnel_client;
