@@ -7,8 +7,14 @@
 //! request) stay in that buffer untouched. Every length the peer announces is
 //! checked against a limit before anything is taken on trust.
 
+mod decoder;
 mod framing;
+mod line;
 
+#[cfg(test)]
+mod tests;
+
+pub use decoder::{BodyDecoder, BodyEvent};
 pub use framing::{request_framing, response_framing, Framing};
 
 use super::response::Status;
