@@ -8,6 +8,7 @@
 //! checked against a limit before anything is taken on trust.
 
 mod decoder;
+mod encoder;
 mod framing;
 mod line;
 
@@ -15,6 +16,7 @@ mod line;
 mod tests;
 
 pub use decoder::{BodyDecoder, BodyEvent};
+pub use encoder::{BodyEncoder, ChunkHead, EncodeError, Framed, LAST_CHUNK};
 pub use framing::{request_framing, response_framing, Framing};
 
 use super::response::Status;

@@ -1,7 +1,7 @@
 //! The decoder fed as a connection feeds it: whole, in pieces, with the next
 //! request behind the body; and the heads that try to smuggle one.
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use proptest::prelude::*;
 
 use super::*;
@@ -282,6 +282,28 @@ fn smuggling_heads_are_refused() {
             String::from_utf8_lossy(raw)
         );
     }
+}
+
+#[test]
+fn encoded_chunks_decode_to_the_same_body() {
+    let mut enc = BodyEncoder::new(Framing::Chunked);
+    let mut wire = Vec::new();
+    for piece in [&b"a"[..], &[b'b'; 4096], b"", b"tail"] {
+        if let Some(f) = enc.encode(Bytes::copy_from_slice(piece)).unwrap() {
+            wire.extend_from_slice(&[f.head.as_bytes(), &f.payload, f.tail].concat());
+        }
+    }
+    wire.extend_from_slice(enc.finish().unwrap());
+    let out = whole(Framing::Chunked, &[&wire[..], NEXT].concat());
+    let expected = [&b"a"[..], &[b'b'; 4096], b"tail"].concat();
+    assert_eq!(
+        out,
+        Outcome {
+            body: expected,
+            end: Ok(true),
+            rest: NEXT.to_vec()
+        }
+    );
 }
 
 proptest! {
