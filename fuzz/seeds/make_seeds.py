@@ -26,6 +26,22 @@ for i, head in enumerate([
 ]):
     write("http_head", f"seed{i}", bytes([17 * i % 256]) + head)
 
+# http_body: first byte is the size of the pieces less one, the second the
+# framing (low 2 bits: chunked, length, until close, a whole request).
+for i, (mode, body) in enumerate([
+    (0, b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nT: x\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
+    (0, b"00a ; n=\"v\"\r\n0123456789\r\n0\r\n\r\n"),
+    (0, b"ffffffffffffffff\r\n"),
+    (0, b"10000000000000005\r\nhello\r\n0\r\n\r\n"),
+    (0, b"0\r\n folded: x\r\n\r\n"),
+    (1 | (1 << 2), b"x" * 97 + b"rest"),
+    (2, b"data: 1\n\ndata: 2\n\n"),
+    (3, b"POST /actors/a/b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
+    (3, b"POST /actors/a/b HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n"),
+    (3, b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n"),
+]):
+    write("http_body", f"seed{i}", bytes([(5 * i) % 256, mode]) + body)
+
 def client_frame(fin, opcode, payload, mask=b"\xa1\x5b\x07\xe2"):
     first = (0x80 if fin else 0) | opcode
     n = len(payload)

@@ -24,6 +24,7 @@ impl Status {
     pub const TOO_MANY_REQUESTS: Status = Status(429);
     pub const HEADER_FIELDS_TOO_LARGE: Status = Status(431);
     pub const INTERNAL_ERROR: Status = Status(500);
+    pub const NOT_IMPLEMENTED: Status = Status(501);
     pub const BAD_GATEWAY: Status = Status(502);
     pub const SERVICE_UNAVAILABLE: Status = Status(503);
     pub const GATEWAY_TIMEOUT: Status = Status(504);
@@ -47,6 +48,7 @@ impl Status {
             429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
             500 => "Internal Server Error",
+            501 => "Not Implemented",
             502 => "Bad Gateway",
             503 => "Service Unavailable",
             504 => "Gateway Timeout",
