@@ -55,6 +55,9 @@ fn metadata_names_the_protocol_and_the_actors() {
     assert_eq!(meta["version"], 1);
     let names = meta["actor_names"].as_array().expect("a list");
     assert!(names.iter().any(|n| n == "echo"), "{meta}");
+    // What the gateway will check of a pool's function.
+    let checked = tether::http::serverless::check_metadata(body.as_bytes()).expect("passes");
+    assert!(checked.actor_names.contains(&"chat".to_owned()));
 }
 
 #[test]

@@ -126,7 +126,7 @@ impl HeadReader {
 /// Where the head ends: after the first line break followed by an empty
 /// line, `\n\r\n` or a bare `\n\n` (RFC 9112 §2.2 lets a server accept a
 /// bare LF as a line terminator, and httparse does).
-fn find_blank_line(buf: &[u8]) -> Option<usize> {
+pub(super) fn find_blank_line(buf: &[u8]) -> Option<usize> {
     buf.iter()
         .enumerate()
         .find_map(|(i, &b)| match (b, buf.get(i + 1), buf.get(i + 2)) {

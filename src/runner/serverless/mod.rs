@@ -20,19 +20,9 @@ use std::time::{Duration, Instant};
 use super::{ActorFactory, Runner, RunnerOptions, StateStore};
 use crate::http::RequestHead;
 
-/// What `/metadata` says the function speaks: the gateway checks it.
-pub const SERVERLESS_PROTOCOL: &str = "tether-serverless";
-pub const SERVERLESS_VERSION: u32 = 1;
-
-/// The `/start` request's headers the gateway sets.
-pub mod headers {
-    /// The gateway's runner listener to dial (`ws://…` or `wss://…`).
-    pub const GATEWAY: &str = "x-tether-gateway";
-    pub const TOKEN: &str = "x-tether-token";
-    pub const POOL: &str = "x-tether-pool";
-    /// The key this runner registers with (the gateway's name for it).
-    pub const RUNNER_KEY: &str = "x-tether-runner-key";
-}
+pub use crate::http::serverless::{
+    headers, PROTOCOL as SERVERLESS_PROTOCOL, VERSION as SERVERLESS_VERSION,
+};
 
 /// The longest header value `/start` takes (a URL, a token, a key).
 const MAX_HEADER_VALUE: usize = 1024;
