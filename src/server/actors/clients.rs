@@ -15,6 +15,7 @@ use super::links::{ClientLink, LinkView};
 use super::outstanding::ENTRY_COST;
 use super::Actors;
 use crate::server::conn::control::Outgoing;
+use crate::server::conn::outbox::COPY_LIMIT;
 use crate::tunnel::{Frame, MessageKind};
 use crate::ws::frame::{encode_frame, MAX_HEADER_LEN};
 use crate::ws::{CloseCode, OpCode};
@@ -153,15 +154,14 @@ impl Actors {
         self.deliver_outgoing(link, Outgoing::Payload(opcode_of(kind), payload), len)
     }
 
-    /// Queues a frame encoded once (by [`encode_once`]) for several
-    /// clients; `payload_len` is its payload's length, for the counters.
-    pub(super) fn deliver_encoded(
-        &self,
-        link: &ClientLink,
-        frame: &Bytes,
-        payload_len: usize,
-    ) -> bool {
-        self.deliver_outgoing(link, Outgoing::Encoded(frame.clone()), payload_len)
+    /// Queues one of several copies of `message` (no copy of its bytes).
+    pub(super) fn deliver_shared(&self, link: &ClientLink, message: &SharedMessage) -> bool {
+        let len = message.payload.len();
+        let outgoing = match message.frame() {
+            Some(frame) => Outgoing::Encoded(frame),
+            None => Outgoing::Payload(opcode_of(message.kind), message.payload.clone()),
+        };
+        self.deliver_outgoing(link, outgoing, len)
     }
 
     fn deliver_outgoing(&self, link: &ClientLink, outgoing: Outgoing, payload_len: usize) -> bool {
@@ -202,14 +202,14 @@ impl Actors {
             return 0;
         };
         let links = self.links.borrow();
-        let frame = encode_once(kind, &payload);
+        let message = SharedMessage::new(kind, payload);
         let mut delivered = 0;
         for id in actor.conns().iter() {
             if !only.is_empty() && !only.contains(id) {
                 continue;
             }
             if let Some(link) = links.get(id).filter(|l| !l.is_closing()) {
-                delivered += usize::from(self.deliver_encoded(link, &frame, payload.len()));
+                delivered += usize::from(self.deliver_shared(link, &message));
             }
         }
         delivered
@@ -223,10 +223,64 @@ fn opcode_of(kind: MessageKind) -> OpCode {
     }
 }
 
-/// The WebSocket frame of a message, encoded once for all its recipients
-/// (a server's frames are unmasked, so every client gets the same bytes).
-pub(super) fn encode_once(kind: MessageKind, payload: &[u8]) -> Bytes {
-    let mut frame = BytesMut::with_capacity(MAX_HEADER_LEN + payload.len());
-    encode_frame(&mut frame, opcode_of(kind), payload);
-    frame.freeze()
+/// One message for several connections of an actor. A small one's
+/// WebSocket frame is encoded once, when the first recipient takes it (a
+/// server's frames are unmasked, so every client gets the same bytes); a
+/// large one's payload is shared as it is, each connection writing its own
+/// header before it (as its outbox does for any large payload), so it is
+/// never copied.
+pub(super) struct SharedMessage {
+    kind: MessageKind,
+    payload: Bytes,
+    frame: std::cell::OnceCell<Bytes>,
+}
+
+impl SharedMessage {
+    pub fn new(kind: MessageKind, payload: Bytes) -> Self {
+        SharedMessage {
+            kind,
+            payload,
+            frame: std::cell::OnceCell::new(),
+        }
+    }
+
+    /// The encoded frame, for a payload small enough to copy once.
+    fn frame(&self) -> Option<Bytes> {
+        if self.payload.len() > COPY_LIMIT {
+            return None;
+        }
+        let frame = self.frame.get_or_init(|| {
+            let mut frame = BytesMut::with_capacity(MAX_HEADER_LEN + self.payload.len());
+            encode_frame(&mut frame, opcode_of(self.kind), &self.payload);
+            frame.freeze()
+        });
+        Some(frame.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_message_is_encoded_once_and_only_when_someone_takes_it() {
+        let message = SharedMessage::new(MessageKind::Text, Bytes::from_static(b"hi"));
+        assert!(
+            message.frame.get().is_none(),
+            "nothing encoded before a recipient"
+        );
+        let (a, b) = (message.frame().unwrap(), message.frame().unwrap());
+        assert_eq!(&a[..], b"\x81\x02hi");
+        assert_eq!(a.as_ptr(), b.as_ptr(), "the same bytes for every recipient");
+    }
+
+    #[test]
+    fn a_large_message_is_never_copied_into_a_frame() {
+        let payload = Bytes::from(vec![7u8; COPY_LIMIT + 1]);
+        let message = SharedMessage::new(MessageKind::Binary, payload);
+        assert!(
+            message.frame().is_none(),
+            "each connection frames the shared payload"
+        );
+    }
 }

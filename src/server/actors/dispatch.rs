@@ -10,7 +10,7 @@ use bytes::Bytes;
 use tracing::{debug, warn};
 
 use super::actor::ActorState;
-use super::clients::encode_once;
+use super::clients::SharedMessage;
 use super::links::ClientLink;
 use super::Actors;
 use crate::server::tunnels::Tunnel;
@@ -127,10 +127,10 @@ impl Actors {
         self.stats.broadcasts.fetch_add(1, Ordering::Relaxed);
         let links = self.links.borrow();
         let conns = actor.conns();
-        let frame = encode_once(kind, &payload);
+        let message = SharedMessage::new(kind, payload);
         let mut send = |id: &u64| {
             if let Some(link) = links.get(id) {
-                self.deliver_encoded(link, &frame, payload.len());
+                self.deliver_shared(link, &message);
             }
         };
         match to {

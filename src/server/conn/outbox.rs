@@ -18,8 +18,9 @@ use crate::ws::close::encode_close;
 use crate::ws::frame::{encode_frame, encode_header};
 use crate::ws::{CloseCode, OpCode};
 
-/// Payloads up to this size are copied next to their header.
-const COPY_LIMIT: usize = 16 * 1024;
+/// Payloads up to this size are copied next to their header; larger ones
+/// are written from their own `Bytes`.
+pub(crate) const COPY_LIMIT: usize = 16 * 1024;
 
 /// The longest header of a frame the gateway sends (unmasked).
 const FRAME_HEADER_BYTES: usize = 10;
