@@ -682,7 +682,7 @@ impl TunnelState {
         let slot = self.actors.get(&actor_id)?;
         let state = slot.actor.save_state()?;
         let record = Record {
-            seq: slot.saved_seq + 1,
+            seq: slot.saved_seq.saturating_add(1),
             handled: slot
                 .conns
                 .iter()
@@ -720,12 +720,18 @@ impl TunnelState {
         // The gateway's mark says it exactly; without one (an older
         // gateway, or one that never received a mark for this actor), this
         // connection's indices do.
+        // A record without a number (written by an older library, with no
+        // marks) is judged by its indices too.
         let lost = match slot.output_seen {
-            0 => slot.saved_handled.get(&conn_id).copied().unwrap_or(0) > last_index,
-            seen => slot.saved_seq >= seen,
+            seen if seen > 0 && slot.saved_seq > 0 => slot.saved_seq >= seen,
+            _ => slot.saved_handled.get(&conn_id).copied().unwrap_or(0) > last_index,
         };
         if lost {
             let sent = std::mem::take(&mut slot.saved_outbox);
+            // Saved again, with what is sent again as its output, so that
+            // its mark tells the gateway it arrived (or the next runner
+            // that it did not): otherwise every later start would resend it.
+            self.dirty.insert(actor_id);
             for (conn, attachment) in outbox::resend(sent, actor_id, out) {
                 // Connections restored before this one, and those restored
                 // after it (whose restores carry the gateway's older copy).

@@ -1,7 +1,7 @@
 //! The tunnel client's batch handling, driven without a gateway.
 use std::sync::Mutex;
 
-use super::super::{ActorFactory, MemoryStore, RunnerOptions};
+use super::super::{ActorFactory, MemoryStore, RunnerOptions, StateStore};
 use super::*;
 
 /// Records the payloads it handles, and broadcasts that it saw each.
@@ -300,9 +300,48 @@ fn the_output_of_a_batch_of_closes_is_sent_again_when_its_mark_never_arrived() {
     // Had mark 2 arrived, nothing would be sent again.
     let arrived = run_frames(&shared(), vec![start_seen(3), restore_conn(9, 1)]);
     assert_eq!(broadcast_texts(&arrived), Vec::<String>::new());
-    // It did not: the next runner sends the lost broadcast, once.
+    // It did not: the next runner sends the lost broadcast, once, as
+    // record 3, whose mark tells the gateway it went out.
     let third = run_frames(&shared(), vec![start_seen(2), restore_conn(9, 1)]);
     assert_eq!(broadcast_texts(&third), ["left 10"]);
+    assert_eq!(marks(&third), [3]);
+    // So the start after that (a wake, a move) sends nothing again.
+    let fourth = run_frames(&shared(), vec![start_seen(4), restore_conn(9, 1)]);
+    assert_eq!(broadcast_texts(&fourth), Vec::<String>::new());
+}
+
+/// A record an older library wrote has no number: the connections'
+/// indices judge it even when the gateway knows a mark.
+#[test]
+fn a_record_without_a_number_is_judged_by_its_indices() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let old_record = Record {
+        seq: 0,
+        handled: vec![(9, 1)],
+        outbox: {
+            let mut out = BytesMut::new();
+            encode_frame(
+                &mut out,
+                &Frame::Broadcast {
+                    actor_id: 1,
+                    kind: MessageKind::Text,
+                    to: crate::tunnel::Recipients::All,
+                    payload: Bytes::from_static(b"saw m1"),
+                },
+            );
+            out.freeze()
+        },
+        state: Bytes::from_static(b"m1"),
+    };
+    StateStore::save(&store, "rec", &["k".to_owned()], &old_record.encode()).unwrap();
+    // The gateway saw mark 7 from a newer runner, then an older one saved
+    // m1 and died before its batch left (the gateway acknowledged 0).
+    let frames = run_frames(
+        &shared(&seen, &store),
+        vec![start_seen(8), restore_conn(9, 0)],
+    );
+    assert_eq!(broadcast_texts(&frames), ["saw m1"]);
 }
 
 #[test]
