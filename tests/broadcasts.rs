@@ -302,3 +302,40 @@ fn the_next_runner_hears_which_output_mark_arrived_last() {
         "the last mark, plus one: {frame:?}"
     );
 }
+
+/// A message the runner never acknowledged before the actor stopped (its
+/// save failed, say) is replayed when the actor starts again.
+#[test]
+fn a_message_not_acknowledged_before_a_stop_is_replayed_at_the_next_start() {
+    let mut config = test_config();
+    config.server.workers = 1;
+    let h = start_bare(config);
+    let mut runner = RawRunner::connect(&h);
+    let addr = h.client_addr;
+    let client = std::thread::spawn(move || RawWs::connect(addr, "/actors/room/unacked"));
+    let actor_id = runner.start();
+    runner.accept();
+    let mut client = client.join().expect("client connects");
+    client.send(true, TEXT, b"m1");
+    let frame = runner.next();
+    assert!(
+        matches!(frame, Frame::Message { index: 1, .. }),
+        "{frame:?}"
+    );
+    // No Ack: the actor asks to sleep and stops with m1 unacknowledged.
+    send_frame(&mut runner.t, &Frame::SleepRequest { actor_id });
+    runner.stopped(actor_id);
+    // m1 still waits for an actor: the room starts again (at once, or for
+    // m2), and both reach it in order.
+    client.send(true, TEXT, b"m2");
+    runner.start();
+    let frame = runner.next();
+    assert!(matches!(frame, Frame::RestoreConn { .. }), "{frame:?}");
+    let replayed: Vec<u64> = (0..2)
+        .map(|_| match runner.next() {
+            Frame::Message { index, .. } => index,
+            other => panic!("expected a Message, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(replayed, [1, 2], "m1 again, then m2");
+}

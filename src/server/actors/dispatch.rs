@@ -203,6 +203,9 @@ impl Actors {
             return;
         };
         if let ActorState::Stopping(_) = actor.state() {
+            // What it handled was acknowledged before this; anything still
+            // unacknowledged (its save failed, say) goes to the next start.
+            self.resend_all(&actor);
             return self.on_stopped(&actor);
         }
         debug!(actor = %actor.name, key = ?actor.key, %reason, "actor stopped on its own");
