@@ -618,3 +618,26 @@ fn a_broadcast_frame_reaches_exactly_the_connections_it_names() {
         }
     }
 }
+
+/// A gateway address that accepts connections and then says nothing (or
+/// whatever a caller of a serverless /start pointed the runner at) must
+/// not hold the runner: its handshake gives up, and stop returns.
+#[test]
+fn a_silent_gateway_does_not_hold_a_runner_that_is_stopping() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}", silent.local_addr().unwrap());
+    let mut options = tether::runner::RunnerOptions::new(&url, "t");
+    options.handshake_timeout = Duration::from_millis(300);
+    let runner = tether::runner::Runner::start(options, tether::runner::BuiltinActors);
+    // The runner is in its handshake once its connection is here.
+    let (_held, _) = silent.accept().expect("the runner dials");
+    let (done, stopped) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        runner.stop();
+        let _ = done.send(());
+    });
+    stopped
+        .recv_timeout(Duration::from_secs(20))
+        .expect("stop returns while the gateway stays silent");
+    drop(silent);
+}

@@ -40,6 +40,9 @@ pub struct RunnerOptions {
     pub capacity: u32,
     /// Longest pause between reconnection attempts.
     pub max_backoff: Duration,
+    /// The longest a connect to the gateway, or one read or write of the
+    /// TLS and WebSocket handshakes, may take (10 s).
+    pub handshake_timeout: Duration,
     /// Where actors' durable state is kept (`None`: nowhere; an actor that
     /// moves or wakes starts from scratch). The reference runner uses a
     /// `DirStore` shared by the runners of one host.
@@ -71,6 +74,7 @@ impl RunnerOptions {
             ),
             capacity: 10_000,
             max_backoff: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(10),
             state: None,
             tls_ca: None,
         }

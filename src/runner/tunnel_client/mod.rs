@@ -21,14 +21,23 @@ use crate::tunnel::{decode_frames, encode_frame, Frame, MessageKind, PROTOCOL_VE
 mod outbox;
 mod transport;
 
+/// The most tunnels a runner opens, whatever a gateway's welcome asks (one
+/// per gateway worker; the gateway has at most 256).
+const MAX_TUNNELS: u32 = 1024;
+
 pub(crate) fn spawn_tunnel(shared: &Arc<Shared>, index: u32) {
     let s = shared.clone();
-    let handle = std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name(format!("runner-tunnel-{index}"))
-        .spawn(move || run_tunnel(s, index))
-        .expect("spawn a runner tunnel thread");
-    if let Ok(mut threads) = shared.threads.lock() {
-        threads.push(handle);
+        .spawn(move || run_tunnel(s, index));
+    match spawned {
+        Ok(handle) => {
+            if let Ok(mut threads) = shared.threads.lock() {
+                threads.push(handle);
+            }
+        }
+        // The tunnels already open go on; their actors are served.
+        Err(e) => warn!(index, error = %e, "cannot start a tunnel thread"),
     }
 }
 
@@ -115,7 +124,7 @@ fn connect(shared: &Shared, index: u32) -> Result<Ws, String> {
         true => Some(crate::tls::load_client_config(o.tls_ca.as_deref())?),
         false => None,
     };
-    let stream = Transport::connect(&host, port, tls)?;
+    let stream = Transport::connect((&host, port), tls, shared.options.handshake_timeout)?;
     let config = WebSocketConfig::default()
         .max_message_size(Some(256 << 20))
         .max_frame_size(Some(256 << 20));
@@ -140,6 +149,12 @@ fn connect(shared: &Shared, index: u32) -> Result<Ws, String> {
         },
     );
     ws.send(WsMessage::Binary(hello.freeze()))
+        .map_err(|e| e.to_string())?;
+    // Writes wait for the gateway as long as it takes (its backpressure),
+    // as before the handshake's bound.
+    ws.get_ref()
+        .tcp()
+        .set_write_timeout(None)
         .map_err(|e| e.to_string())?;
     // Short reads so the thread notices `stop` promptly.
     ws.get_ref()
@@ -336,6 +351,8 @@ impl TunnelState {
         if index == 0 {
             info!(workers, "connected to the gateway");
             // Tunnel 0 learns how many tunnels the gateway wants: one per worker.
+            // Bounded: the count comes from whatever answered the dial.
+            let workers = workers.min(MAX_TUNNELS);
             let have = shared.spawned.load(Ordering::Acquire) as u32;
             for i in have..workers {
                 spawn_tunnel(shared, i);

@@ -3,11 +3,25 @@
 //! the runner is told to trust (`RunnerOptions::tls_ca`).
 
 use std::io::{self, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
+
+/// The first of `host`'s addresses that accepts within `timeout` each.
+fn connect_within(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
+    let addrs = (host, port).to_socket_addrs().map_err(|e| e.to_string())?;
+    let mut last = format!("{host} has no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(tcp) => return Ok(tcp),
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    Err(last)
+}
 
 pub(crate) enum Transport {
     Plain(TcpStream),
@@ -16,9 +30,19 @@ pub(crate) enum Transport {
 
 impl Transport {
     /// Connects to `host:port`; over TLS when `tls` is given, verifying `host`.
-    pub fn connect(host: &str, port: u16, tls: Option<Arc<ClientConfig>>) -> Result<Self, String> {
-        let tcp = TcpStream::connect((host, port)).map_err(|e| e.to_string())?;
+    /// Connecting and each read or write of the handshakes that follow
+    /// (TLS, then WebSocket) give up after `timeout`: a gateway address
+    /// that accepts and stays silent must not hold the runner.
+    pub fn connect(
+        (host, port): (&str, u16),
+        tls: Option<Arc<ClientConfig>>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let tcp = connect_within(host, port, timeout)?;
         tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        tcp.set_read_timeout(Some(timeout))
+            .and_then(|()| tcp.set_write_timeout(Some(timeout)))
+            .map_err(|e| e.to_string())?;
         let Some(config) = tls else {
             return Ok(Transport::Plain(tcp));
         };
