@@ -111,8 +111,8 @@ struct RunnerArgs {
     drain_timeout: std::time::Duration,
     /// Serve the serverless entry point on this address instead of dialing
     /// the gateway: `GET /metadata`, and `GET /start`, which starts a runner
-    /// dialing the gateway named in the request (`--gateway`, `--token`,
-    /// `--pool` and `--key` are then the request's).
+    /// dialing the gateway named in the request, which must be `--gateway`
+    /// (`--token`, `--pool` and `--key` are then the request's).
     #[arg(long)]
     serve_http: Option<std::net::SocketAddr>,
 }
@@ -617,8 +617,11 @@ fn serve_serverless(
     };
     let factory: std::sync::Arc<dyn tether::runner::ActorFactory> =
         std::sync::Arc::new(BuiltinActors);
-    let handler =
-        tether::runner::serverless::ServerlessHandler::new(factory, state).capacity(args.capacity);
+    // It dials only the gateway it is told to trust (`--gateway`).
+    let handler = tether::runner::serverless::ServerlessHandler::new(factory, state)
+        .capacity(args.capacity)
+        .allow_gateway(&args.gateway)
+        .tls_ca(args.ca.clone());
     let listener = match std::net::TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {

@@ -121,3 +121,33 @@ fn a_drained_runner_ends_its_stream_with_an_end_event() {
         h.stat(|s| &s.tunnels) == 0
     });
 }
+
+#[test]
+fn a_function_dials_only_the_gateways_it_allows() {
+    let h = start_bare(test_config());
+    let factory: Arc<dyn ActorFactory> = Arc::new(BuiltinActors);
+    let handler = ServerlessHandler::new(factory, None).allow_gateway("ws://127.0.0.1:1");
+    let host = http::serve(TcpListener::bind("127.0.0.1:0").unwrap(), handler).unwrap();
+    let (status, body) = exchange(host.addr(), &start_head(&h, "fn-elsewhere"));
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(h.stat(|s| &s.tunnels), 0, "nothing dialed");
+}
+
+#[test]
+fn a_request_head_that_trickles_in_is_cut_at_its_deadline() {
+    let host = function_host();
+    let mut s = request(host.addr(), "GET /metadata HTTP/1.1\r\n");
+    // A byte now and then never completes the head; the server gives up
+    // within its 10 s deadline (a per-read timeout would wait forever).
+    let started = std::time::Instant::now();
+    let mut answer = String::new();
+    while answer.is_empty() && started.elapsed() < Duration::from_secs(30) {
+        let _ = s.write_all(b"x");
+        let mut buf = [0u8; 256];
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        if let Ok(n) = s.read(&mut buf) {
+            answer.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+}

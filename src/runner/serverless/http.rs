@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{ServerlessHandler, SSE_OPENING};
 use crate::http::{HeadReader, RequestHead};
@@ -95,7 +95,11 @@ fn serve_one(mut stream: TcpStream, handler: &ServerlessHandler) {
     let head = match read_head(&mut stream) {
         Ok(head) => head,
         Err(status) => {
-            let _ = answer(&mut stream, status, "text/plain", b"bad request head\n");
+            let why: &[u8] = match status {
+                408 => b"request head not complete in time\n",
+                _ => b"bad request head\n",
+            };
+            let _ = answer(&mut stream, status, "text/plain", why);
             return;
         }
     };
@@ -140,10 +144,11 @@ fn start(mut stream: TcpStream, handler: &ServerlessHandler, head: &RequestHead)
     }
 }
 
+/// Reads a request head that must be whole within `HEAD_TIMEOUT` of the
+/// first read (a deadline, not a per-read idle time: a byte every few
+/// seconds must not hold a thread for hours).
 fn read_head(stream: &mut TcpStream) -> Result<RequestHead, u16> {
-    stream
-        .set_read_timeout(Some(HEAD_TIMEOUT))
-        .map_err(|_| 500u16)?;
+    let deadline = Instant::now() + HEAD_TIMEOUT;
     let mut reader = HeadReader::new(MAX_HEAD_BYTES, MAX_HEADERS);
     let mut buf = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -153,7 +158,19 @@ fn read_head(stream: &mut TcpStream) -> Result<RequestHead, u16> {
             Ok(None) => {}
             Err(e) => return Err(e.status().0),
         }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Err(408);
+        }
         match stream.read(&mut chunk) {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return Err(408)
+            }
             Ok(0) | Err(_) => return Err(400),
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
         }
@@ -165,7 +182,9 @@ fn answer(stream: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) 
         200 => "OK",
         400 => "Bad Request",
         404 => "Not Found",
+        403 => "Forbidden",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Error",

@@ -11,6 +11,13 @@
 //!
 //! Both are plain functions over a request's headers, to mount in any HTTP
 //! server; [`http::serve`] is a small one (`tether runner --serve-http`).
+//!
+//! `/start` makes the function dial out and serve actors from its state
+//! store: whoever may call it chooses where. So a handler dials only the
+//! gateways it allows ([`ServerlessHandler::allow_gateway`]; 403
+//! otherwise), and `/start` belongs behind the platform's own
+//! authentication (a secret header the pool sends), never open to the
+//! public.
 
 pub mod http;
 
@@ -34,6 +41,9 @@ pub struct ServerlessHandler {
     state: Option<Arc<dyn StateStore>>,
     capacity: u32,
     keepalive: Duration,
+    /// Gateway URLs `/start` may dial (exactly); empty: any.
+    allowed_gateways: Vec<String>,
+    tls_ca: Option<std::path::PathBuf>,
 }
 
 impl ServerlessHandler {
@@ -45,6 +55,8 @@ impl ServerlessHandler {
             state,
             capacity: 10_000,
             keepalive: Duration::from_secs(15),
+            allowed_gateways: Vec::new(),
+            tls_ca: None,
         }
     }
 
@@ -52,6 +64,20 @@ impl ServerlessHandler {
     /// platforms cut idle responses after 30–60 s).
     pub fn keepalive(mut self, every: Duration) -> Self {
         self.keepalive = every;
+        self
+    }
+
+    /// Lets `/start` dial this gateway URL; once one is allowed, every
+    /// other is refused with 403.
+    pub fn allow_gateway(mut self, url: &str) -> Self {
+        let url = url.trim_end_matches('/').to_owned();
+        self.allowed_gateways.push(url);
+        self
+    }
+
+    /// For `wss://` gateways: the CA (PEM file) their certificates chain to.
+    pub fn tls_ca(mut self, ca: Option<std::path::PathBuf>) -> Self {
+        self.tls_ca = ca;
         self
     }
 
@@ -82,11 +108,16 @@ impl ServerlessHandler {
                 format!("{} must be a ws:// or wss:// URL", headers::GATEWAY),
             ));
         }
+        let url = gateway.trim_end_matches('/');
+        if !self.allowed_gateways.is_empty() && !self.allowed_gateways.iter().any(|g| g == url) {
+            return Err((403, format!("this function does not dial {url}")));
+        }
         let mut options = RunnerOptions::new(&gateway, &required(head, headers::TOKEN)?);
         options.pool = required(head, headers::POOL)?;
         options.key = required(head, headers::RUNNER_KEY)?;
         options.capacity = self.capacity;
         options.state = self.state.clone();
+        options.tls_ca = self.tls_ca.clone();
         let runner = Runner::start(options, SharedFactory(self.factory.clone()));
         Ok(ServerlessRun {
             runner: Some(runner),
