@@ -745,3 +745,30 @@ fn a_runner_cannot_acknowledge_more_than_it_was_sent() {
     );
     h.shutdown();
 }
+
+#[test]
+fn http_frames_from_a_runner_close_its_tunnel_while_nothing_offers_them() {
+    // The codec knows them (PROTOCOL §7b) but no welcome names feature
+    // HTTP yet: a runner sending one breaks the protocol like a StartActor.
+    let h = start_bare(one_worker());
+    let frames = [
+        Frame::HttpEnd { req_id: 1 },
+        Frame::HttpCredit {
+            req_id: 1,
+            bytes: 1,
+        },
+    ];
+    for (i, frame) in frames.iter().enumerate() {
+        let (mut ws, _) = hand_runner(&h, &format!("http{i}"), &["echo"]);
+        send_frame(&mut ws, frame);
+        loop {
+            if let tungstenite::Message::Close(close) = read_tunnel(&mut ws) {
+                let close = close.expect("a close code");
+                assert_eq!(u16::from(close.code), 1002, "{frame:?}");
+                assert_eq!(close.reason, "frame type not allowed from a runner");
+                break;
+            }
+        }
+    }
+    h.shutdown();
+}

@@ -103,6 +103,21 @@ for i, data in enumerate([
 ]):
     write("tunnel_decoder", f"seed{i}", data)
 
+# The HTTP frames (PROTOCOL §7b): a request with a body and its answer,
+# then the flow-control and cancel frames, then one header over the limit.
+HTTP_REQUEST, HTTP_RESPONSE, HTTP_BODY, HTTP_END, HTTP_CANCEL, HTTP_CREDIT = range(0x50, 0x56)
+http_headers = varint(2) + string("host") + string(b"example.com") + string("content-length") + string(b"5")
+for i, data in enumerate([
+    frame(HTTP_REQUEST, varint(9) + varint(7) + string("POST") + string("/history") + string("since=3")
+          + http_headers + string("127.0.0.1:5000") + b"\x01")
+    + frame(HTTP_BODY, varint(9) + b"hello") + frame(HTTP_END, varint(9)),
+    frame(HTTP_RESPONSE, varint(9) + varint(200) + http_headers + b"\x01")
+    + frame(HTTP_CREDIT, varint(9) + varint(262144)) + frame(HTTP_BODY, varint(9) + b"data: 1\n\n"),
+    frame(HTTP_CANCEL, varint(9) + string("client went away")) + frame(HTTP_RESPONSE, varint(3) + varint(101) + varint(0) + b"\x00"),
+    frame(HTTP_RESPONSE, varint(9) + varint(431) + varint(1) + string("x") + string(b"v" * 65536) + b"\x00"),
+], start=8):
+    write("tunnel_decoder", f"seed{i}", data)
+
 for i, target in enumerate([
     "/healthz", "/metrics", "/actors/chat/room/1", "/actors/chat/lobby/migrate",
     "/actors/chat/lobby/publish?conn=5", "/runners/host%2Da/drain", "/actors/echo/%2E%2E/x",

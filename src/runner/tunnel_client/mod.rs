@@ -343,6 +343,8 @@ impl TunnelState {
                     "gateway: nothing runs on this tunnel any more"
                 );
             }
+            // Including the HTTP frames (feature HTTP): this library does
+            // not announce it, so a gateway sending them is skipped over.
             _ => {}
         }
     }

@@ -88,7 +88,15 @@ impl Actors {
             | Frame::StopActor { .. }
             | Frame::ConnOpen { .. }
             | Frame::RestoreConn { .. }
-            | Frame::Drained => {
+            | Frame::Drained
+            // Feature HTTP is not offered yet (`features::SUPPORTED`): a
+            // runner that sends these breaks the protocol like any other.
+            | Frame::HttpRequest(_)
+            | Frame::HttpResponse(_)
+            | Frame::HttpBody { .. }
+            | Frame::HttpEnd { .. }
+            | Frame::HttpCancel { .. }
+            | Frame::HttpCredit { .. } => {
                 return Err(TunnelError("frame type not allowed from a runner"));
             }
         }

@@ -8,6 +8,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::wire::{put_bytes, put_varint, Reader, Truncated};
 
+mod http;
+
+pub use http::{HttpRequest, HttpResponse};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
     Text,
@@ -138,6 +142,30 @@ pub enum Frame {
     /// Gateway → runner: nothing of yours runs on this tunnel any more and
     /// nothing new will be placed here; you may exit.
     Drained,
+    /// Gateway → runner (`features::HTTP`): a client's HTTP request to an actor.
+    HttpRequest(HttpRequest),
+    /// Runner → gateway (`features::HTTP`): the head of the answer to one.
+    HttpResponse(HttpResponse),
+    /// Both ways: the next piece of a request's or response's body.
+    HttpBody {
+        req_id: u64,
+        /// Never empty: an empty piece would say nothing and cost a frame.
+        data: Bytes,
+    },
+    /// Both ways: that direction's body is complete.
+    HttpEnd {
+        req_id: u64,
+    },
+    /// Both ways: the request is abandoned; nothing more about it follows.
+    HttpCancel {
+        req_id: u64,
+        reason: String,
+    },
+    /// Both ways: the receiver may send `bytes` more of body for `req_id`.
+    HttpCredit {
+        req_id: u64,
+        bytes: u64,
+    },
 }
 
 /// Which of an actor's connections a broadcast reaches.
@@ -154,7 +182,11 @@ pub mod features {
     pub const BROADCAST: u64 = 1;
     /// `OutputMark` frames, and `StartActor.output_seen`.
     pub const OUTPUT_MARKS: u64 = 2;
+    /// The HTTP frames (`HttpRequest` … `HttpCredit`, PROTOCOL §7b).
+    pub const HTTP: u64 = 4;
     /// What this build of the gateway and of the runner library understand.
+    /// Not `HTTP`: only its codec exists, neither side serves it yet, and a
+    /// peer told otherwise would send frames the other closes the tunnel on.
     pub const SUPPORTED: u64 = BROADCAST | OUTPUT_MARKS;
 }
 
@@ -181,6 +213,12 @@ mod tag {
     pub const KEEPALIVE_ACK: u8 = 0x41;
     pub const DRAIN: u8 = 0x42;
     pub const DRAINED: u8 = 0x43;
+    pub const HTTP_REQUEST: u8 = 0x50;
+    pub const HTTP_RESPONSE: u8 = 0x51;
+    pub const HTTP_BODY: u8 = 0x52;
+    pub const HTTP_END: u8 = 0x53;
+    pub const HTTP_CANCEL: u8 = 0x54;
+    pub const HTTP_CREDIT: u8 = 0x55;
     /// Types from here up are optional extensions: unknown ones are skipped.
     pub const FIRST_IGNORABLE: u8 = 0x80;
 }
@@ -274,6 +312,20 @@ pub mod limits {
     /// Connections a broadcast lists (an actor's connections are bounded
     /// by `actors.max_connections_per_actor`).
     pub const BROADCAST_CONNS: u64 = 1 << 20;
+    /// Bytes of an HTTP method (a token; the longest registered is 17 but
+    /// none a gateway forwards is over 7).
+    pub const HTTP_METHOD: usize = 16;
+    /// Bytes of an HTTP request's path, and of its query.
+    pub const HTTP_TARGET: usize = 8 * 1024;
+    /// Bytes of an HTTP message's header names and values together (what
+    /// a proxy commonly allows before 431, with room for large cookies).
+    pub const HTTP_HEADER_BYTES: usize = 64 * 1024;
+    /// Bytes of an `HttpCancel` reason (as much as is logged of a runner's).
+    pub const HTTP_REASON: usize = 256;
+    /// Body bytes either side may send for one request before the other
+    /// grants more with `HttpCredit`: a window, so that an upload or a
+    /// stream passes at the reader's pace without being held whole.
+    pub const HTTP_INITIAL_CREDIT: u64 = 256 * 1024;
 }
 
 /// A list's entry count, checked against `max` and the bytes left.
@@ -556,6 +608,12 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
         }
         Frame::Drain => tag::DRAIN,
         Frame::Drained => tag::DRAINED,
+        Frame::HttpRequest(req) => http::put_request(out, req),
+        Frame::HttpResponse(resp) => http::put_response(out, resp),
+        Frame::HttpBody { req_id, data } => http::put_body(out, *req_id, data),
+        Frame::HttpEnd { req_id } => http::put_end(out, *req_id),
+        Frame::HttpCancel { req_id, reason } => http::put_cancel(out, *req_id, reason),
+        Frame::HttpCredit { req_id, bytes } => http::put_credit(out, *req_id, *bytes),
     }
 }
 
@@ -743,6 +801,7 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
         tag::KEEPALIVE_ACK => Frame::KeepaliveAck { nonce: r.varint()? },
         tag::DRAIN => Frame::Drain,
         tag::DRAINED => Frame::Drained,
+        tag::HTTP_REQUEST..=tag::HTTP_CREDIT => http::decode(t, r)?,
         _ => return Err(TunnelError("unknown frame type")),
     })
 }

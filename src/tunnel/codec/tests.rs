@@ -184,6 +184,38 @@ fn samples() -> Vec<Frame> {
         Frame::KeepaliveAck { nonce: 5 },
         Frame::Drain,
         Frame::Drained,
+        Frame::HttpRequest(HttpRequest {
+            req_id: 1 << 40,
+            actor_id: 7,
+            method: "POST".into(),
+            path: "/history".into(),
+            query: "".into(),
+            headers: vec![
+                ("host".into(), Bytes::from_static(b"example.com")),
+                ("x-empty".into(), Bytes::new()),
+            ],
+            peer: "[::1]:7".into(),
+            body: true,
+        }),
+        Frame::HttpResponse(HttpResponse {
+            req_id: 1 << 40,
+            status: 204,
+            headers: vec![],
+            body: false,
+        }),
+        Frame::HttpBody {
+            req_id: 1 << 40,
+            data: Bytes::from_static(b"\x00 chunk"),
+        },
+        Frame::HttpEnd { req_id: 1 << 40 },
+        Frame::HttpCancel {
+            req_id: 3,
+            reason: "".into(),
+        },
+        Frame::HttpCredit {
+            req_id: 3,
+            bytes: limits::HTTP_INITIAL_CREDIT,
+        },
     ]
 }
 
@@ -197,6 +229,11 @@ fn every_frame_round_trips_in_one_batch() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(decoded, samples());
+}
+
+#[test]
+fn http_is_not_offered_until_something_serves_it() {
+    assert_eq!(features::SUPPORTED & features::HTTP, 0);
 }
 
 #[test]
