@@ -82,17 +82,48 @@ impl HeadError {
 /// the blank line, and runs the full parse once, when the head is complete.
 #[derive(Debug)]
 pub struct HeadReader {
-    max_bytes: usize,
+    scan: HeadScan,
     max_headers: usize,
+}
+
+/// Where a head (a request's or a response's) ends, as bytes arrive: only
+/// what is new is scanned, and a head longer than `max_bytes` is refused.
+#[derive(Debug)]
+pub(super) struct HeadScan {
+    max_bytes: usize,
     scanned: usize,
+}
+
+impl HeadScan {
+    pub fn new(max_bytes: usize) -> Self {
+        HeadScan {
+            max_bytes,
+            scanned: 0,
+        }
+    }
+
+    /// `Some(end)`: the head is `buf[..end]`; `None`: read more.
+    pub fn end(&mut self, buf: &[u8]) -> Result<Option<usize>, HeadError> {
+        let from = self.scanned.saturating_sub(2);
+        let Some(end) = find_blank_line(&buf[from..]).map(|end| from + end) else {
+            self.scanned = buf.len();
+            return match buf.len() > self.max_bytes {
+                true => Err(HeadError::TooLarge),
+                false => Ok(None),
+            };
+        };
+        match end > self.max_bytes {
+            true => Err(HeadError::TooLarge),
+            false => Ok(Some(end)),
+        }
+    }
 }
 
 impl HeadReader {
     pub fn new(max_bytes: usize, max_headers: usize) -> Self {
         Self {
-            max_bytes,
+            scan: HeadScan::new(max_bytes),
             max_headers,
-            scanned: 0,
         }
     }
 
@@ -100,18 +131,9 @@ impl HeadReader {
     /// occupies the first `len` bytes of `buf`; anything after belongs to the
     /// protocol that follows.
     pub fn poll(&mut self, buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
-        let from = self.scanned.saturating_sub(2);
-        let Some(end) = find_blank_line(&buf[from..]).map(|end| from + end) else {
-            self.scanned = buf.len();
-            return if buf.len() > self.max_bytes {
-                Err(HeadError::TooLarge)
-            } else {
-                Ok(None)
-            };
+        let Some(end) = self.scan.end(buf)? else {
+            return Ok(None);
         };
-        if end > self.max_bytes {
-            return Err(HeadError::TooLarge);
-        }
         let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..end]) {
@@ -126,7 +148,7 @@ impl HeadReader {
 /// Where the head ends: after the first line break followed by an empty
 /// line, `\n\r\n` or a bare `\n\n` (RFC 9112 §2.2 lets a server accept a
 /// bare LF as a line terminator, and httparse does).
-pub(super) fn find_blank_line(buf: &[u8]) -> Option<usize> {
+fn find_blank_line(buf: &[u8]) -> Option<usize> {
     buf.iter()
         .enumerate()
         .find_map(|(i, &b)| match (b, buf.get(i + 1), buf.get(i + 2)) {

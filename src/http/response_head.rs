@@ -1,7 +1,7 @@
 //! Response heads, as the gateway reads them from a serverless function it
 //! calls (issue 15): found as bytes arrive, parsed once complete, bounded.
 
-use super::request::find_blank_line;
+use super::request::HeadScan;
 use super::HeadError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,34 +26,24 @@ impl ResponseHead {
 /// new) and parses it once, when it is complete.
 #[derive(Debug)]
 pub struct ResponseHeadReader {
-    max_bytes: usize,
+    scan: HeadScan,
     max_headers: usize,
-    scanned: usize,
 }
 
 impl ResponseHeadReader {
     pub fn new(max_bytes: usize, max_headers: usize) -> Self {
         ResponseHeadReader {
-            max_bytes,
+            scan: HeadScan::new(max_bytes),
             max_headers,
-            scanned: 0,
         }
     }
 
     /// `buf` holds everything received so far. `Some((head, len))`: the
     /// head is the first `len` bytes; the body starts after them.
     pub fn poll(&mut self, buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, HeadError> {
-        let from = self.scanned.saturating_sub(2);
-        let Some(end) = find_blank_line(&buf[from..]).map(|end| from + end) else {
-            self.scanned = buf.len();
-            return match buf.len() > self.max_bytes {
-                true => Err(HeadError::TooLarge),
-                false => Ok(None),
-            };
+        let Some(end) = self.scan.end(buf)? else {
+            return Ok(None);
         };
-        if end > self.max_bytes {
-            return Err(HeadError::TooLarge);
-        }
         let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers];
         let mut response = httparse::Response::new(&mut headers);
         match response.parse(&buf[..end]) {
