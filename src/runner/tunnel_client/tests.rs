@@ -1,6 +1,7 @@
 //! The tunnel client's batch handling, driven without a gateway.
 use std::sync::Mutex;
 
+use super::super::state::Record;
 use super::super::{ActorFactory, MemoryStore, RunnerOptions, StateStore};
 use super::*;
 

@@ -1,0 +1,208 @@
+//! One received batch of tunnel frames: which bytes of the answer each
+//! actor produced, the group commit of the actors it changed (their
+//! records, each with the batch's output and a number the output's mark
+//! carries), and what an actor whose save failed must take back.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tracing::warn;
+
+use super::outbox;
+use super::{Batch, TunnelState};
+use crate::runner::state::{Record, SaveRequest};
+use crate::runner::Shared;
+use crate::tunnel::{encode_frame, Frame};
+
+impl TunnelState {
+    /// Handles one frame of a batch, noting which bytes of the batch's
+    /// output belong to which actor. An actor about to stop is saved first
+    /// (a migration stops it in the same batch as its last messages).
+    pub(super) fn handle_in_batch(
+        &mut self,
+        shared: &Arc<Shared>,
+        frame: Frame,
+        index: u32,
+        batch: &mut Batch,
+    ) {
+        if let Frame::StopActor { actor_id } = &frame {
+            if self.dirty.remove(actor_id) {
+                let failed = self.save_actors(shared, [*actor_id].into(), batch);
+                batch.failed.extend(failed);
+            }
+        }
+        if let Frame::RestoreConn {
+            conn_id,
+            actor_id,
+            last_index,
+            ..
+        } = &frame
+        {
+            // Counted as the actor's output of this batch: if the runner
+            // dies again before it leaves, the next save keeps it too.
+            let start = batch.out.len();
+            self.resend_lost_output(*conn_id, *actor_id, *last_index, &mut batch.out);
+            batch.touched.push((*actor_id, start..batch.out.len()));
+        }
+        let actor = self.actor_of(&frame);
+        let start = batch.out.len();
+        self.handle(shared, frame, index, &mut batch.out);
+        if let Some(actor_id) = actor {
+            batch.touched.push((actor_id, start..batch.out.len()));
+        }
+    }
+
+    /// Saves what the batch changed; what an actor whose save failed did is
+    /// withdrawn. Returns what may leave.
+    pub(super) fn finish_batch(&mut self, shared: &Shared, mut batch: Batch) -> BytesMut {
+        self.resent_attachments.clear();
+        let dirty = std::mem::take(&mut self.dirty);
+        let failed = self.save_actors(shared, dirty, &mut batch);
+        batch.failed.extend(failed);
+        if batch.failed.is_empty() {
+            return batch.out;
+        }
+        self.withdraw(shared, batch.out, &batch.touched, batch.failed)
+    }
+
+    /// The actor a frame makes handle something (and so dirties).
+    fn actor_of(&self, frame: &Frame) -> Option<u64> {
+        match frame {
+            Frame::Message { conn_id, .. } | Frame::Close { conn_id, .. } => {
+                self.conn_actor.get(conn_id).copied()
+            }
+            _ => None,
+        }
+    }
+
+    /// A save failed: what those actors did in this batch (their output and
+    /// acknowledgements) is withdrawn from `out`, and they stop, so that the
+    /// gateway restarts them from their last saved state and sends the
+    /// unacknowledged messages again. Nothing is acknowledged that is not
+    /// durable.
+    fn withdraw(
+        &mut self,
+        shared: &Shared,
+        out: BytesMut,
+        touched: &[(u64, std::ops::Range<usize>)],
+        failed: Vec<(u64, String)>,
+    ) -> BytesMut {
+        let is_failed = |id: &u64| failed.iter().any(|(f, _)| f == id);
+        let mut kept = BytesMut::with_capacity(out.len());
+        let mut at = 0;
+        for (actor_id, range) in touched {
+            if is_failed(actor_id) {
+                kept.extend_from_slice(&out[at..range.start]);
+                at = range.end;
+            }
+        }
+        kept.extend_from_slice(&out[at..]);
+        for (actor_id, reason) in failed {
+            if let Some(slot) = self.actors.remove(&actor_id) {
+                shared.running.fetch_sub(1, Ordering::AcqRel);
+                for c in slot.conns {
+                    self.forget_conn(c);
+                }
+            }
+            let reason = format!("state save failed: {reason}");
+            encode_frame(&mut kept, &Frame::ActorStopped { actor_id, reason });
+        }
+        kept
+    }
+
+    /// Saves these actors' records together (one group commit for the
+    /// batch so far), each with its output in the batch, and marks each
+    /// saved actor's output with its record's number; returns those whose
+    /// save failed, with why.
+    fn save_actors(
+        &mut self,
+        shared: &Shared,
+        dirty: BTreeSet<u64>,
+        batch: &mut Batch,
+    ) -> Vec<(u64, String)> {
+        let Some(store) = &shared.options.state else {
+            return Vec::new();
+        };
+        let records: Vec<(u64, u64, Vec<u8>)> = dirty
+            .into_iter()
+            .filter_map(|id| {
+                let sent = outbox::of_actor(&batch.out, &batch.touched, id);
+                let (seq, record) = self.record_of(id, sent)?;
+                Some((id, seq, record))
+            })
+            .collect();
+        let requests: Vec<SaveRequest<'_>> = records
+            .iter()
+            .filter_map(|(id, _, record)| {
+                let slot = self.actors.get(id)?;
+                Some(SaveRequest {
+                    name: &slot.name,
+                    key: &slot.key,
+                    record,
+                })
+            })
+            .collect();
+        let results = store.save_batch(&requests);
+        let mut failed = Vec::new();
+        for ((id, seq, _), result) in records.iter().zip(results) {
+            let Some(slot) = self.actors.get_mut(id) else {
+                continue;
+            };
+            match result {
+                Ok(()) => {
+                    slot.saved_seq = *seq;
+                    if self.marks {
+                        let mark = Frame::OutputMark {
+                            actor_id: *id,
+                            seq: *seq,
+                        };
+                        encode_frame(&mut batch.out, &mark);
+                    }
+                }
+                Err(e) => {
+                    warn!(actor = %slot.name, key = ?slot.key, error = %e, "cannot save actor state: it stops and is restarted from its last saved state");
+                    failed.push((*id, e.to_string()));
+                }
+            }
+        }
+        failed
+    }
+
+    /// One actor's next record (its number, last handled index per
+    /// connection, what it sent in this batch, and its state), if it keeps
+    /// state.
+    fn record_of(&self, actor_id: u64, outbox: Bytes) -> Option<(u64, Vec<u8>)> {
+        let slot = self.actors.get(&actor_id)?;
+        let state = slot.actor.save_state()?;
+        let record = Record {
+            seq: slot.saved_seq.saturating_add(1),
+            handled: slot
+                .conns
+                .iter()
+                .filter_map(|c| self.last_index.get(c).map(|i| (*c, *i)))
+                .collect(),
+            outbox,
+            state: state.into(),
+        };
+        Some((record.seq, record.encode().to_vec()))
+    }
+}
+
+pub(super) fn load_record(shared: &Shared, name: &str, key: &[String]) -> Record {
+    let Some(store) = &shared.options.state else {
+        return Record::default();
+    };
+    match store.load(name, key) {
+        Ok(Some(bytes)) => Record::decode(bytes).unwrap_or_else(|| {
+            warn!(actor = %name, ?key, "saved actor state is corrupt: starting afresh");
+            Record::default()
+        }),
+        Ok(None) => Record::default(),
+        Err(e) => {
+            warn!(actor = %name, ?key, error = %e, "cannot load actor state: starting afresh");
+            Record::default()
+        }
+    }
+}
