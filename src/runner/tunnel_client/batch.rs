@@ -177,7 +177,12 @@ impl TunnelState {
         let slot = self.actors.get(&actor_id)?;
         let state = slot.actor.save_state()?;
         let record = Record {
-            seq: slot.saved_seq.saturating_add(1),
+            // Past the gateway's last mark too: a store that lost its
+            // records (or never had them) must not number from 1 again.
+            seq: slot
+                .saved_seq
+                .max(slot.output_seen.saturating_sub(1))
+                .saturating_add(1),
             handled: slot
                 .conns
                 .iter()

@@ -522,3 +522,23 @@ fn an_actor_stopped_in_the_batch_of_its_last_messages_is_saved_first() {
     );
     assert!(stopped_for_save(&out, 1));
 }
+
+/// A store that lost its records numbers the next one past the gateway's
+/// last mark, so that a loss of that record's output is still seen.
+#[test]
+fn numbering_goes_on_past_the_gateways_mark_when_the_store_forgot() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // The gateway saw mark 7 (output_seen 8); the store has nothing.
+    let first = run_frames(
+        &shared(&seen, &store),
+        vec![start_seen(8), restore_conn(9, 0), message(1)],
+    );
+    assert_eq!(marks(&first), [8]);
+    // That batch never arrived: the gateway still says 8.
+    let second = run_frames(
+        &shared(&seen, &store),
+        vec![start_seen(8), restore_conn(9, 0)],
+    );
+    assert_eq!(broadcast_texts(&second), ["saw m1"]);
+}
