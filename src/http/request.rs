@@ -15,10 +15,7 @@ pub struct RequestHead {
 impl RequestHead {
     /// The first value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        first_header(&self.headers, name)
     }
 
     /// Every value of a header (repeated headers are a comma list, RFC 9110 §5.3).
@@ -164,12 +161,24 @@ fn owned_head(req: &httparse::Request<'_, '_>) -> Result<RequestHead, HeadError>
         method: req.method.ok_or(malformed)?.to_owned(),
         target: req.path.ok_or(malformed)?.to_owned(),
         version: req.version.ok_or(malformed)?,
-        headers: req
-            .headers
-            .iter()
-            .map(|h| (h.name.to_owned(), h.value.to_vec()))
-            .collect(),
+        headers: owned_headers(req.headers),
     })
+}
+
+/// The first value of a header among `headers`, by case-insensitive name.
+pub(super) fn first_header<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+/// httparse's borrowed headers, owned.
+pub(super) fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|h| (h.name.to_owned(), h.value.to_vec()))
+        .collect()
 }
 
 #[cfg(test)]

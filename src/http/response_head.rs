@@ -1,7 +1,7 @@
 //! Response heads, as the gateway reads them from a serverless function it
 //! calls (issue 15): found as bytes arrive, parsed once complete, bounded.
 
-use super::request::HeadScan;
+use super::request::{first_header, owned_headers, HeadScan};
 use super::HeadError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,10 +15,7 @@ pub struct ResponseHead {
 impl ResponseHead {
     /// The first value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
+        first_header(&self.headers, name)
     }
 }
 
@@ -60,11 +57,7 @@ fn owned(response: &httparse::Response<'_, '_>) -> Result<ResponseHead, HeadErro
     Ok(ResponseHead {
         status: response.code.ok_or(malformed)?,
         version: response.version.ok_or(malformed)?,
-        headers: response
-            .headers
-            .iter()
-            .map(|h| (h.name.to_owned(), h.value.to_vec()))
-            .collect(),
+        headers: owned_headers(response.headers),
     })
 }
 
