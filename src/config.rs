@@ -11,6 +11,7 @@ mod ipnet;
 mod namespace;
 pub mod reload;
 mod sections;
+mod serverless;
 mod units;
 pub use error::ConfigError;
 use error::{line_and_column, located};
@@ -19,6 +20,7 @@ pub use namespace::{
     is_namespace_name, NamespaceConfig, NamespaceRunner, DEFAULT_NAMESPACE, MAX_NAMESPACE_BYTES,
 };
 pub use sections::*;
+pub use serverless::{check_pools, merge_pools, FunctionUrl, ServerlessPool, MAX_SERVERLESS_POOLS};
 pub use units::{parse_duration, parse_size};
 
 /// The documented example configuration, `config/tether.toml`. A test keeps
@@ -37,6 +39,9 @@ pub struct Config {
     /// Tenants: `[[namespaces]]`. Without one named "default", the default
     /// namespace is implicit and open (loopback only).
     pub namespaces: Vec<NamespaceConfig>,
+    /// Runner pools the gateway starts on serverless functions
+    /// (`[[serverless]]`); the admin API adds more per namespace.
+    pub serverless: Vec<ServerlessPool>,
 }
 
 /// The most worker threads: ids of connections and actors carry the worker
@@ -131,6 +136,9 @@ impl Config {
         }
         errors.extend(self.identity_checks(text));
         errors.extend(self.namespace_checks(text));
+        for message in self.serverless_errors() {
+            errors.push(located(text, "[serverless]", "pool", &message));
+        }
         if self.server.workers > MAX_WORKERS {
             errors.push(located(
                 text,
@@ -233,6 +241,13 @@ impl Config {
             _ => &self.actors.pools,
         };
         pools.get(name).map_or("default", String::as_str)
+    }
+
+    /// The serverless pool `pool` of namespace `ns`, if it is one.
+    pub fn serverless_pool(&self, ns: &str, pool: &str) -> Option<&ServerlessPool> {
+        self.serverless
+            .iter()
+            .find(|p| p.namespace == ns && p.pool == pool)
     }
 
     /// The number of worker threads to run: `workers`, or one per CPU (at

@@ -72,6 +72,7 @@ pub const SETTINGS: &[(&str, Effect)] = &[
     ("admin.ready_needs_runner", Live),
     ("admin.max_event_streams", Restart),
     ("namespaces", Live),
+    ("serverless", Live),
 ];
 
 /// When a change to `key` takes effect: the most specific row of
@@ -241,6 +242,7 @@ mod tests {
             "runners.tls",
             "runners.identities",
             "namespaces",
+            "serverless",
         ];
         keys.extend(lists.iter().map(|k| k.to_string()));
         for key in &keys {
