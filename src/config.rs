@@ -9,6 +9,7 @@ pub mod diff;
 mod error;
 mod ipnet;
 mod namespace;
+mod pool_state;
 pub mod reload;
 mod sections;
 mod serverless;
@@ -19,8 +20,12 @@ pub use ipnet::IpNet;
 pub use namespace::{
     is_namespace_name, NamespaceConfig, NamespaceRunner, DEFAULT_NAMESPACE, MAX_NAMESPACE_BYTES,
 };
+pub use pool_state::{read_pool_state, write_pool_state};
 pub use sections::*;
-pub use serverless::{check_pools, merge_pools, FunctionUrl, ServerlessPool, MAX_SERVERLESS_POOLS};
+pub use serverless::{
+    check_pools, merge_pools, FunctionUrl, PoolRunner, PoolSource, ServerlessPool,
+    MAX_SERVERLESS_POOLS,
+};
 pub use units::{parse_duration, parse_size};
 
 /// The documented example configuration, `config/tether.toml`. A test keeps

@@ -71,6 +71,7 @@ pub const SETTINGS: &[(&str, Effect)] = &[
     ("admin.token", Live),
     ("admin.ready_needs_runner", Live),
     ("admin.max_event_streams", Restart),
+    ("admin.state_file", Restart),
     ("namespaces", Live),
     ("serverless", Live),
 ];

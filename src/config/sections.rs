@@ -235,6 +235,9 @@ pub struct AdminConfig {
     pub ready_needs_runner: bool,
     /// Inspector streams (`GET /events`) open at once; past it: 503.
     pub max_event_streams: usize,
+    /// Where serverless pools made through the admin API are kept (JSON),
+    /// so they survive restarts. Empty: the API cannot change pools (503).
+    pub state_file: String,
 }
 
 impl Default for ServerConfig {
@@ -327,6 +330,7 @@ impl Default for AdminConfig {
             token: String::new(),
             ready_needs_runner: false,
             max_event_streams: 4,
+            state_file: String::new(),
         }
     }
 }

@@ -65,6 +65,20 @@ pub struct ServerlessPool {
     /// empty: `runners.token` in the default namespace, the namespace's
     /// first runner entry allowed in the pool elsewhere.
     pub runner: String,
+    /// Where the pool was set (not a key of the file or the API's JSON).
+    #[serde(skip)]
+    pub source: PoolSource,
+}
+
+/// Where a serverless pool was set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolSource {
+    /// The configuration file (it wins over the API).
+    #[default]
+    File,
+    /// The admin API (kept in `admin.state_file`).
+    Api,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -86,6 +100,7 @@ impl Default for ServerlessPool {
             start_timeout: Duration::from_secs(15),
             gateway_url: String::new(),
             runner: String::new(),
+            source: PoolSource::File,
         }
     }
 }
@@ -236,23 +251,27 @@ fn check_headers(headers: &BTreeMap<String, String>) -> Result<(), String> {
 }
 
 /// Pools of the file and of the API together: the file's win where both
-/// name the same namespace and pool; too many is an error.
-pub fn merge_pools(
-    file: &[ServerlessPool],
-    api: &[ServerlessPool],
-) -> Result<Vec<ServerlessPool>, String> {
-    let same =
-        |a: &ServerlessPool, b: &ServerlessPool| a.namespace == b.namespace && a.pool == b.pool;
-    let mut all = file.to_vec();
-    all.extend(
-        api.iter()
-            .filter(|p| !file.iter().any(|f| same(f, p)))
-            .cloned(),
-    );
-    if all.len() > MAX_SERVERLESS_POOLS {
-        return Err(format!("more than {MAX_SERVERLESS_POOLS} serverless pools"));
-    }
-    Ok(all)
+/// name the same namespace and pool. Each keeps its source.
+pub fn merge_pools(file: &[ServerlessPool], api: &[ServerlessPool]) -> Vec<ServerlessPool> {
+    let mut all: Vec<ServerlessPool> = file
+        .iter()
+        .filter(|p| p.source == PoolSource::File)
+        .cloned()
+        .collect();
+    let shadowed = |p: &ServerlessPool| {
+        all.iter()
+            .any(|f| f.namespace == p.namespace && f.pool == p.pool)
+    };
+    let from_api: Vec<ServerlessPool> = api
+        .iter()
+        .filter(|p| !shadowed(p))
+        .map(|p| ServerlessPool {
+            source: PoolSource::Api,
+            ..p.clone()
+        })
+        .collect();
+    all.extend(from_api);
+    all
 }
 
 /// Errors of a list of pools: each pool's own, and a pool named twice.
@@ -331,6 +350,27 @@ impl super::Config {
         }
     }
 
+    /// This configuration with the API's pools `api` added where the file
+    /// does not name the same pool (see [`merge_pools`]). An API pool that
+    /// no longer fits the file (its namespace or runner token is gone) is
+    /// left out, with why.
+    pub fn with_api_pools(mut self, api: &[ServerlessPool]) -> (Self, Vec<String>) {
+        let mut left_out = Vec::new();
+        let fitting: Vec<ServerlessPool> = api
+            .iter()
+            .filter(|p| match self.pool_runner(p) {
+                Ok(_) => true,
+                Err(e) => {
+                    left_out.push(format!("serverless pool {} (admin API): {e}", p.label()));
+                    false
+                }
+            })
+            .cloned()
+            .collect();
+        self.serverless = merge_pools(&self.serverless, &fitting);
+        (self, left_out)
+    }
+
     /// Errors of the serverless pools: each pool's own, twins, and pools
     /// whose namespace or runner token does not exist.
     pub(super) fn serverless_errors(&self) -> Vec<String> {
@@ -404,10 +444,21 @@ mod tests {
             p.pool = "other".into();
             p
         }];
-        let all = merge_pools(&file, &api).unwrap();
+        let all = merge_pools(&file, &api);
         assert_eq!(all.len(), 2);
-        assert_eq!(all[0].url, "http://file");
-        assert_eq!(all[1].pool, "other");
+        assert_eq!(
+            (all[0].url.as_str(), all[0].source),
+            ("http://file", PoolSource::File)
+        );
+        assert_eq!(
+            (all[1].pool.as_str(), all[1].source),
+            ("other", PoolSource::Api)
+        );
+        assert_eq!(
+            merge_pools(&all, &api),
+            all,
+            "merging again changes nothing"
+        );
         let twice = [pool("http://a"), pool("http://b")];
         assert!(check_pools(&twice)[0].contains("twice"));
     }
@@ -438,6 +489,23 @@ mod tests {
         assert!(
             errors[0].message.contains("no namespace named acme"),
             "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn api_pools_join_unless_the_file_names_them_or_they_no_longer_fit() {
+        let text = "[[serverless]]\npool = \"fn\"\nurl = \"http://file\"\n";
+        let config = super::super::Config::parse(text).unwrap();
+        let mut gone = pool("http://api3");
+        gone.pool = "gone".into();
+        gone.namespace = "acme".into();
+        let api = [pool("http://api"), gone];
+        let (merged, left_out) = config.with_api_pools(&api);
+        assert_eq!(merged.serverless.len(), 1);
+        assert_eq!(merged.serverless[0].url, "http://file");
+        assert!(
+            left_out[0].contains("no namespace named acme"),
+            "{left_out:?}"
         );
     }
 
