@@ -9,6 +9,7 @@ pub struct Status(pub u16);
 impl Status {
     pub const SWITCHING_PROTOCOLS: Status = Status(101);
     pub const OK: Status = Status(200);
+    pub const CREATED: Status = Status(201);
     pub const ACCEPTED: Status = Status(202);
     pub const BAD_REQUEST: Status = Status(400);
     pub const UNAUTHORIZED: Status = Status(401);
@@ -21,6 +22,7 @@ impl Status {
     pub const PAYLOAD_TOO_LARGE: Status = Status(413);
     pub const URI_TOO_LONG: Status = Status(414);
     pub const UPGRADE_REQUIRED: Status = Status(426);
+    pub const UNPROCESSABLE: Status = Status(422);
     pub const TOO_MANY_REQUESTS: Status = Status(429);
     pub const HEADER_FIELDS_TOO_LARGE: Status = Status(431);
     pub const INTERNAL_ERROR: Status = Status(500);
@@ -33,6 +35,7 @@ impl Status {
         match self.0 {
             101 => "Switching Protocols",
             200 => "OK",
+            201 => "Created",
             202 => "Accepted",
             400 => "Bad Request",
             401 => "Unauthorized",
@@ -44,6 +47,7 @@ impl Status {
             411 => "Length Required",
             413 => "Content Too Large",
             414 => "URI Too Long",
+            422 => "Unprocessable Content",
             426 => "Upgrade Required",
             429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",

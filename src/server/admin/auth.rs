@@ -47,9 +47,12 @@ impl AdminSide {
             NoRoute::NotFound => Refusal::new(Status::NOT_FOUND, "no such path"),
             NoRoute::BadQuery(why) => Refusal::new(Status::BAD_REQUEST, why),
         })?;
-        let method = route.method();
-        if head.method != method {
-            return Err(Refusal::method_not_allowed(method, format!("use {method}")));
+        if !route.allows(&head.method) {
+            let methods = route.methods();
+            return Err(Refusal::method_not_allowed(
+                methods,
+                format!("use {methods}"),
+            ));
         }
         let caller = match route.needs_token() {
             true => self.authorize(head, &route)?,
@@ -60,8 +63,8 @@ impl AdminSide {
 
     fn authorize(&self, head: &RequestHead, route: &AdminRoute) -> Result<Caller, Refusal> {
         let config = self.env.config();
-        let namespaces: Vec<&NamespaceConfig> = match route.actor() {
-            Some(a) => config.namespace(&a.ns).into_iter().collect(),
+        let namespaces: Vec<&NamespaceConfig> = match route.namespace() {
+            Some(ns) => config.namespace(ns).into_iter().collect(),
             None if route.takes_access_tokens() => config.namespaces.iter().collect(),
             None => Vec::new(),
         };

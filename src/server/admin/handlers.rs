@@ -12,7 +12,7 @@ use tracing::info;
 
 use super::auth::Caller;
 use super::route::AdminRoute;
-use super::{events, inspector, lists, metrics, publish, AdminSide, Relay, Served};
+use super::{events, inspector, lists, metrics, pools, publish, AdminSide, Relay, Served};
 use crate::http::route::ActorPath;
 use crate::http::{RequestHead, Status};
 use crate::server::actors::{ActorStatus, MigrateOutcome};
@@ -56,6 +56,8 @@ pub(super) async fn answer(
         AdminRoute::Publish(a) => return publish::answer(side, stream, buf, head, &a, &by).await,
         AdminRoute::Migrate(a) => migrate(side, &a, &by).await,
         AdminRoute::DrainRunner(key) => drained(&key, relay, &by),
+        AdminRoute::Pools => pools::list(side, caller.namespace()),
+        AdminRoute::Pool(p) => return pools::answer(side, stream, buf, head, &p, &by).await,
     })
 }
 

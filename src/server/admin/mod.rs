@@ -29,6 +29,9 @@
 //! - `POST /runners/{key}/drain`: no new actors go to that runner; its
 //!   actors move away one by one, and the runner is told when it may exit.
 //!   Answers `{"runner":…,"tunnels":T,"moving":N}` at once.
+//! - `GET /serverless`, and `GET`/`PUT`/`DELETE` on
+//!   `/serverless/{pool}` or `/ns/{ns}/serverless/{pool}`: serverless pools,
+//!   made and changed per namespace, kept in `admin.state_file` (`pools`).
 //! - `GET /`: the inspector, one self-contained page (`inspector.html`);
 //!   `GET /events`: its live feed as server-sent events (`events`, `hub`,
 //!   `picture`).
@@ -43,6 +46,7 @@
 //! (`visit`); moving it there is the runtime's job.
 
 mod auth;
+mod body;
 mod events;
 mod handlers;
 mod hub;
@@ -50,6 +54,7 @@ mod inspector;
 mod lists;
 mod metrics;
 mod picture;
+mod pools;
 mod publish;
 mod route;
 
@@ -63,6 +68,7 @@ use bytes::BytesMut;
 pub(crate) use auth::Caller;
 pub(crate) use hub::Hub;
 pub(crate) use lists::Gathered;
+pub(crate) use pools::{PoolChanges, PoolPut, PoolRefusal};
 pub use route::{admin_route, AdminRoute};
 
 use crate::http::RequestHead;
@@ -91,6 +97,10 @@ pub(crate) struct AdminSide {
     pub stopping: Rc<Stopping>,
     pub worker_id: usize,
     pub worker_count: usize,
+    /// Changes to the API's serverless pools (made off the worker)…
+    pub pool_changes: Arc<dyn PoolChanges>,
+    /// …one at a time.
+    pub pool_change_busy: std::cell::Cell<bool>,
 }
 
 /// An admin request that must visit every worker (a runner drain, a list)

@@ -1,18 +1,16 @@
 //! `POST /actors/{name}/{key…}/publish`: the body, as one message, to every
 //! open connection of the actor, without waking it.
 
-use std::time::Instant;
-
 use crate::server::conn::stream::Stream;
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use serde::Serialize;
 use tracing::info;
 
+use super::body::read_body;
 use super::handlers::Asker;
 use super::AdminSide;
 use crate::http::route::ActorPath;
 use crate::http::{RequestHead, Status};
-use crate::server::conn::io::{read_before, ReadOutcome};
 use crate::server::conn::reply::Refusal;
 use crate::tunnel::MessageKind;
 
@@ -24,7 +22,9 @@ pub(super) async fn answer(
     actor: &ActorPath,
     by: &Asker<'_>,
 ) -> Option<Refusal> {
-    let body = match read_body(side, stream, buf, head).await {
+    let limit = side.env.config().client.max_message_bytes;
+    let limit = (limit, "client.max_message_bytes");
+    let body = match read_body(side, stream, buf, head, limit).await {
         Ok(body) => body,
         Err(answer) => return answer,
     };
@@ -42,45 +42,6 @@ pub(super) async fn answer(
         delivered: usize,
     }
     Some(Refusal::json(Status::OK, &Delivered { delivered }))
-}
-
-/// The request body (Content-Length, at most `client.max_message_bytes`,
-/// within `handshake_timeout`). `Err(None)`: the client went away.
-async fn read_body(
-    side: &AdminSide,
-    stream: &mut Stream,
-    buf: &mut BytesMut,
-    head: &RequestHead,
-) -> Result<Bytes, Option<Refusal>> {
-    let Some(length) = head
-        .header("content-length")
-        .and_then(|v| std::str::from_utf8(v).ok()?.trim().parse::<usize>().ok())
-    else {
-        let reason = "Content-Length required";
-        return Err(Some(Refusal::new(Status::LENGTH_REQUIRED, reason)));
-    };
-    let config = side.env.config();
-    let config = &config.client;
-    if length > config.max_message_bytes {
-        let reason = "body larger than client.max_message_bytes";
-        return Err(Some(Refusal::new(Status::PAYLOAD_TOO_LARGE, reason)));
-    }
-    let deadline = Instant::now() + config.handshake_timeout;
-    while buf.len() < length {
-        let room = length - buf.len();
-        let (outcome, b) =
-            read_before(stream, std::mem::take(buf), room, deadline, &side.env.pool).await;
-        *buf = b;
-        match outcome {
-            ReadOutcome::Data(_) => {}
-            ReadOutcome::TimedOut => {
-                let timed_out = Refusal::new(Status::REQUEST_TIMEOUT, "body timed out");
-                return Err(Some(timed_out));
-            }
-            ReadOutcome::Eof | ReadOutcome::Failed(_) => return Err(None),
-        }
-    }
-    Ok(buf.split_to(length).freeze())
 }
 
 /// `application/octet-stream` is binary; anything else must be UTF-8 text.

@@ -33,6 +33,18 @@ pub enum AdminRoute {
     Migrate(ActorPath),
     /// `/runners/{key}/drain`
     DrainRunner(String),
+    /// `/serverless`: the serverless pools (file and API).
+    Pools,
+    /// `/serverless/{pool}` (namespace default) or
+    /// `/ns/{ns}/serverless/{pool}`: GET, PUT or DELETE one pool.
+    Pool(PoolPath),
+}
+
+/// A serverless pool a route names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolPath {
+    pub ns: String,
+    pub pool: String,
 }
 
 /// Why a target has no route.
@@ -45,11 +57,25 @@ pub enum NoRoute {
 }
 
 impl AdminRoute {
-    /// The one method each route answers.
-    pub fn method(&self) -> &'static str {
+    /// The methods a route answers, as an `Allow` header lists them.
+    pub fn methods(&self) -> &'static str {
         match self {
             AdminRoute::Publish(_) | AdminRoute::Migrate(_) | AdminRoute::DrainRunner(_) => "POST",
+            AdminRoute::Pool(_) => "GET, PUT, DELETE",
             _ => "GET",
+        }
+    }
+
+    pub fn allows(&self, method: &str) -> bool {
+        self.methods().split(", ").any(|m| m == method)
+    }
+
+    /// The namespace the route is about, if it is about one (its access
+    /// tokens reach it).
+    pub fn namespace(&self) -> Option<&str> {
+        match self {
+            AdminRoute::Pool(p) => Some(&p.ns),
+            _ => self.actor().map(|a| a.ns.as_str()),
         }
     }
 
@@ -76,7 +102,11 @@ impl AdminRoute {
     /// Whether a namespace's access token reaches the route (lists are then
     /// narrowed to that namespace); the others need `admin.token`.
     pub fn takes_access_tokens(&self) -> bool {
-        self.actor().is_some() || matches!(self, AdminRoute::Runners(_) | AdminRoute::Actors(_))
+        self.namespace().is_some()
+            || matches!(
+                self,
+                AdminRoute::Runners(_) | AdminRoute::Actors(_) | AdminRoute::Pools
+            )
     }
 
     /// Whether the request visits every worker (each does its part).
@@ -101,7 +131,11 @@ pub fn admin_route(target: &str) -> Result<AdminRoute, NoRoute> {
         "/events" => return Ok(AdminRoute::Events),
         "/runners" => return limit(query).map(AdminRoute::Runners),
         "/actors" => return limit(query).map(AdminRoute::Actors),
+        "/serverless" => return Ok(AdminRoute::Pools),
         _ => {}
+    }
+    if let Some(pool) = pool_path(path) {
+        return pool.map(AdminRoute::Pool);
     }
     if let Some(rest) = path.strip_prefix("/runners/") {
         let key = rest.strip_suffix("/drain").ok_or(NoRoute::NotFound)?;
@@ -132,6 +166,29 @@ pub fn admin_route(target: &str) -> Result<AdminRoute, NoRoute> {
         return actor(p).map(|a| AdminRoute::Connections(a, limit));
     }
     actor(path).map(AdminRoute::Actor)
+}
+
+/// `/serverless/{pool}` or `/ns/{ns}/serverless/{pool}`; `None`: not a
+/// pool's path at all.
+fn pool_path(path: &str) -> Option<Result<PoolPath, NoRoute>> {
+    let (ns, rest) = match path.strip_prefix("/ns/") {
+        Some(r) => {
+            let (ns, rest) = r.split_once('/')?;
+            (ns, rest.strip_prefix("serverless/")?)
+        }
+        None => (
+            crate::config::DEFAULT_NAMESPACE,
+            path.strip_prefix("/serverless/")?,
+        ),
+    };
+    let named = |s: &str| crate::config::is_namespace_name(s);
+    Some(match (named(ns), named(rest)) {
+        (true, true) => Ok(PoolPath {
+            ns: ns.to_owned(),
+            pool: rest.to_owned(),
+        }),
+        _ => Err(NoRoute::NotFound),
+    })
 }
 
 /// `limit=N` of a list's query (other parameters are ignored).
@@ -186,6 +243,17 @@ mod tests {
             admin_route("/runners/host%2Da/drain"),
             Ok(AdminRoute::DrainRunner("host-a".into()))
         );
+        let pool = |ns: &str, pool: &str| {
+            Ok(AdminRoute::Pool(PoolPath {
+                ns: ns.into(),
+                pool: pool.into(),
+            }))
+        };
+        assert_eq!(admin_route("/serverless"), Ok(AdminRoute::Pools));
+        assert_eq!(admin_route("/serverless/fns"), pool("default", "fns"));
+        assert_eq!(admin_route("/ns/acme/serverless/fns"), pool("acme", "fns"));
+        assert_eq!(admin_route("/serverless/a/b"), Err(NoRoute::NotFound));
+        assert_eq!(admin_route("/ns/acme/serverless/"), Err(NoRoute::NotFound));
         match admin_route("/actors/chat/lobby/publish?conn=5") {
             Ok(AdminRoute::Publish(a)) => assert_eq!(a.query.as_deref(), Some("conn=5")),
             other => panic!("{other:?}"),

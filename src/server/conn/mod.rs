@@ -24,4 +24,5 @@ pub(crate) mod stats;
 pub(crate) mod stopping;
 pub(crate) mod stream;
 pub(crate) mod tally;
+pub(crate) mod thread_slot;
 pub(crate) mod wakeups;

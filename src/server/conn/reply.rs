@@ -30,6 +30,7 @@ impl Refusal {
     pub fn method_not_allowed(allowed: &'static str, reason: impl Into<String>) -> Self {
         let headers: &'static [(&str, &str)] = match allowed {
             "GET" => &[("Allow", "GET")],
+            "GET, PUT, DELETE" => &[("Allow", "GET, PUT, DELETE")],
             _ => &[("Allow", "POST")],
         };
         Refusal {

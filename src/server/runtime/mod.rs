@@ -8,6 +8,7 @@ mod handshake_slot;
 pub mod listener;
 pub mod notify;
 pub mod pidfile;
+mod pool_book;
 mod reload;
 mod run;
 mod shutdown;
@@ -180,7 +181,10 @@ impl Gateway {
         let admin_addr = local(&bound.admin)?;
         let copies = bound.copies()?;
         let tls = Arc::new(tls::TlsListeners::load(&config)?);
-        let config = Arc::new(config);
+        let book = pool_book::PoolBook::open(config)?;
+        let config = Arc::new(book.effective.clone());
+        let shared = Arc::new(SharedLimits::new(&config));
+        let quota = Arc::new(TunnelQuota::new(config.runners.max_tunnels_per_identity));
         let shutdown = Arc::new(ShutdownSignal::new(count));
         let upgrade = Arc::new(ShutdownSignal::new(count));
         let (exports_tx, exports_rx) = mpsc::channel();
@@ -188,6 +192,15 @@ impl Gateway {
         let gateway_stats = Arc::<GatewayStats>::default();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
         let reloads = Arc::new(ReloadSignal::new(count));
+        let reloader = Reloader {
+            tls: tls.clone(),
+            shared: shared.clone(),
+            quota: quota.clone(),
+            reloads: reloads.clone(),
+            shutdown: shutdown.clone(),
+            stats: gateway_stats.clone(),
+            book: Arc::new(Mutex::new(book)),
+        };
         let common = WorkerSeed {
             id: 0,
             config: config.clone(),
@@ -201,23 +214,16 @@ impl Gateway {
             all_stats: stats.clone().into(),
             gateway_stats: gateway_stats.clone(),
             feeds: (0..count).map(|_| Arc::default()).collect(),
-            shared: Arc::new(SharedLimits::new(&config)),
-            tunnel_quota: Arc::new(TunnelQuota::new(config.runners.max_tunnels_per_identity)),
-            tls: tls.clone(),
-            reloads: reloads.clone(),
+            shared,
+            tunnel_quota: quota,
+            tls,
+            reloads,
+            pool_changes: Arc::new(reloader.clone()),
             serving: Arc::default(),
             ready: ready_tx,
             driver,
         };
         let admission = common.shared.admission.clone();
-        let reloader = Reloader {
-            tls,
-            shared: common.shared.clone(),
-            quota: common.tunnel_quota.clone(),
-            reloads,
-            shutdown: shutdown.clone(),
-            stats: gateway_stats.clone(),
-        };
         let serving = common.serving.clone();
         let workers = spawn_workers(&common, bound)?;
         drop(common);
@@ -322,19 +328,21 @@ pub struct Reloader {
     shutdown: Arc<ShutdownSignal>,
     /// Counts reloads (`tether_reloads_total`).
     stats: Arc<GatewayStats>,
+    /// The admin API's serverless pools and the configuration in force.
+    book: pool_book::SharedBook,
 }
 
 /// How long a reload waits for every worker to run on the new configuration.
 const RELOAD_WAIT: Duration = Duration::from_secs(10);
 
 impl Reloader {
-    /// Puts `config` (validated) in force: the TLS certificates it names,
+    /// Puts `config` (validated, API pools included) in force: the TLS certificates it names,
     /// the limits the workers share, then every worker's own copy. Returns
     /// once every worker runs on it: true, or false if one had not within
     /// a few seconds (it will when its loop next turns) or the gateway is
     /// stopping. Every setting of `config` takes effect, so settings that
     /// need a restart must hold their running values (`config::reload`).
-    pub fn apply(&self, config: &Config) -> bool {
+    fn put_in_force(&self, config: &Config) -> bool {
         self.stats.reloads_applied.fetch_add(1, Ordering::Relaxed);
         self.tls.reload(config);
         self.shared.apply(config);

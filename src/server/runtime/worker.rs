@@ -77,6 +77,8 @@ pub(crate) struct WorkerSeed {
     /// The listeners' TLS settings (reloadable).
     pub tls: Arc<TlsListeners>,
     /// Where reloaded configurations arrive.
+    /// Changes to the admin API's serverless pools (worker 0 serves them).
+    pub pool_changes: Arc<dyn crate::server::admin::PoolChanges>,
     pub reloads: Arc<ReloadSignal>,
     /// Set once every worker serves.
     pub serving: Arc<std::sync::atomic::AtomicBool>,
@@ -105,6 +107,7 @@ impl WorkerSeed {
             tunnel_quota: self.tunnel_quota.clone(),
             tls: self.tls.clone(),
             reloads: self.reloads.clone(),
+            pool_changes: self.pool_changes.clone(),
             serving: self.serving.clone(),
             driver: self.driver,
             ready: self.ready.clone(),
@@ -165,6 +168,8 @@ impl Worker {
             serving: seed.serving.clone(),
             worker_id: seed.id,
             worker_count: seed.worker_count,
+            pool_changes: seed.pool_changes.clone(),
+            pool_change_busy: Cell::new(false),
         };
         Worker {
             id: seed.id,
