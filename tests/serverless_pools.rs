@@ -271,3 +271,128 @@ fn a_pool_whose_metadata_is_wrong_or_missing_refuses_the_configuration() {
     let meta = tether::server::fetch_metadata_blocking(&pool(&host.url())).expect("passes");
     assert!(meta.actor_names.contains(&"chat".to_owned()));
 }
+
+/// A function that answers `/metadata` as the runner library does and
+/// `/start` with `start` (its connection then held open, as a function
+/// whose runner never dials back).
+fn fake_function(start: &'static str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let meta = r#"{"protocol":"tether-serverless","version":1,"actor_names":["echo","chat"]}"#;
+        let mut held = Vec::new();
+        for mut s in listener.incoming().flatten() {
+            let mut head = [0u8; 2048];
+            let n = s.read(&mut head).unwrap_or(0);
+            if head[..n].starts_with(b"GET /metadata") {
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{meta}",
+                    meta.len()
+                );
+                let _ = s.write_all(answer.as_bytes());
+            } else {
+                let _ = s.write_all(start.as_bytes());
+                held.push(s);
+            }
+        }
+    });
+    url
+}
+
+#[test]
+fn a_start_answered_with_an_error_or_never_registering_is_a_start_failure_with_its_reason() {
+    let h = start_bare(config_with(pool(&fake_function(
+        "HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\n\r\n",
+    ))));
+    let refused = upgrade_from("127.0.0.1", h.client_addr, "/actors/echo/e500");
+    assert_start_failed(&h, refused, "answered 500", "http");
+    drop(h);
+
+    // 200 and a stream, but no runner ever registers: the start times out
+    // at the pool's start_timeout; meanwhile the actor says what it waits for.
+    let mut silent = pool(&fake_function(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n: started\n\n",
+    ));
+    silent.start_timeout = Duration::from_secs(1);
+    let h = start_bare(config_with(silent));
+    let addr = h.client_addr;
+    let client = std::thread::spawn(move || upgrade_from("127.0.0.1", addr, "/actors/echo/silent"));
+    wait_for("the actor's status to say what it waits for", || {
+        let (_, status) = h.admin_json("/actors/echo/silent");
+        status["waiting_for"]
+            .as_str()
+            .is_some_and(|w| w.contains("serverless pool default/fn"))
+    });
+    let refused = client.join().unwrap();
+    assert_start_failed(
+        &h,
+        refused,
+        "did not register within start_timeout",
+        "timeout",
+    );
+}
+
+/// The client got 503 start_failed saying `says`, and one start failed
+/// with `cause`.
+#[track_caller]
+fn assert_start_failed(
+    h: &Harness,
+    (status, answer, _): (u16, String, std::net::TcpStream),
+    says: &str,
+    cause: &str,
+) {
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer.contains("start_failed") && answer.contains(says),
+        "{answer}"
+    );
+    let failed = counter(
+        h,
+        "tether_serverless_start_failures_total",
+        ("cause", cause),
+    );
+    assert_eq!(failed, 1.0, "failures by {cause}");
+}
+
+/// The file of a gateway whose pool `fn` calls `url`.
+fn toml(url: &str) -> String {
+    format!(
+        "[server]\nworkers = 2\nshutdown_drain = \"100ms\"\n\
+         [client]\nlisten = \"127.0.0.1:0\"\n\
+         [runners]\nlisten = \"127.0.0.2:0\"\n\
+         [admin]\nlisten = \"127.0.0.3:0\"\ntoken = \"{ADMIN_TOKEN}-0001\"\n\
+         [actors.pools]\necho = \"fn\"\n\
+         [[serverless]]\npool = \"fn\"\nurl = \"{url}\"\n"
+    )
+}
+
+#[test]
+fn the_binary_refuses_a_pool_whose_function_is_unreachable_at_start_up_and_on_reload() {
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let dir = child::temp_dir("serverless-refused");
+    let file = dir.join("tether.toml");
+    std::fs::write(&file, toml(&dead)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it started: {stderr}");
+    assert!(
+        stderr.contains("serverless pool default/fn") && stderr.contains("unreachable"),
+        "{stderr}"
+    );
+
+    let host = FunctionHost::start(None);
+    let mut g = child::ChildGateway::start(&toml(&host.url()));
+    let line = g.reload(&toml(&dead));
+    assert!(line.contains("not reloaded"), "{line}");
+    assert!(line.contains("serverless pool default/fn"), "{line}");
+    assert!(g.is_running(), "the old configuration serves on");
+    let line = g.reload(&toml(&host.url()));
+    assert!(line.contains("configuration reloaded"), "{line}");
+}

@@ -72,16 +72,19 @@ impl Actors {
             self.stats.creations_refused.fetch_add(1, Ordering::Relaxed);
             return Err(Unavailable::TooManyNewActors);
         }
-        self.directory.insert(&actor);
-        self.note(EventKind::Start, &actor, None);
         match slot {
-            Some(slot) => self.start_on(&actor, slot),
+            Some(slot) => {
+                self.start_on(&actor, slot);
+                self.directory.insert(&actor);
+            }
             None => {
                 let (now, start_timeout) = (self.now(), self.config().actors.start_timeout);
                 actor.begin_placing(now, now, hold, start_timeout);
+                self.directory.insert(&actor);
                 self.place(&actor);
             }
         }
+        self.note(EventKind::Start, &actor, None);
         Ok(actor)
     }
 
