@@ -408,6 +408,12 @@ fn reload(
             return;
         }
     };
+    // A pool whose function is missing or speaks another protocol refuses
+    // the whole file, as an invalid one does.
+    if let Err(e) = tether::server::check_functions(&plan.config) {
+        reloader.refused();
+        return tracing::warn!(file = %path.display(), error = %e, "SIGHUP: configuration not reloaded; the running one stays");
+    }
     if !reloader.apply(&plan.config) {
         tracing::warn!(
             "SIGHUP: a worker has not taken the new configuration yet; it will at its next turn"

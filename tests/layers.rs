@@ -13,7 +13,14 @@ use std::path::{Path, PathBuf};
 
 /// The layers of `src/server`, top first.
 const SERVER_LAYERS: &[&str] = &[
-    "runtime", "admin", "edge", "runners", "actors", "tunnels", "conn",
+    "runtime",
+    "admin",
+    "edge",
+    "runners",
+    "actors",
+    "serverless",
+    "tunnels",
+    "conn",
 ];
 
 /// Top-level modules that must never reach into `server` (or the runner

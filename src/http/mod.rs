@@ -3,6 +3,7 @@
 //! serverless function and the gateway say to each other.
 
 pub mod body;
+pub mod client;
 pub mod credential;
 pub mod proxy_header;
 pub mod request;

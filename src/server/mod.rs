@@ -20,6 +20,7 @@ pub(crate) mod conn;
 pub(crate) mod edge;
 pub(crate) mod runners;
 pub(crate) mod runtime;
+pub(crate) mod serverless;
 pub(crate) mod tunnels;
 
 pub use admin::{admin_route, AdminRoute};
@@ -28,3 +29,4 @@ pub use runtime::upgrade::new::{Inheriting, TakingOver};
 pub use runtime::upgrade::old::{NewBinary, UpgradeError, Upgraded, Upgrader};
 pub use runtime::{driver, listener, notify, pidfile, signals};
 pub use runtime::{Driver, Gateway, Reloader, Stopper};
+pub use serverless::{check_functions, fetch_metadata, fetch_metadata_blocking};

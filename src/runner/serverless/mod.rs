@@ -44,6 +44,9 @@ pub struct ServerlessHandler {
     /// Gateway URLs `/start` may dial (exactly); empty: any.
     allowed_gateways: Vec<String>,
     tls_ca: Option<std::path::PathBuf>,
+    /// The platform's kill, simulated: a started runner dies this long
+    /// after its `/start` (tests and benchmarks of the gateway's hand-over).
+    lifespan: Option<Duration>,
 }
 
 impl ServerlessHandler {
@@ -57,7 +60,17 @@ impl ServerlessHandler {
             keepalive: Duration::from_secs(15),
             allowed_gateways: Vec::new(),
             tls_ca: None,
+            lifespan: None,
         }
+    }
+
+    /// Kills each started runner `lifespan` after its `/start`, as a
+    /// platform kills a function at its limit: its tunnels drop without a
+    /// word and the response ends without `event: end`. For testing a
+    /// gateway's lifespan hand-over; a real platform does this itself.
+    pub fn lifespan(mut self, lifespan: Duration) -> Self {
+        self.lifespan = Some(lifespan);
+        self
     }
 
     /// How often `/start`'s stream says it is alive (15 s by default;
@@ -123,6 +136,7 @@ impl ServerlessHandler {
             runner: Some(runner),
             keepalive: self.keepalive,
             next: Instant::now() + self.keepalive,
+            dies_at: self.lifespan.map(|l| Instant::now() + l),
         })
     }
 }
@@ -157,6 +171,8 @@ pub struct ServerlessRun {
     runner: Option<Runner>,
     keepalive: Duration,
     next: Instant,
+    /// When the simulated platform kills it (`ServerlessHandler::lifespan`).
+    dies_at: Option<Instant>,
 }
 
 /// The first bytes of `/start`'s response body: an SSE comment, so the
@@ -169,21 +185,30 @@ pub const SSE_END: &[u8] = b"event: end\ndata: drained\n\n";
 impl ServerlessRun {
     /// Waits for what the stream says next: a keepalive when one is due,
     /// then `SSE_END` once the gateway has drained the runner, then `None`.
+    /// With a lifespan (`ServerlessHandler::lifespan`), the runner is
+    /// killed when it is up and `None` comes at once.
     pub fn next_event(&mut self) -> Option<&'static [u8]> {
-        let runner = self.runner.as_ref()?;
         loop {
+            let runner = self.runner.as_ref()?;
             if runner.is_drained() {
                 self.stop();
                 return Some(SSE_END);
             }
             let now = Instant::now();
+            if self.dies_at.is_some_and(|at| now >= at) {
+                if let Some(runner) = self.runner.take() {
+                    runner.kill();
+                }
+                return None;
+            }
             if now >= self.next {
                 self.next = now + self.keepalive;
                 return Some(SSE_KEEPALIVE);
             }
             // The drain is polled: a runner has no way to wake us, and a
             // tenth of a second is nothing to a stream that lives minutes.
-            std::thread::sleep((self.next - now).min(Duration::from_millis(100)));
+            let wake = self.dies_at.map_or(self.next, |at| at.min(self.next));
+            std::thread::sleep((wake - now).min(Duration::from_millis(20)));
         }
     }
 

@@ -46,19 +46,44 @@ impl Actors {
         let hold = self.config().actors.wake_buffer_bytes;
         let (now, stats) = (self.clock.get(), self.stats.clone());
         let actor = Rc::new(Actor::new(ns, name, key, pool, now, hold, stats));
-        let slot = choose_tunnel(&self.tunnels, &actor, None).inspect_err(|u| {
-            if matches!(u, Unavailable::NoCapacity { .. }) {
-                self.stats.no_capacity.fetch_add(1, Ordering::Relaxed);
+        let slot = match choose_tunnel(&self.tunnels, &actor, None) {
+            Ok(slot) => Some(slot),
+            Err(Unavailable::NoRunner { .. } | Unavailable::NoCapacity { .. })
+                if self.serverless_pool_of(&actor).is_some() =>
+            {
+                None // it waits while the pool starts a runner
             }
-        })?;
+            Err(u) => {
+                if matches!(u, Unavailable::NoCapacity { .. }) {
+                    self.stats.no_capacity.fetch_add(1, Ordering::Relaxed);
+                }
+                return Err(u);
+            }
+        };
+        if slot.is_none() {
+            let key = self.serverless_pool_of(&actor);
+            if let Some(reason) = key.and_then(|k| self.wait_for_function(&k).err()) {
+                return Err(Unavailable::StartFailed { reason });
+            }
+        }
         // Counted only when an actor would really start (the slot goes
         // back if the address is over its allowance).
         if !self.creations.allow(creator, self.now()) {
             self.stats.creations_refused.fetch_add(1, Ordering::Relaxed);
             return Err(Unavailable::TooManyNewActors);
         }
-        self.start_on(&actor, slot);
-        self.directory.insert(&actor);
+        match slot {
+            Some(slot) => {
+                self.start_on(&actor, slot);
+                self.directory.insert(&actor);
+            }
+            None => {
+                let (now, start_timeout) = (self.now(), self.config().actors.start_timeout);
+                actor.begin_placing(now, now, hold, start_timeout);
+                self.directory.insert(&actor);
+                self.place(&actor);
+            }
+        }
         self.note(EventKind::Start, &actor, None);
         Ok(actor)
     }
@@ -120,6 +145,21 @@ impl Actors {
             Err(unknown @ Unavailable::UnknownActor { .. }) => {
                 warn!(actor = %actor.name, key = ?actor.key, reason = %unknown.reason(), "cannot start actor");
                 self.remove_actor(actor, CloseCode::INTERNAL, &unknown.to_string());
+            }
+            Err(other @ (Unavailable::NoRunner { .. } | Unavailable::NoCapacity { .. })) => {
+                match self.serverless_pool_of(actor) {
+                    None => actor.set_refusal(other.to_string()),
+                    Some(key) => match self.wait_for_function(&key) {
+                        Ok(()) => actor.set_refusal(format!(
+                            "waiting for a runner of serverless pool {}/{} to start",
+                            key.0, key.1
+                        )),
+                        Err(reason) => {
+                            warn!(actor = %actor.name, key = ?actor.key, %reason, "serverless start failed: giving the actor up");
+                            self.remove_actor(actor, CloseCode::TRY_AGAIN_LATER, &reason);
+                        }
+                    },
+                }
             }
             Err(other) => actor.set_refusal(other.to_string()),
         }

@@ -33,6 +33,7 @@ mod opens;
 mod outstanding;
 mod placement;
 mod restore;
+mod serverless;
 mod status;
 mod sweep;
 mod tunnel_events;
@@ -68,7 +69,8 @@ pub(crate) use views::{
 use crate::config::Config;
 use crate::server::conn::stats::WorkerStats;
 use crate::server::conn::wakeups::Wakeups;
-use crate::server::tunnels::{RunnerLoads, TunnelTable};
+use crate::server::serverless::{Lifetime, PoolKey, Pools};
+use crate::server::tunnels::{RunnerLoads, Tunnel, TunnelTable};
 
 pub(crate) struct Actors {
     /// This worker's index, for logs.
@@ -108,6 +110,13 @@ pub(crate) struct Actors {
     to_wake: RefCell<Vec<Rc<actor::Actor>>>,
     /// Where events go while an inspector watches (read by the admin worker).
     feed: Arc<Feed>,
+    /// Serverless pools, shared by all workers (`server/serverless`).
+    pools: Arc<Pools>,
+    /// This worker's tunnels of runners the gateway started.
+    started: RefCell<Vec<(Rc<Tunnel>, Arc<Lifetime>)>>,
+    /// When this worker last told a serverless pool how many of its actors
+    /// wait, and how many.
+    reported: RefCell<HashMap<PoolKey, (Instant, u32)>>,
 }
 
 /// What every worker's `Actors` share: counts that span workers because a
@@ -116,6 +125,7 @@ pub(crate) struct SharedLimits {
     pub loads: Arc<RunnerLoads>,
     pub creations: Arc<AddressRate>,
     pub admission: Arc<Admission>,
+    pub pools: Arc<Pools>,
 }
 
 impl SharedLimits {
@@ -125,6 +135,7 @@ impl SharedLimits {
             loads: self.loads.clone(),
             creations: self.creations.clone(),
             admission: self.admission.clone(),
+            pools: self.pools.clone(),
         }
     }
 
@@ -139,6 +150,7 @@ impl SharedLimits {
         let creations = &self.creations;
         creations.set(a.new_per_second_per_address, a.new_burst_per_address);
         self.loads.set_max(config.runners.max_actors_per_runner);
+        self.pools.configure(config);
     }
 
     pub fn new(config: &Config) -> Self {
@@ -156,6 +168,7 @@ impl SharedLimits {
                 a.new_burst_per_address,
             )),
             admission: Arc::new(admission),
+            pools: Arc::new(Pools::new(config, config.worker_count())),
         }
     }
 }
@@ -188,6 +201,9 @@ impl Actors {
             sessions_leave: Cell::new(false),
             to_wake: RefCell::new(Vec::new()),
             feed,
+            pools: shared.pools,
+            started: RefCell::new(Vec::new()),
+            reported: RefCell::new(HashMap::new()),
         }
     }
 

@@ -26,6 +26,9 @@ pub(crate) struct ActorStatus {
     pub crash_looping: bool,
     /// Placing: how long until the next start may be tried.
     pub restart_in_ms: Option<u128>,
+    /// Placing: why no runner took it yet (a serverless pool starting one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// What became of an operator's request to move an actor.
@@ -61,6 +64,9 @@ impl Actors {
             failures: backoff.failures(now, &policy),
             crash_looping: backoff.is_crash_looping(now, &policy),
             restart_in_ms,
+            waiting_for: (actor.state() == ActorState::Placing)
+                .then(|| actor.last_refusal())
+                .filter(|r| !r.is_empty()),
         })
     }
 

@@ -14,7 +14,7 @@ use crate::ws::CloseCode;
 impl Actors {
     /// Whether any actor has a timer running (a deadline or idle sleep).
     pub fn needs_ticks(&self) -> bool {
-        self.directory.has_live()
+        self.directory.has_live() || self.serverless_needs_ticks()
     }
 
     /// Called by the worker's sweep, which also advances the coarse clock.
@@ -37,6 +37,7 @@ impl Actors {
                 _ => {}
             }
         }
+        self.sweep_serverless(now);
         self.continue_drains();
     }
 

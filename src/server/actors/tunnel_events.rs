@@ -64,13 +64,22 @@ impl Actors {
         info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
         // The gateway's cap (runners.max_actors_per_runner) is the loads'.
         let runs = (namespace.clone(), pool.clone());
+        // A runner the gateway started takes the pool's slots at most.
+        let started = self.started_runner(&runs, &runner_key);
+        let capacity = started
+            .as_ref()
+            .map_or(capacity, |(_, slots)| capacity.min(*slots));
         let load = self
             .loads
             .for_runner(&identity, &runner_key, runs, capacity);
+        let shared = load.clone();
         let mut tunnel = Tunnel::new(runner_key, pool, actor_names, control, max_pending, load);
         tunnel.identity = identity;
         tunnel.namespace = namespace;
         let tunnel = Rc::new(tunnel);
+        if let Some((lifetime, _)) = started {
+            self.keep_started(&tunnel, lifetime, &shared);
+        }
         self.tunnels.insert(&tunnel);
         self.stats.tunnels.fetch_add(1, Ordering::Relaxed);
         Ok(tunnel)
@@ -96,6 +105,7 @@ impl Actors {
             return;
         }
         self.stats.tunnels.fetch_sub(1, Ordering::Relaxed);
+        self.forget_started(tunnel);
         let actors = self.directory.on_tunnel(tunnel);
         info!(worker = self.worker_id, runner = %tunnel.runner_key, actors = actors.len(), "runner tunnel down");
         for actor in actors {

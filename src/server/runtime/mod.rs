@@ -151,6 +151,7 @@ impl Gateway {
     /// Binds every listener, starts the workers and returns once all of them
     /// are serving, or with the first error.
     pub fn start(config: Config) -> Result<Gateway, String> {
+        crate::server::serverless::check_functions(&config)?;
         let (driver, count) = prepare(&config)?;
         let bound = Bound::bind(&config, count, driver)?;
         Gateway::launch(config, driver, bound, None)
@@ -164,6 +165,7 @@ impl Gateway {
         split: (u32, u32),
         inbox: Arc<HandoffQueues<Inherited>>,
     ) -> Result<Gateway, String> {
+        crate::server::serverless::check_functions(&config)?;
         let (driver, _) = prepare(&config)?;
         let bound = Bound::inherit(fds, split, &config, driver)?;
         Gateway::launch(config, driver, bound, Some(inbox))
@@ -223,6 +225,11 @@ impl Gateway {
             ready: ready_tx,
             driver,
         };
+        let runner_tls = !config.runners.tls.is_empty();
+        common
+            .shared
+            .pools
+            .set_runner_listener(runner_addr, runner_tls);
         let admission = common.shared.admission.clone();
         let serving = common.serving.clone();
         let workers = spawn_workers(&common, bound)?;

@@ -28,11 +28,17 @@
 //! | `tether_worker_actors` | gauge | `worker` | actors each worker holds (any state) |
 //! | `tether_worker_runner_tunnels` | gauge | `worker` | runner tunnels connected to each worker |
 //! | `tether_reloads_total` | counter | `result` | SIGHUP reloads: `applied`, `invalid` (nothing changed) |
+//! | `tether_serverless_runners` | gauge | `namespace`, `pool`, `phase` | runners the gateway started for a serverless pool: `starting`, `live`, `retiring` |
+//! | `tether_serverless_waiting_actors` | gauge | `namespace`, `pool` | actors waiting for a runner of the pool |
+//! | `tether_serverless_starts_total` | counter | `namespace`, `pool` | `GET /start` calls |
+//! | `tether_serverless_start_failures_total` | counter | `namespace`, `pool`, `cause` | failed starts: `http`, `connect`, `timeout`, `protocol`, `ended` |
+//! | `tether_serverless_retirements_total` | counter | `namespace`, `pool`, `reason` | started runners ended: `lifespan` (drained before it), `idle`, `died` (request ended first) |
 //! | `tether_upgrades_total` | counter | | 1 in a process that took over from an upgrade (SIGUSR2), else 0 |
 
 mod actors;
 mod families;
 mod load;
+mod serverless;
 mod traffic;
 
 use std::sync::Arc;
@@ -76,6 +82,8 @@ fn registry(side: &AdminSide) -> Registry {
         runners: side.actors.runners_by_pool(),
         gateway: side.gateway_stats.clone(),
     }));
+    let pools = side.actors.serverless_pools();
+    registry.register_collector(Box::new(serverless::Serverless(pools)));
     registry
 }
 

@@ -1,0 +1,141 @@
+//! Actors of serverless pools on this worker: an actor no runner of its
+//! pool can take waits (Placing) while the pool starts runners, instead of
+//! failing with no_runner; this worker tells the pool how many of its
+//! actors wait, makes the starts that need on its own runtime, and drains
+//! its tunnels of runners the pool retires (lifespan up, or idle).
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::actor::{Actor, ActorState};
+use super::Actors;
+use crate::server::serverless::{spawn_start, Lifetime, PoolKey, PoolView, StartJob};
+use crate::server::tunnels::Tunnel;
+
+/// A worker tells a pool its count of waiting actors at most this often
+/// from placements (its sweep tells it every tick): a burst of new actors
+/// counts them once, not once each.
+const REPORT_EVERY: Duration = Duration::from_millis(10);
+
+impl Actors {
+    /// The serverless pool `actor` is placed in now, if its pool is one.
+    pub(super) fn serverless_pool_of(&self, actor: &Actor) -> Option<PoolKey> {
+        let pool = actor.pool().clone();
+        let config = self.config();
+        config.serverless_pool(&actor.ns, &pool)?;
+        Some((actor.ns.clone(), pool))
+    }
+
+    /// No runner of serverless pool `key` could take an actor: it may wait
+    /// while runners start (`Ok`), or the pool's starts fail and it must
+    /// give up with the reason (`Err`).
+    pub(super) fn wait_for_function(&self, key: &PoolKey) -> Result<(), String> {
+        let now = self.now();
+        if let Some(reason) = self.pools.failing(key, now) {
+            return Err(reason);
+        }
+        let last = self.reported.borrow().get(key).map(|(at, _)| *at);
+        if last.is_none_or(|at| now.saturating_duration_since(at) >= REPORT_EVERY) {
+            let waiting = self.waiting_in(key);
+            self.report_waiting(key, waiting, now);
+        }
+        Ok(())
+    }
+
+    /// This worker's actors of pool `key` waiting for a runner.
+    fn waiting_in(&self, key: &PoolKey) -> u32 {
+        let live = self.directory.live();
+        let waiting = live
+            .iter()
+            .filter(|a| a.state() == ActorState::Placing && a.ns == key.0 && *a.pool() == key.1);
+        waiting.count() as u32
+    }
+
+    fn report_waiting(&self, key: &PoolKey, waiting: u32, now: Instant) {
+        self.reported
+            .borrow_mut()
+            .insert(key.clone(), (now, waiting));
+        let jobs = self.pools.demand(self.worker_id, key, waiting, now);
+        self.make_starts(jobs);
+    }
+
+    fn make_starts(&self, jobs: Vec<StartJob>) {
+        for job in jobs {
+            tracing::info!(worker = self.worker_id, runner = %job.order.key, pool = %job.pool.label(), "starting a serverless runner");
+            spawn_start(&self.pools, job);
+        }
+    }
+
+    /// The sweep's part: every pool this worker has waiting actors in (or
+    /// had) hears the count; the pools' timers run; tunnels of runners
+    /// that retire are drained here.
+    pub(super) fn sweep_serverless(&self, now: Instant) {
+        let mut counts: std::collections::HashMap<PoolKey, u32> = Default::default();
+        for key in self.reported.borrow().keys() {
+            counts.insert(key.clone(), 0);
+        }
+        for actor in self.directory.live() {
+            if actor.state() == ActorState::Placing {
+                if let Some(key) = self.serverless_pool_of(&actor) {
+                    *counts.entry(key).or_default() += 1;
+                }
+            }
+        }
+        for (key, waiting) in counts {
+            if waiting == 0 {
+                self.reported.borrow_mut().remove(&key);
+                let _ = self.pools.demand(self.worker_id, &key, 0, now);
+            } else {
+                self.report_waiting(&key, waiting, now);
+            }
+        }
+        let jobs = self.pools.tick(now);
+        self.make_starts(jobs);
+        let retiring: Vec<Rc<Tunnel>> = self
+            .started
+            .borrow()
+            .iter()
+            .filter(|(t, life)| life.is_retiring() && !t.drain_requested())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for tunnel in retiring {
+            self.drain_tunnel(&tunnel);
+        }
+    }
+
+    /// Whether the sweep must tick for serverless pools: started runners
+    /// exist (their retirement is timed) anywhere.
+    pub(super) fn serverless_needs_ticks(&self) -> bool {
+        self.pools.active() > 0
+    }
+
+    /// A runner's hello named runner `key` in `pool`: if the gateway
+    /// started it, its lifetime and the slots it may take.
+    pub(super) fn started_runner(&self, pool: &PoolKey, key: &str) -> Option<(Arc<Lifetime>, u32)> {
+        self.pools.registered(pool, key, self.now())
+    }
+
+    /// Keeps `tunnel` of a started runner, to drain it when it retires.
+    pub(super) fn keep_started(
+        &self,
+        tunnel: &Rc<Tunnel>,
+        lifetime: Arc<Lifetime>,
+        load: &Arc<crate::server::tunnels::load::RunnerLoad>,
+    ) {
+        self.pools.attach_load(&lifetime, load);
+        self.started.borrow_mut().push((tunnel.clone(), lifetime));
+    }
+
+    /// The tunnel is gone.
+    pub(super) fn forget_started(&self, tunnel: &Rc<Tunnel>) {
+        self.started
+            .borrow_mut()
+            .retain(|(t, _)| !Rc::ptr_eq(t, tunnel));
+    }
+
+    /// Every serverless pool's state (for `/metrics`).
+    pub fn serverless_pools(&self) -> Vec<PoolView> {
+        self.pools.views()
+    }
+}

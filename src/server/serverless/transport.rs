@@ -1,0 +1,182 @@
+//! The bytes of a call to a function: a TCP connection on the worker's
+//! monoio runtime, plain or through rustls's client (system roots, or the
+//! CA file `TETHER_FUNCTION_CA` names, for tests and private CAs).
+//!
+//! Reads are never raced against timers here: a caller that gives up (a
+//! deadline) drops the whole connection, so bytes lost in a cancelled read
+//! belong to a connection nobody reads again. A cancelled connect may leak
+//! its socket in monoio 0.2.4 (FIELD-NOTES): one descriptor per timed-out
+//! connect, which only a function that accepts nothing can cause.
+
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::Poll;
+use std::time::Instant;
+
+use atomic_waker::AtomicWaker;
+use bytes::BytesMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
+
+use crate::config::FunctionUrl;
+
+/// One read from the socket, at most.
+const READ_BYTES: usize = 16 * 1024;
+
+/// Runs `fut` until `deadline`; `None` if the deadline came first (the
+/// future, and whatever it held, is dropped).
+pub(crate) async fn within<F: std::future::Future>(deadline: Instant, fut: F) -> Option<F::Output> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    monoio::time::timeout(left, fut).await.ok()
+}
+
+/// The TLS client configuration for functions, loaded once per process.
+fn client_config() -> Result<Arc<ClientConfig>, String> {
+    static CONFIG: OnceLock<Result<Arc<ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let ca = std::env::var_os("TETHER_FUNCTION_CA").map(std::path::PathBuf::from);
+            crate::tls::load_client_config(ca.as_deref())
+        })
+        .clone()
+}
+
+pub(crate) enum Conn {
+    Plain(TcpStream),
+    Tls(Box<(TcpStream, ClientConnection)>),
+}
+
+/// Why a connection could not be made: the start failure's cause.
+pub(crate) enum ConnectError {
+    /// Name resolution or TCP connect failed.
+    Connect(String),
+    /// TLS could not be set up (configuration, server name).
+    Tls(String),
+}
+
+impl Conn {
+    /// Connects to the function's host (resolving a name first, on a
+    /// short-lived thread: `getaddrinfo` blocks, and a worker must not).
+    pub async fn connect(url: &FunctionUrl) -> Result<Conn, ConnectError> {
+        let addrs = resolve(&url.host, url.port)
+            .await
+            .map_err(ConnectError::Connect)?;
+        let mut last = format!("{} has no address", url.host);
+        let mut tcp = None;
+        for addr in addrs {
+            match TcpStream::connect_addr(addr).await {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = format!("{addr}: {e}"),
+            }
+        }
+        let tcp = tcp.ok_or(ConnectError::Connect(last))?;
+        let _ = tcp.set_nodelay(true);
+        if !url.tls {
+            return Ok(Conn::Plain(tcp));
+        }
+        let config = client_config().map_err(ConnectError::Tls)?;
+        let name = ServerName::try_from(url.host.clone())
+            .map_err(|_| ConnectError::Tls(format!("{} is not a TLS server name", url.host)))?;
+        let tls =
+            ClientConnection::new(config, name).map_err(|e| ConnectError::Tls(e.to_string()))?;
+        Ok(Conn::Tls(Box::new((tcp, tls))))
+    }
+
+    /// Sends `data` (over TLS, after the handshake, which the reads drive).
+    pub async fn send(&mut self, data: Vec<u8>) -> io::Result<()> {
+        match self {
+            Conn::Plain(tcp) => tcp.write_all(data).await.0.map(drop),
+            Conn::Tls(b) => {
+                b.1.writer().write_all(&data)?;
+                flush_tls(&mut b.0, &mut b.1).await
+            }
+        }
+    }
+
+    /// Appends what arrives next to `into`; 0 at the end of the stream.
+    pub async fn recv(&mut self, into: &mut BytesMut) -> io::Result<usize> {
+        match self {
+            Conn::Plain(tcp) => {
+                let (result, buf) = tcp.read(Vec::with_capacity(READ_BYTES)).await;
+                let n = result?;
+                into.extend_from_slice(&buf[..n]);
+                Ok(n)
+            }
+            Conn::Tls(b) => recv_tls(&mut b.0, &mut b.1, into).await,
+        }
+    }
+}
+
+/// Writes every TLS record rustls has ready.
+async fn flush_tls(tcp: &mut TcpStream, tls: &mut ClientConnection) -> io::Result<()> {
+    while tls.wants_write() {
+        let mut out = Vec::new();
+        tls.write_tls(&mut out)?;
+        tcp.write_all(out).await.0?;
+    }
+    Ok(())
+}
+
+async fn recv_tls(
+    tcp: &mut TcpStream,
+    tls: &mut ClientConnection,
+    into: &mut BytesMut,
+) -> io::Result<usize> {
+    let mut plain = [0u8; 4096];
+    loop {
+        match tls.reader().read(&mut plain) {
+            Ok(n) => {
+                into.extend_from_slice(&plain[..n]);
+                return Ok(n); // 0: the function closed the session
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        flush_tls(tcp, tls).await?;
+        let (result, buf) = tcp.read(Vec::with_capacity(READ_BYTES)).await;
+        let n = result?;
+        if n == 0 {
+            // No close_notify: the body's framing tells a cut-short body.
+            return Ok(0);
+        }
+        tls.read_tls(&mut &buf[..n])?;
+        tls.process_new_packets()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    }
+}
+
+/// The addresses of `host`: an IP literal at once, a name on a thread.
+async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    type Slot = (Mutex<Option<Result<Vec<SocketAddr>, String>>>, AtomicWaker);
+    let slot: Arc<Slot> = Arc::new((Mutex::new(None), AtomicWaker::new()));
+    let (theirs, name) = (slot.clone(), host.to_owned());
+    std::thread::Builder::new()
+        .name("tether-resolve".into())
+        .spawn(move || {
+            use std::net::ToSocketAddrs;
+            let found = (name.as_str(), port)
+                .to_socket_addrs()
+                .map(Iterator::collect)
+                .map_err(|e| format!("cannot resolve {name}: {e}"));
+            *theirs.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(found);
+            theirs.1.wake();
+        })
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    std::future::poll_fn(|cx| {
+        slot.1.register(cx.waker());
+        match slot.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            Some(found) => Poll::Ready(found),
+            None => Poll::Pending,
+        }
+    })
+    .await
+}
