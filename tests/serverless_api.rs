@@ -4,21 +4,17 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
+use common::functions::FunctionHost;
 use common::*;
 use serde_json::Value;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use tether::config::NamespaceConfig;
-use tether::runner::serverless::{http, ServerlessHandler};
-use tether::runner::{ActorFactory, BuiltinActors};
 
-/// A function host answering `/metadata` as the runner library does.
-fn function_host() -> http::HttpServer {
-    let factory: Arc<dyn ActorFactory> = Arc::new(BuiltinActors);
-    let listener = TcpListener::bind("127.0.0.1:0").expect("a port");
-    http::serve(listener, ServerlessHandler::new(factory, None)).expect("serves")
+/// A function host answering `/metadata` and `/start` as the runner
+/// library does.
+fn function_host() -> FunctionHost {
+    FunctionHost::start(None)
 }
 
 /// `method path` on the admin listener with `token` and a JSON `body`:
@@ -57,7 +53,7 @@ fn config_with_state(path: &Path) -> tether::Config {
 #[test]
 fn a_pool_made_through_the_api_is_shown_replaced_and_kept_across_a_restart() {
     let host = function_host();
-    let url = format!("http://{}", host.addr());
+    let url = host.url();
     let state = state_file("pools-restart");
     let h = start_bare(config_with_state(&state));
     let admin = h.admin_addr;
@@ -124,9 +120,34 @@ fn a_pool_made_through_the_api_is_shown_replaced_and_kept_across_a_restart() {
 }
 
 #[test]
+fn a_pool_made_through_the_api_serves_its_actors_at_once() {
+    let host = function_host();
+    let state = state_file("pools-serve");
+    let mut config = config_with_state(&state);
+    config.actors.pools.insert("echo".into(), "fns".into());
+    let h = start_bare(config);
+    let before = raw_exchange(
+        h.client_addr,
+        upgrade_request("/actors/echo/early").as_bytes(),
+    );
+    assert_eq!(
+        status_of(&before),
+        503,
+        "no pool yet, nothing runs echo: {before}"
+    );
+    let body = pool_body(&host.url(), 2);
+    let (status, made) = call(h.admin_addr, ADMIN_TOKEN, "PUT", "/serverless/fns", &body);
+    assert_eq!(status, 201, "{made}");
+    let mut ws = RawWs::connect(h.client_addr, "/actors/echo/late");
+    ws.echo("started by the gateway on the API's pool");
+    h.shutdown();
+    let _ = std::fs::remove_dir_all(state.parent().unwrap());
+}
+
+#[test]
 fn bad_pools_and_changes_the_gateway_cannot_keep_are_refused_with_why() {
     let host = function_host();
-    let url = format!("http://{}", host.addr());
+    let url = host.url();
     let h = start_bare(test_config());
     let admin = h.admin_addr;
     let (status, why) = call(
@@ -184,9 +205,33 @@ fn bad_pools_and_changes_the_gateway_cannot_keep_are_refused_with_why() {
 }
 
 #[test]
+fn a_pool_whose_function_does_not_answer_right_is_refused_with_why() {
+    let state = state_file("pools-metadata");
+    let h = start_bare(config_with_state(&state));
+    let admin = h.admin_addr;
+    // Nothing listens there (the port was free a moment ago).
+    let free = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let body = pool_body(&format!("http://{free}"), 1);
+    let (status, why) = call(admin, ADMIN_TOKEN, "PUT", "/serverless/fns", &body);
+    assert_eq!(status, 422, "{why}");
+    assert!(why.as_str().unwrap_or("").contains("/metadata"), "{why}");
+    // An HTTP server that is not a Tether function: the admin listener.
+    let body = pool_body(&format!("http://{admin}"), 1);
+    let (status, why) = call(admin, ADMIN_TOKEN, "PUT", "/serverless/fns", &body);
+    assert_eq!(status, 422, "{why}");
+    let (status, _) = call(admin, ADMIN_TOKEN, "GET", "/serverless/fns", "");
+    assert_eq!(status, 404, "a refused pool is not kept");
+    h.shutdown();
+    let _ = std::fs::remove_dir_all(state.parent().unwrap());
+}
+
+#[test]
 fn a_namespace_token_reaches_its_own_pools_only() {
     let host = function_host();
-    let url = format!("http://{}", host.addr());
+    let url = host.url();
     let mut config = config_with_state(&state_file("pools-ns"));
     for (name, token) in [
         ("acme", "acme-access-token-1234"),
@@ -238,7 +283,7 @@ fn a_namespace_token_reaches_its_own_pools_only() {
 #[test]
 fn the_file_wins_and_a_reload_keeps_the_apis_pools() {
     let host = function_host();
-    let url = format!("http://{}", host.addr());
+    let url = host.url();
     let dir = tether_temp_dir("pools-reload");
     let state = dir.join("pools.json");
     let base = format!(

@@ -12,6 +12,7 @@ use tracing::warn;
 use super::Reloader;
 use crate::config::{read_pool_state, write_pool_state, Config, PoolSource, ServerlessPool};
 use crate::server::admin::{PoolChanges, PoolPut, PoolRefusal};
+use crate::server::serverless::fetch_metadata_blocking;
 
 pub(crate) struct PoolBook {
     /// The configuration last put in force (API pools included).
@@ -92,6 +93,9 @@ impl PoolChanges for Reloader {
         if book.effective.serverless.iter().any(in_file) {
             return Err(PoolRefusal::SetInFile);
         }
+        // Asked with the book held: a reload meanwhile waits (at most the
+        // metadata call's timeout) rather than cross this change.
+        fetch_metadata_blocking(&pool).map_err(PoolRefusal::Refused)?;
         let mut api = book.api.clone();
         let put = match api.iter_mut().find(|p| same(p)) {
             Some(old) => {
