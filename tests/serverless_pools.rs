@@ -396,3 +396,28 @@ fn the_binary_refuses_a_pool_whose_function_is_unreachable_at_start_up_and_on_re
     let line = g.reload(&toml(&host.url()));
     assert!(line.contains("configuration reloaded"), "{line}");
 }
+
+#[test]
+fn a_pool_with_min_idle_runners_keeps_them_started_with_no_client() {
+    let host = FunctionHost::start(None);
+    let mut warm = pool(&host.url());
+    warm.min_idle_runners = 1;
+    let h = start_bare(config_with(warm));
+    wait_for("a runner started with no demand", || {
+        runners(&h, "live") == 1.0
+    });
+    // Idle past idle_after (1 s), and across its lifespan's hand-over
+    // (2.5 s): one is always there (the replacement is up before the old
+    // one goes, which is then retired as idle).
+    assert_stays("one runner kept", Duration::from_secs(4), || {
+        let (live, starting) = (runners(&h, "live"), runners(&h, "starting"));
+        live + starting >= 1.0 && live <= 2.0
+    });
+    // One start, and one per lifespan since (the replacement of a runner
+    // about to retire): no churn of idle retirements and restarts.
+    let labels = [("namespace", "default"), ("pool", "fn")];
+    let starts = h.metrics().value("tether_serverless_starts_total", &labels);
+    assert!((1.0..=4.0).contains(&starts), "{starts} starts");
+    let mut client = RawWs::connect(h.client_addr, "/actors/echo/warm");
+    client.echo("no cold start");
+}

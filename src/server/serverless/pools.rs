@@ -122,6 +122,8 @@ pub(crate) struct Pools {
     epoch: Instant,
     /// The runner listener a function dials when its pool names none.
     gateway_url: Mutex<String>,
+    /// Some pool keeps runners with no demand (`min_idle_runners`).
+    keep_idle: AtomicBool,
 }
 
 impl Pools {
@@ -134,6 +136,7 @@ impl Pools {
             last_tick: AtomicU64::new(0),
             epoch: Instant::now(),
             gateway_url: Mutex::new(String::new()),
+            keep_idle: AtomicBool::new(false),
         };
         pools.configure(config);
         pools
@@ -160,6 +163,8 @@ impl Pools {
     /// appear, changed ones take their new settings for what comes next;
     /// a pool no longer configured keeps its runners until they end.
     pub fn configure(&self, config: &Config) {
+        let keep_idle = config.serverless.iter().any(|p| p.min_idle_runners > 0);
+        self.keep_idle.store(keep_idle, Ordering::Relaxed);
         let mut inner = self.lock();
         for pool in &config.serverless {
             let key = (pool.namespace.clone(), pool.pool.clone());
@@ -175,6 +180,11 @@ impl Pools {
             entry.pool = pool.clone();
             entry.token = token;
         }
+    }
+
+    /// Whether some pool keeps `min_idle_runners` (workers tick for it).
+    pub fn keeps_idle_runners(&self) -> bool {
+        self.keep_idle.load(Ordering::Relaxed)
     }
 
     /// Started runners whose request has not ended (workers tick while any).
