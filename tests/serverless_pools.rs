@@ -171,7 +171,7 @@ fn lobbies_keep_talking_while_runners_are_started_and_retired_then_the_pool_scal
         died, 0.0,
         "every runner was drained before the host killed it"
     );
-    let failures: f64 = ["http", "connect", "timeout", "protocol", "ended"]
+    let failures: f64 = ["http", "connect", "timeout", "protocol"]
         .iter()
         .map(|c| counter(&h, "tether_serverless_start_failures_total", ("cause", c)))
         .sum();
@@ -420,4 +420,39 @@ fn a_pool_with_min_idle_runners_keeps_them_started_with_no_client() {
     assert!((1.0..=4.0).contains(&starts), "{starts} starts");
     let mut client = RawWs::connect(h.client_addr, "/actors/echo/warm");
     client.echo("no cold start");
+}
+
+#[test]
+fn a_runner_that_dies_before_its_drain_fails_over_and_an_asleep_actor_wakes_on_a_new_one() {
+    // The host kills runners after 1 s, long before the pool's drain
+    // (2.5 s): each death fails its actors over to a runner started for
+    // them, and the chat's clients stay connected, nothing lost.
+    let host = FunctionHost::start(Some(Duration::from_secs(1)));
+    let mut config = config_with(pool(&host.url()));
+    config.actors.idle_timeout = Duration::from_secs(1);
+    let h = start_bare(config);
+    let mut ws = RawWs::connect(h.client_addr, "/actors/chat/dies");
+    let mut n = 0;
+    wait_for("a runner to die under the room", || {
+        let line = format!("line {n}");
+        ws.send(true, TEXT, line.as_bytes());
+        assert_eq!(next_text(&mut ws, "member"), line, "in order, once");
+        n += 1;
+        counter(
+            &h,
+            "tether_serverless_retirements_total",
+            ("reason", "died"),
+        ) >= 1.0
+    });
+
+    // Quiet: the room sleeps (its socket hibernates), its runner is retired
+    // or dies, the pool has none; a message wakes the room on a new one.
+    wait_for("the pool at zero with the client connected", || {
+        ["starting", "live", "retiring"]
+            .iter()
+            .all(|p| runners(&h, p) == 0.0)
+    });
+    ws.send(true, TEXT, b"/history");
+    let history = next_text(&mut ws, "member");
+    assert!(history.ends_with(&format!("line {}", n - 1)), "{history}");
 }
