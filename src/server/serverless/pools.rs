@@ -224,6 +224,11 @@ impl Pools {
         let Ok((token, prefix)) = entry.token.clone() else {
             return Vec::new();
         };
+        // Checked with the configuration; before the plan, which records
+        // its starts as made.
+        let Ok(url) = FunctionUrl::parse(&entry.pool.url) else {
+            return Vec::new();
+        };
         let stamp = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -233,9 +238,9 @@ impl Pools {
             let n = serial.fetch_add(1, Ordering::Relaxed);
             format!("{prefix}{name}-{stamp:x}-{n}")
         });
-        let Ok(url) = FunctionUrl::parse(&entry.pool.url) else {
-            return Vec::new(); // checked with the configuration
-        };
+        if orders.is_empty() {
+            return Vec::new();
+        }
         let gateway = match entry.pool.gateway_url.as_str() {
             "" => self
                 .gateway_url
