@@ -456,3 +456,66 @@ fn a_runner_that_dies_before_its_drain_fails_over_and_an_asleep_actor_wakes_on_a
     let history = next_text(&mut ws, "member");
     assert!(history.ends_with(&format!("line {}", n - 1)), "{history}");
 }
+
+/// A function whose `/start` starts a real runner and then streams body
+/// past any bound: the gateway cuts the request.
+fn flooding_function() -> String {
+    use tether::runner::{BuiltinActors, Runner, RunnerOptions};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let meta = r#"{"protocol":"tether-serverless","version":1,"actor_names":["echo"]}"#;
+        for mut s in listener.incoming().flatten() {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if head.starts_with("GET /metadata") {
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{meta}",
+                    meta.len()
+                );
+                let _ = s.write_all(answer.as_bytes());
+                continue;
+            }
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let mut options =
+                RunnerOptions::new(&header("x-tether-gateway"), &header("x-tether-token"));
+            options.pool = header("x-tether-pool");
+            options.key = header("x-tether-runner-key");
+            let runner = Runner::start(options, BuiltinActors);
+            std::thread::spawn(move || {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n");
+                let flood = vec![b':'; 64 * 1024];
+                while s.write_all(&flood).is_ok() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                std::thread::sleep(Duration::from_secs(3));
+                runner.stop();
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_start_whose_body_runs_past_its_bound_is_cut_and_its_runner_drained() {
+    let h = start_bare(config_with(pool(&flooding_function())));
+    let mut client = RawWs::connect(h.client_addr, "/actors/echo/flooded");
+    client.echo("served before the flood is cut");
+    // 1 MiB of "keepalive" later the request is cut: the pool forgets the
+    // runner (counted as died) and every worker drains its tunnel; the
+    // actor moves to a runner started for it.
+    wait_for("the flooding request cut", || {
+        counter(
+            &h,
+            "tether_serverless_retirements_total",
+            ("reason", "died"),
+        ) >= 1.0
+    });
+    client.echo("still served");
+}
