@@ -109,8 +109,10 @@ fn a_drained_runner_ends_its_stream_with_an_end_event() {
     let h = start_bare(test_config());
     let host = function_host();
     let mut events = BufReader::new(request(host.addr(), &start_head(&h, "fn-drained")));
+    // Both workers' tunnels: a drain reaches the tunnels up when it is
+    // asked for, and a runner is drained once every tunnel is.
     wait_for("the started runner's tunnels", || {
-        h.stat(|s| &s.tunnels) > 0
+        h.stat(|s| &s.tunnels) == 2
     });
     let answer = h.admin("POST", "/runners/fn-drained/drain");
     assert!(matches!(status_of(&answer), 200 | 202), "{answer}");

@@ -171,7 +171,7 @@ fn lobbies_keep_talking_while_runners_are_started_and_retired_then_the_pool_scal
         died, 0.0,
         "every runner was drained before the host killed it"
     );
-    let failures: f64 = ["http", "connect", "timeout", "protocol", "ended"]
+    let failures: f64 = ["http", "connect", "timeout", "protocol"]
         .iter()
         .map(|c| counter(&h, "tether_serverless_start_failures_total", ("cause", c)))
         .sum();
@@ -395,4 +395,127 @@ fn the_binary_refuses_a_pool_whose_function_is_unreachable_at_start_up_and_on_re
     assert!(g.is_running(), "the old configuration serves on");
     let line = g.reload(&toml(&host.url()));
     assert!(line.contains("configuration reloaded"), "{line}");
+}
+
+#[test]
+fn a_pool_with_min_idle_runners_keeps_them_started_with_no_client() {
+    let host = FunctionHost::start(None);
+    let mut warm = pool(&host.url());
+    warm.min_idle_runners = 1;
+    let h = start_bare(config_with(warm));
+    wait_for("a runner started with no demand", || {
+        runners(&h, "live") == 1.0
+    });
+    // Idle past idle_after (1 s), and across its lifespan's hand-over
+    // (2.5 s): one is always there (the replacement is up before the old
+    // one goes, which is then retired as idle).
+    assert_stays("one runner kept", Duration::from_secs(4), || {
+        let (live, starting) = (runners(&h, "live"), runners(&h, "starting"));
+        live + starting >= 1.0 && live <= 2.0
+    });
+    // One start, and one per lifespan since (the replacement of a runner
+    // about to retire): no churn of idle retirements and restarts.
+    let labels = [("namespace", "default"), ("pool", "fn")];
+    let starts = h.metrics().value("tether_serverless_starts_total", &labels);
+    assert!((1.0..=4.0).contains(&starts), "{starts} starts");
+    let mut client = RawWs::connect(h.client_addr, "/actors/echo/warm");
+    client.echo("no cold start");
+}
+
+#[test]
+fn a_runner_that_dies_before_its_drain_fails_over_and_an_asleep_actor_wakes_on_a_new_one() {
+    // The host kills runners after 1 s, long before the pool's drain
+    // (2.5 s): each death fails its actors over to a runner started for
+    // them, and the chat's clients stay connected, nothing lost.
+    let host = FunctionHost::start(Some(Duration::from_secs(1)));
+    let mut config = config_with(pool(&host.url()));
+    config.actors.idle_timeout = Duration::from_secs(1);
+    let h = start_bare(config);
+    let mut ws = RawWs::connect(h.client_addr, "/actors/chat/dies");
+    let mut n = 0;
+    wait_for("a runner to die under the room", || {
+        let line = format!("line {n}");
+        ws.send(true, TEXT, line.as_bytes());
+        assert_eq!(next_text(&mut ws, "member"), line, "in order, once");
+        n += 1;
+        counter(
+            &h,
+            "tether_serverless_retirements_total",
+            ("reason", "died"),
+        ) >= 1.0
+    });
+
+    // Quiet: the room sleeps (its socket hibernates), its runner is retired
+    // or dies, the pool has none; a message wakes the room on a new one.
+    wait_for("the pool at zero with the client connected", || {
+        ["starting", "live", "retiring"]
+            .iter()
+            .all(|p| runners(&h, p) == 0.0)
+    });
+    ws.send(true, TEXT, b"/history");
+    let history = next_text(&mut ws, "member");
+    assert!(history.ends_with(&format!("line {}", n - 1)), "{history}");
+}
+
+/// A function whose `/start` starts a real runner and then streams body
+/// past any bound: the gateway cuts the request.
+fn flooding_function() -> String {
+    use tether::runner::{BuiltinActors, Runner, RunnerOptions};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let meta = r#"{"protocol":"tether-serverless","version":1,"actor_names":["echo"]}"#;
+        for mut s in listener.incoming().flatten() {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if head.starts_with("GET /metadata") {
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{meta}",
+                    meta.len()
+                );
+                let _ = s.write_all(answer.as_bytes());
+                continue;
+            }
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let mut options =
+                RunnerOptions::new(&header("x-tether-gateway"), &header("x-tether-token"));
+            options.pool = header("x-tether-pool");
+            options.key = header("x-tether-runner-key");
+            let runner = Runner::start(options, BuiltinActors);
+            std::thread::spawn(move || {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n");
+                let flood = vec![b':'; 64 * 1024];
+                while s.write_all(&flood).is_ok() {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                std::thread::sleep(Duration::from_secs(3));
+                runner.stop();
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_start_whose_body_runs_past_its_bound_is_cut_and_its_runner_drained() {
+    let h = start_bare(config_with(pool(&flooding_function())));
+    let mut client = RawWs::connect(h.client_addr, "/actors/echo/flooded");
+    client.echo("served before the flood is cut");
+    // 1 MiB of "keepalive" later the request is cut: the pool forgets the
+    // runner (counted as died) and every worker drains its tunnel; the
+    // actor moves to a runner started for it.
+    wait_for("the flooding request cut", || {
+        counter(
+            &h,
+            "tether_serverless_retirements_total",
+            ("reason", "died"),
+        ) >= 1.0
+    });
+    client.echo("still served");
 }

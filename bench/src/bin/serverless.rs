@@ -31,7 +31,7 @@ use tether::config::ServerlessPool;
 use tether::runner::serverless::{http, ServerlessHandler};
 use tether::runner::{ActorFactory, BuiltinActors};
 use tether::{Config, Gateway};
-use tether_bench::{client_frame, read_frame, ws_connect};
+use tether_bench::{client_frame, read_frame, upgrade_request};
 
 #[derive(Parser)]
 struct Args {
@@ -125,6 +125,29 @@ struct Cold {
     ready: u64,
     echo: u64,
     max: u64,
+}
+
+/// A WebSocket to `path`; panics unless upgraded. (The gateway runs in
+/// this process: a blocking read here may see EINTR, which is retried.)
+fn ws_connect(addr: SocketAddr, path: &str) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let _ = s.set_nodelay(true);
+    s.write_all(&upgrade_request(path)).expect("request");
+    let (mut head, mut b) = (Vec::new(), [0u8; 1]);
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(0) => panic!("closed during the handshake"),
+            Ok(_) => head.push(b[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("handshake: {e}"),
+        }
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    s
 }
 
 fn tunnels(g: &Gateway) -> u64 {

@@ -61,8 +61,7 @@ impl Actors {
             }
         };
         if slot.is_none() {
-            let key = self.serverless_pool_of(&actor);
-            if let Some(reason) = key.and_then(|k| self.wait_for_function(&k).err()) {
+            if let Some(reason) = self.function_failing(&actor) {
                 return Err(Unavailable::StartFailed { reason });
             }
         }

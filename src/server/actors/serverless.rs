@@ -27,6 +27,13 @@ impl Actors {
         Some((actor.ns.clone(), pool))
     }
 
+    /// Why a new actor of a serverless pool would wait in vain (its pool's
+    /// starts fail), if it would.
+    pub(super) fn function_failing(&self, actor: &Actor) -> Option<String> {
+        let key = self.serverless_pool_of(actor)?;
+        self.pools.failing(&key, self.now())
+    }
+
     /// No runner of serverless pool `key` could take an actor: it may wait
     /// while runners start (`Ok`), or the pool's starts fail and it must
     /// give up with the reason (`Err`).
@@ -85,7 +92,8 @@ impl Actors {
         for (key, waiting) in counts {
             if waiting == 0 {
                 self.reported.borrow_mut().remove(&key);
-                let _ = self.pools.demand(self.worker_id, &key, 0, now);
+                let jobs = self.pools.demand(self.worker_id, &key, 0, now);
+                self.make_starts(jobs); // min_idle_runners may still want one
             } else {
                 self.report_waiting(&key, waiting, now);
             }
@@ -105,9 +113,10 @@ impl Actors {
     }
 
     /// Whether the sweep must tick for serverless pools: started runners
-    /// exist (their retirement is timed) anywhere.
+    /// exist (their retirement is timed) anywhere, or a pool keeps
+    /// `min_idle_runners` (started with no demand).
     pub(super) fn serverless_needs_ticks(&self) -> bool {
-        self.pools.active() > 0
+        self.pools.active() > 0 || self.pools.keeps_idle_runners()
     }
 
     /// A runner's hello named runner `key` in `pool`: if the gateway

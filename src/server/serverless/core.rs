@@ -96,17 +96,18 @@ pub(crate) struct Counters {
     pub starts: u64,
     pub registered: u64,
     /// Failed starts by cause: `http` (non-2xx), `connect`, `timeout`
-    /// (no answer or no registration in time), `protocol` (a response
-    /// that is not HTTP or breaks a bound), `ended` (the request ended
-    /// before the runner registered).
-    pub failures: [u64; 5],
+    /// (no answer or no registration in time: a function whose request
+    /// ends before its runner registers is seen here too, as the start
+    /// task reads the body only once the runner is in), `protocol` (a
+    /// response that is not HTTP or breaks a bound, TLS).
+    pub failures: [u64; 4],
     pub lifespan_drains: u64,
     pub idle_retirements: u64,
     /// Live runners whose request ended before they were retired.
     pub died_early: u64,
 }
 
-pub(crate) const FAILURE_CAUSES: [&str; 5] = ["http", "connect", "timeout", "protocol", "ended"];
+pub(crate) const FAILURE_CAUSES: [&str; 4] = ["http", "connect", "timeout", "protocol"];
 
 /// One pool's runners and start history.
 #[derive(Debug)]

@@ -122,6 +122,8 @@ pub(crate) struct Pools {
     epoch: Instant,
     /// The runner listener a function dials when its pool names none.
     gateway_url: Mutex<String>,
+    /// Some pool keeps runners with no demand (`min_idle_runners`).
+    keep_idle: AtomicBool,
 }
 
 impl Pools {
@@ -134,6 +136,7 @@ impl Pools {
             last_tick: AtomicU64::new(0),
             epoch: Instant::now(),
             gateway_url: Mutex::new(String::new()),
+            keep_idle: AtomicBool::new(false),
         };
         pools.configure(config);
         pools
@@ -160,6 +163,8 @@ impl Pools {
     /// appear, changed ones take their new settings for what comes next;
     /// a pool no longer configured keeps its runners until they end.
     pub fn configure(&self, config: &Config) {
+        let keep_idle = config.serverless.iter().any(|p| p.min_idle_runners > 0);
+        self.keep_idle.store(keep_idle, Ordering::Relaxed);
         let mut inner = self.lock();
         for pool in &config.serverless {
             let key = (pool.namespace.clone(), pool.pool.clone());
@@ -175,6 +180,11 @@ impl Pools {
             entry.pool = pool.clone();
             entry.token = token;
         }
+    }
+
+    /// Whether some pool keeps `min_idle_runners` (workers tick for it).
+    pub fn keeps_idle_runners(&self) -> bool {
+        self.keep_idle.load(Ordering::Relaxed)
     }
 
     /// Started runners whose request has not ended (workers tick while any).
@@ -214,6 +224,11 @@ impl Pools {
         let Ok((token, prefix)) = entry.token.clone() else {
             return Vec::new();
         };
+        // Checked with the configuration; before the plan, which records
+        // its starts as made.
+        let Ok(url) = FunctionUrl::parse(&entry.pool.url) else {
+            return Vec::new();
+        };
         let stamp = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -223,9 +238,9 @@ impl Pools {
             let n = serial.fetch_add(1, Ordering::Relaxed);
             format!("{prefix}{name}-{stamp:x}-{n}")
         });
-        let Ok(url) = FunctionUrl::parse(&entry.pool.url) else {
-            return Vec::new(); // checked with the configuration
-        };
+        if orders.is_empty() {
+            return Vec::new();
+        }
         let gateway = match entry.pool.gateway_url.as_str() {
             "" => self
                 .gateway_url

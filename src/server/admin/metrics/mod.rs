@@ -31,7 +31,7 @@
 //! | `tether_serverless_runners` | gauge | `namespace`, `pool`, `phase` | runners the gateway started for a serverless pool: `starting`, `live`, `retiring` |
 //! | `tether_serverless_waiting_actors` | gauge | `namespace`, `pool` | actors waiting for a runner of the pool |
 //! | `tether_serverless_starts_total` | counter | `namespace`, `pool` | `GET /start` calls |
-//! | `tether_serverless_start_failures_total` | counter | `namespace`, `pool`, `cause` | failed starts: `http`, `connect`, `timeout`, `protocol`, `ended` |
+//! | `tether_serverless_start_failures_total` | counter | `namespace`, `pool`, `cause` | failed starts: `http`, `connect`, `timeout`, `protocol` |
 //! | `tether_serverless_retirements_total` | counter | `namespace`, `pool`, `reason` | started runners ended: `lifespan` (drained before it), `idle`, `died` (request ended first) |
 //! | `tether_upgrades_total` | counter | | 1 in a process that took over from an upgrade (SIGUSR2), else 0 |
 

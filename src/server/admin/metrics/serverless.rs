@@ -46,7 +46,7 @@ impl Collector for Serverless {
                 .zip(v.counters.failures)
                 .map(move |(cause, n)| by(v, "cause", cause, n))
         });
-        let help = "Failed starts by cause: http (non-2xx), connect, timeout (no answer or no registration within start_timeout), protocol (not HTTP, a bound broken, TLS), ended (the request ended before the runner registered).";
+        let help = "Failed starts by cause: http (non-2xx), connect, timeout (no answer or no registration within start_timeout), protocol (not HTTP, a bound broken, TLS).";
         family(
             e,
             MetricType::Counter,
