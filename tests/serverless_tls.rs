@@ -15,8 +15,9 @@ use common::pki::Pki;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-/// A TLS host answering every request with the runner library's metadata.
-fn tls_host(pki: &Pki) -> u16 {
+/// A TLS host answering every request with `meta` as the function's
+/// metadata, written at once (so large answers arrive in full records).
+fn tls_host(pki: &Pki, meta: String) -> u16 {
     let leaf = pki.leaf("function", &["localhost"]);
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&leaf.chain)
         .unwrap()
@@ -34,7 +35,6 @@ fn tls_host(pki: &Pki) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
-        let meta = r#"{"protocol":"tether-serverless","version":1,"actor_names":["chat"]}"#;
         for tcp in listener.incoming().flatten() {
             let conn = rustls::ServerConnection::new(config.clone()).unwrap();
             let mut tls = rustls::StreamOwned::new(conn, tcp);
@@ -64,7 +64,8 @@ fn an_https_function_is_asked_over_tls_and_its_certificate_must_name_it() {
     // SAFETY (of the process): this binary's only test sets it before
     // any thread reads the environment.
     std::env::set_var("TETHER_FUNCTION_CA", pki.ca_path());
-    let port = tls_host(&pki);
+    let meta = r#"{"protocol":"tether-serverless","version":1,"actor_names":["chat"]}"#;
+    let port = tls_host(&pki, meta.to_owned());
     let by_name = pool(&format!("https://localhost:{port}/api"));
     let meta = tether::server::fetch_metadata_blocking(&by_name).expect("over TLS");
     assert_eq!(meta.actor_names, ["chat"]);
@@ -74,4 +75,18 @@ fn an_https_function_is_asked_over_tls_and_its_certificate_must_name_it() {
         err.contains("bad answer") && err.contains("certificate"),
         "{err}"
     );
+    // An answer of several full TLS records: one socket read brings more
+    // than rustls takes in one call, and none of it may be lost.
+    let names: Vec<String> = (0..600)
+        .map(|i| format!("actor-with-a-long-name-{i:05}"))
+        .collect();
+    let large = serde_json::json!({
+        "protocol": "tether-serverless",
+        "version": 1,
+        "actor_names": names,
+    });
+    let port = tls_host(&pki, large.to_string());
+    let pool = pool(&format!("https://localhost:{port}"));
+    let meta = tether::server::fetch_metadata_blocking(&pool).expect("a large answer over TLS");
+    assert_eq!(meta.actor_names.len(), 600);
 }

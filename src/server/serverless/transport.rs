@@ -25,6 +25,8 @@ use crate::config::FunctionUrl;
 
 /// One read from the socket, at most.
 const READ_BYTES: usize = 16 * 1024;
+/// How long one of a host's several addresses may take to connect.
+const PER_ADDRESS_CONNECT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Runs `fut` until `deadline`; `None` if the deadline came first (the
 /// future, and whatever it held, is dropped).
@@ -46,7 +48,15 @@ fn client_config() -> Result<Arc<ClientConfig>, String> {
 
 pub(crate) enum Conn {
     Plain(TcpStream),
-    Tls(Box<(TcpStream, ClientConnection)>),
+    Tls(Box<TlsConn>),
+}
+
+pub(crate) struct TlsConn {
+    tcp: TcpStream,
+    tls: ClientConnection,
+    /// Bytes read from the socket that rustls has not taken yet: it takes
+    /// at most a few KiB per `read_tls`, less than one socket read brings.
+    unread: Vec<u8>,
 }
 
 /// Why a connection could not be made: the start failure's cause.
@@ -66,13 +76,27 @@ impl Conn {
             .map_err(ConnectError::Connect)?;
         let mut last = format!("{} has no address", url.host);
         let mut tcp = None;
+        // With several addresses one that swallows packets must not use up
+        // the whole deadline: each gets a few seconds before the next.
+        let each = (addrs.len() > 1).then_some(PER_ADDRESS_CONNECT);
         for addr in addrs {
-            match TcpStream::connect_addr(addr).await {
-                Ok(s) => {
+            let attempt = TcpStream::connect_addr(addr);
+            let outcome = match each {
+                Some(limit) => monoio::time::timeout(limit, attempt).await,
+                None => Ok(attempt.await),
+            };
+            match outcome {
+                Ok(Ok(s)) => {
                     tcp = Some(s);
                     break;
                 }
-                Err(e) => last = format!("{addr}: {e}"),
+                Ok(Err(e)) => last = format!("{addr}: {e}"),
+                Err(_) => {
+                    last = format!(
+                        "{addr}: no answer within {limit:?}",
+                        limit = PER_ADDRESS_CONNECT
+                    )
+                }
             }
         }
         let tcp = tcp.ok_or(ConnectError::Connect(last))?;
@@ -85,16 +109,20 @@ impl Conn {
             .map_err(|_| ConnectError::Tls(format!("{} is not a TLS server name", url.host)))?;
         let tls =
             ClientConnection::new(config, name).map_err(|e| ConnectError::Tls(e.to_string()))?;
-        Ok(Conn::Tls(Box::new((tcp, tls))))
+        Ok(Conn::Tls(Box::new(TlsConn {
+            tcp,
+            tls,
+            unread: Vec::new(),
+        })))
     }
 
     /// Sends `data` (over TLS, after the handshake, which the reads drive).
     pub async fn send(&mut self, data: Vec<u8>) -> io::Result<()> {
         match self {
             Conn::Plain(tcp) => tcp.write_all(data).await.0.map(drop),
-            Conn::Tls(b) => {
-                b.1.writer().write_all(&data)?;
-                flush_tls(&mut b.0, &mut b.1).await
+            Conn::Tls(c) => {
+                c.tls.writer().write_all(&data)?;
+                flush_tls(&mut c.tcp, &mut c.tls).await
             }
         }
     }
@@ -108,7 +136,7 @@ impl Conn {
                 into.extend_from_slice(&buf[..n]);
                 Ok(n)
             }
-            Conn::Tls(b) => recv_tls(&mut b.0, &mut b.1, into).await,
+            Conn::Tls(c) => c.recv(into).await,
         }
     }
 }
@@ -123,31 +151,51 @@ async fn flush_tls(tcp: &mut TcpStream, tls: &mut ClientConnection) -> io::Resul
     Ok(())
 }
 
-async fn recv_tls(
-    tcp: &mut TcpStream,
-    tls: &mut ClientConnection,
-    into: &mut BytesMut,
-) -> io::Result<usize> {
-    let mut plain = [0u8; 4096];
-    loop {
-        match tls.reader().read(&mut plain) {
-            Ok(n) => {
-                into.extend_from_slice(&plain[..n]);
-                return Ok(n); // 0: the function closed the session
+impl TlsConn {
+    /// Appends the next plaintext to `into`; 0 at the end of the stream.
+    /// Every byte read from the socket reaches rustls, in as many calls as
+    /// it takes, plaintext being drained between them so its buffer never
+    /// fills.
+    async fn recv(&mut self, into: &mut BytesMut) -> io::Result<usize> {
+        let mut plain = [0u8; 4096];
+        loop {
+            match self.tls.reader().read(&mut plain) {
+                Ok(n) => {
+                    into.extend_from_slice(&plain[..n]);
+                    return Ok(n); // 0: the function closed the session
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+            if !self.unread.is_empty() {
+                self.feed()?;
+                continue;
+            }
+            flush_tls(&mut self.tcp, &mut self.tls).await?;
+            let (result, buf) = self.tcp.read(Vec::with_capacity(READ_BYTES)).await;
+            let n = result?;
+            if n == 0 {
+                // No close_notify: the body's framing tells a cut-short body.
+                return Ok(0);
+            }
+            self.unread = buf;
         }
-        flush_tls(tcp, tls).await?;
-        let (result, buf) = tcp.read(Vec::with_capacity(READ_BYTES)).await;
-        let n = result?;
-        if n == 0 {
-            // No close_notify: the body's framing tells a cut-short body.
-            return Ok(0);
-        }
-        tls.read_tls(&mut &buf[..n])?;
-        tls.process_new_packets()
+    }
+
+    /// Gives rustls what it takes of the unread bytes and lets it process them.
+    fn feed(&mut self) -> io::Result<()> {
+        let taken = self.tls.read_tls(&mut &self.unread[..])?;
+        self.unread.drain(..taken);
+        let state = self
+            .tls
+            .process_new_packets()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        if taken == 0 && state.plaintext_bytes_to_read() == 0 {
+            // Nothing taken and nothing to read: going round again would spin.
+            let stuck = "the TLS session takes no more bytes";
+            return Err(io::Error::new(io::ErrorKind::InvalidData, stuck));
+        }
+        Ok(())
     }
 }
 
