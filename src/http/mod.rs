@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod credential;
+pub mod forward;
 pub mod proxy_header;
 pub mod request;
 pub mod response;

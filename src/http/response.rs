@@ -33,7 +33,13 @@ impl Status {
         match self.0 {
             101 => "Switching Protocols",
             200 => "OK",
+            201 => "Created",
             202 => "Accepted",
+            204 => "No Content",
+            206 => "Partial Content",
+            301 => "Moved Permanently",
+            302 => "Found",
+            304 => "Not Modified",
             400 => "Bad Request",
             401 => "Unauthorized",
             403 => "Forbidden",

@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod chromium;
+pub mod http;
 pub mod load;
 pub mod metrics;
 pub mod pki;
