@@ -243,6 +243,9 @@ struct ScriptedActor {
 static WAITS: AtomicU64 = AtomicU64::new(0);
 static WAITS_CANCELLED: AtomicU64 = AtomicU64::new(0);
 
+/// Requests to `/once` that reached a scripted actor.
+static ONCE: AtomicU64 = AtomicU64::new(0);
+
 /// Requests to `/hold` that reached a scripted actor.
 static HELD: AtomicU64 = AtomicU64::new(0);
 
@@ -271,6 +274,11 @@ impl Actor for ScriptedActor {
             "/silent" => {}
             "/hold" => {
                 HELD.fetch_add(1, Ordering::SeqCst);
+            }
+            // Unanswered the first time, echoed after that.
+            "/once" if ONCE.fetch_add(1, Ordering::SeqCst) == 0 => {}
+            "/once" => {
+                ctx.respond(r.id, 200, vec![], ResponseBody::Stream);
             }
             "/wait" => {
                 self.waits.insert(r.id);
@@ -581,6 +589,30 @@ fn a_failover_replays_idempotent_requests_and_answers_others_outcome_unknown() {
     wait_for("the GET at runner-b", || HELD.load(Ordering::SeqCst) == 3);
     let r = get.join().unwrap();
     assert_eq!(r.status, 504, "{r:?}");
+    assert_eq!(h.stat(|s| &s.http_replays), 1);
+    h.shutdown();
+}
+
+#[test]
+fn a_request_the_runner_gives_back_on_a_graceful_move_is_sent_whole_to_the_next() {
+    let mut h = start_bare(test_config());
+    let mut a = h.runner_options();
+    a.key = "runner-a".into();
+    h.add_runner(a, Scripted);
+    let addr = h.client_addr;
+    let post =
+        std::thread::spawn(move || exchange(addr, "POST", "/actors/scripted/g/once", b"payload"));
+    wait_for("the request at the actor", || {
+        ONCE.load(Ordering::SeqCst) == 1
+    });
+    let mut b = h.runner_options();
+    b.key = "runner-b".into();
+    h.add_runner(b, Scripted);
+    let moved = h.admin("POST", "/actors/scripted/g/migrate");
+    assert_eq!(status_of(&moved), 200, "{moved}");
+    // runner-a gave it back unhandled; runner-b got it with its body.
+    let r = post.join().unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "payload"), "{r:?}");
     assert_eq!(h.stat(|s| &s.http_replays), 1);
     h.shutdown();
 }

@@ -235,6 +235,16 @@ impl Actors {
     /// a new `req_id`, with the body kept so far.
     pub(super) fn resend_requests(&self, actor: &Rc<Actor>) {
         let Some(tunnel) = actor.tunnel() else { return };
+        if !tunnel.takes_http() {
+            // Its new runner takes no HTTP: the held requests cannot follow.
+            for req_id in self.requests_of(actor) {
+                let held = self.requests.borrow().get(&req_id).is_some_and(|f| !f.sent);
+                if held {
+                    self.end_request(req_id, no_http());
+                }
+            }
+            return;
+        }
         for old in self.requests_of(actor) {
             let mut requests = self.requests.borrow_mut();
             let Some(mut f) = requests.remove(&old).filter(|f| !f.sent) else {
@@ -289,6 +299,16 @@ fn moved_unhandled() -> Outcome {
         kind: "moved",
         reason: "the actor moved before answering; the request was not handled".into(),
         retry: true,
+    }
+}
+
+/// The actor moved to a runner that does not take HTTP.
+fn no_http() -> Outcome {
+    Outcome::Refused {
+        status: 501,
+        kind: "no_http",
+        reason: "the actor's runner does not take HTTP requests".into(),
+        retry: false,
     }
 }
 

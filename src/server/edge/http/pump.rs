@@ -100,7 +100,9 @@ pub(super) async fn pump(
             Progress::Waiting => {}
         }
         match exchange.outcome() {
+            // A response that started can only be cut.
             Some(Outcome::Cut) => return Next::Close,
+            Some(_) if writer.status().is_some() => return Next::Close,
             Some(Outcome::Refused {
                 status,
                 kind,
