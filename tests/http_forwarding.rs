@@ -616,3 +616,135 @@ fn a_request_the_runner_gives_back_on_a_graceful_move_is_sent_whole_to_the_next(
     assert_eq!(h.stat(|s| &s.http_replays), 1);
     h.shutdown();
 }
+
+/// What a runner breaking the HTTP rules sends for request `id`.
+fn misbehaviour(key: &str, id: u64) -> Vec<tether::tunnel::Frame> {
+    use tether::tunnel::{Frame, HttpResponse};
+    let head = |body| {
+        Frame::HttpResponse(HttpResponse {
+            req_id: id,
+            status: 200,
+            headers: vec![],
+            body,
+        })
+    };
+    let body = |n: usize| Frame::HttpBody {
+        req_id: id,
+        data: bytes::Bytes::from(vec![b'x'; n]),
+    };
+    match key {
+        "nohead" => vec![body(1)],
+        "twoheads" => vec![head(false), head(true)],
+        // The initial credit is 256 KiB: four full pieces, then one byte.
+        _ => {
+            let mut v = vec![head(true)];
+            v.extend((0..4).map(|_| body(64 * 1024)));
+            v.push(body(1));
+            v
+        }
+    }
+}
+
+/// A raw runner announcing HTTP on a one-worker gateway: the tunnel, and
+/// the `HttpRequest` a client's `GET /actors/counter/{key}` became.
+fn hand_http_runner(
+    h: &Harness,
+    key: &str,
+) -> (
+    tungstenite::WebSocket<TcpStream>,
+    tether::tunnel::HttpRequest,
+    std::thread::JoinHandle<(u16, BodyEnd)>,
+) {
+    use common::raw_tunnel::{next_frame, raw_tunnel, send_frame};
+    use tether::tunnel::{features, Frame, PROTOCOL_VERSION};
+    let mut ws = raw_tunnel(h);
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        runner_key: key.into(),
+        pool: "default".into(),
+        capacity: 10,
+        tunnel_index: 0,
+        actor_names: vec!["counter".into()],
+        features: features::SUPPORTED,
+    };
+    send_frame(&mut ws, &hello);
+    let mut pending = Vec::new();
+    assert!(matches!(
+        next_frame(&mut ws, &mut pending),
+        Frame::Welcome { .. }
+    ));
+    let (addr, path) = (h.client_addr, format!("/actors/counter/{key}"));
+    let client = std::thread::spawn(move || {
+        let mut c = HttpConn::connect(addr);
+        c.request("GET", &path, &[("Connection", "close")], b"");
+        let (status, headers) = c.read_head().expect("an answer");
+        if common::http::header(&headers, "transfer-encoding") != Some("chunked") {
+            return (status, BodyEnd::Complete);
+        }
+        loop {
+            match c.next_chunk() {
+                Ok(Some(_)) => {}
+                Ok(None) => return (status, BodyEnd::Complete),
+                Err(end) => return (status, end),
+            }
+        }
+    });
+    let Frame::StartActor { actor_id, .. } = next_frame(&mut ws, &mut pending) else {
+        panic!("a start")
+    };
+    send_frame(&mut ws, &Frame::ActorReady { actor_id });
+    let Frame::HttpRequest(request) = next_frame(&mut ws, &mut pending) else {
+        panic!("the request")
+    };
+    (ws, request, client)
+}
+
+#[test]
+fn a_runner_that_breaks_the_http_rules_loses_its_tunnel_and_nobody_else_is_affected() {
+    let mut config = test_config();
+    config.server.workers = 1;
+    config.actors.start_timeout = Duration::from_millis(500);
+    let cases = [
+        ("nohead", "HTTP body the response does not allow"),
+        ("twoheads", "a second final HTTP response head"),
+        ("overcredit", "HTTP body beyond its credit"),
+    ];
+    for (key, reason) in cases {
+        // A gateway each: the actor of one case must not wait for the next.
+        let h = start_bare(config.clone());
+        let (mut ws, request, client) = hand_http_runner(&h, key);
+        common::raw_tunnel::send_batch(&mut ws, &misbehaviour(key, request.req_id));
+        let close = loop {
+            match ws.read() {
+                Ok(tungstenite::Message::Close(c)) => break c.expect("a close code"),
+                Ok(_) => continue,
+                Err(e) => panic!("{key}: {e}"),
+            }
+        };
+        assert_eq!(
+            (u16::from(close.code), close.reason.as_str()),
+            (1002, reason),
+            "{key}"
+        );
+        // The first head of two was a whole answer; a response past its
+        // credit is cut; a body with no head leaves no answer (the actor
+        // finds no other runner: 503).
+        let expected = match key {
+            "twoheads" => (200, BodyEnd::Complete),
+            "overcredit" => (200, BodyEnd::Cut),
+            _ => (503, BodyEnd::Complete),
+        };
+        assert_eq!(client.join().unwrap(), expected, "{key}");
+        h.shutdown();
+    }
+    let mut h = start_bare(config);
+    let o = h.runner_options();
+    h.add_runner(o, tether::runner::BuiltinActors);
+    let r = exchange(h.client_addr, "GET", "/actors/counter/fine", b"");
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "0\n"),
+        "the gateway serves on"
+    );
+    h.shutdown();
+}

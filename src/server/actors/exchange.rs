@@ -140,17 +140,17 @@ impl Exchange {
         self.poke();
     }
 
-    pub(super) fn set_head(&self, head: ResponseHead) {
+    pub(crate) fn set_head(&self, head: ResponseHead) {
         self.inner.borrow_mut().head = Some(head);
         self.poke();
     }
 
-    pub(super) fn push_piece(&self, data: Bytes) {
+    pub(crate) fn push_piece(&self, data: Bytes) {
         self.inner.borrow_mut().pieces.push_back(data);
         self.poke();
     }
 
-    pub(super) fn end(&self) {
+    pub(crate) fn end(&self) {
         self.inner.borrow_mut().ended = true;
         self.poke();
     }

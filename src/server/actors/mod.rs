@@ -55,6 +55,8 @@ use std::time::Instant;
 pub(crate) use actor::ActorState;
 use backoff::BackoffPolicy;
 use directory::Directory;
+#[cfg(test)]
+pub(crate) use exchange::ResponseHead;
 pub(crate) use exchange::{Exchange, Outcome};
 #[cfg(test)]
 pub(crate) use feed::Event;

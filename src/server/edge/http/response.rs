@@ -61,7 +61,8 @@ impl ResponseWriter {
     /// Whether the connection may serve another request after a complete
     /// response (a close-delimited body ends it).
     pub fn keeps_alive(&self) -> bool {
-        self.keep_alive && self.wire != Some(WireBody::UntilClose)
+        self.wire
+            .map_or(self.keep_alive, |w| self.keeps_alive_with(w))
     }
 
     /// Appends to `out` what the exchange holds. `Err`: the actor's head
@@ -142,5 +143,87 @@ fn encoder_for(wire: WireBody) -> Option<BodyEncoder> {
         WireBody::Length(n) => Some(BodyEncoder::new(Framing::Length(n))),
         WireBody::Chunked => Some(BodyEncoder::new(Framing::Chunked)),
         WireBody::UntilClose => Some(BodyEncoder::new(Framing::UntilClose)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::actors::ResponseHead;
+
+    fn head(status: u16, headers: &[(&str, &str)], body: bool) -> ResponseHead {
+        let headers = headers
+            .iter()
+            .map(|(n, v)| (n.to_string(), Bytes::copy_from_slice(v.as_bytes())))
+            .collect();
+        ResponseHead {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn turn(w: &mut ResponseWriter, x: &Exchange) -> (String, Progress) {
+        let mut out = BytesMut::new();
+        let t = w.turn(x, &mut out).unwrap();
+        (String::from_utf8(out.to_vec()).unwrap(), t.progress)
+    }
+
+    #[test]
+    fn a_body_without_a_length_is_chunked_and_ends_with_the_last_chunk() {
+        let (mut w, x) = (ResponseWriter::new(false, 1, true), Exchange::new());
+        assert_eq!(turn(&mut w, &x), (String::new(), Progress::Waiting));
+        x.set_head(head(200, &[("x-a", "1"), ("connection", "x-a")], true));
+        x.push_piece(Bytes::from_static(b"hello"));
+        let (out, p) = turn(&mut w, &x);
+        assert_eq!(p, Progress::Waiting);
+        assert_eq!(
+            out,
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n5\r\nhello\r\n"
+        );
+        x.end();
+        assert_eq!(turn(&mut w, &x), ("0\r\n\r\n".into(), Progress::Complete));
+        assert!(w.keeps_alive());
+    }
+
+    #[test]
+    fn a_declared_length_is_held_to_and_head_gets_no_body() {
+        let (mut w, x) = (ResponseWriter::new(false, 1, true), Exchange::new());
+        x.set_head(head(200, &[("content-length", "3")], true));
+        x.push_piece(Bytes::from_static(b"abcd"));
+        assert_eq!(turn(&mut w, &x).1, Progress::Broken, "more than declared");
+        let (mut w, x) = (ResponseWriter::new(false, 1, true), Exchange::new());
+        x.set_head(head(200, &[("content-length", "3")], true));
+        x.push_piece(Bytes::from_static(b"ab"));
+        x.end();
+        assert_eq!(turn(&mut w, &x).1, Progress::Broken, "less than declared");
+        let (mut w, x) = (ResponseWriter::new(true, 1, true), Exchange::new());
+        x.set_head(head(200, &[("content-length", "3")], true));
+        x.push_piece(Bytes::from_static(b"abc"));
+        x.end();
+        let (out, p) = turn(&mut w, &x);
+        assert_eq!(p, Progress::Complete);
+        assert!(
+            out.ends_with("content-length: 3\r\nconnection: keep-alive\r\n\r\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn an_http_1_0_client_gets_a_close_delimited_body() {
+        let (mut w, x) = (ResponseWriter::new(false, 0, false), Exchange::new());
+        x.set_head(head(200, &[], true));
+        x.push_piece(Bytes::from_static(b"x"));
+        x.end();
+        let (out, p) = turn(&mut w, &x);
+        assert_eq!(p, Progress::Complete);
+        assert!(out.ends_with("connection: close\r\n\r\nx"), "{out}");
+        assert!(!w.keeps_alive());
+        let (mut w, x) = (ResponseWriter::new(false, 1, true), Exchange::new());
+        x.set_head(head(200, &[("content-length", "x")], true));
+        assert!(
+            w.turn(&x, &mut BytesMut::new()).is_err(),
+            "an unreadable length: 502"
+        );
     }
 }
