@@ -748,3 +748,16 @@ fn a_runner_that_breaks_the_http_rules_loses_its_tunnel_and_nobody_else_is_affec
     );
     h.shutdown();
 }
+
+#[test]
+fn a_client_that_expects_100_continue_gets_it_once_the_actor_has_the_request() {
+    let h = start_default();
+    let mut c = HttpConn::connect(h.client_addr);
+    c.send(b"POST /actors/echo/cont HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n");
+    let (status, _) = c.read_head().unwrap();
+    assert_eq!(status, 100, "before the body is sent");
+    c.send(b"hello");
+    let r = c.response();
+    assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    h.shutdown();
+}

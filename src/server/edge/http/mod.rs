@@ -236,6 +236,11 @@ async fn next_head(edge: &EdgeSide, mut conn: Conn) -> Option<(RequestHead, Conn
         if !conn.buf.is_empty() && started.is_none() {
             started = Some(Instant::now() + c.handshake_timeout);
         }
+        if conn.buf.is_empty() && conn.buf.capacity() > 0 {
+            // An idle kept connection holds no buffer (one is lent again
+            // when bytes arrive).
+            edge.env.pool.give_back(std::mem::take(&mut conn.buf));
+        }
         match wait_client(&conn, started.unwrap_or(idle)).await {
             Wake::Readable => {}
             Wake::TimedOut if started.is_some() => {
