@@ -163,6 +163,8 @@ fn rss() -> u64 {
 fn a_100_mib_upload_streams_through_without_being_held() {
     let mut config = test_config();
     config.client.max_request_body_bytes = 200 << 20;
+    // Below one credit window: the body also waits for the tunnel to drain.
+    config.runners.max_send_queue_bytes = 64 << 10;
     let h = start(config);
     // Gateway and runner are in this process: its RSS bounds both.
     let baseline = rss();

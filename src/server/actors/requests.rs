@@ -21,6 +21,7 @@ use super::actor::{Actor, ActorState};
 use super::exchange::{Exchange, Outcome};
 use super::{Actors, Unavailable};
 use crate::http::forward::is_idempotent;
+use crate::server::conn::control::ConnControl;
 use crate::tunnel::codec::limits;
 use crate::tunnel::{Frame, HttpRequest};
 
@@ -130,6 +131,23 @@ impl Actors {
             f.actor.touch(self.clock.get());
             send_body(&t, exchange.req_id(), &data);
         }
+    }
+
+    /// Whether the request's runner is congested (`runners.max_send_queue_bytes`
+    /// queued for it): its body waits, and `control` is poked when it is not.
+    pub fn http_congested(&self, exchange: &Exchange, control: &Rc<ConnControl>) -> bool {
+        let requests = self.requests.borrow();
+        let Some(t) = requests
+            .get(&exchange.req_id())
+            .and_then(|f| f.actor.tunnel())
+        else {
+            return false;
+        };
+        if !t.is_congested() {
+            return false;
+        }
+        t.wait_until_uncongested(control);
+        true
     }
 
     /// The request body is complete.

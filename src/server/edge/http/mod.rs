@@ -31,6 +31,9 @@ use crate::ws::handshake::is_upgrade_attempt;
 use prepare::prepare;
 use pump::pump;
 
+/// A deadline the sweep never reaches.
+const NO_SWEEP: std::time::Duration = std::time::Duration::from_secs(365 * 24 * 3600);
+
 /// Bytes read per attempt while a request head is incomplete.
 const HEAD_READ_BYTES: usize = 1024;
 
@@ -73,6 +76,8 @@ pub(super) async fn serve_http(
 ) {
     let registration = edge.env.registry.register(Instant::now());
     let control = registration.control.clone();
+    // Its timeouts are its own: the worker's sweep never needs to wake it.
+    control.set_deadline(Instant::now() + NO_SWEEP);
     let Client { head, peer, ticket } = client;
     let mut conn = Conn {
         stream,
@@ -179,11 +184,17 @@ enum Wake {
     TimedOut,
     /// The worker asks the connection to close (shutdown).
     Closing,
+    /// Something changed that the task should look at again.
+    Poked,
 }
 
-/// Resolves when the connection is asked to close. Cancel-safe.
-async fn closing(control: &ConnControl) {
-    while !matches!(control.next_signal().await, Signal::Close(..)) {}
+/// The worker's next word for the connection: close (shutdown), or a poke
+/// (a congested tunnel drained). Cancel-safe.
+async fn signalled(control: &ConnControl) -> Wake {
+    match control.next_signal().await {
+        Signal::Close(..) => Wake::Closing,
+        _ => Wake::Poked,
+    }
 }
 
 /// Waits for the client's bytes (never a read: one that is dropped loses
@@ -198,7 +209,7 @@ async fn wait_client(conn: &Conn, deadline: Instant) -> Wake {
             Err(_) => Wake::Closing,
         },
         _ = monoio::time::sleep_until(deadline.into()) => Wake::TimedOut,
-        _ = closing(&conn.control) => Wake::Closing,
+        w = signalled(&conn.control) => w,
     }
 }
 
@@ -243,6 +254,7 @@ async fn next_head(edge: &EdgeSide, mut conn: Conn) -> Option<(RequestHead, Conn
         }
         match wait_client(&conn, started.unwrap_or(idle)).await {
             Wake::Readable => {}
+            Wake::Poked => continue,
             Wake::TimedOut if started.is_some() => {
                 let timed_out = Refusal::new(Status::REQUEST_TIMEOUT, "request head timed out");
                 edge.stats.count_handshake(timed_out.status.0);

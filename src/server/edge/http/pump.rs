@@ -61,7 +61,7 @@ pub(super) async fn pump(
     let mut read_deadline = Instant::now() + c.http_idle_timeout;
     let mut counted = false;
     loop {
-        let stop = match body.forward(&mut conn.buf, exchange, &edge.actors) {
+        let stop = match body.forward(&mut conn.buf, exchange, (&edge.actors, &conn.control)) {
             Ok(stop) => stop,
             Err(e) => return body_failed(edge, exchange, &writer, e),
         };
@@ -143,7 +143,7 @@ pub(super) async fn pump(
         }
         match wait(conn, exchange, want_read, deadline).await {
             Wake::Closing => return gone(edge, exchange),
-            Wake::TimedOut => continue,
+            Wake::TimedOut | Wake::Poked => continue,
             Wake::Readable => {}
         }
         if !want_read {
@@ -172,13 +172,13 @@ async fn wait(conn: &Conn, exchange: &Exchange, want_read: bool, deadline: Insta
     if want_read {
         monoio::select! {
             w = wait_client(conn, deadline) => w,
-            _ = exchange.changed() => Wake::TimedOut,
+            _ = exchange.changed() => Wake::Poked,
         }
     } else {
         monoio::select! {
             _ = monoio::time::sleep_until(deadline.into()) => Wake::TimedOut,
-            _ = super::closing(&conn.control) => Wake::Closing,
-            _ = exchange.changed() => Wake::TimedOut,
+            w = super::signalled(&conn.control) => w,
+            _ = exchange.changed() => Wake::Poked,
         }
     }
 }

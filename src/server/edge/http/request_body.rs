@@ -2,12 +2,17 @@
 //! buffer (zero-copy slices of it) and forwarded in pieces of at most
 //! 64 KiB within the runner's credit. What the credit does not allow yet
 //! waits here, and nothing more is read meanwhile: a 100 MiB upload holds
-//! at most a read buffer and a credit window in the gateway.
+//! at most a read buffer and a credit window in the gateway. A runner whose
+//! tunnel is congested (`runners.max_send_queue_bytes`) gets nothing more
+//! until it drains, as for WebSocket clients.
+
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 
 use crate::http::body::{BodyDecoder, BodyError, BodyEvent, BodyLimits, Framing};
 use crate::server::actors::{Actors, Exchange, MAX_PIECE};
+use crate::server::conn::control::ConnControl;
 
 /// Why forwarding stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,7 +21,7 @@ pub(super) enum Stop {
     Done,
     /// More bytes must be read from the client.
     NeedRead,
-    /// The runner's credit is used up: wait for more.
+    /// The runner's credit is used up, or its tunnel is congested: wait.
     NoCredit,
 }
 
@@ -50,7 +55,7 @@ impl RequestBody {
         &mut self,
         buf: &mut BytesMut,
         exchange: &Exchange,
-        actors: &Actors,
+        (actors, control): (&Actors, &Rc<ConnControl>),
     ) -> Result<Stop, BodyError> {
         loop {
             if self.complete {
@@ -72,7 +77,7 @@ impl RequestBody {
             }
             let credit = usize::try_from(exchange.credit_left()).unwrap_or(usize::MAX);
             let n = credit.min(self.pending.len()).min(MAX_PIECE);
-            if n == 0 {
+            if n == 0 || actors.http_congested(exchange, control) {
                 return Ok(Stop::NoCredit);
             }
             actors.http_body(exchange, self.pending.split_to(n));
