@@ -40,69 +40,105 @@ pub(super) async fn pump(
     (framing, limits): (Framing, BodyLimits),
     s: Settings,
 ) -> Next {
-    let config = edge.env.config();
-    let c = &config.client;
-    let mut body = match RequestBody::new(framing, limits) {
+    let body = match RequestBody::new(framing, limits) {
         Ok(b) => b,
         Err(e) => return cancel_with(edge, exchange, e.status(), e.reason()),
     };
-    if s.continue_first
-        && !write_out(
-            edge,
-            conn,
-            BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]),
-        )
-        .await
-    {
+    let continued = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
+    if s.continue_first && !write_out(edge, conn, continued).await {
         return gone(edge, exchange);
     }
-    let mut writer = ResponseWriter::new(s.head_request, s.version, s.keep_alive);
-    let mut head_deadline = Instant::now() + c.http_response_timeout;
-    let mut read_deadline = Instant::now() + c.http_idle_timeout;
-    let mut counted = false;
+    let c = &edge.env.config().client;
+    let mut p = Pump {
+        edge,
+        exchange,
+        body,
+        writer: ResponseWriter::new(s.head_request, s.version, s.keep_alive),
+        head_deadline: Instant::now() + c.http_response_timeout,
+        read_deadline: Instant::now() + c.http_idle_timeout,
+        counted: false,
+    };
     loop {
-        let stop = match body.forward(&mut conn.buf, exchange, (&edge.actors, &conn.control)) {
+        let stop = match p
+            .body
+            .forward(&mut conn.buf, exchange, (&edge.actors, &conn.control))
+        {
             Ok(stop) => stop,
-            Err(e) => return body_failed(edge, exchange, &writer, e),
+            Err(e) => return body_failed(edge, exchange, &p.writer, e),
         };
+        if let Some(next) = p.respond(conn).await {
+            return next;
+        }
+        if let Some(next) = p.ended(stop, Instant::now()) {
+            return next;
+        }
+        if let Some(next) = p.wait_and_read(conn, stop).await {
+            return next;
+        }
+    }
+}
+
+/// One request's progress, turn by turn.
+struct Pump<'a> {
+    edge: &'a EdgeSide,
+    exchange: &'a Exchange,
+    body: RequestBody,
+    writer: ResponseWriter,
+    /// The response head must come by then (pushed on as the body goes).
+    head_deadline: Instant,
+    /// The client must send more of its body by then.
+    read_deadline: Instant,
+    /// Its status is counted.
+    counted: bool,
+}
+
+impl Pump<'_> {
+    /// Writes what the actor sent; gives the credit back; `Some` once the
+    /// response is complete or broken.
+    async fn respond(&mut self, conn: &mut Conn) -> Option<Next> {
+        let (edge, exchange) = (self.edge, self.exchange);
         let mut out = edge.env.pool.take();
-        let turn = match writer.turn(exchange, &mut out) {
+        let turn = match self.writer.turn(exchange, &mut out) {
             Ok(turn) => turn,
             Err(why) => {
-                return cancel_with(
-                    edge,
-                    exchange,
-                    Status::BAD_GATEWAY,
-                    &format!("bad_response: {why}"),
-                )
+                let why = format!("bad_response: {why}");
+                return Some(cancel_with(edge, exchange, Status::BAD_GATEWAY, &why));
             }
         };
-        if !out.is_empty() && !write_out(edge, conn, out).await {
-            return gone(edge, exchange);
+        if out.is_empty() {
+            edge.env.pool.give_back(out);
+        } else if !write_out(edge, conn, out).await {
+            return Some(gone(edge, exchange));
         }
-        if let (false, Some(status)) = (counted, writer.status()) {
+        if let (false, Some(status)) = (self.counted, self.writer.status()) {
             edge.stats.count_http(status);
-            counted = true;
+            self.counted = true;
         }
         if turn.consumed > 0 {
-            edge.stats
-                .http_bytes_out
-                .fetch_add(turn.consumed, Ordering::Relaxed);
+            let bytes = &edge.stats.http_bytes_out;
+            bytes.fetch_add(turn.consumed, Ordering::Relaxed);
             edge.actors.http_grant(exchange, turn.consumed);
         }
         match turn.progress {
-            Progress::Complete => return complete(edge, exchange, &body, &writer),
+            Progress::Complete => Some(complete(edge, exchange, &self.body, &self.writer)),
             Progress::Broken => {
                 edge.actors
                     .http_close(exchange, Some("response framing broken"));
-                return Next::Close;
+                Some(Next::Close)
             }
-            Progress::Waiting => {}
+            Progress::Waiting => None,
         }
+    }
+
+    /// How the request ends if it cannot go on: the actors layer ended it,
+    /// or a deadline passed.
+    fn ended(&self, stop: Stop, now: Instant) -> Option<Next> {
+        let (edge, exchange) = (self.edge, self.exchange);
+        let started = self.writer.status().is_some();
         match exchange.outcome() {
             // A response that started can only be cut.
-            Some(Outcome::Cut) => return Next::Close,
-            Some(_) if writer.status().is_some() => return Next::Close,
+            Some(_) if started => return Some(Next::Close),
+            Some(Outcome::Cut) => return Some(Next::Close),
             Some(Outcome::Refused {
                 status,
                 kind,
@@ -113,20 +149,25 @@ pub(super) async fn pump(
                 if retry {
                     r.headers = &[("Retry-After", "1")];
                 }
-                return Next::Refuse(r);
+                return Some(Next::Refuse(r));
             }
             None => {}
         }
-        let now = Instant::now();
-        if writer.status().is_none() && now >= head_deadline {
+        if !started && now >= self.head_deadline {
             let why =
                 "gateway_timeout: no response from the actor within client.http_response_timeout";
-            return cancel_with(edge, exchange, Status::GATEWAY_TIMEOUT, why);
+            return Some(cancel_with(edge, exchange, Status::GATEWAY_TIMEOUT, why));
         }
-        if stop == Stop::NeedRead && now >= read_deadline {
+        if stop == Stop::NeedRead && now >= self.read_deadline {
             let why = "request body stalled for client.http_idle_timeout";
-            return cancel_with(edge, exchange, Status::REQUEST_TIMEOUT, why);
+            return Some(cancel_with(edge, exchange, Status::REQUEST_TIMEOUT, why));
         }
+        None
+    }
+
+    /// Waits for the next thing to do, reading the client if it may;
+    /// `Some` if the client is gone.
+    async fn wait_and_read(&mut self, conn: &mut Conn, stop: Stop) -> Option<Next> {
         // Pipelined bytes after a complete body are kept for the next
         // request; reading them also shows a client that went away.
         let want_read = match stop {
@@ -134,34 +175,32 @@ pub(super) async fn pump(
             Stop::Done => conn.buf.len() < PIPELINED_BYTES,
             Stop::NoCredit => false,
         };
-        let mut deadline = now + NEVER;
-        if writer.status().is_none() {
-            deadline = deadline.min(head_deadline);
+        let mut deadline = Instant::now() + NEVER;
+        if self.writer.status().is_none() {
+            deadline = deadline.min(self.head_deadline);
         }
         if stop == Stop::NeedRead {
-            deadline = deadline.min(read_deadline);
+            deadline = deadline.min(self.read_deadline);
         }
-        match wait(conn, exchange, want_read, deadline).await {
-            Wake::Closing => return gone(edge, exchange),
-            Wake::TimedOut | Wake::Poked => continue,
+        match wait(conn, self.exchange, want_read, deadline).await {
+            Wake::Closing => return Some(gone(self.edge, self.exchange)),
+            Wake::TimedOut | Wake::Poked => return None,
+            Wake::Readable if !want_read => return None,
             Wake::Readable => {}
         }
-        if !want_read {
-            continue;
-        }
-        let room = edge.env.pool.read_room(true);
-        match read_some(edge, conn, room).await {
+        let room = self.edge.env.pool.read_room(true);
+        match read_some(self.edge, conn, room).await {
             ReadOutcome::Data(_) => {
-                read_deadline = Instant::now() + c.http_idle_timeout;
+                let c = &self.edge.env.config().client;
+                self.read_deadline = Instant::now() + c.http_idle_timeout;
                 if stop == Stop::NeedRead {
-                    head_deadline = Instant::now() + c.http_response_timeout;
+                    self.head_deadline = Instant::now() + c.http_response_timeout;
                 }
+                None
             }
-            ReadOutcome::TimedOut => {}
-            ReadOutcome::Eof | ReadOutcome::Failed(_) => {
-                let _ = body.at_eof();
-                return gone(edge, exchange);
-            }
+            ReadOutcome::TimedOut => None,
+            // A body cut short or a client that left: the same end.
+            ReadOutcome::Eof | ReadOutcome::Failed(_) => Some(gone(self.edge, self.exchange)),
         }
     }
 }

@@ -83,13 +83,4 @@ impl RequestBody {
             actors.http_body(exchange, self.pending.split_to(n));
         }
     }
-
-    /// The client's connection ended: an error unless the body was complete.
-    pub fn at_eof(&mut self) -> Result<(), BodyError> {
-        // A request body is never delimited by the connection's end.
-        match self.complete || self.decoder.is_none() {
-            true => Ok(()),
-            false => Err(BodyError::Truncated),
-        }
-    }
 }
