@@ -282,6 +282,17 @@ impl Actor for ScriptedActor {
             "/once" => {
                 ctx.respond(r.id, 200, vec![], ResponseBody::Stream);
             }
+            "/seen" => {
+                let has = |n: &str| r.header(n).is_some();
+                let seen = format!(
+                    "query={};authorization={};x-forwarded-for={};peer={}",
+                    r.query,
+                    has("authorization"),
+                    has("x-forwarded-for"),
+                    r.peer.is_some(),
+                );
+                ctx.respond(r.id, 200, vec![], ResponseBody::Full(seen.into()));
+            }
             "/wait" => {
                 self.waits.insert(r.id);
                 WAITS.fetch_add(1, Ordering::SeqCst);
@@ -761,5 +772,53 @@ fn a_client_that_expects_100_continue_gets_it_once_the_actor_has_the_request() {
     c.send(b"hello");
     let r = c.response();
     assert_eq!((r.status, r.text().as_str()), (200, "hello"));
+    h.shutdown();
+}
+
+#[test]
+fn client_tokens_are_checked_and_never_reach_the_actor() {
+    use tether::config::{NamespaceConfig, NamespaceRunner};
+    const PK: &str = "pk-acme-0123456789abcdef";
+    const RUNNER_TOKEN: &str = "runner-acme-0123456789abcdef";
+    let mut c = test_config();
+    c.namespaces = vec![NamespaceConfig {
+        name: "acme".into(),
+        open: false,
+        publishable_tokens: vec![PK.into()],
+        connect_token_secrets: vec![],
+        access_tokens: vec![],
+        pools: Default::default(),
+        runners: vec![NamespaceRunner {
+            name: "hosts".into(),
+            token: RUNNER_TOKEN.into(),
+            pools: vec![],
+            key_prefix: "acme-".into(),
+        }],
+    }];
+    let mut h = start_bare(c);
+    let mut o = h.runner_options();
+    o.token = RUNNER_TOKEN.into();
+    o.key = "acme-1".into();
+    h.add_runner(o, Scripted);
+    let path = "/ns/acme/actors/scripted/t/seen";
+    assert_eq!(exchange(h.client_addr, "GET", path, b"").status, 401);
+    let mut conn = HttpConn::connect(h.client_addr);
+    let bearer = format!("Bearer {PK}");
+    let headers = [
+        ("Authorization", bearer.as_str()),
+        ("X-Forwarded-For", "6.6.6.6"),
+    ];
+    conn.request("GET", path, &headers, b"");
+    let r = conn.response();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.text(),
+        "query=;authorization=false;x-forwarded-for=false;peer=true"
+    );
+    let r = exchange(h.client_addr, "GET", &format!("{path}?token={PK}&x=1"), b"");
+    assert_eq!(
+        r.text(),
+        "query=x=1;authorization=false;x-forwarded-for=false;peer=true"
+    );
     h.shutdown();
 }
