@@ -747,9 +747,9 @@ fn a_runner_cannot_acknowledge_more_than_it_was_sent() {
 }
 
 #[test]
-fn http_frames_from_a_runner_close_its_tunnel_while_nothing_offers_them() {
-    // The codec knows them (PROTOCOL §7b) but no welcome names feature
-    // HTTP yet: a runner sending one breaks the protocol like a StartActor.
+fn http_frames_from_a_runner_that_did_not_announce_http_close_its_tunnel() {
+    // A runner that did not name feature HTTP in its hello may not use
+    // its frames (PROTOCOL §7a): sending one breaks the protocol.
     let h = start_bare(one_worker());
     let frames = [
         Frame::HttpEnd { req_id: 1 },
@@ -765,7 +765,10 @@ fn http_frames_from_a_runner_close_its_tunnel_while_nothing_offers_them() {
             if let tungstenite::Message::Close(close) = read_tunnel(&mut ws) {
                 let close = close.expect("a close code");
                 assert_eq!(u16::from(close.code), 1002, "{frame:?}");
-                assert_eq!(close.reason, "frame type not allowed from a runner");
+                assert_eq!(
+                    close.reason,
+                    "HTTP frame from a runner that did not announce HTTP"
+                );
                 break;
             }
         }

@@ -131,21 +131,24 @@ fn connections_messages_handshakes_and_closes_are_counted_exactly() {
     assert_eq!(messages(&m, "client_to_actor"), (3.0, 323.0));
     assert_eq!(messages(&m, "actor_to_client"), (3.0, 323.0));
 
-    // Refusals show their status: an unknown actor, a request that is no upgrade.
+    // Refusals show their status: an unknown actor.
     let unknown = raw_exchange(
         h.client_addr,
         upgrade_request("/actors/nosuch/k").as_bytes(),
     );
     assert_eq!(status_of(&unknown), 404, "{unknown}");
+    // A request that is no upgrade is an HTTP request for the actor
+    // (PROTOCOL §7b), counted apart: echo answers it 200.
     let plain = raw_exchange(
         h.client_addr,
-        b"GET /actors/echo/x HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /actors/echo/x HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
     );
-    let plain_status = status_of(&plain);
+    assert_eq!(status_of(&plain), 200, "{plain}");
     let m = h.metrics();
     assert_eq!(handshakes(&m, "404"), 1.0);
-    assert_eq!(handshakes(&m, &plain_status.to_string()), 1.0, "{plain}");
-    assert_eq!(m.total("tether_handshakes_total"), 3.0);
+    let http_200 = m.value("tether_http_requests_total", &[("status", "200")]);
+    assert_eq!(http_200, 1.0, "{plain}");
+    assert_eq!(m.total("tether_handshakes_total"), 2.0);
 
     // Closes by code: the client's 1000, a protocol error the gateway
     // closes with 1002, an actor's own 4001 (counted as "other").

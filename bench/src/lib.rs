@@ -14,6 +14,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 pub mod census;
+pub mod http_load;
 pub mod load;
 pub mod targets;
 

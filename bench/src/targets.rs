@@ -1,7 +1,8 @@
 //! The targets of the side-by-side benchmarks, each started fresh per
 //! run: a plain WebSocket server (`ws_server`, also the proxies' backend),
 //! Tether in a child process with its reference runner's listener, and
-//! nginx or HAProxy (bench/proxies/start.sh) in front of `ws_server`.
+//! nginx or HAProxy (bench/proxies/start.sh) in front of `ws_server` (or,
+//! for the `http` workload, of the plain HTTP server `http_server`).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -90,6 +91,19 @@ pub fn start_ws_server(workers: usize) -> (u16, Server) {
         .spawn()
         .expect("start ws_server");
     wait_listening(port, "ws_server");
+    (port, Server { child, _dir: None })
+}
+
+/// The plain HTTP backend of the `http` workload (`http_server`).
+pub fn start_http_server(workers: usize) -> (u16, Server) {
+    let port = free_port();
+    let child = Command::new(sibling("http_server"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--threads", &workers.to_string()])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start http_server");
+    wait_listening(port, "http_server");
     (port, Server { child, _dir: None })
 }
 

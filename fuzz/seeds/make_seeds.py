@@ -125,6 +125,17 @@ for i, target in enumerate([
 ]):
     write("admin_router", f"seed{i}", target.encode())
 
+# http_target: HTTP targets to actors, then an actor's header fields
+# (`name:value`, NUL-separated).
+for i, data in enumerate([
+    b"/actors/chat/lobby/history?n=5\0content-type:text/plain\0content-length:5",
+    b"/actors/chat/a/b/-/events\0connection:x-hop\0x-hop:1",
+    b"/ns/acme/actors/counter/%2D/-/x?token=t\0content-length:1\0content-length:2",
+    b"/actors/chat/-/x\0transfer-encoding:chunked",
+    b"/actors/chat/lobby/\0content-length:-1",
+]):
+    write("http_target", f"seed{i}", data)
+
 # client_credential: heads with tokens in each place, and a bare token.
 for i, data in enumerate([
     upgrade("/ns/acme/actors/chat/room?token=tt1.eyJucyI6ImFjbWUifQ.abc&x=1"),

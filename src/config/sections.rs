@@ -222,6 +222,17 @@ pub struct ClientConfig {
     /// …and at once (a token bucket of this size). Past it: 429.
     #[serde(deserialize_with = "positive")]
     pub new_burst_per_address: usize,
+    /// Largest request body forwarded to an actor (PROTOCOL §7b). Past it: 413.
+    #[serde(deserialize_with = "size")]
+    pub max_request_body_bytes: usize,
+    /// A kept-alive HTTP connection with no request, or a request body
+    /// that makes no progress, for this long is closed.
+    #[serde(deserialize_with = "positive_duration")]
+    pub http_idle_timeout: Duration,
+    /// An actor's response head must come within this long of its
+    /// request (its body included). Else: 504.
+    #[serde(deserialize_with = "positive_duration")]
+    pub http_response_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -278,6 +289,9 @@ impl Default for ClientConfig {
             max_connections_per_address: 10_000,
             new_per_second_per_address: 1_000,
             new_burst_per_address: 2_000,
+            max_request_body_bytes: 16 * 1024 * 1024,
+            http_idle_timeout: Duration::from_secs(60),
+            http_response_timeout: Duration::from_secs(30),
         }
     }
 }

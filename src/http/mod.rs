@@ -5,6 +5,7 @@
 pub mod body;
 pub mod client;
 pub mod credential;
+pub mod forward;
 pub mod proxy_header;
 pub mod request;
 pub mod response;

@@ -98,6 +98,60 @@ pub fn route(target: &str) -> Result<Route, BadTarget> {
     }))
 }
 
+/// A plain (non-upgrade) HTTP request to an actor: the actor, and the
+/// path after its prefix as the client sent it (not percent-decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    pub actor: ActorPath,
+    /// Starts with `/`; `/` when the target is the actor's prefix alone.
+    pub path: String,
+}
+
+/// The segment that ends a compound key in an HTTP target
+/// (`/actors/chat/a/b/-/history`: key `[a, b]`, path `/history`). A key
+/// segment that is a dash itself is written `%2D` there.
+pub const KEY_END: &str = "-";
+
+/// Routes a plain HTTP request. A WebSocket's key is every segment after
+/// the name; an HTTP request's is the first one alone, unless a `-`
+/// segment ends a compound key, and the rest is the path the actor gets.
+pub fn route_http(target: &str) -> Result<Option<HttpTarget>, BadTarget> {
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let Some(at) = path.find("/actors/") else {
+        return Ok(None);
+    };
+    let rest = &path[at + "/actors/".len()..];
+    let name_end = rest.find('/').map_or(rest.len(), |i| i + 1);
+    let segments = &rest[name_end..];
+    let (key_len, after) = match segments.split('/').position(|s| s == KEY_END) {
+        Some(n) => {
+            let len: usize = segments.split('/').take(n).map(|s| s.len() + 1).sum();
+            (len.saturating_sub(1), len + KEY_END.len())
+        }
+        None => {
+            let len = segments.find('/').unwrap_or(segments.len());
+            (len, len)
+        }
+    };
+    let prefix = &path[..at + "/actors/".len() + name_end + key_len];
+    let target_prefix = match query {
+        Some(q) => format!("{prefix}?{q}"),
+        None => prefix.to_owned(),
+    };
+    let Route::Actor(actor) = route(&target_prefix)? else {
+        return Ok(None);
+    };
+    let tail = &path[(at + "/actors/".len() + name_end + after).min(path.len())..];
+    let path = if tail.is_empty() { "/" } else { tail };
+    Ok(Some(HttpTarget {
+        actor,
+        path: path.to_owned(),
+    }))
+}
+
 /// `/ns/{ns}` and what follows it, if the path starts so.
 fn namespace_of(path: &str) -> Result<Option<(String, &str)>, BadTarget> {
     let Some(rest) = path.strip_prefix("/ns/") else {
@@ -280,6 +334,49 @@ mod tests {
         assert!(route("/actors/echo/%zz").is_err());
         assert!(route("/actors/echo/%ff").is_err());
         assert!(route("http://host/x").is_err());
+    }
+
+    fn http(target: &str) -> Option<(Vec<String>, String, Option<String>)> {
+        let t = route_http(target).unwrap()?;
+        Some((t.actor.key, t.path, t.actor.query))
+    }
+
+    #[test]
+    fn http_targets_split_the_key_from_the_actor_path() {
+        let k = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            http("/actors/chat/lobby/history?n=5"),
+            Some((k(&["lobby"]), "/history".into(), Some("n=5".into())))
+        );
+        assert_eq!(
+            http("/actors/chat/lobby"),
+            Some((k(&["lobby"]), "/".into(), None))
+        );
+        assert_eq!(
+            http("/actors/chat/lobby/"),
+            Some((k(&["lobby"]), "/".into(), None))
+        );
+        assert_eq!(
+            http("/actors/chat/a/b/-/x/%20y"),
+            Some((k(&["a", "b"]), "/x/%20y".into(), None))
+        );
+        assert_eq!(
+            http("/actors/chat/a/b/-"),
+            Some((k(&["a", "b"]), "/".into(), None))
+        );
+        assert_eq!(
+            http("/actors/chat/%2D/-/x"),
+            Some((k(&["-"]), "/x".into(), None))
+        );
+        let t = route_http("/ns/acme/actors/chat/r/events")
+            .unwrap()
+            .unwrap();
+        assert_eq!((t.actor.ns.as_str(), t.path.as_str()), ("acme", "/events"));
+        assert_eq!(http("/actors/chat"), None);
+        assert_eq!(http("/actors/chat/-/x"), None);
+        assert_eq!(http("/nope"), None);
+        assert!(route_http("/actors/chat/%zz/x").is_err());
+        assert!(route_http("/actors/c.hat/k/x").is_err());
     }
 
     fn refused(target: &str) -> u16 {

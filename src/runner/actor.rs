@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use bytes::{Bytes, BytesMut};
 
+use super::http::{HttpRequest, RequestId, Requests, ResponseBody};
 use crate::tunnel::{encode_frame, encode_message, Frame, MessageKind, Recipients};
 
 /// A client connection's id, unique within the gateway.
@@ -69,6 +70,31 @@ pub trait Actor: Send {
     /// State an earlier instance saved (before it slept, moved or crashed),
     /// given right after the actor is created.
     fn load_state(&mut self, _state: &[u8]) {}
+
+    /// A client's plain HTTP request (PROTOCOL §7b). Answer it with
+    /// `ctx.respond`, now or later (once its body arrived, say). Its body
+    /// comes as `on_request_body` calls and then `on_request_end`; each
+    /// piece handed over counts as read (the gateway may send more). An
+    /// actor that does not serve HTTP answers 404.
+    ///
+    /// When the actor stops (a move, a sleep), requests it has not answered
+    /// are given back to the gateway, which sends them to its next
+    /// instance: leave a request unanswered across handlers only while
+    /// nothing of it has been acted on. A response still streaming ends
+    /// there (the client sees it cut, and may ask again).
+    fn on_request(&mut self, ctx: &mut Ctx<'_>, request: &HttpRequest) {
+        let body = ResponseBody::Full(Bytes::from_static(b"this actor does not serve HTTP\n"));
+        let headers = vec![("content-type".into(), Bytes::from_static(b"text/plain"))];
+        ctx.respond(request.id, 404, headers, body);
+    }
+    fn on_request_body(&mut self, _ctx: &mut Ctx<'_>, _request: RequestId, _data: &[u8]) {}
+    fn on_request_end(&mut self, _ctx: &mut Ctx<'_>, _request: RequestId) {}
+    /// The request is over before its response was (the client went away,
+    /// timed out, or the gateway gave up): nothing more can be sent.
+    fn on_request_cancelled(&mut self, _ctx: &mut Ctx<'_>, _request: RequestId) {}
+    /// A streamed response whose backlog waited for the client has sent it
+    /// all: the actor may write more.
+    fn on_response_writable(&mut self, _ctx: &mut Ctx<'_>, _request: RequestId) {}
 }
 
 /// Creates actors by name. Shared by all tunnels of a runner.
@@ -89,6 +115,7 @@ pub struct Ctx<'a> {
     /// The gateway takes one `Broadcast` frame for many connections.
     pub(crate) broadcasts: bool,
     pub(crate) attachments: &'a mut HashMap<ConnId, Bytes>,
+    pub(crate) requests: &'a mut Requests,
 }
 
 impl Ctx<'_> {
@@ -162,6 +189,42 @@ impl Ctx<'_> {
 
     pub fn attachment(&self, conn: ConnId) -> Option<&Bytes> {
         self.attachments.get(&conn)
+    }
+
+    /// Answers an HTTP request: status, headers (lower-case names are what
+    /// is sent), and its body. False if the request is gone or answered.
+    pub fn respond(
+        &mut self,
+        request: RequestId,
+        status: u16,
+        headers: Vec<(String, Bytes)>,
+        body: ResponseBody,
+    ) -> bool {
+        self.requests
+            .respond(self.out, request, (status, headers), body)
+    }
+
+    /// More of a streamed response body (`ResponseBody::Stream`). Sent as
+    /// the client reads; at most `http::MAX_BACKLOG` may wait, past it the
+    /// request is cancelled and this returns false.
+    pub fn write_body(&mut self, request: RequestId, data: &[u8]) -> bool {
+        self.requests.write(self.out, request, data)
+    }
+
+    /// Ends a streamed response body.
+    pub fn end_body(&mut self, request: RequestId) {
+        self.requests.end(self.out, request);
+    }
+
+    /// Bytes of a streamed response still waiting for the client.
+    pub fn response_backlog(&self, request: RequestId) -> usize {
+        self.requests.backlog(request)
+    }
+
+    /// Gives a request up (the client gets 502 if nothing was answered,
+    /// else an incomplete response).
+    pub fn cancel_request(&mut self, request: RequestId, reason: &str) {
+        self.requests.cancel(self.out, request, reason);
     }
 
     /// Asks the gateway to put this actor to sleep.

@@ -10,6 +10,7 @@
 
 mod actor;
 mod builtin;
+pub mod http;
 pub mod serverless;
 mod slots;
 mod state;
@@ -22,6 +23,7 @@ use std::time::Duration;
 
 pub use actor::{Actor, ActorFactory, ConnId, ConnInfo, Ctx, Message, OpenDecision};
 pub use builtin::{BuiltinActors, Chat, Counter, Echo, CHAT_HISTORY};
+pub use http::{HttpRequest, RequestId, ResponseBody};
 pub use state::{DirStore, Durability, MemoryStore, SaveRequest, StateStore};
 
 #[derive(Clone)]

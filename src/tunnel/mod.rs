@@ -5,8 +5,8 @@ pub mod codec;
 pub mod wire;
 
 pub use codec::{
-    decode_frames, encode_frame, encode_message, features, Frame, HttpRequest, HttpResponse,
-    MessageKind, Recipients, TunnelError,
+    decode_frames, encode_frame, encode_http_body, encode_message, features, Frame, HttpRequest,
+    HttpResponse, MessageKind, Recipients, TunnelError,
 };
 
 /// The protocol version this build speaks.

@@ -90,6 +90,18 @@ pub fn validate_upgrade(head: &RequestHead) -> Result<Upgrade, Rejection> {
     })
 }
 
+/// Whether a request tries to be a WebSocket upgrade at all (an `Upgrade`
+/// or `Sec-WebSocket-Key` header, or `Connection: upgrade`): such a request
+/// is checked as one (and refused with its reason), any other to an
+/// actor's path is a plain HTTP request for the actor.
+pub fn is_upgrade_attempt(head: &RequestHead) -> bool {
+    head.header("upgrade").is_some()
+        || head.header("sec-websocket-key").is_some()
+        || head
+            .header_tokens("connection")
+            .any(|t| t.eq_ignore_ascii_case("upgrade"))
+}
+
 /// Most subprotocols a client may offer (the tunnel protocol's limit).
 pub const MAX_PROTOCOLS: usize = 64;
 

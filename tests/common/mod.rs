@@ -7,6 +7,7 @@
 pub mod child;
 pub mod chromium;
 pub mod functions;
+pub mod http;
 pub mod load;
 pub mod metrics;
 pub mod pki;

@@ -17,13 +17,21 @@
 //! `tether_bench::load` (monoio + rustls, TLS 1.3); `echo-plain` is the
 //! same client without TLS, to tell TLS's cost from the client's. The
 //! certificates come from a CA generated for the run (removed after).
+//!
+//! HTTP: the workload `http` is plain HTTP/1.1 requests (`GET`, kept-alive
+//! connections, closed loop: `tether_bench::http_load`). `direct` is the
+//! plain HTTP server `http_server` (it answers 200 with the request's
+//! body), nginx and HAProxy proxy to it (keep-alive to the upstream);
+//! Tether forwards each request through the tunnel to the reference
+//! runner's `echo` actor, which answers the same.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use tether_bench::http_load::{run_http, HttpLoad};
 use tether_bench::load::{run_echo, EchoLoad};
-use tether_bench::targets::{start_target, start_ws_server, Target};
+use tether_bench::targets::{start_http_server, start_target, start_ws_server, Target};
 use tether_bench::TestPki;
 use tether_loadtest::report::Report;
 use tether_loadtest::run::{run, Options};
@@ -41,8 +49,8 @@ struct Args {
     #[arg(long, default_value_t = 2)]
     workers: usize,
     /// Workloads to run: shipped loadtest scenarios, `echo-tls`
-    /// (echo-throughput over TLS, bench client) or `echo-plain` (the same
-    /// client over ws://).
+    /// (echo-throughput over TLS, bench client), `echo-plain` (the same
+    /// client over ws://) or `http` (plain HTTP requests, kept alive).
     #[arg(
         long,
         value_delimiter = ',',
@@ -195,8 +203,45 @@ fn measure_bench_client(
     }
 }
 
+/// Connections and actors of the `http` workload.
+const HTTP_CLIENTS: usize = 64;
+const HTTP_ACTORS: usize = 64;
+
+/// `http`: kept-alive GETs; Tether's go to the `echo` actor through its runner.
+fn measure_http(target: &Target, clients: Option<usize>, seconds: u64) -> Measure {
+    let s = Scenario::load("echo-throughput").expect("shipped scenario");
+    let _runners = target.runner_url.as_ref().map(|url| {
+        tether_loadtest::runners::start(1, url, &s.runner_token)
+            .unwrap_or_else(|e| panic!("{} http: {e}", target.name))
+    });
+    let load = HttpLoad {
+        addr: ([127, 0, 0, 1], target.port).into(),
+        path: "/actors/echo/b{i}".into(),
+        actors: HTTP_ACTORS,
+        clients: clients.unwrap_or(HTTP_CLIENTS),
+        threads: 2,
+        warmup: Duration::from_secs(2),
+        duration: Duration::from_secs(seconds),
+        measured: target.measured,
+    };
+    let r = run_http(&load).unwrap_or_else(|e| panic!("{} http: {e}", target.name));
+    Measure {
+        throughput: r.per_second,
+        p50: r.p50_us,
+        p99: r.p99_us,
+        cpu_s_per_million: r.cpu_us_per_request,
+        rss_per_connection: None,
+        errors: r.errors,
+        tls_suite: None,
+        clients,
+    }
+}
+
 fn measure(target: &Target, case: &Case, seconds: u64, pki: Option<&TestPki>) -> Measure {
     let (workload, clients) = (case.workload.as_str(), clients_for(case, &target.name));
+    if workload == "http" {
+        return measure_http(target, clients, seconds);
+    }
     if bench_client_workload(workload).is_some() {
         return measure_bench_client(target, workload, clients, seconds, pki);
     }
@@ -242,6 +287,11 @@ fn main() {
     tether_loadtest::runners::run_if_asked();
     let args = Args::parse();
     let (backend_port, backend) = start_ws_server(args.workers);
+    let http_backend = args
+        .workloads
+        .iter()
+        .any(|w| w == "http")
+        .then(|| start_http_server(args.workers));
     let pki = args
         .workloads
         .iter()
@@ -254,7 +304,11 @@ fn main() {
     for round in 1..=args.runs {
         for (c, case) in cases.iter().enumerate() {
             for (t, name) in args.targets.iter().enumerate() {
-                let m = run_once(&args, case, name, backend_port, pki.as_ref());
+                let backend = match (&http_backend, case.workload.as_str()) {
+                    (Some((port, _)), "http") => *port,
+                    _ => backend_port,
+                };
+                let m = run_once(&args, case, name, backend, pki.as_ref());
                 log_run(round, case, name, &m);
                 results[c][t].push(m);
             }
@@ -269,6 +323,7 @@ fn main() {
         std::fs::write(path, &table).expect("write markdown");
     }
     drop(backend);
+    drop(http_backend);
     drop(pki);
 }
 

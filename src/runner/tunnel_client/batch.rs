@@ -73,6 +73,11 @@ impl TunnelState {
             Frame::Message { conn_id, .. } | Frame::Close { conn_id, .. } => {
                 self.conn_actor.get(conn_id).copied()
             }
+            Frame::HttpRequest(r) => Some(r.actor_id).filter(|a| self.actors.contains_key(a)),
+            Frame::HttpBody { req_id, .. }
+            | Frame::HttpEnd { req_id }
+            | Frame::HttpCancel { req_id, .. }
+            | Frame::HttpCredit { req_id, .. } => self.requests.actor_of(*req_id),
             _ => None,
         }
     }

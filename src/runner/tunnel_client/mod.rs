@@ -15,10 +15,12 @@ use tungstenite::{Message as WsMessage, WebSocket};
 use self::batch::load_record;
 use self::transport::Transport;
 use super::actor::{Actor, ConnId, ConnInfo, Ctx, Message, OpenDecision};
+use super::http::Requests;
 use super::Shared;
 use crate::tunnel::{decode_frames, encode_frame, Frame, MessageKind, PROTOCOL_VERSION};
 
 mod batch;
+mod http;
 mod outbox;
 mod transport;
 
@@ -204,6 +206,10 @@ struct TunnelState {
     dirty: BTreeSet<u64>,
     drain_sent: bool,
     drained: bool,
+    /// The gateway takes HTTP frames (its welcome said so).
+    http: bool,
+    /// HTTP requests to this tunnel's actors (`http.rs`).
+    requests: Requests,
 }
 
 /// One received batch as it is handled: the answer being built, which
@@ -295,6 +301,7 @@ impl TunnelState {
             } => {
                 self.broadcasts = features & crate::tunnel::features::BROADCAST != 0;
                 self.marks = features & crate::tunnel::features::OUTPUT_MARKS != 0;
+                self.http = features & crate::tunnel::features::HTTP != 0;
                 self.on_welcome(shared, workers, index)
             }
             Frame::StartActor {
@@ -335,6 +342,11 @@ impl TunnelState {
                 reason,
             } => self.on_close(conn_id, code, &reason, out),
             Frame::RestoreConn { .. } => self.restore(frame, out),
+            Frame::HttpRequest(_)
+            | Frame::HttpBody { .. }
+            | Frame::HttpEnd { .. }
+            | Frame::HttpCancel { .. }
+            | Frame::HttpCredit { .. } => self.on_http_frame(frame, out),
             Frame::Keepalive { nonce } => encode_frame(out, &Frame::KeepaliveAck { nonce }),
             Frame::Drained if !self.drained => {
                 self.drained = true;
@@ -344,8 +356,6 @@ impl TunnelState {
                     "gateway: nothing runs on this tunnel any more"
                 );
             }
-            // Including the HTTP frames (feature HTTP): this library does
-            // not announce it, so a gateway sending them is skipped over.
             _ => {}
         }
     }
@@ -416,6 +426,8 @@ impl TunnelState {
     }
 
     fn on_stop_actor(&mut self, shared: &Arc<Shared>, actor_id: u64, out: &mut BytesMut) {
+        // Its requests are given back (or cut) before it is said stopped.
+        self.requests.stop_actor(out, actor_id);
         if let Some(slot) = self.actors.remove(&actor_id) {
             shared.running.fetch_sub(1, Ordering::AcqRel);
             for c in slot.conns {
@@ -452,6 +464,7 @@ impl TunnelState {
             out_index: &mut self.out_index,
             broadcasts: self.broadcasts,
             attachments: &mut self.attachments,
+            requests: &mut self.requests,
         };
         match slot.actor.on_open(&mut ctx, conn_id, &info) {
             OpenDecision::Accept {
@@ -514,6 +527,7 @@ impl TunnelState {
             out_index: &mut self.out_index,
             broadcasts: self.broadcasts,
             attachments: &mut self.attachments,
+            requests: &mut self.requests,
         };
         slot.actor.on_message(&mut ctx, conn_id, message);
         self.dirty.insert(actor_id);
@@ -535,6 +549,7 @@ impl TunnelState {
                 out_index: &mut self.out_index,
                 broadcasts: self.broadcasts,
                 attachments: &mut self.attachments,
+                requests: &mut self.requests,
             };
             slot.actor.on_close(&mut ctx, conn_id, code, reason);
             self.dirty.insert(actor_id);
@@ -635,6 +650,7 @@ impl TunnelState {
             out_index: &mut self.out_index,
             broadcasts: self.broadcasts,
             attachments: &mut self.attachments,
+            requests: &mut self.requests,
         };
         slot.actor.on_restore(&mut ctx, conn_id, &info);
     }

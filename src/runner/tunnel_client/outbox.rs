@@ -34,7 +34,13 @@ pub(super) fn resend(outbox: Bytes, actor_id: u64, out: &mut BytesMut) -> Vec<(u
     let mut attachments = Vec::new();
     for frame in decode_frames(outbox).map_while(Result::ok) {
         let frame = match frame {
-            Frame::Ack { .. } => continue,
+            // Answers belong to requests, which a new instance gets anew.
+            Frame::Ack { .. }
+            | Frame::HttpResponse(_)
+            | Frame::HttpBody { .. }
+            | Frame::HttpEnd { .. }
+            | Frame::HttpCancel { .. }
+            | Frame::HttpCredit { .. } => continue,
             Frame::SetAttachment {
                 conn_id,
                 attachment,

@@ -108,6 +108,9 @@ pub(crate) struct Actor {
     last_refusal: RefCell<String>,
     ready: RefCell<Vec<Rc<ReadySlot>>>,
     conns: RefCell<HashSet<u64>>,
+    /// HTTP requests in flight to it (PROTOCOL §7b): like connections, they
+    /// keep it from sleeping and from being dropped when it fails.
+    requests: Cell<u32>,
     last_activity: Cell<Instant>,
     /// A wake or a move under way, and since when.
     paused: Cell<Option<(Instant, Pause)>>,
@@ -158,6 +161,7 @@ impl Actor {
             last_refusal: RefCell::new(String::new()),
             ready: RefCell::new(Vec::new()),
             conns: RefCell::new(HashSet::new()),
+            requests: Cell::new(0),
             last_activity: Cell::new(now),
             paused: Cell::new(None),
             output_seen: Cell::new(0),
@@ -247,6 +251,18 @@ impl Actor {
 
     pub fn remove_conn(&self, conn_id: u64) {
         self.conns.borrow_mut().remove(&conn_id);
+    }
+
+    pub fn add_request(&self) {
+        self.requests.set(self.requests.get() + 1);
+    }
+
+    pub fn remove_request(&self) {
+        self.requests.set(self.requests.get().saturating_sub(1));
+    }
+
+    pub fn has_requests(&self) -> bool {
+        self.requests.get() > 0
     }
 
     pub fn has_waiters(&self) -> bool {

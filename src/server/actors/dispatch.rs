@@ -22,7 +22,7 @@ const MAX_REASON_BYTES: usize = 256;
 
 /// A runner's reason, cut (at a character boundary) to what is logged and
 /// shown to clients.
-fn bounded(mut reason: String) -> String {
+pub(super) fn bounded(mut reason: String) -> String {
     if reason.len() > MAX_REASON_BYTES {
         let mut end = MAX_REASON_BYTES;
         while !reason.is_char_boundary(end) {
@@ -82,6 +82,11 @@ impl Actors {
             Frame::Keepalive { nonce } => tunnel.send(&Frame::KeepaliveAck { nonce }),
             Frame::KeepaliveAck { .. } => {}
             Frame::Drain => self.drain_tunnel(tunnel),
+            Frame::HttpResponse(_)
+            | Frame::HttpBody { .. }
+            | Frame::HttpEnd { .. }
+            | Frame::HttpCancel { .. }
+            | Frame::HttpCredit { .. } => return self.on_http_frame(tunnel, frame),
             Frame::Hello { .. }
             | Frame::Welcome { .. }
             | Frame::StartActor { .. }
@@ -89,14 +94,7 @@ impl Actors {
             | Frame::ConnOpen { .. }
             | Frame::RestoreConn { .. }
             | Frame::Drained
-            // Feature HTTP is not offered yet (`features::SUPPORTED`): a
-            // runner that sends these breaks the protocol like any other.
-            | Frame::HttpRequest(_)
-            | Frame::HttpResponse(_)
-            | Frame::HttpBody { .. }
-            | Frame::HttpEnd { .. }
-            | Frame::HttpCancel { .. }
-            | Frame::HttpCredit { .. } => {
+            | Frame::HttpRequest(_) => {
                 return Err(TunnelError("frame type not allowed from a runner"));
             }
         }

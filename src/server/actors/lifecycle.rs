@@ -180,7 +180,8 @@ impl Actors {
     /// The actor's runner died, or the actor stopped or failed to start on
     /// its own: start it elsewhere after its crash backoff.
     pub(super) fn fail(&self, actor: &Rc<Actor>, why: &str) {
-        if actor.conns().is_empty() && !actor.has_waiters() && !self.has_pending_opens(actor) {
+        let unused = actor.conns().is_empty() && !actor.has_requests();
+        if unused && !actor.has_waiters() && !self.has_pending_opens(actor) {
             // Nobody is connected or waiting: nothing to restart it for.
             debug!(actor = %actor.name, key = ?actor.key, %why, "actor failed with no clients: dropped");
             self.remove_actor(actor, CloseCode::INTERNAL, why);
@@ -208,13 +209,16 @@ impl Actors {
     }
 
     /// Every message the actor's connections sent goes again to its next runner.
-    pub(super) fn resend_all(&self, actor: &Actor) {
+    /// (Its HTTP requests: PROTOCOL §7b, `requests.rs`.)
+    pub(super) fn resend_all(&self, actor: &Rc<Actor>) {
         let links = self.links.borrow();
         for id in actor.conns().iter() {
             if let Some(link) = links.get(id) {
                 link.resend_all();
             }
         }
+        drop(links);
+        self.requests_left_runner(actor);
     }
 
     /// Asks the runner to stop the actor; what follows is `then`, once the
@@ -255,7 +259,7 @@ impl Actors {
         self.directory.set_not_live(actor.id());
         let left = actor.mark_asleep();
         // A message, a close or a new client arrived while it was stopping.
-        if actor.has_waiters() || self.any_unsent(actor) {
+        if actor.has_waiters() || actor.has_requests() || self.any_unsent(actor) {
             self.wake(actor);
             return left;
         }
@@ -332,5 +336,6 @@ impl Actors {
             self.count_links(&links);
         }
         self.reject_pending_opens(actor, reason);
+        self.abort_requests(actor, reason);
     }
 }

@@ -12,7 +12,8 @@
 //! `lifecycle` (start, place, fail, stop, sleep, wake), `restore` (a
 //! started actor gets its connections back), `clients` (messages and closes
 //! from clients, delivery to them), `opens` (new connections), `dispatch`
-//! (frames from runners), `tunnel_events` (runners coming, going,
+//! (frames from runners), `requests` and `http_frames` (HTTP requests
+//! to actors and the runner's answers, PROTOCOL §7b), `tunnel_events` (runners coming, going,
 //! draining), `sweep` (timers), `status` (operator requests), `views`
 //! (what lists and the inspector show), `events` (what is recorded for
 //! the inspector, in the worker's `feed`).
@@ -23,15 +24,18 @@ mod clients;
 mod directory;
 mod dispatch;
 mod events;
+mod exchange;
 mod feed;
 mod handover;
 mod home;
+mod http_frames;
 mod ids;
 mod lifecycle;
 mod links;
 mod opens;
 mod outstanding;
 mod placement;
+mod requests;
 mod restore;
 mod serverless;
 mod status;
@@ -53,12 +57,16 @@ pub(crate) use actor::ActorState;
 use backoff::BackoffPolicy;
 use directory::Directory;
 #[cfg(test)]
+pub(crate) use exchange::ResponseHead;
+pub(crate) use exchange::{Exchange, Outcome};
+#[cfg(test)]
 pub(crate) use feed::Event;
 pub(crate) use feed::{Feed, FEED_EVENTS};
 pub(crate) use home::home_worker;
 use ids::Ids;
 use links::{ClientLink, PendingOpen};
 pub(crate) use links::{LinkView, OpenAnswer, OpenRequest};
+pub(crate) use requests::{HttpOpen, MAX_PIECE};
 pub(crate) use status::{ActorStatus, MigrateOutcome};
 pub(crate) use tunnel_events::RunnerHello;
 pub(crate) use unavailable::Unavailable;
@@ -94,6 +102,8 @@ pub(crate) struct Actors {
     // hibernated socket has a link).
     links: RefCell<HashMap<u64, Box<ClientLink>>>,
     opens: RefCell<HashMap<u64, PendingOpen>>,
+    /// HTTP requests in flight to this worker's actors, by `req_id`.
+    requests: RefCell<HashMap<u64, requests::Flight>>,
     /// A coarse clock, advanced by the worker's timer sweep: activity
     /// tracking must not read the clock per message.
     clock: Cell<Instant>,
@@ -195,6 +205,7 @@ impl Actors {
             directory: Directory::default(),
             links: RefCell::new(HashMap::new()),
             opens: RefCell::new(HashMap::new()),
+            requests: RefCell::new(HashMap::new()),
             clock: Cell::new(Instant::now()),
             handing_over: Cell::new(false),
             taking_over: Cell::new(false),

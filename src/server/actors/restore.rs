@@ -38,6 +38,7 @@ impl Actors {
             self.forget_conn(conn_id);
         }
         self.resend_pending_opens(actor);
+        self.resend_requests(actor);
         actor.mark_running(self.now());
     }
 }

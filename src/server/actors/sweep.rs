@@ -80,7 +80,7 @@ impl Actors {
                 .iter()
                 .all(|id| links.get(id).is_some_and(|l| l.hibernatable))
         };
-        if all_hibernatable && !self.has_pending_opens(actor) {
+        if all_hibernatable && !actor.has_requests() && !self.has_pending_opens(actor) {
             self.sleep(actor);
         }
     }

@@ -24,6 +24,8 @@ pub(crate) struct RunnerHello {
     pub identity: String,
     /// The namespace whose actors it runs.
     pub namespace: String,
+    /// The features it announced (`tunnel::features`).
+    pub features: u64,
 }
 
 impl Actors {
@@ -60,6 +62,7 @@ impl Actors {
             actor_names,
             identity,
             namespace,
+            features,
         } = hello;
         info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
         // The gateway's cap (runners.max_actors_per_runner) is the loads'.
@@ -76,6 +79,7 @@ impl Actors {
         let mut tunnel = Tunnel::new(runner_key, pool, actor_names, control, max_pending, load);
         tunnel.identity = identity;
         tunnel.namespace = namespace;
+        tunnel.features = features & crate::tunnel::features::SUPPORTED;
         let tunnel = Rc::new(tunnel);
         if let Some((lifetime, _)) = started {
             self.keep_started(&tunnel, lifetime, &shared);

@@ -36,6 +36,8 @@ pub(crate) enum Unavailable {
     ActorFull,
     /// The gateway is handing its connections to a new process of itself.
     Upgrading,
+    /// The actor's runner did not announce HTTP (feature 4, PROTOCOL §7b).
+    NoHttp,
 }
 
 impl Unavailable {
@@ -52,6 +54,7 @@ impl Unavailable {
             Unavailable::TooManyNewActors => "rate_limited",
             Unavailable::ActorFull => "actor_full",
             Unavailable::Upgrading => "upgrading",
+            Unavailable::NoHttp => "no_http",
         }
     }
 
@@ -73,6 +76,7 @@ impl Unavailable {
             }
             Unavailable::ActorFull => "the actor has as many connections as it may".into(),
             Unavailable::Upgrading => "the gateway is upgrading; try again in a second".into(),
+            Unavailable::NoHttp => "the actor's runner does not take HTTP requests".into(),
         }
     }
 }

@@ -21,6 +21,13 @@ pub const HANDSHAKE_STATUSES: [u16; 18] = [
     101, 200, 400, 401, 403, 404, 405, 408, 409, 413, 426, 429, 431, 500, 502, 503, 504, OTHER,
 ];
 
+/// Statuses of HTTP requests forwarded to actors (PROTOCOL §7b), the
+/// actor's own and the gateway's, one series each; unlisted: `OTHER`.
+pub const HTTP_STATUSES: [u16; 24] = [
+    200, 201, 204, 206, 301, 302, 304, 400, 401, 403, 404, 405, 408, 409, 413, 429, 431, 500, 501,
+    502, 503, 504, 505, OTHER,
+];
+
 /// Close codes of client WebSockets, one series each; an actor's own codes
 /// (4000–4999) and anything else unlisted are counted as `OTHER`.
 pub const CLOSE_CODES: [u16; 14] = [
@@ -88,6 +95,15 @@ pub struct WorkerStats {
     pub broadcasts: AtomicU64,
     /// Requests on the client listener answered, by [`HANDSHAKE_STATUSES`] slot.
     pub handshake_results: Tally<{ HANDSHAKE_STATUSES.len() }>,
+    /// HTTP requests to actors answered (response head written, or the
+    /// gateway's own answer), by [`HTTP_STATUSES`] slot.
+    pub http_results: Tally<{ HTTP_STATUSES.len() }>,
+    /// HTTP body bytes forwarded: request bodies to actors, response
+    /// bodies to clients (as written).
+    pub http_bytes_in: AtomicU64,
+    pub http_bytes_out: AtomicU64,
+    /// HTTP requests sent again to an actor's next runner after a move.
+    pub http_replays: AtomicU64,
     /// Client WebSockets closed, by [`CLOSE_CODES`] slot: the code of the
     /// first close frame (whoever sent it), 1006 if the connection ended
     /// without one.
@@ -121,6 +137,11 @@ impl WorkerStats {
     pub(crate) fn count_handshake(&self, status: u16) {
         self.handshake_results
             .add(slot_of(&HANDSHAKE_STATUSES, status));
+    }
+
+    /// An HTTP request to an actor was answered with `status`.
+    pub(crate) fn count_http(&self, status: u16) {
+        self.http_results.add(slot_of(&HTTP_STATUSES, status));
     }
 
     /// A client WebSocket closed with `code`.

@@ -34,6 +34,9 @@ use crate::ws::CloseCode;
 /// The worker a client's request belongs on: its actor's home worker
 /// (anything else is answered where it arrived).
 pub(crate) fn home_worker(head: &RequestHead, this: usize, workers: usize) -> usize {
+    if let Some(target) = super::http::http_target(head) {
+        return actors::home_worker(&target.actor, workers);
+    }
     match route(&head.target) {
         Ok(Route::Actor(actor)) => actors::home_worker(&actor, workers),
         _ => this,
@@ -55,6 +58,11 @@ pub(crate) async fn serve_client(
     buf: BytesMut,
     client: Client,
 ) {
+    if let Some(target) = super::http::http_target(&client.head) {
+        // Its own task: nothing of the handshake's waits for it.
+        monoio::spawn(super::http::serve_http(edge, stream, buf, client, target));
+        return;
+    }
     let Client { head, peer, ticket } = client;
     let env = &edge.env;
     let (actor, mut upgrade) = match precheck(&head) {
@@ -142,13 +150,14 @@ fn precheck(head: &RequestHead) -> Result<(ActorPath, Upgrade), Refusal> {
 }
 
 /// The HTTP status that tells a client why its actor cannot be reached.
-fn status_of(u: &Unavailable) -> Status {
+pub(super) fn status_of(u: &Unavailable) -> Status {
     match u {
         Unavailable::UnknownActor { .. } => Status::NOT_FOUND,
         Unavailable::TooManyNewActors => Status::TOO_MANY_REQUESTS,
         // A runner's status outside 400-599 is its error.
         Unavailable::Rejected { status, .. } if (400..600).contains(status) => Status(*status),
         Unavailable::Rejected { .. } => Status::INTERNAL_ERROR,
+        Unavailable::NoHttp => Status::NOT_IMPLEMENTED,
         _ => Status::SERVICE_UNAVAILABLE,
     }
 }

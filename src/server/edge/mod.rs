@@ -5,6 +5,7 @@
 mod authorize;
 mod connect;
 mod handshake;
+mod http;
 mod parker;
 mod session;
 
@@ -36,7 +37,23 @@ pub(crate) struct EdgeSide {
     pub parker: Option<Rc<Parker>>,
     /// Sessions handed over during an upgrade, for the runtime to send on.
     pub handed: RefCell<Vec<Handed>>,
+    /// Moves a kept-alive HTTP connection whose next request is for
+    /// another worker's actor there (the runtime's hand-off).
+    pub rehome: Rehome,
 }
+
+/// Where a connection's next request is served.
+pub(crate) enum Rehomed {
+    /// Here: it is given back.
+    Here(Stream, BytesMut, Client),
+    /// Handed to its worker (or lost on the way).
+    Gone,
+    /// It could not be handed over: the client gets 503.
+    Refused(Stream, BytesMut),
+}
+
+/// The runtime's hand-off, as the edge may call it.
+pub(crate) type Rehome = Box<dyn Fn(Stream, BytesMut, Client) -> Rehomed>;
 
 /// A client connection whose session ended between messages to go to the
 /// next process (an upgrade).

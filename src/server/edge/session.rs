@@ -153,6 +153,7 @@ mod tests {
                 limits: std::cell::Cell::new(SessionLimits::client(&config)),
                 parker: None,
                 handed: Default::default(),
+                rehome: Box::new(crate::server::edge::Rehomed::Here),
             });
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();

@@ -203,6 +203,7 @@ fn hello(
         pool,
         capacity,
         actor_names,
+        features,
         ..
     } = frame
     else {
@@ -228,6 +229,7 @@ fn hello(
         actor_names,
         identity: identity.name,
         namespace: identity.namespace,
+        features,
     };
     check_hello(&hello)?;
     let tunnel = side

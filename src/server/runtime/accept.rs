@@ -8,13 +8,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
 use monoio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
-use super::handoff::{Handoff, Listener};
+use super::handoff::{Handoff, HandoffQueues, Listener};
 use super::handshake_slot::HandshakeSlot;
 use super::worker::Worker;
 use crate::http::{HeadReader, RequestHead, Status};
@@ -372,6 +373,38 @@ async fn hand_to(worker: &Worker, to: usize, a: Arrived, relay: Relay) {
             refuse_on(worker, back.listener, stream, back.leftover, overloaded).await;
         }
     }
+}
+
+/// The hand-off a kept-alive HTTP connection takes when its next request
+/// belongs on another worker (`EdgeSide::rehome`): the same inbox a new
+/// connection's would go through.
+pub(super) fn rehome(handoffs: Arc<HandoffQueues>, this: usize, n: usize) -> edge::Rehome {
+    Box::new(move |stream, buf, client| {
+        let home = edge::home_worker(&client.head, this, n);
+        if home == this {
+            return edge::Rehomed::Here(stream, buf, client);
+        }
+        let detached = match stream.detach() {
+            Ok(d) => d,
+            Err(stream) => return edge::Rehomed::Refused(stream, buf),
+        };
+        let handoff = Handoff {
+            stream: detached,
+            peer: client.peer,
+            head: client.head,
+            leftover: buf,
+            listener: Listener::Client,
+            relay: Relay::default(),
+            ticket: client.ticket,
+        };
+        match handoffs.send(home, handoff) {
+            Ok(()) => edge::Rehomed::Gone,
+            Err(back) => match Stream::attach(back.stream) {
+                Ok(stream) => edge::Rehomed::Refused(stream, back.leftover),
+                Err(_) => edge::Rehomed::Gone,
+            },
+        }
+    })
 }
 
 /// Refuses a request that arrived on `listener`; on the client listener

@@ -146,6 +146,7 @@ impl Worker {
             limits: Cell::new(SessionLimits::client(&config)),
             parker,
             handed: Default::default(),
+            rehome: super::accept::rehome(seed.handoffs.clone(), seed.id, seed.worker_count),
         };
         let runners = RunnerSide {
             env: env.clone(),

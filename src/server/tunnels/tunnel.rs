@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::load::RunnerLoad;
 use crate::server::conn::control::ConnControl;
-use crate::tunnel::{encode_frame, encode_message, Frame, MessageKind};
+use crate::tunnel::{encode_frame, encode_http_body, encode_message, Frame, MessageKind};
 use crate::ws::CloseCode;
 
 /// Close code for a tunnel replaced by a newer connection with the same
@@ -26,6 +26,8 @@ pub(crate) struct Tunnel {
     pub identity: String,
     /// The namespace whose actors it runs (the identity's).
     pub namespace: String,
+    /// What the runner's hello said it may use (`tunnel::features`).
+    pub features: u64,
     pub pool: String,
     pub actor_names: Vec<String>,
     /// When the tunnel was set up (shown to operators).
@@ -56,6 +58,7 @@ impl Tunnel {
         Tunnel {
             identity: String::new(),
             namespace: crate::config::DEFAULT_NAMESPACE.to_owned(),
+            features: 0,
             runner_key,
             pool,
             actor_names,
@@ -84,6 +87,12 @@ impl Tunnel {
             kind,
             payload,
         );
+        self.control.poke();
+    }
+
+    /// An HTTP body piece (PROTOCOL §7b), framed straight into the batch.
+    pub fn send_http_body(&self, req_id: u64, data: &[u8]) {
+        encode_http_body(&mut self.pending.borrow_mut(), req_id, data);
         self.control.poke();
     }
 
@@ -119,6 +128,11 @@ impl Tunnel {
             c.stop_waiting_for_tunnel();
             c.poke();
         }
+    }
+
+    /// Whether the runner takes HTTP requests (feature 4, PROTOCOL §7b).
+    pub fn takes_http(&self) -> bool {
+        self.features & crate::tunnel::features::HTTP != 0
     }
 
     /// Whether the runner offers actors called `name`.

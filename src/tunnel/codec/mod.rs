@@ -185,9 +185,7 @@ pub mod features {
     /// The HTTP frames (`HttpRequest` … `HttpCredit`, PROTOCOL §7b).
     pub const HTTP: u64 = 4;
     /// What this build of the gateway and of the runner library understand.
-    /// Not `HTTP`: only its codec exists, neither side serves it yet, and a
-    /// peer told otherwise would send frames the other closes the tunnel on.
-    pub const SUPPORTED: u64 = BROADCAST | OUTPUT_MARKS;
+    pub const SUPPORTED: u64 = BROADCAST | OUTPUT_MARKS | HTTP;
 }
 
 mod tag {
@@ -257,17 +255,7 @@ pub fn encode_message(
     kind: MessageKind,
     payload: &[u8],
 ) {
-    let mut ids = [0u8; 20];
-    let mut n = 0;
-    for mut v in [conn_id, index] {
-        while v >= 0x80 {
-            ids[n] = (v as u8) | 0x80;
-            v >>= 7;
-            n += 1;
-        }
-        ids[n] = v as u8;
-        n += 1;
-    }
+    let (ids, n) = varints([conn_id, index]);
     out.reserve(1 + 10 + n + payload.len());
     out.put_u8(match kind {
         MessageKind::Text => tag::MESSAGE_TEXT,
@@ -276,6 +264,33 @@ pub fn encode_message(
     put_varint(out, (n + payload.len()) as u64);
     out.put_slice(&ids[..n]);
     out.put_slice(payload);
+}
+
+/// Appends an `HttpBody` frame without building a `Frame` (request and
+/// response bodies, a hot path like messages).
+pub fn encode_http_body(out: &mut BytesMut, req_id: u64, data: &[u8]) {
+    let (id, n) = varints([req_id]);
+    out.reserve(1 + 10 + n + data.len());
+    out.put_u8(tag::HTTP_BODY);
+    put_varint(out, (n + data.len()) as u64);
+    out.put_slice(&id[..n]);
+    out.put_slice(data);
+}
+
+/// Up to two varints side by side on the stack, and their length.
+fn varints<const N: usize>(values: [u64; N]) -> ([u8; 20], usize) {
+    let mut out = [0u8; 20];
+    let mut n = 0;
+    for mut v in values {
+        while v >= 0x80 {
+            out[n] = (v as u8) | 0x80;
+            v >>= 7;
+            n += 1;
+        }
+        out[n] = v as u8;
+        n += 1;
+    }
+    (out, n)
 }
 
 fn put_str(out: &mut BytesMut, s: &str) {

@@ -71,6 +71,11 @@ const COUNTERS: &[(&str, &str, Counter)] = &[
         |s| &s.broadcasts,
     ),
     (
+        "tether_http_replays",
+        "HTTP requests sent again to an actor's next runner after it moved (PROTOCOL 7b).",
+        |s| &s.http_replays,
+    ),
+    (
         "tether_client_send_queue_overflows",
         "Clients closed with 1008 because they did not read (client.max_send_queue_bytes).",
         |s| &s.send_queue_overflows,

@@ -18,6 +18,9 @@
 //! | `tether_handshakes_refused_total`, `tether_actor_creations_refused_total`, `tether_client_send_queue_overflows_total` | counter | | single limits, also under `reason` above (the last: clients closed 1008) |
 //! | `tether_messages_total` | counter | `direction` | messages, `client_to_actor` (as they arrive) and `actor_to_client` (as queued for a client) |
 //! | `tether_message_bytes_total` | counter | `direction` | their payload bytes |
+//! | `tether_http_requests_total` | counter | `status` | HTTP requests to actors answered, by status (the actor's own, or the gateway's: 413, 431, 501 `no_http`, 502, 503, 504; unlisted: `other`) |
+//! | `tether_http_body_bytes_total` | counter | `direction` | HTTP body bytes, `client_to_actor` (forwarded) and `actor_to_client` (written) |
+//! | `tether_http_replays_total` | counter | | HTTP requests sent again to an actor's next runner after it moved (PROTOCOL §7b) |
 //! | `tether_broadcasts_total` | counter | | `Broadcast` frames from runners (one per frame; each recipient's copy is also an `actor_to_client` message) |
 //! | `tether_actors` | gauge | `state` | actors now: `placing`, `starting`, `running`, `stopping` (to sleep), `migrating` (stopping to move), `asleep` |
 //! | `tether_actor_wake_latency_seconds` | histogram | | from a wake's trigger to the actor running again |

@@ -11,7 +11,9 @@ use prometheus_client::metrics::MetricType;
 
 use super::families::family;
 use super::Workers;
-use crate::server::conn::stats::{WorkerStats, CLOSE_CODES, HANDSHAKE_STATUSES, OTHER};
+use crate::server::conn::stats::{
+    WorkerStats, CLOSE_CODES, HANDSHAKE_STATUSES, HTTP_STATUSES, OTHER,
+};
 
 #[derive(Debug)]
 pub(super) struct Traffic(pub Workers);
@@ -20,6 +22,7 @@ impl Collector for Traffic {
     fn encode(&self, mut e: DescriptorEncoder) -> fmt::Result {
         self.handshakes(&mut e)?;
         self.messages(&mut e)?;
+        self.http(&mut e)?;
         self.closes(&mut e)
     }
 }
@@ -54,6 +57,37 @@ impl Traffic {
         let help = "Payload bytes of those messages.";
         let name = "tether_message_bytes";
         family(e, MetricType::Counter, name, help, by_direction(bytes))
+    }
+
+    fn http(&self, e: &mut DescriptorEncoder) -> fmt::Result {
+        let mut counts = [0; HTTP_STATUSES.len()];
+        for s in self.0.each() {
+            s.http_results.add_to(&mut counts);
+        }
+        let series = labelled("status", &HTTP_STATUSES, &counts);
+        let help =
+            "HTTP requests to actors answered, by status (the actor's or the gateway's own).";
+        family(e, MetricType::Counter, "tether_http_requests", help, series)?;
+        let sum = |f: fn(&WorkerStats) -> &AtomicU64| self.0.sum(|s| f(s).load(Ordering::Relaxed));
+        let bytes = [
+            (
+                [("direction", "client_to_actor")],
+                sum(|s| &s.http_bytes_in),
+            ),
+            (
+                [("direction", "actor_to_client")],
+                sum(|s| &s.http_bytes_out),
+            ),
+        ];
+        let help =
+            "HTTP body bytes forwarded: request bodies to actors, response bodies to clients.";
+        family(
+            e,
+            MetricType::Counter,
+            "tether_http_body_bytes",
+            help,
+            bytes,
+        )
     }
 
     fn closes(&self, e: &mut DescriptorEncoder) -> fmt::Result {
