@@ -238,6 +238,35 @@ impl ActorFactory for Scripted {
 struct ScriptedActor {
     /// Requests to `/wait`, left unanswered.
     waits: std::collections::HashSet<u64>,
+    /// A `/drip` response being written as credit comes: its request and
+    /// the bytes written so far.
+    drip: Option<(u64, usize)>,
+}
+
+/// The size of a `/drip` response.
+const DRIP_BYTES: usize = 8 << 20;
+
+/// A `/drip` response was sent whole by the runner (its end included).
+static DRIP_SENT: AtomicBool = AtomicBool::new(false);
+
+impl ScriptedActor {
+    /// Writes the `/drip` response while it sends at once; ends it once
+    /// all of it left.
+    fn drip(&mut self, ctx: &mut Ctx<'_>) {
+        let Some((id, written)) = self.drip.as_mut() else {
+            return;
+        };
+        while *written < DRIP_BYTES && ctx.response_backlog(*id) == 0 {
+            let n = (DRIP_BYTES - *written).min(64 << 10);
+            ctx.write_body(*id, &vec![3u8; n]);
+            *written += n;
+        }
+        if *written == DRIP_BYTES && ctx.response_backlog(*id) == 0 {
+            ctx.end_body(*id);
+            self.drip = None;
+            DRIP_SENT.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Requests to `/wait` that reached a scripted actor, and those of them
@@ -271,6 +300,13 @@ impl Actor for ScriptedActor {
                 ctx.respond(r.id, 200, vec![len], ResponseBody::Stream);
                 ctx.write_body(r.id, b"abc");
                 ctx.end_body(r.id);
+            }
+            "/drip" => {
+                let len = DRIP_BYTES.to_string();
+                let len = ("content-length".to_string(), bytes::Bytes::from(len));
+                ctx.respond(r.id, 200, vec![len], ResponseBody::Stream);
+                self.drip = Some((r.id, 0));
+                self.drip(ctx);
             }
             "/cancel" => ctx.cancel_request(r.id, "not today"),
             "/silent" => {}
@@ -315,6 +351,9 @@ impl Actor for ScriptedActor {
     }
     fn on_request_end(&mut self, ctx: &mut Ctx<'_>, request: u64) {
         ctx.end_body(request);
+    }
+    fn on_response_writable(&mut self, ctx: &mut Ctx<'_>, _: u64) {
+        self.drip(ctx);
     }
     fn on_request_cancelled(&mut self, _: &mut Ctx<'_>, request: u64) {
         if self.waits.remove(&request) {
@@ -820,5 +859,55 @@ fn client_tokens_are_checked_and_never_reach_the_actor() {
         r.text(),
         "query=x=1;authorization=false;x-forwarded-for=false;peer=true"
     );
+    h.shutdown();
+}
+
+#[test]
+fn a_response_sent_whole_but_not_yet_read_survives_a_move_and_the_actor_then_sleeps() {
+    let mut config = test_config();
+    config.actors.idle_timeout = Duration::from_millis(300);
+    let mut h = start_bare(config);
+    let mut a = h.runner_options();
+    a.key = "runner-a".into();
+    h.add_runner(a, Scripted);
+    let mut c = HttpConn::connect(h.client_addr);
+    c.request("GET", "/actors/scripted/slow/drip", &[], b"");
+    let (status, _) = c.read_head().unwrap();
+    assert_eq!(status, 200);
+    // Read slowly: a little at a time until the runner has sent it all,
+    // which leaves up to a credit window (and the socket buffers) unread.
+    let mut read = 0;
+    while !DRIP_SENT.load(Ordering::SeqCst) {
+        read += c.read_some(32 << 10);
+        let until = std::time::Instant::now() + Duration::from_millis(20);
+        while !DRIP_SENT.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            std::thread::yield_now();
+        }
+    }
+    let written = h.metrics().value(
+        "tether_http_body_bytes_total",
+        &[("direction", "actor_to_client")],
+    );
+    assert!(
+        written < DRIP_BYTES as f64,
+        "the response is still on its way"
+    );
+    let mut b = h.runner_options();
+    b.key = "runner-b".into();
+    h.add_runner(b, Scripted);
+    let moved = h.admin("POST", "/actors/scripted/slow/migrate");
+    assert_eq!(status_of(&moved), 200, "{moved}");
+    while read < DRIP_BYTES {
+        read += c.read_some(1 << 20);
+    }
+    assert_eq!(read, DRIP_BYTES, "the response arrives whole");
+    drop(c);
+    // Nothing is in flight to it any more: it sleeps when idle.
+    wait_for("the actor asleep", || {
+        let (_, list) = h.admin_json("/actors");
+        let actors = list["actors"].as_array().cloned().unwrap_or_default();
+        let slow = actors.iter().find(|a| a["key"][0] == "slow");
+        slow.is_none_or(|a| a["state"] == "asleep")
+    });
     h.shutdown();
 }

@@ -265,7 +265,12 @@ impl Actors {
         }
         for old in self.requests_of(actor) {
             let mut requests = self.requests.borrow_mut();
-            let Some(mut f) = requests.remove(&old).filter(|f| !f.sent) else {
+            // Only held requests move; the others (a response the old
+            // runner sent whole, still being written) stay as they are.
+            if requests.get(&old).is_none_or(|f| f.sent) {
+                continue;
+            }
+            let Some(mut f) = requests.remove(&old) else {
                 continue;
             };
             let req_id = self.ids.fresh();
