@@ -911,3 +911,27 @@ fn a_response_sent_whole_but_not_yet_read_survives_a_move_and_the_actor_then_sle
     });
     h.shutdown();
 }
+
+#[test]
+fn an_upload_that_stalls_after_the_response_started_cuts_the_response() {
+    let mut config = test_config();
+    config.client.http_idle_timeout = Duration::from_millis(300);
+    let h = scripted(config);
+    let mut c = HttpConn::connect(h.client_addr);
+    c.send(
+        b"POST /actors/scripted/k/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    c.send(b"5\r\nhello\r\n");
+    let (status, headers) = c.read_head().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        common::http::header(&headers, "transfer-encoding"),
+        Some("chunked")
+    );
+    assert_eq!(c.next_chunk(), Ok(Some(b"hello".to_vec())));
+    // The client sends no more: once http_idle_timeout passes the response
+    // ends where it is, with no second response written into it.
+    let rest = String::from_utf8_lossy(&c.read_to_end()).into_owned();
+    assert!(!rest.contains("HTTP/1.1"), "{rest:?}");
+    h.shutdown();
+}

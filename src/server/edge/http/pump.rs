@@ -160,6 +160,11 @@ impl Pump<'_> {
         }
         if stop == Stop::NeedRead && now >= self.read_deadline {
             let why = "request body stalled for client.http_idle_timeout";
+            if started {
+                // No second response inside the first: it is cut.
+                edge.actors.http_close(exchange, Some(why));
+                return Some(Next::Close);
+            }
             return Some(cancel_with(edge, exchange, Status::REQUEST_TIMEOUT, why));
         }
         None
