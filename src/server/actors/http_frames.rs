@@ -72,10 +72,7 @@ impl Actors {
                     false => Ok(()),
                 };
             }
-            f.answer = Answer::Final {
-                body: r.body,
-                ended: !r.body,
-            };
+            f.answered(r.body);
             f.exchange.set_head(ResponseHead {
                 status: r.status,
                 headers: r.headers,

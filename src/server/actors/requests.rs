@@ -69,6 +69,13 @@ impl Flight {
     fn replayable(&self) -> bool {
         !self.request.body || self.held.is_some()
     }
+
+    /// The actor's final response head arrived: the request will never be
+    /// sent again, so the body kept for that goes.
+    pub(super) fn answered(&mut self, body: bool) {
+        self.answer = Answer::Final { body, ended: !body };
+        self.held = None;
+    }
 }
 
 impl Actors {
@@ -362,5 +369,65 @@ fn request_frame(req_id: u64, actor: &Actor, r: &HttpOpen) -> Frame {
 fn send_body(tunnel: &crate::server::tunnels::Tunnel, req_id: u64, data: &[u8]) {
     for piece in data.chunks(MAX_PIECE) {
         tunnel.send_http_body(req_id, piece);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flight() -> Flight {
+        let actor = Actor::new(
+            "default",
+            "chat",
+            &["lobby".into()],
+            "default".into(),
+            std::time::Instant::now(),
+            1024,
+            Default::default(),
+        );
+        Flight {
+            exchange: Rc::new(Exchange::new()),
+            actor: Rc::new(actor),
+            request: HttpOpen {
+                method: "POST".into(),
+                path: "/".into(),
+                query: String::new(),
+                headers: vec![],
+                peer: "127.0.0.1:1".parse().unwrap(),
+                body: true,
+            },
+            held: Some(BytesMut::from(&b"kept for a replay"[..])),
+            body_ended: false,
+            sent: true,
+            answer: Answer::None,
+            received: 0,
+            granted: limits::HTTP_INITIAL_CREDIT,
+        }
+    }
+
+    #[test]
+    fn the_body_kept_for_a_replay_goes_once_the_response_head_arrives() {
+        let mut f = flight();
+        assert!(f.replayable());
+        f.answered(true);
+        assert_eq!(
+            f.answer,
+            Answer::Final {
+                body: true,
+                ended: false
+            }
+        );
+        assert!(f.held.is_none(), "no replay is possible any more");
+        let mut f = flight();
+        f.answered(false);
+        assert_eq!(
+            f.answer,
+            Answer::Final {
+                body: false,
+                ended: true
+            }
+        );
+        assert!(f.held.is_none());
     }
 }
