@@ -935,3 +935,63 @@ fn an_upload_that_stalls_after_the_response_started_cuts_the_response() {
     assert!(!rest.contains("HTTP/1.1"), "{rest:?}");
     h.shutdown();
 }
+
+#[test]
+fn a_client_that_leaves_while_the_runner_withholds_credit_cancels_its_request() {
+    use common::raw_tunnel::{next_frame, raw_tunnel, send_frame};
+    use tether::tunnel::{features, Frame, HttpResponse, PROTOCOL_VERSION};
+    let mut config = test_config();
+    config.server.workers = 1;
+    let h = start_bare(config);
+    let mut ws = raw_tunnel(&h);
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        runner_key: "stingy".into(),
+        pool: "default".into(),
+        capacity: 10,
+        tunnel_index: 0,
+        actor_names: vec!["counter".into()],
+        features: features::SUPPORTED,
+    };
+    send_frame(&mut ws, &hello);
+    let mut pending = Vec::new();
+    assert!(matches!(
+        next_frame(&mut ws, &mut pending),
+        Frame::Welcome { .. }
+    ));
+    // An upload longer than the first credit window, which this runner
+    // never extends: the rest waits at the gateway.
+    let mut c = HttpConn::connect(h.client_addr);
+    c.send(b"POST /actors/counter/stingy HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n");
+    c.send(&vec![b'u'; 300 << 10]);
+    let Frame::StartActor { actor_id, .. } = next_frame(&mut ws, &mut pending) else {
+        panic!("a start")
+    };
+    send_frame(&mut ws, &Frame::ActorReady { actor_id });
+    let Frame::HttpRequest(request) = next_frame(&mut ws, &mut pending) else {
+        panic!("the request")
+    };
+    let req_id = request.req_id;
+    let head = HttpResponse {
+        req_id,
+        status: 200,
+        headers: vec![],
+        body: true,
+    };
+    send_frame(&mut ws, &Frame::HttpResponse(head));
+    assert_eq!(
+        c.read_head().map(|(s, _)| s),
+        Some(200),
+        "the response started"
+    );
+    drop(c);
+    // The gateway notices the client left and tells the runner.
+    loop {
+        match next_frame(&mut ws, &mut pending) {
+            Frame::HttpCancel { req_id: id, .. } if id == req_id => break,
+            Frame::HttpBody { .. } => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    h.shutdown();
+}
