@@ -995,3 +995,81 @@ fn a_client_that_leaves_while_the_runner_withholds_credit_cancels_its_request() 
     }
     h.shutdown();
 }
+
+#[test]
+fn a_request_to_an_actor_of_a_serverless_pool_cold_starts_a_runner_and_is_answered() {
+    use common::functions::{config_with, pool, FunctionHost};
+    let host = FunctionHost::start(None);
+    let h = start_bare(config_with(pool(&host.url())));
+    assert_eq!(h.stat(|s| &s.tunnels), 0, "no runner before the request");
+    let r = exchange(
+        h.client_addr,
+        "POST",
+        "/actors/echo/cold",
+        b"from a cold start",
+    );
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "from a cold start"),
+        "{r:?}"
+    );
+    let starts = h.metrics().value(
+        "tether_serverless_starts_total",
+        &[("namespace", "default"), ("pool", "fn")],
+    );
+    assert_eq!(starts, 1.0);
+    let r = exchange(h.client_addr, "GET", "/actors/chat/cold/history", b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "[]"), "{r:?}");
+    // Uploads past the first credit window, to actors not started yet,
+    // all at once.
+    let addr = h.client_addr;
+    let uploads: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = vec![b'a' + i as u8; 1 << 20];
+                let r = exchange(addr, "POST", &format!("/actors/echo/up-{i}"), &body);
+                (r.status, r.body == body)
+            })
+        })
+        .collect();
+    for u in uploads {
+        assert_eq!(u.join().unwrap(), (200, true));
+    }
+    h.shutdown();
+}
+
+#[test]
+fn requests_to_a_serverless_actor_go_on_across_its_runners_lifespan_hand_overs() {
+    use common::functions::{config_with, pool, FunctionHost};
+    let host = FunctionHost::start(Some(Duration::from_secs(1)));
+    let mut p = pool(&host.url());
+    p.request_lifespan = Duration::from_secs(1);
+    p.drain_grace = Duration::from_millis(500);
+    let h = start_bare(config_with(p));
+    let mut c = HttpConn::connect(h.client_addr);
+    let mut sent = 0;
+    // Messages posted one after another, on one kept-alive connection
+    // where it lasts, until the room has moved twice (each runner's
+    // lifespan handed over to the next).
+    while h.metrics().value("tether_actor_migrations_total", &[]) < 2.0 {
+        sent += 1;
+        let text = format!("m{sent}");
+        c.request("POST", "/actors/chat/life/messages", &[], text.as_bytes());
+        let r = match c.response_to(false) {
+            Some(r) => r,
+            None => {
+                // The connection ended between requests: a new one.
+                c = HttpConn::connect(h.client_addr);
+                c.request("POST", "/actors/chat/life/messages", &[], text.as_bytes());
+                c.response()
+            }
+        };
+        assert_eq!((r.status, r.text()), (201, format!("{sent}\n")), "{r:?}");
+    }
+    let r = exchange(h.client_addr, "GET", "/actors/chat/life/history", b"");
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let last = json.as_array().and_then(|a| a.last()).cloned();
+    let expected = serde_json::json!({"id": sent, "text": format!("m{sent}")});
+    assert_eq!(last, Some(expected), "each message once, in order");
+    h.shutdown();
+}
