@@ -454,37 +454,59 @@ fn refusals_before_the_actor_have_their_statuses() {
     bare.shutdown();
 }
 
-#[test]
-fn a_runner_without_http_gets_no_requests_501() {
+/// A raw runner of `counter` actors announcing `features`, welcomed;
+/// with the frames read past the welcome.
+fn raw_counter_runner(
+    h: &Harness,
+    key: &str,
+    features: u64,
+) -> (
+    tungstenite::WebSocket<TcpStream>,
+    Vec<tether::tunnel::Frame>,
+) {
     use common::raw_tunnel::{next_frame, raw_tunnel, send_frame};
     use tether::tunnel::{Frame, PROTOCOL_VERSION};
-    let mut config = test_config();
-    config.server.workers = 1;
-    let h = start_bare(config);
-    let mut ws = raw_tunnel(&h);
-    send_frame(
-        &mut ws,
-        &Frame::Hello {
-            version: PROTOCOL_VERSION,
-            runner_key: "old".into(),
-            pool: "default".into(),
-            capacity: 10,
-            tunnel_index: 0,
-            actor_names: vec!["counter".into()],
-            features: 1 | 2,
-        },
-    );
+    let mut ws = raw_tunnel(h);
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        runner_key: key.into(),
+        pool: "default".into(),
+        capacity: 10,
+        tunnel_index: 0,
+        actor_names: vec!["counter".into()],
+        features,
+    };
+    send_frame(&mut ws, &hello);
     let mut pending = Vec::new();
     assert!(matches!(
         next_frame(&mut ws, &mut pending),
         Frame::Welcome { .. }
     ));
-    let addr = h.client_addr;
-    let client = std::thread::spawn(move || exchange(addr, "GET", "/actors/counter/old", b""));
-    let Frame::StartActor { actor_id, .. } = next_frame(&mut ws, &mut pending) else {
+    (ws, pending)
+}
+
+/// The raw runner is told to start an actor, and says it is ready.
+fn ready_the_actor(
+    ws: &mut tungstenite::WebSocket<TcpStream>,
+    pending: &mut Vec<tether::tunnel::Frame>,
+) {
+    use common::raw_tunnel::{next_frame, send_frame};
+    use tether::tunnel::Frame;
+    let Frame::StartActor { actor_id, .. } = next_frame(ws, pending) else {
         panic!("a start")
     };
-    send_frame(&mut ws, &Frame::ActorReady { actor_id });
+    send_frame(ws, &Frame::ActorReady { actor_id });
+}
+
+#[test]
+fn a_runner_without_http_gets_no_requests_501() {
+    let mut config = test_config();
+    config.server.workers = 1;
+    let h = start_bare(config);
+    let (mut ws, mut pending) = raw_counter_runner(&h, "old", 1 | 2);
+    let addr = h.client_addr;
+    let client = std::thread::spawn(move || exchange(addr, "GET", "/actors/counter/old", b""));
+    ready_the_actor(&mut ws, &mut pending);
     let r = client.join().unwrap();
     assert_eq!(r.status, 501, "{r:?}");
     assert!(r.text().starts_with("no_http"), "{r:?}");
@@ -707,24 +729,9 @@ fn hand_http_runner(
     tether::tunnel::HttpRequest,
     std::thread::JoinHandle<(u16, BodyEnd)>,
 ) {
-    use common::raw_tunnel::{next_frame, raw_tunnel, send_frame};
-    use tether::tunnel::{features, Frame, PROTOCOL_VERSION};
-    let mut ws = raw_tunnel(h);
-    let hello = Frame::Hello {
-        version: PROTOCOL_VERSION,
-        runner_key: key.into(),
-        pool: "default".into(),
-        capacity: 10,
-        tunnel_index: 0,
-        actor_names: vec!["counter".into()],
-        features: features::SUPPORTED,
-    };
-    send_frame(&mut ws, &hello);
-    let mut pending = Vec::new();
-    assert!(matches!(
-        next_frame(&mut ws, &mut pending),
-        Frame::Welcome { .. }
-    ));
+    use common::raw_tunnel::next_frame;
+    use tether::tunnel::{features, Frame};
+    let (mut ws, mut pending) = raw_counter_runner(h, key, features::SUPPORTED);
     let (addr, path) = (h.client_addr, format!("/actors/counter/{key}"));
     let client = std::thread::spawn(move || {
         let mut c = HttpConn::connect(addr);
@@ -741,10 +748,7 @@ fn hand_http_runner(
             }
         }
     });
-    let Frame::StartActor { actor_id, .. } = next_frame(&mut ws, &mut pending) else {
-        panic!("a start")
-    };
-    send_frame(&mut ws, &Frame::ActorReady { actor_id });
+    ready_the_actor(&mut ws, &mut pending);
     let Frame::HttpRequest(request) = next_frame(&mut ws, &mut pending) else {
         panic!("the request")
     };
@@ -938,36 +942,18 @@ fn an_upload_that_stalls_after_the_response_started_cuts_the_response() {
 
 #[test]
 fn a_client_that_leaves_while_the_runner_withholds_credit_cancels_its_request() {
-    use common::raw_tunnel::{next_frame, raw_tunnel, send_frame};
-    use tether::tunnel::{features, Frame, HttpResponse, PROTOCOL_VERSION};
+    use common::raw_tunnel::{next_frame, send_frame};
+    use tether::tunnel::{features, Frame, HttpResponse};
     let mut config = test_config();
     config.server.workers = 1;
     let h = start_bare(config);
-    let mut ws = raw_tunnel(&h);
-    let hello = Frame::Hello {
-        version: PROTOCOL_VERSION,
-        runner_key: "stingy".into(),
-        pool: "default".into(),
-        capacity: 10,
-        tunnel_index: 0,
-        actor_names: vec!["counter".into()],
-        features: features::SUPPORTED,
-    };
-    send_frame(&mut ws, &hello);
-    let mut pending = Vec::new();
-    assert!(matches!(
-        next_frame(&mut ws, &mut pending),
-        Frame::Welcome { .. }
-    ));
+    let (mut ws, mut pending) = raw_counter_runner(&h, "stingy", features::SUPPORTED);
     // An upload longer than the first credit window, which this runner
     // never extends: the rest waits at the gateway.
     let mut c = HttpConn::connect(h.client_addr);
     c.send(b"POST /actors/counter/stingy HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n");
     c.send(&vec![b'u'; 300 << 10]);
-    let Frame::StartActor { actor_id, .. } = next_frame(&mut ws, &mut pending) else {
-        panic!("a start")
-    };
-    send_frame(&mut ws, &Frame::ActorReady { actor_id });
+    ready_the_actor(&mut ws, &mut pending);
     let Frame::HttpRequest(request) = next_frame(&mut ws, &mut pending) else {
         panic!("the request")
     };
