@@ -238,6 +238,35 @@ impl ActorFactory for Scripted {
 struct ScriptedActor {
     /// Requests to `/wait`, left unanswered.
     waits: std::collections::HashSet<u64>,
+    /// A `/drip` response being written as credit comes: its request and
+    /// the bytes written so far.
+    drip: Option<(u64, usize)>,
+}
+
+/// The size of a `/drip` response.
+const DRIP_BYTES: usize = 8 << 20;
+
+/// A `/drip` response was sent whole by the runner (its end included).
+static DRIP_SENT: AtomicBool = AtomicBool::new(false);
+
+impl ScriptedActor {
+    /// Writes the `/drip` response while it sends at once; ends it once
+    /// all of it left.
+    fn drip(&mut self, ctx: &mut Ctx<'_>) {
+        let Some((id, written)) = self.drip.as_mut() else {
+            return;
+        };
+        while *written < DRIP_BYTES && ctx.response_backlog(*id) == 0 {
+            let n = (DRIP_BYTES - *written).min(64 << 10);
+            ctx.write_body(*id, &vec![3u8; n]);
+            *written += n;
+        }
+        if *written == DRIP_BYTES && ctx.response_backlog(*id) == 0 {
+            ctx.end_body(*id);
+            self.drip = None;
+            DRIP_SENT.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Requests to `/wait` that reached a scripted actor, and those of them
@@ -271,6 +300,13 @@ impl Actor for ScriptedActor {
                 ctx.respond(r.id, 200, vec![len], ResponseBody::Stream);
                 ctx.write_body(r.id, b"abc");
                 ctx.end_body(r.id);
+            }
+            "/drip" => {
+                let len = DRIP_BYTES.to_string();
+                let len = ("content-length".to_string(), bytes::Bytes::from(len));
+                ctx.respond(r.id, 200, vec![len], ResponseBody::Stream);
+                self.drip = Some((r.id, 0));
+                self.drip(ctx);
             }
             "/cancel" => ctx.cancel_request(r.id, "not today"),
             "/silent" => {}
@@ -315,6 +351,9 @@ impl Actor for ScriptedActor {
     }
     fn on_request_end(&mut self, ctx: &mut Ctx<'_>, request: u64) {
         ctx.end_body(request);
+    }
+    fn on_response_writable(&mut self, ctx: &mut Ctx<'_>, _: u64) {
+        self.drip(ctx);
     }
     fn on_request_cancelled(&mut self, _: &mut Ctx<'_>, request: u64) {
         if self.waits.remove(&request) {
@@ -415,37 +454,59 @@ fn refusals_before_the_actor_have_their_statuses() {
     bare.shutdown();
 }
 
-#[test]
-fn a_runner_without_http_gets_no_requests_501() {
+/// A raw runner of `counter` actors announcing `features`, welcomed;
+/// with the frames read past the welcome.
+fn raw_counter_runner(
+    h: &Harness,
+    key: &str,
+    features: u64,
+) -> (
+    tungstenite::WebSocket<TcpStream>,
+    Vec<tether::tunnel::Frame>,
+) {
     use common::raw_tunnel::{next_frame, raw_tunnel, send_frame};
     use tether::tunnel::{Frame, PROTOCOL_VERSION};
-    let mut config = test_config();
-    config.server.workers = 1;
-    let h = start_bare(config);
-    let mut ws = raw_tunnel(&h);
-    send_frame(
-        &mut ws,
-        &Frame::Hello {
-            version: PROTOCOL_VERSION,
-            runner_key: "old".into(),
-            pool: "default".into(),
-            capacity: 10,
-            tunnel_index: 0,
-            actor_names: vec!["counter".into()],
-            features: 1 | 2,
-        },
-    );
+    let mut ws = raw_tunnel(h);
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        runner_key: key.into(),
+        pool: "default".into(),
+        capacity: 10,
+        tunnel_index: 0,
+        actor_names: vec!["counter".into()],
+        features,
+    };
+    send_frame(&mut ws, &hello);
     let mut pending = Vec::new();
     assert!(matches!(
         next_frame(&mut ws, &mut pending),
         Frame::Welcome { .. }
     ));
-    let addr = h.client_addr;
-    let client = std::thread::spawn(move || exchange(addr, "GET", "/actors/counter/old", b""));
-    let Frame::StartActor { actor_id, .. } = next_frame(&mut ws, &mut pending) else {
+    (ws, pending)
+}
+
+/// The raw runner is told to start an actor, and says it is ready.
+fn ready_the_actor(
+    ws: &mut tungstenite::WebSocket<TcpStream>,
+    pending: &mut Vec<tether::tunnel::Frame>,
+) {
+    use common::raw_tunnel::{next_frame, send_frame};
+    use tether::tunnel::Frame;
+    let Frame::StartActor { actor_id, .. } = next_frame(ws, pending) else {
         panic!("a start")
     };
-    send_frame(&mut ws, &Frame::ActorReady { actor_id });
+    send_frame(ws, &Frame::ActorReady { actor_id });
+}
+
+#[test]
+fn a_runner_without_http_gets_no_requests_501() {
+    let mut config = test_config();
+    config.server.workers = 1;
+    let h = start_bare(config);
+    let (mut ws, mut pending) = raw_counter_runner(&h, "old", 1 | 2);
+    let addr = h.client_addr;
+    let client = std::thread::spawn(move || exchange(addr, "GET", "/actors/counter/old", b""));
+    ready_the_actor(&mut ws, &mut pending);
     let r = client.join().unwrap();
     assert_eq!(r.status, 501, "{r:?}");
     assert!(r.text().starts_with("no_http"), "{r:?}");
@@ -668,24 +729,9 @@ fn hand_http_runner(
     tether::tunnel::HttpRequest,
     std::thread::JoinHandle<(u16, BodyEnd)>,
 ) {
-    use common::raw_tunnel::{next_frame, raw_tunnel, send_frame};
-    use tether::tunnel::{features, Frame, PROTOCOL_VERSION};
-    let mut ws = raw_tunnel(h);
-    let hello = Frame::Hello {
-        version: PROTOCOL_VERSION,
-        runner_key: key.into(),
-        pool: "default".into(),
-        capacity: 10,
-        tunnel_index: 0,
-        actor_names: vec!["counter".into()],
-        features: features::SUPPORTED,
-    };
-    send_frame(&mut ws, &hello);
-    let mut pending = Vec::new();
-    assert!(matches!(
-        next_frame(&mut ws, &mut pending),
-        Frame::Welcome { .. }
-    ));
+    use common::raw_tunnel::next_frame;
+    use tether::tunnel::{features, Frame};
+    let (mut ws, mut pending) = raw_counter_runner(h, key, features::SUPPORTED);
     let (addr, path) = (h.client_addr, format!("/actors/counter/{key}"));
     let client = std::thread::spawn(move || {
         let mut c = HttpConn::connect(addr);
@@ -702,10 +748,7 @@ fn hand_http_runner(
             }
         }
     });
-    let Frame::StartActor { actor_id, .. } = next_frame(&mut ws, &mut pending) else {
-        panic!("a start")
-    };
-    send_frame(&mut ws, &Frame::ActorReady { actor_id });
+    ready_the_actor(&mut ws, &mut pending);
     let Frame::HttpRequest(request) = next_frame(&mut ws, &mut pending) else {
         panic!("the request")
     };
@@ -820,5 +863,199 @@ fn client_tokens_are_checked_and_never_reach_the_actor() {
         r.text(),
         "query=x=1;authorization=false;x-forwarded-for=false;peer=true"
     );
+    h.shutdown();
+}
+
+#[test]
+fn a_response_sent_whole_but_not_yet_read_survives_a_move_and_the_actor_then_sleeps() {
+    let mut config = test_config();
+    config.actors.idle_timeout = Duration::from_millis(300);
+    let mut h = start_bare(config);
+    let mut a = h.runner_options();
+    a.key = "runner-a".into();
+    h.add_runner(a, Scripted);
+    let mut c = HttpConn::connect(h.client_addr);
+    c.request("GET", "/actors/scripted/slow/drip", &[], b"");
+    let (status, _) = c.read_head().unwrap();
+    assert_eq!(status, 200);
+    // Read slowly: a little at a time until the runner has sent it all,
+    // which leaves up to a credit window (and the socket buffers) unread.
+    let mut read = 0;
+    while !DRIP_SENT.load(Ordering::SeqCst) {
+        read += c.read_some(32 << 10);
+        let until = std::time::Instant::now() + Duration::from_millis(20);
+        while !DRIP_SENT.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            std::thread::yield_now();
+        }
+    }
+    let written = h.metrics().value(
+        "tether_http_body_bytes_total",
+        &[("direction", "actor_to_client")],
+    );
+    assert!(
+        written < DRIP_BYTES as f64,
+        "the response is still on its way"
+    );
+    let mut b = h.runner_options();
+    b.key = "runner-b".into();
+    h.add_runner(b, Scripted);
+    let moved = h.admin("POST", "/actors/scripted/slow/migrate");
+    assert_eq!(status_of(&moved), 200, "{moved}");
+    while read < DRIP_BYTES {
+        read += c.read_some(1 << 20);
+    }
+    assert_eq!(read, DRIP_BYTES, "the response arrives whole");
+    drop(c);
+    // Nothing is in flight to it any more: it sleeps when idle.
+    wait_for("the actor asleep", || {
+        let (_, list) = h.admin_json("/actors");
+        let actors = list["actors"].as_array().cloned().unwrap_or_default();
+        let slow = actors.iter().find(|a| a["key"][0] == "slow");
+        slow.is_none_or(|a| a["state"] == "asleep")
+    });
+    h.shutdown();
+}
+
+#[test]
+fn an_upload_that_stalls_after_the_response_started_cuts_the_response() {
+    let mut config = test_config();
+    config.client.http_idle_timeout = Duration::from_millis(300);
+    let h = scripted(config);
+    let mut c = HttpConn::connect(h.client_addr);
+    c.send(
+        b"POST /actors/scripted/k/echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+    );
+    c.send(b"5\r\nhello\r\n");
+    let (status, headers) = c.read_head().unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(
+        common::http::header(&headers, "transfer-encoding"),
+        Some("chunked")
+    );
+    assert_eq!(c.next_chunk(), Ok(Some(b"hello".to_vec())));
+    // The client sends no more: once http_idle_timeout passes the response
+    // ends where it is, with no second response written into it.
+    let rest = String::from_utf8_lossy(&c.read_to_end()).into_owned();
+    assert!(!rest.contains("HTTP/1.1"), "{rest:?}");
+    h.shutdown();
+}
+
+#[test]
+fn a_client_that_leaves_while_the_runner_withholds_credit_cancels_its_request() {
+    use common::raw_tunnel::{next_frame, send_frame};
+    use tether::tunnel::{features, Frame, HttpResponse};
+    let mut config = test_config();
+    config.server.workers = 1;
+    let h = start_bare(config);
+    let (mut ws, mut pending) = raw_counter_runner(&h, "stingy", features::SUPPORTED);
+    // An upload longer than the first credit window, which this runner
+    // never extends: the rest waits at the gateway.
+    let mut c = HttpConn::connect(h.client_addr);
+    c.send(b"POST /actors/counter/stingy HTTP/1.1\r\nHost: t\r\nContent-Length: 1048576\r\n\r\n");
+    c.send(&vec![b'u'; 300 << 10]);
+    ready_the_actor(&mut ws, &mut pending);
+    let Frame::HttpRequest(request) = next_frame(&mut ws, &mut pending) else {
+        panic!("the request")
+    };
+    let req_id = request.req_id;
+    let head = HttpResponse {
+        req_id,
+        status: 200,
+        headers: vec![],
+        body: true,
+    };
+    send_frame(&mut ws, &Frame::HttpResponse(head));
+    assert_eq!(
+        c.read_head().map(|(s, _)| s),
+        Some(200),
+        "the response started"
+    );
+    drop(c);
+    // The gateway notices the client left and tells the runner.
+    loop {
+        match next_frame(&mut ws, &mut pending) {
+            Frame::HttpCancel { req_id: id, .. } if id == req_id => break,
+            Frame::HttpBody { .. } => continue,
+            other => panic!("{other:?}"),
+        }
+    }
+    h.shutdown();
+}
+
+#[test]
+fn a_request_to_an_actor_of_a_serverless_pool_cold_starts_a_runner_and_is_answered() {
+    use common::functions::{config_with, pool, FunctionHost};
+    let host = FunctionHost::start(None);
+    let h = start_bare(config_with(pool(&host.url())));
+    assert_eq!(h.stat(|s| &s.tunnels), 0, "no runner before the request");
+    let r = exchange(
+        h.client_addr,
+        "POST",
+        "/actors/echo/cold",
+        b"from a cold start",
+    );
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "from a cold start"),
+        "{r:?}"
+    );
+    let starts = h.metrics().value(
+        "tether_serverless_starts_total",
+        &[("namespace", "default"), ("pool", "fn")],
+    );
+    assert_eq!(starts, 1.0);
+    let r = exchange(h.client_addr, "GET", "/actors/chat/cold/history", b"");
+    assert_eq!((r.status, r.text().as_str()), (200, "[]"), "{r:?}");
+    // Uploads past the first credit window, to actors not started yet,
+    // all at once.
+    let addr = h.client_addr;
+    let uploads: Vec<_> = (0..6)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = vec![b'a' + i as u8; 1 << 20];
+                let r = exchange(addr, "POST", &format!("/actors/echo/up-{i}"), &body);
+                (r.status, r.body == body)
+            })
+        })
+        .collect();
+    for u in uploads {
+        assert_eq!(u.join().unwrap(), (200, true));
+    }
+    h.shutdown();
+}
+
+#[test]
+fn requests_to_a_serverless_actor_go_on_across_its_runners_lifespan_hand_overs() {
+    use common::functions::{config_with, pool, FunctionHost};
+    let host = FunctionHost::start(Some(Duration::from_secs(1)));
+    let mut p = pool(&host.url());
+    p.request_lifespan = Duration::from_secs(1);
+    p.drain_grace = Duration::from_millis(500);
+    let h = start_bare(config_with(p));
+    let mut c = HttpConn::connect(h.client_addr);
+    let mut sent = 0;
+    // Messages posted one after another, on one kept-alive connection
+    // where it lasts, until the room has moved twice (each runner's
+    // lifespan handed over to the next).
+    while h.metrics().value("tether_actor_migrations_total", &[]) < 2.0 {
+        sent += 1;
+        let text = format!("m{sent}");
+        c.request("POST", "/actors/chat/life/messages", &[], text.as_bytes());
+        let r = match c.response_to(false) {
+            Some(r) => r,
+            None => {
+                // The connection ended between requests: a new one.
+                c = HttpConn::connect(h.client_addr);
+                c.request("POST", "/actors/chat/life/messages", &[], text.as_bytes());
+                c.response()
+            }
+        };
+        assert_eq!((r.status, r.text()), (201, format!("{sent}\n")), "{r:?}");
+    }
+    let r = exchange(h.client_addr, "GET", "/actors/chat/life/history", b"");
+    let json: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    let last = json.as_array().and_then(|a| a.last()).cloned();
+    let expected = serde_json::json!({"id": sent, "text": format!("m{sent}")});
+    assert_eq!(last, Some(expected), "each message once, in order");
     h.shutdown();
 }

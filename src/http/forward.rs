@@ -82,9 +82,12 @@ pub fn request_headers(
 }
 
 /// Whether a request asks for `100 Continue` before it sends its body.
+/// An HTTP/1.0 request's Expect is ignored (RFC 9110 §10.1.1).
 pub fn expects_continue(head: &RequestHead) -> bool {
-    head.header("expect")
-        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
+    head.version >= 1
+        && head
+            .header("expect")
+            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Whether the client's connection may serve another request after this one.
@@ -363,5 +366,13 @@ mod tests {
         assert!(!keeps_alive(&h10));
         assert!(is_idempotent("GET") && is_idempotent("PUT") && !is_idempotent("POST"));
         assert!(expects_continue(&head(&[("Expect", "100-Continue")])));
+    }
+
+    /// RFC 9110 §10.1.1: an HTTP/1.0 client does not know 100 Continue.
+    #[test]
+    fn an_http_1_0_client_is_not_sent_100_continue() {
+        let mut h10 = head(&[("Expect", "100-continue")]);
+        h10.version = 0;
+        assert!(!expects_continue(&h10));
     }
 }

@@ -120,12 +120,22 @@ impl Requests {
             500
         };
         let has_body = !matches!(body, ResponseBody::Empty);
-        let mut headers = clean(headers);
-        if let ResponseBody::Full(b) = &body {
+        let length = match &body {
             // Known: the client gets it as a length, and a HEAD its size.
-            headers.retain(|(n, _)| n != "content-length");
-            headers.push(("content-length".into(), Bytes::from(b.len().to_string())));
+            ResponseBody::Full(b) => {
+                Some(("content-length".into(), Bytes::from(b.len().to_string())))
+            }
+            _ => None,
+        };
+        let mut headers = headers;
+        if length.is_some() {
+            headers.retain(|(n, _)| !n.eq_ignore_ascii_case("content-length"));
         }
+        let reserved = length
+            .as_ref()
+            .map_or((0, 0), |(n, v): &(String, Bytes)| (1, n.len() + v.len()));
+        let mut headers = clean(headers, reserved);
+        headers.extend(length);
         let head = ResponseFrame {
             req_id: id,
             status,
@@ -261,19 +271,33 @@ impl Requests {
 }
 
 /// Header fields as the tunnel carries them: lower-case names, values
-/// without CR, LF or NUL (a field that breaks these is dropped).
-fn clean(headers: Vec<(String, Bytes)>) -> Vec<(String, Bytes)> {
+/// without CR, LF or NUL (a field that breaks these is dropped), and no
+/// more fields or bytes than a head may carry, less `reserved` (fields,
+/// bytes) for what is added after (a field past them is dropped too).
+fn clean(headers: Vec<(String, Bytes)>, reserved: (usize, usize)) -> Vec<(String, Bytes)> {
     let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    headers
-        .into_iter()
-        .filter(|(n, v)| {
-            !n.is_empty()
-                && n.chars().all(token)
-                && !v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0))
-        })
-        .map(|(n, v)| (n.to_ascii_lowercase(), v))
-        .take(limits::HEADERS as usize)
-        .collect()
+    let max_fields = limits::HEADERS as usize - reserved.0;
+    let max_bytes = limits::HTTP_HEADER_BYTES - reserved.1;
+    let (mut kept, mut total, mut dropped) = (Vec::new(), 0usize, 0usize);
+    for (n, v) in headers {
+        let valid = !n.is_empty()
+            && n.chars().all(token)
+            && !v.iter().any(|b| matches!(b, b'\r' | b'\n' | 0));
+        let size = n.len() + v.len();
+        if !valid || kept.len() == max_fields || total + size > max_bytes {
+            dropped += 1;
+            continue;
+        }
+        total += size;
+        kept.push((n.to_ascii_lowercase(), v));
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            dropped,
+            "response header fields dropped: invalid, or past what a head may carry"
+        );
+    }
+    kept
 }
 
 #[cfg(test)]
@@ -365,5 +389,39 @@ mod tests {
         assert_eq!(head.status, 500);
         assert_eq!(head.headers.len(), 1);
         assert_eq!(head.headers[0].0, "content-type");
+    }
+
+    /// Every head `respond` sends decodes at the gateway: too many or too
+    /// large fields would close the whole tunnel.
+    #[test]
+    fn a_head_past_the_tunnels_bounds_is_trimmed_so_the_gateway_takes_it() {
+        let many: Vec<(String, Bytes)> = (0..200)
+            .map(|i| (format!("x-{i}"), Bytes::from_static(b"v")))
+            .collect();
+        let large: Vec<(String, Bytes)> = (0..4)
+            .map(|i| (format!("x-big-{i}"), Bytes::from(vec![b'a'; 20_000])))
+            .collect();
+        let bodies = || {
+            [
+                ResponseBody::Empty,
+                ResponseBody::Stream,
+                ResponseBody::Full(Bytes::from_static(b"body")),
+            ]
+        };
+        for headers in [many, large] {
+            for body in bodies() {
+                let (mut r, mut out) = (Requests::default(), BytesMut::new());
+                r.insert(9, 1);
+                assert!(r.respond(&mut out, 9, (200, headers.clone()), body));
+                let frames: Vec<_> = decode_frames(out.split().freeze()).collect();
+                let Ok(Frame::HttpResponse(head)) = &frames[0] else {
+                    panic!("{:?}", frames[0])
+                };
+                let total: usize = head.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+                assert!(head.headers.len() <= limits::HEADERS as usize);
+                assert!(total <= limits::HTTP_HEADER_BYTES);
+                assert!(!head.headers.is_empty(), "what fits is kept");
+            }
+        }
     }
 }

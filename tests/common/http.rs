@@ -153,6 +153,15 @@ impl HttpConn {
         })
     }
 
+    /// Reads at most `max` bytes of whatever comes (at least one); how
+    /// many.
+    pub fn read_some(&mut self, max: usize) -> usize {
+        let mut buf = vec![0; max];
+        let n = self.reader.read(&mut buf).unwrap();
+        assert!(n > 0, "the connection ended");
+        n
+    }
+
     /// Everything until the connection ends.
     pub fn read_to_end(&mut self) -> Vec<u8> {
         let mut rest = Vec::new();

@@ -101,12 +101,14 @@ impl Chat {
     }
 }
 
-/// One SSE event; a message's lines are `data:` lines of it.
+/// One SSE event; a message's lines are `data:` lines of it. A line
+/// ends at CRLF, CR or LF, as SSE reads it: a bare CR kept in a line
+/// would let a message add fields (`retry:`, `id:`) to the event.
 fn sse_event(id: u64, text: &str) -> String {
     let mut event = format!("id: {id}\n");
-    for line in text.split('\n') {
+    for line in text.replace("\r\n", "\n").split(['\r', '\n']) {
         event.push_str("data: ");
-        event.push_str(line.trim_end_matches('\r'));
+        event.push_str(line);
         event.push('\n');
     }
     event.push('\n');
@@ -230,6 +232,19 @@ mod tests {
     #[test]
     fn events_carry_their_number_and_every_line() {
         assert_eq!(sse_event(3, "a\nb"), "id: 3\ndata: a\ndata: b\n\n");
+    }
+
+    /// In SSE a bare CR ends a line too: a message must not add fields.
+    #[test]
+    fn every_kind_of_line_break_starts_a_data_line() {
+        assert_eq!(
+            sse_event(4, "hi\rretry: 2147483647"),
+            "id: 4\ndata: hi\ndata: retry: 2147483647\n\n"
+        );
+        assert_eq!(
+            sse_event(5, "a\r\nb\rid: 999999\nc\r"),
+            "id: 5\ndata: a\ndata: b\ndata: id: 999999\ndata: c\ndata: \n\n"
+        );
     }
 
     #[test]

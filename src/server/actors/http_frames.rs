@@ -51,7 +51,7 @@ impl Actors {
     ) -> Checked {
         let mut requests = self.requests.borrow_mut();
         match requests.get_mut(&req_id) {
-            Some(flight) if flight.sent && flight.actor.is_on(tunnel) => {
+            Some(flight) if flight.went_to(tunnel) && flight.actor.is_on(tunnel) => {
                 flight.actor.touch(self.clock.get());
                 f(flight)
             }
@@ -72,10 +72,7 @@ impl Actors {
                     false => Ok(()),
                 };
             }
-            f.answer = Answer::Final {
-                body: r.body,
-                ended: !r.body,
-            };
+            f.answered(r.body);
             f.exchange.set_head(ResponseHead {
                 status: r.status,
                 headers: r.headers,
@@ -133,7 +130,7 @@ impl Actors {
         let (answer, stopping) = {
             let requests = self.requests.borrow();
             match requests.get(&req_id) {
-                Some(f) if f.sent && f.actor.is_on(tunnel) => {
+                Some(f) if f.went_to(tunnel) && f.actor.is_on(tunnel) => {
                     (f.answer, matches!(f.actor.state(), ActorState::Stopping(_)))
                 }
                 _ => return,

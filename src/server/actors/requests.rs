@@ -12,7 +12,7 @@
 //! `outcome_unknown` (maybe handled). A started response is cut.
 
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
@@ -22,6 +22,7 @@ use super::exchange::{Exchange, Outcome};
 use super::{Actors, Unavailable};
 use crate::http::forward::is_idempotent;
 use crate::server::conn::control::ConnControl;
+use crate::server::tunnels::Tunnel;
 use crate::tunnel::codec::limits;
 use crate::tunnel::{Frame, HttpRequest};
 
@@ -56,8 +57,10 @@ pub(super) struct Flight {
     /// (what a replay sends again); `None` once it does not, or no body.
     pub held: Option<BytesMut>,
     pub body_ended: bool,
-    /// Sent to the actor's current incarnation.
-    pub sent: bool,
+    /// The tunnel it was sent to, under its current `req_id` (`None`:
+    /// held for the actor's next runner). Its credit and cancel go there
+    /// alone, and only while the actor is still behind it.
+    pub sent_to: Option<Weak<Tunnel>>,
     pub answer: Answer,
     /// Response body bytes the runner sent, and the credit it was given.
     pub received: u64,
@@ -68,6 +71,32 @@ impl Flight {
     /// Whether it can be sent whole to another runner.
     fn replayable(&self) -> bool {
         !self.request.body || self.held.is_some()
+    }
+
+    /// Sent to a runner (not held for the next one).
+    pub(super) fn sent(&self) -> bool {
+        self.sent_to.is_some()
+    }
+
+    /// Whether it was sent to `tunnel`.
+    pub(super) fn went_to(&self, tunnel: &Rc<Tunnel>) -> bool {
+        self.sent_to
+            .as_ref()
+            .is_some_and(|t| std::ptr::eq(t.as_ptr(), Rc::as_ptr(tunnel)))
+    }
+
+    /// The tunnel its frames go to: the one it was sent to, while the actor
+    /// is still behind it.
+    pub(super) fn tunnel(&self) -> Option<Rc<Tunnel>> {
+        let t = self.sent_to.as_ref()?.upgrade()?;
+        self.actor.is_on(&t).then_some(t)
+    }
+
+    /// The actor's final response head arrived: the request will never be
+    /// sent again, so the body kept for that goes.
+    pub(super) fn answered(&mut self, body: bool) {
+        self.answer = Answer::Final { body, ended: !body };
+        self.held = None;
     }
 }
 
@@ -103,7 +132,7 @@ impl Actors {
             actor: actor.clone(),
             request,
             body_ended: false,
-            sent: true,
+            sent_to: Some(Rc::downgrade(&tunnel)),
             answer: Answer::None,
             received: 0,
             granted: limits::HTTP_INITIAL_CREDIT,
@@ -127,7 +156,7 @@ impl Actors {
             Some(h) if fits(h) => h.extend_from_slice(&data),
             _ => f.held = None,
         }
-        if let Some(t) = f.actor.tunnel().filter(|_| f.sent) {
+        if let Some(t) = f.tunnel() {
             f.actor.touch(self.clock.get());
             send_body(&t, exchange.req_id(), &data);
         }
@@ -155,7 +184,7 @@ impl Actors {
         let mut requests = self.requests.borrow_mut();
         if let Some(f) = requests.get_mut(&exchange.req_id()) {
             f.body_ended = true;
-            if let Some(t) = f.actor.tunnel().filter(|_| f.sent) {
+            if let Some(t) = f.tunnel() {
                 t.send(&Frame::HttpEnd {
                     req_id: exchange.req_id(),
                 });
@@ -170,7 +199,7 @@ impl Actors {
             return;
         };
         f.granted = f.granted.saturating_add(n);
-        if let Some(t) = f.actor.tunnel().filter(|_| f.sent && n > 0) {
+        if let Some(t) = f.tunnel().filter(|_| n > 0) {
             t.send(&Frame::HttpCredit {
                 req_id: exchange.req_id(),
                 bytes: n,
@@ -184,7 +213,7 @@ impl Actors {
         let Some(f) = self.forget_request(exchange.req_id()) else {
             return;
         };
-        if let (Some(reason), Some(t)) = (cancel, f.actor.tunnel().filter(|_| f.sent)) {
+        if let (Some(reason), Some(t)) = (cancel, f.tunnel()) {
             t.send(&Frame::HttpCancel {
                 req_id: exchange.req_id(),
                 reason: reason.to_owned(),
@@ -220,7 +249,7 @@ impl Actors {
             return;
         };
         if f.replayable() {
-            f.sent = false;
+            f.sent_to = None;
             // No more body until it is sent again.
             let sent = f.held.as_ref().map_or(0, |h| h.len() as u64);
             f.exchange.reset_credit(sent, sent);
@@ -235,7 +264,7 @@ impl Actors {
     pub(super) fn requests_left_runner(&self, actor: &Rc<Actor>) {
         for req_id in self.requests_of(actor) {
             let (answer, sent, idempotent) = match self.requests.borrow().get(&req_id) {
-                Some(f) => (f.answer, f.sent, is_idempotent(&f.request.method)),
+                Some(f) => (f.answer, f.sent(), is_idempotent(&f.request.method)),
                 None => continue,
             };
             match answer {
@@ -256,7 +285,11 @@ impl Actors {
         if !tunnel.takes_http() {
             // Its new runner takes no HTTP: the held requests cannot follow.
             for req_id in self.requests_of(actor) {
-                let held = self.requests.borrow().get(&req_id).is_some_and(|f| !f.sent);
+                let held = self
+                    .requests
+                    .borrow()
+                    .get(&req_id)
+                    .is_some_and(|f| !f.sent());
                 if held {
                     self.end_request(req_id, no_http());
                 }
@@ -265,12 +298,17 @@ impl Actors {
         }
         for old in self.requests_of(actor) {
             let mut requests = self.requests.borrow_mut();
-            let Some(mut f) = requests.remove(&old).filter(|f| !f.sent) else {
+            // Only held requests move; the others (a response the old
+            // runner sent whole, still being written) stay as they are.
+            if requests.get(&old).is_none_or(Flight::sent) {
+                continue;
+            }
+            let Some(mut f) = requests.remove(&old) else {
                 continue;
             };
             let req_id = self.ids.fresh();
             f.exchange.set_req_id(req_id);
-            f.sent = true;
+            f.sent_to = Some(Rc::downgrade(&tunnel));
             f.answer = Answer::None;
             (f.received, f.granted) = (0, limits::HTTP_INITIAL_CREDIT);
             tunnel.send(&request_frame(req_id, actor, &f.request));
@@ -357,5 +395,104 @@ fn request_frame(req_id: u64, actor: &Actor, r: &HttpOpen) -> Frame {
 fn send_body(tunnel: &crate::server::tunnels::Tunnel, req_id: u64, data: &[u8]) {
     for piece in data.chunks(MAX_PIECE) {
         tunnel.send_http_body(req_id, piece);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flight() -> Flight {
+        let actor = Actor::new(
+            "default",
+            "chat",
+            &["lobby".into()],
+            "default".into(),
+            std::time::Instant::now(),
+            1024,
+            Default::default(),
+        );
+        Flight {
+            exchange: Rc::new(Exchange::new()),
+            actor: Rc::new(actor),
+            request: HttpOpen {
+                method: "POST".into(),
+                path: "/".into(),
+                query: String::new(),
+                headers: vec![],
+                peer: "127.0.0.1:1".parse().unwrap(),
+                body: true,
+            },
+            held: Some(BytesMut::from(&b"kept for a replay"[..])),
+            body_ended: false,
+            sent_to: None,
+            answer: Answer::None,
+            received: 0,
+            granted: limits::HTTP_INITIAL_CREDIT,
+        }
+    }
+
+    fn tunnel(key: &str) -> Rc<Tunnel> {
+        use crate::server::conn::registry::Registry;
+        use crate::server::tunnels::load::RunnerLoad;
+        let registry = Rc::new(Registry::new(Rc::default()));
+        let control = registry.register(std::time::Instant::now()).control.clone();
+        let load = std::sync::Arc::new(RunnerLoad::new(10));
+        let names = vec!["chat".into()];
+        Rc::new(Tunnel::new(
+            key.into(),
+            "default".into(),
+            names,
+            control,
+            1 << 20,
+            load,
+        ))
+    }
+
+    fn start_on(f: &Flight, t: &Rc<Tunnel>) {
+        let now = std::time::Instant::now();
+        let slot = crate::server::tunnels::Reserved::on(t).expect("room");
+        f.actor.begin_starting(1, slot, now, now);
+        f.actor.mark_running(now);
+    }
+
+    /// A request kept across a move (its response sent whole) has nothing
+    /// to say to the actor's next runner: that one never had it.
+    #[test]
+    fn a_request_speaks_only_to_the_tunnel_it_went_to() {
+        let (a, b) = (tunnel("a"), tunnel("b"));
+        let mut f = flight();
+        assert!(f.tunnel().is_none(), "held: nowhere");
+        start_on(&f, &a);
+        f.sent_to = Some(Rc::downgrade(&a));
+        assert!(f.tunnel().is_some_and(|t| Rc::ptr_eq(&t, &a)));
+        assert!(f.went_to(&a) && !f.went_to(&b));
+        start_on(&f, &b);
+        assert!(f.tunnel().is_none(), "the actor moved on to b");
+    }
+
+    #[test]
+    fn the_body_kept_for_a_replay_goes_once_the_response_head_arrives() {
+        let mut f = flight();
+        assert!(f.replayable());
+        f.answered(true);
+        assert_eq!(
+            f.answer,
+            Answer::Final {
+                body: true,
+                ended: false
+            }
+        );
+        assert!(f.held.is_none(), "no replay is possible any more");
+        let mut f = flight();
+        f.answered(false);
+        assert_eq!(
+            f.answer,
+            Answer::Final {
+                body: false,
+                ended: true
+            }
+        );
+        assert!(f.held.is_none());
     }
 }

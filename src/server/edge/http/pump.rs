@@ -26,9 +26,10 @@ pub(super) struct Settings {
     pub keep_alive: bool,
 }
 
-/// Bytes of pipelined requests read while a response is on its way: past
-/// it the client is not read until the response is done.
-const PIPELINED_BYTES: usize = 64 * 1024;
+/// Bytes read ahead of what can be forwarded (pipelined requests while a
+/// response is on its way, body the runner has no credit for yet): past
+/// it the client is not read until they are taken.
+const READ_AHEAD_BYTES: usize = 64 * 1024;
 
 /// Far enough to mean "no deadline" and near enough for a timer.
 const NEVER: Duration = Duration::from_secs(24 * 3600);
@@ -160,6 +161,11 @@ impl Pump<'_> {
         }
         if stop == Stop::NeedRead && now >= self.read_deadline {
             let why = "request body stalled for client.http_idle_timeout";
+            if started {
+                // No second response inside the first: it is cut.
+                edge.actors.http_close(exchange, Some(why));
+                return Some(Next::Close);
+            }
             return Some(cancel_with(edge, exchange, Status::REQUEST_TIMEOUT, why));
         }
         None
@@ -169,11 +175,12 @@ impl Pump<'_> {
     /// `Some` if the client is gone.
     async fn wait_and_read(&mut self, conn: &mut Conn, stop: Stop) -> Option<Next> {
         // Pipelined bytes after a complete body are kept for the next
-        // request; reading them also shows a client that went away.
+        // request, body bytes beyond the credit until it comes; reading
+        // them also shows a client that went away (a response waiting for
+        // the client's credit has no deadline to end it otherwise).
         let want_read = match stop {
             Stop::NeedRead => true,
-            Stop::Done => conn.buf.len() < PIPELINED_BYTES,
-            Stop::NoCredit => false,
+            Stop::Done | Stop::NoCredit => conn.buf.len() < READ_AHEAD_BYTES,
         };
         let mut deadline = Instant::now() + NEVER;
         if self.writer.status().is_none() {
