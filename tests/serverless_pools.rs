@@ -519,3 +519,28 @@ fn a_start_whose_body_runs_past_its_bound_is_cut_and_its_runner_drained() {
     });
     client.echo("still served");
 }
+
+#[test]
+fn a_pool_removed_by_a_reload_retires_its_runners_and_starts_no_more() {
+    let host = FunctionHost::start(None);
+    let mut warm = pool(&host.url());
+    warm.min_idle_runners = 1;
+    let config = config_with(warm);
+    let h = start_bare(config.clone());
+    wait_for("a runner started with no demand", || {
+        runners(&h, "live") == 1.0 && h.stat(|s| &s.tunnels) > 0
+    });
+    let mut without = config;
+    without.serverless.clear();
+    without.actors.pools.clear();
+    assert!(h.reload(&without), "reloaded");
+    wait_for("the removed pool's runner drained and gone", || {
+        h.stat(|s| &s.tunnels) == 0
+    });
+    // Past its lifespan (4 s): no replacement, no min_idle start.
+    assert_stays(
+        "no runner of the removed pool",
+        Duration::from_secs(5),
+        || h.stat(|s| &s.tunnels) == 0 && runners(&h, "starting") == 0.0,
+    );
+}

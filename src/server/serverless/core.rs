@@ -69,6 +69,8 @@ pub(crate) enum Phase {
 pub(crate) enum Retire {
     Lifespan,
     Idle,
+    /// Its pool is no longer configured (a reload removed it).
+    Removed,
 }
 
 #[derive(Debug, Clone)]
@@ -122,6 +124,8 @@ pub(crate) struct PoolCore {
     /// Time from `/start` to the runner's registration, smoothed.
     start_estimate: Duration,
     pub counters: Counters,
+    /// A reload removed the pool: nothing is started, its runners retire.
+    removed: bool,
 }
 
 impl PoolCore {
@@ -135,7 +139,25 @@ impl PoolCore {
             last_error: None,
             start_estimate: Duration::from_secs(1),
             counters: Counters::default(),
+            removed: false,
         }
+    }
+
+    /// A reload removed the pool: it starts nothing more, and its live
+    /// runners retire at the next `retirements` (and those starting, once
+    /// they register).
+    pub fn remove(&mut self) {
+        self.removed = true;
+    }
+
+    /// The pool is configured again (a later reload put it back).
+    pub fn restore(&mut self) {
+        self.removed = false;
+    }
+
+    /// Removed, and none of its runners is left: it may be forgotten.
+    pub fn is_gone(&self) -> bool {
+        self.removed && self.runners.is_empty()
     }
 
     /// Worker `worker` has `waiting` actors that no runner could take.
@@ -176,7 +198,7 @@ impl PoolCore {
     /// The starts the demand needs now (none while backing off), each
     /// recorded as Starting with a key made by `key_for(serial)`.
     pub fn plan(&mut self, now: Instant, mut key_for: impl FnMut() -> String) -> Vec<StartOrder> {
-        if self.backoff_until.is_some_and(|until| now < until) {
+        if self.removed || self.backoff_until.is_some_and(|until| now < until) {
             return Vec::new();
         }
         let slots = self.limits.slots;
@@ -274,8 +296,8 @@ impl PoolCore {
     }
 
     /// Live runners whose lifespan is up, or that sat idle past
-    /// `idle_after` while more than `min_idle` fresh ones exist, become
-    /// Retiring; returned with why.
+    /// `idle_after` while more than `min_idle` fresh ones exist, or every
+    /// live one of a removed pool, become Retiring; returned with why.
     pub fn retirements(&mut self, now: Instant) -> Vec<(String, Retire)> {
         let mut out = Vec::new();
         let idle_after = self.limits.idle_after;
@@ -286,6 +308,12 @@ impl PoolCore {
             .count() as u32;
         for r in &mut self.runners {
             if r.phase != Phase::Live {
+                continue;
+            }
+            if self.removed {
+                r.phase = Phase::Retiring;
+                live -= 1;
+                out.push((r.key.clone(), Retire::Removed));
                 continue;
             }
             if now >= r.retire_at {

@@ -161,11 +161,23 @@ impl Pools {
 
     /// Puts a configuration's pools in force (start-up, reload): new pools
     /// appear, changed ones take their new settings for what comes next;
-    /// a pool no longer configured keeps its runners until they end.
+    /// a pool no longer configured is marked removed: it starts nothing
+    /// more, its live runners are retired (drained), and it is forgotten
+    /// once they are gone (`tick`).
     pub fn configure(&self, config: &Config) {
         let keep_idle = config.serverless.iter().any(|p| p.min_idle_runners > 0);
         self.keep_idle.store(keep_idle, Ordering::Relaxed);
         let mut inner = self.lock();
+        for (key, entry) in inner.iter_mut() {
+            let kept = config
+                .serverless
+                .iter()
+                .any(|p| p.namespace == key.0 && p.pool == key.1);
+            if !kept {
+                tracing::info!(pool = %format!("{}/{}", key.0, key.1), "serverless pool removed: retiring its runners");
+                entry.core.remove();
+            }
+        }
         for pool in &config.serverless {
             let key = (pool.namespace.clone(), pool.pool.clone());
             let token = config.pool_runner(pool).map(|r| (r.token, r.key_prefix));
@@ -177,6 +189,7 @@ impl Pools {
                 lifetimes: HashMap::new(),
             });
             entry.core.limits = limits;
+            entry.core.restore();
             entry.pool = pool.clone();
             entry.token = token;
         }
@@ -352,6 +365,10 @@ impl Pools {
                     tracing::info!(%runner, ?why, "serverless runner retired: draining it");
                     l.retire.store(true, Ordering::Relaxed);
                 }
+            }
+            if entry.core.is_gone() && entry.lifetimes.is_empty() {
+                inner.remove(&key);
+                continue;
             }
             jobs.extend(self.plan(&key, entry, now));
         }

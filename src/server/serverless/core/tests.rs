@@ -182,3 +182,36 @@ fn the_idle_period_follows_the_lifespan() {
         Duration::from_secs(30)
     );
 }
+
+#[test]
+fn a_removed_pool_starts_nothing_and_retires_its_runners() {
+    let t0 = Instant::now();
+    let mut core = PoolCore::new(
+        Limits {
+            min_idle: 1,
+            ..limits()
+        },
+        1,
+    );
+    let mut key = keys();
+    assert_eq!(core.plan(t0, &mut key).len(), 1, "min_idle_runners");
+    live(&mut core, t0, &[0]);
+    core.remove();
+    core.report_waiting(0, 5);
+    assert!(
+        core.plan(t0, &mut key).is_empty(),
+        "no start for a removed pool"
+    );
+    assert!(!core.is_gone(), "its runner is still there");
+    assert_eq!(core.retirements(t0), [("r1".to_string(), Retire::Removed)]);
+    let end = t0 + limits().useful_life;
+    assert!(
+        core.plan(end, &mut key).is_empty(),
+        "no replacement at its lifespan"
+    );
+    core.ended("r1");
+    assert!(core.is_gone());
+    core.restore();
+    assert!(!core.is_gone(), "configured again");
+    assert_eq!(core.plan(end, &mut key).len(), 1);
+}
