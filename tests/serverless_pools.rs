@@ -544,3 +544,23 @@ fn a_pool_removed_by_a_reload_retires_its_runners_and_starts_no_more() {
         || h.stat(|s| &s.tunnels) == 0 && runners(&h, "starting") == 0.0,
     );
 }
+
+#[test]
+fn a_pool_start_timeout_longer_than_the_actors_still_gives_the_client_start_failed() {
+    // The defaults scaled down (actors 10 s, pool 15 s): the client waits
+    // for the pool's verdict, not the generic start timeout.
+    let mut silent = pool(&fake_function(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n: started\n\n",
+    ));
+    silent.start_timeout = Duration::from_millis(1500);
+    let mut config = config_with(silent);
+    config.actors.start_timeout = Duration::from_secs(1);
+    let h = start_bare(config);
+    let refused = upgrade_from("127.0.0.1", h.client_addr, "/actors/echo/slow-start");
+    assert_start_failed(
+        &h,
+        refused,
+        "did not register within start_timeout",
+        "timeout",
+    );
+}

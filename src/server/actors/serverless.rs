@@ -18,6 +18,11 @@ use crate::server::tunnels::Tunnel;
 /// counts them once, not once each.
 const REPORT_EVERY: Duration = Duration::from_millis(10);
 
+/// How much longer than its pool's `start_timeout` an actor of a
+/// serverless pool (and its client) waits at least: the start's failure is
+/// seen by the next sweep, which gives the actor up with the reason.
+pub(crate) const START_MARGIN: Duration = Duration::from_secs(1);
+
 impl Actors {
     /// The serverless pool `actor` is placed in now, if its pool is one.
     pub(super) fn serverless_pool_of(&self, actor: &Actor) -> Option<PoolKey> {
@@ -25,6 +30,20 @@ impl Actors {
         let config = self.config();
         config.serverless_pool(&actor.ns, &pool)?;
         Some((actor.ns.clone(), pool))
+    }
+
+    /// How long an actor `name` of namespace `ns` waits to be placed and
+    /// started (and its client for it): `actors.start_timeout`, or for an
+    /// actor of a serverless pool at least the pool's `start_timeout` and
+    /// `START_MARGIN`, so that a start that fails gives the client the
+    /// pool's reason (503 start_failed), not the generic timeout.
+    pub fn start_wait(&self, ns: &str, name: &str) -> Duration {
+        let config = self.config();
+        let base = config.actors.start_timeout;
+        match config.serverless_pool(ns, config.pool_of(ns, name)) {
+            Some(pool) => base.max(pool.start_timeout + START_MARGIN),
+            None => base,
+        }
     }
 
     /// Why a new actor of a serverless pool would wait in vain (its pool's
