@@ -564,3 +564,29 @@ fn a_pool_start_timeout_longer_than_the_actors_still_gives_the_client_start_fail
         "timeout",
     );
 }
+
+#[test]
+fn a_runner_whose_key_is_not_a_start_of_its_serverless_pool_is_refused() {
+    use tether::runner::{BuiltinActors, Runner};
+    let host = FunctionHost::start(None);
+    let h = start_bare(config_with(pool(&host.url())));
+    // A key the gateway never started (a late dial-back, a key the
+    // function invents, a runner left from before an upgrade).
+    let mut options = h.runner_options();
+    options.pool = "fn".into();
+    options.key = "not-a-start".into();
+    let intruder = Runner::start(options, BuiltinActors);
+    wait_for("its tunnels refused and counted", || {
+        let labels = [("namespace", "default"), ("pool", "fn")];
+        h.metrics()
+            .get("tether_serverless_runners_refused_total", &labels)
+            .unwrap_or(0.0)
+            >= 1.0
+    });
+    assert_eq!(h.stat(|s| &s.tunnels), 0, "no tunnel of it is up");
+    // Actors of the pool go to runners the gateway starts.
+    let mut client = RawWs::connect(h.client_addr, "/actors/echo/not-intruded");
+    client.echo("on a started runner");
+    assert!(runners(&h, "live") >= 1.0);
+    intruder.stop();
+}

@@ -107,6 +107,9 @@ pub(crate) struct Counters {
     pub idle_retirements: u64,
     /// Live runners whose request ended before they were retired.
     pub died_early: u64,
+    /// Tunnels refused: their hello named the pool with a runner key that
+    /// is none of its starts (late, invented, from before an upgrade).
+    pub refused: u64,
 }
 
 pub(crate) const FAILURE_CAUSES: [&str; 4] = ["http", "connect", "timeout", "protocol"];

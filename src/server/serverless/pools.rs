@@ -286,7 +286,8 @@ impl Pools {
     }
 
     /// A runner's hello named `key` in `pool`: if it is a start of ours,
-    /// its lifetime and the slots it may take.
+    /// its lifetime and the slots it may take. `None` for a pool the
+    /// gateway starts runners for is a tunnel to refuse (counted).
     pub fn registered(
         &self,
         pool: &PoolKey,
@@ -295,10 +296,11 @@ impl Pools {
     ) -> Option<(Arc<Lifetime>, u32)> {
         let mut inner = self.lock();
         let entry = inner.get_mut(pool)?;
-        let lifetime = entry.lifetimes.get(key)?.clone();
-        if !entry.core.registered(key, now) {
+        let lifetime = entry.lifetimes.get(key).cloned();
+        let Some(lifetime) = lifetime.filter(|_| entry.core.registered(key, now)) else {
+            entry.core.counters.refused += 1;
             return None;
-        }
+        };
         lifetime.registered.store(true, Ordering::Release);
         lifetime.waker.wake();
         Some((lifetime, entry.core.limits.slots))
