@@ -4,9 +4,10 @@
 //! `Instant`s in, start orders and retirements out; `pools.rs` holds one
 //! per pool behind the shared mutex and the start tasks do the IO.
 //!
-//! Counting: `max_runners` bounds the runners starting or live that are not
-//! retiring (a retiring runner is on its way out, its actors moving to its
-//! replacement, which must be allowed to exist). Demand, in actors, is what
+//! Counting: `max_runners` bounds the runners starting, or live and not
+//! retiring within the lead (a runner retiring, or about to, is on its way
+//! out, its actors moving to its replacement, which must be allowed to
+//! exist — and be started ahead, even at the cap). Demand, in actors, is what
 //! the workers report waiting plus the actors still on runners that retire
 //! soon (`lead` before their retirement), so their replacement is started
 //! before the hand-over and the move is not a cold start.
@@ -219,10 +220,9 @@ impl PoolCore {
                     fresh += 1;
                     counted += 1;
                 }
-                Phase::Live => {
-                    expiring += r.placed;
-                    counted += 1;
-                }
+                // Within the lead of its retirement: its replacement must
+                // be able to start now, not as a cold start in the drain.
+                Phase::Live => expiring += r.placed,
                 Phase::Retiring => expiring += r.placed,
             }
         }

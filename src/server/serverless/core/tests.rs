@@ -215,3 +215,31 @@ fn a_removed_pool_starts_nothing_and_retires_its_runners() {
     assert!(!core.is_gone(), "configured again");
     assert_eq!(core.plan(end, &mut key).len(), 1);
 }
+
+#[test]
+fn at_max_runners_the_replacement_is_started_ahead_of_the_retirement() {
+    let t0 = Instant::now();
+    let mut core = PoolCore::new(
+        Limits {
+            max_runners: 1,
+            ..limits()
+        },
+        1,
+    );
+    let mut key = keys();
+    core.report_waiting(0, 4);
+    assert_eq!(core.plan(t0, &mut key).len(), 1);
+    live(&mut core, t0 + Duration::from_millis(200), &[4]);
+    let mid = t0 + Duration::from_secs(30);
+    assert!(core.plan(mid, &mut key).is_empty(), "at the cap");
+    let before = t0 + Duration::from_secs(59);
+    assert_eq!(
+        core.plan(before, &mut key).len(),
+        1,
+        "an expiring runner does not hold its replacement back"
+    );
+    assert!(
+        core.plan(before, &mut key).is_empty(),
+        "starting and non-expiring runners stay bounded"
+    );
+}
