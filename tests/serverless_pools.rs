@@ -590,3 +590,110 @@ fn a_runner_whose_key_is_not_a_start_of_its_serverless_pool_is_refused() {
     assert!(runners(&h, "live") >= 1.0);
     intruder.stop();
 }
+
+/// A function whose `/start` starts a runner with the key it is given
+/// (the first at once, later ones after `delay`) and holds the request
+/// open; the keys it was given are in `keys`, the first runner in `first`.
+fn recording_function(
+    delay: Duration,
+    keys: Arc<Mutex<Vec<(String, tether::runner::RunnerOptions)>>>,
+    first: Arc<Mutex<Option<tether::runner::Runner>>>,
+) -> String {
+    use tether::runner::{BuiltinActors, Runner, RunnerOptions};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let meta = r#"{"protocol":"tether-serverless","version":1,"actor_names":["echo"]}"#;
+        for mut s in listener.incoming().flatten() {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if head.starts_with("GET /metadata") {
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{meta}",
+                    meta.len()
+                );
+                let _ = s.write_all(answer.as_bytes());
+                continue;
+            }
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let mut options =
+                RunnerOptions::new(&header("x-tether-gateway"), &header("x-tether-token"));
+            options.pool = header("x-tether-pool");
+            options.key = header("x-tether-runner-key");
+            let n = {
+                let mut keys = keys.lock().unwrap();
+                keys.push((options.key.clone(), options.clone()));
+                keys.len()
+            };
+            let first = first.clone();
+            std::thread::spawn(move || {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n");
+                if n > 1 {
+                    std::thread::sleep(delay);
+                }
+                let runner = Runner::start(options, BuiltinActors);
+                if n == 1 {
+                    *first.lock().unwrap() = Some(runner);
+                } else {
+                    std::mem::forget(runner);
+                }
+                while s.write_all(b": keepalive\n\n").is_ok() {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_retiring_runners_late_tunnel_takes_no_actor() {
+    use tether::runner::{BuiltinActors, Runner};
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let first = Arc::new(Mutex::new(None));
+    let url = recording_function(Duration::from_secs(2), keys.clone(), first.clone());
+    let mut warm = pool(&url);
+    warm.min_idle_runners = 1;
+    warm.request_lifespan = Duration::from_secs(60);
+    let h = start_bare(config_with(warm.clone()));
+    wait_for("the idle runner up", || runners(&h, "live") == 1.0);
+    // The pool is removed: its runner retires; its request stays open.
+    let mut without = config_with(warm);
+    without.serverless.clear();
+    assert!(h.reload(&without));
+    wait_for("the runner retiring", || runners(&h, "retiring") == 1.0);
+    if let Some(r) = first.lock().unwrap().take() {
+        r.stop();
+    }
+    wait_for("its tunnels gone", || h.stat(|s| &s.tunnels) == 0);
+    // Back, and a client waits for a runner (started with a 2 s delay)
+    // while the retiring runner's tunnel comes back: it must not take
+    // the actor.
+    assert!(h.reload(&config_with(pool(&url))));
+    let addr = h.client_addr;
+    let client = std::thread::spawn(move || RawWs::connect(addr, "/actors/echo/late"));
+    wait_for("the actor waiting", || {
+        let (_, status) = h.admin_json("/actors/echo/late");
+        status["waiting_for"].is_string()
+    });
+    let late = keys.lock().unwrap()[0].1.clone();
+    let again = Runner::start(late, BuiltinActors);
+    assert!(again.wait_connected(Duration::from_secs(10)));
+    let mut client = client.join().unwrap();
+    client.echo("served");
+    let late_key = keys.lock().unwrap()[0].0.clone();
+    wait_for("the actor on a new runner", || {
+        let (_, status) = h.admin_json("/actors/echo/late");
+        status["runner"].as_str().is_some_and(|r| r != late_key)
+    });
+    client.echo("on the new runner");
+    let migrations = h.metrics().value("tether_actor_migrations_total", &[]);
+    assert_eq!(migrations, 0.0, "never placed on the retiring runner");
+    again.stop();
+}

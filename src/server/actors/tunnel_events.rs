@@ -93,6 +93,13 @@ impl Actors {
         tunnel.namespace = namespace;
         let tunnel = Rc::new(tunnel);
         if let Some((lifetime, _)) = started {
+            // A late tunnel of a retiring runner takes no actor, not even
+            // from the place_waiting that follows its welcome: draining
+            // from now (told Drained by the sweep, after the welcome).
+            if lifetime.is_retiring() && tunnel.start_draining() {
+                info!(worker = self.worker_id, runner = %tunnel.runner_key, "retiring runner's tunnel: draining it");
+                self.note_runner(EventKind::Drain, &tunnel);
+            }
             self.keep_started(&tunnel, lifetime, &shared);
         }
         self.tunnels.insert(&tunnel);
