@@ -83,6 +83,9 @@ pub(crate) struct Runner {
     pub phase: Phase,
     /// Its actors across workers, as last seen (`Pools` refreshes it).
     pub placed: u32,
+    /// Whether it still has a tunnel (`Pools` refreshes it): a live runner
+    /// with none is gone, whatever its request says, and offers no slot.
+    pub connected: bool,
     idle_since: Option<Instant>,
 }
 
@@ -215,6 +218,8 @@ impl PoolCore {
                     fresh += 1;
                     counted += 1;
                 }
+                // No tunnel left: it takes no actor, and holds no place.
+                Phase::Live if !r.connected => {}
                 Phase::Live if r.retire_at > soon => {
                     free += slots.saturating_sub(r.placed);
                     fresh += 1;
@@ -245,6 +250,7 @@ impl PoolCore {
                         deadline: order.deadline,
                     },
                     placed: 0,
+                    connected: true,
                     idle_since: None,
                 });
                 self.counters.starts += 1;

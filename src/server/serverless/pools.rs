@@ -35,8 +35,8 @@ pub(crate) struct Lifetime {
     registered: AtomicBool,
     retire: AtomicBool,
     waker: AtomicWaker,
-    /// Its actors across workers (set when it registers).
-    load: Mutex<Weak<RunnerLoad>>,
+    /// Its actors across workers (set when it registers; `None` before).
+    load: Mutex<Option<Weak<RunnerLoad>>>,
 }
 
 impl Lifetime {
@@ -47,7 +47,7 @@ impl Lifetime {
             registered: AtomicBool::new(false),
             retire: AtomicBool::new(false),
             waker: AtomicWaker::new(),
-            load: Mutex::new(Weak::new()),
+            load: Mutex::new(None),
         }
     }
 
@@ -68,9 +68,14 @@ impl Lifetime {
         .await
     }
 
-    fn placed(&self) -> u32 {
+    /// Its actors, or `None` once every tunnel of it is gone (a runner
+    /// not yet attached to a load counts as connected, with none).
+    fn placed(&self) -> Option<u32> {
         let load = self.load.lock().unwrap_or_else(|e| e.into_inner());
-        load.upgrade().map_or(0, |l| l.placed())
+        match &*load {
+            None => Some(0),
+            Some(weak) => weak.upgrade().map(|l| l.placed()),
+        }
     }
 }
 
@@ -308,7 +313,7 @@ impl Pools {
 
     /// Its tunnel's load: the pool counts the runner's actors with it.
     pub fn attach_load(&self, lifetime: &Lifetime, load: &Arc<RunnerLoad>) {
-        *lifetime.load.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(load);
+        *lifetime.load.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(load));
     }
 
     /// A start task ended with `outcome`.
@@ -359,7 +364,9 @@ impl Pools {
             };
             for r in &mut entry.core.runners {
                 if let Some(l) = entry.lifetimes.get(&r.key) {
-                    r.placed = l.placed();
+                    let placed = l.placed();
+                    r.placed = placed.unwrap_or(0);
+                    r.connected = placed.is_some();
                 }
             }
             for (runner, why) in entry.core.retirements(now) {

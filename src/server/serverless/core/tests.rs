@@ -243,3 +243,27 @@ fn at_max_runners_the_replacement_is_started_ahead_of_the_retirement() {
         "starting and non-expiring runners stay bounded"
     );
 }
+
+#[test]
+fn a_live_runner_with_no_tunnel_left_offers_no_slots() {
+    let t0 = Instant::now();
+    let mut core = PoolCore::new(
+        Limits {
+            max_runners: 1,
+            ..limits()
+        },
+        1,
+    );
+    let mut key = keys();
+    core.report_waiting(0, 1);
+    assert_eq!(core.plan(t0, &mut key).len(), 1);
+    live(&mut core, t0, &[0]);
+    core.report_waiting(0, 1);
+    assert!(core.plan(t0, &mut key).is_empty(), "its free slots");
+    core.runners[0].connected = false;
+    assert_eq!(
+        core.plan(t0, &mut key).len(),
+        1,
+        "its tunnels are gone: a start for the waiting actor"
+    );
+}
