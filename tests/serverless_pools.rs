@@ -697,3 +697,54 @@ fn a_retiring_runners_late_tunnel_takes_no_actor() {
     assert_eq!(migrations, 0.0, "never placed on the retiring runner");
     again.stop();
 }
+
+#[test]
+fn an_upgrade_goes_through_while_a_pools_function_is_down() {
+    let mut host = FunctionHost::start(None);
+    let dir = child::temp_dir("serverless-upgrade");
+    let pid_file = dir.join("tether.pid");
+    let config = toml(&host.url()).replace(
+        "[server]\n",
+        &format!("[server]\npid_file = \"{}\"\n", pid_file.display()),
+    );
+    let mut g = child::ChildGateway::start(&config);
+    // The function goes down: the new process must not refuse to start
+    // for it (it was checked when its pool was configured).
+    host.go_down();
+    let first: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["upgrade", "--timeout", "10s", "--pid-file"])
+        .arg(&pid_file)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let new: Option<i32> = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .filter(|p| *p != first);
+    let kill_new = || {
+        if let Some(pid) = new {
+            // SAFETY: kill(2) on the gateway this test's upgrade started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    };
+    if !out.status.success() {
+        kill_new();
+        panic!("the upgrade was refused: {said}");
+    }
+    wait_for("the old process gone", || !g.is_running());
+    // The function back, the new process starts runners for the pool.
+    host.come_back();
+    let mut ws = None;
+    wait_for("a client served after the upgrade", || {
+        let (status, _, stream) = upgrade_from("127.0.0.1", g.client_addr, "/actors/echo/after");
+        ws = (status == 101).then(|| Handshake::from_stream(stream));
+        status == 101
+    });
+    kill_new();
+}

@@ -97,6 +97,26 @@ impl Actors {
     /// had) hears the count; the pools' timers run; tunnels of runners
     /// that retire are drained here.
     pub(super) fn sweep_serverless(&self, now: Instant) {
+        // Handing over (or taking over): the waiting actors are the next
+        // process's to place; a start made now would be lost with this one.
+        if !self.starts_paused() {
+            self.report_and_tick(now);
+        }
+        let retiring: Vec<Rc<Tunnel>> = self
+            .started
+            .borrow()
+            .iter()
+            .filter(|(t, life)| life.is_retiring() && !t.drain_requested())
+            .map(|(t, _)| t.clone())
+            .collect();
+        for tunnel in retiring {
+            self.drain_tunnel(&tunnel);
+        }
+    }
+
+    /// Tells every pool this worker's waiting count and runs the pools'
+    /// timers, making the starts they call for.
+    fn report_and_tick(&self, now: Instant) {
         let mut counts: std::collections::HashMap<PoolKey, u32> = Default::default();
         for key in self.reported.borrow().keys() {
             counts.insert(key.clone(), 0);
@@ -119,16 +139,6 @@ impl Actors {
         }
         let jobs = self.pools.tick(now);
         self.make_starts(jobs);
-        let retiring: Vec<Rc<Tunnel>> = self
-            .started
-            .borrow()
-            .iter()
-            .filter(|(t, life)| life.is_retiring() && !t.drain_requested())
-            .map(|(t, _)| t.clone())
-            .collect();
-        for tunnel in retiring {
-            self.drain_tunnel(&tunnel);
-        }
     }
 
     /// Whether the sweep must tick for serverless pools: started runners
