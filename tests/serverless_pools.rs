@@ -748,3 +748,27 @@ fn an_upgrade_goes_through_while_a_pools_function_is_down() {
     });
     kill_new();
 }
+
+#[test]
+fn a_retiring_runners_request_is_cut_once_its_tunnels_are_gone() {
+    // The function ignores the drain: its runner goes, its request stays.
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let first = Arc::new(Mutex::new(None));
+    let url = recording_function(Duration::ZERO, keys, first.clone());
+    let mut warm = pool(&url);
+    warm.min_idle_runners = 1;
+    warm.request_lifespan = Duration::from_secs(60);
+    let h = start_bare(config_with(warm.clone()));
+    wait_for("the idle runner up", || runners(&h, "live") == 1.0);
+    let mut without = config_with(warm);
+    without.serverless.clear();
+    assert!(h.reload(&without));
+    wait_for("the runner retiring", || runners(&h, "retiring") == 1.0);
+    if let Some(r) = first.lock().unwrap().take() {
+        r.stop();
+    }
+    wait_for("its tunnels gone", || h.stat(|s| &s.tunnels) == 0);
+    wait_for("its request cut, long before its lifespan", || {
+        runners(&h, "retiring") == 0.0
+    });
+}

@@ -234,7 +234,16 @@ impl PoolCore {
         let need = (self.waiting() + expiring).saturating_sub(free);
         let for_demand = need.div_ceil(slots);
         let for_idle = self.limits.min_idle.saturating_sub(fresh);
-        let room = self.limits.max_runners.saturating_sub(counted);
+        // Requests still open (retiring runners' too, until they end) are
+        // bounded apart: twice max_runners, so that churn with a function
+        // that ignores drains cannot pile up requests.
+        let open = self.runners.len() as u32;
+        let room = self.limits.max_runners.saturating_sub(counted).min(
+            self.limits
+                .max_runners
+                .saturating_mul(2)
+                .saturating_sub(open),
+        );
         let starts = for_demand.max(for_idle).min(room);
         (0..starts)
             .map(|_| {

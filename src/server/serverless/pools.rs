@@ -70,7 +70,7 @@ impl Lifetime {
 
     /// Its actors, or `None` once every tunnel of it is gone (a runner
     /// not yet attached to a load counts as connected, with none).
-    fn placed(&self) -> Option<u32> {
+    pub(crate) fn placed(&self) -> Option<u32> {
         let load = self.load.lock().unwrap_or_else(|e| e.into_inner());
         match &*load {
             None => Some(0),

@@ -267,3 +267,36 @@ fn a_live_runner_with_no_tunnel_left_offers_no_slots() {
         "its tunnels are gone: a start for the waiting actor"
     );
 }
+
+#[test]
+fn retiring_runners_still_holding_their_request_bound_new_starts() {
+    let t0 = Instant::now();
+    let mut core = PoolCore::new(
+        Limits {
+            max_runners: 1,
+            ..limits()
+        },
+        1,
+    );
+    let mut key = keys();
+    core.report_waiting(0, 1);
+    assert_eq!(core.plan(t0, &mut key).len(), 1);
+    live(&mut core, t0, &[0]);
+    // Idle: retired, but its function ignores the drain (the request stays).
+    let t1 = t0 + limits().idle_after;
+    let _ = core.retirements(t0);
+    assert_eq!(core.retirements(t1).len(), 1);
+    core.report_waiting(0, 1);
+    assert_eq!(core.plan(t1, &mut key).len(), 1, "one beside it");
+    live(&mut core, t1, &[0, 0]);
+    let t2 = t1 + limits().idle_after;
+    let _ = core.retirements(t1);
+    assert_eq!(core.retirements(t2).len(), 1);
+    core.report_waiting(0, 1);
+    assert!(
+        core.plan(t2, &mut key).is_empty(),
+        "2 × max_runners requests open: no more until one ends"
+    );
+    core.ended("r1");
+    assert_eq!(core.plan(t2, &mut key).len(), 1);
+}
