@@ -4,6 +4,7 @@
 //! actors wait, makes the starts that need on its own runtime, and drains
 //! its tunnels of runners the pool retires (lifespan up, or idle).
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,44 @@ const REPORT_EVERY: Duration = Duration::from_millis(10);
 /// serverless pool (and its client) waits at least: the start's failure is
 /// seen by the next sweep, which gives the actor up with the reason.
 pub(crate) const START_MARGIN: Duration = Duration::from_secs(1);
+
+/// Each pool's `Pools::failing`, looked up once per sweep: a sweep
+/// placing many waiting actors of a pool takes the shared mutex once for
+/// them all, not once each. Outside a sweep every look-up is fresh.
+#[derive(Default)]
+pub(super) struct FailingOnce {
+    sweeping: bool,
+    known: HashMap<PoolKey, Option<String>>,
+}
+
+impl FailingOnce {
+    /// A sweep begins: what was known is forgotten.
+    pub fn begin(&mut self, _now: Instant) {
+        self.sweeping = true;
+        self.known.clear();
+    }
+
+    pub fn end(&mut self) {
+        self.sweeping = false;
+        self.known.clear();
+    }
+
+    pub fn get(
+        &mut self,
+        key: &PoolKey,
+        lookup: impl FnOnce() -> Option<String>,
+    ) -> Option<String> {
+        if !self.sweeping {
+            return lookup();
+        }
+        if let Some(known) = self.known.get(key) {
+            return known.clone();
+        }
+        let found = lookup();
+        self.known.insert(key.clone(), found.clone());
+        found
+    }
+}
 
 impl Actors {
     /// The serverless pool `actor` is placed in now, if its pool is one.
@@ -58,7 +97,11 @@ impl Actors {
     /// give up with the reason (`Err`).
     pub(super) fn wait_for_function(&self, key: &PoolKey) -> Result<(), String> {
         let now = self.now();
-        if let Some(reason) = self.pools.failing(key, now) {
+        let failing = self
+            .failing
+            .borrow_mut()
+            .get(key, || self.pools.failing(key, now));
+        if let Some(reason) = failing {
             return Err(reason);
         }
         let last = self.reported.borrow().get(key).map(|(at, _)| *at);
@@ -117,7 +160,7 @@ impl Actors {
     /// Tells every pool this worker's waiting count and runs the pools'
     /// timers, making the starts they call for.
     fn report_and_tick(&self, now: Instant) {
-        let mut counts: std::collections::HashMap<PoolKey, u32> = Default::default();
+        let mut counts: HashMap<PoolKey, u32> = Default::default();
         for key in self.reported.borrow().keys() {
             counts.insert(key.clone(), 0);
         }
@@ -175,5 +218,37 @@ impl Actors {
     /// Every serverless pool's state (for `/metrics`).
     pub fn serverless_pools(&self) -> Vec<PoolView> {
         self.pools.views()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[test]
+    fn a_sweep_looks_up_each_pools_failure_once_however_many_actors_wait() {
+        let mut once = FailingOnce::default();
+        let lookups = Cell::new(0);
+        let lookup = || {
+            lookups.set(lookups.get() + 1);
+            Some("connection refused".to_owned())
+        };
+        let (a, b): (PoolKey, PoolKey) = (("ns".into(), "a".into()), ("ns".into(), "b".into()));
+        let t0 = Instant::now();
+        once.begin(t0);
+        for _ in 0..1000 {
+            assert_eq!(once.get(&a, lookup).as_deref(), Some("connection refused"));
+        }
+        let _ = once.get(&b, lookup);
+        assert_eq!(lookups.get(), 2, "once per pool in a sweep");
+        once.end();
+        let _ = once.get(&a, lookup);
+        let _ = once.get(&a, lookup);
+        assert_eq!(lookups.get(), 4, "outside a sweep, every time");
+        once.begin(t0 + Duration::from_millis(100));
+        let _ = once.get(&a, lookup);
+        assert_eq!(lookups.get(), 5, "the next sweep looks again");
     }
 }
