@@ -711,11 +711,12 @@ fn an_upgrade_goes_through_while_a_pools_function_is_down() {
     // The function goes down: the new process must not refuse to start
     // for it (it was checked when its pool was configured).
     host.go_down();
-    let first: i32 = std::fs::read_to_string(&pid_file)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = || -> Option<i32> {
+        let text = std::fs::read_to_string(&pid_file).ok()?;
+        text.trim().parse().ok()
+    };
+    wait_for("the pid file", || pid().is_some());
+    let first = pid().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
         .args(["upgrade", "--timeout", "10s", "--pid-file"])
         .arg(&pid_file)
@@ -747,6 +748,7 @@ fn an_upgrade_goes_through_while_a_pools_function_is_down() {
         status == 101
     });
     kill_new();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
