@@ -519,3 +519,258 @@ fn a_start_whose_body_runs_past_its_bound_is_cut_and_its_runner_drained() {
     });
     client.echo("still served");
 }
+
+#[test]
+fn a_pool_removed_by_a_reload_retires_its_runners_and_starts_no_more() {
+    let host = FunctionHost::start(None);
+    let mut warm = pool(&host.url());
+    warm.min_idle_runners = 1;
+    let config = config_with(warm);
+    let h = start_bare(config.clone());
+    wait_for("a runner started with no demand", || {
+        runners(&h, "live") == 1.0 && h.stat(|s| &s.tunnels) > 0
+    });
+    let mut without = config;
+    without.serverless.clear();
+    without.actors.pools.clear();
+    assert!(h.reload(&without), "reloaded");
+    wait_for("the removed pool's runner drained and gone", || {
+        h.stat(|s| &s.tunnels) == 0
+    });
+    // Past its lifespan (4 s): no replacement, no min_idle start.
+    assert_stays(
+        "no runner of the removed pool",
+        Duration::from_secs(5),
+        || h.stat(|s| &s.tunnels) == 0 && runners(&h, "starting") == 0.0,
+    );
+}
+
+#[test]
+fn a_pool_start_timeout_longer_than_the_actors_still_gives_the_client_start_failed() {
+    // The defaults scaled down (actors 10 s, pool 15 s): the client waits
+    // for the pool's verdict, not the generic start timeout.
+    let mut silent = pool(&fake_function(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n: started\n\n",
+    ));
+    silent.start_timeout = Duration::from_millis(1500);
+    let mut config = config_with(silent);
+    config.actors.start_timeout = Duration::from_secs(1);
+    let h = start_bare(config);
+    let refused = upgrade_from("127.0.0.1", h.client_addr, "/actors/echo/slow-start");
+    assert_start_failed(
+        &h,
+        refused,
+        "did not register within start_timeout",
+        "timeout",
+    );
+}
+
+#[test]
+fn a_runner_whose_key_is_not_a_start_of_its_serverless_pool_is_refused() {
+    use tether::runner::{BuiltinActors, Runner};
+    let host = FunctionHost::start(None);
+    let h = start_bare(config_with(pool(&host.url())));
+    // A key the gateway never started (a late dial-back, a key the
+    // function invents, a runner left from before an upgrade).
+    let mut options = h.runner_options();
+    options.pool = "fn".into();
+    options.key = "not-a-start".into();
+    let intruder = Runner::start(options, BuiltinActors);
+    wait_for("its tunnels refused and counted", || {
+        let labels = [("namespace", "default"), ("pool", "fn")];
+        h.metrics()
+            .get("tether_serverless_runners_refused_total", &labels)
+            .unwrap_or(0.0)
+            >= 1.0
+    });
+    assert_eq!(h.stat(|s| &s.tunnels), 0, "no tunnel of it is up");
+    // Actors of the pool go to runners the gateway starts.
+    let mut client = RawWs::connect(h.client_addr, "/actors/echo/not-intruded");
+    client.echo("on a started runner");
+    assert!(runners(&h, "live") >= 1.0);
+    intruder.stop();
+}
+
+/// A function whose `/start` starts a runner with the key it is given
+/// (the first at once, later ones after `delay`) and holds the request
+/// open; the keys it was given are in `keys`, the first runner in `first`.
+fn recording_function(
+    delay: Duration,
+    keys: Arc<Mutex<Vec<(String, tether::runner::RunnerOptions)>>>,
+    first: Arc<Mutex<Option<tether::runner::Runner>>>,
+) -> String {
+    use tether::runner::{BuiltinActors, Runner, RunnerOptions};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let meta = r#"{"protocol":"tether-serverless","version":1,"actor_names":["echo"]}"#;
+        for mut s in listener.incoming().flatten() {
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).unwrap_or(0);
+            let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if head.starts_with("GET /metadata") {
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{meta}",
+                    meta.len()
+                );
+                let _ = s.write_all(answer.as_bytes());
+                continue;
+            }
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let mut options =
+                RunnerOptions::new(&header("x-tether-gateway"), &header("x-tether-token"));
+            options.pool = header("x-tether-pool");
+            options.key = header("x-tether-runner-key");
+            let n = {
+                let mut keys = keys.lock().unwrap();
+                keys.push((options.key.clone(), options.clone()));
+                keys.len()
+            };
+            let first = first.clone();
+            std::thread::spawn(move || {
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\n");
+                if n > 1 {
+                    std::thread::sleep(delay);
+                }
+                let runner = Runner::start(options, BuiltinActors);
+                if n == 1 {
+                    *first.lock().unwrap() = Some(runner);
+                } else {
+                    std::mem::forget(runner);
+                }
+                while s.write_all(b": keepalive\n\n").is_ok() {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            });
+        }
+    });
+    url
+}
+
+#[test]
+fn a_retiring_runners_late_tunnel_takes_no_actor() {
+    use tether::runner::{BuiltinActors, Runner};
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let first = Arc::new(Mutex::new(None));
+    let url = recording_function(Duration::from_secs(2), keys.clone(), first.clone());
+    let mut warm = pool(&url);
+    warm.min_idle_runners = 1;
+    warm.request_lifespan = Duration::from_secs(60);
+    let h = start_bare(config_with(warm.clone()));
+    wait_for("the idle runner up", || runners(&h, "live") == 1.0);
+    // The pool is removed: its runner retires; its request stays open.
+    let mut without = config_with(warm);
+    without.serverless.clear();
+    assert!(h.reload(&without));
+    wait_for("the runner retiring", || runners(&h, "retiring") == 1.0);
+    if let Some(r) = first.lock().unwrap().take() {
+        r.stop();
+    }
+    wait_for("its tunnels gone", || h.stat(|s| &s.tunnels) == 0);
+    // Back, and a client waits for a runner (started with a 2 s delay)
+    // while the retiring runner's tunnel comes back: it must not take
+    // the actor.
+    assert!(h.reload(&config_with(pool(&url))));
+    let addr = h.client_addr;
+    let client = std::thread::spawn(move || RawWs::connect(addr, "/actors/echo/late"));
+    wait_for("the actor waiting", || {
+        let (_, status) = h.admin_json("/actors/echo/late");
+        status["waiting_for"].is_string()
+    });
+    let late = keys.lock().unwrap()[0].1.clone();
+    let again = Runner::start(late, BuiltinActors);
+    assert!(again.wait_connected(Duration::from_secs(10)));
+    let mut client = client.join().unwrap();
+    client.echo("served");
+    let late_key = keys.lock().unwrap()[0].0.clone();
+    wait_for("the actor on a new runner", || {
+        let (_, status) = h.admin_json("/actors/echo/late");
+        status["runner"].as_str().is_some_and(|r| r != late_key)
+    });
+    client.echo("on the new runner");
+    let migrations = h.metrics().value("tether_actor_migrations_total", &[]);
+    assert_eq!(migrations, 0.0, "never placed on the retiring runner");
+    again.stop();
+}
+
+#[test]
+fn an_upgrade_goes_through_while_a_pools_function_is_down() {
+    let mut host = FunctionHost::start(None);
+    let dir = child::temp_dir("serverless-upgrade");
+    let pid_file = dir.join("tether.pid");
+    let config = toml(&host.url()).replace(
+        "[server]\n",
+        &format!("[server]\npid_file = \"{}\"\n", pid_file.display()),
+    );
+    let mut g = child::ChildGateway::start(&config);
+    // The function goes down: the new process must not refuse to start
+    // for it (it was checked when its pool was configured).
+    host.go_down();
+    let pid = || -> Option<i32> {
+        let text = std::fs::read_to_string(&pid_file).ok()?;
+        text.trim().parse().ok()
+    };
+    wait_for("the pid file", || pid().is_some());
+    let first = pid().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["upgrade", "--timeout", "10s", "--pid-file"])
+        .arg(&pid_file)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let new: Option<i32> = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .filter(|p| *p != first);
+    let kill_new = || {
+        if let Some(pid) = new {
+            // SAFETY: kill(2) on the gateway this test's upgrade started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    };
+    if !out.status.success() {
+        kill_new();
+        panic!("the upgrade was refused: {said}");
+    }
+    wait_for("the old process gone", || !g.is_running());
+    // The function back, the new process starts runners for the pool.
+    host.come_back();
+    let mut ws = None;
+    wait_for("a client served after the upgrade", || {
+        let (status, _, stream) = upgrade_from("127.0.0.1", g.client_addr, "/actors/echo/after");
+        ws = (status == 101).then(|| Handshake::from_stream(stream));
+        status == 101
+    });
+    kill_new();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_retiring_runners_request_is_cut_once_its_tunnels_are_gone() {
+    // The function ignores the drain: its runner goes, its request stays.
+    let keys = Arc::new(Mutex::new(Vec::new()));
+    let first = Arc::new(Mutex::new(None));
+    let url = recording_function(Duration::ZERO, keys, first.clone());
+    let mut warm = pool(&url);
+    warm.min_idle_runners = 1;
+    warm.request_lifespan = Duration::from_secs(60);
+    let h = start_bare(config_with(warm.clone()));
+    wait_for("the idle runner up", || runners(&h, "live") == 1.0);
+    let mut without = config_with(warm);
+    without.serverless.clear();
+    assert!(h.reload(&without));
+    wait_for("the runner retiring", || runners(&h, "retiring") == 1.0);
+    if let Some(r) = first.lock().unwrap().take() {
+        r.stop();
+    }
+    wait_for("its tunnels gone", || h.stat(|s| &s.tunnels) == 0);
+    wait_for("its request cut, long before its lifespan", || {
+        runners(&h, "retiring") == 0.0
+    });
+}

@@ -168,6 +168,11 @@ impl Harness {
         (status_of(&response), json)
     }
 
+    /// Puts `config` in force on the running gateway (as a reload does).
+    pub fn reload(&self, config: &Config) -> bool {
+        self.gateway.as_ref().unwrap().reload(config)
+    }
+
     /// Takes the gateway out (to shut it down while keeping the harness).
     pub fn take_gateway(&mut self) -> Option<Gateway> {
         self.gateway.take()

@@ -77,7 +77,7 @@ impl Actors {
                 self.directory.insert(&actor);
             }
             None => {
-                let (now, start_timeout) = (self.now(), self.config().actors.start_timeout);
+                let (now, start_timeout) = (self.now(), self.start_wait(ns, name));
                 actor.begin_placing(now, now, hold, start_timeout);
                 self.directory.insert(&actor);
                 self.place(&actor);
@@ -118,7 +118,7 @@ impl Actors {
     /// To Placing (see `Actor::begin_placing`), then `place`; returns the
     /// runner the actor left.
     fn replace(&self, actor: &Rc<Actor>, not_before: Instant, hold: usize) -> Option<Rc<Tunnel>> {
-        let start_timeout = self.config().actors.start_timeout;
+        let start_timeout = self.start_wait(&actor.ns, &actor.name);
         let left = actor.begin_placing(self.now(), not_before, hold, start_timeout);
         self.place(actor);
         left

@@ -127,6 +127,8 @@ pub(crate) struct Actors {
     /// When this worker last told a serverless pool how many of its actors
     /// wait, and how many.
     reported: RefCell<HashMap<PoolKey, (Instant, u32)>>,
+    /// Each serverless pool's failure, looked up once per sweep.
+    failing: RefCell<serverless::FailingOnce>,
 }
 
 /// What every worker's `Actors` share: counts that span workers because a
@@ -215,6 +217,7 @@ impl Actors {
             pools: shared.pools,
             started: RefCell::new(Vec::new()),
             reported: RefCell::new(HashMap::new()),
+            failing: RefCell::default(),
         }
     }
 

@@ -20,6 +20,10 @@ impl Actors {
     /// Called by the worker's sweep, which also advances the coarse clock.
     pub fn sweep(&self, now: Instant) {
         self.clock.set(now);
+        self.failing.borrow_mut().begin(now);
+        // Retiring runners' tunnels are draining before any placement:
+        // no actor goes to a runner only to be moved again.
+        self.sweep_serverless(now);
         for actor in self.directory.live() {
             let overdue = actor.is_overdue(now);
             match actor.state() {
@@ -37,8 +41,8 @@ impl Actors {
                 _ => {}
             }
         }
-        self.sweep_serverless(now);
         self.continue_drains();
+        self.failing.borrow_mut().end();
     }
 
     fn give_up_placing(&self, actor: &Rc<Actor>) {

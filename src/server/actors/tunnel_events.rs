@@ -32,16 +32,18 @@ impl Actors {
     /// A runner introduced itself on a tunnel. A tunnel of the same runner key
     /// already here is a zombie (the runner restarted): it is replaced, and
     /// its actors move.
-    /// Refused (with why) when another identity holds the runner key.
+    /// Refused (with why) when another identity holds the runner key, or
+    /// when the hello names a serverless pool with a key that is none of
+    /// its starts (closed 4403; `tether_serverless_runners_refused_total`).
     pub fn add_tunnel(
         &self,
         hello: RunnerHello,
         control: Rc<ConnControl>,
     ) -> Result<Rc<Tunnel>, String> {
-        if let Some(old) = self
+        let old = self
             .tunnels
-            .by_runner_key(&hello.namespace, &hello.runner_key)
-        {
+            .by_runner_key(&hello.namespace, &hello.runner_key);
+        if let Some(old) = &old {
             if old.identity != hello.identity {
                 warn!(worker = self.worker_id, runner = ?hello.runner_key, holder = %old.identity, claimant = %hello.identity, "runner key held by another identity: refused");
                 return Err(format!(
@@ -49,6 +51,22 @@ impl Actors {
                     hello.runner_key
                 ));
             }
+        }
+        let runs = (hello.namespace.clone(), hello.pool.clone());
+        // A runner the gateway started takes the pool's slots at most.
+        let started = self.started_runner(&runs, &hello.runner_key);
+        if started.is_none() && self.config().serverless_pool(&runs.0, &runs.1).is_some() {
+            // Not one of the pool's starts (a dial-back after its start
+            // failed, a key the function made up, a runner from before an
+            // upgrade): it would be untracked — no lifespan, no slot cap,
+            // not in max_runners — and its actors would die undrained.
+            warn!(worker = self.worker_id, runner = %hello.runner_key, pool = %hello.pool, "runner key is none of the serverless pool's starts: refused");
+            return Err(format!(
+                "runner key {:?} is not a runner the gateway started for serverless pool {}/{}",
+                hello.runner_key, runs.0, runs.1
+            ));
+        }
+        if let Some(old) = old {
             info!(worker = self.worker_id, runner = %hello.runner_key, "runner reconnected: replacing its previous tunnel");
             let reason = "replaced by a newer connection of the same runner key";
             old.control.request_close(REPLACED, reason);
@@ -66,9 +84,6 @@ impl Actors {
         } = hello;
         info!(worker = self.worker_id, runner = %runner_key, pool = %pool, capacity, actors = ?actor_names, "runner tunnel up");
         // The gateway's cap (runners.max_actors_per_runner) is the loads'.
-        let runs = (namespace.clone(), pool.clone());
-        // A runner the gateway started takes the pool's slots at most.
-        let started = self.started_runner(&runs, &runner_key);
         let capacity = started
             .as_ref()
             .map_or(capacity, |(_, slots)| capacity.min(*slots));
@@ -82,6 +97,13 @@ impl Actors {
         tunnel.features = features & crate::tunnel::features::SUPPORTED;
         let tunnel = Rc::new(tunnel);
         if let Some((lifetime, _)) = started {
+            // A late tunnel of a retiring runner takes no actor, not even
+            // from the place_waiting that follows its welcome: draining
+            // from now (told Drained by the sweep, after the welcome).
+            if lifetime.is_retiring() && tunnel.start_draining() {
+                info!(worker = self.worker_id, runner = %tunnel.runner_key, "retiring runner's tunnel: draining it");
+                self.note_runner(EventKind::Drain, &tunnel);
+            }
             self.keep_started(&tunnel, lifetime, &shared);
         }
         self.tunnels.insert(&tunnel);

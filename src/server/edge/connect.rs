@@ -1,5 +1,6 @@
 //! Getting a client's actor running and its runner to accept the client,
-//! all within `actors.start_timeout`.
+//! all within `actors.start_timeout` (for an actor of a serverless pool,
+//! at least its pool's `start_timeout` and a margin: `Actors::start_wait`).
 
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -30,7 +31,8 @@ pub(super) async fn connect_actor(
     control: Rc<ConnControl>,
     ticket: Option<Ticket>,
 ) -> Result<(u64, Option<String>), Unavailable> {
-    let deadline = Instant::now() + edge.env.config().actors.start_timeout;
+    // actors.start_timeout, or a serverless pool's start_timeout and a margin.
+    let deadline = Instant::now() + edge.actors.start_wait(&actor.ns, &actor.name);
     let creator = request.peer.ip();
     let instance = edge.actors.get_or_start(actor, creator)?;
     if let Some(ready) = edge.actors.when_ready(&instance) {

@@ -4,9 +4,10 @@
 //! `Instant`s in, start orders and retirements out; `pools.rs` holds one
 //! per pool behind the shared mutex and the start tasks do the IO.
 //!
-//! Counting: `max_runners` bounds the runners starting or live that are not
-//! retiring (a retiring runner is on its way out, its actors moving to its
-//! replacement, which must be allowed to exist). Demand, in actors, is what
+//! Counting: `max_runners` bounds the runners starting, or live and not
+//! retiring within the lead (a runner retiring, or about to, is on its way
+//! out, its actors moving to its replacement, which must be allowed to
+//! exist — and be started ahead, even at the cap). Demand, in actors, is what
 //! the workers report waiting plus the actors still on runners that retire
 //! soon (`lead` before their retirement), so their replacement is started
 //! before the hand-over and the move is not a cold start.
@@ -69,6 +70,8 @@ pub(crate) enum Phase {
 pub(crate) enum Retire {
     Lifespan,
     Idle,
+    /// Its pool is no longer configured (a reload removed it).
+    Removed,
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +83,9 @@ pub(crate) struct Runner {
     pub phase: Phase,
     /// Its actors across workers, as last seen (`Pools` refreshes it).
     pub placed: u32,
+    /// Whether it still has a tunnel (`Pools` refreshes it): a live runner
+    /// with none is gone, whatever its request says, and offers no slot.
+    pub connected: bool,
     idle_since: Option<Instant>,
 }
 
@@ -105,6 +111,9 @@ pub(crate) struct Counters {
     pub idle_retirements: u64,
     /// Live runners whose request ended before they were retired.
     pub died_early: u64,
+    /// Tunnels refused: their hello named the pool with a runner key that
+    /// is none of its starts (late, invented, from before an upgrade).
+    pub refused: u64,
 }
 
 pub(crate) const FAILURE_CAUSES: [&str; 4] = ["http", "connect", "timeout", "protocol"];
@@ -122,6 +131,8 @@ pub(crate) struct PoolCore {
     /// Time from `/start` to the runner's registration, smoothed.
     start_estimate: Duration,
     pub counters: Counters,
+    /// A reload removed the pool: nothing is started, its runners retire.
+    removed: bool,
 }
 
 impl PoolCore {
@@ -135,7 +146,25 @@ impl PoolCore {
             last_error: None,
             start_estimate: Duration::from_secs(1),
             counters: Counters::default(),
+            removed: false,
         }
+    }
+
+    /// A reload removed the pool: it starts nothing more, and its live
+    /// runners retire at the next `retirements` (and those starting, once
+    /// they register).
+    pub fn remove(&mut self) {
+        self.removed = true;
+    }
+
+    /// The pool is configured again (a later reload put it back).
+    pub fn restore(&mut self) {
+        self.removed = false;
+    }
+
+    /// Removed, and none of its runners is left: it may be forgotten.
+    pub fn is_gone(&self) -> bool {
+        self.removed && self.runners.is_empty()
     }
 
     /// Worker `worker` has `waiting` actors that no runner could take.
@@ -176,7 +205,7 @@ impl PoolCore {
     /// The starts the demand needs now (none while backing off), each
     /// recorded as Starting with a key made by `key_for(serial)`.
     pub fn plan(&mut self, now: Instant, mut key_for: impl FnMut() -> String) -> Vec<StartOrder> {
-        if self.backoff_until.is_some_and(|until| now < until) {
+        if self.removed || self.backoff_until.is_some_and(|until| now < until) {
             return Vec::new();
         }
         let slots = self.limits.slots;
@@ -189,22 +218,32 @@ impl PoolCore {
                     fresh += 1;
                     counted += 1;
                 }
+                // No tunnel left: it takes no actor, and holds no place.
+                Phase::Live if !r.connected => {}
                 Phase::Live if r.retire_at > soon => {
                     free += slots.saturating_sub(r.placed);
                     fresh += 1;
                     counted += 1;
                 }
-                Phase::Live => {
-                    expiring += r.placed;
-                    counted += 1;
-                }
+                // Within the lead of its retirement: its replacement must
+                // be able to start now, not as a cold start in the drain.
+                Phase::Live => expiring += r.placed,
                 Phase::Retiring => expiring += r.placed,
             }
         }
         let need = (self.waiting() + expiring).saturating_sub(free);
         let for_demand = need.div_ceil(slots);
         let for_idle = self.limits.min_idle.saturating_sub(fresh);
-        let room = self.limits.max_runners.saturating_sub(counted);
+        // Requests still open (retiring runners' too, until they end) are
+        // bounded apart: twice max_runners, so that churn with a function
+        // that ignores drains cannot pile up requests.
+        let open = self.runners.len() as u32;
+        let room = self.limits.max_runners.saturating_sub(counted).min(
+            self.limits
+                .max_runners
+                .saturating_mul(2)
+                .saturating_sub(open),
+        );
         let starts = for_demand.max(for_idle).min(room);
         (0..starts)
             .map(|_| {
@@ -220,6 +259,7 @@ impl PoolCore {
                         deadline: order.deadline,
                     },
                     placed: 0,
+                    connected: true,
                     idle_since: None,
                 });
                 self.counters.starts += 1;
@@ -274,8 +314,8 @@ impl PoolCore {
     }
 
     /// Live runners whose lifespan is up, or that sat idle past
-    /// `idle_after` while more than `min_idle` fresh ones exist, become
-    /// Retiring; returned with why.
+    /// `idle_after` while more than `min_idle` fresh ones exist, or every
+    /// live one of a removed pool, become Retiring; returned with why.
     pub fn retirements(&mut self, now: Instant) -> Vec<(String, Retire)> {
         let mut out = Vec::new();
         let idle_after = self.limits.idle_after;
@@ -286,6 +326,12 @@ impl PoolCore {
             .count() as u32;
         for r in &mut self.runners {
             if r.phase != Phase::Live {
+                continue;
+            }
+            if self.removed {
+                r.phase = Phase::Retiring;
+                live -= 1;
+                out.push((r.key.clone(), Retire::Removed));
                 continue;
             }
             if now >= r.retire_at {

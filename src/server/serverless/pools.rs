@@ -35,8 +35,8 @@ pub(crate) struct Lifetime {
     registered: AtomicBool,
     retire: AtomicBool,
     waker: AtomicWaker,
-    /// Its actors across workers (set when it registers).
-    load: Mutex<Weak<RunnerLoad>>,
+    /// Its actors across workers (set when it registers; `None` before).
+    load: Mutex<Option<Weak<RunnerLoad>>>,
 }
 
 impl Lifetime {
@@ -47,7 +47,7 @@ impl Lifetime {
             registered: AtomicBool::new(false),
             retire: AtomicBool::new(false),
             waker: AtomicWaker::new(),
-            load: Mutex::new(Weak::new()),
+            load: Mutex::new(None),
         }
     }
 
@@ -68,9 +68,14 @@ impl Lifetime {
         .await
     }
 
-    fn placed(&self) -> u32 {
+    /// Its actors, or `None` once every tunnel of it is gone (a runner
+    /// not yet attached to a load counts as connected, with none).
+    pub(crate) fn placed(&self) -> Option<u32> {
         let load = self.load.lock().unwrap_or_else(|e| e.into_inner());
-        load.upgrade().map_or(0, |l| l.placed())
+        match &*load {
+            None => Some(0),
+            Some(weak) => weak.upgrade().map(|l| l.placed()),
+        }
     }
 }
 
@@ -161,11 +166,23 @@ impl Pools {
 
     /// Puts a configuration's pools in force (start-up, reload): new pools
     /// appear, changed ones take their new settings for what comes next;
-    /// a pool no longer configured keeps its runners until they end.
+    /// a pool no longer configured is marked removed: it starts nothing
+    /// more, its live runners are retired (drained), and it is forgotten
+    /// once they are gone (`tick`).
     pub fn configure(&self, config: &Config) {
         let keep_idle = config.serverless.iter().any(|p| p.min_idle_runners > 0);
         self.keep_idle.store(keep_idle, Ordering::Relaxed);
         let mut inner = self.lock();
+        for (key, entry) in inner.iter_mut() {
+            let kept = config
+                .serverless
+                .iter()
+                .any(|p| p.namespace == key.0 && p.pool == key.1);
+            if !kept {
+                tracing::info!(pool = %format!("{}/{}", key.0, key.1), "serverless pool removed: retiring its runners");
+                entry.core.remove();
+            }
+        }
         for pool in &config.serverless {
             let key = (pool.namespace.clone(), pool.pool.clone());
             let token = config.pool_runner(pool).map(|r| (r.token, r.key_prefix));
@@ -177,6 +194,7 @@ impl Pools {
                 lifetimes: HashMap::new(),
             });
             entry.core.limits = limits;
+            entry.core.restore();
             entry.pool = pool.clone();
             entry.token = token;
         }
@@ -273,7 +291,8 @@ impl Pools {
     }
 
     /// A runner's hello named `key` in `pool`: if it is a start of ours,
-    /// its lifetime and the slots it may take.
+    /// its lifetime and the slots it may take. `None` for a pool the
+    /// gateway starts runners for is a tunnel to refuse (counted).
     pub fn registered(
         &self,
         pool: &PoolKey,
@@ -282,10 +301,11 @@ impl Pools {
     ) -> Option<(Arc<Lifetime>, u32)> {
         let mut inner = self.lock();
         let entry = inner.get_mut(pool)?;
-        let lifetime = entry.lifetimes.get(key)?.clone();
-        if !entry.core.registered(key, now) {
+        let lifetime = entry.lifetimes.get(key).cloned();
+        let Some(lifetime) = lifetime.filter(|_| entry.core.registered(key, now)) else {
+            entry.core.counters.refused += 1;
             return None;
-        }
+        };
         lifetime.registered.store(true, Ordering::Release);
         lifetime.waker.wake();
         Some((lifetime, entry.core.limits.slots))
@@ -293,7 +313,7 @@ impl Pools {
 
     /// Its tunnel's load: the pool counts the runner's actors with it.
     pub fn attach_load(&self, lifetime: &Lifetime, load: &Arc<RunnerLoad>) {
-        *lifetime.load.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(load);
+        *lifetime.load.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::downgrade(load));
     }
 
     /// A start task ended with `outcome`.
@@ -344,7 +364,9 @@ impl Pools {
             };
             for r in &mut entry.core.runners {
                 if let Some(l) = entry.lifetimes.get(&r.key) {
-                    r.placed = l.placed();
+                    let placed = l.placed();
+                    r.placed = placed.unwrap_or(0);
+                    r.connected = placed.is_some();
                 }
             }
             for (runner, why) in entry.core.retirements(now) {
@@ -352,6 +374,10 @@ impl Pools {
                     tracing::info!(%runner, ?why, "serverless runner retired: draining it");
                     l.retire.store(true, Ordering::Relaxed);
                 }
+            }
+            if entry.core.is_gone() && entry.lifetimes.is_empty() {
+                inner.remove(&key);
+                continue;
             }
             jobs.extend(self.plan(&key, entry, now));
         }

@@ -5,7 +5,9 @@
 //! keepalives — read and dropped until the function ends it (after the
 //! gateway drained its runner, the runner library says `event: end` and
 //! exits) or the request dies. A request that outlives its lifespan by
-//! `OVERSTAY` is cut: the platform would have killed it by then.
+//! `OVERSTAY` is cut: the platform would have killed it by then; so is a
+//! retiring runner's once every tunnel of it has been gone for `ORPHANED`
+//! (a function that ignores the drain).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, info};
 
 use super::client::{call, headers_of, CallError};
-use super::pools::{Outcome, Pools, StartJob};
+use super::pools::{Lifetime, Outcome, Pools, StartJob};
 use super::transport::within;
 
 /// A `/start` request's body, in all, at most: keepalives for a long
@@ -22,6 +24,12 @@ use super::transport::within;
 const MAX_START_BODY: u64 = 1 << 20;
 /// How long past its lifespan a request is kept before it is cut.
 const OVERSTAY: Duration = Duration::from_secs(10);
+/// How long a retiring runner's request is kept once every tunnel of it
+/// is gone (the runner library ends it at once; a function ignoring the
+/// drain would hold it until its lifespan).
+const ORPHANED: Duration = Duration::from_secs(2);
+/// How often a retiring runner's tunnels are looked at.
+const ORPHAN_CHECK: Duration = Duration::from_millis(250);
 
 /// Makes the start and reports how it went.
 pub(crate) async fn run(pools: Arc<Pools>, job: StartJob) {
@@ -53,17 +61,46 @@ async fn start(job: &StartJob, began: Instant) -> Outcome {
         return Outcome::Failed(2, why);
     }
     let end = began + job.pool.request_lifespan + OVERSTAY;
-    let read = within(end, async {
+    let body = async {
         while response.next_piece().await?.is_some() {}
         Ok::<(), CallError>(())
+    };
+    let orphaned = orphaned(&job.lifetime);
+    let read = within(end, async {
+        monoio::select! {
+            read = body => Some(read),
+            _ = orphaned => None,
+        }
     })
     .await;
     match read {
-        Some(Ok(())) => debug!(runner = %job.order.key, "the function ended /start"),
-        Some(Err(e)) => debug!(runner = %job.order.key, error = %e, "the /start request died"),
+        Some(Some(Ok(()))) => debug!(runner = %job.order.key, "the function ended /start"),
+        Some(Some(Err(e))) => {
+            debug!(runner = %job.order.key, error = %e, "the /start request died")
+        }
+        Some(None) => {
+            info!(runner = %job.order.key, "retired runner's tunnels are gone and its function holds /start: cut")
+        }
         None => debug!(runner = %job.order.key, "the /start request outlived its lifespan: cut"),
     }
     Outcome::Ended
+}
+
+/// Resolves once the runner is retiring and has had no tunnel for
+/// `ORPHANED`: its request serves nothing any more.
+async fn orphaned(lifetime: &Lifetime) {
+    let mut since: Option<Instant> = None;
+    loop {
+        monoio::time::sleep(ORPHAN_CHECK).await;
+        if !(lifetime.is_retiring() && lifetime.placed().is_none()) {
+            since = None;
+            continue;
+        }
+        let now = Instant::now();
+        if now.saturating_duration_since(*since.get_or_insert(now)) >= ORPHANED {
+            return;
+        }
+    }
 }
 
 fn failed(e: CallError) -> Outcome {

@@ -36,6 +36,7 @@
 //! | `tether_serverless_starts_total` | counter | `namespace`, `pool` | `GET /start` calls |
 //! | `tether_serverless_start_failures_total` | counter | `namespace`, `pool`, `cause` | failed starts: `http`, `connect`, `timeout`, `protocol` |
 //! | `tether_serverless_retirements_total` | counter | `namespace`, `pool`, `reason` | started runners ended: `lifespan` (drained before it), `idle`, `died` (request ended first) |
+//! | `tether_serverless_runners_refused_total` | counter | `namespace`, `pool` | runner tunnels refused (close 4403): the hello's key is none of the pool's starts |
 //! | `tether_upgrades_total` | counter | | 1 in a process that took over from an upgrade (SIGUSR2), else 0 |
 
 mod actors;

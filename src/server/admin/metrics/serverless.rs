@@ -81,6 +81,15 @@ impl Collector for Serverless {
             help,
             starts,
         )?;
+        let refused = self.0.iter().map(|v| (pool(v), v.counters.refused));
+        let help = "Runner tunnels refused (close 4403): their hello named the serverless pool with a runner key that is none of its starts.";
+        family(
+            e,
+            MetricType::Counter,
+            "tether_serverless_runners_refused",
+            help,
+            refused,
+        )?;
         let waiting = self.0.iter().map(|v| (pool(v), u64::from(v.waiting)));
         let help =
             "Actors waiting for a runner of each serverless pool, as the workers last reported.";

@@ -182,3 +182,121 @@ fn the_idle_period_follows_the_lifespan() {
         Duration::from_secs(30)
     );
 }
+
+#[test]
+fn a_removed_pool_starts_nothing_and_retires_its_runners() {
+    let t0 = Instant::now();
+    let mut core = PoolCore::new(
+        Limits {
+            min_idle: 1,
+            ..limits()
+        },
+        1,
+    );
+    let mut key = keys();
+    assert_eq!(core.plan(t0, &mut key).len(), 1, "min_idle_runners");
+    live(&mut core, t0, &[0]);
+    core.remove();
+    core.report_waiting(0, 5);
+    assert!(
+        core.plan(t0, &mut key).is_empty(),
+        "no start for a removed pool"
+    );
+    assert!(!core.is_gone(), "its runner is still there");
+    assert_eq!(core.retirements(t0), [("r1".to_string(), Retire::Removed)]);
+    let end = t0 + limits().useful_life;
+    assert!(
+        core.plan(end, &mut key).is_empty(),
+        "no replacement at its lifespan"
+    );
+    core.ended("r1");
+    assert!(core.is_gone());
+    core.restore();
+    assert!(!core.is_gone(), "configured again");
+    assert_eq!(core.plan(end, &mut key).len(), 1);
+}
+
+#[test]
+fn at_max_runners_the_replacement_is_started_ahead_of_the_retirement() {
+    let t0 = Instant::now();
+    let mut core = PoolCore::new(
+        Limits {
+            max_runners: 1,
+            ..limits()
+        },
+        1,
+    );
+    let mut key = keys();
+    core.report_waiting(0, 4);
+    assert_eq!(core.plan(t0, &mut key).len(), 1);
+    live(&mut core, t0 + Duration::from_millis(200), &[4]);
+    let mid = t0 + Duration::from_secs(30);
+    assert!(core.plan(mid, &mut key).is_empty(), "at the cap");
+    let before = t0 + Duration::from_secs(59);
+    assert_eq!(
+        core.plan(before, &mut key).len(),
+        1,
+        "an expiring runner does not hold its replacement back"
+    );
+    assert!(
+        core.plan(before, &mut key).is_empty(),
+        "starting and non-expiring runners stay bounded"
+    );
+}
+
+#[test]
+fn a_live_runner_with_no_tunnel_left_offers_no_slots() {
+    let t0 = Instant::now();
+    let mut core = PoolCore::new(
+        Limits {
+            max_runners: 1,
+            ..limits()
+        },
+        1,
+    );
+    let mut key = keys();
+    core.report_waiting(0, 1);
+    assert_eq!(core.plan(t0, &mut key).len(), 1);
+    live(&mut core, t0, &[0]);
+    core.report_waiting(0, 1);
+    assert!(core.plan(t0, &mut key).is_empty(), "its free slots");
+    core.runners[0].connected = false;
+    assert_eq!(
+        core.plan(t0, &mut key).len(),
+        1,
+        "its tunnels are gone: a start for the waiting actor"
+    );
+}
+
+#[test]
+fn retiring_runners_still_holding_their_request_bound_new_starts() {
+    let t0 = Instant::now();
+    let mut core = PoolCore::new(
+        Limits {
+            max_runners: 1,
+            ..limits()
+        },
+        1,
+    );
+    let mut key = keys();
+    core.report_waiting(0, 1);
+    assert_eq!(core.plan(t0, &mut key).len(), 1);
+    live(&mut core, t0, &[0]);
+    // Idle: retired, but its function ignores the drain (the request stays).
+    let t1 = t0 + limits().idle_after;
+    let _ = core.retirements(t0);
+    assert_eq!(core.retirements(t1).len(), 1);
+    core.report_waiting(0, 1);
+    assert_eq!(core.plan(t1, &mut key).len(), 1, "one beside it");
+    live(&mut core, t1, &[0, 0]);
+    let t2 = t1 + limits().idle_after;
+    let _ = core.retirements(t1);
+    assert_eq!(core.retirements(t2).len(), 1);
+    core.report_waiting(0, 1);
+    assert!(
+        core.plan(t2, &mut key).is_empty(),
+        "2 × max_runners requests open: no more until one ends"
+    );
+    core.ended("r1");
+    assert_eq!(core.plan(t2, &mut key).len(), 1);
+}
