@@ -24,7 +24,7 @@ pub use pool_state::{read_pool_state, write_pool_state};
 pub use sections::*;
 pub use serverless::{
     check_pools, merge_pools, FunctionUrl, PoolRunner, PoolSource, ServerlessPool,
-    MAX_SERVERLESS_POOLS,
+    MAX_API_POOLS_PER_NAMESPACE, MAX_RUNNERS_PER_POOL, MAX_SERVERLESS_POOLS,
 };
 pub use units::{parse_duration, parse_size};
 

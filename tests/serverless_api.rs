@@ -179,6 +179,7 @@ fn bad_pools_and_changes_the_gateway_cannot_keep_are_refused_with_why() {
             "set by the gateway",
         ),
         ("not json", "not a serverless pool"),
+        (r#"{"url":"http://h","max_runners":5000}"#, "at most 1000"),
     ];
     for (body, why) in cases {
         let (status, answer) = call(admin, ADMIN_TOKEN, "PUT", "/serverless/fns", body);
@@ -278,6 +279,29 @@ fn a_namespace_token_reaches_its_own_pools_only() {
     );
     assert_eq!(status, 400, "{why}");
     h.shutdown();
+}
+
+/// The default namespace's runners are the gateway's own (`runners.token`,
+/// `[[runners.identities]]`): a namespace access token may not hand them to
+/// a URL of its choosing.
+#[test]
+fn a_namespace_token_cannot_hand_out_the_gateways_own_runner_tokens() {
+    let host = function_host();
+    let state = state_file("pools-own-tokens");
+    let mut config = config_with_state(&state);
+    let mut default = NamespaceConfig::implicit_default();
+    default.access_tokens = vec!["default-access-token-1234".into()];
+    config.namespaces.push(default);
+    let h = start_bare(config);
+    let body = pool_body(&host.url(), 1);
+    let tenant = "default-access-token-1234";
+    let (status, why) = call(h.admin_addr, tenant, "PUT", "/serverless/fns", &body);
+    assert_eq!(status, 403, "{why}");
+    assert!(why.as_str().unwrap_or("").contains("admin.token"), "{why}");
+    let (status, _) = call(h.admin_addr, ADMIN_TOKEN, "PUT", "/serverless/fns", &body);
+    assert_eq!(status, 201, "the admin token may");
+    h.shutdown();
+    let _ = std::fs::remove_dir_all(state.parent().unwrap());
 }
 
 #[test]

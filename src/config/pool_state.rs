@@ -72,7 +72,14 @@ pub fn write_pool_state(path: &Path, pools: &[ServerlessPool]) -> std::io::Resul
     beside.push(".new");
     let beside = std::path::PathBuf::from(beside);
     {
-        let mut file = std::fs::File::create(&beside)?;
+        // Readable by the gateway's user only: headers hold secrets.
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&beside)?;
         file.write_all(&json)?;
         file.sync_all()?;
     }
@@ -105,6 +112,9 @@ mod tests {
         let mut a = pool("a");
         a.headers.insert("x-bypass".into(), "s".into());
         write_pool_state(&path, &[a.clone(), pool("b")]).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "headers hold secrets: {mode:o}");
         let read = read_pool_state(&path).unwrap();
         assert_eq!(read.len(), 2);
         assert_eq!(read[0].headers, a.headers);

@@ -24,6 +24,10 @@ pub const MAX_POOL_HEADER_BYTES: usize = 8 * 1024;
 pub const MAX_URL_BYTES: usize = 2048;
 /// Serverless pools in one configuration (file and API together).
 pub const MAX_SERVERLESS_POOLS: usize = 1024;
+/// Pools one namespace may make through the admin API.
+pub const MAX_API_POOLS_PER_NAMESPACE: usize = 64;
+/// Runners one pool may start (each is an open request and its tunnels).
+pub const MAX_RUNNERS_PER_POOL: u32 = 1000;
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
@@ -208,6 +212,11 @@ impl ServerlessPool {
         if self.drain_grace >= self.request_lifespan {
             err("drain_grace must be shorter than request_lifespan".into());
         }
+        if self.max_runners > MAX_RUNNERS_PER_POOL {
+            err(format!(
+                "max_runners must be at most {MAX_RUNNERS_PER_POOL}"
+            ));
+        }
         if self.min_idle_runners > self.max_runners {
             err("min_idle_runners must not exceed max_runners".into());
         }
@@ -300,6 +309,15 @@ pub struct PoolRunner {
 }
 
 impl super::Config {
+    /// Whether `pool`'s function gets one of the gateway's own runner
+    /// tokens (`runners.token`, `[[runners.identities]]`): the default
+    /// namespace without runner tokens of its own. Only `admin.token` may
+    /// make such a pool through the API.
+    pub fn uses_gateway_runner_tokens(&self, pool: &ServerlessPool) -> bool {
+        let explicit = self.namespaces.iter().find(|n| n.name == pool.namespace);
+        pool.namespace == DEFAULT_NAMESPACE && explicit.is_none_or(|n| n.runners.is_empty())
+    }
+
     /// Which token the function of `pool` registers its runner with: the
     /// one `runner` names, or the default (see [`ServerlessPool::runner`]).
     pub fn pool_runner(&self, pool: &ServerlessPool) -> Result<PoolRunner, String> {
@@ -309,7 +327,7 @@ impl super::Config {
             key_prefix: String::new(),
         };
         let explicit = self.namespaces.iter().find(|n| n.name == pool.namespace);
-        if pool.namespace == DEFAULT_NAMESPACE && explicit.is_none_or(|n| n.runners.is_empty()) {
+        if self.uses_gateway_runner_tokens(pool) {
             if pool.runner.is_empty() || pool.runner == "default" {
                 return Ok(unprefixed(&self.runners.token));
             }

@@ -124,6 +124,11 @@ impl Actors {
         self.taking_over.set(true);
     }
 
+    /// Whether an upgrade is under way (this process hands over or takes over).
+    pub fn upgrading(&self) -> bool {
+        self.starts_paused()
+    }
+
     /// No actor may start now (an upgrade is moving this worker's actors).
     pub(super) fn starts_paused(&self) -> bool {
         self.handing_over.get() || self.taking_over.get()

@@ -1,6 +1,7 @@
 //! Who may call an admin route. `admin.token` reaches every route; a
-//! namespace's access tokens reach its actors' routes and the lists
-//! (`/runners`, `/actors`), which are then narrowed to that namespace.
+//! namespace's access tokens reach its actors' routes, its serverless
+//! pools, and the lists (`/runners`, `/actors`, `/serverless`), which are
+//! then narrowed to that namespace.
 //! Every candidate token is compared, in constant time each, so timing
 //! does not tell which one matched.
 

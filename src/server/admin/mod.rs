@@ -97,10 +97,8 @@ pub(crate) struct AdminSide {
     pub stopping: Rc<Stopping>,
     pub worker_id: usize,
     pub worker_count: usize,
-    /// Changes to the API's serverless pools (made off the worker)…
+    /// Changes to the API's serverless pools (made off the worker).
     pub pool_changes: Arc<dyn PoolChanges>,
-    /// …one at a time.
-    pub pool_change_busy: std::cell::Cell<bool>,
 }
 
 /// An admin request that must visit every worker (a runner drain, a list)

@@ -9,18 +9,24 @@
 //! - `DELETE` there: removes an API pool (200; 404 if there is none).
 //!
 //! A pool the configuration file sets cannot be changed here (409): the
-//! file wins. Without `admin.state_file` nothing can be changed (503).
-//! Header values are never shown: they are often a platform's secrets.
+//! file wins. Without `admin.state_file` nothing can be changed (503), nor
+//! during an upgrade (503). A namespace's access token may not make a pool
+//! whose function would get the gateway's own runner tokens (the default
+//! namespace without `[[namespaces.runners]]`): 403. At most 64 API pools
+//! per namespace and 1,000 runners per pool. Header values are never
+//! shown: they are often a platform's secrets; the state file is readable
+//! by the gateway's user only.
 //!
 //! A change writes a file, may call the function and waits until every
 //! worker runs on the new configuration: it runs on a thread of its own
-//! (`PoolChanges`, given by the runtime), one change at a time, while this
-//! worker goes on serving.
+//! (`PoolChanges`, given by the runtime), one change at a time gateway-wide
+//! (another meanwhile: 503), while this worker goes on serving.
 
 use bytes::BytesMut;
 use serde::Serialize;
 use tracing::info;
 
+use super::auth::Caller;
 use super::body::read_body;
 use super::handlers::Asker;
 use super::route::PoolPath;
@@ -63,6 +69,11 @@ pub(crate) enum PoolRefusal {
     Refused(String),
     /// Another change is being made. 503
     Busy,
+    /// The gateway is handing over to a new process of itself. 503
+    Upgrading,
+    /// A namespace's access token asked for a pool that would hand out
+    /// the gateway's own runner tokens. 403
+    NotYours,
     /// The state file could not be written, or the workers did not take
     /// the change in time. 500
     Failed(String),
@@ -86,6 +97,14 @@ impl PoolRefusal {
             PoolRefusal::Busy => (
                 Status::SERVICE_UNAVAILABLE,
                 "another pool change is being made: try again".to_owned(),
+            ),
+            PoolRefusal::Upgrading => (
+                Status::SERVICE_UNAVAILABLE,
+                "the gateway is upgrading: try again in a second".to_owned(),
+            ),
+            PoolRefusal::NotYours => (
+                Status::FORBIDDEN,
+                "only admin.token may make a pool whose function gets the gateway's own runner tokens (runners.token, [[runners.identities]]): give the namespace [[namespaces.runners]] of its own".to_owned(),
             ),
             PoolRefusal::Failed(why) => (Status::INTERNAL_ERROR, why),
         };
@@ -146,10 +165,15 @@ async fn put(
         Ok(body) => body,
         Err(answer) => return answer,
     };
-    let pool = match checked_pool(&side.env.config(), path, &body) {
+    let config = side.env.config();
+    let pool = match checked_pool(&config, path, &body) {
         Ok(pool) => pool,
         Err(why) => return Some(Refusal::new(Status::BAD_REQUEST, why)),
     };
+    if *by.caller != Caller::Admin && config.uses_gateway_runner_tokens(&pool) {
+        return Some(PoolRefusal::NotYours.answer());
+    }
+    drop(config);
     let label = pool.label();
     let url = pool.url.clone();
     let changes = side.pool_changes.clone();
@@ -217,22 +241,16 @@ fn checked_pool(config: &Config, path: &PoolPath, body: &[u8]) -> Result<Serverl
 }
 
 /// Runs `change` on a thread of its own and waits for it without blocking
-/// this worker; one change at a time (another meanwhile: 503).
+/// this worker (the `PoolChanges` make one change at a time, gateway-wide:
+/// another meanwhile is 503). None during an upgrade: the new process has
+/// read the state file already and would never see the change.
 async fn off_the_worker<T: Send + 'static>(
     side: &AdminSide,
     change: impl FnOnce() -> Result<T, PoolRefusal> + Send + 'static,
 ) -> Result<T, PoolRefusal> {
-    if side.pool_change_busy.replace(true) {
-        return Err(PoolRefusal::Busy);
+    if side.actors.upgrading() {
+        return Err(PoolRefusal::Upgrading);
     }
-    // Free again however this ends (the future may be dropped).
-    struct Free<'a>(&'a std::cell::Cell<bool>);
-    impl Drop for Free<'_> {
-        fn drop(&mut self) {
-            self.0.set(false);
-        }
-    }
-    let _free = Free(&side.pool_change_busy);
     let (slot, filler) = thread_slot();
     let thread = std::thread::Builder::new()
         .name("tether-pools".into())

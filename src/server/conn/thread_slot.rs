@@ -3,6 +3,7 @@
 //! waits for every worker), so the worker's loop never blocks on it.
 
 use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
 
@@ -10,6 +11,8 @@ use atomic_waker::AtomicWaker;
 
 struct Inner<T> {
     value: Mutex<Option<T>>,
+    /// Set when the filler's end is dropped, filled or not.
+    gone: AtomicBool,
     waker: AtomicWaker,
 }
 
@@ -17,21 +20,20 @@ struct Inner<T> {
 pub(crate) struct ThreadSlot<T>(Arc<Inner<T>>);
 
 /// The other thread's end: fills it once.
-pub(crate) struct Filler<T>(Option<Arc<Inner<T>>>);
+pub(crate) struct Filler<T>(Arc<Inner<T>>);
 
 pub(crate) fn thread_slot<T>() -> (ThreadSlot<T>, Filler<T>) {
     let inner = Arc::new(Inner {
         value: Mutex::new(None),
+        gone: AtomicBool::new(false),
         waker: AtomicWaker::new(),
     });
-    (ThreadSlot(inner.clone()), Filler(Some(inner)))
+    (ThreadSlot(inner.clone()), Filler(inner))
 }
 
 impl<T> Filler<T> {
     pub fn fill(self, value: T) {
-        if let Some(inner) = &self.0 {
-            *inner.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
-        }
+        *self.0.value.lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
         // Dropping wakes the waiter.
     }
 }
@@ -52,10 +54,12 @@ impl<T> ThreadSlot<T> {
                 return Poll::Ready(Some(v));
             }
             self.0.waker.register(cx.waker());
+            // Looked at after registering: a filler that ends from now on
+            // wakes this waker, one that ended before left `gone` set.
+            let gone = self.0.gone.load(Ordering::Acquire);
             match take() {
                 Some(v) => Poll::Ready(Some(v)),
-                // Only this end left: nobody can fill it any more.
-                None if Arc::strong_count(&self.0) == 1 => Poll::Ready(None),
+                None if gone => Poll::Ready(None),
                 None => Poll::Pending,
             }
         })
@@ -65,15 +69,10 @@ impl<T> ThreadSlot<T> {
 
 impl<T> Drop for Filler<T> {
     fn drop(&mut self) {
-        // Filled or not, the waiter must look again, and only once this
-        // end's count is gone, so that an unfilled slot reads as abandoned.
-        if let Some(inner) = self.0.take() {
-            let waker = inner.waker.take();
-            drop(inner);
-            if let Some(w) = waker {
-                w.wake();
-            }
-        }
+        // Filled or not, the waiter must look again; `gone` first, so the
+        // waiter it wakes (or one that registers later) sees it.
+        self.0.gone.store(true, Ordering::Release);
+        self.0.waker.wake();
     }
 }
 
@@ -94,6 +93,18 @@ mod tests {
         let t = std::thread::spawn(move || filler.fill(7));
         assert_eq!(block_on(slot.wait()), Some(7));
         t.join().unwrap();
+    }
+
+    /// Many rounds of the race between a waiter registering and a filler
+    /// ending unfilled on another thread: every wait ends.
+    #[test]
+    fn no_round_of_the_race_loses_the_wakeup() {
+        for _ in 0..2000 {
+            let (slot, filler) = thread_slot::<u8>();
+            let t = std::thread::spawn(move || drop(filler));
+            assert_eq!(block_on(slot.wait()), None);
+            t.join().unwrap();
+        }
     }
 
     #[test]

@@ -5,18 +5,25 @@
 //! keeps the API's pools, an API change keeps the file last reloaded.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::warn;
 
 use super::Reloader;
-use crate::config::{read_pool_state, write_pool_state, Config, PoolSource, ServerlessPool};
+use crate::config::{
+    read_pool_state, write_pool_state, Config, PoolSource, ServerlessPool,
+    MAX_API_POOLS_PER_NAMESPACE, MAX_SERVERLESS_POOLS,
+};
 use crate::server::admin::{PoolChanges, PoolPut, PoolRefusal};
 use crate::server::serverless::fetch_metadata_blocking;
 
 pub(crate) struct PoolBook {
     /// The configuration last put in force (API pools included).
     pub effective: Config,
+    /// An API change is being made (its metadata call can take seconds):
+    /// another one meanwhile is refused rather than queued behind it.
+    changing: Arc<AtomicBool>,
     /// The API's pools, as in the state file (shadowed ones included).
     pub api: Vec<ServerlessPool>,
     pub state_file: Option<PathBuf>,
@@ -37,6 +44,7 @@ impl PoolBook {
         let effective = joined(file, &api);
         Ok(PoolBook {
             effective,
+            changing: Arc::default(),
             api,
             state_file,
         })
@@ -54,6 +62,47 @@ fn joined(file: Config, api: &[ServerlessPool]) -> Config {
 
 fn lock(book: &SharedBook) -> MutexGuard<'_, PoolBook> {
     book.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The one API change being made; dropping it lets the next one in.
+struct OneChange(Arc<AtomicBool>);
+
+impl OneChange {
+    fn begin(book: &SharedBook) -> Result<OneChange, PoolRefusal> {
+        let flag = lock(book).changing.clone();
+        match flag.swap(true, Ordering::AcqRel) {
+            true => Err(PoolRefusal::Busy),
+            false => Ok(OneChange(flag)),
+        }
+    }
+}
+
+impl Drop for OneChange {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+/// Whether `api` (the API's pools after a change) stays within the bounds:
+/// pools per namespace, and all pools, the file's included.
+fn within_bounds(file: &Config, api: &[ServerlessPool], ns: &str) -> Result<(), PoolRefusal> {
+    let of_ns = api.iter().filter(|p| p.namespace == ns).count();
+    if of_ns > MAX_API_POOLS_PER_NAMESPACE {
+        let why = format!(
+            "namespace {ns} has {MAX_API_POOLS_PER_NAMESPACE} pools made through the API already"
+        );
+        return Err(PoolRefusal::Refused(why));
+    }
+    let from_file = file
+        .serverless
+        .iter()
+        .filter(|p| p.source == PoolSource::File)
+        .count();
+    if from_file + api.len() > MAX_SERVERLESS_POOLS {
+        let why = format!("the gateway keeps {MAX_SERVERLESS_POOLS} serverless pools already");
+        return Err(PoolRefusal::Refused(why));
+    }
+    Ok(())
 }
 
 impl Reloader {
@@ -84,6 +133,7 @@ impl Reloader {
 
 impl PoolChanges for Reloader {
     fn put(&self, pool: ServerlessPool) -> Result<PoolPut, PoolRefusal> {
+        let _one = OneChange::begin(&self.book)?;
         let mut book = lock(&self.book);
         if book.state_file.is_none() {
             return Err(PoolRefusal::NoStateFile);
@@ -93,9 +143,7 @@ impl PoolChanges for Reloader {
         if book.effective.serverless.iter().any(in_file) {
             return Err(PoolRefusal::SetInFile);
         }
-        // Asked with the book held: a reload meanwhile waits (at most the
-        // metadata call's timeout) rather than cross this change.
-        fetch_metadata_blocking(&pool).map_err(PoolRefusal::Refused)?;
+        let (ns, name) = (pool.namespace.clone(), pool.pool.clone());
         let mut api = book.api.clone();
         let put = match api.iter_mut().find(|p| same(p)) {
             Some(old) => {
@@ -107,15 +155,19 @@ impl PoolChanges for Reloader {
                 PoolPut::Created
             }
         };
-        if api.len() > crate::config::MAX_SERVERLESS_POOLS {
-            let why = "as many serverless pools as the gateway keeps already";
-            return Err(PoolRefusal::Refused(why.into()));
+        within_bounds(&book.effective, &api, &ns)?;
+        // Asked with the book held: a reload meanwhile waits (at most the
+        // metadata call's timeout) rather than cross this change.
+        let put_pool = api.iter().find(|p| p.namespace == ns && p.pool == name);
+        if let Some(p) = put_pool {
+            fetch_metadata_blocking(p).map_err(PoolRefusal::Refused)?;
         }
         self.commit(&mut book, api)?;
         Ok(put)
     }
 
     fn delete(&self, ns: &str, pool: &str) -> Result<(), PoolRefusal> {
+        let _one = OneChange::begin(&self.book)?;
         let mut book = lock(&self.book);
         if book.state_file.is_none() {
             return Err(PoolRefusal::NoStateFile);

@@ -76,9 +76,10 @@ pub(crate) struct WorkerSeed {
     pub tunnel_quota: Arc<TunnelQuota>,
     /// The listeners' TLS settings (reloadable).
     pub tls: Arc<TlsListeners>,
-    /// Where reloaded configurations arrive.
-    /// Changes to the admin API's serverless pools (worker 0 serves them).
+    /// Changes to the admin API's serverless pools (made off the worker
+    /// that received the request, one at a time gateway-wide).
     pub pool_changes: Arc<dyn crate::server::admin::PoolChanges>,
+    /// Where reloaded configurations arrive.
     pub reloads: Arc<ReloadSignal>,
     /// Set once every worker serves.
     pub serving: Arc<std::sync::atomic::AtomicBool>,
@@ -170,7 +171,6 @@ impl Worker {
             worker_id: seed.id,
             worker_count: seed.worker_count,
             pool_changes: seed.pool_changes.clone(),
-            pool_change_busy: Cell::new(false),
         };
         Worker {
             id: seed.id,
