@@ -10,11 +10,9 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::task::Poll;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use atomic_waker::AtomicWaker;
 use bytes::BytesMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -22,6 +20,7 @@ use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ClientConnection};
 
 use crate::config::FunctionUrl;
+use crate::server::conn::thread_slot::thread_slot;
 
 /// One read from the socket, at most.
 const READ_BYTES: usize = 16 * 1024;
@@ -204,9 +203,8 @@ async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(vec![SocketAddr::new(ip, port)]);
     }
-    type Slot = (Mutex<Option<Result<Vec<SocketAddr>, String>>>, AtomicWaker);
-    let slot: Arc<Slot> = Arc::new((Mutex::new(None), AtomicWaker::new()));
-    let (theirs, name) = (slot.clone(), host.to_owned());
+    let (slot, filler) = thread_slot();
+    let name = host.to_owned();
     std::thread::Builder::new()
         .name("tether-resolve".into())
         .spawn(move || {
@@ -215,16 +213,9 @@ async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
                 .to_socket_addrs()
                 .map(Iterator::collect)
                 .map_err(|e| format!("cannot resolve {name}: {e}"));
-            *theirs.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(found);
-            theirs.1.wake();
+            filler.fill(found);
         })
         .map_err(|e| format!("cannot resolve {host}: {e}"))?;
-    std::future::poll_fn(|cx| {
-        slot.1.register(cx.waker());
-        match slot.0.lock().unwrap_or_else(|e| e.into_inner()).take() {
-            Some(found) => Poll::Ready(found),
-            None => Poll::Pending,
-        }
-    })
-    .await
+    let failed = || Err(format!("cannot resolve {host}: the resolver thread failed"));
+    slot.wait().await.unwrap_or_else(failed)
 }
