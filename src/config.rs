@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+mod cluster;
 pub mod diff;
 mod error;
 mod ipnet;
@@ -14,6 +15,10 @@ pub mod reload;
 mod sections;
 mod serverless;
 mod units;
+pub use cluster::{
+    is_node_id, ClusterConfig, MAX_LEASE_TTL, MAX_NODE_ID_BYTES, MIN_CLUSTER_TOKEN_BYTES,
+    MIN_LEASE_TTL,
+};
 pub use error::ConfigError;
 use error::{line_and_column, located};
 pub use ipnet::IpNet;
@@ -47,6 +52,9 @@ pub struct Config {
     /// Runner pools the gateway starts on serverless functions
     /// (`[[serverless]]`); the admin API adds more per namespace.
     pub serverless: Vec<ServerlessPool>,
+    /// Several nodes sharing one actor directory on etcd (`[cluster]`,
+    /// issue 16). None: a single node that never touches etcd.
+    pub cluster: Option<ClusterConfig>,
 }
 
 /// The most worker threads: ids of connections and actors carry the worker
@@ -144,6 +152,7 @@ impl Config {
         for message in self.serverless_errors() {
             errors.push(located(text, "[serverless]", "pool", &message));
         }
+        errors.extend(self.cluster_checks(text));
         if self.server.workers > MAX_WORKERS {
             errors.push(located(
                 text,
@@ -204,6 +213,26 @@ impl Config {
             errors.extend(problem.map(|m| located(text, "runners", "identities", &m)));
         }
         errors
+    }
+
+    /// `[cluster]`, when present; its token repeats no other secret.
+    fn cluster_checks(&self, text: &str) -> Vec<ConfigError> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        let mut other: Vec<&str> = vec![self.runners.token.as_str()];
+        other.extend(self.runners.identities.iter().map(|i| i.token.as_str()));
+        if !self.admin.token.is_empty() {
+            other.push(&self.admin.token);
+        }
+        for ns in &self.namespaces {
+            other.extend(ns.secrets());
+        }
+        cluster
+            .problems(&other)
+            .into_iter()
+            .map(|(key, m)| located(text, "cluster", key, &m))
+            .collect()
     }
 
     fn namespace_checks(&self, text: &str) -> Vec<ConfigError> {
@@ -346,6 +375,25 @@ mod tests {
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cluster_is_absent_by_default_and_checked_when_present() {
+        assert_eq!(Config::default().cluster, None);
+        let text = "[cluster]\nnode_id = \"edge-1\"\nadvertise = \"10.0.0.1:7100\"\netcd_endpoints = [\"http://127.0.0.1:2379\"]\ntoken = \"0123456789abcdef\"\n";
+        let c = Config::parse(text).unwrap().cluster.unwrap();
+        assert_eq!(c.lease_ttl, Duration::from_secs(10));
+        assert!(!c.tls);
+        let errs = Config::parse(&text.replace("edge-1", "edge/1")).unwrap_err();
+        assert_eq!(errs[0].line, Some(2), "{errs:?}");
+        let errs = Config::parse(&format!("{text}lease_ttl = \"1s\"\n")).unwrap_err();
+        assert_eq!(errs[0].line, Some(6), "{errs:?}");
+        // The cluster token repeats no other secret.
+        let errs =
+            Config::parse(&format!("[admin]\ntoken = \"0123456789abcdef\"\n{text}")).unwrap_err();
+        assert!(errs[0].message.contains("differ"), "{errs:?}");
+        // Missing required keys are refused.
+        assert!(Config::parse("[cluster]\nnode_id = \"a\"\n").is_err());
     }
 
     #[test]

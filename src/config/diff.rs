@@ -77,6 +77,8 @@ pub const SETTINGS: &[(&str, Effect)] = &[
     ("admin.state_file", Restart),
     ("namespaces", Live),
     ("serverless", Live),
+    // A node joins the cluster (or leaves it) with its lease, once.
+    ("cluster", Restart),
 ];
 
 /// When a change to `key` takes effect: the most specific row of
@@ -247,6 +249,7 @@ mod tests {
             "runners.identities",
             "namespaces",
             "serverless",
+            "cluster",
         ];
         keys.extend(lists.iter().map(|k| k.to_string()));
         for key in &keys {
