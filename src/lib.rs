@@ -4,6 +4,7 @@
 //! Protocol logic is sans-IO (`http`, `ws`); `server` owns threads and sockets.
 
 pub mod allocator;
+pub mod cluster;
 pub mod config;
 pub mod handover;
 pub mod http;

@@ -24,8 +24,11 @@ const SERVER_LAYERS: &[&str] = &[
 ];
 
 /// Top-level modules that must never reach into `server` (or the runner
-/// library): plain code over bytes and values.
+/// library): plain code over bytes and values, and `cluster` (the etcd
+/// directory: its model is sans-IO, and its client thread talks to the
+/// workers only through queues the gateway will own).
 const SANS_IO: &[&str] = &[
+    "cluster",
     "ws",
     "http",
     "tunnel",
