@@ -111,11 +111,34 @@ pub struct Ctx<'a> {
     pub(crate) actor_id: u64,
     pub(crate) conns: &'a BTreeSet<ConnId>,
     pub(crate) out: &'a mut BytesMut,
-    pub(crate) out_index: &'a mut HashMap<ConnId, u64>,
+    pub(crate) io: &'a mut ActorIo,
+}
+
+/// What every actor's `Ctx` on one tunnel reaches: the tunnel's output
+/// numbering, attachments, HTTP requests and what the gateway takes.
+#[derive(Default)]
+pub(crate) struct ActorIo {
+    pub out_index: HashMap<ConnId, u64>,
     /// The gateway takes one `Broadcast` frame for many connections.
-    pub(crate) broadcasts: bool,
-    pub(crate) attachments: &'a mut HashMap<ConnId, Bytes>,
-    pub(crate) requests: &'a mut Requests,
+    pub broadcasts: bool,
+    pub attachments: HashMap<ConnId, Bytes>,
+    pub requests: Requests,
+}
+
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(
+        actor_id: u64,
+        conns: &'a BTreeSet<ConnId>,
+        out: &'a mut BytesMut,
+        io: &'a mut ActorIo,
+    ) -> Self {
+        Ctx {
+            actor_id,
+            conns,
+            out,
+            io,
+        }
+    }
 }
 
 impl Ctx<'_> {
@@ -125,7 +148,7 @@ impl Ctx<'_> {
     }
 
     pub fn send(&mut self, conn: ConnId, message: &Message) {
-        let index = self.out_index.entry(conn).or_insert(0);
+        let index = self.io.out_index.entry(conn).or_insert(0);
         *index += 1;
         let (kind, payload): (MessageKind, &[u8]) = match message {
             Message::Text(t) => (MessageKind::Text, t.as_bytes()),
@@ -136,7 +159,7 @@ impl Ctx<'_> {
 
     /// Sends `message` to every connection of this actor.
     pub fn broadcast(&mut self, message: &Message) {
-        if !self.broadcasts {
+        if !self.io.broadcasts {
             // An older gateway: one message per connection.
             let conns: Vec<ConnId> = self.conns.iter().copied().collect();
             for c in conns {
@@ -146,7 +169,7 @@ impl Ctx<'_> {
         }
         // Each connection's count of messages goes on as if sent one by one.
         for c in self.conns.iter() {
-            *self.out_index.entry(*c).or_insert(0) += 1;
+            *self.io.out_index.entry(*c).or_insert(0) += 1;
         }
         let (kind, payload) = match message {
             Message::Text(t) => (MessageKind::Text, Bytes::copy_from_slice(t.as_bytes())),
@@ -184,11 +207,11 @@ impl Ctx<'_> {
                 attachment: attachment.clone(),
             },
         );
-        self.attachments.insert(conn, attachment);
+        self.io.attachments.insert(conn, attachment);
     }
 
     pub fn attachment(&self, conn: ConnId) -> Option<&Bytes> {
-        self.attachments.get(&conn)
+        self.io.attachments.get(&conn)
     }
 
     /// Answers an HTTP request: status, headers (lower-case names are what
@@ -200,7 +223,8 @@ impl Ctx<'_> {
         headers: Vec<(String, Bytes)>,
         body: ResponseBody,
     ) -> bool {
-        self.requests
+        self.io
+            .requests
             .respond(self.out, request, (status, headers), body)
     }
 
@@ -208,23 +232,23 @@ impl Ctx<'_> {
     /// the client reads; at most `http::MAX_BACKLOG` may wait, past it the
     /// request is cancelled and this returns false.
     pub fn write_body(&mut self, request: RequestId, data: &[u8]) -> bool {
-        self.requests.write(self.out, request, data)
+        self.io.requests.write(self.out, request, data)
     }
 
     /// Ends a streamed response body.
     pub fn end_body(&mut self, request: RequestId) {
-        self.requests.end(self.out, request);
+        self.io.requests.end(self.out, request);
     }
 
     /// Bytes of a streamed response still waiting for the client.
     pub fn response_backlog(&self, request: RequestId) -> usize {
-        self.requests.backlog(request)
+        self.io.requests.backlog(request)
     }
 
     /// Gives a request up (the client gets 502 if nothing was answered,
     /// else an incomplete response).
     pub fn cancel_request(&mut self, request: RequestId, reason: &str) {
-        self.requests.cancel(self.out, request, reason);
+        self.io.requests.cancel(self.out, request, reason);
     }
 
     /// Asks the gateway to put this actor to sleep.

@@ -77,7 +77,7 @@ impl TunnelState {
             Frame::HttpBody { req_id, .. }
             | Frame::HttpEnd { req_id }
             | Frame::HttpCancel { req_id, .. }
-            | Frame::HttpCredit { req_id, .. } => self.requests.actor_of(*req_id),
+            | Frame::HttpCredit { req_id, .. } => self.io.requests.actor_of(*req_id),
             _ => None,
         }
     }

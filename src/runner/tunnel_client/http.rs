@@ -17,7 +17,7 @@ impl TunnelState {
         match frame {
             Frame::HttpRequest(r) => self.on_http_request(r, out),
             Frame::HttpBody { req_id, data } => {
-                let Some(actor_id) = self.requests.actor_of(req_id) else {
+                let Some(actor_id) = self.io.requests.actor_of(req_id) else {
                     return;
                 };
                 self.with_actor(actor_id, out, |a, ctx| {
@@ -27,21 +27,21 @@ impl TunnelState {
                 crate::tunnel::encode_frame(out, &Frame::HttpCredit { req_id, bytes });
             }
             Frame::HttpEnd { req_id } => {
-                if let Some(actor_id) = self.requests.actor_of(req_id) {
+                if let Some(actor_id) = self.io.requests.actor_of(req_id) {
                     self.with_actor(actor_id, out, |a, ctx| a.on_request_end(ctx, req_id));
                 }
             }
             Frame::HttpCancel { req_id, .. } => {
-                let actor_id = self.requests.actor_of(req_id);
-                if let Some(actor_id) = actor_id.filter(|_| self.requests.remove(req_id)) {
+                let actor_id = self.io.requests.actor_of(req_id);
+                if let Some(actor_id) = actor_id.filter(|_| self.io.requests.remove(req_id)) {
                     self.with_actor(actor_id, out, |a, ctx| a.on_request_cancelled(ctx, req_id));
                 }
             }
             Frame::HttpCredit { req_id, bytes } => {
-                let Some(actor_id) = self.requests.actor_of(req_id) else {
+                let Some(actor_id) = self.io.requests.actor_of(req_id) else {
                     return;
                 };
-                if self.requests.credit(out, req_id, bytes) {
+                if self.io.requests.credit(out, req_id, bytes) {
                     self.with_actor(actor_id, out, |a, ctx| a.on_response_writable(ctx, req_id));
                 }
             }
@@ -51,10 +51,11 @@ impl TunnelState {
 
     fn on_http_request(&mut self, r: RequestFrame, out: &mut BytesMut) {
         let req_id = r.req_id;
-        self.requests.insert(req_id, r.actor_id);
+        self.io.requests.insert(req_id, r.actor_id);
         if !self.actors.contains_key(&r.actor_id) {
             // Not (or no longer) here: the gateway sends it where it runs.
             return self
+                .io
                 .requests
                 .cancel(out, req_id, "the actor is not running here");
         }
@@ -80,15 +81,7 @@ impl TunnelState {
         let Some(slot) = self.actors.get_mut(&actor_id) else {
             return;
         };
-        let mut ctx = Ctx {
-            actor_id,
-            conns: &slot.conns,
-            out,
-            out_index: &mut self.out_index,
-            broadcasts: self.broadcasts,
-            attachments: &mut self.attachments,
-            requests: &mut self.requests,
-        };
+        let mut ctx = Ctx::new(actor_id, &slot.conns, out, &mut self.io);
         f(slot.actor.as_mut(), &mut ctx);
         self.dirty.insert(actor_id);
     }

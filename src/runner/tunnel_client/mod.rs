@@ -14,8 +14,7 @@ use tungstenite::{Message as WsMessage, WebSocket};
 
 use self::batch::load_record;
 use self::transport::Transport;
-use super::actor::{Actor, ConnId, ConnInfo, Ctx, Message, OpenDecision};
-use super::http::Requests;
+use super::actor::{Actor, ActorIo, ConnId, ConnInfo, Ctx, Message, OpenDecision};
 use super::Shared;
 use crate::tunnel::{decode_frames, encode_frame, Frame, MessageKind, PROTOCOL_VERSION};
 
@@ -188,8 +187,6 @@ struct ActorSlot {
 #[derive(Default)]
 struct TunnelState {
     welcomed: bool,
-    /// The gateway takes `Broadcast` frames (its welcome said so).
-    broadcasts: bool,
     /// The gateway takes `OutputMark` frames and says in `StartActor`
     /// which it received last.
     marks: bool,
@@ -197,8 +194,9 @@ struct TunnelState {
     conn_actor: HashMap<ConnId, u64>,
     /// Highest message index handled per connection: replays are dropped.
     last_index: HashMap<ConnId, u64>,
-    out_index: HashMap<ConnId, u64>,
-    attachments: HashMap<ConnId, Bytes>,
+    /// Output numbering, attachments and HTTP requests every actor's
+    /// `Ctx` reaches; also whether the gateway takes `Broadcast` frames.
+    io: ActorIo,
     /// Attachments set again by output sent again (`resend_lost_output`)
     /// this batch, for connections whose restore comes later in it.
     resent_attachments: HashMap<ConnId, Bytes>,
@@ -208,8 +206,6 @@ struct TunnelState {
     drained: bool,
     /// The gateway takes HTTP frames (its welcome said so).
     http: bool,
-    /// HTTP requests to this tunnel's actors (`http.rs`).
-    requests: Requests,
 }
 
 /// One received batch as it is handled: the answer being built, which
@@ -299,7 +295,7 @@ impl TunnelState {
             Frame::Welcome {
                 workers, features, ..
             } => {
-                self.broadcasts = features & crate::tunnel::features::BROADCAST != 0;
+                self.io.broadcasts = features & crate::tunnel::features::BROADCAST != 0;
                 self.marks = features & crate::tunnel::features::OUTPUT_MARKS != 0;
                 self.http = features & crate::tunnel::features::HTTP != 0;
                 self.on_welcome(shared, workers, index)
@@ -427,7 +423,7 @@ impl TunnelState {
 
     fn on_stop_actor(&mut self, shared: &Arc<Shared>, actor_id: u64, out: &mut BytesMut) {
         // Its requests are given back (or cut) before it is said stopped.
-        self.requests.stop_actor(out, actor_id);
+        self.io.requests.stop_actor(out, actor_id);
         if let Some(slot) = self.actors.remove(&actor_id) {
             shared.running.fetch_sub(1, Ordering::AcqRel);
             for c in slot.conns {
@@ -457,15 +453,7 @@ impl TunnelState {
         // What on_open sends goes after the decision, so the gateway
         // knows the connection when those messages arrive.
         let mut early = BytesMut::new();
-        let mut ctx = Ctx {
-            actor_id,
-            conns: &slot.conns,
-            out: &mut early,
-            out_index: &mut self.out_index,
-            broadcasts: self.broadcasts,
-            attachments: &mut self.attachments,
-            requests: &mut self.requests,
-        };
+        let mut ctx = Ctx::new(actor_id, &slot.conns, &mut early, &mut self.io);
         match slot.actor.on_open(&mut ctx, conn_id, &info) {
             OpenDecision::Accept {
                 protocol,
@@ -520,15 +508,7 @@ impl TunnelState {
             MessageKind::Text => Message::Text(String::from_utf8_lossy(&payload).into_owned()),
             MessageKind::Binary => Message::Binary(payload),
         };
-        let mut ctx = Ctx {
-            actor_id,
-            conns: &slot.conns,
-            out: &mut *out,
-            out_index: &mut self.out_index,
-            broadcasts: self.broadcasts,
-            attachments: &mut self.attachments,
-            requests: &mut self.requests,
-        };
+        let mut ctx = Ctx::new(actor_id, &slot.conns, &mut *out, &mut self.io);
         slot.actor.on_message(&mut ctx, conn_id, message);
         self.dirty.insert(actor_id);
         let index = msg_index;
@@ -542,15 +522,7 @@ impl TunnelState {
         if let Some(slot) = self.actors.get_mut(&actor_id) {
             slot.conns.remove(&conn_id);
             // The actor may still read the connection's attachment here.
-            let mut ctx = Ctx {
-                actor_id,
-                conns: &slot.conns,
-                out: &mut *out,
-                out_index: &mut self.out_index,
-                broadcasts: self.broadcasts,
-                attachments: &mut self.attachments,
-                requests: &mut self.requests,
-            };
+            let mut ctx = Ctx::new(actor_id, &slot.conns, &mut *out, &mut self.io);
             slot.actor.on_close(&mut ctx, conn_id, code, reason);
             self.dirty.insert(actor_id);
         }
@@ -560,8 +532,8 @@ impl TunnelState {
     fn forget_conn(&mut self, conn_id: ConnId) {
         self.conn_actor.remove(&conn_id);
         self.last_index.remove(&conn_id);
-        self.out_index.remove(&conn_id);
-        self.attachments.remove(&conn_id);
+        self.io.out_index.remove(&conn_id);
+        self.io.attachments.remove(&conn_id);
     }
 
     /// A hibernated connection handed to this (woken) actor: no open event.
@@ -598,7 +570,7 @@ impl TunnelState {
             for (conn, attachment) in outbox::resend(sent, actor_id, out) {
                 // Connections restored before this one, and those restored
                 // after it (whose restores carry the gateway's older copy).
-                self.attachments.insert(conn, attachment.clone());
+                self.io.attachments.insert(conn, attachment.clone());
                 self.resent_attachments.insert(conn, attachment);
             }
         }
@@ -634,7 +606,7 @@ impl TunnelState {
             .remove(&conn_id)
             .unwrap_or(attachment);
         if !attachment.is_empty() {
-            self.attachments.insert(conn_id, attachment);
+            self.io.attachments.insert(conn_id, attachment);
         }
         let info = ConnInfo {
             path,
@@ -643,15 +615,7 @@ impl TunnelState {
             protocols: protocol.into_iter().collect(),
             peer: peer.parse().ok(),
         };
-        let mut ctx = Ctx {
-            actor_id,
-            conns: &slot.conns,
-            out,
-            out_index: &mut self.out_index,
-            broadcasts: self.broadcasts,
-            attachments: &mut self.attachments,
-            requests: &mut self.requests,
-        };
+        let mut ctx = Ctx::new(actor_id, &slot.conns, out, &mut self.io);
         slot.actor.on_restore(&mut ctx, conn_id, &info);
     }
 }

@@ -98,10 +98,10 @@ fn start() -> Frame {
 /// frames sent.
 fn run_frames(shared: &Arc<Shared>, frames: Vec<Frame>) -> Vec<Frame> {
     let mut t = TunnelState {
-        broadcasts: true,
         marks: true,
         ..TunnelState::default()
     };
+    t.io.broadcasts = true;
     let mut batch = Batch::default();
     for f in frames {
         t.handle_in_batch(shared, f, 0, &mut batch);
