@@ -39,11 +39,15 @@ struct StreamingFrame {
 
 #[derive(Debug)]
 pub struct Decoder {
-    max_message_bytes: usize,
+    /// At most 4 GiB (a larger setting is cut to it): 4 bytes, so the
+    /// flag below keeps the decoder, inline in every session, at 24 bytes.
+    max_message_bytes: u32,
     /// Boxed: absent on idle connections, which should stay small.
     message: Option<Box<Assembly>>,
     /// Boxed like `message`: only present while a frame arrives in pieces.
     frame: Option<Box<StreamingFrame>>,
+    /// Frames need no mask: the other end is a Tether node (see `for_peer`).
+    unmasked_ok: bool,
 }
 
 const UNMASKED: ProtocolError = ProtocolError::new(CloseCode::PROTOCOL, "client frame not masked");
@@ -57,9 +61,22 @@ const BAD_UTF8: ProtocolError = ProtocolError::new(
 impl Decoder {
     pub fn new(max_message_bytes: usize) -> Self {
         Self {
-            max_message_bytes,
+            max_message_bytes: max_message_bytes.min(u32::MAX as usize) as u32,
             message: None,
             frame: None,
+            unmasked_ok: false,
+        }
+    }
+
+    /// For a node-to-node link (docs/ARCHITECTURE.md, "Cluster"): both
+    /// ends are Tether nodes, so frames may come without a mask either way.
+    /// Masking protects proxies from bytes a browser script chose; nothing
+    /// of the kind sits between two nodes, and masking would copy every
+    /// payload. Masked frames are still unmasked.
+    pub fn for_peer(max_message_bytes: usize) -> Self {
+        Self {
+            unmasked_ok: true,
+            ..Self::new(max_message_bytes)
         }
     }
 
@@ -84,7 +101,11 @@ impl Decoder {
             let Some(header) = parse_header(buf)? else {
                 return Ok(None);
             };
-            let mask = header.mask.ok_or(UNMASKED)?;
+            let mask = match header.mask {
+                Some(mask) => mask,
+                None if self.unmasked_ok => [0; 4],
+                None => return Err(UNMASKED),
+            };
             if header.opcode.is_control() {
                 return self.control_frame(header, mask, buf);
             }
@@ -249,6 +270,27 @@ mod tests {
             }
         }
         Ok(events)
+    }
+
+    #[test]
+    fn a_peer_link_takes_unmasked_frames_and_a_client_link_refuses_them() {
+        let mut frame = BytesMut::new();
+        super::super::frame::encode_frame(&mut frame, OpCode::Binary, b"node");
+        let mut client = Decoder::new(1024);
+        assert_eq!(client.decode(&mut frame.clone()), Err(UNMASKED));
+        let mut peer = Decoder::for_peer(1024);
+        let event = peer.decode(&mut frame).unwrap();
+        assert_eq!(event, Some(Event::Binary(Bytes::from_static(b"node"))));
+        let mut masked = BytesMut::new();
+        super::super::frame::encode_masked_frame(
+            &mut masked,
+            true,
+            OpCode::Text,
+            [1, 2, 3, 4],
+            b"hi",
+        );
+        let event = peer.decode(&mut masked).unwrap();
+        assert_eq!(event, Some(Event::Text(Bytes::from_static(b"hi"))));
     }
 
     #[test]

@@ -90,6 +90,12 @@ pub(crate) trait Role: Sized + 'static {
         open: bool,
     );
 
+    /// Whether the peer's frames may come unmasked: a link between two
+    /// Tether nodes (`ws::Decoder::for_peer`), never a client's.
+    fn unmasked_frames(&self) -> bool {
+        false
+    }
+
     /// Everything queued was written.
     fn flushed(&mut self, _ctx: &Self::Ctx) {}
 
@@ -157,8 +163,12 @@ enum Wake {
 impl<R: Role> Session<R> {
     pub fn new(ctx: Rc<R::Ctx>, role: R) -> Self {
         let max_message = R::limits(&ctx).max_message_bytes;
+        let decoder = match role.unmasked_frames() {
+            true => Decoder::for_peer(max_message),
+            false => Decoder::new(max_message),
+        };
         Session {
-            decoder: Decoder::new(max_message),
+            decoder,
             keepalive: Keepalive::new(Instant::now()),
             outbox: Outbox::default(),
             state: State::Open,
