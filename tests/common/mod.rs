@@ -11,6 +11,7 @@ pub mod functions;
 pub mod http;
 pub mod load;
 pub mod metrics;
+pub mod netns;
 pub mod pki;
 pub mod raw_tunnel;
 pub mod rooms;
