@@ -4,5 +4,6 @@
 //! etcd's JSON gateway, `directory` the threads that run the two for the
 //! workers. Never reaches into `server`.
 
+pub mod directory;
 pub mod etcd;
 pub mod model;
