@@ -106,24 +106,26 @@ mod tests {
 
     #[test]
     fn a_full_inbox_drops_counts_and_owes_a_resync() {
-        let inbox = Inbox::new(2);
-        inbox.push(gone("a"));
-        inbox.push(gone("b"));
-        inbox.push(gone("c"));
-        assert_eq!(inbox.dropped(), 1);
-        assert_eq!(inbox.try_pop(), Some(gone("a")));
-        // Room again: the resync goes ahead of the next event.
-        inbox.push(gone("d"));
-        assert_eq!(inbox.try_pop(), Some(gone("b")));
-        assert_eq!(inbox.try_pop(), Some(DirectoryEvent::Resync));
-        assert_eq!(inbox.try_pop(), Some(gone("d")));
-        assert_eq!(inbox.try_pop(), None);
-        // Or once the worker drained everything, with nothing new.
-        for n in ["e", "f", "g"] {
+        let inbox = Inbox::new(3);
+        for n in ["a", "b", "c", "d"] {
             inbox.push(gone(n));
         }
+        assert_eq!(inbox.dropped(), 1);
+        assert_eq!(inbox.try_pop(), Some(gone("a")));
+        assert_eq!(inbox.try_pop(), Some(gone("b")));
+        // Room again: the resync goes ahead of the next event.
+        inbox.push(gone("e"));
+        assert_eq!(inbox.try_pop(), Some(gone("c")));
+        assert_eq!(inbox.try_pop(), Some(DirectoryEvent::Resync));
         assert_eq!(inbox.try_pop(), Some(gone("e")));
-        assert_eq!(inbox.try_pop(), Some(gone("f")));
+        assert_eq!(inbox.try_pop(), None);
+        // Or once the worker drained everything, with nothing new.
+        for n in ["f", "g", "h", "i"] {
+            inbox.push(gone(n));
+        }
+        for n in ["f", "g", "h"] {
+            assert_eq!(inbox.try_pop(), Some(gone(n)));
+        }
         assert_eq!(inbox.try_pop(), Some(DirectoryEvent::Resync));
         assert_eq!(inbox.try_pop(), None);
         assert_eq!(inbox.dropped(), 2);
