@@ -386,6 +386,12 @@ impl LeaseFence {
     pub fn alive(&self, now: Instant) -> bool {
         self.valid_until.is_some_and(|u| now < u)
     }
+
+    /// The instant the node must stop serving (None: it must not now);
+    /// published to other threads as an atomic deadline.
+    pub fn valid_until(&self) -> Option<Instant> {
+        self.valid_until
+    }
 }
 
 impl Default for LeaseFence {
