@@ -17,6 +17,7 @@ const SERVER_LAYERS: &[&str] = &[
     "admin",
     "edge",
     "runners",
+    "peers",
     "actors",
     "serverless",
     "tunnels",

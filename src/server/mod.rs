@@ -18,6 +18,7 @@ pub(crate) mod actors;
 pub(crate) mod admin;
 pub(crate) mod conn;
 pub(crate) mod edge;
+pub(crate) mod peers;
 pub(crate) mod runners;
 pub(crate) mod runtime;
 pub(crate) mod serverless;

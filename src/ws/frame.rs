@@ -15,7 +15,7 @@ pub enum OpCode {
 }
 
 impl OpCode {
-    fn from_bits(bits: u8) -> Option<Self> {
+    pub fn from_bits(bits: u8) -> Option<Self> {
         Some(match bits {
             0x0 => OpCode::Continuation,
             0x1 => OpCode::Text,

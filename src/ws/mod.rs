@@ -3,6 +3,7 @@
 
 pub mod close;
 pub mod decoder;
+pub mod dial;
 pub mod frame;
 pub mod handshake;
 pub mod keepalive;

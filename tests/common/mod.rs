@@ -6,6 +6,7 @@
 
 pub mod child;
 pub mod chromium;
+pub mod cluster;
 pub mod etcd;
 pub mod functions;
 pub mod http;

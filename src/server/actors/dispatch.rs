@@ -164,6 +164,7 @@ impl Actors {
             if link.ack(index, limit) {
                 link.control.poke(); // it stopped reading: it may go on
             }
+            self.relay_ack(conn_id, index);
         });
     }
 
@@ -193,6 +194,7 @@ impl Actors {
                     bytes, "attachment over actors.max_attachment_bytes: ignored"
                 );
             } else {
+                self.relay_attachment(conn_id, &attachment);
                 link.set_attachment(attachment);
             }
         });
@@ -215,6 +217,7 @@ impl Actors {
             return self.on_stopped(&actor);
         }
         debug!(actor = %actor.name, key = ?actor.key, %reason, "actor stopped on its own");
+        self.peer_refused(tunnel, &actor);
         self.resend_all(&actor);
         self.fail(&actor, &format!("it stopped: {reason}"));
     }

@@ -28,6 +28,16 @@ impl Actors {
         path: &ActorPath,
         creator: IpAddr,
     ) -> Result<Rc<Actor>, Unavailable> {
+        self.get_or_start_as(path, Some(creator))
+    }
+
+    /// As `get_or_start`; `creator` `None` for another node's clients (that
+    /// node counted them against their addresses' allowance already).
+    pub(crate) fn get_or_start_as(
+        &self,
+        path: &ActorPath,
+        creator: Option<IpAddr>,
+    ) -> Result<Rc<Actor>, Unavailable> {
         if self.handing_over.get() {
             return Err(Unavailable::Upgrading);
         }
@@ -46,8 +56,16 @@ impl Actors {
         let hold = self.config().actors.wake_buffer_bytes;
         let (now, stats) = (self.clock.get(), self.stats.clone());
         let actor = Rc::new(Actor::new(ns, name, key, pool, now, hold, stats));
-        let slot = match choose_tunnel(&self.tunnels, &actor, None) {
+        // In a cluster the directory decides first (`cluster.rs`).
+        let local = match self.in_cluster() {
+            true => Err(Unavailable::NoRunner {
+                pool: String::new(),
+            }),
+            false => choose_tunnel(&self.tunnels, &actor, None),
+        };
+        let slot = match local {
             Ok(slot) => Some(slot),
+            Err(_) if self.in_cluster() => None,
             Err(Unavailable::NoRunner { .. } | Unavailable::NoCapacity { .. })
                 if self.serverless_pool_of(&actor).is_some() =>
             {
@@ -60,14 +78,15 @@ impl Actors {
                 return Err(u);
             }
         };
-        if slot.is_none() {
+        if slot.is_none() && !self.in_cluster() {
             if let Some(reason) = self.function_failing(&actor) {
                 return Err(Unavailable::StartFailed { reason });
             }
         }
         // Counted only when an actor would really start (the slot goes
         // back if the address is over its allowance).
-        if !self.creations.allow(creator, self.now()) {
+        let allowed = creator.is_none_or(|ip| self.creations.allow(ip, self.now()));
+        if !allowed {
             self.stats.creations_refused.fetch_add(1, Ordering::Relaxed);
             return Err(Unavailable::TooManyNewActors);
         }
@@ -94,7 +113,7 @@ impl Actors {
 
     /// Sends StartActor on the runner where `slot` was taken; the actor is
     /// Starting until ready.
-    fn start_on(&self, actor: &Rc<Actor>, slot: Reserved) {
+    pub(super) fn start_on(&self, actor: &Rc<Actor>, slot: Reserved) {
         let id = self.ids.fresh();
         self.directory.set_live(actor.id(), id, actor);
         let now = self.now();
@@ -106,9 +125,14 @@ impl Actors {
         // bring a sweep that sleeps until a far deadline forward.
         self.wakeups.note_deadline(now);
         debug!(worker = self.worker_id, actor = %actor.name, key = ?actor.key, runner = %tunnel.runner_key, "starting actor");
+        // A node tunnel serves every namespace: it is told which one.
+        let name = match tunnel.peer_node() {
+            Some(_) => format!("{}/{}", actor.ns, actor.name),
+            None => actor.name.clone(),
+        };
         tunnel.send(&Frame::StartActor {
             actor_id: id,
-            name: actor.name.clone(),
+            name,
             key: actor.key.clone(),
             input: Bytes::new(),
             output_seen: actor.output_seen(),
@@ -138,6 +162,9 @@ impl Actors {
         // A pool mapping changed by a reload holds for every placement:
         // a woken, failed or moved actor goes where its name now maps.
         actor.set_pool(self.config().pool_of(&actor.ns, &actor.name));
+        if self.place_in_cluster(actor) {
+            return;
+        }
         let avoid = actor.avoided_runner();
         match choose_tunnel(&self.tunnels, actor, avoid.as_deref()) {
             Ok(slot) => self.start_on(actor, slot),
@@ -315,6 +342,7 @@ impl Actors {
     pub(super) fn drop_if_unused(&self, actor: &Rc<Actor>) {
         if actor.state() == ActorState::Asleep && actor.conns().is_empty() {
             self.directory.forget(actor);
+            self.forget_owner(actor);
         }
     }
 
@@ -323,6 +351,7 @@ impl Actors {
     pub(super) fn remove_actor(&self, actor: &Rc<Actor>, code: CloseCode, reason: &str) {
         self.directory.set_not_live(actor.id());
         self.directory.forget(actor);
+        self.forget_owner(actor);
         let conn_ids = actor.discard(reason);
         {
             let mut links = self.links.borrow_mut();

@@ -21,6 +21,7 @@
 mod actor;
 mod backoff;
 mod clients;
+mod cluster;
 mod directory;
 mod dispatch;
 mod events;
@@ -34,6 +35,7 @@ mod lifecycle;
 mod links;
 mod opens;
 mod outstanding;
+mod peers;
 mod placement;
 mod requests;
 mod restore;
@@ -53,8 +55,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-pub(crate) use actor::ActorState;
+pub(crate) use actor::{Actor, ActorState};
 use backoff::BackoffPolicy;
+pub(crate) use cluster::{Claim, ClusterPort};
 use directory::Directory;
 #[cfg(test)]
 pub(crate) use exchange::ResponseHead;
@@ -66,6 +69,7 @@ pub(crate) use home::home_worker;
 use ids::Ids;
 use links::{ClientLink, PendingOpen};
 pub(crate) use links::{LinkView, OpenAnswer, OpenRequest};
+pub(crate) use peers::{Relay, RestoredConn};
 pub(crate) use requests::{HttpOpen, MAX_PIECE};
 pub(crate) use status::{ActorStatus, MigrateOutcome};
 pub(crate) use tunnel_events::RunnerHello;
@@ -129,6 +133,11 @@ pub(crate) struct Actors {
     reported: RefCell<HashMap<PoolKey, (Instant, u32)>>,
     /// Each serverless pool's failure, looked up once per sweep.
     failing: RefCell<serverless::FailingOnce>,
+    /// Set when the node is part of a cluster (`[cluster]`, issue 16).
+    cluster: std::cell::OnceCell<cluster::Cluster>,
+    /// Connections of another node's clients (`server/peers`): where the
+    /// acknowledgements and attachments of their runner go back to.
+    relays: RefCell<HashMap<u64, Relay>>,
 }
 
 /// What every worker's `Actors` share: counts that span workers because a
@@ -218,6 +227,8 @@ impl Actors {
             started: RefCell::new(Vec::new()),
             reported: RefCell::new(HashMap::new()),
             failing: RefCell::default(),
+            cluster: std::cell::OnceCell::new(),
+            relays: RefCell::new(HashMap::new()),
         }
     }
 

@@ -27,6 +27,21 @@ impl Actors {
         ticket: Option<Ticket>,
     ) -> (u64, Rc<Slot<OpenAnswer>>) {
         let conn_id = self.ids.fresh();
+        (
+            conn_id,
+            self.open_as(actor, conn_id, control, request, ticket),
+        )
+    }
+
+    /// As `open`, under an id the caller chose (`peers.rs`).
+    pub(super) fn open_as(
+        &self,
+        actor: &Rc<Actor>,
+        conn_id: u64,
+        control: Rc<ConnControl>,
+        request: OpenRequest,
+        ticket: Option<Ticket>,
+    ) -> Rc<Slot<OpenAnswer>> {
         let answer = Slot::new();
         if actor.state() == ActorState::Running {
             if let Some(tunnel) = actor.tunnel() {
@@ -41,7 +56,7 @@ impl Actors {
             ticket,
         };
         self.opens.borrow_mut().insert(conn_id, open);
-        (conn_id, answer)
+        answer
     }
 
     /// The runner did not answer an open in time.

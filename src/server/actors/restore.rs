@@ -43,7 +43,7 @@ impl Actors {
     }
 }
 
-fn restore_conn(conn_id: u64, actor: &Actor, link: &ClientLink) -> Frame {
+pub(super) fn restore_conn(conn_id: u64, actor: &Actor, link: &ClientLink) -> Frame {
     link.with_meta(|meta| {
         let meta = meta.as_deref();
         Frame::RestoreConn {

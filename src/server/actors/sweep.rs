@@ -20,6 +20,7 @@ impl Actors {
     /// Called by the worker's sweep, which also advances the coarse clock.
     pub fn sweep(&self, now: Instant) {
         self.clock.set(now);
+        self.check_fence(now);
         self.failing.borrow_mut().begin(now);
         // Retiring runners' tunnels are draining before any placement:
         // no actor goes to a runner only to be moved again.
@@ -71,7 +72,9 @@ impl Actors {
 
     fn is_idle(&self, actor: &Actor, now: Instant) -> bool {
         let idle = self.config().actors.idle_timeout;
-        !idle.is_zero() && actor.idle_for(now) >= idle
+        // An actor on another node's tunnel sleeps there, not here.
+        let on_peer = actor.tunnel().is_some_and(|t| t.peer_node().is_some());
+        !on_peer && !idle.is_zero() && actor.idle_for(now) >= idle
     }
 
     /// Idle sleep never disconnects anyone: only actors whose connections

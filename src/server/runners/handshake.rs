@@ -86,6 +86,10 @@ fn precheck(side: &RunnerSide, config: &Config, head: &RequestHead) -> Result<Id
             return Err(Refusal::method_not_allowed("GET", "use GET"))
         }
         "/runners/connect" => {}
+        "/cluster/connect" if head.method != "GET" => {
+            return Err(Refusal::method_not_allowed("GET", "use GET"))
+        }
+        "/cluster/connect" => return node_precheck(side, config, head),
         _ => {
             let reason = "no such path; runners connect to /runners/connect";
             return Err(Refusal::new(Status::NOT_FOUND, reason));
@@ -98,6 +102,30 @@ fn precheck(side: &RunnerSide, config: &Config, head: &RequestHead) -> Result<Id
     if tunnel_index(&head.target).is_none_or(|i| i >= workers) {
         let reason =
             format!("tunnel must be a number below {workers} (the gateway's worker count)");
+        return Err(Refusal::new(Status::BAD_REQUEST, reason));
+    }
+    Ok(identity)
+}
+
+/// Another node's link: the cluster token, and a tunnel index this node
+/// has (nodes of a cluster run as many workers each).
+fn node_precheck(
+    side: &RunnerSide,
+    config: &Config,
+    head: &RequestHead,
+) -> Result<Identity, Refusal> {
+    if config.cluster.is_none() {
+        return Err(Refusal::new(
+            Status::NOT_FOUND,
+            "this node is not part of a cluster",
+        ));
+    }
+    let Some(identity) = Identity::of_node(config, head) else {
+        return Err(Refusal::unauthorized("missing or wrong cluster token"));
+    };
+    let workers = side.worker_count;
+    if tunnel_index(&head.target).is_none_or(|i| i >= workers) {
+        let reason = format!("tunnel must be a number below {workers} (this node's worker count; nodes of a cluster run as many workers each)");
         return Err(Refusal::new(Status::BAD_REQUEST, reason));
     }
     Ok(identity)

@@ -7,6 +7,10 @@
 use crate::config::{Config, DEFAULT_NAMESPACE};
 use crate::http::RequestHead;
 
+/// The identity of other nodes (no configured identity may be called so:
+/// names are those of `[[runners.identities]]`, which cannot hold a colon).
+const NODE_IDENTITY: &str = "cluster:node";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Identity {
     /// Unique gateway-wide: `ns/name` for a namespace's runner tokens.
@@ -47,6 +51,29 @@ impl Identity {
         found
     }
 
+    /// Another node of the cluster, if the request carries the cluster's
+    /// token (only on `/cluster/connect`: no runner token opens a node
+    /// tunnel, and the cluster token opens nothing else).
+    pub fn of_node(config: &Config, head: &RequestHead) -> Option<Identity> {
+        let cluster = config.cluster.as_ref()?;
+        head.bearer_is(&cluster.token).then(Identity::node)
+    }
+
+    fn node() -> Identity {
+        use crate::server::tunnels::{PEER_KEY_PREFIX, PEER_NAMESPACE, PEER_POOL};
+        Identity {
+            name: NODE_IDENTITY.to_owned(),
+            namespace: PEER_NAMESPACE.to_owned(),
+            pools: vec![PEER_POOL.to_owned()],
+            key_prefix: PEER_KEY_PREFIX.to_owned(),
+        }
+    }
+
+    /// Whether this is another node of the cluster.
+    pub fn is_node(&self) -> bool {
+        self.name == NODE_IDENTITY
+    }
+
     /// The identity called `name` under `new`, if it still has the token it
     /// had under `old` (a runner admitted under `old` presented that one).
     /// `None`: the token was taken away or changed.
@@ -58,6 +85,9 @@ impl Identity {
 
     /// The identity called `name` (as [`Identity::name`]) and its token.
     fn named<'a>(config: &'a Config, name: &str) -> Option<(&'a str, Identity)> {
+        if name == NODE_IDENTITY {
+            return Some((&config.cluster.as_ref()?.token, Identity::node()));
+        }
         if name == "default" {
             return Some((&config.runners.token, Identity::of_default(name, &[])));
         }

@@ -30,6 +30,8 @@ pub(crate) struct TunnelRole {
     tunnel: Option<Rc<Tunnel>>,
     /// Its place among its identity's tunnels, held while it lives.
     _permit: TunnelPermit,
+    /// Another node's link (its frames come unmasked, `ws::Decoder::for_peer`).
+    node: bool,
 }
 
 impl TunnelRole {
@@ -40,6 +42,7 @@ impl TunnelRole {
     ) -> Self {
         TunnelRole {
             control,
+            node: identity.0.is_node(),
             identity: Some(identity),
             tunnel: None,
             _permit: permit,
@@ -52,6 +55,10 @@ impl Role for TunnelRole {
 
     fn limits(side: &RunnerSide) -> SessionLimits {
         side.limits.get()
+    }
+
+    fn unmasked_frames(&self) -> bool {
+        self.node
     }
 
     /// A tunnel is always read: backpressure is on the clients, not the runner.

@@ -1,6 +1,7 @@
 //! The running gateway: worker threads, their listeners, and shutdown.
 
 mod accept;
+mod cluster;
 pub mod driver;
 mod feed;
 mod handoff;
@@ -56,6 +57,10 @@ pub struct Gateway {
     admission: Arc<crate::server::conn::admission::Admission>,
     reloader: Reloader,
     upgrader: Upgrader,
+    /// This node's registration in the cluster (`[cluster]`): its lease is
+    /// revoked when the workers are done, so other nodes take its actors
+    /// over at once instead of after the lease's time.
+    directory: Option<Arc<crate::cluster::directory::Directory>>,
 }
 
 /// Every listening socket of the gateway, bound before any worker starts.
@@ -191,6 +196,7 @@ impl Gateway {
         let book = pool_book::PoolBook::open(config)?;
         let config = Arc::new(book.effective.clone());
         let shared = Arc::new(SharedLimits::new(&config));
+        let directory = cluster::start_directory(&config, count)?;
         let quota = Arc::new(TunnelQuota::new(config.runners.max_tunnels_per_identity));
         let shutdown = Arc::new(ShutdownSignal::new(count));
         let upgrade = Arc::new(ShutdownSignal::new(count));
@@ -229,6 +235,7 @@ impl Gateway {
             serving: Arc::default(),
             ready: ready_tx,
             driver,
+            directory: directory.clone(),
         };
         let runner_tls = !config.runners.tls.is_empty();
         common
@@ -267,6 +274,7 @@ impl Gateway {
             admission,
             reloader,
             upgrader,
+            directory,
         })
     }
 
@@ -316,6 +324,9 @@ impl Gateway {
     pub fn join(self) {
         for w in self.workers {
             let _ = w.join();
+        }
+        if let Some(directory) = &self.directory {
+            directory.shutdown();
         }
     }
 

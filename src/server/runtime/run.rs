@@ -55,6 +55,9 @@ pub(crate) async fn run(seed: WorkerSeed, listeners: SeedListeners) -> io::Resul
     // SAFETY: gettid has no preconditions.
     let tid = unsafe { libc::gettid() } as u64;
     worker.stats.thread_id.store(tid, Ordering::Relaxed);
+    if let Some(directory) = seed.directory.clone() {
+        super::cluster::join(&worker, directory, &seed.config);
+    }
     if let Some(parker) = &worker.edge.parker {
         parker.clone().start(worker.edge.clone());
     }

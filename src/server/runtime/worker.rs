@@ -86,6 +86,8 @@ pub(crate) struct WorkerSeed {
     pub driver: super::Driver,
     /// Told once the worker serves, or why it cannot.
     pub ready: std::sync::mpsc::Sender<Result<(), String>>,
+    /// The cluster directory, when `[cluster]` is set.
+    pub directory: Option<Arc<crate::cluster::directory::Directory>>,
 }
 
 impl WorkerSeed {
@@ -112,6 +114,7 @@ impl WorkerSeed {
             serving: self.serving.clone(),
             driver: self.driver,
             ready: self.ready.clone(),
+            directory: self.directory.clone(),
         }
     }
 }

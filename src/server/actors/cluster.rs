@@ -1,0 +1,378 @@
+//! Actors in a cluster (issue 16, docs/ARCHITECTURE.md "Cluster"): which
+//! node owns an actor, as this worker learned it from the directory, and
+//! where a Placing actor therefore goes — this node's runners (a claim it
+//! holds), another node's tunnel (that node's claim), or nowhere yet
+//! (asking, or fenced). The directory is reached through `ClusterPort`,
+//! which the runtime implements over `crate::cluster::directory`; nothing
+//! here waits for it: answers come back as `on_claim` and the watch's
+//! events.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+
+use super::actor::{Actor, ActorState};
+use super::Actors;
+use crate::server::tunnels::{Reserved, Tunnel};
+use crate::tunnel::Frame;
+use crate::ws::CloseCode;
+
+/// What the actors need of the cluster directory.
+pub(crate) trait ClusterPort {
+    /// This node's id.
+    fn node_id(&self) -> &str;
+    /// Asks for the actor's claim (answered by `Actors::on_claim`); false
+    /// when the request queue is full (asked again later).
+    fn claim(&self, worker: usize, ns: &str, name: &str, key: &[String]) -> bool;
+    /// Gives a claim up (only if it is still the one of `revision`).
+    fn release(&self, ns: &str, name: &str, key: &[String], revision: i64);
+    /// Whether this node's lease is surely alive now (lease fencing).
+    fn may_serve(&self, now: Instant) -> bool;
+}
+
+/// The directory's answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// This node holds it (its create revision).
+    Won { revision: i64 },
+    /// Another node does.
+    Owned { node: String },
+    /// The directory could not be asked.
+    Failed(String),
+}
+
+/// An actor's owner, as this worker knows it.
+#[derive(Debug, Clone)]
+enum Owner {
+    Asking {
+        since: Instant,
+    },
+    Mine {
+        revision: i64,
+    },
+    Node {
+        id: String,
+        learned: Instant,
+    },
+    /// Asking failed: not again before `until`.
+    Failed {
+        until: Instant,
+    },
+}
+
+type OwnerKey = (String, String, Vec<String>);
+
+/// A claim asked and not answered within this is asked again.
+const ASK_AGAIN_AFTER: Duration = Duration::from_secs(5);
+/// Another node's claim with no tunnel of that node here is checked again
+/// after this (the node may be gone, its claim expiring).
+const RECHECK_ABSENT_NODE: Duration = Duration::from_millis(500);
+/// After a failed ask, the directory is not asked again for this long.
+const FAILED_BACKOFF: Duration = Duration::from_millis(300);
+
+/// This worker's part of the cluster.
+pub(crate) struct Cluster {
+    port: Rc<dyn ClusterPort>,
+    owners: RefCell<HashMap<OwnerKey, Owner>>,
+    /// The lease could not be renewed in time: nothing is served from here
+    /// until the directory gives a new one.
+    fenced: Cell<bool>,
+}
+
+impl Cluster {
+    pub fn new(port: Rc<dyn ClusterPort>) -> Self {
+        Cluster {
+            port,
+            owners: RefCell::default(),
+            fenced: Cell::new(false),
+        }
+    }
+}
+
+/// Where a Placing actor goes, in a cluster.
+enum Route {
+    /// On this node's runners.
+    Local,
+    /// On the tunnel of the node that owns it.
+    Peer(Reserved),
+    /// Not yet, and why.
+    Wait(String),
+}
+
+fn owner_key(actor: &Actor) -> OwnerKey {
+    (actor.ns.clone(), actor.name.clone(), actor.key.clone())
+}
+
+impl Actors {
+    /// Joins this worker to a cluster (once, before it serves anything).
+    pub fn join_cluster(&self, port: Rc<dyn ClusterPort>) {
+        let _ = self.cluster.set(Cluster::new(port));
+    }
+
+    pub fn in_cluster(&self) -> bool {
+        self.cluster.get().is_some()
+    }
+
+    /// Places a Placing actor in a cluster; false when the cluster says
+    /// "here" and the caller places it on this node's runners.
+    pub(super) fn place_in_cluster(&self, actor: &Rc<Actor>) -> bool {
+        let Some(cluster) = self.cluster.get() else {
+            return false;
+        };
+        match self.route(cluster, actor) {
+            Route::Local => false,
+            Route::Peer(slot) => {
+                self.start_on(actor, slot);
+                true
+            }
+            Route::Wait(reason) => {
+                actor.set_refusal(reason);
+                true
+            }
+        }
+    }
+
+    fn route(&self, cluster: &Cluster, actor: &Rc<Actor>) -> Route {
+        let now = self.now();
+        let key = owner_key(actor);
+        let known = cluster.owners.borrow().get(&key).cloned();
+        match known {
+            Some(Owner::Mine { .. }) if cluster.fenced.get() || !cluster.port.may_serve(now) => {
+                Route::Wait("this node's cluster lease is not confirmed (fenced)".into())
+            }
+            Some(Owner::Mine { .. }) => Route::Local,
+            Some(Owner::Node { id, learned }) => match self.peer_slot(&id) {
+                Some(slot) => Route::Peer(slot),
+                None if now.duration_since(learned) >= RECHECK_ABSENT_NODE => {
+                    self.ask(cluster, actor, key, now)
+                }
+                None => Route::Wait(format!("waiting for a link to node {id}, which owns it")),
+            },
+            Some(Owner::Asking { since }) if now.duration_since(since) < ASK_AGAIN_AFTER => {
+                Route::Wait("waiting for the cluster directory".into())
+            }
+            Some(Owner::Failed { until }) if now < until => {
+                Route::Wait("the cluster directory could not be asked".into())
+            }
+            _ if cluster.fenced.get() => Route::Wait("this node is fenced".into()),
+            _ => self.ask(cluster, actor, key, now),
+        }
+    }
+
+    fn ask(&self, cluster: &Cluster, actor: &Actor, key: OwnerKey, now: Instant) -> Route {
+        if cluster
+            .port
+            .claim(self.worker_id, &actor.ns, &actor.name, &actor.key)
+        {
+            cluster
+                .owners
+                .borrow_mut()
+                .insert(key, Owner::Asking { since: now });
+        }
+        Route::Wait("waiting for the cluster directory".into())
+    }
+
+    /// A slot on node `id`'s tunnel to this worker (node tunnels take any
+    /// number of actors).
+    fn peer_slot(&self, id: &str) -> Option<Reserved> {
+        let tunnels = self.tunnels.filter(|t| t.peer_node() == Some(id));
+        tunnels.iter().find_map(Reserved::on)
+    }
+
+    /// The directory answered a claim of this worker's.
+    pub fn on_claim(&self, ns: &str, name: &str, key: &[String], claim: Claim) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let now = self.now();
+        let owner = match claim {
+            Claim::Won { revision } => Owner::Mine { revision },
+            Claim::Owned { node } if node == cluster.port.node_id() => {
+                // Ours under an earlier lease: it is going away; ask again.
+                Owner::Failed {
+                    until: now + FAILED_BACKOFF,
+                }
+            }
+            Claim::Owned { node } => Owner::Node {
+                id: node,
+                learned: now,
+            },
+            Claim::Failed(reason) => {
+                warn!(worker = self.worker_id, actor = %name, key = ?key, %reason, "cluster directory claim failed");
+                Owner::Failed {
+                    until: now + FAILED_BACKOFF,
+                }
+            }
+        };
+        let actor = self.directory.get(ns, name, key);
+        let key = (ns.to_owned(), name.to_owned(), key.to_vec());
+        if actor.is_none() {
+            // Gone meanwhile: a claim won for nobody is given back.
+            if let Owner::Mine { revision } = owner {
+                cluster.port.release(&key.0, &key.1, &key.2, revision);
+            }
+            cluster.owners.borrow_mut().remove(&key);
+            return;
+        }
+        cluster.owners.borrow_mut().insert(key, owner);
+        if let Some(actor) = actor.filter(|a| a.state() == ActorState::Placing) {
+            self.place(&actor);
+        }
+    }
+
+    /// Whether this node holds the actor's claim (a node tunnel's request
+    /// for an actor it does not hold is refused: no chain of forwards).
+    pub fn owns(&self, ns: &str, name: &str, key: &[String]) -> bool {
+        let Some(cluster) = self.cluster.get() else {
+            return false;
+        };
+        let key = (ns.to_owned(), name.to_owned(), key.to_vec());
+        let mine = matches!(cluster.owners.borrow().get(&key), Some(Owner::Mine { .. }));
+        mine && !cluster.fenced.get()
+    }
+
+    /// The actor is forgotten here: its claim, if this node holds it, is
+    /// given back, and what this worker knew of its owner is dropped.
+    pub(super) fn forget_owner(&self, actor: &Actor) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let removed = cluster.owners.borrow_mut().remove(&owner_key(actor));
+        if let Some(Owner::Mine { revision }) = removed {
+            cluster
+                .port
+                .release(&actor.ns, &actor.name, &actor.key, revision);
+        }
+    }
+
+    /// The watch saw the actor's claim vanish. If it was another node's
+    /// and the actor runs there, it moves (the node is gone or fenced).
+    pub fn on_claim_gone(&self, ns: &str, name: &str, key: &[String]) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let k = (ns.to_owned(), name.to_owned(), key.to_vec());
+        let was = cluster.owners.borrow_mut().remove(&k);
+        let Some(actor) = self.directory.get(ns, name, key) else {
+            return;
+        };
+        match was {
+            Some(Owner::Node { id, .. }) => self.leave_peer(&actor, &format!("node {id} lost it")),
+            Some(Owner::Mine { .. }) => self.fence_actor(&actor),
+            _ => {}
+        }
+        if actor.state() == ActorState::Placing {
+            self.place(&actor);
+        }
+    }
+
+    /// A node left the cluster (its lease ended): its tunnels here close,
+    /// and the actors on them move through the usual failover.
+    pub fn on_node_gone(&self, node: &str) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        cluster
+            .owners
+            .borrow_mut()
+            .retain(|_, o| !matches!(o, Owner::Node { id, .. } if id == node));
+        for tunnel in self.tunnels.filter(|t| t.peer_node() == Some(node)) {
+            info!(worker = self.worker_id, %node, "node left the cluster: closing its tunnel");
+            tunnel
+                .control
+                .request_close(CloseCode::GOING_AWAY, "node left the cluster");
+            self.remove_tunnel(&tunnel);
+        }
+    }
+
+    /// Events may have been missed: what was learned of other nodes'
+    /// claims is asked again at the next placement.
+    pub fn on_directory_resync(&self) {
+        if let Some(cluster) = self.cluster.get() {
+            let mut owners = cluster.owners.borrow_mut();
+            owners.retain(|_, o| matches!(o, Owner::Mine { .. }));
+        }
+    }
+
+    /// This node's lease could not be renewed in time: before another node
+    /// may take its actors over, none runs here any more. Runner tunnels
+    /// close (a runner drops its actors with its tunnel) and every actor
+    /// waits to be placed again (claimed anew once the node has a lease).
+    pub fn fence(&self, why: &str) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        if cluster.fenced.replace(true) {
+            return;
+        }
+        warn!(worker = self.worker_id, %why, "cluster lease lost: fencing every actor of this node");
+        cluster.owners.borrow_mut().clear();
+        for tunnel in self.tunnels.filter(|t| t.peer_node().is_none()) {
+            tunnel.control.request_close(
+                CloseCode::SERVICE_RESTART,
+                "node fenced: cluster lease lost",
+            );
+            self.remove_tunnel(&tunnel);
+        }
+    }
+
+    /// The directory gave this node a new lease: it may claim again.
+    pub fn unfence(&self) {
+        if let Some(cluster) = self.cluster.get() {
+            if cluster.fenced.replace(false) {
+                info!(
+                    worker = self.worker_id,
+                    "cluster lease renewed: placing actors again"
+                );
+                self.place_waiting();
+            }
+        }
+    }
+
+    /// Checked by the sweep: a lease past its confirmed life fences the
+    /// node even if the directory thread has not said so yet.
+    pub(super) fn check_fence(&self, now: Instant) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        if !cluster.fenced.get() && !cluster.port.may_serve(now) {
+            self.fence("lease not renewed in time");
+        }
+    }
+
+    /// An actor whose claim this node lost stops here at once.
+    fn fence_actor(&self, actor: &Rc<Actor>) {
+        if let Some(tunnel) = actor.tunnel().filter(|t| t.peer_node().is_none()) {
+            tunnel.send(&Frame::StopActor {
+                actor_id: actor.id(),
+            });
+            self.resend_all(actor);
+            self.fail(actor, "this node lost its claim");
+        }
+    }
+
+    /// The actor runs on a node that no longer owns it: that node is told
+    /// to let it go, and it moves.
+    fn leave_peer(&self, actor: &Rc<Actor>, why: &str) {
+        let on_peer = actor.tunnel().filter(|t| t.peer_node().is_some());
+        let Some(tunnel) = on_peer else {
+            return;
+        };
+        tunnel.send(&Frame::StopActor {
+            actor_id: actor.id(),
+        });
+        self.resend_all(actor);
+        self.fail(actor, why);
+    }
+
+    /// A node answered that it does not own the actor: what this worker
+    /// knew is dropped, so the next placement asks the directory.
+    pub(super) fn peer_refused(&self, tunnel: &Rc<Tunnel>, actor: &Actor) {
+        if let (Some(cluster), Some(_)) = (self.cluster.get(), tunnel.peer_node()) {
+            cluster.owners.borrow_mut().remove(&owner_key(actor));
+        }
+    }
+}

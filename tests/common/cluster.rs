@@ -1,0 +1,140 @@
+//! Three (or more) Tether nodes sharing one etcd, for the cluster tests:
+//! each node a child process (so it can be killed for real) on loopback
+//! ports chosen up front (a node advertises its runner listener to the
+//! others before it starts), each with one in-process runner of the
+//! builtin actors; the runners share one state store, as runners on
+//! shared storage would.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether::runner::{BuiltinActors, MemoryStore, Runner, RunnerOptions};
+
+use super::child::ChildGateway;
+use super::etcd::Etcd;
+
+pub const CLUSTER_TOKEN: &str = "cluster-token-for-tests-0001";
+pub const RUNNER_TOKEN: &str = "runner-token-for-tests-0001";
+
+/// One node: its process and its runner.
+pub struct Node {
+    pub id: String,
+    pub gateway: Option<ChildGateway>,
+    pub runner_addr: SocketAddr,
+    pub runner: Option<Runner>,
+}
+
+impl Node {
+    pub fn client_addr(&self) -> SocketAddr {
+        self.gateway.as_ref().expect("node running").client_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.gateway.as_ref().expect("node running").admin_addr
+    }
+
+    /// Kills the node's process (SIGKILL: no lease revoked, no goodbye).
+    pub fn kill(&mut self) {
+        drop(self.gateway.take());
+    }
+}
+
+pub struct Cluster {
+    pub etcd: Etcd,
+    pub nodes: Vec<Node>,
+    pub store: MemoryStore,
+}
+
+/// A free port on `ip` now (bound and let go: another process could take
+/// it meanwhile, which the loopback tests accept).
+pub fn free_port(ip: &str) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).unwrap();
+    l.local_addr().unwrap()
+}
+
+/// The configuration of node `id`, its runner listener at `runner`.
+pub fn node_config(id: &str, runner: SocketAddr, etcd: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+workers = 2
+log_level = "info"
+shutdown_drain = "200ms"
+[client]
+listen = "{client}"
+[admin]
+listen = "{admin_addr}"
+token = "{admin}"
+[runners]
+listen = "{runner}"
+token = "{RUNNER_TOKEN}"
+[actors]
+start_timeout = "20s"
+[cluster]
+node_id = "{id}"
+advertise = "{runner}"
+etcd_endpoints = ["{etcd}"]
+lease_ttl = "2s"
+token = "{CLUSTER_TOKEN}"
+{extra}
+"#,
+        admin = super::ADMIN_TOKEN,
+        client = free_port("127.0.0.1"),
+        admin_addr = free_port("127.0.0.1"),
+    )
+}
+
+impl Cluster {
+    /// Starts etcd and `n` nodes, each with its runner connected.
+    pub fn start(n: usize) -> Cluster {
+        let etcd = Etcd::start();
+        let store = MemoryStore::default();
+        let mut cluster = Cluster {
+            etcd,
+            nodes: Vec::new(),
+            store,
+        };
+        for i in 0..n {
+            cluster.add_node(&format!("node-{i}"), "");
+        }
+        cluster
+    }
+
+    pub fn add_node(&mut self, id: &str, extra: &str) -> usize {
+        let runner_addr = free_port("127.0.0.1");
+        let config = node_config(id, runner_addr, &self.etcd.endpoint, extra);
+        let gateway = ChildGateway::start(&config);
+        let mut options = RunnerOptions::new(&format!("ws://{runner_addr}"), RUNNER_TOKEN);
+        options.key = format!("runner-of-{id}");
+        options.max_backoff = Duration::from_millis(200);
+        options.state = Some(Arc::new(self.store.clone()));
+        let runner = Runner::start(options, BuiltinActors);
+        assert!(
+            runner.wait_connected(Duration::from_secs(10)),
+            "{id}'s runner connects"
+        );
+        self.nodes.push(Node {
+            id: id.to_owned(),
+            gateway: Some(gateway),
+            runner_addr,
+            runner: Some(runner),
+        });
+        self.nodes.len() - 1
+    }
+
+    /// `GET path` on node `i`'s admin API: status and JSON body.
+    pub fn admin_json(&self, i: usize, path: &str) -> (u16, serde_json::Value) {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+            super::ADMIN_TOKEN
+        );
+        let response = super::raw_exchange(self.nodes[i].admin_addr(), request.as_bytes());
+        let status = super::status_of(&response);
+        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        (
+            status,
+            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+        )
+    }
+}
