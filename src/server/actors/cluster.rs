@@ -52,6 +52,7 @@ enum Owner {
     },
     Mine {
         revision: i64,
+        won: Instant,
     },
     Node {
         id: String,
@@ -72,6 +73,13 @@ const ASK_AGAIN_AFTER: Duration = Duration::from_secs(5);
 const RECHECK_ABSENT_NODE: Duration = Duration::from_millis(500);
 /// After a failed ask, the directory is not asked again for this long.
 const FAILED_BACKOFF: Duration = Duration::from_millis(300);
+/// An actor that comes to this node with clients already (its owner died
+/// or was fenced) waits this long before it starts: the other nodes that
+/// forwarded clients to the old owner learn of the new one within a few
+/// milliseconds and restore their clients here meanwhile, so that what the
+/// actor replays and says first reaches every node's clients (a member
+/// restored later would miss it).
+const GATHER: Duration = Duration::from_millis(250);
 
 /// This worker's part of the cluster.
 pub(crate) struct Cluster {
@@ -143,6 +151,10 @@ impl Actors {
             Some(Owner::Mine { .. }) if cluster.fenced.get() || !cluster.port.may_serve(now) => {
                 Route::Wait("this node's cluster lease is not confirmed (fenced)".into())
             }
+            Some(Owner::Mine { won, .. }) if now < won + GATHER && !actor.conns().is_empty() => {
+                self.wakeups.note_deadline(won + GATHER);
+                Route::Wait("gathering the clients of other nodes after a failover".into())
+            }
             Some(Owner::Mine { .. }) => Route::Local,
             Some(Owner::Node { id, learned }) => match self.peer_slot(&id) {
                 Some(slot) => Route::Peer(slot),
@@ -189,7 +201,7 @@ impl Actors {
         };
         let now = self.now();
         let owner = match claim {
-            Claim::Won { revision } => Owner::Mine { revision },
+            Claim::Won { revision } => Owner::Mine { revision, won: now },
             Claim::Owned { node } if node == cluster.port.node_id() => {
                 // Ours under an earlier lease: it is going away; ask again.
                 Owner::Failed {
@@ -211,7 +223,7 @@ impl Actors {
         let key = (ns.to_owned(), name.to_owned(), key.to_vec());
         if actor.is_none() {
             // Gone meanwhile: a claim won for nobody is given back.
-            if let Owner::Mine { revision } = owner {
+            if let Owner::Mine { revision, .. } = owner {
                 cluster.port.release(&key.0, &key.1, &key.2, revision);
             }
             cluster.owners.borrow_mut().remove(&key);
@@ -241,7 +253,7 @@ impl Actors {
             return;
         };
         let removed = cluster.owners.borrow_mut().remove(&owner_key(actor));
-        if let Some(Owner::Mine { revision }) = removed {
+        if let Some(Owner::Mine { revision, .. }) = removed {
             cluster
                 .port
                 .release(&actor.ns, &actor.name, &actor.key, revision);

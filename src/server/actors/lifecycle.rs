@@ -137,6 +137,9 @@ impl Actors {
             input: Bytes::new(),
             output_seen: actor.output_seen(),
         });
+        if tunnel.peer_node().is_some() {
+            self.restore_on_peer(actor, &tunnel);
+        }
     }
 
     /// To Placing (see `Actor::begin_placing`), then `place`; returns the

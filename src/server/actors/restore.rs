@@ -25,8 +25,11 @@ impl Actors {
             let linked = || restored.iter().filter_map(|id| Some((*id, links.get(id)?)));
             // Every connection first, so that what the actor does with the
             // first held message (a broadcast, say) reaches all of them.
-            for (conn_id, link) in linked() {
-                tunnel.send(&restore_conn(conn_id, actor, link));
+            // (On another node's tunnel they went with the start.)
+            if tunnel.peer_node().is_none() {
+                for (conn_id, link) in linked() {
+                    tunnel.send(&restore_conn(conn_id, actor, link));
+                }
             }
             // Then what was not acknowledged (a replay) and what was held.
             linked()
@@ -40,6 +43,21 @@ impl Actors {
         self.resend_pending_opens(actor);
         self.resend_requests(actor);
         actor.mark_running(self.now());
+    }
+}
+
+impl Actors {
+    /// An actor placed on the node that owns it gets its connections back
+    /// with its start, not once it is ready: that node holds its actor
+    /// back a moment after a failover (`cluster.rs`, `GATHER`) so that the
+    /// clients of every node are members before anything is replayed.
+    pub(super) fn restore_on_peer(&self, actor: &Actor, tunnel: &Tunnel) {
+        let links = self.links.borrow();
+        for conn_id in actor.conn_ids() {
+            if let Some(link) = links.get(&conn_id) {
+                tunnel.send(&restore_conn(conn_id, actor, link));
+            }
+        }
     }
 }
 
