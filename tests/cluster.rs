@@ -11,23 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use common::cluster::Cluster;
+use common::cluster::{assert_each_senders_sequence, member, next_text, Cluster};
 use common::{etcd, wait_for, RawWs};
 
 const TEXT: u8 = 1;
-
-/// Next text frame (answering pings); a disconnect fails the test.
-fn next_text(ws: &mut RawWs, who: &str) -> String {
-    loop {
-        let f = ws.recv().unwrap_or_else(|| panic!("{who}: disconnected"));
-        match f.opcode {
-            TEXT => return String::from_utf8(f.payload).unwrap(),
-            9 => ws.send(true, 10, &f.payload),
-            8 => panic!("{who}: closed with {:?}", f.close_code()),
-            _ => {}
-        }
-    }
-}
 
 /// Which node's runner runs the actor: the node whose status names a
 /// runner of its own (the others name the owner's node tunnel).
@@ -77,60 +64,6 @@ fn clients_of_one_key_on_three_nodes_share_one_actor() {
             forwarded.as_str(),
             "node {i} forwards to the owner"
         );
-    }
-}
-
-/// Member `me`: sends numbered lines (each once the room has broadcast
-/// its previous one) while `talking`, then reads until it has seen every
-/// surviving member's last line. Returns every line it saw, in order.
-fn member(
-    mut ws: RawWs,
-    me: String,
-    talking: Arc<AtomicBool>,
-    go: Arc<Barrier>,
-    done: Arc<Barrier>,
-    sent: Arc<Mutex<BTreeMap<String, usize>>>,
-) -> Vec<String> {
-    let mut seen = Vec::new();
-    let mut n = 0;
-    go.wait();
-    while talking.load(Ordering::Relaxed) {
-        let line = format!("{me} {n}");
-        ws.send(true, TEXT, line.as_bytes());
-        loop {
-            let got = next_text(&mut ws, &me);
-            seen.push(got.clone());
-            if got == line {
-                break;
-            }
-        }
-        n += 1;
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    sent.lock().unwrap().insert(me.clone(), n);
-    done.wait();
-    let sent = sent.lock().unwrap().clone();
-    for (other, count) in &sent {
-        let last = format!("{other} {}", count - 1);
-        while !seen.contains(&last) {
-            seen.push(next_text(&mut ws, &me));
-        }
-    }
-    seen
-}
-
-/// Each sender's lines, as `who` saw them, are exactly 0..sent in order:
-/// nothing lost, repeated or reordered.
-#[track_caller]
-fn assert_each_senders_sequence(who: &str, seen: &[String], sent: &BTreeMap<String, usize>) {
-    for (sender, count) in sent {
-        let numbers: Vec<usize> = seen
-            .iter()
-            .filter_map(|l| l.strip_prefix(&format!("{sender} ")))
-            .map(|n| n.parse().unwrap())
-            .collect();
-        let want: Vec<usize> = (0..*count).collect();
-        assert_eq!(numbers, want, "{who} saw {sender}'s lines");
     }
 }
 

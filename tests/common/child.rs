@@ -37,11 +37,24 @@ pub fn log_lines(child: &mut Child) -> Receiver<String> {
 /// The next line containing `wanted`, within `WAIT`.
 #[track_caller]
 pub fn line_with(lines: &Receiver<String>, wanted: &str) -> String {
+    // The last lines passed over, to say why when the wanted one never comes.
+    let mut passed = std::collections::VecDeque::new();
     loop {
         match lines.recv_timeout(WAIT) {
             Ok(line) if line.contains(wanted) => return line,
-            Ok(_) => continue,
-            Err(e) => panic!("no log line with {wanted:?}: {e}"),
+            Ok(line) => {
+                if passed.len() == 20 {
+                    passed.pop_front();
+                }
+                passed.push_back(line);
+            }
+            Err(e) => {
+                let passed: Vec<String> = passed.into();
+                panic!(
+                    "no log line with {wanted:?}: {e}; the last lines:\n{}",
+                    passed.join("\n")
+                )
+            }
         }
     }
 }
@@ -70,11 +83,17 @@ pub struct ChildGateway {
 impl ChildGateway {
     /// Starts `tether --config FILE` on `config` and waits until it serves.
     pub fn start(config: &str) -> ChildGateway {
+        ChildGateway::start_as(Command::new(env!("CARGO_BIN_EXE_tether")), config)
+    }
+
+    /// As `start`, with `command` running the binary (in a network
+    /// namespace, say: `netns::Lab::command`).
+    pub fn start_as(mut command: Command, config: &str) -> ChildGateway {
         let dir = temp_dir("child");
         let file = dir.join("tether.toml");
         std::fs::write(&file, config).unwrap();
         let mut child = Reaped(
-            Command::new(env!("CARGO_BIN_EXE_tether"))
+            command
                 .arg("--config")
                 .arg(&file)
                 .stderr(Stdio::piped())

@@ -5,14 +5,17 @@
 //! builtin actors; the runners share one state store, as runners on
 //! shared storage would.
 
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpListener};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use tether::runner::{BuiltinActors, MemoryStore, Runner, RunnerOptions};
 
 use super::child::ChildGateway;
 use super::etcd::Etcd;
+use super::RawWs;
 
 pub const CLUSTER_TOKEN: &str = "cluster-token-for-tests-0001";
 pub const RUNNER_TOKEN: &str = "runner-token-for-tests-0001";
@@ -125,16 +128,101 @@ impl Cluster {
 
     /// `GET path` on node `i`'s admin API: status and JSON body.
     pub fn admin_json(&self, i: usize, path: &str) -> (u16, serde_json::Value) {
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
-            super::ADMIN_TOKEN
-        );
-        let response = super::raw_exchange(self.nodes[i].admin_addr(), request.as_bytes());
-        let status = super::status_of(&response);
-        let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-        (
-            status,
-            serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
-        )
+        admin_json_at(self.nodes[i].admin_addr(), path)
+    }
+}
+
+/// `GET path` on the admin API at `addr`: status and JSON body.
+pub fn admin_json_at(addr: SocketAddr, path: &str) -> (u16, serde_json::Value) {
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        super::ADMIN_TOKEN
+    );
+    let response = super::raw_exchange(addr, request.as_bytes());
+    let status = super::status_of(&response);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (
+        status,
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// Whether the admin API at `addr` says the actor at `path` runs on a
+/// runner of that node's own (not another node's tunnel).
+pub fn runs_here(addr: SocketAddr, path: &str) -> bool {
+    let (status, json) = admin_json_at(addr, path);
+    status == 200
+        && json["state"] == "running"
+        && json["runner"]
+            .as_str()
+            .is_some_and(|r| !r.starts_with("node:"))
+}
+
+const TEXT: u8 = 1;
+
+/// Next text frame (answering pings); a disconnect fails the test.
+pub fn next_text(ws: &mut RawWs, who: &str) -> String {
+    loop {
+        let f = ws.recv().unwrap_or_else(|| panic!("{who}: disconnected"));
+        match f.opcode {
+            TEXT => return String::from_utf8(f.payload).unwrap(),
+            9 => ws.send(true, 10, &f.payload),
+            8 => panic!("{who}: closed with {:?}", f.close_code()),
+            _ => {}
+        }
+    }
+}
+
+/// Member `me`: sends numbered lines (each once the room has broadcast
+/// its previous one) while `talking`, then reads until it has seen every
+/// surviving member's last line. Returns every line it saw, in order.
+pub fn member(
+    mut ws: RawWs,
+    me: String,
+    talking: Arc<AtomicBool>,
+    go: Arc<Barrier>,
+    done: Arc<Barrier>,
+    sent: Arc<Mutex<BTreeMap<String, usize>>>,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut n = 0;
+    go.wait();
+    while talking.load(Ordering::Relaxed) {
+        let line = format!("{me} {n}");
+        ws.send(true, TEXT, line.as_bytes());
+        loop {
+            let got = next_text(&mut ws, &me);
+            seen.push(got.clone());
+            if got == line {
+                break;
+            }
+        }
+        n += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sent.lock().unwrap().insert(me.clone(), n);
+    done.wait();
+    let sent = sent.lock().unwrap().clone();
+    for (other, count) in &sent {
+        let last = format!("{other} {}", count - 1);
+        while !seen.contains(&last) {
+            seen.push(next_text(&mut ws, &me));
+        }
+    }
+    seen
+}
+
+/// Each sender's lines, as `who` saw them, are exactly 0..sent in order:
+/// nothing lost, repeated or reordered.
+#[track_caller]
+pub fn assert_each_senders_sequence(who: &str, seen: &[String], sent: &BTreeMap<String, usize>) {
+    for (sender, count) in sent {
+        let numbers: Vec<usize> = seen
+            .iter()
+            .filter_map(|l| l.strip_prefix(&format!("{sender} ")))
+            .map(|n| n.parse().unwrap())
+            .collect();
+        let want: Vec<usize> = (0..*count).collect();
+        assert_eq!(numbers, want, "{who} saw {sender}'s lines");
     }
 }

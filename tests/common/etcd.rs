@@ -56,13 +56,27 @@ impl Etcd {
     /// `Etcd::available()`.
     pub fn start() -> Etcd {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
+        Etcd::start_at(|| {
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            Ipv4Addr::new(127, 0, 0, 10 + (n % 200) as u8)
+        })
+    }
+
+    /// As `start`, listening on `ip` (a lab's bridge address, where nodes
+    /// in network namespaces reach it).
+    pub fn start_on(ip: Ipv4Addr) -> Etcd {
+        Etcd::start_at(|| ip)
+    }
+
+    fn start_at(pick: impl Fn() -> Ipv4Addr) -> Etcd {
+        static TOKENS: AtomicUsize = AtomicUsize::new(0);
         // Several 127.0.0.x addresses: tests run in parallel and a port
         // picked by binding to :0 is free only until someone else takes it,
         // so a start that loses such a race is retried on fresh ports.
         let mut last_log = String::new();
         for _ in 0..3 {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let ip = Ipv4Addr::new(127, 0, 0, 10 + (n % 200) as u8);
+            let n = TOKENS.fetch_add(1, Ordering::Relaxed);
+            let ip = pick();
             let client = free_addr(ip);
             let peer = free_addr(ip);
             let dir = temp_dir("etcd");

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod etcd;
 pub mod functions;
 pub mod http;
+pub mod lifelog;
 pub mod load;
 pub mod metrics;
 pub mod netns;
@@ -318,6 +319,15 @@ pub struct RawWs {
 }
 
 impl RawWs {
+    /// A WebSocket over `stream`, whose upgrade was answered 101 already
+    /// (by `upgrade_from`), with nothing read past the answer.
+    pub fn from_upgraded(stream: TcpStream) -> RawWs {
+        RawWs {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     pub fn connect(addr: SocketAddr, path: &str) -> RawWs {
         RawWs::begin(addr, path).finish()
     }
