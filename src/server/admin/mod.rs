@@ -99,6 +99,8 @@ pub(crate) struct AdminSide {
     pub worker_count: usize,
     /// Changes to the API's serverless pools (made off the worker).
     pub pool_changes: Arc<dyn PoolChanges>,
+    /// The cluster directory, with `[cluster]` (for /metrics).
+    pub directory: Option<Arc<crate::cluster::directory::Directory>>,
 }
 
 /// An admin request that must visit every worker (a runner drain, a list)

@@ -174,6 +174,7 @@ impl Worker {
             worker_id: seed.id,
             worker_count: seed.worker_count,
             pool_changes: seed.pool_changes.clone(),
+            directory: seed.directory.clone(),
         };
         Worker {
             id: seed.id,
