@@ -163,3 +163,171 @@ fn two_nodes_racing_to_create_the_same_keys_make_one_actor_each() {
         assert!(owner_of(&cluster, &format!("/actors/chat/race-{k}")).is_some());
     }
 }
+
+/// `POST /actors/…/publish` on node `i`: the status.
+fn publish(cluster: &Cluster, i: usize, actor: &str, body: &str) -> u16 {
+    let request = format!(
+        "POST /actors/{actor}/publish HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        common::ADMIN_TOKEN,
+        body.len()
+    );
+    common::status_of(&common::raw_exchange(
+        cluster.nodes[i].admin_addr(),
+        request.as_bytes(),
+    ))
+}
+
+#[test]
+fn a_publish_on_any_node_reaches_every_nodes_clients_once() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(3);
+    let path = "/actors/chat/news";
+    let mut clients: Vec<RawWs> = (0..6)
+        .map(|i| RawWs::connect(cluster.nodes[i % 3].client_addr(), path))
+        .collect();
+    clients[0].send(true, TEXT, b"first");
+    for c in clients.iter_mut() {
+        assert_eq!(next_text(c, "a client"), "first");
+    }
+    let owner = owner_of(&cluster, path).expect("one node runs it");
+    for (n, node) in [(owner + 1) % 3, owner].into_iter().enumerate() {
+        let news = format!("news {n} from node {node}");
+        assert_eq!(publish(&cluster, node, "chat/news", &news), 200);
+        for (j, c) in clients.iter_mut().enumerate() {
+            assert_eq!(next_text(c, &format!("client {j}")), news);
+        }
+    }
+    // Nothing came twice: the next thing each client reads is the next line.
+    clients[5].send(true, TEXT, b"last");
+    for c in clients.iter_mut() {
+        assert_eq!(next_text(c, "a client"), "last");
+    }
+}
+
+#[test]
+fn hibernated_clients_on_three_nodes_wake_their_actor_once() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start_with(3, common::rooms::Rooms);
+    let key = vec!["dorm".to_string()];
+    let mut clients: Vec<RawWs> = (0..3)
+        .map(|i| {
+            RawWs::connect(
+                cluster.nodes[i].client_addr(),
+                &format!("/actors/room/dorm?name=c{i}"),
+            )
+        })
+        .collect();
+    clients[0].send(true, TEXT, b"hello");
+    for c in clients.iter_mut() {
+        assert_eq!(next_text(c, "a member"), "hello");
+    }
+    clients[1].send(true, TEXT, b"sleep");
+    wait_for("the room to sleep on its owner", || {
+        let lives = common::lifelog::instances(&cluster.log, &key);
+        lives.len() == 1 && lives[0].2.is_some()
+    });
+    // Every node's member speaks at once: one wake.
+    let go = Arc::new(Barrier::new(3));
+    let threads: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            let go = go.clone();
+            std::thread::spawn(move || {
+                go.wait();
+                let line = format!("awake {i}");
+                ws.send(true, TEXT, line.as_bytes());
+                let mut got: Vec<String> = (0..3).map(|_| next_text(&mut ws, &line)).collect();
+                got.sort();
+                got
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), ["awake 0", "awake 1", "awake 2"]);
+    }
+    let lives = common::lifelog::instances(&cluster.log, &key);
+    assert_eq!(lives.len(), 2, "created once, then woken once: {lives:?}");
+    common::lifelog::assert_never_twice(&cluster.log, &key);
+}
+
+/// Node `i`'s etcd requests by kind.
+fn etcd_requests(cluster: &Cluster, i: usize) -> BTreeMap<String, f64> {
+    let request = format!(
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n",
+        common::ADMIN_TOKEN
+    );
+    let response = common::raw_exchange(cluster.nodes[i].admin_addr(), request.as_bytes());
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    common::metrics::Metrics::parse(body).by("tether_cluster_etcd_requests_total", "kind")
+}
+
+/// Requests other than keep-alives, summed over the nodes.
+fn directory_work(cluster: &Cluster) -> f64 {
+    (0..cluster.nodes.len())
+        .flat_map(|i| etcd_requests(cluster, i))
+        .filter(|(kind, _)| kind != "keepalive")
+        .map(|(_, n)| n)
+        .sum()
+}
+
+#[test]
+fn the_directory_costs_a_claim_per_node_per_actor_and_nothing_per_message() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(2);
+    let before = directory_work(&cluster);
+    const KEYS: usize = 10;
+    let mut pairs: Vec<(RawWs, RawWs)> = (0..KEYS)
+        .map(|k| {
+            let path = format!("/actors/chat/cost-{k}");
+            let first = RawWs::connect(cluster.nodes[k % 2].client_addr(), &path);
+            let second = RawWs::connect(cluster.nodes[(k + 1) % 2].client_addr(), &path);
+            (first, second)
+        })
+        .collect();
+    let placed = directory_work(&cluster) - before;
+    // Each node asks once per actor it serves clients of: the owner's claim
+    // and the other node's (answered with the owner).
+    assert!(
+        placed <= (2 * KEYS) as f64,
+        "{placed} directory requests for {KEYS} actors on 2 nodes"
+    );
+    assert!(placed >= KEYS as f64, "every actor was claimed ({placed})");
+    for round in 0..20 {
+        for (k, (a, b)) in pairs.iter_mut().enumerate() {
+            let line = format!("{k} {round}");
+            a.send(true, TEXT, line.as_bytes());
+            assert_eq!(next_text(b, "the other node's client"), line);
+            assert_eq!(next_text(a, "the sender"), line);
+        }
+    }
+    let after = directory_work(&cluster) - before;
+    assert_eq!(after, placed, "messages cost no directory request");
+}
+
+#[test]
+fn a_single_node_without_a_cluster_section_never_starts_the_directory() {
+    let h = common::start_default();
+    let mut ws = RawWs::connect(h.client_addr, "/actors/echo/alone");
+    ws.echo("no etcd here");
+    let threads: Vec<String> = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .collect();
+    assert!(
+        threads.iter().any(|t| t.starts_with("tether-w")),
+        "{threads:?}"
+    );
+    assert!(
+        !threads.iter().any(|t| t.starts_with("tether-etcd")),
+        "{threads:?}"
+    );
+    let metrics = h.metrics();
+    assert!(metrics.get("tether_cluster_lease_confirmed", &[]).is_none());
+}

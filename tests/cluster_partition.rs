@@ -61,8 +61,9 @@ token = "{CLUSTER_TOKEN}"
 }
 
 struct Node {
-    _gateway: ChildGateway,
+    // Stopped before its gateway goes (fields drop in this order).
     _runner: Runner,
+    _gateway: ChildGateway,
     client: SocketAddr,
     admin: SocketAddr,
 }
@@ -80,6 +81,7 @@ fn start_node(lab: &Lab, i: usize, etcd: &str, store: &MemoryStore, log: &Entrie
     let actors = Logged {
         runner: format!("node-{i}"),
         log: log.clone(),
+        inner: tether::runner::BuiltinActors,
     };
     // Its threads are made inside the namespace, and stay there.
     let runner = lab.in_ns(i, move || Runner::start(options, actors));

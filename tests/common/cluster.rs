@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use tether::runner::{BuiltinActors, MemoryStore, Runner, RunnerOptions};
+use tether::runner::{ActorFactory, BuiltinActors, MemoryStore, Runner, RunnerOptions};
 
 use super::child::ChildGateway;
 use super::etcd::Etcd;
+use super::lifelog::{Entries, Logged};
 use super::RawWs;
 
 pub const CLUSTER_TOKEN: &str = "cluster-token-for-tests-0001";
@@ -23,9 +24,10 @@ pub const RUNNER_TOKEN: &str = "runner-token-for-tests-0001";
 /// One node: its process and its runner.
 pub struct Node {
     pub id: String,
+    // Stopped before its gateway goes (fields drop in this order).
+    pub runner: Option<Runner>,
     pub gateway: Option<ChildGateway>,
     pub runner_addr: SocketAddr,
-    pub runner: Option<Runner>,
 }
 
 impl Node {
@@ -44,9 +46,12 @@ impl Node {
 }
 
 pub struct Cluster {
-    pub etcd: Etcd,
+    // The nodes go before etcd (fields drop in this order).
     pub nodes: Vec<Node>,
+    pub etcd: Etcd,
     pub store: MemoryStore,
+    /// Every actor instance's life, on every node's runner.
+    pub log: Entries,
 }
 
 /// A free port on `ip` now (bound and let go: another process could take
@@ -91,20 +96,26 @@ token = "{CLUSTER_TOKEN}"
 impl Cluster {
     /// Starts etcd and `n` nodes, each with its runner connected.
     pub fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, BuiltinActors)
+    }
+
+    /// As `start`, the runners running `actors` (besides the builtin ones
+    /// they do not have then).
+    pub fn start_with<F: ActorFactory + Clone>(n: usize, actors: F) -> Cluster {
         let etcd = Etcd::start();
-        let store = MemoryStore::default();
         let mut cluster = Cluster {
             etcd,
             nodes: Vec::new(),
-            store,
+            store: MemoryStore::default(),
+            log: Entries::default(),
         };
         for i in 0..n {
-            cluster.add_node(&format!("node-{i}"), "");
+            cluster.add_node(&format!("node-{i}"), "", actors.clone());
         }
         cluster
     }
 
-    pub fn add_node(&mut self, id: &str, extra: &str) -> usize {
+    pub fn add_node<F: ActorFactory>(&mut self, id: &str, extra: &str, actors: F) -> usize {
         let runner_addr = free_port("127.0.0.1");
         let config = node_config(id, runner_addr, &self.etcd.endpoint, extra);
         let gateway = ChildGateway::start(&config);
@@ -112,7 +123,12 @@ impl Cluster {
         options.key = format!("runner-of-{id}");
         options.max_backoff = Duration::from_millis(200);
         options.state = Some(Arc::new(self.store.clone()));
-        let runner = Runner::start(options, BuiltinActors);
+        let logged = Logged {
+            runner: id.to_owned(),
+            log: self.log.clone(),
+            inner: actors,
+        };
+        let runner = Runner::start(options, logged);
         assert!(
             runner.wait_connected(Duration::from_secs(10)),
             "{id}'s runner connects"

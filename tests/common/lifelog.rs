@@ -20,19 +20,21 @@ pub enum Life {
 /// (runner, actor key, what happened, when)
 pub type Entries = Arc<Mutex<Vec<(String, Vec<String>, Life, Instant)>>>;
 
+/// `inner`'s actors (the builtin ones by default), logged.
 #[derive(Clone)]
-pub struct Logged {
+pub struct Logged<F = BuiltinActors> {
     pub runner: String,
     pub log: Entries,
+    pub inner: F,
 }
 
-impl ActorFactory for Logged {
+impl<F: ActorFactory> ActorFactory for Logged<F> {
     fn actor_names(&self) -> Vec<String> {
-        BuiltinActors.actor_names()
+        self.inner.actor_names()
     }
 
     fn create(&self, name: &str, key: &[String]) -> Option<Box<dyn Actor>> {
-        let inner = BuiltinActors.create(name, key)?;
+        let inner = self.inner.create(name, key)?;
         let entry = (
             self.runner.clone(),
             key.to_vec(),

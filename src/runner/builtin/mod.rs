@@ -11,6 +11,7 @@ use super::actor::{Actor, ActorFactory, ConnId, Ctx, Message};
 use super::http::{HttpRequest, RequestId, ResponseBody};
 
 /// Runs the three built-in actors.
+#[derive(Debug, Clone, Copy, Default)]
 pub struct BuiltinActors;
 
 impl ActorFactory for BuiltinActors {

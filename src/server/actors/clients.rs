@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use bytes::{Bytes, BytesMut};
 use tracing::warn;
 
-use super::actor::ActorState;
+use super::actor::{Actor, ActorState};
 use super::feed::EventKind;
 use super::links::{ClientLink, LinkView};
 use super::outstanding::ENTRY_COST;
@@ -201,6 +201,46 @@ impl Actors {
         let Some(actor) = self.directory.get(&path.ns, &path.name, &path.key) else {
             return 0;
         };
+        if only.is_empty() {
+            if let Some(n) = self.publish_through_owner(&actor, kind, &payload) {
+                return n;
+            }
+        }
+        self.publish_to(&actor, kind, payload, only)
+    }
+
+    /// In a cluster, an actor that runs on the node owning it is published
+    /// to there, once, for every node's clients (the owner holds them all);
+    /// this node's clients get it back from the owner. Returns how many of
+    /// them there are, or `None` if the actor is not on another node.
+    fn publish_through_owner(
+        &self,
+        actor: &Actor,
+        kind: MessageKind,
+        payload: &Bytes,
+    ) -> Option<usize> {
+        let tunnel = actor.tunnel().filter(|t| t.peer_node().is_some())?;
+        if actor.state() != ActorState::Running {
+            return None;
+        }
+        tunnel.send(&Frame::Broadcast {
+            actor_id: actor.id(),
+            kind,
+            to: crate::tunnel::Recipients::All,
+            payload: payload.clone(),
+        });
+        Some(actor.conns().len())
+    }
+
+    /// Delivers a message to the actor's open connections (`only`: to these
+    /// alone); returns how many got it.
+    pub(crate) fn publish_to(
+        &self,
+        actor: &Actor,
+        kind: MessageKind,
+        payload: Bytes,
+        only: &[u64],
+    ) -> usize {
         let links = self.links.borrow();
         let message = SharedMessage::new(kind, payload);
         let mut delivered = 0;

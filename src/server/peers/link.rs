@@ -22,7 +22,7 @@ use crate::server::conn::env::SessionLimits;
 use crate::server::conn::outbox::Outbox;
 use crate::server::conn::session::{Failure, Gate, Role};
 use crate::server::tunnels::PeerOut;
-use crate::tunnel::{decode_frames, Frame, MessageKind, PROTOCOL_VERSION};
+use crate::tunnel::{decode_frames, Frame, MessageKind, Recipients, PROTOCOL_VERSION};
 use crate::ws::{CloseCode, OpCode};
 
 /// The reason a node gives for an actor it does not own.
@@ -127,6 +127,18 @@ impl PeerLink {
                 code,
                 reason,
             } => self.close(&side.actors, conn_id, CloseCode(code), &reason),
+            // A publish on the other node, for every client of the actor.
+            Frame::Broadcast {
+                actor_id,
+                kind,
+                to: Recipients::All,
+                payload,
+            } => {
+                let actor = self.actors.borrow().get(&actor_id).map(|a| a.actor.clone());
+                if let Some(actor) = actor {
+                    side.actors.publish_to(&actor, kind, payload, &[]);
+                }
+            }
             Frame::Keepalive { nonce } => self.out.send(&Frame::KeepaliveAck { nonce }),
             Frame::KeepaliveAck { .. } | Frame::Drain | Frame::Drained => {}
             _ => {
