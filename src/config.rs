@@ -228,8 +228,13 @@ impl Config {
         for ns in &self.namespaces {
             other.extend(ns.secrets());
         }
-        cluster
-            .problems(&other)
+        let mut problems = cluster.problems(&other);
+        // Other nodes dial this node's runner listener in plain TCP.
+        if !self.runners.tls.is_empty() {
+            let why = "node-to-node links are plain TCP for now: with [cluster], the runner listener (where other nodes link) cannot use runners.tls";
+            problems.push(("tls", why.into()));
+        }
+        problems
             .into_iter()
             .map(|(key, m)| located(text, "cluster", key, &m))
             .collect()

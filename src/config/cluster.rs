@@ -147,6 +147,14 @@ impl ClusterConfig {
                 "cluster.lease_ttl must be whole seconds from 2s to 300s".into(),
             ));
         }
+        if self.tls {
+            // Refused rather than ignored: an operator who asks for TLS
+            // between nodes must not get plain TCP silently.
+            out.push((
+                "tls",
+                "cluster.tls: node-to-node links over TLS are not supported yet (keep them on a private network)".into(),
+            ));
+        }
         if self.token.len() < MIN_CLUSTER_TOKEN_BYTES {
             out.push((
                 "token",
@@ -219,6 +227,7 @@ mod tests {
                 Box::new(|c| c.etcd_endpoints = vec!["https://etcd-a:2379".into()]),
             ),
             ("etcd_user", Box::new(|c| c.etcd_user = Some("u".into()))),
+            ("tls", Box::new(|c| c.tls = true)),
             (
                 "lease_ttl",
                 Box::new(|c| c.lease_ttl = Duration::from_secs(1)),

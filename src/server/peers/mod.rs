@@ -59,7 +59,7 @@ fn node_hash(node: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::server::peers::relayed_conn_id;
 
     #[test]
     fn relayed_ids_are_the_same_on_every_node_and_apart_from_local_ones() {
