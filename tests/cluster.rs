@@ -331,3 +331,35 @@ fn a_single_node_without_a_cluster_section_never_starts_the_directory() {
     let metrics = h.metrics();
     assert!(metrics.get("tether_cluster_lease_confirmed", &[]).is_none());
 }
+
+#[test]
+fn only_the_cluster_token_opens_a_node_link_and_it_opens_nothing_else() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(1);
+    let runner = cluster.nodes[0].runner_addr;
+    let ask = |path: &str, token: &str| {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        let mut s = std::net::TcpStream::connect(runner).unwrap();
+        std::io::Write::write_all(&mut s, request.as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut head = [0u8; 64];
+        let n = std::io::Read::read(&mut s, &mut head).unwrap();
+        common::status_of(&String::from_utf8_lossy(&head[..n]))
+    };
+    use common::cluster::{CLUSTER_TOKEN, RUNNER_TOKEN};
+    assert_eq!(ask("/cluster/connect?tunnel=0", RUNNER_TOKEN), 401);
+    assert_eq!(ask("/cluster/connect?tunnel=9", CLUSTER_TOKEN), 400);
+    assert_eq!(ask("/runners/connect?tunnel=0", CLUSTER_TOKEN), 401);
+    assert_eq!(ask("/cluster/connect?tunnel=0", CLUSTER_TOKEN), 101);
+    // A node without [cluster] has no such path.
+    let single = common::start_default();
+    let request = format!(
+        "GET /cluster/connect HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {CLUSTER_TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    let answer = common::raw_exchange(single.runner_addr, request.as_bytes());
+    assert_eq!(common::status_of(&answer), 404, "{answer}");
+}
