@@ -150,7 +150,10 @@ impl Shared {
         (self.home)(actor) % self.inboxes.len()
     }
 
+    /// Publishes the fence; after a stop it stays closed, whatever a
+    /// late keep-alive answer says.
     fn set_fence(&self, until: Option<Instant>) {
+        let until = until.filter(|_| !self.stopping());
         let nanos = until.map_or(0, |u| {
             let n = u.saturating_duration_since(self.base).as_nanos();
             u64::try_from(n).unwrap_or(u64::MAX - 1) + 1
