@@ -144,10 +144,10 @@ fn start_fails_with_a_reason_when_etcd_is_unreachable() {
     let err = start_with(&config(&endpoint, "edge-a", TTL)).err().unwrap();
     assert!(err.contains("etcd"), "{err}");
     assert!(t0.elapsed() < Duration::from_secs(6), "bounded");
-    let err = start_with(&config("https://127.0.0.1:1", "edge-a", TTL))
+    let err = start_with(&config("ftp://127.0.0.1:1", "edge-a", TTL))
         .err()
         .unwrap();
-    assert!(err.contains("https"), "{err}");
+    assert!(err.contains("ftp://"), "{err}");
 }
 
 #[test]
@@ -394,4 +394,32 @@ fn a_node_authenticates_when_etcd_has_users() {
         a.requests().auths >= 2,
         "the request and watch threads each"
     );
+}
+
+#[test]
+fn a_node_reaches_etcd_over_tls_verifying_it_against_the_ca_it_is_given() {
+    if !etcd::available() {
+        return;
+    }
+    let pki = common::pki::Pki::new();
+    let etcd = Etcd::start_tls(&pki);
+    let c = config(etcd.tls_endpoint.as_ref().unwrap(), "edge-a", TTL);
+    // Only this test sets the variable; the others use plain http.
+    let stranger = common::pki::Pki::new();
+    std::env::set_var("TETHER_ETCD_CA", stranger.ca_path());
+    let err = start_with(&c).err().expect("an unknown CA is refused");
+    assert!(err.contains("etcd"), "{err}");
+    std::env::set_var("TETHER_ETCD_CA", pki.ca_path());
+    let a = start_with(&c).unwrap();
+    event(&a, 0, "its own node, read over TLS", |e| match e {
+        DirectoryEvent::NodeUp { node, .. } if node == "edge-a" => Some(()),
+        _ => None,
+    });
+    let actor = actor(&["tls"]);
+    let ClaimResult::Won { revision } = claim(&a, &actor) else {
+        panic!("claimed over TLS")
+    };
+    a.release(actor.clone(), revision).unwrap();
+    claim_gone(&a, 1, &actor);
+    a_keepalive_passes(&a);
 }
