@@ -267,3 +267,6 @@ impl Client {
         Err(last)
     }
 }
+
+#[cfg(test)]
+mod tests;
