@@ -27,7 +27,9 @@ pub struct ClusterConfig {
     pub node_id: String,
     /// Where other nodes reach this node's node-to-node tunnel: `host:port`.
     pub advertise: String,
-    /// etcd's client URLs (`http://host:port` or `https://host:port`).
+    /// etcd's client URLs (`http://host:port` or `https://host:port`),
+    /// tried in order. https verifies etcd against the system's roots, or
+    /// only the CA file the `TETHER_ETCD_CA` environment variable names.
     pub etcd_endpoints: Vec<String>,
     /// etcd credentials (both or neither).
     #[serde(default)]
