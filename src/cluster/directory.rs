@@ -46,7 +46,9 @@ pub enum ClaimResult {
     /// current lease); `revision` is the claim's create_revision.
     Won { revision: i64 },
     /// Another node holds it; `address` is where that node advertises its
-    /// node-to-node tunnel (None if its node record is unreadable).
+    /// node-to-node tunnel (None if its node record is unreadable). `node`
+    /// is this node's own id only for a claim left by a lease it lost and
+    /// could not revoke: it goes when that lease expires.
     Owned {
         node: String,
         address: Option<String>,
@@ -108,7 +110,8 @@ enum Request {
     Release { actor: ActorPath, revision: i64 },
 }
 
-type Home = Box<dyn Fn(&ActorPath) -> usize + Send + Sync>;
+/// Names the worker that serves an actor (its `ClaimGone` goes there).
+pub type Home = Box<dyn Fn(&ActorPath) -> usize + Send + Sync>;
 
 /// What the handle and both threads share.
 struct Shared {
@@ -136,6 +139,32 @@ struct Shared {
 }
 
 impl Shared {
+    fn new(
+        config: &ClusterConfig,
+        node: NodeRecord,
+        workers: usize,
+        home: Home,
+        counters: Arc<Counters>,
+    ) -> Shared {
+        Shared {
+            config: config.clone(),
+            node,
+            base: Instant::now(),
+            fence_until: AtomicU64::new(0),
+            requests: ArrayQueue::new(REQUEST_QUEUE),
+            inboxes: (0..workers).map(|_| Inbox::new(INBOX_CAPACITY)).collect(),
+            home,
+            stop: AtomicBool::new(false),
+            revoke_on_stop: AtomicBool::new(false),
+            request_thread: OnceLock::new(),
+            counters,
+            claims: AtomicU64::new(0),
+            releases: AtomicU64::new(0),
+            watch_epoch: AtomicU64::new(0),
+            addresses: Mutex::new(HashMap::new()),
+        }
+    }
+
     fn to(&self, worker: usize, event: DirectoryEvent) {
         self.inboxes[worker % self.inboxes.len()].push(event);
     }
@@ -150,7 +179,10 @@ impl Shared {
         (self.home)(actor) % self.inboxes.len()
     }
 
+    /// Publishes the fence; after a stop it stays closed, whatever a
+    /// late keep-alive answer says.
     fn set_fence(&self, until: Option<Instant>) {
+        let until = until.filter(|_| !self.stopping());
         let nanos = until.map_or(0, |u| {
             let n = u.saturating_duration_since(self.base).as_nanos();
             u64::try_from(n).unwrap_or(u64::MAX - 1) + 1
@@ -198,38 +230,17 @@ impl Directory {
         model::encode_value(&node).map_err(|e| format!("node record: {}", e.0))?;
         let counters = Arc::new(Counters::default());
         let client = Client::new(config, counters.clone())?;
-        let shared = Arc::new(Shared {
-            config: config.clone(),
-            node,
-            base: Instant::now(),
-            fence_until: AtomicU64::new(0),
-            requests: ArrayQueue::new(REQUEST_QUEUE),
-            inboxes: (0..workers).map(|_| Inbox::new(INBOX_CAPACITY)).collect(),
-            home,
-            stop: AtomicBool::new(false),
-            revoke_on_stop: AtomicBool::new(false),
-            request_thread: OnceLock::new(),
-            counters,
-            claims: AtomicU64::new(0),
-            releases: AtomicU64::new(0),
-            watch_epoch: AtomicU64::new(0),
-            addresses: Mutex::new(HashMap::new()),
-        });
+        let watch_client = Client::new(config, counters.clone())?;
+        let shared = Arc::new(Shared::new(config, node, workers, home, counters));
         let dir = Arc::new(Directory {
             shared: shared.clone(),
             threads: Mutex::new(Vec::new()),
         });
+        // On any error below, dropping `dir` stops what was started.
         let (started, rx) = std::sync::mpsc::sync_channel(1);
         let s = shared.clone();
-        let t = std::thread::Builder::new()
-            .name("tether-etcd".into())
-            .spawn(move || requests::run(s, client, started))
-            .map_err(|e| format!("cannot start the etcd thread: {e}"))?;
-        let _ = shared.request_thread.set(t.thread().clone());
-        dir.threads
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(t);
+        let t = dir.spawn("tether-etcd", move || requests::run(s, client, started))?;
+        let _ = shared.request_thread.set(t);
         // The thread answers within START_TIMEOUT; a little more covers a
         // slow scheduler, not a slow etcd.
         match rx.recv_timeout(START_TIMEOUT + Duration::from_millis(500)) {
@@ -237,17 +248,23 @@ impl Directory {
             Ok(Err(why)) => return Err(format!("etcd: {why}")),
             Err(_) => return Err(format!("etcd: no lease within {START_TIMEOUT:?}")),
         }
-        let watch_client = Client::new(config, shared.counters.clone())?;
         let s = shared.clone();
-        let w = std::thread::Builder::new()
-            .name("tether-etcd-watch".into())
-            .spawn(move || watcher::run(s, watch_client))
-            .map_err(|e| format!("cannot start the etcd watch thread: {e}"))?;
-        dir.threads
+        dir.spawn("tether-etcd-watch", move || watcher::run(s, watch_client))?;
+        Ok(dir)
+    }
+
+    /// Starts a named thread the directory stops and joins.
+    fn spawn(&self, name: &str, f: impl FnOnce() + Send + 'static) -> Result<Thread, String> {
+        let t = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(|e| format!("cannot start thread {name}: {e}"))?;
+        let thread = t.thread().clone();
+        self.threads
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(w);
-        Ok(dir)
+            .push(t);
+        Ok(thread)
     }
 
     fn wake(&self) {

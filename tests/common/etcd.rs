@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use super::child::{temp_dir, Reaped};
+use super::pki::Pki;
 use super::WAIT;
 
 /// Whether an `etcd` binary is on PATH, running the install script once if
@@ -45,6 +46,8 @@ pub struct Etcd {
     /// `http://127.0.0.x:port`, for clients.
     pub endpoint: String,
     pub client_addr: SocketAddr,
+    /// `https://127.0.0.x:port` when started with `start_tls`.
+    pub tls_endpoint: Option<String>,
     dir: PathBuf,
     // Killed (on drop) before the directory goes.
     child: Option<Reaped>,
@@ -55,6 +58,16 @@ impl Etcd {
     /// log if it does not within the tests' deadline. Call after
     /// `Etcd::available()`.
     pub fn start() -> Etcd {
+        Etcd::start_with(None)
+    }
+
+    /// Also serves clients over TLS, on a second port, with a leaf of
+    /// `pki`'s CA for its IP (health checks keep the plain port).
+    pub fn start_tls(pki: &Pki) -> Etcd {
+        Etcd::start_with(Some(pki))
+    }
+
+    fn start_with(pki: Option<&Pki>) -> Etcd {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         Etcd::start_at(|| {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -82,15 +95,31 @@ impl Etcd {
             let dir = temp_dir("etcd");
             let log_path = dir.join("etcd.log");
             let log = std::fs::File::create(&log_path).unwrap();
+            let mut urls = format!("http://{client}");
+            let mut tls_args = Vec::new();
+            let mut tls_endpoint = None;
+            if let Some(pki) = pki {
+                let tls = free_addr(ip);
+                let leaf = pki.leaf(&format!("etcd-{n}"), &[&ip.to_string()]);
+                urls.push_str(&format!(",https://{tls}"));
+                tls_args = vec![
+                    "--cert-file".into(),
+                    leaf.chain,
+                    "--key-file".into(),
+                    leaf.key,
+                ];
+                tls_endpoint = Some(format!("https://{tls}"));
+            }
             let child = Command::new("etcd")
+                .args(&tls_args)
                 .arg("--name")
                 .arg("test")
                 .arg("--data-dir")
                 .arg(dir.join("data"))
                 .arg("--listen-client-urls")
-                .arg(format!("http://{client}"))
+                .arg(&urls)
                 .arg("--advertise-client-urls")
-                .arg(format!("http://{client}"))
+                .arg(&urls)
                 .arg("--listen-peer-urls")
                 .arg(format!("http://{peer}"))
                 .arg("--initial-advertise-peer-urls")
@@ -109,6 +138,7 @@ impl Etcd {
             let mut etcd = Etcd {
                 endpoint: format!("http://{client}"),
                 client_addr: client,
+                tls_endpoint,
                 dir,
                 child: Some(Reaped(child)),
             };

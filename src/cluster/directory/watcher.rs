@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::{DirectoryEvent, Shared};
 use crate::cluster::etcd::reply::{WatchEvent, WatchMessage};
-use crate::cluster::etcd::Client;
+use crate::cluster::etcd::{Client, Error};
 use crate::cluster::model::{self, ActorPath, NodeRecord};
 
 /// How long a read waits before looking at the stop flag again.
@@ -100,6 +100,12 @@ impl Watcher {
                 Ok(None) => {}
                 Ok(Some(m)) if m.canceled || m.compact_revision > 0 => return self.lost(m),
                 Ok(Some(m)) => self.events(m.events),
+                // Reopening at the same revision would read the same
+                // unacceptable message again: skip past it, and resync.
+                Err(e @ Error::Bad(_)) => {
+                    tracing::warn!(error = %e, "unreadable etcd watch message");
+                    return self.lost(WatchMessage::default());
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "etcd watch ended");
                     return self.shared.nap(BACKOFF);
@@ -108,7 +114,8 @@ impl Watcher {
         }
     }
 
-    /// The watch was cancelled: events since `next` may be gone for good.
+    /// The watch was cancelled (or its next message is unreadable): events
+    /// since `next` may be gone for good.
     fn lost(&mut self, m: WatchMessage) {
         tracing::info!(
             compact_revision = m.compact_revision,

@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use rustls::ClientConfig;
+
 use super::conn::{Conn, Endpoint};
 use super::reply::{self, Error, Lease, Range, TxnReply, MAX_BODY_BYTES};
 use super::request;
@@ -54,6 +56,9 @@ pub struct Client {
     current: usize,
     /// The open connection, and whether it already carried a request.
     conn: Option<(Conn, bool)>,
+    /// For https endpoints: the system's roots, or only the CA file
+    /// `TETHER_ETCD_CA` names.
+    tls: Option<Arc<ClientConfig>>,
     credentials: Option<(String, String)>,
     token: Option<String>,
     counters: Arc<Counters>,
@@ -78,10 +83,18 @@ impl Client {
             return Err("no etcd endpoint".into());
         }
         let credentials = config.etcd_user.clone().zip(config.etcd_password.clone());
+        let tls = match endpoints.iter().any(|e| e.tls) {
+            true => {
+                let ca = std::env::var_os("TETHER_ETCD_CA").map(std::path::PathBuf::from);
+                Some(crate::tls::load_client_config(ca.as_deref())?)
+            }
+            false => None,
+        };
         Ok(Client {
             endpoints,
             current: 0,
             conn: None,
+            tls,
             credentials,
             token: None,
             counters,
@@ -123,7 +136,8 @@ impl Client {
         let token = self.token.clone().filter(|_| path != AUTHENTICATE);
         let (mut conn, reused) = match self.conn.take() {
             Some(c) => c,
-            None => match Conn::connect(&self.endpoints[self.current], deadline) {
+            None => match Conn::connect(&self.endpoints[self.current], self.tls.as_ref(), deadline)
+            {
                 Ok(c) => (c, false),
                 Err(e) => {
                     self.advance();
@@ -232,7 +246,13 @@ impl Client {
             }
             let ep = &self.endpoints[self.current];
             self.counters.count("/v3/watch");
-            match WatchStream::open(ep, self.token.as_deref(), &body, deadline) {
+            match WatchStream::open(
+                ep,
+                self.tls.as_ref(),
+                self.token.as_deref(),
+                &body,
+                deadline,
+            ) {
                 Ok(w) => return Ok(w),
                 Err(e) if e.is_invalid_token() => {
                     self.token = None;
@@ -247,3 +267,6 @@ impl Client {
         Err(last)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,42 +1,92 @@
-//! One blocking HTTP/1.1 connection to one etcd endpoint: a request out,
-//! its response read through the gateway's sans-IO `ResponseReader` (head
-//! and body bounded, chunked or not). Every wait has a deadline; a
-//! connection that saw any error is dropped, never reused.
+//! One blocking HTTP/1.1 connection to one etcd endpoint, plain or through
+//! rustls: a request out, its response read through the gateway's sans-IO
+//! `ResponseReader` (head and body bounded, chunked or not). Every wait has
+//! a deadline; a connection that saw any error is dropped, never reused.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 
 use super::reply::Error;
 use crate::http::client::{ResponseEvent, ResponseReader};
 
-/// An etcd endpoint this client can reach: plain `http://host:port`.
+/// An etcd endpoint: `http://host:port` or `https://host:port`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     /// `host:port`, also the `Host` header.
     pub authority: String,
+    /// The host alone (no brackets), the name TLS verifies.
+    pub host: String,
+    pub tls: bool,
 }
 
 impl Endpoint {
-    /// TLS to etcd is not implemented yet: an `https://` URL is refused
-    /// here (and by the configuration check) rather than sent in clear.
     pub fn parse(url: &str) -> Result<Endpoint, String> {
-        if url.starts_with("https://") {
-            return Err(format!("{url}: https etcd endpoints are not supported yet"));
+        let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(r), _) => (false, r),
+            (_, Some(r)) => (true, r),
+            _ => return Err(format!("{url}: not http:// or https://")),
+        };
+        let host = rest
+            .rsplit_once(':')
+            .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']'))
+            .filter(|h| !h.is_empty() && !rest.contains('/'))
+            .ok_or_else(|| format!("{url}: not scheme://host:port"))?;
+        Ok(Endpoint {
+            authority: rest.to_owned(),
+            host: host.to_owned(),
+            tls,
+        })
+    }
+}
+
+/// The bytes of a connection, in clear or through TLS.
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => &s.sock,
         }
-        match url.strip_prefix("http://") {
-            Some(a) if !a.is_empty() && !a.contains('/') => Ok(Endpoint {
-                authority: a.to_owned(),
-            }),
-            _ => Err(format!("{url}: not http://host:port")),
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
         }
     }
 }
 
 pub struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     buf: BytesMut,
     authority: String,
 }
@@ -54,16 +104,22 @@ fn io(e: std::io::Error) -> Error {
 }
 
 impl Conn {
-    /// Connects to the first address of `ep` that answers by `deadline`.
-    pub fn connect(ep: &Endpoint, deadline: Instant) -> Result<Conn, Error> {
+    /// Connects to the first address of `ep` that answers by `deadline`;
+    /// over TLS (`tls` must then be given) for an https endpoint. The
+    /// handshake happens with the first request, under its deadline.
+    pub fn connect(
+        ep: &Endpoint,
+        tls: Option<&Arc<ClientConfig>>,
+        deadline: Instant,
+    ) -> Result<Conn, Error> {
         let addrs = ep.authority.to_socket_addrs().map_err(io)?;
         let mut last = Error::Io(format!("{}: no address", ep.authority));
         for addr in addrs {
             match TcpStream::connect_timeout(&addr, left(deadline)?) {
-                Ok(stream) => {
-                    let _ = stream.set_nodelay(true);
+                Ok(tcp) => {
+                    let _ = tcp.set_nodelay(true);
                     return Ok(Conn {
-                        stream,
+                        stream: wrap(ep, tls, tcp)?,
                         buf: BytesMut::with_capacity(16 * 1024),
                         authority: ep.authority.clone(),
                     });
@@ -94,6 +150,7 @@ impl Conn {
         let mut bytes = req.into_bytes();
         bytes.extend_from_slice(body);
         self.stream
+            .tcp()
             .set_write_timeout(Some(left(deadline)?))
             .map_err(io)?;
         self.stream.write_all(&bytes).map_err(io)
@@ -115,7 +172,7 @@ impl Conn {
             if wait.is_zero() {
                 return Ok(None);
             }
-            self.stream.set_read_timeout(Some(wait)).map_err(io)?;
+            self.stream.tcp().set_read_timeout(Some(wait)).map_err(io)?;
             let mut chunk = [0u8; 16 * 1024];
             match self.stream.read(&mut chunk) {
                 Ok(0) => {
@@ -159,6 +216,18 @@ impl Conn {
     }
 }
 
+/// `tcp` as it will carry the requests: through TLS for https.
+fn wrap(ep: &Endpoint, tls: Option<&Arc<ClientConfig>>, tcp: TcpStream) -> Result<Stream, Error> {
+    if !ep.tls {
+        return Ok(Stream::Plain(tcp));
+    }
+    let config = tls.ok_or_else(|| Error::Io("https without a TLS configuration".into()))?;
+    let name = ServerName::try_from(ep.host.clone())
+        .map_err(|_| Error::Io(format!("{} is not a TLS server name", ep.host)))?;
+    let conn = ClientConnection::new(config.clone(), name).map_err(|e| Error::Io(e.to_string()))?;
+    Ok(Stream::Tls(Box::new(StreamOwned::new(conn, tcp))))
+}
+
 fn append(body: &mut Vec<u8>, d: &Bytes, max: usize) -> Result<(), Error> {
     if body.len() + d.len() > max {
         return Err(Error::Bad(format!("answer over {max} bytes")));
@@ -180,13 +249,12 @@ mod tests {
 
     #[test]
     fn endpoints() {
-        assert_eq!(
-            Endpoint::parse("http://127.0.0.1:2379").unwrap().authority,
-            "127.0.0.1:2379"
-        );
-        assert!(Endpoint::parse("https://e:2379")
-            .unwrap_err()
-            .contains("https"));
+        let e = Endpoint::parse("http://127.0.0.1:2379").unwrap();
+        assert_eq!(e.authority, "127.0.0.1:2379");
+        assert_eq!((e.host.as_str(), e.tls), ("127.0.0.1", false));
+        let e = Endpoint::parse("https://[::1]:2379").unwrap();
+        assert_eq!((e.host.as_str(), e.tls), ("::1", true));
+        assert!(Endpoint::parse("https://:2379").is_err());
         assert!(Endpoint::parse("http://e:2379/v3").is_err());
         assert!(Endpoint::parse("e:2379").is_err());
     }
@@ -196,9 +264,7 @@ mod tests {
     #[test]
     fn keep_alive_with_chunked_and_trailers() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let ep = Endpoint {
-            authority: l.local_addr().unwrap().to_string(),
-        };
+        let ep = Endpoint::parse(&format!("http://{}", l.local_addr().unwrap())).unwrap();
         let server = std::thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
             let mut got = Vec::new();
@@ -211,7 +277,7 @@ mod tests {
             String::from_utf8(got).unwrap()
         });
         let deadline = Instant::now() + Duration::from_secs(5);
-        let mut c = Conn::connect(&ep, deadline).unwrap();
+        let mut c = Conn::connect(&ep, None, deadline).unwrap();
         c.send("/v3/a", Some("tok"), b"{}", deadline).unwrap();
         c.send("/v3/b", None, b"{}", deadline).unwrap();
         assert_eq!(

@@ -1,7 +1,8 @@
-//! A small blocking client of etcd's v3 JSON gateway (plain HTTP/1.1 with
-//! JSON bodies, keys and values in base64, int64s as strings). The gRPC
-//! client crates need `protoc` to build; this needs nothing beyond the
-//! Rust toolchain and the gateway's own HTTP/1.1 response reader.
+//! A small blocking client of etcd's v3 JSON gateway: HTTP/1.1 (plain, or
+//! TLS through rustls) with JSON bodies, keys and values in base64, int64s
+//! as strings. The gRPC client crates need `protoc` to build; this needs
+//! nothing beyond the Rust toolchain and the gateway's own HTTP/1.1
+//! response reader.
 //!
 //! `request` builds bodies and `reply` parses answers, both without IO;
 //! `conn` moves bytes over one `TcpStream`; `client` adds endpoint

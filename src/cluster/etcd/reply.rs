@@ -222,19 +222,20 @@ fn stream<'a, T: Deserialize<'a>>(body: &'a [u8], max: usize) -> Result<T, Error
         .ok_or_else(|| Error::Bad("stream message without result".into()))
 }
 
-fn kv(w: WireKv) -> Result<Kv, Error> {
+/// A pair, or None when its key cannot be one the directory wrote (too
+/// long, not base64): such a pair is someone else's and is skipped, so it
+/// cannot make a whole answer, or a watch stream, unreadable.
+fn kv(w: WireKv) -> Option<Kv> {
     // base64 grows by 4/3: a longer text cannot decode within the bound.
     if w.key.len() > MAX_ETCD_KEY_BYTES * 4 / 3 + 4 {
-        return Err(Error::Bad("key too long".into()));
+        return None;
     }
-    let key = B64
-        .decode(&w.key)
-        .map_err(|_| Error::Bad("key not base64".into()))?;
+    let key = B64.decode(&w.key).ok()?;
     let value = (w.value.len() <= MAX_VALUE_BYTES * 4 / 3 + 4)
         .then(|| B64.decode(&w.value).ok())
         .flatten()
         .filter(|v| v.len() <= MAX_VALUE_BYTES);
-    Ok(Kv {
+    Some(Kv {
         key,
         value,
         create_revision: w.create_revision,
@@ -243,8 +244,8 @@ fn kv(w: WireKv) -> Result<Kv, Error> {
     })
 }
 
-fn kvs(w: Vec<WireKv>) -> Result<Vec<Kv>, Error> {
-    w.into_iter().map(kv).collect()
+fn kvs(w: Vec<WireKv>) -> Vec<Kv> {
+    w.into_iter().filter_map(kv).collect()
 }
 
 /// The error a non-200 answer carries (its body may be anything).
@@ -262,7 +263,7 @@ pub fn range(body: &[u8]) -> Result<Range, Error> {
     let w: WireRange = json(body, MAX_BODY_BYTES)?;
     Ok(Range {
         revision: w.header.revision,
-        kvs: kvs(w.kvs)?,
+        kvs: kvs(w.kvs),
     })
 }
 
@@ -273,7 +274,7 @@ pub fn txn(body: &[u8]) -> Result<TxnReply, Error> {
         .into_iter()
         .filter_map(|op| op.response_range)
         .map(|r| kvs(r.kvs))
-        .collect::<Result<_, _>>()?;
+        .collect();
     Ok(TxnReply {
         succeeded: w.succeeded,
         revision: w.header.revision,
@@ -323,13 +324,13 @@ pub fn watch_message(line: &[u8]) -> Result<WatchMessage, Error> {
     let events = w
         .events
         .into_iter()
-        .map(|e| {
-            Ok(WatchEvent {
+        .filter_map(|e| {
+            Some(WatchEvent {
                 delete: e.kind == "DELETE",
                 kv: kv(e.kv)?,
             })
         })
-        .collect::<Result<_, Error>>()?;
+        .collect();
     Ok(WatchMessage {
         revision: w.header.revision,
         created: w.created,

@@ -3,7 +3,10 @@
 //! wait at most as long as the caller says, so the reader can look at its
 //! stop flag between messages.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::ClientConfig;
 
 use super::conn::{Conn, Endpoint};
 use super::reply::{self, Error, WatchMessage, MAX_BODY_BYTES, MAX_WATCH_MESSAGE_BYTES};
@@ -20,11 +23,12 @@ impl WatchStream {
     /// Connects, sends the create request and reads the answer's head.
     pub fn open(
         ep: &Endpoint,
+        tls: Option<&Arc<ClientConfig>>,
         token: Option<&str>,
         body: &[u8],
         deadline: Instant,
     ) -> Result<WatchStream, Error> {
-        let mut conn = Conn::connect(ep, deadline)?;
+        let mut conn = Conn::connect(ep, tls, deadline)?;
         conn.send("/v3/watch", token, body, deadline)?;
         let mut reader = ResponseReader::new(u64::MAX);
         let timed_out = || Error::Io("timed out".into());
