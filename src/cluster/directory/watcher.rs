@@ -182,3 +182,6 @@ fn node_of(key: &[u8], value: Option<&[u8]>) -> Option<(String, String)> {
     let record: NodeRecord = model::decode_value(value?)?;
     Some((node.to_owned(), record.advertise))
 }
+
+#[cfg(test)]
+mod tests;
