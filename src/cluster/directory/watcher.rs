@@ -19,6 +19,10 @@ use crate::cluster::model::{self, ActorPath, NodeRecord};
 const POLL: Duration = Duration::from_millis(100);
 /// Pause after a failed read or open, so a dead etcd is not hammered.
 const BACKOFF: Duration = Duration::from_millis(250);
+/// Node addresses cached at most; past it a claim lost to an uncached
+/// node reads that node's record instead (whoever writes node keys cannot
+/// grow this thread's memory without bound).
+const MAX_CACHED_NODES: usize = 4096;
 
 struct Watcher {
     shared: Arc<Shared>,
@@ -70,7 +74,7 @@ impl Watcher {
         }
         if let Ok(mut cache) = self.shared.addresses.lock() {
             cache.clear();
-            cache.extend(nodes.iter().cloned());
+            cache.extend(nodes.iter().take(MAX_CACHED_NODES).cloned());
         }
         for (node, address) in nodes {
             self.shared
@@ -159,7 +163,9 @@ impl Watcher {
             self.shared.broadcast(DirectoryEvent::NodeGone { node });
         } else if let Some((node, address)) = node_of(&e.kv.key, e.kv.value.as_deref()) {
             if let Ok(mut cache) = self.shared.addresses.lock() {
-                cache.insert(node.clone(), address.clone());
+                if cache.len() < MAX_CACHED_NODES || cache.contains_key(&node) {
+                    cache.insert(node.clone(), address.clone());
+                }
             }
             self.shared
                 .broadcast(DirectoryEvent::NodeUp { node, address });
@@ -176,3 +182,6 @@ fn node_of(key: &[u8], value: Option<&[u8]>) -> Option<(String, String)> {
     let record: NodeRecord = model::decode_value(value?)?;
     Some((node.to_owned(), record.advertise))
 }
+
+#[cfg(test)]
+mod tests;
