@@ -572,32 +572,75 @@ fn send_text(s: &mut TcpStream, text: &str) -> std::io::Result<()> {
     s.write_all(&client_frame_op(TEXT, text.as_bytes()))
 }
 
-/// The next data frame's payload (pings skipped), or an I/O error.
+/// The next data frame's payload (pings answered and skipped), or an I/O
+/// error.
 fn recv(s: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     loop {
-        let mut h = [0u8; 10];
-        s.read_exact(&mut h[..2])?;
-        let header_len = match h[1] & 0x7F {
-            126 => 4,
-            127 => 10,
-            _ => 2,
-        };
-        s.read_exact(&mut h[2..header_len])?;
-        let (b0, _, len) =
-            tether_bench::parse_server_header(&h[..header_len]).expect("whole header");
-        let mut payload = vec![0u8; len];
-        s.read_exact(&mut payload)?;
-        match b0 & 0x0F {
-            0x9 => {
-                s.write_all(&client_frame_op(0xA, &payload))?;
+        if let Some(payload) = recv_one(s)? {
+            return Ok(payload);
+        }
+    }
+}
+
+/// One frame: `Some(payload)` for data, `None` for a ping (answered) or
+/// a pong.
+fn recv_one(s: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+    let mut h = [0u8; 10];
+    s.read_exact(&mut h[..2])?;
+    let header_len = match h[1] & 0x7F {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    s.read_exact(&mut h[2..header_len])?;
+    let (b0, _, len) = tether_bench::parse_server_header(&h[..header_len]).expect("whole header");
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload)?;
+    match b0 & 0x0F {
+        0x9 => {
+            s.write_all(&client_frame_op(0xA, &payload))?;
+            Ok(None)
+        }
+        0xA => Ok(None),
+        0x8 => Err(std::io::Error::other(format!(
+            "closed by the gateway: {:?}",
+            String::from_utf8_lossy(payload.get(2..).unwrap_or_default())
+        ))),
+        _ => Ok(Some(payload)),
+    }
+}
+
+/// Why a client stopped waiting.
+enum Wait {
+    /// No data frame before the deadline (the gateway's pings do not
+    /// count: they would keep a plain read timeout from ever firing).
+    NoReply,
+    Io(std::io::Error),
+}
+
+/// As `recv`, giving up at `deadline`. The socket's read timeout must be
+/// short (it is the polling interval); a frame is read only once its
+/// first byte is there, so a timeout never splits one.
+fn recv_until(s: &mut TcpStream, deadline: Instant) -> Result<Vec<u8>, Wait> {
+    loop {
+        match s.peek(&mut [0u8; 1]) {
+            Ok(0) => return Err(Wait::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            Ok(_) => {
+                if let Some(p) = recv_one(s).map_err(Wait::Io)? {
+                    return Ok(p);
+                }
             }
-            0x8 => {
-                return Err(std::io::Error::other(format!(
-                    "closed by the gateway: {:?}",
-                    String::from_utf8_lossy(payload.get(2..).unwrap_or_default())
-                )))
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if Instant::now() >= deadline {
+                    return Err(Wait::NoReply);
+                }
             }
-            _ => return Ok(payload),
+            Err(e) => return Err(Wait::Io(e)),
         }
     }
 }
@@ -648,6 +691,7 @@ struct Replace {
     dup: u64,
     reordered: u64,
     disconnected: u64,
+    no_reply: u64,
     messages: u64,
     clients: usize,
     not_owned: usize,
@@ -870,7 +914,12 @@ struct ReplaceClient {
     dup: u64,
     reordered: u64,
     disconnected: Option<String>,
+    /// The number it sent and never had a reply to within `NO_REPLY`.
+    no_reply: Option<u64>,
 }
+
+/// How long a re-place client waits for one reply before it gives up.
+const NO_REPLY: Duration = Duration::from_secs(15);
 
 fn measure_replace(
     cluster: &mut Cluster,
@@ -915,7 +964,8 @@ fn measure_replace(
         .enumerate()
         .map(|(id, mut s)| {
             let stop = stop.clone();
-            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(200)))
+                .unwrap();
             std::thread::spawn(move || {
                 let mut c = ReplaceClient {
                     id,
@@ -932,9 +982,13 @@ fn measure_replace(
                     // Read until this number's echo comes back (earlier
                     // numbers are duplicates; later ones mean a loss).
                     loop {
-                        let got = match recv(&mut s) {
+                        let got = match recv_until(&mut s, sent + NO_REPLY) {
                             Ok(g) => g,
-                            Err(e) => {
+                            Err(Wait::NoReply) => {
+                                c.no_reply = Some(seq);
+                                return c;
+                            }
+                            Err(Wait::Io(e)) => {
                                 c.disconnected = Some(format!("waiting for {seq}: {e}"));
                                 return c;
                             }
@@ -964,21 +1018,26 @@ fn measure_replace(
         .collect();
     std::thread::sleep(Duration::from_secs(2));
     drop(owners_clients);
-    let at = Instant::now();
-    match event {
+    // The event's time: before a kill (SIGKILL takes effect at once), after
+    // a cut (the link is down once `ip link set … down` has returned; a
+    // message sent while it ran may still have made it through).
+    let at = match event {
         Event::Kill => {
+            let at = Instant::now();
             cluster.gateways[owner].kill();
             cluster.runners[owner].kill();
+            at
         }
         Event::Cut => {
             let lab = cluster.lab.as_ref().expect("a lab");
             lab.cut(owner);
+            Instant::now()
         }
-    }
+    };
     // Until every client had a reply to a message sent after the event
     // (reading the clients' progress would need sharing: poll the actors'
     // status on the survivors instead, then give the clients time).
-    let until = at + Duration::from_secs(30);
+    let until = at + Duration::from_secs(20);
     let placed = |c: &Cluster| {
         paths
             .iter()
@@ -1005,8 +1064,18 @@ fn measure_replace(
         rep.dup += c.dup;
         rep.reordered += c.reordered;
         rep.messages += c.replies.len() as u64;
-        if let Some(e) = &c.disconnected {
-            rep.disconnected += 1;
+        let trouble = match (&c.disconnected, c.no_reply) {
+            (Some(e), _) => {
+                rep.disconnected += 1;
+                Some(e.clone())
+            }
+            (None, Some(seq)) => {
+                rep.no_reply += 1;
+                Some(format!("no reply to {seq} within {NO_REPLY:?}"))
+            }
+            (None, None) => None,
+        };
+        if let Some(e) = trouble {
             let (path, node) = (&paths[c.id / others.len()], others[c.id % others.len()]);
             let status: Vec<String> = others
                 .iter()
@@ -1042,7 +1111,7 @@ fn measure_replace(
     rep.gap_p50_ms = gaps.value_at_quantile(0.5);
     rep.gap_max_ms = gaps.max();
     rep.all_again_ms = all_again.as_millis() as u64;
-    if rep.lost + rep.dup + rep.reordered + rep.disconnected > 0 || all_again.as_secs() >= 999 {
+    if rep.lost + rep.dup + rep.reordered + rep.disconnected + rep.no_reply > 0 {
         for &o in &others {
             eprintln!(
                 "  {prefix}: node-{o}'s last log lines:\n{}",
@@ -1077,8 +1146,8 @@ fn print_run(run: usize, r: &Run) {
     for (what, rep) in [("kill", &r.kill), ("partition", &r.partition)] {
         if let Some(p) = rep {
             println!(
-                "run {run}: {what}: gap p50 {} ms max {} ms, all replying again {} ms after, lost {} dup {} reordered {} disconnected {} (clients {}, replies {}, not owned {})",
-                p.gap_p50_ms, p.gap_max_ms, p.all_again_ms, p.lost, p.dup, p.reordered, p.disconnected, p.clients, p.messages, p.not_owned
+                "run {run}: {what}: gap p50 {} ms max {} ms, all replying again {} ms after, lost {} dup {} reordered {} disconnected {} never replied to again {} (clients {}, replies {}, not owned {})",
+                p.gap_p50_ms, p.gap_max_ms, p.all_again_ms, p.lost, p.dup, p.reordered, p.disconnected, p.no_reply, p.clients, p.messages, p.not_owned
             );
         }
     }
@@ -1206,7 +1275,7 @@ fn print_summary(args: &Args, command: &str, runs: &[Run], ttl: Duration, partit
         row(&format!("{k}: gap p50"), &|r| get(r).gap_p50_ms, "ms");
         row(&format!("{what}: gap max"), &|r| get(r).gap_max_ms, "ms");
         row(
-            &format!("{what}: every client replied to again after"),
+            &format!("{what}: every client replied to again after (999000 = some never)"),
             &|r| get(r).all_again_ms,
             "ms",
         );
@@ -1216,6 +1285,11 @@ fn print_summary(args: &Args, command: &str, runs: &[Run], ttl: Duration, partit
                 let p = get(r);
                 p.lost + p.dup + p.reordered + p.disconnected
             },
+            "",
+        );
+        row(
+            &format!("{what}: clients never replied to again (none within 15 s)"),
+            &|r| get(r).no_reply,
             "",
         );
         row(
