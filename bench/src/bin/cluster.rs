@@ -1102,12 +1102,17 @@ fn measure_replace(
                 gap = gap.max(w[1].1 - w[0].1);
             }
         }
-        gaps.record(gap.as_millis().max(1) as u64).unwrap();
+        // A client never replied to again has no gap to measure: it is
+        // counted in `no_reply` instead.
+        if c.replies.last().is_some_and(|r| r.1 >= at) {
+            gaps.record(gap.as_millis().max(1) as u64).unwrap();
+        }
         match c.replies.iter().find(|(sent, _)| *sent >= at) {
             Some((_, got)) => all_again = all_again.max(*got - at),
             None => all_again = Duration::from_secs(999),
         }
     }
+    // (0 when no client was replied to again.)
     rep.gap_p50_ms = gaps.value_at_quantile(0.5);
     rep.gap_max_ms = gaps.max();
     rep.all_again_ms = all_again.as_millis() as u64;
