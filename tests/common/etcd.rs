@@ -69,19 +69,20 @@ impl Etcd {
 
     fn start_with(pki: Option<&Pki>) -> Etcd {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        Etcd::start_at(|| {
+        let pick = || {
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
             Ipv4Addr::new(127, 0, 0, 10 + (n % 200) as u8)
-        })
+        };
+        Etcd::start_at(pick, pki)
     }
 
     /// As `start`, listening on `ip` (a lab's bridge address, where nodes
     /// in network namespaces reach it).
     pub fn start_on(ip: Ipv4Addr) -> Etcd {
-        Etcd::start_at(|| ip)
+        Etcd::start_at(|| ip, None)
     }
 
-    fn start_at(pick: impl Fn() -> Ipv4Addr) -> Etcd {
+    fn start_at(pick: impl Fn() -> Ipv4Addr, pki: Option<&Pki>) -> Etcd {
         static TOKENS: AtomicUsize = AtomicUsize::new(0);
         // Several 127.0.0.x addresses: tests run in parallel and a port
         // picked by binding to :0 is free only until someone else takes it,
