@@ -119,7 +119,7 @@ fn claim(dir: &Directory, actor: &ActorPath) -> ClaimResult {
 
 fn claim_gone(dir: &Directory, worker: usize, want: &ActorPath) {
     event(dir, worker, "the claim to go", |e| match e {
-        DirectoryEvent::ClaimGone { actor } if actor == *want => Some(()),
+        DirectoryEvent::ClaimGone { actor, .. } if actor == *want => Some(()),
         _ => None,
     })
 }
@@ -136,7 +136,7 @@ fn lease_gone(dir: &Directory, node: &str, actor: &ActorPath) {
     event(dir, 1, "the node and its claim to go", |e| {
         match e {
             DirectoryEvent::NodeGone { node: n } if n == node => seen.0 = true,
-            DirectoryEvent::ClaimGone { actor: a } if a == *actor => seen.1 = true,
+            DirectoryEvent::ClaimGone { actor: a, .. } if a == *actor => seen.1 = true,
             _ => {}
         }
         (seen.0 && seen.1).then_some(())

@@ -68,7 +68,12 @@ pub enum DirectoryEvent {
     },
     /// The actor's claim was deleted (released, or its owner's lease
     /// ended); on the actor's home worker only.
-    ClaimGone { actor: ActorPath },
+    ClaimGone {
+        actor: ActorPath,
+        /// The revision that deleted it: a claim created after it (a newer
+        /// one) is not what went.
+        revision: i64,
+    },
     /// A node record appeared or changed; every worker.
     NodeUp { node: String, address: String },
     /// A node record went (its lease ended); every worker.

@@ -145,7 +145,9 @@ impl Watcher {
         if let Some(actor) = ActorPath::from_etcd_key(key) {
             if e.delete {
                 let home = self.shared.home_of(&actor);
-                self.shared.to(home, DirectoryEvent::ClaimGone { actor });
+                let revision = e.kv.mod_revision;
+                self.shared
+                    .to(home, DirectoryEvent::ClaimGone { actor, revision });
             }
             return;
         }

@@ -155,6 +155,29 @@ impl Actors {
     }
 
     /// Queues one of several copies of `message` (no copy of its bytes).
+    /// As `deliver`, for the link of `conn_id`: to its node at once if it
+    /// is another node's client (`peers.rs`).
+    pub(super) fn deliver_to(
+        &self,
+        conn_id: u64,
+        link: &ClientLink,
+        kind: MessageKind,
+        payload: Bytes,
+    ) -> bool {
+        self.relay_out(conn_id, kind, &payload) || self.deliver(link, kind, payload)
+    }
+
+    /// As `deliver_shared`, for the link of `conn_id` (see `deliver_to`).
+    pub(super) fn deliver_shared_to(
+        &self,
+        conn_id: u64,
+        link: &ClientLink,
+        message: &SharedMessage,
+    ) -> bool {
+        self.relay_out(conn_id, message.kind, &message.payload)
+            || self.deliver_shared(link, message)
+    }
+
     pub(super) fn deliver_shared(&self, link: &ClientLink, message: &SharedMessage) -> bool {
         let len = message.payload.len();
         let outgoing = match message.frame() {
@@ -249,7 +272,7 @@ impl Actors {
                 continue;
             }
             if let Some(link) = links.get(id).filter(|l| !l.is_closing()) {
-                delivered += usize::from(self.deliver_shared(link, &message));
+                delivered += usize::from(self.deliver_shared_to(*id, link, &message));
             }
         }
         delivered

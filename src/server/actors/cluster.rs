@@ -38,8 +38,8 @@ pub(crate) trait ClusterPort {
 pub(crate) enum Claim {
     /// This node holds it (its create revision).
     Won { revision: i64 },
-    /// Another node does.
-    Owned { node: String },
+    /// Another node does, since `revision`.
+    Owned { node: String, revision: i64 },
     /// The directory could not be asked.
     Failed(String),
 }
@@ -57,6 +57,7 @@ enum Owner {
     Node {
         id: String,
         learned: Instant,
+        revision: i64,
     },
     /// Asking failed: not again before `until`.
     Failed {
@@ -65,6 +66,9 @@ enum Owner {
 }
 
 type OwnerKey = (String, String, Vec<String>);
+
+/// How a node's refusal of an actor it does not own starts (PROTOCOL §9).
+pub(crate) const NOT_OWNER_KIND: &str = "not_owner";
 
 /// A claim asked and not answered within this is asked again.
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(5);
@@ -84,6 +88,8 @@ const GATHER: Duration = Duration::from_millis(250);
 /// This worker's part of the cluster.
 pub(crate) struct Cluster {
     port: Rc<dyn ClusterPort>,
+    /// This node's id (its clients' connection ids derive from it).
+    node: String,
     owners: RefCell<HashMap<OwnerKey, Owner>>,
     /// The lease could not be renewed in time: nothing is served from here
     /// until the directory gives a new one.
@@ -93,6 +99,7 @@ pub(crate) struct Cluster {
 impl Cluster {
     pub fn new(port: Rc<dyn ClusterPort>) -> Self {
         Cluster {
+            node: port.node_id().to_owned(),
             port,
             owners: RefCell::default(),
             fenced: Cell::new(false),
@@ -122,6 +129,11 @@ impl Actors {
 
     pub fn in_cluster(&self) -> bool {
         self.cluster.get().is_some()
+    }
+
+    /// This node's id, in a cluster.
+    pub(super) fn cluster_node(&self) -> Option<&str> {
+        self.cluster.get().map(|c| c.node.as_str())
     }
 
     /// Places a Placing actor in a cluster; false when the cluster says
@@ -156,7 +168,7 @@ impl Actors {
                 Route::Wait("gathering the clients of other nodes after a failover".into())
             }
             Some(Owner::Mine { .. }) => Route::Local,
-            Some(Owner::Node { id, learned }) => match self.peer_slot(&id) {
+            Some(Owner::Node { id, learned, .. }) => match self.peer_slot(&id) {
                 Some(slot) => Route::Peer(slot),
                 None if now.duration_since(learned) >= RECHECK_ABSENT_NODE => {
                     self.ask(cluster, actor, key, now)
@@ -201,16 +213,22 @@ impl Actors {
         };
         let now = self.now();
         let owner = match claim {
+            // Asked before the node fenced itself: that claim died with the
+            // old lease (another node may hold the actor now).
+            _ if cluster.fenced.get() => Owner::Failed {
+                until: now + FAILED_BACKOFF,
+            },
             Claim::Won { revision } => Owner::Mine { revision, won: now },
-            Claim::Owned { node } if node == cluster.port.node_id() => {
+            Claim::Owned { node, .. } if node == cluster.port.node_id() => {
                 // Ours under an earlier lease: it is going away; ask again.
                 Owner::Failed {
                     until: now + FAILED_BACKOFF,
                 }
             }
-            Claim::Owned { node } => Owner::Node {
+            Claim::Owned { node, revision } => Owner::Node {
                 id: node,
                 learned: now,
+                revision,
             },
             Claim::Failed(reason) => {
                 warn!(worker = self.worker_id, actor = %name, key = ?key, %reason, "cluster directory claim failed");
@@ -260,13 +278,23 @@ impl Actors {
         }
     }
 
-    /// The watch saw the actor's claim vanish. If it was another node's
-    /// and the actor runs there, it moves (the node is gone or fenced).
-    pub fn on_claim_gone(&self, ns: &str, name: &str, key: &[String]) {
+    /// The watch saw the actor's claim vanish (at `revision`). If it was
+    /// another node's and the actor runs there, it moves (the node is gone
+    /// or fenced). A claim made after that revision is another one: kept.
+    pub fn on_claim_gone(&self, ns: &str, name: &str, key: &[String], revision: i64) {
         let Some(cluster) = self.cluster.get() else {
             return;
         };
         let k = (ns.to_owned(), name.to_owned(), key.to_vec());
+        let newer = match cluster.owners.borrow().get(&k) {
+            Some(Owner::Mine { revision: r, .. } | Owner::Node { revision: r, .. }) => {
+                *r > revision
+            }
+            _ => false,
+        };
+        if newer {
+            return;
+        }
         let was = cluster.owners.borrow_mut().remove(&k);
         let Some(actor) = self.directory.get(ns, name, key) else {
             return;
@@ -317,11 +345,12 @@ impl Actors {
         let Some(cluster) = self.cluster.get() else {
             return;
         };
+        // Every time: a claim answered since the last fence is as dead.
+        cluster.owners.borrow_mut().clear();
         if cluster.fenced.replace(true) {
             return;
         }
         warn!(worker = self.worker_id, %why, "cluster lease lost: fencing every actor of this node");
-        cluster.owners.borrow_mut().clear();
         for tunnel in self.tunnels.filter(|t| t.peer_node().is_none()) {
             tunnel.control.request_close(
                 CloseCode::SERVICE_RESTART,
@@ -381,10 +410,27 @@ impl Actors {
     }
 
     /// A node answered that it does not own the actor: what this worker
-    /// knew is dropped, so the next placement asks the directory.
-    pub(super) fn peer_refused(&self, tunnel: &Rc<Tunnel>, actor: &Actor) {
-        if let (Some(cluster), Some(_)) = (self.cluster.get(), tunnel.peer_node()) {
-            cluster.owners.borrow_mut().remove(&owner_key(actor));
+    /// knew is dropped and the directory is asked again at once (not a
+    /// crash: no backoff). True if that is what happened.
+    pub(super) fn peer_refused(
+        &self,
+        tunnel: &Rc<Tunnel>,
+        actor: &Rc<Actor>,
+        reason: &str,
+    ) -> bool {
+        let Some(cluster) = self.cluster.get() else {
+            return false;
+        };
+        if tunnel.peer_node().is_none() || !reason.starts_with(NOT_OWNER_KIND) {
+            return false;
         }
+        cluster.owners.borrow_mut().remove(&owner_key(actor));
+        self.resend_all(actor);
+        self.replace(
+            actor,
+            self.now(),
+            self.config().actors.migration_buffer_bytes,
+        );
+        true
     }
 }

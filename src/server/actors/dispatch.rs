@@ -112,7 +112,7 @@ impl Actors {
     fn on_message(&self, tunnel: &Rc<Tunnel>, conn_id: u64, kind: MessageKind, payload: Bytes) {
         self.with_link_on(tunnel, conn_id, |link| {
             link.actor.touch(self.clock.get());
-            self.deliver(link, kind, payload);
+            self.deliver_to(conn_id, link, kind, payload);
         });
     }
 
@@ -136,7 +136,7 @@ impl Actors {
         let message = SharedMessage::new(kind, payload);
         let mut send = |id: &u64| {
             if let Some(link) = links.get(id) {
-                self.deliver_shared(link, &message);
+                self.deliver_shared_to(*id, link, &message);
             }
         };
         match to {
@@ -180,7 +180,9 @@ impl Actors {
                 .filter(|c| c.is_sendable())
                 .unwrap_or(CloseCode::INTERNAL);
             // After the messages it sent before closing.
-            link.control.request_close_after_queued(code, reason);
+            if !self.relay_close(conn_id, code, &reason) {
+                link.control.request_close_after_queued(code, reason);
+            }
         }
     }
 
@@ -217,7 +219,9 @@ impl Actors {
             return self.on_stopped(&actor);
         }
         debug!(actor = %actor.name, key = ?actor.key, %reason, "actor stopped on its own");
-        self.peer_refused(tunnel, &actor);
+        if self.peer_refused(tunnel, &actor, reason) {
+            return;
+        }
         self.resend_all(&actor);
         self.fail(&actor, &format!("it stopped: {reason}"));
     }

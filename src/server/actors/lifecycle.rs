@@ -144,7 +144,12 @@ impl Actors {
 
     /// To Placing (see `Actor::begin_placing`), then `place`; returns the
     /// runner the actor left.
-    fn replace(&self, actor: &Rc<Actor>, not_before: Instant, hold: usize) -> Option<Rc<Tunnel>> {
+    pub(super) fn replace(
+        &self,
+        actor: &Rc<Actor>,
+        not_before: Instant,
+        hold: usize,
+    ) -> Option<Rc<Tunnel>> {
         let start_timeout = self.start_wait(&actor.ns, &actor.name);
         let left = actor.begin_placing(self.now(), not_before, hold, start_timeout);
         self.place(actor);

@@ -22,6 +22,8 @@ mod actor;
 mod backoff;
 mod clients;
 mod cluster;
+#[cfg(test)]
+mod cluster_tests;
 mod directory;
 mod dispatch;
 mod events;
@@ -69,7 +71,7 @@ pub(crate) use home::home_worker;
 use ids::Ids;
 use links::{ClientLink, PendingOpen};
 pub(crate) use links::{LinkView, OpenAnswer, OpenRequest};
-pub(crate) use peers::{Relay, RestoredConn};
+pub(crate) use peers::{hash_twin, relayed_conn_id, Relay, RestoredConn};
 pub(crate) use requests::{HttpOpen, MAX_PIECE};
 pub(crate) use status::{ActorStatus, MigrateOutcome};
 pub(crate) use tunnel_events::RunnerHello;

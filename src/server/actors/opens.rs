@@ -26,7 +26,7 @@ impl Actors {
         request: OpenRequest,
         ticket: Option<Ticket>,
     ) -> (u64, Rc<Slot<OpenAnswer>>) {
-        let conn_id = self.ids.fresh();
+        let conn_id = self.fresh_conn_id();
         (
             conn_id,
             self.open_as(actor, conn_id, control, request, ticket),
@@ -112,7 +112,9 @@ impl Actors {
         links.insert(conn_id, Box::new(link));
         self.count_links(&links);
         drop(links);
-        open.answer.fill(OpenAnswer::Accepted { protocol: chosen });
+        let answer = OpenAnswer::Accepted { protocol: chosen };
+        self.relay_answer(conn_id, &answer);
+        open.answer.fill(answer);
     }
 
     /// Whether `actor` may take one more connection; counts a refusal.
@@ -137,14 +139,17 @@ impl Actors {
             code: CloseCode::TRY_AGAIN_LATER.0,
             reason: "actor full".into(),
         });
-        open.answer
-            .fill(OpenAnswer::Refused(Unavailable::ActorFull));
+        let answer = OpenAnswer::Refused(Unavailable::ActorFull);
+        self.relay_answer(conn_id, &answer);
+        open.answer.fill(answer);
     }
 
     /// The runner refused, with a status of its choice.
     pub(super) fn on_reject(&self, tunnel: &Rc<Tunnel>, conn_id: u64, status: u16, reason: String) {
         if let Some(open) = self.take_open(tunnel, conn_id) {
-            open.answer.fill(OpenAnswer::Rejected { status, reason });
+            let answer = OpenAnswer::Rejected { status, reason };
+            self.relay_answer(conn_id, &answer);
+            open.answer.fill(answer);
         }
     }
 
@@ -175,8 +180,11 @@ impl Actors {
             .collect();
         for id in stale {
             if let Some(p) = opens.remove(&id) {
-                let reason = reason.to_owned();
-                p.answer.fill(OpenAnswer::GaveUp { reason });
+                let answer = OpenAnswer::GaveUp {
+                    reason: reason.to_owned(),
+                };
+                self.relay_answer(id, &answer);
+                p.answer.fill(answer);
             }
         }
     }

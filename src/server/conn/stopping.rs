@@ -18,6 +18,10 @@ pub(crate) struct Stopping {
 }
 
 impl Stopping {
+    pub fn is_set(&self) -> bool {
+        self.set.get()
+    }
+
     pub fn set(&self) {
         self.set.set(true);
         // Taken out first: a woken waiter may be dropped (and unregister) at once.

@@ -64,6 +64,9 @@ impl Dialing {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// A link that lasted this long was up: the next dial starts from the
+/// first backoff again.
+const STABLE_LINK: Duration = Duration::from_secs(1);
 /// The largest answer head read from another node.
 const MAX_ANSWER_HEAD: usize = 8 * 1024;
 
@@ -75,8 +78,13 @@ pub(crate) async fn dial_node(side: Rc<PeerSide>, target: NodeAddress, dialing: 
         match connect(&side, &target).await {
             Ok((stream, leftover)) => {
                 failures = 0;
-                backoff = FIRST_BACKOFF;
+                let since = Instant::now();
                 serve(&side, &target, &dialing, stream, leftover).await;
+                // A link the other node ends at once (a refused hello, a
+                // worker count that differs) is not redialed at once.
+                if since.elapsed() >= STABLE_LINK {
+                    backoff = FIRST_BACKOFF;
+                }
             }
             Err(why) => {
                 failures += 1;

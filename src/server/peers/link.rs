@@ -13,20 +13,21 @@ use std::time::Instant;
 use bytes::Bytes;
 use tracing::{debug, warn};
 
-use super::relay::{relay_conn, Pending};
-use super::{relayed_conn_id, PeerSide};
+use super::relay::relay_conn;
+use super::PeerSide;
 use crate::http::route::ActorPath;
-use crate::server::actors::{Actors, OpenRequest, Relay, RestoredConn};
+use crate::server::actors::{relayed_conn_id, Actors, OpenRequest, Relay, RestoredConn};
 use crate::server::conn::control::ConnControl;
 use crate::server::conn::env::SessionLimits;
 use crate::server::conn::outbox::Outbox;
+use crate::server::conn::registry::Registration;
 use crate::server::conn::session::{Failure, Gate, Role};
 use crate::server::tunnels::PeerOut;
 use crate::tunnel::{decode_frames, Frame, MessageKind, Recipients, PROTOCOL_VERSION};
 use crate::ws::{CloseCode, OpCode};
 
 /// The reason a node gives for an actor it does not own.
-pub(crate) const NOT_OWNER: &str = "not_owner: this node does not hold the actor's claim";
+const NOT_OWNER: &str = "not_owner: this node does not hold the actor's claim";
 
 /// An actor the other node started here.
 struct PeerActor {
@@ -244,19 +245,17 @@ impl PeerLink {
             });
         };
         let registration = side.env.registry.register(Instant::now());
-        let control = registration.control.clone();
-        let peer = request.peer;
-        let answer = side
-            .actors
-            .open_relayed(&actor, local, control.clone(), request);
-        self.link_conn(remote, local, actor_id, control);
-        let pending = Pending::Open { answer, peer };
+        let relay = self.relay(remote, request.peer, &registration);
+        self.link_conn(remote, local, actor_id, registration.control.clone());
+        side.actors.open_relayed(&actor, local, request, relay);
+        // A client of this node would have woken it on its way in.
+        side.actors.wake_if_asleep(&actor);
         monoio::spawn(relay_conn(
             side.clone(),
             self.clone(),
             remote,
+            local,
             registration,
-            pending,
         ));
     }
 
@@ -269,27 +268,29 @@ impl PeerLink {
     ) {
         let local = relayed_conn_id(side.worker_id, &self.node, remote);
         let Some(actor) = self.add_conn(side, remote, actor_id, local) else {
-            warn!(node = %self.node, "a restored connection of an actor not started here: ignored");
+            warn!(node = %self.node, "a restored connection of an actor not started here, or known already: ignored");
             return;
         };
         let registration = side.env.registry.register(Instant::now());
-        let control = registration.control.clone();
-        side.actors
-            .restore_relayed(&actor, local, control.clone(), conn);
-        let relay = Relay {
-            out: self.out.clone(),
-            remote_conn: remote,
-        };
-        side.actors.add_relay(local, relay);
-        self.link_conn(remote, local, actor_id, control);
-        let pending = Pending::Linked;
+        let relay = self.relay(remote, conn.peer, &registration);
+        self.link_conn(remote, local, actor_id, registration.control.clone());
+        side.actors.restore_relayed(&actor, local, conn, relay);
         monoio::spawn(relay_conn(
             side.clone(),
             self.clone(),
             remote,
+            local,
             registration,
-            pending,
         ));
+    }
+
+    fn relay(&self, remote: u64, peer: SocketAddr, registration: &Registration) -> Relay {
+        Relay {
+            out: self.out.clone(),
+            remote_conn: remote,
+            peer,
+            control: registration.control.clone(),
+        }
     }
 
     /// Notes `remote` on its actor; `None` if that actor is not started
@@ -319,18 +320,14 @@ impl PeerLink {
         self.conns.borrow_mut().insert(remote, conn);
     }
 
-    /// The connection is over on the other node (or the link is): it
-    /// leaves this node's actor and its relay ends.
+    /// The connection is over on the other node (or the link is, or that
+    /// node moves the actor away): it leaves this node's actor, and its
+    /// relay ends without telling that node anything.
     pub(super) fn close(&self, actors: &Actors, remote: u64, code: CloseCode, reason: &str) {
         let Some(conn) = self.forget_conn(remote) else {
             return;
         };
-        actors.remove_relay(conn.local);
-        if actors.is_linked(conn.local) {
-            actors.client_closed(conn.local, code, reason);
-        } else {
-            actors.abandon_open(conn.local);
-        }
+        actors.drop_relayed(conn.local, code, reason);
         conn.control.request_close(code, reason.to_owned());
     }
 

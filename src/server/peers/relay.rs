@@ -1,9 +1,11 @@
 //! One connection of another node's client, relayed: a small task per
-//! connection that waits on its control like a client session would, and
-//! turns what this node's actor sends it into tunnel frames for that node.
-//! It holds no socket and no buffer; it ends when the connection does.
+//! connection that waits on its control like a client session would. The
+//! runner's frames for the connection go to that node as they are
+//! dispatched (`actors::Relay`); what reaches the control instead — a
+//! close the gateway decides (the actor given up, a client over its hold),
+//! a publish queued for it — is turned into tunnel frames here. It holds
+//! no socket and no buffer, and ends when the connection does.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -11,23 +13,10 @@ use bytes::Bytes;
 
 use super::link::PeerLink;
 use super::PeerSide;
-use crate::server::actors::{OpenAnswer, Relay};
 use crate::server::conn::control::{Outgoing, Signal};
 use crate::server::conn::registry::Registration;
-use crate::server::conn::slot::Slot;
 use crate::tunnel::{Frame, MessageKind};
 use crate::ws::{CloseCode, OpCode};
-
-/// Where a relayed connection starts.
-pub(super) enum Pending {
-    /// Opened: the runner has not answered yet.
-    Open {
-        answer: Rc<Slot<OpenAnswer>>,
-        peer: SocketAddr,
-    },
-    /// Restored: linked already.
-    Linked,
-}
 
 /// A relay's control has no timer of its own (the other node keeps the
 /// client's): its deadline is put out of the sweep's way.
@@ -37,81 +26,23 @@ pub(super) async fn relay_conn(
     side: Rc<PeerSide>,
     link: Rc<PeerLink>,
     remote: u64,
+    local: u64,
     registration: Registration,
-    pending: Pending,
 ) {
     let control = registration.control.clone();
     control.set_deadline(Instant::now() + NO_DEADLINE);
-    if let Pending::Open { answer, peer } = pending {
-        if !answered(&side, &link, remote, &answer, peer, &control).await {
-            return;
-        }
-    }
     loop {
         match control.next_signal().await {
             Signal::Outbound => control.drain_outbound(|o| send(&link, remote, o)),
-            Signal::Close(code, reason) => return closed(&side, &link, remote, code, &reason),
+            Signal::Close(code, reason) => {
+                return closed(&side, &link, remote, local, code, &reason)
+            }
             Signal::Timer => control.set_deadline(Instant::now() + NO_DEADLINE),
         }
         if link.out.queued() > max_queued(&side) {
             // The other node does not read: its link goes, not this node.
             let reason = "the node does not read what its clients are sent";
             link.out.control.request_close(CloseCode::POLICY, reason);
-        }
-    }
-}
-
-/// Waits for the runner's answer to an open and tells the other node;
-/// true if the connection is linked.
-async fn answered(
-    side: &PeerSide,
-    link: &PeerLink,
-    remote: u64,
-    answer: &Slot<OpenAnswer>,
-    peer: SocketAddr,
-    control: &crate::server::conn::control::ConnControl,
-) -> bool {
-    let far = Instant::now() + NO_DEADLINE;
-    let outcome = monoio::select! {
-        a = answer.wait_until(far) => a,
-        // The other node gave the open up (its link closes it here).
-        _ = control.next_signal() => None,
-    };
-    let local = match link.conns.borrow().get(&remote) {
-        Some(c) => c.local,
-        None => return false,
-    };
-    let reject = |status: u16, reason: String| {
-        side.actors.relayed_open_refused(peer);
-        link.forget_conn(remote);
-        link.out.send(&Frame::ConnReject {
-            conn_id: remote,
-            status,
-            reason,
-        });
-        false
-    };
-    match outcome {
-        Some(OpenAnswer::Accepted { protocol }) => {
-            let hibernatable = side.actors.link_hibernatable(local);
-            let relay = Relay {
-                out: link.out.clone(),
-                remote_conn: remote,
-            };
-            side.actors.add_relay(local, relay);
-            link.out.send(&Frame::ConnAccept {
-                conn_id: remote,
-                protocol,
-                hibernatable,
-            });
-            true
-        }
-        Some(OpenAnswer::Rejected { status, reason }) => reject(status, reason),
-        Some(OpenAnswer::Refused(u)) => reject(503, u.to_string()),
-        Some(OpenAnswer::GaveUp { reason }) => reject(503, reason),
-        None => {
-            side.actors.abandon_open(local);
-            reject(503, "the open was given up".into())
         }
     }
 }
@@ -150,17 +81,30 @@ fn unframe(frame: &Bytes) -> Option<(OpCode, Bytes)> {
     (frame.len() == header + len).then(|| (op, frame.slice(header..)))
 }
 
-/// The connection closed here (the actor closed it, or the gateway did):
-/// the other node is told, unless it closed it itself.
-fn closed(side: &PeerSide, link: &PeerLink, remote: u64, code: CloseCode, reason: &str) {
-    if let Some(conn) = link.forget_conn(remote) {
-        side.actors.remove_relay(conn.local);
-        link.out.send(&Frame::Close {
-            conn_id: remote,
-            code: code.0,
-            reason: reason.to_owned(),
-        });
+/// The connection closed here. The other node is told — unless it was
+/// told already (the actor's own close), or this worker stops: then the
+/// link itself goes, and that node moves its clients elsewhere instead of
+/// closing them.
+fn closed(
+    side: &PeerSide,
+    link: &PeerLink,
+    remote: u64,
+    local: u64,
+    code: CloseCode,
+    reason: &str,
+) {
+    link.forget_conn(remote);
+    let Some(relay) = side.actors.take_relay(local) else {
+        return;
+    };
+    if side.stopping.is_set() {
+        return;
     }
+    relay.out.send(&Frame::Close {
+        conn_id: remote,
+        code: code.0,
+        reason: reason.to_owned(),
+    });
 }
 
 /// What a link may hold for the other node before it is closed: what a

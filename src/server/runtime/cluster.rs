@@ -11,14 +11,14 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::worker::Worker;
 use crate::cluster::directory::{ClaimResult, Directory, DirectoryEvent};
 use crate::cluster::model::{ActorPath as DirectoryPath, NodeRecord};
 use crate::config::Config;
 use crate::http::route::ActorPath;
-use crate::server::actors::{home_worker, Claim, ClusterPort};
+use crate::server::actors::{hash_twin, home_worker, Claim, ClusterPort};
 use crate::server::conn::env::SessionLimits;
 use crate::server::peers::{dial_node, Dialing, NodeAddress, PeerSide};
 
@@ -104,6 +104,7 @@ pub(super) fn join(worker: &Rc<Worker>, directory: Arc<Directory>, config: &Conf
         worker_count: worker.worker_count,
         node: cluster.node_id.clone(),
         token: cluster.token.clone(),
+        stopping: worker.stopping.clone(),
     };
     monoio::spawn(follow(worker.clone(), directory, Rc::new(side)));
 }
@@ -134,13 +135,13 @@ fn on_event(worker: &Worker, side: &Rc<PeerSide>, links: &mut Links, event: Dire
         DirectoryEvent::Claimed { actor, outcome } => {
             let claim = match outcome {
                 ClaimResult::Won { revision } => Claim::Won { revision },
-                ClaimResult::Owned { node, .. } => Claim::Owned { node },
+                ClaimResult::Owned { node, revision, .. } => Claim::Owned { node, revision },
                 ClaimResult::Failed(why) => Claim::Failed(why),
             };
             actors.on_claim(&actor.namespace, &actor.name, &actor.key, claim);
         }
-        DirectoryEvent::ClaimGone { actor } => {
-            actors.on_claim_gone(&actor.namespace, &actor.name, &actor.key)
+        DirectoryEvent::ClaimGone { actor, revision } => {
+            actors.on_claim_gone(&actor.namespace, &actor.name, &actor.key, revision)
         }
         DirectoryEvent::NodeUp { node, address } => link_to(side, links, node, address),
         DirectoryEvent::NodeGone { node } => {
@@ -165,6 +166,13 @@ fn on_event(worker: &Worker, side: &Rc<PeerSide>, links: &mut Links, event: Dire
 /// Keeps a link to `node` at `address` (a new address replaces the link).
 fn link_to(side: &Rc<PeerSide>, links: &mut Links, node: String, address: String) {
     if node == side.node {
+        return;
+    }
+    // Their clients' connection ids would collide on the nodes both link to.
+    let others = std::iter::once(side.node.as_str()).chain(links.keys().map(String::as_str));
+    let twin = hash_twin(&node, others);
+    if let Some(twin) = twin {
+        error!(%node, %twin, "node ids that hash alike (15 bits of FNV-1a): not linking to this node; rename one of them");
         return;
     }
     if let Some((known, dialing)) = links.get(&node) {

@@ -115,7 +115,7 @@ impl RunnerLoads {
         declared: u32,
     ) -> Arc<RunnerLoad> {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let max = inner.max;
+        let max = cap_of(&pool, inner.max);
         inner.by_key.retain(|_, e| e.load.strong_count() > 0);
         let id = (identity.to_owned(), key.to_owned());
         if let Some(entry) = inner.by_key.get_mut(&id) {
@@ -151,9 +151,21 @@ impl RunnerLoads {
     pub fn set_max(&self, max: u32) {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.max = max;
-        for load in inner.by_key.values().filter_map(|e| e.load.upgrade()) {
-            load.set_capacity(load.declared.load(Ordering::Relaxed), max);
+        for entry in inner.by_key.values() {
+            if let Some(load) = entry.load.upgrade() {
+                let max = cap_of(&entry.pool, max);
+                load.set_capacity(load.declared.load(Ordering::Relaxed), max);
+            }
         }
+    }
+}
+
+/// `runners.max_actors_per_runner` caps a runner; another node's tunnel
+/// (`peer.rs`) is not one: it carries every actor that node owns.
+fn cap_of(pool: &PoolKey, max: u32) -> u32 {
+    match pool.0 == super::peer::PEER_NAMESPACE {
+        true => u32::MAX,
+        false => max,
     }
 }
 

@@ -131,7 +131,7 @@ fn deletes_become_events_and_a_compacted_watch_resyncs_from_a_fresh_read() {
     assert_eq!(next(&shared, 1), up);
     assert_eq!(
         next(&shared, 1),
-        DirectoryEvent::ClaimGone { actor },
+        DirectoryEvent::ClaimGone { actor, revision: 6 },
         "home"
     );
     assert_eq!(next(&shared, 1), gone);
