@@ -127,7 +127,10 @@ impl Actors {
         debug!(worker = self.worker_id, actor = %actor.name, key = ?actor.key, runner = %tunnel.runner_key, "starting actor");
         // A node tunnel serves every namespace: it is told which one.
         let name = match tunnel.peer_node() {
-            Some(_) => format!("{}/{}", actor.ns, actor.name),
+            Some(_) => {
+                actor.forget_output_marks();
+                format!("{}/{}", actor.ns, actor.name)
+            }
             None => actor.name.clone(),
         };
         tunnel.send(&Frame::StartActor {

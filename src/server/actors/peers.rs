@@ -164,6 +164,19 @@ impl Actors {
         }
     }
 
+    /// Every other node's client leaves (this process hands over to a new
+    /// one, which does not take them: their nodes move them).
+    pub(crate) fn drop_all_relayed(&self, reason: &str) {
+        let ids: Vec<u64> = self.relays.borrow().keys().copied().collect();
+        for id in ids {
+            let control = self.relays.borrow().get(&id).map(|r| r.control.clone());
+            self.drop_relayed(id, CloseCode::SERVICE_RESTART, reason);
+            if let Some(control) = control {
+                control.request_close(CloseCode::SERVICE_RESTART, reason.to_owned());
+            }
+        }
+    }
+
     /// The runner answered a relayed open (or the gateway did for it): the
     /// forwarding node learns it now, before anything the runner sent the
     /// connection after its answer.
