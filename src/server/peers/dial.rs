@@ -76,6 +76,8 @@ pub(crate) async fn dial_node(side: Rc<PeerSide>, target: NodeAddress, dialing: 
     let mut failures = 0u32;
     while !dialing.is_stopped() {
         match connect(&side, &target).await {
+            // Stopped while connecting: the node left meanwhile.
+            Ok(_) if dialing.is_stopped() => return,
             Ok((stream, leftover)) => {
                 failures = 0;
                 let since = Instant::now();

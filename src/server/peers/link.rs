@@ -302,6 +302,12 @@ impl PeerLink {
         actor_id: u64,
         local: u64,
     ) -> Option<Rc<crate::server::actors::Actor>> {
+        // A node forwards what it admitted; still, one link holds at most
+        // as many connections as this node admits in all.
+        if self.conns.borrow().len() >= side.env.config().client.max_connections {
+            warn!(node = %self.node, "a node link holds client.max_connections connections: refused");
+            return None;
+        }
         if self.conns.borrow().contains_key(&remote) || side.actors.is_linked(local) {
             return None;
         }
