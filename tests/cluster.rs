@@ -292,10 +292,11 @@ fn the_directory_costs_a_claim_per_node_per_actor_and_nothing_per_message() {
         })
         .collect();
     let placed = directory_work(&cluster) - before;
-    // Each node asks once per actor it serves clients of: the owner's claim
-    // and the other node's (answered with the owner).
+    // Each node asks once per actor it serves clients of (the owner's
+    // claim, the other node's answered with the owner), and the owner
+    // names the runner in its claim once the actor starts.
     assert!(
-        placed <= (2 * KEYS) as f64,
+        placed <= (3 * KEYS) as f64,
         "{placed} directory requests for {KEYS} actors on 2 nodes"
     );
     assert!(placed >= KEYS as f64, "every actor was claimed ({placed})");
@@ -362,4 +363,41 @@ fn only_the_cluster_token_opens_a_node_link_and_it_opens_nothing_else() {
     );
     let answer = common::raw_exchange(single.runner_addr, request.as_bytes());
     assert_eq!(common::status_of(&answer), 404, "{answer}");
+}
+
+#[test]
+fn the_directory_names_each_actors_owner_and_runner_and_each_runners_node() {
+    if !etcd::available() {
+        return;
+    }
+    let cluster = Cluster::start(2);
+    let mut a = RawWs::connect(cluster.nodes[1].client_addr(), "/actors/chat/recorded");
+    a.send(true, TEXT, b"hi");
+    assert_eq!(next_text(&mut a, "the client"), "hi");
+    let get = |key: &str| etcd_value(&cluster, key);
+    wait_for("the claim to name node 1's runner", || {
+        get("/tether/v1/actors/default/chat/recorded")
+            .is_some_and(|v| v.contains("\"node-1\"") && v.contains("runner-of-node-1"))
+    });
+    for i in 0..2 {
+        let key = format!("/tether/v1/runners/default/runner-of-node-{i}");
+        wait_for("each runner's record", || {
+            get(&key).is_some_and(|v| v.contains(&format!("\"node-{i}\"")))
+        });
+    }
+}
+
+/// The value of `key` in the cluster's etcd (JSON gateway), if any.
+fn etcd_value(cluster: &Cluster, key: &str) -> Option<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = format!("{{\"key\":\"{}\"}}", b64.encode(key));
+    let request = format!(
+        "POST /v3/kv/range HTTP/1.1\r\nHost: etcd\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = common::raw_exchange(cluster.etcd.client_addr, request.as_bytes());
+    let json: serde_json::Value = serde_json::from_str(answer.split_once("\r\n\r\n")?.1).ok()?;
+    let value = json["kvs"][0]["value"].as_str()?;
+    String::from_utf8(b64.decode(value).ok()?).ok()
 }

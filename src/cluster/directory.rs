@@ -103,6 +103,10 @@ pub struct RequestCounts {
     pub txns: u64,
     pub claims: u64,
     pub releases: u64,
+    /// Claims rewritten to name the runner the actor was placed on.
+    pub placements: u64,
+    /// `runners/…` records written or deleted.
+    pub runner_records: u64,
     pub ranges: u64,
     pub puts: u64,
     pub auths: u64,
@@ -111,8 +115,27 @@ pub struct RequestCounts {
 }
 
 enum Request {
-    Claim { worker: usize, actor: ActorPath },
-    Release { actor: ActorPath, revision: i64 },
+    Claim {
+        worker: usize,
+        actor: ActorPath,
+    },
+    Release {
+        actor: ActorPath,
+        revision: i64,
+    },
+    Placed {
+        actor: ActorPath,
+        revision: i64,
+        runner: String,
+    },
+    RunnerUp {
+        namespace: String,
+        runner: String,
+    },
+    RunnerDown {
+        namespace: String,
+        runner: String,
+    },
 }
 
 /// Names the worker that serves an actor (its `ClaimGone` goes there).
@@ -136,6 +159,10 @@ struct Shared {
     counters: Arc<Counters>,
     claims: AtomicU64,
     releases: AtomicU64,
+    /// Claims rewritten to name their runner, and runner records written
+    /// or deleted.
+    placements: AtomicU64,
+    runner_records: AtomicU64,
     /// Bumped by the request thread when it lost etcd: the watch may be
     /// hanging on a dead connection too, so it reopens.
     watch_epoch: AtomicU64,
@@ -165,6 +192,8 @@ impl Shared {
             counters,
             claims: AtomicU64::new(0),
             releases: AtomicU64::new(0),
+            placements: AtomicU64::new(0),
+            runner_records: AtomicU64::new(0),
             watch_epoch: AtomicU64::new(0),
             addresses: Mutex::new(HashMap::new()),
         }
@@ -292,6 +321,32 @@ impl Directory {
 
     /// Deletes the actor's claim if it is still the one made at
     /// `revision`. Unanswered; a refused release may be retried.
+    /// Records in the claim made at `revision` the runner the actor was
+    /// placed on (`actors/…` then names owner and runner).
+    pub fn placed(&self, actor: ActorPath, revision: i64, runner: String) -> Result<(), Full> {
+        self.submit(Request::Placed {
+            actor,
+            revision,
+            runner,
+        })
+    }
+
+    /// Writes `runners/{namespace}/{runner}` → this node, under its lease.
+    pub fn runner_up(&self, namespace: String, runner: String) -> Result<(), Full> {
+        self.submit(Request::RunnerUp { namespace, runner })
+    }
+
+    /// Deletes that record.
+    pub fn runner_down(&self, namespace: String, runner: String) -> Result<(), Full> {
+        self.submit(Request::RunnerDown { namespace, runner })
+    }
+
+    fn submit(&self, request: Request) -> Result<(), Full> {
+        self.shared.requests.push(request).map_err(|_| Full)?;
+        self.wake();
+        Ok(())
+    }
+
     pub fn release(&self, actor: ActorPath, revision: i64) -> Result<(), Full> {
         self.shared
             .requests
@@ -325,6 +380,8 @@ impl Directory {
             txns: get(&c.txns),
             claims: get(&self.shared.claims),
             releases: get(&self.shared.releases),
+            placements: get(&self.shared.placements),
+            runner_records: get(&self.shared.runner_records),
             ranges: get(&c.ranges),
             puts: get(&c.puts),
             auths: get(&c.auths),

@@ -333,6 +333,41 @@ pub fn release_txn(actor: &ActorPath, revision: i64) -> Txn {
     }
 }
 
+/// The owner names the runner it placed the actor on: the claim's record
+/// is rewritten, under the same lease, only while it is still the claim
+/// made at `revision`.
+pub fn placed_txn(
+    actor: &ActorPath,
+    revision: i64,
+    record: &ClaimRecord,
+    lease: LeaseId,
+) -> Result<Txn, Invalid> {
+    actor.check()?;
+    let key = actor.etcd_key();
+    Ok(Txn {
+        compare: vec![Compare::CreateRevision {
+            key: key.clone(),
+            revision,
+        }],
+        success: vec![Op::Put {
+            key,
+            value: encode_value(record)?,
+            lease,
+        }],
+        failure: vec![],
+    })
+}
+
+/// A runner's record goes (its last tunnel to this node closed).
+pub fn runner_gone_txn(namespace: &str, runner: &str) -> Result<Txn, Invalid> {
+    let key = runner_key(namespace, runner)?;
+    Ok(Txn {
+        compare: vec![],
+        success: vec![Op::Delete { key }],
+        failure: vec![],
+    })
+}
+
 /// What a claim transaction came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {

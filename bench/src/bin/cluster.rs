@@ -563,7 +563,7 @@ fn sum_kinds(d: &BTreeMap<String, u64>, kinds: &[&str]) -> u64 {
     kinds.iter().map(|k| d.get(*k).copied().unwrap_or(0)).sum()
 }
 
-const DIRECTORY_KINDS: [&str; 4] = ["claim", "release", "range", "put"];
+const DIRECTORY_KINDS: [&str; 5] = ["claim", "release", "range", "put", "placed"];
 
 // ---------------------------------------------------------------------------
 // Clients.

@@ -196,6 +196,56 @@ impl Requests {
                     tracing::debug!(error = %e, "etcd release failed");
                 }
             }
+            Request::Placed {
+                actor,
+                revision,
+                runner,
+            } => self.placed(&actor, revision, runner),
+            Request::RunnerUp { namespace, runner } => self.runner_up(&namespace, &runner),
+            Request::RunnerDown { namespace, runner } => {
+                self.shared.runner_records.fetch_add(1, Ordering::Relaxed);
+                let txn = model::runner_gone_txn(&namespace, &runner);
+                if let Err(e) = txn
+                    .map_err(|e| Error::Bad(e.0.into()))
+                    .and_then(|t| self.client.txn(&t, self.deadline()))
+                {
+                    tracing::debug!(error = %e, "etcd runner record delete failed");
+                }
+            }
+        }
+    }
+
+    /// Names the runner in the claim (only if it is still ours).
+    fn placed(&mut self, actor: &ActorPath, revision: i64, runner: String) {
+        let Some(lease) = self.lease else { return };
+        self.shared.placements.fetch_add(1, Ordering::Relaxed);
+        let record = ClaimRecord {
+            node: self.shared.config.node_id.clone(),
+            runner,
+        };
+        let txn = model::placed_txn(actor, revision, &record, lease);
+        let result = txn
+            .map_err(|e| Error::Bad(e.0.into()))
+            .and_then(|t| self.client.txn(&t, self.deadline()));
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "etcd claim's runner not recorded");
+        }
+    }
+
+    /// `runners/{ns}/{runner}` → this node, under its lease (it goes with
+    /// the node).
+    fn runner_up(&mut self, namespace: &str, runner: &str) {
+        let Some(lease) = self.lease else { return };
+        self.shared.runner_records.fetch_add(1, Ordering::Relaxed);
+        let record = model::RunnerRecord {
+            node: self.shared.config.node_id.clone(),
+        };
+        let put = model::runner_key(namespace, runner)
+            .and_then(|k| Ok((k, model::encode_value(&record)?)))
+            .map_err(|e| Error::Bad(e.0.into()))
+            .and_then(|(k, v)| self.client.put(k.as_bytes(), &v, lease, self.deadline()));
+        if let Err(e) = put {
+            tracing::debug!(error = %e, "etcd runner record not written");
         }
     }
 

@@ -31,6 +31,11 @@ pub(crate) trait ClusterPort {
     fn release(&self, ns: &str, name: &str, key: &[String], revision: i64);
     /// Whether this node's lease is surely alive now (lease fencing).
     fn may_serve(&self, now: Instant) -> bool;
+    /// Names in the claim made at `revision` the runner the actor went to.
+    fn placed(&self, _ns: &str, _name: &str, _key: &[String], _revision: i64, _runner: &str) {}
+    /// A runner connected to this node, or left it (`runners/…`).
+    fn runner_up(&self, _ns: &str, _runner: &str) {}
+    fn runner_down(&self, _ns: &str, _runner: &str) {}
 }
 
 /// The directory's answer to a claim.
@@ -250,6 +255,37 @@ impl Actors {
         cluster.owners.borrow_mut().insert(key, owner);
         if let Some(actor) = actor.filter(|a| a.state() == ActorState::Placing) {
             self.place(&actor);
+        }
+    }
+
+    /// The actor starts on one of this node's runners: its claim says which.
+    pub(super) fn note_placement(&self, actor: &Actor, runner: &str) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        if let Some(Owner::Mine { revision, .. }) = cluster.owners.borrow().get(&owner_key(actor)) {
+            cluster
+                .port
+                .placed(&actor.ns, &actor.name, &actor.key, *revision, runner);
+        }
+    }
+
+    /// A runner's tunnel to worker 0 came or went: every runner has one, so
+    /// worker 0 keeps the directory's `runners/…` records.
+    pub(super) fn record_runner(&self, tunnel: &Tunnel, up: bool) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        if self.worker_id != 0 || tunnel.peer_node().is_some() {
+            return;
+        }
+        match up {
+            true => cluster
+                .port
+                .runner_up(&tunnel.namespace, &tunnel.runner_key),
+            false => cluster
+                .port
+                .runner_down(&tunnel.namespace, &tunnel.runner_key),
         }
     }
 

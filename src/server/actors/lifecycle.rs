@@ -142,6 +142,8 @@ impl Actors {
         });
         if tunnel.peer_node().is_some() {
             self.restore_on_peer(actor, &tunnel);
+        } else {
+            self.note_placement(actor, &tunnel.runner_key);
         }
     }
 

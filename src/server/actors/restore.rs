@@ -85,8 +85,17 @@ fn replay(tunnel: &Tunnel, conn_id: u64, link: &ClientLink) -> bool {
         let Some(o) = outstanding.as_deref_mut() else {
             return false;
         };
+        let mut replayed = 0u32;
         for (index, kind, payload) in o.unsent() {
             tunnel.send_message(conn_id, index, kind, payload);
+            replayed += 1;
+        }
+        if replayed > 0 {
+            tracing::debug!(
+                conn = conn_id,
+                replayed,
+                "replayed to the actor's new runner"
+            );
         }
         o.mark_sent();
         let Some(close) = o.close.take() else {

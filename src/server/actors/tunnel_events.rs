@@ -107,6 +107,7 @@ impl Actors {
             self.keep_started(&tunnel, lifetime, &shared);
         }
         self.tunnels.insert(&tunnel);
+        self.record_runner(&tunnel, true);
         self.stats.tunnels.fetch_add(1, Ordering::Relaxed);
         Ok(tunnel)
     }
@@ -130,6 +131,7 @@ impl Actors {
         if !self.tunnels.remove(tunnel) {
             return;
         }
+        self.record_runner(tunnel, false);
         self.stats.tunnels.fetch_sub(1, Ordering::Relaxed);
         self.forget_started(tunnel);
         let actors = self.directory.on_tunnel(tunnel);

@@ -118,11 +118,12 @@ impl PeerLink {
                 index,
                 kind,
                 payload,
-            } => {
-                if let Some(local) = self.local(conn_id) {
-                    side.actors.forward(local, index, kind, &payload);
+            } => match self.local(conn_id) {
+                Some(local) => side.actors.forward(local, index, kind, &payload),
+                None => {
+                    debug!(node = %self.node, conn = conn_id, index, "message for a connection not linked here: dropped")
                 }
-            }
+            },
             Frame::Close {
                 conn_id,
                 code,
@@ -267,6 +268,7 @@ impl PeerLink {
         conn: RestoredConn,
     ) {
         let local = relayed_conn_id(side.worker_id, &self.node, remote);
+        debug!(node = %self.node, conn = remote, local, actor = actor_id, "restoring a forwarded connection");
         let Some(actor) = self.add_conn(side, remote, actor_id, local) else {
             warn!(node = %self.node, "a restored connection of an actor not started here, or known already: ignored");
             return;

@@ -93,6 +93,7 @@ fn closed(
     code: CloseCode,
     reason: &str,
 ) {
+    tracing::debug!(node = %link.node, conn = remote, code = code.0, %reason, "forwarded connection closed here");
     link.forget_conn(remote);
     let Some(relay) = side.actors.take_relay(local) else {
         return;

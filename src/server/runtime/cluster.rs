@@ -84,6 +84,20 @@ impl ClusterPort for DirectoryPort {
     fn may_serve(&self, now: Instant) -> bool {
         self.directory.fence_alive(now)
     }
+
+    fn placed(&self, ns: &str, name: &str, key: &[String], revision: i64, runner: &str) {
+        let path = directory_path(ns, name, key);
+        // Full: the claim keeps an empty runner; nothing depends on it.
+        let _ = self.directory.placed(path, revision, runner.to_owned());
+    }
+
+    fn runner_up(&self, ns: &str, runner: &str) {
+        let _ = self.directory.runner_up(ns.to_owned(), runner.to_owned());
+    }
+
+    fn runner_down(&self, ns: &str, runner: &str) {
+        let _ = self.directory.runner_down(ns.to_owned(), runner.to_owned());
+    }
 }
 
 /// Joins the worker's actors to the cluster and follows the directory.

@@ -38,13 +38,15 @@ impl Collector for Cluster {
             ("revoke", r.revokes),
             ("claim", r.claims),
             ("release", r.releases),
+            ("placed", r.placements),
+            ("runner_record", r.runner_records),
             ("range", r.ranges),
             ("put", r.puts),
             ("auth", r.auths),
             ("watch_open", r.watch_opens),
         ];
         let series = kinds.map(|(kind, n)| ([("kind", kind.to_owned())], n));
-        let help = "Requests this node's directory sent to etcd, by kind (claims: one per actor placed; keep-alives: four per lease TTL).";
+        let help = "Requests this node's directory sent to etcd, by kind (claim: one per actor this node serves clients of; placed: one per start on this node's runners; keep-alives: four per lease TTL).";
         family(
             e,
             MetricType::Counter,
