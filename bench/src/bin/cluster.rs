@@ -1253,7 +1253,7 @@ fn print_summary(args: &Args, command: &str, runs: &[Run], ttl: Duration, partit
     );
     rowf(
         &format!(
-            "directory: claim+release+range+put per actor start ({} keys)",
+            "directory: claim+release+range+put+placed per actor start ({} keys)",
             args.keys
         ),
         &|r| r.dir_per_actor,
