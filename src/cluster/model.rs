@@ -281,6 +281,11 @@ pub enum Op {
         value: Vec<u8>,
         lease: LeaseId,
     },
+    /// A new value under the key's own lease (etcd's `ignore_lease`).
+    Rewrite {
+        key: String,
+        value: Vec<u8>,
+    },
     Get {
         key: String,
     },
@@ -334,14 +339,10 @@ pub fn release_txn(actor: &ActorPath, revision: i64) -> Txn {
 }
 
 /// The owner names the runner it placed the actor on: the claim's record
-/// is rewritten, under the same lease, only while it is still the claim
-/// made at `revision`.
-pub fn placed_txn(
-    actor: &ActorPath,
-    revision: i64,
-    record: &ClaimRecord,
-    lease: LeaseId,
-) -> Result<Txn, Invalid> {
+/// is rewritten, keeping the claim's own lease (so a claim made under a
+/// lease since lost dies with it), only while it is still the claim made
+/// at `revision`.
+pub fn placed_txn(actor: &ActorPath, revision: i64, record: &ClaimRecord) -> Result<Txn, Invalid> {
     actor.check()?;
     let key = actor.etcd_key();
     Ok(Txn {
@@ -349,10 +350,9 @@ pub fn placed_txn(
             key: key.clone(),
             revision,
         }],
-        success: vec![Op::Put {
+        success: vec![Op::Rewrite {
             key,
             value: encode_value(record)?,
-            lease,
         }],
         failure: vec![],
     })

@@ -217,13 +217,15 @@ impl Requests {
 
     /// Names the runner in the claim (only if it is still ours).
     fn placed(&mut self, actor: &ActorPath, revision: i64, runner: String) {
-        let Some(lease) = self.lease else { return };
+        if self.lease.is_none() {
+            return;
+        }
         self.shared.placements.fetch_add(1, Ordering::Relaxed);
         let record = ClaimRecord {
             node: self.shared.config.node_id.clone(),
             runner,
         };
-        let txn = model::placed_txn(actor, revision, &record, lease);
+        let txn = model::placed_txn(actor, revision, &record);
         let result = txn
             .map_err(|e| Error::Bad(e.0.into()))
             .and_then(|t| self.client.txn(&t, self.deadline()));

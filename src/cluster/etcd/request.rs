@@ -71,6 +71,11 @@ fn op(o: &Op) -> Value {
             "value": b64(value),
             "lease": lease.to_string(),
         }}),
+        Op::Rewrite { key, value } => json!({ "requestPut": {
+            "key": b64(key.as_bytes()),
+            "value": b64(value),
+            "ignore_lease": true,
+        }}),
         Op::Get { key } => json!({ "requestRange": { "key": b64(key.as_bytes()) } }),
         Op::Delete { key } => json!({ "requestDeleteRange": { "key": b64(key.as_bytes()) } }),
     }

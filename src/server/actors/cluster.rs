@@ -75,6 +75,9 @@ type OwnerKey = (String, String, Vec<String>);
 /// How a node's refusal of an actor it does not own starts (PROTOCOL §9).
 pub(crate) const NOT_OWNER_KIND: &str = "not_owner";
 
+/// A node that answered `not_owner` is asked again after this.
+const NOT_OWNER_RETRY: Duration = Duration::from_millis(250);
+
 /// A claim asked and not answered within this is asked again.
 const ASK_AGAIN_AFTER: Duration = Duration::from_secs(5);
 /// Another node's claim with no tunnel of that node here is checked again
@@ -415,8 +418,13 @@ impl Actors {
         let Some(cluster) = self.cluster.get() else {
             return;
         };
-        if !cluster.fenced.get() && !cluster.port.may_serve(now) {
+        let confirmed = cluster.port.may_serve(now);
+        if !cluster.fenced.get() && !confirmed {
             self.fence("lease not renewed in time");
+        } else if cluster.fenced.get() && confirmed {
+            // A keep-alive answered late: the directory never fenced (so
+            // it will send no `Renewed`), and the lease is confirmed again.
+            self.unfence();
         }
     }
 
@@ -462,11 +470,10 @@ impl Actors {
         }
         cluster.owners.borrow_mut().remove(&owner_key(actor));
         self.resend_all(actor);
-        self.replace(
-            actor,
-            self.now(),
-            self.config().actors.migration_buffer_bytes,
-        );
+        // Not at once: the directory may name that node a while longer
+        // (it fenced itself before its lease expired).
+        let hold = self.config().actors.migration_buffer_bytes;
+        self.replace(actor, self.now() + NOT_OWNER_RETRY, hold);
         true
     }
 }

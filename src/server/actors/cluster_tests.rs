@@ -142,3 +142,27 @@ fn two_nodes_whose_ids_hash_alike_are_told_apart() {
     assert_eq!(hash_twin("node-684", ["me", "node-598"]), Some("node-598"));
     assert_eq!(hash_twin("node-684", ["me", "node-684", "other"]), None);
 }
+
+/// The sweep fenced the worker (the deadline passed), then a late
+/// keep-alive confirmed the lease again: the directory never fenced, so
+/// no `Renewed` comes, and the worker must not stay fenced for good.
+#[test]
+fn a_worker_fenced_by_its_sweep_serves_again_once_the_lease_is_confirmed() {
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (actors, port) = actors_in_cluster();
+        let p = path();
+        let _actor = actors.get_or_start_as(&p, None).unwrap();
+        port.alive.set(false);
+        actors.check_fence(Instant::now());
+        actors.on_claim(&p.ns, &p.name, &p.key, Claim::Won { revision: 3 });
+        assert!(!actors.owns(&p.ns, &p.name, &p.key), "fenced");
+        port.alive.set(true);
+        actors.check_fence(Instant::now());
+        actors.on_claim(&p.ns, &p.name, &p.key, Claim::Won { revision: 4 });
+        assert!(actors.owns(&p.ns, &p.name, &p.key), "serving again");
+    });
+}

@@ -145,9 +145,19 @@ impl Actors {
     /// runner to see later, as a client's own close would be: that node
     /// restores it wherever the actor goes next).
     pub(crate) fn drop_relayed(&self, conn_id: u64, code: CloseCode, reason: &str) {
-        let Some(relay) = self.relays.borrow_mut().remove(&conn_id) else {
-            return;
-        };
+        if let Some(relay) = self.relays.borrow_mut().remove(&conn_id) {
+            self.leave_relayed(conn_id, relay.peer, code, reason);
+        }
+    }
+
+    /// A forwarded connection (its relay taken) leaves its actor here.
+    pub(crate) fn leave_relayed(
+        &self,
+        conn_id: u64,
+        peer: SocketAddr,
+        code: CloseCode,
+        reason: &str,
+    ) {
         let actor = self.links.borrow().get(&conn_id).map(|l| l.actor.clone());
         match actor {
             Some(actor) if actor.state() == ActorState::Running => {
@@ -157,10 +167,11 @@ impl Actors {
                 self.forget_conn(conn_id);
                 self.drop_if_unused(&actor);
             }
-            None => {
+            None if self.opens.borrow().contains_key(&conn_id) => {
                 self.abandon_open(conn_id);
-                self.admission.release(relay.peer.ip());
+                self.admission.release(peer.ip());
             }
+            None => {}
         }
     }
 
@@ -221,7 +232,19 @@ impl Actors {
             return false;
         };
         r.out.send_message(r.remote_conn, kind, payload);
+        self.bound_link(&r.out);
         true
+    }
+
+    /// A node that does not read what its clients are sent loses its link
+    /// (its clients move as from a node that left), not this node its
+    /// memory: a link holds what a runner's tunnel may, a few times over.
+    fn bound_link(&self, out: &PeerOut) {
+        let max = self.config().runners.max_send_queue_bytes.saturating_mul(8);
+        if out.queued() > max {
+            let reason = "the node does not read what its clients are sent";
+            out.control.request_close(CloseCode::POLICY, reason);
+        }
     }
 
     /// The actor closed `conn_id`: if it is another node's client, that

@@ -270,8 +270,13 @@ impl PeerLink {
         let local = relayed_conn_id(side.worker_id, &self.node, remote);
         debug!(node = %self.node, conn = remote, local, actor = actor_id, "restoring a forwarded connection");
         let Some(actor) = self.add_conn(side, remote, actor_id, local) else {
-            warn!(node = %self.node, "a restored connection of an actor not started here, or known already: ignored");
-            return;
+            warn!(node = %self.node, "a restored connection of an actor not started here, or known already: refused");
+            // Told, so that its node does not forward into nothing.
+            return self.out.send(&Frame::Close {
+                conn_id: remote,
+                code: CloseCode::TRY_AGAIN_LATER.0,
+                reason: "the node owning the actor could not restore this connection".into(),
+            });
         };
         let registration = side.env.registry.register(Instant::now());
         let relay = self.relay(remote, conn.peer, &registration);

@@ -96,8 +96,11 @@ fn closed(
     tracing::debug!(node = %link.node, conn = remote, code = code.0, %reason, "forwarded connection closed here");
     link.forget_conn(remote);
     let Some(relay) = side.actors.take_relay(local) else {
-        return;
+        return; // told already, or the other node closed it
     };
+    // The gateway closed it here (a client over its hold, say): it leaves
+    // the actor too, or it would stay linked with nobody holding it.
+    side.actors.leave_relayed(local, relay.peer, code, reason);
     if side.stopping.is_set() {
         return;
     }

@@ -59,8 +59,9 @@ pub(crate) async fn hand_over(worker: &Rc<Worker>, exports: &Sender<Export>) {
         .actors
         .close_tunnels(|_| true, CloseCode::SERVICE_RESTART, reason);
     worker.actors.release_sessions();
-    // Other nodes' clients are not handed over: their links drop, and
-    // those nodes move them (with no disconnect) as from a node that left.
+    // Other nodes' clients are not handed over: they leave the actors here
+    // now, and their nodes move them (with no disconnect) once the links
+    // drop with this process (meanwhile those nodes keep what they send).
     worker.actors.drop_all_relayed("node upgrading");
     worker.env.registry.poke_all();
     let sessions = config.client.send_timeout + config.client.close_timeout;
