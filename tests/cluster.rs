@@ -7,11 +7,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
-use common::cluster::{assert_each_senders_sequence, member, next_text, Cluster};
+use common::cluster::{assert_each_senders_sequence, member, next_text, Cluster, Talk};
 use common::{etcd, wait_for, RawWs};
 
 const TEXT: u8 = 1;
@@ -90,7 +89,7 @@ fn killing_the_node_that_owns_an_actor_moves_it_with_no_disconnect_and_nothing_l
     let survivors: Vec<usize> = (0..3).filter(|&i| i != owner).collect();
     const PER_NODE: usize = 3;
     let members = survivors.len() * PER_NODE;
-    let talking = Arc::new(AtomicBool::new(true));
+    let talk = Talk::new();
     let go = Arc::new(Barrier::new(members + 1));
     let done = Arc::new(Barrier::new(members));
     let sent = Arc::new(Mutex::new(BTreeMap::new()));
@@ -99,13 +98,13 @@ fn killing_the_node_that_owns_an_actor_moves_it_with_no_disconnect_and_nothing_l
         for m in 0..PER_NODE {
             let ws = RawWs::connect(cluster.nodes[node].client_addr(), path);
             let me = format!("n{node}m{m}");
-            let (t, g, d, s) = (talking.clone(), go.clone(), done.clone(), sent.clone());
+            let (t, g, d, s) = (talk.clone(), go.clone(), done.clone(), sent.clone());
             let name = me.clone();
             threads.push((name, std::thread::spawn(move || member(ws, me, t, g, d, s))));
         }
     }
     go.wait();
-    std::thread::sleep(Duration::from_millis(500));
+    talk.wait_for_more_lines(60);
     cluster.nodes[owner].kill();
     let moved = {
         let c = &cluster;
@@ -118,8 +117,8 @@ fn killing_the_node_that_owns_an_actor_moves_it_with_no_disconnect_and_nothing_l
     };
     assert!(survivors.contains(&moved));
     // They talk on with the actor in its new place.
-    std::thread::sleep(Duration::from_millis(1500));
-    talking.store(false, Ordering::Relaxed);
+    talk.wait_for_more_lines(120);
+    talk.stop();
     let results: Vec<_> = threads.into_iter().map(|(n, t)| (n, t.join())).collect();
     let sent = sent.lock().unwrap().clone();
     eprintln!("lines sent per member, the owner killed midway: {sent:?}");

@@ -11,13 +11,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::Duration;
 
 use common::child::ChildGateway;
 use common::cluster::{
-    assert_each_senders_sequence, member, next_text, runs_here, CLUSTER_TOKEN, RUNNER_TOKEN,
+    assert_each_senders_sequence, member, next_text, runs_here, Talk, CLUSTER_TOKEN, RUNNER_TOKEN,
 };
 use common::etcd::{self, Etcd};
 use common::lifelog::{assert_never_twice, instances, Entries, Logged};
@@ -118,7 +117,7 @@ fn a_partitioned_owner_stops_its_actor_before_another_node_takes_it_and_no_clien
     });
 
     const PER_NODE: usize = 3;
-    let talking = Arc::new(AtomicBool::new(true));
+    let talk = Talk::new();
     let go = Arc::new(Barrier::new(2 * PER_NODE + 1));
     let done = Arc::new(Barrier::new(2 * PER_NODE));
     let sent = Arc::new(Mutex::new(BTreeMap::new()));
@@ -127,7 +126,7 @@ fn a_partitioned_owner_stops_its_actor_before_another_node_takes_it_and_no_clien
         for m in 0..PER_NODE {
             let ws = RawWs::connect(nodes[node].client, path);
             let me = format!("n{node}m{m}");
-            let (t, g, d, s) = (talking.clone(), go.clone(), done.clone(), sent.clone());
+            let (t, g, d, s) = (talk.clone(), go.clone(), done.clone(), sent.clone());
             threads.push((
                 me.clone(),
                 std::thread::spawn(move || member(ws, me, t, g, d, s)),
@@ -135,13 +134,14 @@ fn a_partitioned_owner_stops_its_actor_before_another_node_takes_it_and_no_clien
         }
     }
     go.wait();
-    std::thread::sleep(Duration::from_millis(500));
+    talk.wait_for_more_lines(60);
     lab.cut(0);
     wait_for("a node still linked to run the actor", || {
         runs_here(nodes[1].admin, path) || runs_here(nodes[2].admin, path)
     });
-    std::thread::sleep(Duration::from_millis(1500));
-    talking.store(false, Ordering::Relaxed);
+    // They talk on with the actor in its new place.
+    talk.wait_for_more_lines(120);
+    talk.stop();
     let results: Vec<_> = threads.into_iter().map(|(n, t)| (n, t.join())).collect();
     let sent = sent.lock().unwrap().clone();
     for (name, seen) in results {

@@ -24,8 +24,16 @@ impl Drop for Reaped {
 pub fn log_lines(child: &mut Child) -> Receiver<String> {
     let stderr = BufReader::new(child.stderr.take().unwrap());
     let (tx, rx) = std::sync::mpsc::channel();
+    // TETHER_TEST_LOGS=DIR also keeps each child's log in DIR/<pid>.log.
+    let mut copy = std::env::var_os("TETHER_TEST_LOGS").and_then(|dir| {
+        std::fs::File::create(std::path::Path::new(&dir).join(format!("{}.log", child.id()))).ok()
+    });
     std::thread::spawn(move || {
         for line in stderr.lines().map_while(Result::ok) {
+            if let Some(f) = copy.as_mut() {
+                use std::io::Write as _;
+                let _ = writeln!(f, "{line}");
+            }
             if tx.send(line).is_err() {
                 return;
             }

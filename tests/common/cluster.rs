@@ -178,8 +178,18 @@ const TEXT: u8 = 1;
 
 /// Next text frame (answering pings); a disconnect fails the test.
 pub fn next_text(ws: &mut RawWs, who: &str) -> String {
+    // Pings come every few seconds and keep the socket's read timeout from
+    // firing: the deadline is the test's own.
+    let until = std::time::Instant::now() + super::WAIT;
     loop {
-        let f = ws.recv().unwrap_or_else(|| panic!("{who}: disconnected"));
+        assert!(
+            std::time::Instant::now() < until,
+            "{who}: no message within {:?}",
+            super::WAIT
+        );
+        let f = ws
+            .recv_until(until)
+            .unwrap_or_else(|| panic!("{who}: disconnected (or nothing within {:?})", super::WAIT));
         match f.opcode {
             TEXT => return String::from_utf8(f.payload).unwrap(),
             9 => ws.send(true, 10, &f.payload),
@@ -190,12 +200,47 @@ pub fn next_text(ws: &mut RawWs, who: &str) -> String {
 }
 
 /// Member `me`: sends numbered lines (each once the room has broadcast
-/// its previous one) while `talking`, then reads until it has seen every
+/// its previous one) while `talk` is on, then reads until it has seen every
 /// surviving member's last line. Returns every line it saw, in order.
+/// Members talking: whether they go on, and how many lines all of them
+/// have seen come back so far (what a test waits on). They take turns, one
+/// line in flight at a time: after an owner node is lost, what its runner
+/// handled but could not deliver is sent again only for the last batch it
+/// saved (PROTOCOL §5a keeps one per actor), so several lines of one actor
+/// in flight at that moment would lose all but one of their broadcasts
+/// (docs/ARCHITECTURE.md "Cluster", not done).
+#[derive(Default)]
+pub struct Talk {
+    pub on: AtomicBool,
+    pub lines: std::sync::atomic::AtomicUsize,
+    turn: Mutex<()>,
+}
+
+impl Talk {
+    pub fn new() -> Arc<Talk> {
+        let talk = Talk::default();
+        talk.on.store(true, Ordering::Relaxed);
+        Arc::new(talk)
+    }
+
+    /// Waits until `more` lines beyond those seen now came back.
+    #[track_caller]
+    pub fn wait_for_more_lines(&self, more: usize) {
+        let goal = self.lines.load(Ordering::Relaxed) + more;
+        super::wait_for("the members to talk on", || {
+            self.lines.load(Ordering::Relaxed) >= goal
+        });
+    }
+
+    pub fn stop(&self) {
+        self.on.store(false, Ordering::Relaxed);
+    }
+}
+
 pub fn member(
     mut ws: RawWs,
     me: String,
-    talking: Arc<AtomicBool>,
+    talk: Arc<Talk>,
     go: Arc<Barrier>,
     done: Arc<Barrier>,
     sent: Arc<Mutex<BTreeMap<String, usize>>>,
@@ -203,18 +248,29 @@ pub fn member(
     let mut seen = Vec::new();
     let mut n = 0;
     go.wait();
-    while talking.load(Ordering::Relaxed) {
-        let line = format!("{me} {n}");
-        ws.send(true, TEXT, line.as_bytes());
-        loop {
-            let got = next_text(&mut ws, &me);
-            seen.push(got.clone());
-            if got == line {
-                break;
+    // A member that fails still reaches `done`, so that the others (and
+    // the test) fail with its reason instead of waiting for it for good.
+    let talked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        while talk.on.load(Ordering::Relaxed) {
+            let turn = talk.turn.lock().unwrap_or_else(|e| e.into_inner());
+            let line = format!("{me} {n}");
+            ws.send(true, TEXT, line.as_bytes());
+            loop {
+                let got = next_text(&mut ws, &me);
+                seen.push(got.clone());
+                if got == line {
+                    break;
+                }
             }
+            drop(turn);
+            n += 1;
+            talk.lines.fetch_add(1, Ordering::Relaxed);
         }
-        n += 1;
-        std::thread::sleep(Duration::from_millis(20));
+    }));
+    if let Err(why) = talked {
+        talk.stop();
+        done.wait();
+        std::panic::resume_unwind(why);
     }
     sent.lock().unwrap().insert(me.clone(), n);
     done.wait();

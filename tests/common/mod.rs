@@ -353,6 +353,31 @@ impl RawWs {
     }
 
     /// Next frame, or `None` if the server closed the TCP connection.
+    /// As `recv`, but a read that times out is tried again until `until`
+    /// (a loaded machine makes a failover slow, not a client gone).
+    pub fn recv_until(&mut self, until: Instant) -> Option<Frame> {
+        loop {
+            if let Some((frame, used)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            let mut chunk = vec![0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) && Instant::now() < until =>
+                {
+                    continue
+                }
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
     pub fn recv(&mut self) -> Option<Frame> {
         loop {
             if let Some((frame, used)) = parse_server_frame(&self.buf) {
