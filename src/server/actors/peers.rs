@@ -232,19 +232,7 @@ impl Actors {
             return false;
         };
         r.out.send_message(r.remote_conn, kind, payload);
-        self.bound_link(&r.out);
         true
-    }
-
-    /// A node that does not read what its clients are sent loses its link
-    /// (its clients move as from a node that left), not this node its
-    /// memory: a link holds what a runner's tunnel may, a few times over.
-    fn bound_link(&self, out: &PeerOut) {
-        let max = self.config().runners.max_send_queue_bytes.saturating_mul(8);
-        if out.queued() > max {
-            let reason = "the node does not read what its clients are sent";
-            out.control.request_close(CloseCode::POLICY, reason);
-        }
     }
 
     /// The actor closed `conn_id`: if it is another node's client, that

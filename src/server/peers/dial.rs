@@ -112,7 +112,15 @@ async fn serve(
     leftover: BytesMut,
 ) {
     let registration = side.env.registry.register(Instant::now());
-    let out = Rc::new(PeerOut::new(registration.control.clone()));
+    // What a runner's tunnel may hold, a few times over: one link carries
+    // many runners' worth of clients.
+    let max_pending = side
+        .env
+        .config()
+        .runners
+        .max_send_queue_bytes
+        .saturating_mul(8);
+    let out = Rc::new(PeerOut::new(registration.control.clone(), max_pending));
     out.send(&hello(side));
     dialing.current.replace(Some(registration.control.clone()));
     info!(worker = side.worker_id, node = %target.node, "linked to node");

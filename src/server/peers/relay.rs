@@ -39,11 +39,6 @@ pub(super) async fn relay_conn(
             }
             Signal::Timer => control.set_deadline(Instant::now() + NO_DEADLINE),
         }
-        if link.out.queued() > max_queued(&side) {
-            // The other node does not read: its link goes, not this node.
-            let reason = "the node does not read what its clients are sent";
-            link.out.control.request_close(CloseCode::POLICY, reason);
-        }
     }
 }
 
@@ -109,17 +104,6 @@ fn closed(
         code: code.0,
         reason: reason.to_owned(),
     });
-}
-
-/// What a link may hold for the other node before it is closed: what a
-/// runner's tunnel may (`runners.max_send_queue_bytes`), a few times over,
-/// since one link carries many runners' worth of clients.
-fn max_queued(side: &PeerSide) -> usize {
-    side.env
-        .config()
-        .runners
-        .max_send_queue_bytes
-        .saturating_mul(8)
 }
 
 #[cfg(test)]

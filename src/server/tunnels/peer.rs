@@ -13,6 +13,7 @@ use bytes::{Bytes, BytesMut};
 use super::tunnel::Tunnel;
 use crate::server::conn::control::ConnControl;
 use crate::tunnel::{encode_frame, encode_message, Frame, MessageKind};
+use crate::ws::CloseCode;
 
 /// The namespace of node tunnels: empty, which no namespace of actors can
 /// be, so local placement never picks them.
@@ -37,32 +38,37 @@ pub(crate) struct PeerOut {
     pending: RefCell<BytesMut>,
     /// The link session's control: poked when frames are pending.
     pub control: Rc<ConnControl>,
+    /// Past this many bytes waiting, the link closes: a node that does not
+    /// read loses its link (its clients move as from a node that left), not
+    /// this node its memory.
+    max_pending: usize,
 }
 
 impl PeerOut {
-    pub fn new(control: Rc<ConnControl>) -> Self {
+    pub fn new(control: Rc<ConnControl>, max_pending: usize) -> Self {
         PeerOut {
             pending: RefCell::new(BytesMut::new()),
             control,
+            max_pending,
         }
     }
 
     pub fn send(&self, frame: &Frame) {
         encode_frame(&mut self.pending.borrow_mut(), frame);
-        self.control.poke();
+        self.queued_one();
     }
 
     pub fn send_message(&self, conn_id: u64, kind: MessageKind, payload: &[u8]) {
-        let mut pending = self.pending.borrow_mut();
-        encode_message(&mut pending, conn_id, 0, kind, payload);
-        drop(pending);
-        self.control.poke();
+        encode_message(&mut self.pending.borrow_mut(), conn_id, 0, kind, payload);
+        self.queued_one();
     }
 
-    /// Bytes waiting (the link closes past its bound: a node that does not
-    /// read must not make this one hold everything its actors say).
-    pub fn queued(&self) -> usize {
-        self.pending.borrow().len()
+    fn queued_one(&self) {
+        if self.pending.borrow().len() > self.max_pending {
+            let reason = "the node does not read what its clients are sent";
+            self.control.request_close(CloseCode::POLICY, reason);
+        }
+        self.control.poke();
     }
 
     pub fn take_pending(&self) -> Option<Bytes> {
