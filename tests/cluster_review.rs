@@ -294,7 +294,7 @@ fn review_a_new_forwarded_client_of_a_sleeping_actor_gets_in() {
 #[test]
 fn review_a_node_forwards_more_actors_to_another_than_one_runner_may_hold() {
     use common::child::ChildGateway;
-    use common::cluster::{free_port, node_config, RUNNER_TOKEN};
+    use common::cluster::{free_ports, node_config, NodeAddrs, RUNNER_TOKEN};
     use std::sync::Arc;
     use tether::runner::{BuiltinActors, MemoryStore, Runner, RunnerOptions};
     if !etcd::available() {
@@ -304,8 +304,13 @@ fn review_a_node_forwards_more_actors_to_another_than_one_runner_may_hold() {
     let store = MemoryStore::default();
     let mut nodes = Vec::new();
     for (id, runners) in [("cap-a", 2), ("cap-b", 1)] {
-        let runner_addr = free_port("127.0.0.1");
-        let config = node_config(id, runner_addr, &etcd.endpoint, "")
+        let [runner_addr, client, admin] = free_ports("127.0.0.1");
+        let addrs = NodeAddrs {
+            runner: runner_addr,
+            client,
+            admin,
+        };
+        let config = node_config(id, &addrs, &etcd.endpoint, "")
             .replace("[runners]\n", "[runners]\nmax_actors_per_runner = 2\n");
         let gateway = ChildGateway::start(&config);
         let mut rs = Vec::new();

@@ -54,15 +54,32 @@ pub struct Cluster {
     pub log: Entries,
 }
 
-/// A free port on `ip` now (bound and let go: another process could take
-/// it meanwhile, which the loopback tests accept).
-pub fn free_port(ip: &str) -> SocketAddr {
-    let l = TcpListener::bind((ip, 0)).unwrap();
-    l.local_addr().unwrap()
+/// `N` distinct free ports on `ip` now: all bound before any is let go (a
+/// port bound and dropped can come back from the next bind, which once
+/// gave a node the same port for two listeners). Another process could
+/// take one meanwhile, which the loopback tests accept.
+pub fn free_ports<const N: usize>(ip: &str) -> [SocketAddr; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind((ip, 0)).unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap())
 }
 
-/// The configuration of node `id`, its runner listener at `runner`.
-pub fn node_config(id: &str, runner: SocketAddr, etcd: &str, extra: &str) -> String {
+/// A node's listeners: runners (advertised to the other nodes), clients,
+/// admin.
+pub struct NodeAddrs {
+    pub runner: SocketAddr,
+    pub client: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+/// The configuration of node `id` on `addrs`.
+pub fn node_config(id: &str, addrs: &NodeAddrs, etcd: &str, extra: &str) -> String {
+    let NodeAddrs {
+        runner,
+        client,
+        admin: admin_addr,
+    } = addrs;
     format!(
         r#"
 [server]
@@ -88,8 +105,6 @@ token = "{CLUSTER_TOKEN}"
 {extra}
 "#,
         admin = super::ADMIN_TOKEN,
-        client = free_port("127.0.0.1"),
-        admin_addr = free_port("127.0.0.1"),
     )
 }
 
@@ -116,8 +131,13 @@ impl Cluster {
     }
 
     pub fn add_node<F: ActorFactory>(&mut self, id: &str, extra: &str, actors: F) -> usize {
-        let runner_addr = free_port("127.0.0.1");
-        let config = node_config(id, runner_addr, &self.etcd.endpoint, extra);
+        let [runner_addr, client, admin] = free_ports("127.0.0.1");
+        let addrs = NodeAddrs {
+            runner: runner_addr,
+            client,
+            admin,
+        };
+        let config = node_config(id, &addrs, &self.etcd.endpoint, extra);
         let gateway = ChildGateway::start(&config);
         let mut options = RunnerOptions::new(&format!("ws://{runner_addr}"), RUNNER_TOKEN);
         options.key = format!("runner-of-{id}");
