@@ -4,7 +4,8 @@
 //!
 //! What is saved per actor is a record: the index of the last message the
 //! actor handled on each of its connections, what it sent in the batch the
-//! record was saved for, then the actor's own state. The indices are what
+//! record was saved for and in the few saved before it, then the actor's
+//! own state. The indices are what
 //! makes delivery exactly-once across a crash: a message replayed by the
 //! gateway that the saved state already reflects is dropped instead of
 //! applied twice; the kept output is sent again if it never left (see
@@ -309,6 +310,10 @@ pub(crate) struct Record {
     /// The batch's output from this actor, as tunnel frames (sent again
     /// if a restore shows it never reached the gateway: `outbox.rs`).
     pub outbox: Bytes,
+    /// The outputs of earlier saved batches still kept, oldest first, each
+    /// with its record's number (`kept.rs`): several batches may be in
+    /// flight when a runner or a gateway dies.
+    pub earlier: Vec<(u64, Bytes)>,
     pub state: Bytes,
 }
 
@@ -316,14 +321,19 @@ pub(crate) struct Record {
 /// (count, indices, state) cannot start with it: it would be a count of
 /// connections no record could hold, which never decoded.
 const WITH_OUTBOX: u64 = u64::MAX;
-/// Starts a record that carries its sequence number, then an outbox (the
-/// layout written now; the two before it are still read).
+/// Starts a record that carries its sequence number, then an outbox.
 const WITH_SEQ: u64 = u64::MAX - 1;
+/// Starts a record that carries its sequence number, an outbox, then the
+/// earlier outputs still kept (the layout written now; the three before it
+/// are still read).
+const WITH_EARLIER: u64 = u64::MAX - 2;
 
 impl Record {
     pub fn encode(&self) -> BytesMut {
-        let mut out = BytesMut::with_capacity(32 + self.outbox.len() + self.state.len());
-        put_varint(&mut out, WITH_SEQ);
+        let earlier: usize = self.earlier.iter().map(|(_, b)| b.len() + 16).sum();
+        let size = 48 + self.outbox.len() + earlier + self.state.len();
+        let mut out = BytesMut::with_capacity(size);
+        put_varint(&mut out, WITH_EARLIER);
         put_varint(&mut out, self.seq);
         put_varint(&mut out, self.handled.len() as u64);
         for (conn, index) in &self.handled {
@@ -331,6 +341,11 @@ impl Record {
             put_varint(&mut out, *index);
         }
         put_bytes(&mut out, &self.outbox);
+        put_varint(&mut out, self.earlier.len() as u64);
+        for (seq, output) in &self.earlier {
+            put_varint(&mut out, *seq);
+            put_bytes(&mut out, output);
+        }
         out.extend_from_slice(&self.state);
         out
     }
@@ -338,7 +353,8 @@ impl Record {
     pub fn decode(bytes: Vec<u8>) -> Option<Record> {
         let mut r = Reader::new(Bytes::from(bytes));
         let first = r.varint().ok()?;
-        let with_seq = first == WITH_SEQ;
+        let with_earlier = first == WITH_EARLIER;
+        let with_seq = with_earlier || first == WITH_SEQ;
         let with_outbox = with_seq || first == WITH_OUTBOX;
         let seq = if with_seq { r.varint().ok()? } else { 0 };
         let n = if with_outbox { r.varint().ok()? } else { first };
@@ -350,10 +366,18 @@ impl Record {
             true => r.bytes().ok()?,
             false => Bytes::new(),
         };
+        let mut earlier = Vec::new();
+        if with_earlier {
+            let n = r.varint().ok()?;
+            for _ in 0..n {
+                earlier.push((r.varint().ok()?, r.bytes().ok()?));
+            }
+        }
         Some(Record {
             seq,
             handled,
             outbox,
+            earlier,
             state: r.rest(),
         })
     }
@@ -510,9 +534,17 @@ mod tests {
             seq: 1 << 40,
             handled: vec![(1, 5), (u64::MAX, 300)],
             outbox: Bytes::from_static(b"\x35\x01\x00"),
+            earlier: vec![(3, Bytes::from_static(b"\x35")), (1 << 39, Bytes::new())],
             state: Bytes::from_static(b"counter=42"),
         };
-        assert_eq!(Record::decode(r.encode().to_vec()), Some(r));
+        assert_eq!(Record::decode(r.encode().to_vec()), Some(r.clone()));
+        let mut truncated = r.encode().to_vec();
+        truncated.truncate(truncated.len() - 13);
+        assert_eq!(
+            Record::decode(truncated),
+            None,
+            "cut inside the earlier outputs"
+        );
         assert_eq!(Record::decode(vec![0x05]), None);
     }
 

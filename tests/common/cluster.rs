@@ -223,17 +223,13 @@ pub fn next_text(ws: &mut RawWs, who: &str) -> String {
 /// its previous one) while `talk` is on, then reads until it has seen every
 /// surviving member's last line. Returns every line it saw, in order.
 /// Members talking: whether they go on, and how many lines all of them
-/// have seen come back so far (what a test waits on). They take turns, one
-/// line in flight at a time: after an owner node is lost, what its runner
-/// handled but could not deliver is sent again only for the last batch it
-/// saved (PROTOCOL §5a keeps one per actor), so several lines of one actor
-/// in flight at that moment would lose all but one of their broadcasts
-/// (docs/ARCHITECTURE.md "Cluster", not done).
+/// have seen come back so far (what a test waits on). Every member has a
+/// line in flight at any time, so a lost owner leaves several batches of
+/// one actor undelivered, on some nodes and not others (PROTOCOL §5a).
 #[derive(Default)]
 pub struct Talk {
     pub on: AtomicBool,
     pub lines: std::sync::atomic::AtomicUsize,
-    turn: Mutex<()>,
 }
 
 impl Talk {
@@ -272,7 +268,6 @@ pub fn member(
     // the test) fail with its reason instead of waiting for it for good.
     let talked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         while talk.on.load(Ordering::Relaxed) {
-            let turn = talk.turn.lock().unwrap_or_else(|e| e.into_inner());
             let line = format!("{me} {n}");
             ws.send(true, TEXT, line.as_bytes());
             loop {
@@ -282,7 +277,6 @@ pub fn member(
                     break;
                 }
             }
-            drop(turn);
             n += 1;
             talk.lines.fetch_add(1, Ordering::Relaxed);
         }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tracing::warn;
 
+use super::kept::{self, Kept};
 use super::outbox;
+use super::resend::Resend;
 use super::{Batch, TunnelState};
 use crate::runner::state::{Record, SaveRequest};
 use crate::runner::Shared;
@@ -37,14 +39,19 @@ impl TunnelState {
             conn_id,
             actor_id,
             last_index,
+            output_seen,
             ..
         } = &frame
         {
-            // Counted as the actor's output of this batch: if the runner
-            // dies again before it leaves, the next save keeps it too.
             let start = batch.out.len();
-            self.resend_lost_output(*conn_id, *actor_id, *last_index, &mut batch.out);
-            batch.touched.push((*actor_id, start..batch.out.len()));
+            let seen = (*last_index, *output_seen);
+            let resend = self.resend_lost_output(*conn_id, *actor_id, seen, &mut batch.out);
+            if let Resend::ByIndex = resend {
+                // Counted as the actor's output of this batch: if the
+                // runner dies again before it leaves, the next save keeps
+                // it too.
+                batch.touched.push((*actor_id, start..batch.out.len()));
+            }
         }
         let actor = self.actor_of(&frame);
         let start = batch.out.len();
@@ -58,6 +65,7 @@ impl TunnelState {
     /// withdrawn. Returns what may leave.
     pub(super) fn finish_batch(&mut self, shared: &Shared, mut batch: Batch) -> BytesMut {
         self.resent_attachments.clear();
+        self.mark_resent(&mut batch.out);
         let dirty = std::mem::take(&mut self.dirty);
         let failed = self.save_actors(shared, dirty, &mut batch);
         batch.failed.extend(failed);
@@ -65,6 +73,17 @@ impl TunnelState {
             return batch.out;
         }
         self.withdraw(shared, batch.out, &batch.touched, batch.failed)
+    }
+
+    /// Kept output sent again this batch ends with its own (older) mark:
+    /// the gateways then know it arrived, and the next restore does not
+    /// send it a third time. (A save in this batch marks a later number.)
+    fn mark_resent(&mut self, out: &mut BytesMut) {
+        for (actor_id, seq) in self.resent_marks.drain() {
+            if self.marks {
+                encode_frame(out, &Frame::OutputMark { actor_id, seq });
+            }
+        }
     }
 
     /// The actor a frame makes handle something (and so dirties).
@@ -130,17 +149,17 @@ impl TunnelState {
         let Some(store) = &shared.options.state else {
             return Vec::new();
         };
-        let records: Vec<(u64, u64, Vec<u8>)> = dirty
+        let mut records: Vec<(u64, u64, Vec<u8>, Kept)> = dirty
             .into_iter()
             .filter_map(|id| {
                 let sent = outbox::of_actor(&batch.out, &batch.touched, id);
-                let (seq, record) = self.record_of(id, sent)?;
-                Some((id, seq, record))
+                let (seq, record, kept) = self.record_of(id, sent)?;
+                Some((id, seq, record, kept))
             })
             .collect();
         let requests: Vec<SaveRequest<'_>> = records
             .iter()
-            .filter_map(|(id, _, record)| {
+            .filter_map(|(id, _, record, _)| {
                 let slot = self.actors.get(id)?;
                 Some(SaveRequest {
                     name: &slot.name,
@@ -151,13 +170,14 @@ impl TunnelState {
             .collect();
         let results = store.save_batch(&requests);
         let mut failed = Vec::new();
-        for ((id, seq, _), result) in records.iter().zip(results) {
+        for ((id, seq, _, kept), result) in records.iter_mut().zip(results) {
             let Some(slot) = self.actors.get_mut(id) else {
                 continue;
             };
             match result {
                 Ok(()) => {
                     slot.saved_seq = *seq;
+                    slot.kept = std::mem::take(kept);
                     if self.marks {
                         let mark = Frame::OutputMark {
                             actor_id: *id,
@@ -176,27 +196,37 @@ impl TunnelState {
     }
 
     /// One actor's next record (its number, last handled index per
-    /// connection, what it sent in this batch, and its state), if it keeps
-    /// state.
-    fn record_of(&self, actor_id: u64, outbox: Bytes) -> Option<(u64, Vec<u8>)> {
+    /// connection, what it sent in this batch and the earlier batches'
+    /// output still kept, and its state), if it keeps state; with the kept
+    /// outputs it holds.
+    fn record_of(&self, actor_id: u64, outbox: Bytes) -> Option<(u64, Vec<u8>, Kept)> {
         let slot = self.actors.get(&actor_id)?;
         let state = slot.actor.save_state()?;
+        let outbox = kept::pin_recipients(outbox, || slot.conns.iter().copied().collect());
+        let seq = slot
+            .saved_seq
+            .max(slot.output_seen.saturating_sub(1))
+            .saturating_add(1);
+        let kept = kept::keep(slot.kept.clone(), seq, outbox.clone());
+        // The newest kept output is this batch's own, if it sent anything.
+        let mut earlier: Vec<(u64, Bytes)> = kept.iter().cloned().collect();
+        if !outbox.is_empty() {
+            earlier.pop();
+        }
         let record = Record {
             // Past the gateway's last mark too: a store that lost its
             // records (or never had them) must not number from 1 again.
-            seq: slot
-                .saved_seq
-                .max(slot.output_seen.saturating_sub(1))
-                .saturating_add(1),
+            seq,
             handled: slot
                 .conns
                 .iter()
                 .filter_map(|c| self.last_index.get(c).map(|i| (*c, *i)))
                 .collect(),
             outbox,
+            earlier,
             state: state.into(),
         };
-        Some((record.seq, record.encode().to_vec()))
+        Some((seq, record.encode().to_vec(), kept))
     }
 }
 

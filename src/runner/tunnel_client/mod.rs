@@ -20,7 +20,9 @@ use crate::tunnel::{decode_frames, encode_frame, Frame, MessageKind, PROTOCOL_VE
 
 mod batch;
 mod http;
+mod kept;
 mod outbox;
+mod resend;
 mod transport;
 
 /// The most tunnels a runner opens, whatever a gateway's welcome asks (one
@@ -173,9 +175,9 @@ struct ActorSlot {
     conns: BTreeSet<ConnId>,
     /// Handled indices from the saved record, for connections not restored yet.
     saved_handled: HashMap<ConnId, u64>,
-    /// What the saved record's batch made the actor send, until a restore
-    /// shows whether it reached the gateway (`outbox.rs`).
-    saved_outbox: Bytes,
+    /// What the saved records' batches made the actor send, until a
+    /// restore shows what reached the gateways (`kept.rs`, `outbox.rs`).
+    kept: kept::Kept,
     /// The saved record's sequence number.
     saved_seq: u64,
     /// `StartActor.output_seen`: the last mark the gateway received, plus
@@ -200,6 +202,9 @@ struct TunnelState {
     /// Attachments set again by output sent again (`resend_lost_output`)
     /// this batch, for connections whose restore comes later in it.
     resent_attachments: HashMap<ConnId, Bytes>,
+    /// Per actor, the highest record whose kept output went again this
+    /// batch: its mark ends the batch, so the gateways know it arrived.
+    resent_marks: HashMap<u64, u64>,
     /// Actors that handled something in this batch: saved before it is acknowledged.
     dirty: BTreeSet<u64>,
     drain_sent: bool,
@@ -413,7 +418,11 @@ impl TunnelState {
             actor,
             conns: BTreeSet::new(),
             saved_handled: record.handled.into_iter().collect(),
-            saved_outbox: record.outbox,
+            kept: record
+                .earlier
+                .into_iter()
+                .chain((!record.outbox.is_empty()).then_some((record.seq, record.outbox)))
+                .collect(),
             saved_seq: record.seq,
             output_seen: if self.marks { output_seen } else { 0 },
         };
@@ -537,45 +546,6 @@ impl TunnelState {
     }
 
     /// A hibernated connection handed to this (woken) actor: no open event.
-    /// A restored connection whose saved state reflects messages the
-    /// gateway never saw acknowledged: the saved batch's acknowledgements
-    /// never reached the gateway, and so neither did its output (they left
-    /// in one message). That output is sent now, once, ahead of anything
-    /// the restored actor sends.
-    fn resend_lost_output(
-        &mut self,
-        conn_id: u64,
-        actor_id: u64,
-        last_index: u64,
-        out: &mut BytesMut,
-    ) {
-        let Some(slot) = self.actors.get_mut(&actor_id) else {
-            return;
-        };
-        // The gateway's mark says it exactly; without one (an older
-        // gateway, or one that never received a mark for this actor), this
-        // connection's indices do.
-        // A record without a number (written by an older library, with no
-        // marks) is judged by its indices too.
-        let lost = match slot.output_seen {
-            seen if seen > 0 && slot.saved_seq > 0 => slot.saved_seq >= seen,
-            _ => slot.saved_handled.get(&conn_id).copied().unwrap_or(0) > last_index,
-        };
-        if lost {
-            let sent = std::mem::take(&mut slot.saved_outbox);
-            // Saved again, with what is sent again as its output, so that
-            // its mark tells the gateway it arrived (or the next runner
-            // that it did not): otherwise every later start would resend it.
-            self.dirty.insert(actor_id);
-            for (conn, attachment) in outbox::resend(sent, actor_id, out) {
-                // Connections restored before this one, and those restored
-                // after it (whose restores carry the gateway's older copy).
-                self.io.attachments.insert(conn, attachment.clone());
-                self.resent_attachments.insert(conn, attachment);
-            }
-        }
-    }
-
     fn restore(&mut self, frame: Frame, out: &mut BytesMut) {
         let Frame::RestoreConn {
             conn_id,
@@ -587,6 +557,7 @@ impl TunnelState {
             attachment,
             last_index,
             peer,
+            ..
         } = frame
         else {
             return;

@@ -116,28 +116,58 @@ pub(crate) struct Actor {
     paused: Cell<Option<(Instant, Pause)>>,
     /// The last `OutputMark` its runners sent, plus one (0: none yet):
     /// told to the next runner, which then knows whether the output of its
-    /// last saved batch arrived (PROTOCOL §5a).
+    /// last saved batches arrived (PROTOCOL §5a).
     output_seen: Cell<u64>,
+    /// Every mark of its output this node received is in `output_seen`
+    /// (false for an actor an upgrade handed over: marks are not).
+    marks_known: Cell<bool>,
+    /// Its marks came through another node (which relays its runner's):
+    /// a runner that judges by `StartActor.output_seen` alone must not go
+    /// by them (they are this node's share, not every node's).
+    marks_via_peer: Cell<bool>,
     /// Its worker's counters: actors by state, wake and move pauses.
     stats: Arc<WorkerStats>,
 }
 
 impl Actor {
-    /// Its runner's save `seq` reached this gateway with its output.
-    pub fn note_output_mark(&self, seq: u64) {
-        self.output_seen.set(seq.saturating_add(1));
+    /// Its runner's save `seq` reached this gateway with its output (a
+    /// runner may mark an older save again when it resends its output).
+    pub fn note_output_mark(&self, seq: u64, via_peer: bool) {
+        let seen = self.output_seen.get().max(seq.saturating_add(1));
+        self.output_seen.set(seen);
+        self.marks_known.set(true);
+        if !via_peer {
+            self.marks_via_peer.set(false);
+        }
     }
 
-    /// The marks came from runners this actor no longer has (it goes to
-    /// another node's tunnel, which sends none): the next runner of this
-    /// node judges a saved batch by the connections' indices instead.
+    /// It goes to another node's tunnel: marks come from there now.
+    pub fn note_placed_on_peer(&self) {
+        self.marks_via_peer.set(true);
+    }
+
+    /// Handed over by an upgrade: the marks the old process saw are not.
     pub fn forget_output_marks(&self) {
         self.output_seen.set(0);
+        self.marks_known.set(false);
     }
 
-    /// For `StartActor.output_seen`.
-    pub fn output_seen(&self) -> u64 {
-        self.output_seen.get()
+    /// For `StartActor.output_seen` to a runner that does (`conn_marks`)
+    /// or does not take `RestoreConn.output_seen`.
+    pub fn output_seen(&self, conn_marks: bool) -> u64 {
+        match self.marks_via_peer.get() && !conn_marks {
+            true => 0,
+            false => self.output_seen.get(),
+        }
+    }
+
+    /// For `RestoreConn.output_seen` of this node's own clients, restored
+    /// on another node: what they received (1: none of it; 0: unknown).
+    pub fn output_seen_here(&self) -> u64 {
+        match self.output_seen.get() {
+            0 if self.marks_known.get() => 1,
+            seen => seen,
+        }
     }
 
     /// A new actor, not started yet (Asleep with no connections), counted
@@ -172,6 +202,8 @@ impl Actor {
             last_activity: Cell::new(now),
             paused: Cell::new(None),
             output_seen: Cell::new(0),
+            marks_known: Cell::new(true),
+            marks_via_peer: Cell::new(false),
             stats,
         }
     }

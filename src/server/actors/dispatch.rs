@@ -76,7 +76,8 @@ impl Actors {
             Frame::SleepRequest { actor_id } => self.on_sleep_request(tunnel, actor_id),
             Frame::OutputMark { actor_id, seq } => {
                 if let Some(actor) = self.directory.live_on(tunnel, actor_id) {
-                    actor.note_output_mark(seq);
+                    actor.note_output_mark(seq, tunnel.peer_node().is_some());
+                    self.relay_mark(&actor, seq);
                 }
             }
             Frame::Keepalive { nonce } => tunnel.send(&Frame::KeepaliveAck { nonce }),

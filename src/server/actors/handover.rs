@@ -149,6 +149,7 @@ impl Actors {
                 let hold = self.config().actors.migration_buffer_bytes;
                 let (now, stats) = (self.now(), self.stats.clone());
                 let actor = Rc::new(Actor::new(&r.ns, &r.name, &r.key, pool, now, hold, stats));
+                actor.forget_output_marks();
                 actor.take_id(self.ids.fresh());
                 self.directory.insert(&actor);
                 actor

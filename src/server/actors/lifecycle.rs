@@ -16,7 +16,7 @@ use super::unavailable::Unavailable;
 use super::Actors;
 use crate::http::route::ActorPath;
 use crate::server::tunnels::{Reserved, Tunnel};
-use crate::tunnel::Frame;
+use crate::tunnel::{features, Frame};
 use crate::ws::CloseCode;
 
 impl Actors {
@@ -128,7 +128,7 @@ impl Actors {
         // A node tunnel serves every namespace: it is told which one.
         let name = match tunnel.peer_node() {
             Some(_) => {
-                actor.forget_output_marks();
+                actor.note_placed_on_peer();
                 format!("{}/{}", actor.ns, actor.name)
             }
             None => actor.name.clone(),
@@ -138,7 +138,7 @@ impl Actors {
             name,
             key: actor.key.clone(),
             input: Bytes::new(),
-            output_seen: actor.output_seen(),
+            output_seen: actor.output_seen(tunnel.features & features::CONN_MARKS != 0),
         });
         if tunnel.peer_node().is_some() {
             self.restore_on_peer(actor, &tunnel);

@@ -9,6 +9,7 @@
 //! came with it (a node killed in between would otherwise lose that
 //! output for good: the forwarding node would not replay the message).
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -19,7 +20,7 @@ use super::links::{ClientLink, ConnMeta, OpenAnswer, OpenRequest, Peer};
 use super::restore::restore_conn;
 use super::Actors;
 use crate::server::conn::control::ConnControl;
-use crate::server::tunnels::PeerOut;
+use crate::server::tunnels::{PeerOut, Tunnel};
 use crate::tunnel::{Frame, MessageKind};
 use crate::ws::CloseCode;
 
@@ -33,6 +34,13 @@ pub(crate) struct Relay {
     pub peer: SocketAddr,
     /// The connection's control here (its relay task ends when it closes).
     pub control: Rc<ConnControl>,
+    /// That node's id for the actor the connection belongs to.
+    pub remote_actor: u64,
+    /// What that node received of the actor's saved output: its last
+    /// `OutputMark` plus one, as it said at a restore and as marks went to
+    /// it since (0: as this node's actor says). Nodes see different
+    /// shares when the node owning the actor dies mid-relay.
+    pub output_seen: Cell<u64>,
 }
 
 /// What a forwarding node says of a connection it restores here.
@@ -43,6 +51,8 @@ pub(crate) struct RestoredConn {
     pub attachment: Bytes,
     pub last_index: u64,
     pub peer: SocketAddr,
+    /// `RestoreConn.output_seen` as that node sent it.
+    pub output_seen: u64,
 }
 
 /// The id a connection of node `origin`'s clients has on every node: the
@@ -114,6 +124,7 @@ impl Actors {
     ) {
         self.admission.adopt(conn.peer.ip());
         let control = relay.control.clone();
+        relay.output_seen.set(conn.output_seen);
         self.relays.borrow_mut().insert(conn_id, relay);
         let request = OpenRequest {
             path: String::new(),
@@ -131,7 +142,8 @@ impl Actors {
         actor.add_conn(conn_id);
         if actor.state() == ActorState::Running {
             if let Some(tunnel) = actor.tunnel() {
-                tunnel.send(&restore_conn(conn_id, actor, &link));
+                let seen = self.conn_output_seen(conn_id, actor, &tunnel);
+                tunnel.send(&restore_conn(conn_id, actor, &link, seen));
             }
         }
         let mut links = self.links.borrow_mut();
@@ -276,6 +288,47 @@ impl Actors {
                 conn_id: remote,
                 index,
             });
+        }
+    }
+
+    /// The actor's runner marked its save `seq` as delivered here: every
+    /// node holding its clients gets the mark after that save's output
+    /// (relayed before it, in the same batch on the link), and so knows
+    /// what it received should the actor move (`RestoreConn.output_seen`).
+    pub(super) fn relay_mark(&self, actor: &Actor, seq: u64) {
+        let relays = self.relays.borrow();
+        if relays.is_empty() {
+            return;
+        }
+        let mut told: Vec<(*const PeerOut, u64)> = Vec::new();
+        for conn_id in actor.conn_ids() {
+            let Some(r) = relays.get(&conn_id) else {
+                continue;
+            };
+            r.output_seen
+                .set(r.output_seen.get().max(seq.saturating_add(1)));
+            let to = (Rc::as_ptr(&r.out), r.remote_actor);
+            if !told.contains(&to) {
+                told.push(to);
+                r.out.send(&Frame::OutputMark {
+                    actor_id: r.remote_actor,
+                    seq,
+                });
+            }
+        }
+    }
+
+    /// `RestoreConn.output_seen` for `conn_id` restored on `tunnel`: what
+    /// its node said for another node's client; for this node's own, 0
+    /// on this node's runners (`StartActor.output_seen` says it) and what
+    /// this node received when the actor runs on another node.
+    pub(super) fn conn_output_seen(&self, conn_id: u64, actor: &Actor, tunnel: &Tunnel) -> u64 {
+        if let Some(r) = self.relays.borrow().get(&conn_id) {
+            return r.output_seen.get();
+        }
+        match tunnel.peer_node() {
+            Some(_) => actor.output_seen_here(),
+            None => 0,
         }
     }
 

@@ -28,7 +28,8 @@ impl Actors {
             // (On another node's tunnel they went with the start.)
             if tunnel.peer_node().is_none() {
                 for (conn_id, link) in linked() {
-                    tunnel.send(&restore_conn(conn_id, actor, link));
+                    let seen = self.conn_output_seen(conn_id, actor, &tunnel);
+                    tunnel.send(&restore_conn(conn_id, actor, link, seen));
                 }
             }
             // Then what was not acknowledged (a replay) and what was held.
@@ -55,13 +56,19 @@ impl Actors {
         let links = self.links.borrow();
         for conn_id in actor.conn_ids() {
             if let Some(link) = links.get(&conn_id) {
-                tunnel.send(&restore_conn(conn_id, actor, link));
+                let seen = self.conn_output_seen(conn_id, actor, tunnel);
+                tunnel.send(&restore_conn(conn_id, actor, link, seen));
             }
         }
     }
 }
 
-pub(super) fn restore_conn(conn_id: u64, actor: &Actor, link: &ClientLink) -> Frame {
+pub(super) fn restore_conn(
+    conn_id: u64,
+    actor: &Actor,
+    link: &ClientLink,
+    output_seen: u64,
+) -> Frame {
     link.with_meta(|meta| {
         let meta = meta.as_deref();
         Frame::RestoreConn {
@@ -74,6 +81,7 @@ pub(super) fn restore_conn(conn_id: u64, actor: &Actor, link: &ClientLink) -> Fr
             attachment: meta.map(|m| m.attachment.clone()).unwrap_or_default(),
             last_index: link.last_acked.get(),
             peer: link.peer.to_string(),
+            output_seen,
         }
     })
 }

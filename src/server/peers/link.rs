@@ -100,6 +100,7 @@ impl PeerLink {
                 attachment,
                 last_index,
                 peer,
+                output_seen,
                 ..
             } => {
                 let peer = parse_peer(&peer);
@@ -110,6 +111,7 @@ impl PeerLink {
                     attachment,
                     last_index,
                     peer,
+                    output_seen,
                 };
                 self.restore(side, conn_id, actor_id, conn)
             }
@@ -246,7 +248,7 @@ impl PeerLink {
             });
         };
         let registration = side.env.registry.register(Instant::now());
-        let relay = self.relay(remote, request.peer, &registration);
+        let relay = self.relay((remote, actor_id), request.peer, &registration);
         self.link_conn(remote, local, actor_id, registration.control.clone());
         side.actors.open_relayed(&actor, local, request, relay);
         // A client of this node would have woken it on its way in.
@@ -279,7 +281,7 @@ impl PeerLink {
             });
         };
         let registration = side.env.registry.register(Instant::now());
-        let relay = self.relay(remote, conn.peer, &registration);
+        let relay = self.relay((remote, actor_id), conn.peer, &registration);
         self.link_conn(remote, local, actor_id, registration.control.clone());
         side.actors.restore_relayed(&actor, local, conn, relay);
         monoio::spawn(relay_conn(
@@ -291,12 +293,19 @@ impl PeerLink {
         ));
     }
 
-    fn relay(&self, remote: u64, peer: SocketAddr, registration: &Registration) -> Relay {
+    fn relay(
+        &self,
+        (remote, remote_actor): (u64, u64),
+        peer: SocketAddr,
+        registration: &Registration,
+    ) -> Relay {
         Relay {
             out: self.out.clone(),
             remote_conn: remote,
             peer,
             control: registration.control.clone(),
+            remote_actor,
+            output_seen: std::cell::Cell::new(0),
         }
     }
 

@@ -98,6 +98,12 @@ pub enum Frame {
         last_index: u64,
         /// As in `ConnOpen`.
         peer: String,
+        /// What the gateway holding this client received of the actor's
+        /// saved output: its last `OutputMark`, plus one (feature
+        /// `CONN_MARKS`, added in 1.5). 0: it does not know (the runner
+        /// goes by `StartActor.output_seen`). Nodes of a cluster each see
+        /// their own share of an actor's output, so this is per connection.
+        output_seen: u64,
     },
     /// The actor's small per-connection state, kept by the gateway while it sleeps.
     SetAttachment {
@@ -184,8 +190,11 @@ pub mod features {
     pub const OUTPUT_MARKS: u64 = 2;
     /// The HTTP frames (`HttpRequest` … `HttpCredit`, PROTOCOL §7b).
     pub const HTTP: u64 = 4;
+    /// `RestoreConn.output_seen`: what each connection's gateway received
+    /// of the actor's saved output, which the runner resends by.
+    pub const CONN_MARKS: u64 = 8;
     /// What this build of the gateway and of the runner library understand.
-    pub const SUPPORTED: u64 = BROADCAST | OUTPUT_MARKS | HTTP;
+    pub const SUPPORTED: u64 = BROADCAST | OUTPUT_MARKS | HTTP | CONN_MARKS;
 }
 
 mod tag {
@@ -532,6 +541,7 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
             attachment,
             last_index,
             peer,
+            output_seen,
         } => {
             put_varint(out, *conn_id);
             put_varint(out, *actor_id);
@@ -542,6 +552,7 @@ fn write_body(out: &mut BytesMut, frame: &Frame) -> u8 {
             put_bytes(out, attachment);
             put_varint(out, *last_index);
             put_str(out, peer);
+            put_varint(out, *output_seen);
             tag::RESTORE_CONN
         }
         Frame::SetAttachment {
@@ -774,6 +785,7 @@ fn decode_body(t: u8, mut r: Reader) -> Result<Frame, TunnelError> {
             attachment: r.bytes()?,
             last_index: r.varint()?,
             peer: trailing_string(r)?,
+            output_seen: trailing_varint(r)?,
         },
         tag::SET_ATTACHMENT => Frame::SetAttachment {
             conn_id: r.varint()?,

@@ -144,6 +144,7 @@ fn samples() -> Vec<Frame> {
             attachment: Bytes::from_static(b"state"),
             last_index: 41,
             peer: "[::1]:7".into(),
+            output_seen: 12,
         },
         Frame::SetAttachment {
             conn_id: 3,
