@@ -314,6 +314,9 @@ pub(crate) struct Record {
     /// with its record's number (`kept.rs`): several batches may be in
     /// flight when a runner or a gateway dies.
     pub earlier: Vec<(u64, Bytes)>,
+    /// Connections that joined after the oldest kept output, with the
+    /// first record whose broadcasts to all were for them.
+    pub joined: Vec<(ConnId, u64)>,
     pub state: Bytes,
 }
 
@@ -323,9 +326,9 @@ pub(crate) struct Record {
 const WITH_OUTBOX: u64 = u64::MAX;
 /// Starts a record that carries its sequence number, then an outbox.
 const WITH_SEQ: u64 = u64::MAX - 1;
-/// Starts a record that carries its sequence number, an outbox, then the
-/// earlier outputs still kept (the layout written now; the three before it
-/// are still read).
+/// Starts a record that carries its sequence number, an outbox, the
+/// earlier outputs still kept and when recent connections joined (the
+/// layout written now; the three before it are still read).
 const WITH_EARLIER: u64 = u64::MAX - 2;
 
 impl Record {
@@ -345,6 +348,11 @@ impl Record {
         for (seq, output) in &self.earlier {
             put_varint(&mut out, *seq);
             put_bytes(&mut out, output);
+        }
+        put_varint(&mut out, self.joined.len() as u64);
+        for (conn, seq) in &self.joined {
+            put_varint(&mut out, *conn);
+            put_varint(&mut out, *seq);
         }
         out.extend_from_slice(&self.state);
         out
@@ -366,11 +374,13 @@ impl Record {
             true => r.bytes().ok()?,
             false => Bytes::new(),
         };
-        let mut earlier = Vec::new();
+        let (mut earlier, mut joined) = (Vec::new(), Vec::new());
         if with_earlier {
-            let n = r.varint().ok()?;
-            for _ in 0..n {
+            for _ in 0..r.varint().ok()? {
                 earlier.push((r.varint().ok()?, r.bytes().ok()?));
+            }
+            for _ in 0..r.varint().ok()? {
+                joined.push((r.varint().ok()?, r.varint().ok()?));
             }
         }
         Some(Record {
@@ -378,6 +388,7 @@ impl Record {
             handled,
             outbox,
             earlier,
+            joined,
             state: r.rest(),
         })
     }
@@ -535,6 +546,7 @@ mod tests {
             handled: vec![(1, 5), (u64::MAX, 300)],
             outbox: Bytes::from_static(b"\x35\x01\x00"),
             earlier: vec![(3, Bytes::from_static(b"\x35")), (1 << 39, Bytes::new())],
+            joined: vec![(7, 4)],
             state: Bytes::from_static(b"counter=42"),
         };
         assert_eq!(Record::decode(r.encode().to_vec()), Some(r.clone()));

@@ -178,6 +178,11 @@ impl TunnelState {
                 Ok(()) => {
                     slot.saved_seq = *seq;
                     slot.kept = std::mem::take(kept);
+                    // The start's mark judged the restores of the start;
+                    // a connection restored from now on (another node's
+                    // client rejoining) says its own, or is judged by its
+                    // indices: the actor has moved on since.
+                    slot.output_seen = 0;
                     if self.marks {
                         let mark = Frame::OutputMark {
                             actor_id: *id,
@@ -202,20 +207,22 @@ impl TunnelState {
     fn record_of(&self, actor_id: u64, outbox: Bytes) -> Option<(u64, Vec<u8>, Kept)> {
         let slot = self.actors.get(&actor_id)?;
         let state = slot.actor.save_state()?;
-        let outbox = kept::pin_recipients(outbox, || slot.conns.iter().copied().collect());
-        let seq = slot
-            .saved_seq
-            .max(slot.output_seen.saturating_sub(1))
-            .saturating_add(1);
+        let seq = slot.next_seq();
         let kept = kept::keep(slot.kept.clone(), seq, outbox.clone());
         // The newest kept output is this batch's own, if it sent anything.
         let mut earlier: Vec<(u64, Bytes)> = kept.iter().cloned().collect();
         if !outbox.is_empty() {
             earlier.pop();
         }
+        // Those who joined before every kept output are members of all.
+        let oldest = kept.front().map_or(seq, |(s, _)| *s);
+        let joined = slot
+            .conns
+            .iter()
+            .filter_map(|c| Some((*c, *slot.joined.get(c)?)))
+            .filter(|(_, j)| *j > oldest)
+            .collect();
         let record = Record {
-            // Past the gateway's last mark too: a store that lost its
-            // records (or never had them) must not number from 1 again.
             seq,
             handled: slot
                 .conns
@@ -224,6 +231,7 @@ impl TunnelState {
                 .collect(),
             outbox,
             earlier,
+            joined,
             state: state.into(),
         };
         Some((seq, record.encode().to_vec(), kept))

@@ -10,7 +10,10 @@
 //! connection what it was sent in the kept outputs numbered from there on.
 //! Nothing tells the runner while it runs what arrived, so the outputs are
 //! kept by count and size: the last [`KEEP_OUTPUTS`] batches that sent
-//! something, at most [`KEEP_OUTPUT_BYTES`] (the newest always).
+//! something, at most [`KEEP_OUTPUT_BYTES`] (the newest always). A
+//! broadcast to all reaches again only connections that were members
+//! when it was made: those that joined later are noted with the first
+//! record they could be in (`joined`), not by copying member lists.
 
 use std::collections::VecDeque;
 
@@ -19,10 +22,11 @@ use bytes::{Bytes, BytesMut};
 use crate::runner::actor::ConnId;
 use crate::tunnel::{decode_frames, encode_frame, Frame, Recipients};
 
-/// Saved batches whose output is kept, at most.
-pub(super) const KEEP_OUTPUTS: usize = 64;
+/// Saved batches whose output is kept, at most: each save writes them
+/// all again, so this is also what an actor's saves cost.
+pub(super) const KEEP_OUTPUTS: usize = 32;
 /// Bytes of kept output, at most (past the newest batch's own).
-pub(super) const KEEP_OUTPUT_BYTES: usize = 64 * 1024;
+pub(super) const KEEP_OUTPUT_BYTES: usize = 32 * 1024;
 
 /// An actor's kept outputs, oldest first, each with its record's number.
 pub(super) type Kept = VecDeque<(u64, Bytes)>;
@@ -42,65 +46,6 @@ pub(super) fn keep(mut kept: Kept, seq: u64, output: Bytes) -> Kept {
     kept
 }
 
-/// A batch's output with every broadcast naming its recipients: the
-/// connections the actor had when it was saved. Sent again later, it must
-/// reach those, not connections that joined since.
-pub(super) fn pin_recipients(output: Bytes, conns: impl Fn() -> Vec<ConnId>) -> Bytes {
-    let frames: Vec<Frame> = decode_frames(output.clone())
-        .map_while(Result::ok)
-        .collect();
-    if !frames.iter().any(is_open_broadcast) {
-        return output;
-    }
-    let members = conns();
-    let mut pinned = BytesMut::with_capacity(output.len() + 8 * members.len());
-    for frame in frames {
-        let frame = match frame {
-            Frame::Broadcast {
-                actor_id,
-                kind,
-                to: Recipients::All,
-                payload,
-            } => Frame::Broadcast {
-                actor_id,
-                kind,
-                to: Recipients::Only(members.clone()),
-                payload,
-            },
-            Frame::Broadcast {
-                actor_id,
-                kind,
-                to: Recipients::AllBut(but),
-                payload,
-            } => Frame::Broadcast {
-                actor_id,
-                kind,
-                to: Recipients::Only(
-                    members
-                        .iter()
-                        .filter(|c| !but.contains(c))
-                        .copied()
-                        .collect(),
-                ),
-                payload,
-            },
-            other => other,
-        };
-        encode_frame(&mut pinned, &frame);
-    }
-    pinned.freeze()
-}
-
-fn is_open_broadcast(frame: &Frame) -> bool {
-    matches!(
-        frame,
-        Frame::Broadcast {
-            to: Recipients::All | Recipients::AllBut(_),
-            ..
-        }
-    )
-}
-
 /// What was sent again to one connection.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Resent {
@@ -110,21 +55,26 @@ pub(super) struct Resent {
     pub attachments: Vec<Bytes>,
 }
 
+/// One connection, as kept output is sent again to it.
+pub(super) struct Target {
+    pub conn: ConnId,
+    /// The first record whose broadcasts to all were for it (0: every
+    /// kept record's).
+    pub joined: u64,
+    /// The actor's new instance, which says it again.
+    pub actor_id: u64,
+}
+
 /// Appends to `out` what the kept outputs numbered `seen` and above sent
-/// to `conn`, as the actor's new instance `actor_id` says it: its messages,
-/// its attachments, its close, and the broadcasts it was among (to it
+/// to the target connection, as the actor's new instance says it: its
+/// messages, attachments, close, and the broadcasts it was among (to it
 /// alone). Acknowledgements and answers to requests are not sent again.
-pub(super) fn resend_to(
-    kept: &Kept,
-    seen: u64,
-    conn: ConnId,
-    actor_id: u64,
-    out: &mut BytesMut,
-) -> Resent {
+pub(super) fn resend_to(kept: &Kept, seen: u64, to: &Target, out: &mut BytesMut) -> Resent {
     let mut resent = Resent::default();
     for (seq, output) in kept.iter().filter(|(seq, _)| *seq >= seen) {
+        let member = *seq >= to.joined;
         for frame in decode_frames(output.clone()).map_while(Result::ok) {
-            let Some(frame) = to_conn(frame, conn, actor_id) else {
+            let Some(frame) = to_conn(frame, to, member) else {
                 continue;
             };
             if let Frame::SetAttachment { attachment, .. } = &frame {
@@ -137,32 +87,33 @@ pub(super) fn resend_to(
     resent
 }
 
-/// `frame` as sent again to `conn` alone, if it was for `conn`.
-fn to_conn(frame: Frame, conn: ConnId, actor_id: u64) -> Option<Frame> {
+/// `frame` as sent again to the target alone, if it was for it (`member`:
+/// it was among the actor's connections when the frame was made).
+fn to_conn(frame: Frame, target: &Target, member: bool) -> Option<Frame> {
     match frame {
         Frame::Message { conn_id, .. }
         | Frame::Close { conn_id, .. }
         | Frame::SetAttachment { conn_id, .. }
-            if conn_id == conn =>
+            if conn_id == target.conn =>
         {
             Some(frame)
         }
         Frame::Broadcast {
             kind, to, payload, ..
-        } if names(&to, conn) => Some(Frame::Broadcast {
-            actor_id,
+        } if names(&to, target.conn, member) => Some(Frame::Broadcast {
+            actor_id: target.actor_id,
             kind,
-            to: Recipients::Only(vec![conn]),
+            to: Recipients::Only(vec![target.conn]),
             payload,
         }),
         _ => None,
     }
 }
 
-fn names(to: &Recipients, conn: ConnId) -> bool {
+fn names(to: &Recipients, conn: ConnId, member: bool) -> bool {
     match to {
-        Recipients::All => true,
-        Recipients::AllBut(but) => !but.contains(&conn),
+        Recipients::All => member,
+        Recipients::AllBut(but) => member && !but.contains(&conn),
         Recipients::Only(only) => only.contains(&conn),
     }
 }
@@ -211,29 +162,36 @@ mod tests {
     }
 
     #[test]
-    fn broadcasts_are_pinned_to_the_members_of_their_batch() {
-        let output = encoded(&[
-            broadcast(1, Recipients::All, "all"),
-            broadcast(1, Recipients::AllBut(vec![2]), "not 2"),
-            broadcast(1, Recipients::Only(vec![9]), "to 9"),
-        ]);
-        let pinned = pin_recipients(output, || vec![1, 2, 3]);
-        let frames: Vec<Frame> = decode_frames(pinned).map(Result::unwrap).collect();
-        assert_eq!(
-            frames,
-            [
-                broadcast(1, Recipients::Only(vec![1, 2, 3]), "all"),
-                broadcast(1, Recipients::Only(vec![1, 3]), "not 2"),
-                broadcast(1, Recipients::Only(vec![9]), "to 9"),
-            ]
+    fn a_broadcast_to_all_reaches_again_only_those_who_were_members() {
+        let mut kept = Kept::new();
+        kept = keep(kept, 3, encoded(&[broadcast(1, Recipients::All, "three")]));
+        kept = keep(
+            kept,
+            4,
+            encoded(&[
+                broadcast(1, Recipients::All, "four"),
+                broadcast(1, Recipients::AllBut(vec![7]), "not to 7"),
+            ]),
         );
-        let plain = encoded(&[broadcast(1, Recipients::Only(vec![9]), "to 9")]);
-        let asked = std::cell::Cell::new(false);
-        let same = pin_recipients(plain.clone(), || {
-            asked.set(true);
-            vec![]
-        });
-        assert_eq!((same, asked.get()), (plain, false), "nothing to pin");
+        let texts = |conn, joined| {
+            let mut out = BytesMut::new();
+            let to = Target {
+                conn,
+                joined,
+                actor_id: 2,
+            };
+            resend_to(&kept, 1, &to, &mut out);
+            decoded(out)
+                .into_iter()
+                .filter_map(|f| match f {
+                    Frame::Broadcast { payload, .. } => Some(payload),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(texts(7, 0), ["three", "four"]);
+        assert_eq!(texts(8, 4), ["four", "not to 7"], "joined before record 4");
+        assert!(texts(9, 5).is_empty(), "joined after every kept record");
     }
 
     #[test]
@@ -271,8 +229,13 @@ mod tests {
             6,
             encoded(&[broadcast(1, Recipients::Only(vec![8]), "six")]),
         );
+        let target = |conn| Target {
+            conn,
+            joined: 0,
+            actor_id: 2,
+        };
         let mut out = BytesMut::new();
-        let resent = resend_to(&kept, 5, 7, 2, &mut out);
+        let resent = resend_to(&kept, 5, &target(7), &mut out);
         assert_eq!(
             decoded(out),
             [
@@ -286,7 +249,7 @@ mod tests {
         assert_eq!(resent.upto, Some(5));
         assert_eq!(resent.attachments, [Bytes::from_static(b"a7")]);
         let mut out = BytesMut::new();
-        assert_eq!(resend_to(&kept, 7, 8, 2, &mut out), Resent::default());
+        assert_eq!(resend_to(&kept, 7, &target(8), &mut out), Resent::default());
         assert!(out.is_empty(), "its gateway saw everything");
     }
 }

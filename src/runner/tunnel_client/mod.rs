@@ -168,6 +168,17 @@ fn connect(shared: &Shared, index: u32) -> Result<Ws, String> {
     Ok(ws)
 }
 
+impl ActorSlot {
+    /// The number its next saved record gets: past the gateway's last
+    /// mark too, so that a store that lost its records (or never had
+    /// them) does not number from 1 again.
+    fn next_seq(&self) -> u64 {
+        self.saved_seq
+            .max(self.output_seen.saturating_sub(1))
+            .saturating_add(1)
+    }
+}
+
 struct ActorSlot {
     name: String,
     key: Vec<String>,
@@ -178,6 +189,10 @@ struct ActorSlot {
     /// What the saved records' batches made the actor send, until a
     /// restore shows what reached the gateways (`kept.rs`, `outbox.rs`).
     kept: kept::Kept,
+    /// Per connection that joined while kept outputs were made, the first
+    /// record whose output could be for it (`kept.rs`); the others were
+    /// members of every kept output.
+    joined: HashMap<ConnId, u64>,
     /// The saved record's sequence number.
     saved_seq: u64,
     /// `StartActor.output_seen`: the last mark the gateway received, plus
@@ -423,6 +438,7 @@ impl TunnelState {
                 .into_iter()
                 .chain((!record.outbox.is_empty()).then_some((record.seq, record.outbox)))
                 .collect(),
+            joined: record.joined.into_iter().collect(),
             saved_seq: record.seq,
             output_seen: if self.marks { output_seen } else { 0 },
         };
@@ -476,6 +492,7 @@ impl TunnelState {
                 encode_frame(out, &accept);
                 out.extend_from_slice(&early);
                 self.conn_actor.insert(conn_id, actor_id);
+                slot.joined.insert(conn_id, slot.next_seq());
             }
             OpenDecision::Reject { status, reason } => {
                 slot.conns.remove(&conn_id);
@@ -530,6 +547,7 @@ impl TunnelState {
         };
         if let Some(slot) = self.actors.get_mut(&actor_id) {
             slot.conns.remove(&conn_id);
+            slot.joined.remove(&conn_id);
             // The actor may still read the connection's attachment here.
             let mut ctx = Ctx::new(actor_id, &slot.conns, &mut *out, &mut self.io);
             slot.actor.on_close(&mut ctx, conn_id, code, reason);

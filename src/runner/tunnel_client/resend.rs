@@ -41,7 +41,12 @@ impl TunnelState {
         // A record without a number (written by an older library, with no
         // marks) is judged by its indices too.
         if seen > 0 && slot.saved_seq > 0 {
-            let resent = kept::resend_to(&slot.kept, seen, conn_id, actor_id, out);
+            let to = kept::Target {
+                conn: conn_id,
+                joined: slot.joined.get(&conn_id).copied().unwrap_or(0),
+                actor_id,
+            };
+            let resent = kept::resend_to(&slot.kept, seen, &to, out);
             if let Some(last) = resent.attachments.last() {
                 self.io.attachments.insert(conn_id, last.clone());
                 self.resent_attachments.insert(conn_id, last.clone());

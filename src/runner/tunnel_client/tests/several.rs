@@ -31,6 +31,18 @@ fn restore_seen(conn_id: u64, last_index: u64, seen: u64) -> Frame {
     frame
 }
 
+fn open(conn_id: u64) -> Frame {
+    Frame::ConnOpen {
+        conn_id,
+        actor_id: 1,
+        path: "/actors/rec/k".into(),
+        query: String::new(),
+        headers: Vec::new(),
+        protocols: Vec::new(),
+        peer: String::new(),
+    }
+}
+
 /// Who each broadcast among `frames` names, with its text.
 fn broadcasts_to(frames: &[Frame]) -> Vec<(Vec<u64>, String)> {
     frames
@@ -120,7 +132,7 @@ fn a_batch_from_before_a_connection_joined_is_not_its_own() {
         &shared,
         vec![
             vec![start_seen(0), restore_conn(9, 0), message(1)],
-            vec![restore_conn(11, 0), message(2)],
+            vec![open(11), message(2)],
         ],
     );
     let again = run_frames(
@@ -128,4 +140,24 @@ fn a_batch_from_before_a_connection_joined_is_not_its_own() {
         vec![start_seen(0), restore_seen(9, 2, 3), restore_seen(11, 0, 1)],
     );
     assert_eq!(broadcasts_to(&again), [(vec![11], "saw m2".to_string())]);
+}
+
+/// The start's mark speaks for the restores of the start only: once the
+/// actor saved again, a connection restored later (another node's client
+/// rejoining, whose node does not know its marks) is not sent what the
+/// actor sent since.
+#[test]
+fn the_starts_mark_does_not_judge_a_later_restore() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    three_batches(&shared(&seen, &store), vec![]);
+    let later = run_batches(
+        &shared(&seen, &store),
+        vec![
+            vec![start_seen(4), restore_conn(9, 3), message(4)],
+            vec![restore_seen(10, 0, 0)],
+        ],
+    );
+    assert_eq!(broadcast_texts(&later[0]), ["saw m4"]);
+    assert_eq!(broadcast_texts(&later[1]), Vec::<String>::new());
 }
