@@ -195,6 +195,8 @@ struct ActorSlot {
     joined: HashMap<ConnId, u64>,
     /// The saved record's sequence number.
     saved_seq: u64,
+    /// The number of the record it started from.
+    loaded_seq: u64,
     /// `StartActor.output_seen`: the last mark the gateway received, plus
     /// one; 0 if it does not know (then restores' indices tell).
     output_seen: u64,
@@ -440,6 +442,7 @@ impl TunnelState {
                 .collect(),
             joined: record.joined.into_iter().collect(),
             saved_seq: record.seq,
+            loaded_seq: record.seq,
             output_seen: if self.marks { output_seen } else { 0 },
         };
         self.actors.insert(actor_id, slot);

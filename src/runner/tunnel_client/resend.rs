@@ -57,9 +57,12 @@ impl TunnelState {
             }
             return Resend::ByMark;
         }
+        // The indices judge the batch the actor started from, only until
+        // it saved another (its kept output is then a later batch's).
         let saved = slot.saved_handled.get(&conn_id).copied().unwrap_or(0);
         let last_kept = slot.kept.back().filter(|(seq, _)| *seq == slot.saved_seq);
-        if saved <= last_index || last_kept.is_none() {
+        let moved_on = slot.saved_seq != slot.loaded_seq;
+        if saved <= last_index || last_kept.is_none() || moved_on {
             return Resend::ByMark;
         }
         let Some((_, sent)) = slot.kept.pop_back() else {

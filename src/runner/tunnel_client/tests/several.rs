@@ -6,8 +6,18 @@ use super::*;
 /// Runs each list of frames as one batch of one runner; returns what each
 /// batch sent.
 fn run_batches(shared: &Arc<Shared>, batches: Vec<Vec<Frame>>) -> Vec<Vec<Frame>> {
+    run_batches_marked(shared, batches, true)
+}
+
+/// As `run_batches`, with a gateway that does (`marks`) or does not take
+/// output marks.
+fn run_batches_marked(
+    shared: &Arc<Shared>,
+    batches: Vec<Vec<Frame>>,
+    marks: bool,
+) -> Vec<Vec<Frame>> {
     let mut t = TunnelState {
-        marks: true,
+        marks,
         ..TunnelState::default()
     };
     t.io.broadcasts = true;
@@ -159,5 +169,27 @@ fn the_starts_mark_does_not_judge_a_later_restore() {
         ],
     );
     assert_eq!(broadcast_texts(&later[0]), ["saw m4"]);
+    assert_eq!(broadcast_texts(&later[1]), Vec::<String>::new());
+}
+
+/// Without marks the indices judge only the batch the actor started from:
+/// once it saved another, a connection restored late whose index lags
+/// the start's record is not sent the newer batch's output (which every
+/// other connection already got).
+#[test]
+fn the_indices_judge_only_the_record_the_actor_started_from() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let first = vec![start(), restore_conn(9, 0), restore_conn(10, 0), msg(10, 1)];
+    run_batches_marked(&shared(&seen, &store), vec![first], false);
+    let later = run_batches_marked(
+        &shared(&seen, &store),
+        vec![
+            vec![start(), restore_conn(9, 0), msg(9, 1)],
+            vec![restore_conn(10, 0)],
+        ],
+        false,
+    );
+    assert_eq!(broadcast_texts(&later[0]), ["saw c9m1"]);
     assert_eq!(broadcast_texts(&later[1]), Vec::<String>::new());
 }
