@@ -314,9 +314,10 @@ pub(crate) struct Record {
     /// with its record's number (`kept.rs`): several batches may be in
     /// flight when a runner or a gateway dies.
     pub earlier: Vec<(u64, Bytes)>,
-    /// Connections that joined after the oldest kept output, with the
-    /// first record whose broadcasts to all were for them.
-    pub joined: Vec<(ConnId, u64)>,
+    /// Membership spans of the connections that were not members of every
+    /// kept output (`tunnel_client/members.rs`): `[from, to)` record
+    /// numbers, `to` 0 while still a member.
+    pub spans: Vec<(ConnId, Vec<(u64, u64)>)>,
     pub state: Bytes,
 }
 
@@ -327,8 +328,9 @@ const WITH_OUTBOX: u64 = u64::MAX;
 /// Starts a record that carries its sequence number, then an outbox.
 const WITH_SEQ: u64 = u64::MAX - 1;
 /// Starts a record that carries its sequence number, an outbox, the
-/// earlier outputs still kept and when recent connections joined (the
-/// layout written now; the three before it are still read).
+/// earlier outputs still kept and which records recent connections were
+/// members of (the layout written now; the three before it are still
+/// read).
 const WITH_EARLIER: u64 = u64::MAX - 2;
 
 impl Record {
@@ -349,10 +351,14 @@ impl Record {
             put_varint(&mut out, *seq);
             put_bytes(&mut out, output);
         }
-        put_varint(&mut out, self.joined.len() as u64);
-        for (conn, seq) in &self.joined {
+        put_varint(&mut out, self.spans.len() as u64);
+        for (conn, spans) in &self.spans {
             put_varint(&mut out, *conn);
-            put_varint(&mut out, *seq);
+            put_varint(&mut out, spans.len() as u64);
+            for (from, to) in spans {
+                put_varint(&mut out, *from);
+                put_varint(&mut out, if *to == u64::MAX { 0 } else { *to });
+            }
         }
         out.extend_from_slice(&self.state);
         out
@@ -374,13 +380,13 @@ impl Record {
             true => r.bytes().ok()?,
             false => Bytes::new(),
         };
-        let (mut earlier, mut joined) = (Vec::new(), Vec::new());
+        let (mut earlier, mut spans) = (Vec::new(), Vec::new());
         if with_earlier {
             for _ in 0..r.varint().ok()? {
                 earlier.push((r.varint().ok()?, r.bytes().ok()?));
             }
             for _ in 0..r.varint().ok()? {
-                joined.push((r.varint().ok()?, r.varint().ok()?));
+                spans.push((r.varint().ok()?, decode_spans(&mut r)?));
             }
         }
         Some(Record {
@@ -388,10 +394,24 @@ impl Record {
             handled,
             outbox,
             earlier,
-            joined,
+            spans,
             state: r.rest(),
         })
     }
+}
+
+/// One connection's spans: count, then `from`, `to` (0: still open).
+fn decode_spans(r: &mut Reader) -> Option<Vec<(u64, u64)>> {
+    let mut spans = Vec::new();
+    for _ in 0..r.varint().ok()? {
+        let from = r.varint().ok()?;
+        let to = match r.varint().ok()? {
+            0 => u64::MAX,
+            to => to,
+        };
+        spans.push((from, to));
+    }
+    Some(spans)
 }
 
 #[cfg(test)]
@@ -546,7 +566,7 @@ mod tests {
             handled: vec![(1, 5), (u64::MAX, 300)],
             outbox: Bytes::from_static(b"\x35\x01\x00"),
             earlier: vec![(3, Bytes::from_static(b"\x35")), (1 << 39, Bytes::new())],
-            joined: vec![(7, 4)],
+            spans: vec![(7, vec![(4, 9), (11, u64::MAX)])],
             state: Bytes::from_static(b"counter=42"),
         };
         assert_eq!(Record::decode(r.encode().to_vec()), Some(r.clone()));

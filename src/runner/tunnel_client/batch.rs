@@ -45,12 +45,15 @@ impl TunnelState {
         {
             let start = batch.out.len();
             let seen = (*last_index, *output_seen);
-            let resend = self.resend_lost_output(*conn_id, *actor_id, seen, &mut batch.out);
-            if let Resend::ByIndex = resend {
+            match self.resend_lost_output(*conn_id, *actor_id, seen, &mut batch.out) {
                 // Counted as the actor's output of this batch: if the
                 // runner dies again before it leaves, the next save keeps
                 // it too.
-                batch.touched.push((*actor_id, start..batch.out.len()));
+                Resend::Whole => batch.touched.push((*actor_id, start..batch.out.len())),
+                // The actor had closed it (the close went again): a
+                // restore would bring back a connection no one holds.
+                Resend::Own { closed: true } => return,
+                Resend::Own { closed: false } => {}
             }
         }
         let actor = self.actor_of(&frame);
@@ -65,6 +68,7 @@ impl TunnelState {
     /// withdrawn. Returns what may leave.
     pub(super) fn finish_batch(&mut self, shared: &Shared, mut batch: Batch) -> BytesMut {
         self.resent_attachments.clear();
+        self.own_resent.clear();
         self.mark_resent(&mut batch.out);
         let dirty = std::mem::take(&mut self.dirty);
         let failed = self.save_actors(shared, dirty, &mut batch);
@@ -178,6 +182,8 @@ impl TunnelState {
                 Ok(()) => {
                     slot.saved_seq = *seq;
                     slot.kept = std::mem::take(kept);
+                    let oldest = slot.kept.front().map_or(*seq, |(s, _)| *s);
+                    slot.members.prune(oldest);
                     // The start's mark judged the restores of the start;
                     // a connection restored from now on (another node's
                     // client rejoining) says its own, or is judged by its
@@ -214,24 +220,19 @@ impl TunnelState {
         if !outbox.is_empty() {
             earlier.pop();
         }
-        // Those who joined before every kept output are members of all.
         let oldest = kept.front().map_or(seq, |(s, _)| *s);
-        let joined = slot
-            .conns
-            .iter()
-            .filter_map(|c| Some((*c, *slot.joined.get(c)?)))
-            .filter(|(_, j)| *j > oldest)
-            .collect();
         let record = Record {
             seq,
+            // Every member, also one that sent nothing yet: a connection
+            // neither here nor in `spans` was a member of no kept output.
             handled: slot
                 .conns
                 .iter()
-                .filter_map(|c| self.last_index.get(c).map(|i| (*c, *i)))
+                .map(|c| (*c, self.last_index.get(c).copied().unwrap_or(0)))
                 .collect(),
             outbox,
             earlier,
-            joined,
+            spans: slot.members.to_record(oldest),
             state: state.into(),
         };
         Some((seq, record.encode().to_vec(), kept))

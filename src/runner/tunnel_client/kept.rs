@@ -10,10 +10,9 @@
 //! connection what it was sent in the kept outputs numbered from there on.
 //! Nothing tells the runner while it runs what arrived, so the outputs are
 //! kept by count and size: the last [`KEEP_OUTPUTS`] batches that sent
-//! something, at most [`KEEP_OUTPUT_BYTES`] (the newest always). A
-//! broadcast to all reaches again only connections that were members
-//! when it was made: those that joined later are noted with the first
-//! record they could be in (`joined`), not by copying member lists.
+//! something, at most [`KEEP_OUTPUT_BYTES`] (the newest batch's own
+//! always). A broadcast to all reaches again only connections that were
+//! members when it was made (`members.rs`).
 
 use std::collections::VecDeque;
 
@@ -32,13 +31,16 @@ pub(super) const KEEP_OUTPUT_BYTES: usize = 32 * 1024;
 pub(super) type Kept = VecDeque<(u64, Bytes)>;
 
 /// `kept` with the output of record `seq` added, and the oldest dropped
-/// past the bounds. A batch that sent nothing adds nothing.
+/// past the bounds: a batch's own output stays whatever its size, but not
+/// past the next save. A batch that sent nothing adds nothing.
 pub(super) fn keep(mut kept: Kept, seq: u64, output: Bytes) -> Kept {
-    if !output.is_empty() {
+    let added = !output.is_empty();
+    if added {
         kept.push_back((seq, output));
     }
+    let own = usize::from(added);
     let mut bytes: usize = kept.iter().map(|(_, o)| o.len()).sum();
-    while kept.len() > KEEP_OUTPUTS || (kept.len() > 1 && bytes > KEEP_OUTPUT_BYTES) {
+    while kept.len() > KEEP_OUTPUTS || (kept.len() > own && bytes > KEEP_OUTPUT_BYTES) {
         if let Some((_, dropped)) = kept.pop_front() {
             bytes -= dropped.len();
         }
@@ -53,14 +55,15 @@ pub(super) struct Resent {
     pub upto: Option<u64>,
     /// Attachments it set again.
     pub attachments: Vec<Bytes>,
+    /// The actor had closed it: it is not restored.
+    pub closed: bool,
 }
 
 /// One connection, as kept output is sent again to it.
-pub(super) struct Target {
+pub(super) struct Target<'a> {
     pub conn: ConnId,
-    /// The first record whose broadcasts to all were for it (0: every
-    /// kept record's).
-    pub joined: u64,
+    /// The records whose broadcasts to all were for it (`members.rs`).
+    pub spans: &'a [(u64, u64)],
     /// The actor's new instance, which says it again.
     pub actor_id: u64,
 }
@@ -72,13 +75,17 @@ pub(super) struct Target {
 pub(super) fn resend_to(kept: &Kept, seen: u64, to: &Target, out: &mut BytesMut) -> Resent {
     let mut resent = Resent::default();
     for (seq, output) in kept.iter().filter(|(seq, _)| *seq >= seen) {
-        let member = *seq >= to.joined;
+        let member = super::members::covers(to.spans, *seq);
         for frame in decode_frames(output.clone()).map_while(Result::ok) {
             let Some(frame) = to_conn(frame, to, member) else {
                 continue;
             };
-            if let Frame::SetAttachment { attachment, .. } = &frame {
-                resent.attachments.push(attachment.clone());
+            match &frame {
+                Frame::SetAttachment { attachment, .. } => {
+                    resent.attachments.push(attachment.clone())
+                }
+                Frame::Close { .. } => resent.closed = true,
+                _ => {}
             }
             encode_frame(out, &frame);
             resent.upto = Some(*seq);
@@ -173,11 +180,11 @@ mod tests {
                 broadcast(1, Recipients::AllBut(vec![7]), "not to 7"),
             ]),
         );
-        let texts = |conn, joined| {
+        let texts = |conn, spans: &[(u64, u64)]| {
             let mut out = BytesMut::new();
             let to = Target {
                 conn,
-                joined,
+                spans,
                 actor_id: 2,
             };
             resend_to(&kept, 1, &to, &mut out);
@@ -189,9 +196,17 @@ mod tests {
                 })
                 .collect::<Vec<_>>()
         };
-        assert_eq!(texts(7, 0), ["three", "four"]);
-        assert_eq!(texts(8, 4), ["four", "not to 7"], "joined before record 4");
-        assert!(texts(9, 5).is_empty(), "joined after every kept record");
+        assert_eq!(texts(7, &[(0, u64::MAX)]), ["three", "four"]);
+        assert_eq!(
+            texts(8, &[(4, u64::MAX)]),
+            ["four", "not to 7"],
+            "joined before record 4"
+        );
+        assert!(
+            texts(9, &[(5, u64::MAX)]).is_empty(),
+            "joined after every kept record"
+        );
+        assert_eq!(texts(8, &[(1, 4)]), ["three"], "left before record 4");
     }
 
     #[test]
@@ -231,7 +246,7 @@ mod tests {
         );
         let target = |conn| Target {
             conn,
-            joined: 0,
+            spans: &[(0, u64::MAX)],
             actor_id: 2,
         };
         let mut out = BytesMut::new();

@@ -21,6 +21,7 @@ use crate::tunnel::{decode_frames, encode_frame, Frame, MessageKind, PROTOCOL_VE
 mod batch;
 mod http;
 mod kept;
+mod members;
 mod outbox;
 mod resend;
 mod transport;
@@ -189,10 +190,8 @@ struct ActorSlot {
     /// What the saved records' batches made the actor send, until a
     /// restore shows what reached the gateways (`kept.rs`, `outbox.rs`).
     kept: kept::Kept,
-    /// Per connection that joined while kept outputs were made, the first
-    /// record whose output could be for it (`kept.rs`); the others were
-    /// members of every kept output.
-    joined: HashMap<ConnId, u64>,
+    /// Which saved records each connection was a member of (`members.rs`).
+    members: members::Members,
     /// The saved record's sequence number.
     saved_seq: u64,
     /// The number of the record it started from.
@@ -209,6 +208,9 @@ struct TunnelState {
     /// The gateway takes `OutputMark` frames and says in `StartActor`
     /// which it received last.
     marks: bool,
+    /// The gateway says per connection what it received
+    /// (`RestoreConn.output_seen`) and waits for a restore's `Ack`.
+    conn_marks: bool,
     actors: HashMap<u64, ActorSlot>,
     conn_actor: HashMap<ConnId, u64>,
     /// Highest message index handled per connection: replays are dropped.
@@ -222,6 +224,9 @@ struct TunnelState {
     /// Per actor, the highest record whose kept output went again this
     /// batch: its mark ends the batch, so the gateways know it arrived.
     resent_marks: HashMap<u64, u64>,
+    /// Per actor, connections restored this batch by their own gateway's
+    /// mark (left out of a whole resend by indices).
+    own_resent: HashMap<u64, Vec<ConnId>>,
     /// Actors that handled something in this batch: saved before it is acknowledged.
     dirty: BTreeSet<u64>,
     drain_sent: bool,
@@ -319,6 +324,7 @@ impl TunnelState {
             } => {
                 self.io.broadcasts = features & crate::tunnel::features::BROADCAST != 0;
                 self.marks = features & crate::tunnel::features::OUTPUT_MARKS != 0;
+                self.conn_marks = features & crate::tunnel::features::CONN_MARKS != 0;
                 self.http = features & crate::tunnel::features::HTTP != 0;
                 self.on_welcome(shared, workers, index)
             }
@@ -429,6 +435,7 @@ impl TunnelState {
         if !record.state.is_empty() {
             actor.load_state(&record.state);
         }
+        let members = members::Members::load(record.seq, &record.handled, record.spans);
         let slot = ActorSlot {
             name,
             key,
@@ -440,7 +447,7 @@ impl TunnelState {
                 .into_iter()
                 .chain((!record.outbox.is_empty()).then_some((record.seq, record.outbox)))
                 .collect(),
-            joined: record.joined.into_iter().collect(),
+            members,
             saved_seq: record.seq,
             loaded_seq: record.seq,
             output_seen: if self.marks { output_seen } else { 0 },
@@ -495,7 +502,7 @@ impl TunnelState {
                 encode_frame(out, &accept);
                 out.extend_from_slice(&early);
                 self.conn_actor.insert(conn_id, actor_id);
-                slot.joined.insert(conn_id, slot.next_seq());
+                slot.members.join(conn_id, slot.next_seq());
             }
             OpenDecision::Reject { status, reason } => {
                 slot.conns.remove(&conn_id);
@@ -550,7 +557,7 @@ impl TunnelState {
         };
         if let Some(slot) = self.actors.get_mut(&actor_id) {
             slot.conns.remove(&conn_id);
-            slot.joined.remove(&conn_id);
+            slot.members.leave(conn_id, slot.next_seq());
             // The actor may still read the connection's attachment here.
             let mut ctx = Ctx::new(actor_id, &slot.conns, &mut *out, &mut self.io);
             slot.actor.on_close(&mut ctx, conn_id, code, reason);
@@ -587,6 +594,7 @@ impl TunnelState {
             return;
         };
         slot.conns.insert(conn_id);
+        slot.members.join(conn_id, slot.next_seq());
         self.conn_actor.insert(conn_id, actor_id);
         // Messages up to what the gateway saw acknowledged were handled, and
         // so were those the saved state reflects (handled, saved, and then
@@ -607,8 +615,15 @@ impl TunnelState {
             protocols: protocol.into_iter().collect(),
             peer: peer.parse().ok(),
         };
-        let mut ctx = Ctx::new(actor_id, &slot.conns, out, &mut self.io);
+        let mut ctx = Ctx::new(actor_id, &slot.conns, &mut *out, &mut self.io);
         slot.actor.on_restore(&mut ctx, conn_id, &info);
+        if self.conn_marks {
+            // Says the restore was handled: a gateway holds the actor's
+            // broadcasts and marks back from it until then (what the actor
+            // said before did not include it).
+            let index = last_index.max(saved);
+            encode_frame(out, &Frame::Ack { conn_id, index });
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::tunnel::{decode_frames, encode_frame, Frame};
+use crate::tunnel::{decode_frames, encode_frame, Frame, Recipients};
 
 /// The bytes of `out` that `actor_id` produced (`touched`: who produced
 /// which range of the batch's output).
@@ -27,10 +27,16 @@ pub(super) fn of_actor(out: &[u8], touched: &[(u64, Range<usize>)], actor_id: u6
 
 /// Appends `outbox` to `out` as sent by the actor's new instance
 /// `actor_id`: frames naming the actor are renamed, and acknowledgements
-/// are left out (the replays they answered are acknowledged again).
-/// Returns the attachments it sets again, which the gateway will hold
-/// instead of those its restores carry.
-pub(super) fn resend(outbox: Bytes, actor_id: u64, out: &mut BytesMut) -> Vec<(u64, Bytes)> {
+/// are left out (the replays they answered are acknowledged again), and so
+/// is what was for the connections `except` (sent their own share by
+/// their gateways' marks). Returns the attachments it sets again, which
+/// the gateway will hold instead of those its restores carry.
+pub(super) fn resend(
+    outbox: Bytes,
+    actor_id: u64,
+    except: &[u64],
+    out: &mut BytesMut,
+) -> Vec<(u64, Bytes)> {
     let mut attachments = Vec::new();
     for frame in decode_frames(outbox).map_while(Result::ok) {
         let frame = match frame {
@@ -41,10 +47,18 @@ pub(super) fn resend(outbox: Bytes, actor_id: u64, out: &mut BytesMut) -> Vec<(u
             | Frame::HttpEnd { .. }
             | Frame::HttpCancel { .. }
             | Frame::HttpCredit { .. } => continue,
+            Frame::Message { conn_id, .. } | Frame::Close { conn_id, .. }
+                if except.contains(&conn_id) =>
+            {
+                continue
+            }
             Frame::SetAttachment {
                 conn_id,
                 attachment,
             } => {
+                if except.contains(&conn_id) {
+                    continue;
+                }
                 attachments.push((conn_id, attachment.clone()));
                 Frame::SetAttachment {
                     conn_id,
@@ -53,11 +67,14 @@ pub(super) fn resend(outbox: Bytes, actor_id: u64, out: &mut BytesMut) -> Vec<(u
             }
             Frame::Broadcast {
                 kind, to, payload, ..
-            } => Frame::Broadcast {
-                actor_id,
-                kind,
-                to,
-                payload,
+            } => match except_from(to, except) {
+                Some(to) => Frame::Broadcast {
+                    actor_id,
+                    kind,
+                    to,
+                    payload,
+                },
+                None => continue,
             },
             Frame::SleepRequest { .. } => Frame::SleepRequest { actor_id },
             other => other,
@@ -67,10 +84,31 @@ pub(super) fn resend(outbox: Bytes, actor_id: u64, out: &mut BytesMut) -> Vec<(u
     attachments
 }
 
+/// `to` without the connections `except`; None if no one is left.
+fn except_from(to: Recipients, except: &[u64]) -> Option<Recipients> {
+    if except.is_empty() {
+        return Some(to);
+    }
+    Some(match to {
+        Recipients::All => Recipients::AllBut(except.to_vec()),
+        Recipients::AllBut(mut but) => {
+            but.extend_from_slice(except);
+            Recipients::AllBut(but)
+        }
+        Recipients::Only(only) => {
+            let only: Vec<u64> = only.into_iter().filter(|c| !except.contains(c)).collect();
+            if only.is_empty() {
+                return None;
+            }
+            Recipients::Only(only)
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tunnel::{MessageKind, Recipients};
+    use crate::tunnel::MessageKind;
 
     #[test]
     fn a_resent_outbox_names_the_new_instance_and_drops_acknowledgements() {
@@ -100,7 +138,7 @@ mod tests {
         let touched = [(4, 0..mine), (5, mine..out.len())];
         let outbox = of_actor(&out, &touched, 5);
         let mut resent = BytesMut::new();
-        resend(outbox, 6, &mut resent);
+        resend(outbox, 6, &[], &mut resent);
         let frames: Vec<Frame> = decode_frames(resent.freeze()).map(Result::unwrap).collect();
         assert_eq!(frames, vec![broadcast(6)]);
     }

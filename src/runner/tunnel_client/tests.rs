@@ -336,7 +336,7 @@ fn a_record_without_a_number_is_judged_by_its_indices() {
             out.freeze()
         },
         earlier: Vec::new(),
-        joined: Vec::new(),
+        spans: Vec::new(),
         state: Bytes::from_static(b"m1"),
     };
     StateStore::save(&store, "rec", &["k".to_owned()], &old_record.encode()).unwrap();

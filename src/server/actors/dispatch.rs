@@ -135,26 +135,28 @@ impl Actors {
         let links = self.links.borrow();
         let conns = actor.conns();
         let message = SharedMessage::new(kind, payload);
-        let mut send = |id: &u64| {
-            if let Some(link) = links.get(id) {
+        // A connection restored late hears "all" only once the runner
+        // knows it (its restore answered); named, it hears it at once.
+        let send = |id: &u64, named: bool| {
+            if let Some(link) = links.get(id).filter(|l| named || !l.is_restoring()) {
                 self.deliver_shared_to(*id, link, &message);
             }
         };
         match to {
-            Recipients::All => conns.iter().for_each(&mut send),
+            Recipients::All => conns.iter().for_each(|id| send(id, false)),
             Recipients::AllBut(but) => {
                 let but: std::collections::HashSet<&u64> = but.iter().collect();
                 conns
                     .iter()
                     .filter(|id| !but.contains(id))
-                    .for_each(&mut send);
+                    .for_each(|id| send(id, false));
             }
             Recipients::Only(only) => {
                 // An id listed twice is still one recipient.
                 let mut named = std::collections::HashSet::with_capacity(only.len());
                 only.iter()
                     .filter(|id| conns.contains(id) && named.insert(**id))
-                    .for_each(&mut send)
+                    .for_each(|id| send(id, true))
             }
         }
     }
@@ -162,6 +164,8 @@ impl Actors {
     fn on_ack(&self, tunnel: &Rc<Tunnel>, conn_id: u64, index: u64) {
         let limit = self.config().actors.migration_buffer_bytes;
         self.with_link_on(tunnel, conn_id, |link| {
+            // A restore's answer (PROTOCOL §5a): the runner knows it now.
+            link.set_restoring(false);
             if link.ack(index, limit) {
                 link.control.poke(); // it stopped reading: it may go on
             }

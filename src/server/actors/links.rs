@@ -112,6 +112,10 @@ pub(super) struct ClientLink {
     pub actor: Rc<Actor>,
     pub last_acked: Cell<u64>,
     pub hibernatable: bool,
+    /// Restored into a running actor and not yet answered: what the actor
+    /// says to all of its connections meanwhile was not for this one
+    /// (PROTOCOL §5a, a late restore).
+    restoring: Cell<bool>,
     /// The client's address, as accepted.
     pub peer: Peer,
     meta: Cell<Option<Box<ConnMeta>>>,
@@ -173,10 +177,20 @@ impl ClientLink {
             actor,
             last_acked: Cell::new(0),
             hibernatable,
+            restoring: Cell::new(false),
             peer,
             meta: Cell::new(meta),
             outstanding: Cell::new(None),
         }
+    }
+
+    /// Whether a late restore of it awaits the runner's answer.
+    pub fn is_restoring(&self) -> bool {
+        self.restoring.get()
+    }
+
+    pub fn set_restoring(&self, restoring: bool) {
+        self.restoring.set(restoring);
     }
 
     /// Runs `f` on the connection's outstanding messages (taken out of

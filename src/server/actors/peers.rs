@@ -21,7 +21,7 @@ use super::restore::restore_conn;
 use super::Actors;
 use crate::server::conn::control::ConnControl;
 use crate::server::tunnels::{PeerOut, Tunnel};
-use crate::tunnel::{Frame, MessageKind};
+use crate::tunnel::{features, Frame, MessageKind};
 use crate::ws::CloseCode;
 
 /// Where a forwarded connection's frames go: the link to the node whose
@@ -144,6 +144,9 @@ impl Actors {
             if let Some(tunnel) = actor.tunnel() {
                 let seen = self.conn_output_seen(conn_id, actor, &tunnel);
                 tunnel.send(&restore_conn(conn_id, actor, &link, seen));
+                // Until the runner answers, what it says to all its
+                // connections was said before it knew this one.
+                link.set_restoring(tunnel.features & features::CONN_MARKS != 0);
             }
         }
         let mut links = self.links.borrow_mut();
@@ -300,11 +303,17 @@ impl Actors {
         if relays.is_empty() {
             return;
         }
+        let links = self.links.borrow();
         let mut told: Vec<(*const PeerOut, u64)> = Vec::new();
         for conn_id in actor.conn_ids() {
             let Some(r) = relays.get(&conn_id) else {
                 continue;
             };
+            // Its node restores it here and is sent what it missed first:
+            // a mark now would say it has what it has not yet.
+            if links.get(&conn_id).is_some_and(|l| l.is_restoring()) {
+                continue;
+            }
             r.output_seen
                 .set(r.output_seen.get().max(seq.saturating_add(1)));
             let to = (Rc::as_ptr(&r.out), r.remote_actor);

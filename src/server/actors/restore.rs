@@ -30,6 +30,8 @@ impl Actors {
                 for (conn_id, link) in linked() {
                     let seen = self.conn_output_seen(conn_id, actor, &tunnel);
                     tunnel.send(&restore_conn(conn_id, actor, link, seen));
+                    // Restored before anything else: no answer awaited.
+                    link.set_restoring(false);
                 }
             }
             // Then what was not acknowledged (a replay) and what was held.

@@ -172,24 +172,189 @@ fn the_starts_mark_does_not_judge_a_later_restore() {
     assert_eq!(broadcast_texts(&later[1]), Vec::<String>::new());
 }
 
-/// Without marks the indices judge only the batch the actor started from:
-/// once it saved another, a connection restored late whose index lags
-/// the start's record is not sent the newer batch's output (which every
-/// other connection already got).
+fn message_on(conn_id: u64, index: u64, text: &str) -> Frame {
+    Frame::Message {
+        conn_id,
+        index,
+        kind: MessageKind::Text,
+        payload: Bytes::from(text.to_owned()),
+    }
+}
+
+/// A connection opened in a batch that saved nothing is in no record:
+/// restored after the runner dies, it is a member of no kept output, and
+/// is not sent broadcasts made before it existed. (Single gateway: its
+/// mark 1 says record 2's output was lost with the socket.)
 #[test]
-fn the_indices_judge_only_the_record_the_actor_started_from() {
+fn a_connection_opened_after_the_last_save_is_no_member_of_its_output() {
     let store = MemoryStore::default();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let first = vec![start(), restore_conn(9, 0), restore_conn(10, 0), msg(10, 1)];
-    run_batches_marked(&shared(&seen, &store), vec![first], false);
-    let later = run_batches_marked(
+    let shared = shared(&seen, &store);
+    run_batches(
+        &shared,
+        vec![
+            vec![start_seen(0), restore_conn(9, 0), message(1)],
+            vec![message(2)],
+            vec![open(11)],
+        ],
+    );
+    let again = run_frames(
+        &shared,
+        vec![start_seen(2), restore_conn(9, 1), restore_conn(11, 0)],
+    );
+    assert_eq!(
+        broadcasts_to(&again),
+        [(vec![9], "saw m2".to_string())],
+        "11 joined after record 2"
+    );
+}
+
+/// A link blip: the owner's runner sees another node's client close, the
+/// actor goes on (and says so to the others), then the client is restored
+/// with its node's last mark. It is not sent what was broadcast while it
+/// was not a member, its own "left" message included.
+#[test]
+fn a_connection_closed_and_restored_is_not_sent_what_was_said_while_it_was_away() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let shared = shared(&seen, &store);
+    let sent = run_batches(
+        &shared,
+        vec![
+            vec![
+                start_seen(0),
+                restore_conn(9, 0),
+                restore_conn(10, 0),
+                message(1),
+            ],
+            vec![Frame::Close {
+                conn_id: 10,
+                code: 1001,
+                reason: String::new(),
+            }],
+            vec![message(2)],
+            // Its node received record 1's output and mark: output_seen 2.
+            vec![restore_seen(10, 0, 2)],
+        ],
+    );
+    assert_eq!(broadcast_texts(&sent[1]), ["left 10"]);
+    assert_eq!(
+        broadcasts_to(&sent[3]),
+        Vec::<(Vec<u64>, String)>::new(),
+        "10 was not a member of records 2 and 3"
+    );
+}
+
+/// The index rule (no mark known for the connection) after the new
+/// instance saved: the late connection gets its share of the record the
+/// actor started from, not the new instance's newer output.
+#[test]
+fn a_late_restore_judged_by_indices_gets_its_share_of_the_start_batch() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    // First runner: conn 10's message 1 saved as record 1; its output
+    // ("saw m1") never left.
+    run_batches(
+        &shared(&seen, &store),
+        vec![vec![
+            start_seen(0),
+            restore_conn(9, 0),
+            restore_conn(10, 0),
+            message_on(10, 1, "m1"),
+        ]],
+    );
+    // Next runner, no marks known (e.g. the gateway handed the actor over
+    // in an upgrade): conn 9 is restored and talks (record 2); conn 10 is
+    // restored in a later batch with no output_seen.
+    let sent = run_batches(
         &shared(&seen, &store),
         vec![
-            vec![start(), restore_conn(9, 0), msg(9, 1)],
+            vec![start_seen(0), restore_conn(9, 0), message(2)],
             vec![restore_conn(10, 0)],
         ],
-        false,
     );
-    assert_eq!(broadcast_texts(&later[0]), ["saw c9m1"]);
-    assert_eq!(broadcast_texts(&later[1]), Vec::<String>::new());
+    assert_eq!(broadcast_texts(&sent[0]), ["saw m2"]);
+    assert_eq!(
+        broadcast_texts(&sent[1]),
+        ["saw m1"],
+        "10 lost record 1's output; record 2's already went"
+    );
+}
+
+/// After an upgrade handed the actor over (StartActor.output_seen 0), the
+/// gateway's own client is judged by its indices and another node's by
+/// that node's mark, in one batch: the whole resend the indices ask for
+/// leaves out the connection its mark already served.
+#[test]
+fn a_whole_resend_by_indices_leaves_out_connections_judged_by_their_marks() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    run_batches(
+        &shared(&seen, &store),
+        vec![
+            vec![
+                start_seen(0),
+                restore_conn(9, 0),
+                restore_conn(10, 0),
+                message(1),
+            ],
+            vec![message(2)],
+        ],
+    );
+    // Conn 10's node received record 1 only (output_seen 2); conn 9's
+    // gateway saw index 1 acknowledged only (record 2 lost by indices).
+    let again = run_frames(
+        &shared(&seen, &store),
+        vec![start_seen(0), restore_seen(10, 0, 2), restore_conn(9, 1)],
+    );
+    let to_10 = again
+        .iter()
+        .filter(|f| match f {
+            Frame::Broadcast { to, .. } => match to {
+                crate::tunnel::Recipients::All => true,
+                crate::tunnel::Recipients::AllBut(b) => !b.contains(&10),
+                crate::tunnel::Recipients::Only(o) => o.contains(&10),
+            },
+            _ => false,
+        })
+        .count();
+    assert_eq!(to_10, 1, "record 2 reaches 10 once: {again:?}");
+}
+
+/// The 3-node failover: the new owner's runner already saved a batch of
+/// its own (record 3, a broadcast to all, made before conn 10 was
+/// restored here) when conn 10's node restores it with its own mark: 10
+/// gets what it missed of records 1 and 2, not record 3 (no member of it;
+/// the owner's gateway holds such broadcasts back from it until the
+/// restore's acknowledgement).
+#[test]
+fn a_late_restore_is_not_sent_what_the_new_instance_said_before_it() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    run_batches(
+        &shared(&seen, &store),
+        vec![
+            vec![
+                start_seen(0),
+                restore_conn(9, 0),
+                restore_conn(10, 0),
+                message(1),
+            ],
+            vec![message(2)],
+        ],
+    );
+    // 9's node got marks 1 and 2 (owner now); 10's node only mark 1.
+    let sent = run_batches(
+        &shared(&seen, &store),
+        vec![
+            vec![start_seen(3), restore_conn(9, 2), message(3)],
+            vec![restore_seen(10, 0, 2)],
+        ],
+    );
+    assert_eq!(broadcast_texts(&sent[0]), ["saw m3"]);
+    assert_eq!(
+        broadcasts_to(&sent[1]),
+        [(vec![10], "saw m2".to_string())],
+        "record 3 was made before 10 was restored here"
+    );
 }
