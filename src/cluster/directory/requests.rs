@@ -199,6 +199,9 @@ impl Requests {
                     tracing::debug!(error = %e, "etcd release failed");
                 }
             }
+            // Without a lease (fenced), every member key of this node is
+            // under a lost lease and goes with it: etcd is not asked.
+            Request::Leave { .. } if self.lease.is_none() => {}
             Request::Leave { actor } => {
                 self.shared.leaves.fetch_add(1, Ordering::Relaxed);
                 let txn = model::leave_txn(&actor, &self.shared.config.node_id);

@@ -351,10 +351,15 @@ impl Actors {
         match removed {
             // The release deletes the member key too.
             Some(Owner::Mine { revision, .. }) => cluster.port.release(ns, name, key, revision),
-            // A claim that lost (or whose answer was lost) put a member key.
-            Some(Owner::Node { .. } | Owner::Failed { .. }) => cluster.port.leave(ns, name, key),
             // A claim in flight: its answer finds the actor gone (`on_claim`).
-            Some(Owner::Asking { .. }) | None => {}
+            Some(Owner::Asking { .. }) => {}
+            // A claim that lost (or whose answer was lost) put a member
+            // key; so did any claim of an actor whose owner this worker
+            // forgot since (its claim gone, its node gone, a resync): an
+            // actor dropped after `on_claim_gone` moved it away gets here.
+            Some(Owner::Node { .. } | Owner::Failed { .. }) | None => {
+                cluster.port.leave(ns, name, key)
+            }
         }
     }
 

@@ -351,5 +351,18 @@ fn forgetting_an_actor_leaves_or_releases_it() {
             },
         );
         assert_eq!(port.leaves.borrow().len(), 2, "the lost claim's member key");
+
+        // The owning node left the cluster: this worker forgot whose the
+        // actor was (the next placement asks again); the actor goes before
+        // that, and its member key with it.
+        let actor = actors.get_or_start_as(&p, None).unwrap();
+        let owned = Claim::Owned {
+            node: "b".into(),
+            revision: 11,
+        };
+        actors.on_claim(&p.ns, &p.name, &p.key, owned);
+        actors.on_node_gone("b");
+        actors.remove_actor(&actor, CloseCode::GOING_AWAY, "test");
+        assert_eq!(port.leaves.borrow().len(), 3, "forgotten owner: left too");
     });
 }
