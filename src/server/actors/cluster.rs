@@ -185,15 +185,21 @@ impl Actors {
             Some(Owner::Mine { .. }) if cluster.fenced.get() || !cluster.port.may_serve(now) => {
                 Route::Wait("this node's cluster lease is not confirmed (fenced)".into())
             }
-            Some(Owner::Mine { won, waiting, .. })
-                if !waiting.is_empty() && now < won + GATHER_MAX =>
-            {
-                // The sweep places it when the deadline passes.
-                self.wakeups.note_deadline(won + GATHER_MAX);
-                Route::Wait(format!(
-                    "waiting for the clients of nodes {} (their member keys) to be restored",
-                    waiting.join(", ")
-                ))
+            Some(Owner::Mine { won, waiting, .. }) if !waiting.is_empty() => {
+                if now < won + GATHER_MAX {
+                    // The sweep places it when the deadline passes.
+                    self.wakeups.note_deadline(won + GATHER_MAX);
+                    return Route::Wait(format!(
+                        "waiting for the clients of nodes {} (their member keys) to be restored",
+                        waiting.join(", ")
+                    ));
+                }
+                info!(worker = self.worker_id, actor = %actor.name, key = ?actor.key, nodes = ?waiting, "member nodes did not start the actor here within GATHER_MAX: starting it without them");
+                if let Some(Owner::Mine { waiting, .. }) = cluster.owners.borrow_mut().get_mut(&key)
+                {
+                    waiting.clear();
+                }
+                Route::Local
             }
             Some(Owner::Mine { .. }) => Route::Local,
             Some(Owner::Node { id, learned, .. }) => match self.peer_slot(&id) {
@@ -398,6 +404,7 @@ impl Actors {
             _ => false,
         };
         if released && actor.state() == ActorState::Placing {
+            info!(worker = self.worker_id, actor = %actor.name, key = ?actor.key, %node, "the last member node started the actor here: placing it");
             self.place(actor);
         }
     }
