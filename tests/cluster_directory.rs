@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use common::WAIT;
 use tether::cluster::directory::{ClaimResult, Directory, DirectoryEvent};
 use tether::cluster::etcd::Client;
-use tether::cluster::model::{ActorPath, NodeRecord};
+use tether::cluster::model::{self, ActorPath, NodeRecord};
 use tether::config::ClusterConfig;
 
 /// The config minimum: leases expire within 2 s, so the tests are quick.
@@ -187,8 +187,8 @@ fn two_nodes_race_for_one_actor_and_exactly_one_wins() {
         };
         let (ra, rb) = (decided(&a), decided(&b));
         let (winner, revision, loser_saw) = match (ra, rb) {
-            (ClaimResult::Won { revision }, other) => ("edge-a", revision, other),
-            (other, ClaimResult::Won { revision }) => ("edge-b", revision, other),
+            (ClaimResult::Won { revision, .. }, other) => ("edge-a", revision, other),
+            (other, ClaimResult::Won { revision, .. }) => ("edge-b", revision, other),
             other => panic!("no winner: {other:?}"),
         };
         assert_eq!(
@@ -204,18 +204,42 @@ fn two_nodes_race_for_one_actor_and_exactly_one_wins() {
         } else {
             (&b, &a)
         };
-        // The owner claiming again is a win, with the same claim.
-        assert_eq!(claim(w, &actor), ClaimResult::Won { revision });
+        // The owner claiming again is a win, with the same claim; the
+        // other node's claim made it a member.
+        let loser = if winner == "edge-a" {
+            "edge-b"
+        } else {
+            "edge-a"
+        };
+        assert_eq!(
+            claim(w, &actor),
+            ClaimResult::Won {
+                revision,
+                members: vec![loser.into()]
+            }
+        );
         // A release reaches the other node's watch, on the home worker.
         w.release(actor.clone(), revision).unwrap();
         claim_gone(l, actor.key.len() % 2, &actor);
-        let ClaimResult::Won { revision: next } = claim(l, &actor) else {
+        // The release took the releasing node's member key with it.
+        let ClaimResult::Won {
+            revision: next,
+            members,
+        } = claim(l, &actor)
+        else {
             panic!("the other node takes the released actor")
         };
         assert!(next > revision, "a new claim, a new revision");
+        assert_eq!(members, Vec::<String>::new());
         // A stale release (the old revision) leaves the new claim alone.
         w.release(actor.clone(), revision).unwrap();
-        assert_eq!(claim(l, &actor), ClaimResult::Won { revision: next });
+        assert_eq!(
+            claim(l, &actor),
+            ClaimResult::Won {
+                revision: next,
+                members: vec![]
+            }
+        );
     }
     // No ClaimGone ever went to a worker that is not the actor's home:
     // every actor here has two segments, so worker 1 never saw one.
@@ -238,7 +262,10 @@ fn a_node_that_stops_without_revoking_loses_its_claims_when_its_lease_expires() 
         _ => None,
     });
     let actor = actor(&["takeover"]);
-    let ClaimResult::Won { revision: first } = claim(&a, &actor) else {
+    let ClaimResult::Won {
+        revision: first, ..
+    } = claim(&a, &actor)
+    else {
         panic!("a claims first")
     };
     assert!(matches!(claim(&b, &actor), ClaimResult::Owned { .. }));
@@ -250,9 +277,10 @@ fn a_node_that_stops_without_revoking_loses_its_claims_when_its_lease_expires() 
         "the lease outlived its last keep-alive"
     );
     let outcome = claim(&b, &actor);
-    let ClaimResult::Won { revision } = outcome else {
+    let ClaimResult::Won { revision, members } = outcome else {
         panic!("b takes it over: {outcome:?}")
     };
+    assert!(members.is_empty(), "a's member key went with its lease");
     assert!(revision > first);
 }
 
@@ -442,10 +470,109 @@ fn a_node_reaches_etcd_over_tls_verifying_it_against_the_ca_it_is_given() {
         _ => None,
     });
     let actor = actor(&["tls"]);
-    let ClaimResult::Won { revision } = claim(&a, &actor) else {
+    let ClaimResult::Won { revision, .. } = claim(&a, &actor) else {
         panic!("claimed over TLS")
     };
     a.release(actor.clone(), revision).unwrap();
     claim_gone(&a, 1, &actor);
     a_keepalive_passes(&a);
+}
+
+/// The member keys of `actor` in etcd: the nodes they name, sorted.
+fn member_keys(etcd: &Etcd, actor: &ActorPath) -> Vec<String> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let prefix = model::members_prefix(actor);
+    let body = format!(
+        r#"{{"key":"{}","range_end":"{}"}}"#,
+        b64.encode(&prefix),
+        b64.encode(model::prefix_range_end(&prefix))
+    );
+    let range = etcd_call(etcd, "/v3/kv/range", &body);
+    let kvs = range["kvs"].as_array().cloned().unwrap_or_default();
+    kvs.iter()
+        .map(|kv| {
+            let key = b64.decode(kv["key"].as_str().unwrap()).unwrap();
+            let key = String::from_utf8(key).unwrap();
+            key.strip_prefix(&prefix).unwrap().to_owned()
+        })
+        .collect()
+}
+
+fn won_with(dir: &Directory, actor: &ActorPath) -> (i64, Vec<String>) {
+    match claim(dir, actor) {
+        ClaimResult::Won { revision, members } => (revision, members),
+        other => panic!("expected a win: {other:?}"),
+    }
+}
+
+/// Every claim makes its node a member of the actor (a key under its
+/// lease), the winner learns the other members with its claim, and a
+/// member key goes with `leave`, with the node's release, and with its
+/// lease.
+#[test]
+fn claims_record_members_and_members_go_with_leave_release_and_lease() {
+    if !etcd::available() {
+        return;
+    }
+    let etcd = Etcd::start();
+    let (a, b, c) = (
+        node(&etcd, "edge-a"),
+        node(&etcd, "edge-b"),
+        node(&etcd, "edge-c"),
+    );
+    let actor = actor(&["members", "a/b"]);
+    // Key ["members"] is another actor, whose members prefix is a prefix
+    // of this one's as text with `/` as the separator.
+    let shorter = self::actor(&["members"]);
+    let (revision, members) = won_with(&a, &actor);
+    assert_eq!(
+        members,
+        Vec::<String>::new(),
+        "the first claim: no one else"
+    );
+    assert!(matches!(claim(&b, &actor), ClaimResult::Owned { .. }));
+    assert!(matches!(claim(&c, &actor), ClaimResult::Owned { .. }));
+    assert!(matches!(claim(&c, &shorter), ClaimResult::Won { .. }));
+    assert_eq!(member_keys(&etcd, &actor), ["edge-a", "edge-b", "edge-c"]);
+    assert_eq!(member_keys(&etcd, &shorter), ["edge-c"]);
+    // The owner's claim again (its own, under its lease) lists the others.
+    assert_eq!(
+        won_with(&a, &actor),
+        (revision, vec!["edge-b".into(), "edge-c".into()])
+    );
+
+    // b's clients left: its member key goes.
+    let leaves = b.requests().leaves;
+    b.leave(actor.clone()).unwrap();
+    common::wait_for("b's member key to go", || {
+        member_keys(&etcd, &actor) == ["edge-a", "edge-c"]
+    });
+    assert_eq!(b.requests().leaves, leaves + 1, "counted");
+    assert_eq!(won_with(&a, &actor), (revision, vec!["edge-c".into()]));
+
+    // a releases the actor: its claim and its member key go together.
+    a.release(actor.clone(), revision).unwrap();
+    claim_gone(&c, actor.key.len() % 2, &actor);
+    assert_eq!(member_keys(&etcd, &actor), ["edge-c"]);
+    let (taken, members) = won_with(&c, &actor);
+    assert!(taken > revision);
+    assert_eq!(
+        members,
+        Vec::<String>::new(),
+        "c is the only member, and wins"
+    );
+
+    // b claims again (a new client), then dies: its member key goes with
+    // its lease, and the owner's claim no longer lists it.
+    assert!(matches!(claim(&b, &actor), ClaimResult::Owned { .. }));
+    assert_eq!(won_with(&c, &actor), (taken, vec!["edge-b".into()]));
+    drop(b);
+    event(&c, 0, "b to go", |e| match e {
+        DirectoryEvent::NodeGone { node } if node == "edge-b" => Some(()),
+        _ => None,
+    });
+    assert_eq!(member_keys(&etcd, &actor), ["edge-c"]);
+    assert_eq!(won_with(&c, &actor), (taken, vec![]));
+    assert_eq!(member_keys(&etcd, &shorter), ["edge-c"], "untouched");
 }

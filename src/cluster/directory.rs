@@ -44,7 +44,10 @@ pub const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 pub enum ClaimResult {
     /// This node holds the actor (also when it already did, under its
     /// current lease); `revision` is the claim's create_revision.
-    Won { revision: i64 },
+    /// `members`: the other nodes holding a member key of the actor (they
+    /// have clients of it, and forward them here once they learn the
+    /// owner), sorted.
+    Won { revision: i64, members: Vec<String> },
     /// Another node holds it; `address` is where that node advertises its
     /// node-to-node tunnel (None if its node record is unreadable). `node`
     /// is this node's own id only for a claim left by a lease it lost and
@@ -103,6 +106,9 @@ pub struct RequestCounts {
     pub txns: u64,
     pub claims: u64,
     pub releases: u64,
+    /// Member keys deleted by a node whose clients of an actor owned
+    /// elsewhere all left.
+    pub leaves: u64,
     /// Claims rewritten to name the runner the actor was placed on.
     pub placements: u64,
     /// `runners/…` records written or deleted.
@@ -122,6 +128,9 @@ enum Request {
     Release {
         actor: ActorPath,
         revision: i64,
+    },
+    Leave {
+        actor: ActorPath,
     },
     Placed {
         actor: ActorPath,
@@ -159,6 +168,7 @@ struct Shared {
     counters: Arc<Counters>,
     claims: AtomicU64,
     releases: AtomicU64,
+    leaves: AtomicU64,
     /// Claims rewritten to name their runner, and runner records written
     /// or deleted.
     placements: AtomicU64,
@@ -192,6 +202,7 @@ impl Shared {
             counters,
             claims: AtomicU64::new(0),
             releases: AtomicU64::new(0),
+            leaves: AtomicU64::new(0),
             placements: AtomicU64::new(0),
             runner_records: AtomicU64::new(0),
             watch_epoch: AtomicU64::new(0),
@@ -319,8 +330,6 @@ impl Directory {
         Ok(())
     }
 
-    /// Deletes the actor's claim if it is still the one made at
-    /// `revision`. Unanswered; a refused release may be retried.
     /// Records in the claim made at `revision` the runner the actor was
     /// placed on (`actors/…` then names owner and runner).
     pub fn placed(&self, actor: ActorPath, revision: i64, runner: String) -> Result<(), Full> {
@@ -347,6 +356,9 @@ impl Directory {
         Ok(())
     }
 
+    /// Deletes the actor's claim if it is still the one made at
+    /// `revision`, and this node's member key of it either way.
+    /// Unanswered; a refused release may be retried.
     pub fn release(&self, actor: ActorPath, revision: i64) -> Result<(), Full> {
         self.shared
             .requests
@@ -354,6 +366,12 @@ impl Directory {
             .map_err(|_| Full)?;
         self.wake();
         Ok(())
+    }
+
+    /// This node no longer has clients of `actor` (owned by another
+    /// node): its member key goes. Unanswered.
+    pub fn leave(&self, actor: ActorPath) -> Result<(), Full> {
+        self.submit(Request::Leave { actor })
     }
 
     /// Worker `worker`'s inbox (taken modulo the number of workers).
@@ -380,6 +398,7 @@ impl Directory {
             txns: get(&c.txns),
             claims: get(&self.shared.claims),
             releases: get(&self.shared.releases),
+            leaves: get(&self.shared.leaves),
             placements: get(&self.shared.placements),
             runner_records: get(&self.shared.runner_records),
             ranges: get(&c.ranges),

@@ -8,7 +8,11 @@
 //! - `actors/{ns}/{name}/{key}` → [`ClaimRecord`] (JSON), put with the
 //!   owner's lease; `{key}` is [`encode_key`] of the key's segments;
 //! - `runners/{ns}/{runner}` → the node holding the runner's tunnel, with
-//!   that node's lease; `{runner}` is one encoded segment.
+//!   that node's lease; `{runner}` is one encoded segment;
+//! - `members/{ns}/{name}/{key}@{node}` → empty, with `node`'s lease: that
+//!   node has clients of the actor (put by its claims, deleted when it no
+//!   longer has the actor); the new owner after a failover waits for the
+//!   nodes listed here (see [`members_prefix`] for why `@`).
 //!
 //! A claim's revision is etcd's `create_revision` of its key: it changes
 //! whenever the key is created anew (after a release or a lease expiry), so
@@ -94,6 +98,41 @@ impl ActorPath {
         path.check().ok()?;
         Some(path)
     }
+}
+
+/// Ends an actor's part of a member key: `encode_key` never writes it (it
+/// writes `A-Z a-z 0-9 - _ . % ~ /` only), so the first `@` of a member
+/// key is where its actor ends, and no actor's members prefix is a prefix
+/// of another actor's member key (key `["a"]` is `a@`, key `["a", "x"]`
+/// is `a/x@`: a `/` alone would have let the first prefix the second).
+pub const MEMBER_SEP: char = '@';
+
+/// `{PREFIX}members/{ns}/{name}/{encoded key}@`: every member key of one
+/// actor (a prefix range), and of no other actor.
+pub fn members_prefix(actor: &ActorPath) -> String {
+    let mut k = format!("{PREFIX}members/{}/{}/", actor.namespace, actor.name);
+    k.push_str(&encode_key(&actor.key));
+    k.push(MEMBER_SEP);
+    k
+}
+
+/// `{PREFIX}members/{ns}/{name}/{encoded key}@{node}`: `node` has clients
+/// of the actor.
+pub fn member_key(actor: &ActorPath, node: &str) -> Result<String, Invalid> {
+    actor.check()?;
+    if !is_node_id(node) {
+        return Err(Invalid("node id"));
+    }
+    let mut k = members_prefix(actor);
+    k.push_str(node);
+    debug_assert!(k.len() <= MAX_ETCD_KEY_BYTES);
+    Ok(k)
+}
+
+/// The node a member key of `actor` names (None for any other key).
+pub fn member_of<'k>(actor: &ActorPath, key: &'k str) -> Option<&'k str> {
+    let node = key.strip_prefix(&members_prefix(actor))?;
+    is_node_id(node).then_some(node)
 }
 
 /// `{PREFIX}actors/{ns}/{name}/`: every actor of one name (a prefix scan
@@ -289,6 +328,10 @@ pub enum Op {
     Get {
         key: String,
     },
+    /// Every key starting with `prefix`.
+    GetPrefix {
+        prefix: String,
+    },
     Delete {
         key: String,
     },
@@ -307,35 +350,73 @@ pub struct Txn {
 /// exist; else tell me who has it". A takeover after the owner's lease
 /// expired is the same transaction: etcd deleted the key with the lease.
 /// Nothing ever overwrites another node's claim.
+///
+/// Either way the claiming node becomes a member of the actor (its member
+/// key, under its lease: it has clients of the actor, wherever it runs) and
+/// reads the actor's members, so that a winner knows which nodes' clients
+/// to wait for. The ops, in order (the request thread reads the answer by
+/// position: the txn's revision is the claim put's, the range answers come
+/// in op order):
+/// - success: put claim, put member, range members;
+/// - failure: put member, get claim, range members.
 pub fn claim_txn(actor: &ActorPath, record: &ClaimRecord, lease: LeaseId) -> Result<Txn, Invalid> {
     actor.check()?;
     let key = actor.etcd_key();
+    let member = Op::Put {
+        key: member_key(actor, &record.node)?,
+        value: Vec::new(),
+        lease,
+    };
+    let members = Op::GetPrefix {
+        prefix: members_prefix(actor),
+    };
     Ok(Txn {
         compare: vec![Compare::CreateRevision {
             key: key.clone(),
             revision: 0,
         }],
-        success: vec![Op::Put {
-            key: key.clone(),
-            value: encode_value(record)?,
-            lease,
-        }],
-        failure: vec![Op::Get { key }],
+        success: vec![
+            Op::Put {
+                key: key.clone(),
+                value: encode_value(record)?,
+                lease,
+            },
+            member.clone(),
+            members.clone(),
+        ],
+        failure: vec![member, Op::Get { key }, members],
     })
 }
 
 /// The release rule: delete the key only if it still holds the claim made
 /// at `revision` (a claim lost and taken by another node stays theirs).
-pub fn release_txn(actor: &ActorPath, revision: i64) -> Txn {
+/// The releasing node (`node`) is no member of the actor any more, in
+/// either case.
+pub fn release_txn(actor: &ActorPath, revision: i64, node: &str) -> Result<Txn, Invalid> {
     let key = actor.etcd_key();
-    Txn {
+    let member = Op::Delete {
+        key: member_key(actor, node)?,
+    };
+    Ok(Txn {
         compare: vec![Compare::CreateRevision {
             key: key.clone(),
             revision,
         }],
-        success: vec![Op::Delete { key }],
+        success: vec![Op::Delete { key }, member.clone()],
+        failure: vec![member],
+    })
+}
+
+/// `node` no longer has the actor (its clients of it left): its member key
+/// goes.
+pub fn leave_txn(actor: &ActorPath, node: &str) -> Result<Txn, Invalid> {
+    Ok(Txn {
+        compare: vec![],
+        success: vec![Op::Delete {
+            key: member_key(actor, node)?,
+        }],
         failure: vec![],
-    }
+    })
 }
 
 /// The owner names the runner it placed the actor on: the claim's record
@@ -490,6 +571,25 @@ mod tests {
         }
 
         #[test]
+        fn an_actors_members_prefix_matches_exactly_its_own_member_keys(
+            a in key(), b in key(), na in "[ab]", nb in "[ab]", node in "[a-z0-9._-]{1,8}"
+        ) {
+            prop_assume!(is_node_id(&node));
+            let pa = ActorPath { namespace: "default".into(), name: na, key: a };
+            let pb = ActorPath { namespace: "default".into(), name: nb, key: b };
+            let kb = member_key(&pb, &node).unwrap();
+            prop_assert_eq!(kb.starts_with(&members_prefix(&pa)), pa == pb);
+            prop_assert_eq!(member_of(&pa, &kb), (pa == pb).then_some(node.as_str()));
+            // Nor does the range etcd reads for it reach past its prefix.
+            let end = prefix_range_end(&members_prefix(&pa));
+            let inside = members_prefix(&pa).as_bytes() <= kb.as_bytes() && kb.as_bytes() < end.as_slice();
+            prop_assert_eq!(inside, pa == pb);
+            // Member keys are no actor's, node's or runner's key.
+            prop_assert!(ActorPath::from_etcd_key(&kb).is_none());
+            prop_assert!(!kb.starts_with(&nodes_prefix()));
+        }
+
+        #[test]
         fn decode_never_panics_and_only_accepts_its_own_output(s in "[a-zA-Z0-9%~/._-]{0,12}") {
             if let Some(k) = decode_key(&s) {
                 prop_assert_eq!(encode_key(&k), s);
@@ -509,6 +609,16 @@ mod tests {
         let p = ActorPath::new("default", "chat", &["room", "a/b"]).unwrap();
         assert_eq!(p.etcd_key(), "/tether/v1/actors/default/chat/room/a%2Fb");
         assert_eq!(node_key("edge-1").unwrap(), "/tether/v1/nodes/edge-1");
+        let a = |s: &[&str]| ActorPath::new("default", "chat", s).unwrap();
+        assert_eq!(
+            members_prefix(&a(&["a"])),
+            "/tether/v1/members/default/chat/a@"
+        );
+        assert_eq!(
+            members_prefix(&a(&["a", "x"])),
+            "/tether/v1/members/default/chat/a/x@"
+        );
+        assert_eq!(members_prefix(&a(&[])), "/tether/v1/members/default/chat/@");
         assert!(node_key("a/b").is_err());
         assert_eq!(
             runner_key("default", "r/1").unwrap(),
@@ -529,6 +639,8 @@ mod tests {
         let key: Vec<&str> = vec![seg.as_str(); MAX_KEY_PARTS];
         let p = ActorPath::new(&"n".repeat(64), &"a".repeat(64), &key).unwrap();
         assert!(p.etcd_key().len() <= MAX_ETCD_KEY_BYTES);
+        let node = "n".repeat(crate::config::MAX_NODE_ID_BYTES);
+        assert!(member_key(&p, &node).unwrap().len() <= MAX_ETCD_KEY_BYTES);
     }
 
     #[test]
@@ -546,9 +658,22 @@ mod tests {
                 revision: 0
             }]
         );
-        assert!(matches!(&t.success[..], [Op::Put { lease: 7, .. }]));
-        assert!(matches!(&t.failure[..], [Op::Get { .. }]));
-        let r = release_txn(&p, 42);
+        let member = member_key(&p, "edge-1").unwrap();
+        assert_eq!(member, "/tether/v1/members/default/chat/r@edge-1");
+        let members = members_prefix(&p);
+        // The claim's put first (its revision is the txn's), the member
+        // put in both branches, the members' range last in both.
+        assert!(matches!(&t.success[..], [
+            Op::Put { key: k, lease: 7, .. },
+            Op::Put { key: m, lease: 7, value },
+            Op::GetPrefix { prefix },
+        ] if *k == p.etcd_key() && *m == member && value.is_empty() && *prefix == members));
+        assert!(matches!(&t.failure[..], [
+            Op::Put { key: m, lease: 7, .. },
+            Op::Get { key: k },
+            Op::GetPrefix { prefix },
+        ] if *k == p.etcd_key() && *m == member && *prefix == members));
+        let r = release_txn(&p, 42, "edge-1").unwrap();
         assert_eq!(
             r.compare,
             [Compare::CreateRevision {
@@ -556,6 +681,20 @@ mod tests {
                 revision: 42
             }]
         );
+        let delete = |key: &str| Op::Delete { key: key.into() };
+        assert_eq!(r.success, [delete(&p.etcd_key()), delete(&member)]);
+        assert_eq!(r.failure, [delete(&member)]);
+        assert_eq!(leave_txn(&p, "edge-1").unwrap().success, [delete(&member)]);
+        assert!(leave_txn(&p, "a/b").is_err());
+        assert!(claim_txn(
+            &p,
+            &ClaimRecord {
+                node: "x@y".into(),
+                runner: String::new()
+            },
+            7
+        )
+        .is_err());
         let v = encode_value(&rec).unwrap();
         assert_eq!(decode_value::<ClaimRecord>(&v), Some(rec));
         assert_eq!(decode_value::<ClaimRecord>(b"{}"), None);

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{ClaimResult, DirectoryEvent, Request, Shared, START_TIMEOUT};
-use crate::cluster::etcd::{Client, Error};
+use crate::cluster::etcd::{Client, Error, Kv};
 use crate::cluster::model::{self, ActorPath, ClaimRecord, LeaseFence, LeaseId, NodeRecord};
 
 /// Requests handled between two looks at the lease.
@@ -191,9 +191,26 @@ impl Requests {
             }
             Request::Release { actor, revision } => {
                 self.shared.releases.fetch_add(1, Ordering::Relaxed);
-                let txn = model::release_txn(&actor, revision);
-                if let Err(e) = self.client.txn(&txn, self.deadline()) {
+                let txn = model::release_txn(&actor, revision, &self.shared.config.node_id);
+                if let Err(e) = txn
+                    .map_err(|e| Error::Bad(e.0.into()))
+                    .and_then(|t| self.client.txn(&t, self.deadline()))
+                {
                     tracing::debug!(error = %e, "etcd release failed");
+                }
+            }
+            // Without a lease (fenced), every member key of this node is
+            // under a lost lease and goes with it: etcd is not asked.
+            Request::Leave { .. } if self.lease.is_none() => {}
+            Request::Leave { actor } => {
+                self.shared.leaves.fetch_add(1, Ordering::Relaxed);
+                let txn = model::leave_txn(&actor, &self.shared.config.node_id);
+                if let Err(e) = txn
+                    .map_err(|e| Error::Bad(e.0.into()))
+                    .and_then(|t| self.client.txn(&t, self.deadline()))
+                {
+                    // It goes with the lease, or with the next release.
+                    tracing::debug!(error = %e, "etcd member key not deleted");
                 }
             }
             Request::Placed {
@@ -265,13 +282,18 @@ impl Requests {
             Ok(r) => r,
             Err(e) => return ClaimResult::Failed(e.to_string()),
         };
+        // The members' range is the last range of either branch.
+        let members = self.members(actor, reply.ranges.last());
         if reply.succeeded {
             // The put created the key: its create_revision is the txn's.
             return ClaimResult::Won {
                 revision: reply.revision,
+                members,
             };
         }
-        let Some(kv) = reply.ranges.first().and_then(|r| r.first()) else {
+        // The failure branch: [member put, claim get, members range].
+        let claim = (reply.ranges.len() == 2).then(|| reply.ranges[0].first());
+        let Some(kv) = claim.flatten() else {
             return ClaimResult::Failed("the claim vanished meanwhile; try again".into());
         };
         let Some(owner) = kv
@@ -284,6 +306,7 @@ impl Requests {
         if owner.node == self.shared.config.node_id && kv.lease == lease {
             return ClaimResult::Won {
                 revision: kv.create_revision,
+                members,
             };
         }
         ClaimResult::Owned {
@@ -291,6 +314,19 @@ impl Requests {
             node: owner.node,
             revision: kv.create_revision,
         }
+    }
+
+    /// The nodes other than this one that hold a member key of `actor`,
+    /// from a range of its members prefix (sorted, as etcd returns keys).
+    fn members(&self, actor: &ActorPath, range: Option<&Vec<Kv>>) -> Vec<String> {
+        let me = self.shared.config.node_id.as_str();
+        range
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| model::member_of(actor, std::str::from_utf8(&kv.key).ok()?))
+            .filter(|node| *node != me)
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Where `node` advertises itself: the watch's cache, else its record.

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::cluster::model::{Compare, LeaseId, Op, Txn};
+use crate::cluster::model::{prefix_range_end, Compare, LeaseId, Op, Txn};
 
 fn b64(bytes: &[u8]) -> String {
     B64.encode(bytes)
@@ -77,6 +77,10 @@ fn op(o: &Op) -> Value {
             "ignore_lease": true,
         }}),
         Op::Get { key } => json!({ "requestRange": { "key": b64(key.as_bytes()) } }),
+        Op::GetPrefix { prefix } => json!({ "requestRange": {
+            "key": b64(prefix.as_bytes()),
+            "range_end": b64(&prefix_range_end(prefix)),
+        }}),
         Op::Delete { key } => json!({ "requestDeleteRange": { "key": b64(key.as_bytes()) } }),
     }
 }
@@ -118,11 +122,30 @@ mod tests {
         assert_eq!(v["compare"][0]["createRevision"], "0");
         assert_eq!(v["compare"][0]["key"], key.as_str());
         assert_eq!(v["success"][0]["requestPut"]["lease"], "42");
-        assert_eq!(v["failure"][0]["requestRange"]["key"], key.as_str());
-        let r = parse(&txn(&release_txn(&actor, 7)));
+        assert_eq!(v["success"][0]["requestPut"]["key"], key.as_str());
+        assert_eq!(v["failure"][1]["requestRange"]["key"], key.as_str());
+        // Both branches end with the members' range: [prefix, prefix + 1).
+        let prefix = b64(b"/tether/v1/members/default/chat/r@");
+        for branch in ["success", "failure"] {
+            let range = &v[branch][2]["requestRange"];
+            assert_eq!(range["key"], prefix.as_str());
+            assert_eq!(
+                range["range_end"],
+                b64(b"/tether/v1/members/default/chat/rA").as_str()
+            );
+        }
+        let r = parse(&txn(&release_txn(&actor, 7, "n").unwrap()));
         assert_eq!(r["compare"][0]["createRevision"], "7");
         assert_eq!(r["success"][0]["requestDeleteRange"]["key"], key.as_str());
-        assert_eq!(r["failure"], json!([]));
+        let member = b64(b"/tether/v1/members/default/chat/r@n");
+        assert_eq!(
+            r["success"][1]["requestDeleteRange"]["key"],
+            member.as_str()
+        );
+        assert_eq!(
+            r["failure"][0]["requestDeleteRange"]["key"],
+            member.as_str()
+        );
     }
 
     #[test]

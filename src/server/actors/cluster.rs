@@ -27,8 +27,12 @@ pub(crate) trait ClusterPort {
     /// Asks for the actor's claim (answered by `Actors::on_claim`); false
     /// when the request queue is full (asked again later).
     fn claim(&self, worker: usize, ns: &str, name: &str, key: &[String]) -> bool;
-    /// Gives a claim up (only if it is still the one of `revision`).
+    /// Gives a claim up (only if it is still the one of `revision`), and
+    /// this node's member key of the actor with it.
     fn release(&self, ns: &str, name: &str, key: &[String], revision: i64);
+    /// This node no longer has the actor, which another node owns: its
+    /// member key goes (a new owner would wait for its clients).
+    fn leave(&self, ns: &str, name: &str, key: &[String]);
     /// Whether this node's lease is surely alive now (lease fencing).
     fn may_serve(&self, now: Instant) -> bool;
     /// Names in the claim made at `revision` the runner the actor went to.
@@ -41,8 +45,10 @@ pub(crate) trait ClusterPort {
 /// The directory's answer to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Claim {
-    /// This node holds it (its create revision).
-    Won { revision: i64 },
+    /// This node holds it (its create revision); `members`: the other
+    /// nodes with clients of it (their member keys), which forward them
+    /// here once they learn the owner.
+    Won { revision: i64, members: Vec<String> },
     /// Another node does, since `revision`.
     Owned { node: String, revision: i64 },
     /// The directory could not be asked.
@@ -58,6 +64,10 @@ enum Owner {
     Mine {
         revision: i64,
         won: Instant,
+        /// Nodes with clients of the actor that have not started it here
+        /// yet (no StartActor on their link): it waits for them, at most
+        /// until `won + GATHER_MAX`.
+        waiting: Vec<String>,
     },
     Node {
         id: String,
@@ -85,13 +95,17 @@ const ASK_AGAIN_AFTER: Duration = Duration::from_secs(5);
 const RECHECK_ABSENT_NODE: Duration = Duration::from_millis(500);
 /// After a failed ask, the directory is not asked again for this long.
 const FAILED_BACKOFF: Duration = Duration::from_millis(300);
-/// An actor that comes to this node with clients already (its owner died
-/// or was fenced) waits this long before it starts: the other nodes that
-/// forwarded clients to the old owner learn of the new one within a few
-/// milliseconds and restore their clients here meanwhile, so that what the
-/// actor replays and says first reaches every node's clients (a member
-/// restored later would miss it).
-const GATHER: Duration = Duration::from_millis(250);
+/// An actor won while other nodes hold member keys of it (they have
+/// clients of it: typically its owner died or was fenced and they had
+/// forwarded to it) does not start before each of them has started it here
+/// (StartActor on its link, which brings its clients' RestoreConns in the
+/// same batch), so that what the actor replays and says first reaches
+/// every node's clients. It waits at most this long: a member key can
+/// outlive its node's clients (a `leave` lost to a full queue, a node whose
+/// clients just left, a node cut off whose lease has not expired yet), and
+/// such a key costs this delay once. A node whose lease ends is waited for
+/// no more (`on_node_gone`).
+pub(super) const GATHER_MAX: Duration = Duration::from_secs(2);
 
 /// This worker's part of the cluster.
 pub(crate) struct Cluster {
@@ -171,9 +185,21 @@ impl Actors {
             Some(Owner::Mine { .. }) if cluster.fenced.get() || !cluster.port.may_serve(now) => {
                 Route::Wait("this node's cluster lease is not confirmed (fenced)".into())
             }
-            Some(Owner::Mine { won, .. }) if now < won + GATHER && !actor.conns().is_empty() => {
-                self.wakeups.note_deadline(won + GATHER);
-                Route::Wait("gathering the clients of other nodes after a failover".into())
+            Some(Owner::Mine { won, waiting, .. }) if !waiting.is_empty() => {
+                if now < won + GATHER_MAX {
+                    // The sweep places it when the deadline passes.
+                    self.wakeups.note_deadline(won + GATHER_MAX);
+                    return Route::Wait(format!(
+                        "waiting for the clients of nodes {} (their member keys) to be restored",
+                        waiting.join(", ")
+                    ));
+                }
+                info!(worker = self.worker_id, actor = %actor.name, key = ?actor.key, nodes = ?waiting, "member nodes did not start the actor here within GATHER_MAX: starting it without them");
+                if let Some(Owner::Mine { waiting, .. }) = cluster.owners.borrow_mut().get_mut(&key)
+                {
+                    waiting.clear();
+                }
+                Route::Local
             }
             Some(Owner::Mine { .. }) => Route::Local,
             Some(Owner::Node { id, learned, .. }) => match self.peer_slot(&id) {
@@ -226,7 +252,19 @@ impl Actors {
             _ if cluster.fenced.get() => Owner::Failed {
                 until: now + FAILED_BACKOFF,
             },
-            Claim::Won { revision } => Owner::Mine { revision, won: now },
+            Claim::Won { revision, members } => {
+                let key = (ns.to_owned(), name.to_owned(), key.to_vec());
+                match cluster.owners.borrow().get(&key) {
+                    // The same claim answered again (a claim asked twice):
+                    // who already joined stays joined.
+                    Some(mine @ Owner::Mine { revision: r, .. }) if *r == revision => mine.clone(),
+                    _ => Owner::Mine {
+                        revision,
+                        won: now,
+                        waiting: members,
+                    },
+                }
+            }
             Claim::Owned { node, .. } if node == cluster.port.node_id() => {
                 // Ours under an earlier lease: it is going away; ask again.
                 Owner::Failed {
@@ -248,9 +286,13 @@ impl Actors {
         let actor = self.directory.get(ns, name, key);
         let key = (ns.to_owned(), name.to_owned(), key.to_vec());
         if actor.is_none() {
-            // Gone meanwhile: a claim won for nobody is given back.
-            if let Owner::Mine { revision, .. } = owner {
-                cluster.port.release(&key.0, &key.1, &key.2, revision);
+            // Gone meanwhile: a claim won for nobody is given back, and
+            // the member key any claim put goes.
+            match owner {
+                Owner::Mine { revision, .. } => {
+                    cluster.port.release(&key.0, &key.1, &key.2, revision)
+                }
+                _ => cluster.port.leave(&key.0, &key.1, &key.2),
             }
             cluster.owners.borrow_mut().remove(&key);
             return;
@@ -304,16 +346,66 @@ impl Actors {
     }
 
     /// The actor is forgotten here: its claim, if this node holds it, is
-    /// given back, and what this worker knew of its owner is dropped.
+    /// given back, this node's member key of it goes, and what this worker
+    /// knew of its owner is dropped.
     pub(super) fn forget_owner(&self, actor: &Actor) {
         let Some(cluster) = self.cluster.get() else {
             return;
         };
         let removed = cluster.owners.borrow_mut().remove(&owner_key(actor));
-        if let Some(Owner::Mine { revision, .. }) = removed {
-            cluster
-                .port
-                .release(&actor.ns, &actor.name, &actor.key, revision);
+        let (ns, name, key) = (&actor.ns, &actor.name, &actor.key);
+        match removed {
+            // The release deletes the member key too.
+            Some(Owner::Mine { revision, .. }) => cluster.port.release(ns, name, key, revision),
+            // A claim in flight: its answer finds the actor gone (`on_claim`).
+            Some(Owner::Asking { .. }) => {}
+            // A claim that lost (or whose answer was lost) put a member
+            // key; so did any claim of an actor whose owner this worker
+            // forgot since (its claim gone, its node gone, a resync): an
+            // actor dropped after `on_claim_gone` moved it away gets here.
+            Some(Owner::Node { .. } | Owner::Failed { .. }) | None => {
+                cluster.port.leave(ns, name, key)
+            }
+        }
+    }
+
+    /// Moves the actor's won claim `by` into the past (tests of deadlines).
+    #[cfg(test)]
+    pub(super) fn backdate_claim(&self, actor: &Actor, by: Duration) {
+        let cluster = self.cluster.get().expect("in a cluster");
+        if let Some(Owner::Mine { won, .. }) =
+            cluster.owners.borrow_mut().get_mut(&owner_key(actor))
+        {
+            *won -= by;
+        }
+    }
+
+    /// Node `node` started the actor here (StartActor on its link): its
+    /// clients are restored here, so the actor waits for it no more, and
+    /// starts if it waited for nobody else.
+    ///
+    /// Placing it here, synchronously, before the RestoreConn frames that
+    /// came after the StartActor in the same batch are handled, is sound:
+    /// the actor only becomes Starting on a runner of this node, and its
+    /// connections are told to the runner when it is ready (`on_ready`,
+    /// every connection it has then), which cannot happen before this batch
+    /// is handled whole (the runner's ActorReady is read by another task of
+    /// this same thread). So that node's restores are members before
+    /// anything is replayed, as if they had come first.
+    pub(crate) fn peer_joined(&self, actor: &Rc<Actor>, node: &str) {
+        let Some(cluster) = self.cluster.get() else {
+            return;
+        };
+        let released = match cluster.owners.borrow_mut().get_mut(&owner_key(actor)) {
+            Some(Owner::Mine { waiting, .. }) if !waiting.is_empty() => {
+                waiting.retain(|n| n != node);
+                waiting.is_empty()
+            }
+            _ => false,
+        };
+        if released && actor.state() == ActorState::Placing {
+            info!(worker = self.worker_id, actor = %actor.name, key = ?actor.key, %node, "the last member node started the actor here: placing it");
+            self.place(actor);
         }
     }
 
@@ -354,10 +446,25 @@ impl Actors {
         let Some(cluster) = self.cluster.get() else {
             return;
         };
-        cluster
-            .owners
-            .borrow_mut()
-            .retain(|_, o| !matches!(o, Owner::Node { id, .. } if id == node));
+        let mut released = Vec::new();
+        cluster.owners.borrow_mut().retain(|key, o| match o {
+            Owner::Node { id, .. } => id != node,
+            // Its clients will not come: the actor waits for it no more.
+            Owner::Mine { waiting, .. } if waiting.iter().any(|n| n == node) => {
+                waiting.retain(|n| n != node);
+                if waiting.is_empty() {
+                    released.push(key.clone());
+                }
+                true
+            }
+            _ => true,
+        });
+        for (ns, name, key) in released {
+            let actor = self.directory.get(&ns, &name, &key);
+            if let Some(actor) = actor.filter(|a| a.state() == ActorState::Placing) {
+                self.place(&actor);
+            }
+        }
         for tunnel in self.tunnels.filter(|t| t.peer_node() == Some(node)) {
             info!(worker = self.worker_id, %node, "node left the cluster: closing its tunnel");
             tunnel

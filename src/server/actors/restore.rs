@@ -52,8 +52,9 @@ impl Actors {
 impl Actors {
     /// An actor placed on the node that owns it gets its connections back
     /// with its start, not once it is ready: that node holds its actor
-    /// back a moment after a failover (`cluster.rs`, `GATHER`) so that the
-    /// clients of every node are members before anything is replayed.
+    /// back after a failover until every node with clients of it started
+    /// it there (`cluster.rs`, `peer_joined`), so that the clients of every
+    /// node are members before anything is replayed.
     pub(super) fn restore_on_peer(&self, actor: &Actor, tunnel: &Tunnel) {
         let links = self.links.borrow();
         for conn_id in actor.conn_ids() {

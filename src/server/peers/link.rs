@@ -178,10 +178,14 @@ impl PeerLink {
         };
         let ready = side.actors.when_ready(&actor);
         let entry = PeerActor {
-            actor,
+            actor: actor.clone(),
             conns: HashSet::new(),
         };
         self.actors.borrow_mut().insert(actor_id, entry);
+        // This node's clients of the actor come with this start: an owner
+        // that waited for them may place it now (see `peer_joined` on why
+        // the restores that follow in this batch are not missed).
+        side.actors.peer_joined(&actor, &self.node);
         match ready {
             None => self.out.send(&Frame::ActorReady { actor_id }),
             Some(slot) => {

@@ -81,6 +81,16 @@ impl ClusterPort for DirectoryPort {
         }
     }
 
+    fn leave(&self, ns: &str, name: &str, key: &[String]) {
+        let path = directory_path(ns, name, key);
+        if self.directory.leave(path).is_err() {
+            // The member key then goes with the lease (or with this node's
+            // next release of the actor); until then a new owner may wait
+            // for this node's clients in vain (at most GATHER_MAX).
+            warn!(actor = %name, "directory queue full: a member key is not deleted");
+        }
+    }
+
     fn may_serve(&self, now: Instant) -> bool {
         self.directory.fence_alive(now)
     }
@@ -148,7 +158,7 @@ fn on_event(worker: &Worker, side: &Rc<PeerSide>, links: &mut Links, event: Dire
     match event {
         DirectoryEvent::Claimed { actor, outcome } => {
             let claim = match outcome {
-                ClaimResult::Won { revision } => Claim::Won { revision },
+                ClaimResult::Won { revision, members } => Claim::Won { revision, members },
                 ClaimResult::Owned { node, revision, .. } => Claim::Owned { node, revision },
                 ClaimResult::Failed(why) => Claim::Failed(why),
             };

@@ -38,6 +38,7 @@ impl Collector for Cluster {
             ("revoke", r.revokes),
             ("claim", r.claims),
             ("release", r.releases),
+            ("leave", r.leaves),
             ("placed", r.placements),
             ("runner_record", r.runner_records),
             ("range", r.ranges),
@@ -46,7 +47,7 @@ impl Collector for Cluster {
             ("watch_open", r.watch_opens),
         ];
         let series = kinds.map(|(kind, n)| ([("kind", kind.to_owned())], n));
-        let help = "Requests this node's directory sent to etcd, by kind (claim: one per actor this node serves clients of; placed: one per start on this node's runners; keep-alives: four per lease TTL).";
+        let help = "Requests this node's directory sent to etcd, by kind (claim: one per actor this node serves clients of; leave: one when this node's clients of an actor owned elsewhere all left; placed: one per start on this node's runners; keep-alives: four per lease TTL).";
         family(
             e,
             MetricType::Counter,

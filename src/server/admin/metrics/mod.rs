@@ -38,7 +38,7 @@
 //! | `tether_serverless_retirements_total` | counter | `namespace`, `pool`, `reason` | started runners ended: `lifespan` (drained before it), `idle`, `died` (request ended first) |
 //! | `tether_serverless_runners_refused_total` | counter | `namespace`, `pool` | runner tunnels refused (close 4403): the hello's key is none of the pool's starts |
 //! | `tether_upgrades_total` | counter | | 1 in a process that took over from an upgrade (SIGUSR2), else 0 |
-//! | `tether_cluster_etcd_requests_total` | counter | `kind` | with `[cluster]`: requests to etcd by kind: `grant`, `keepalive`, `revoke`, `claim`, `release`, `placed`, `runner_record`, `range`, `put`, `auth`, `watch_open` |
+//! | `tether_cluster_etcd_requests_total` | counter | `kind` | with `[cluster]`: requests to etcd by kind: `grant`, `keepalive`, `revoke`, `claim`, `release`, `leave`, `placed`, `runner_record`, `range`, `put`, `auth`, `watch_open` |
 //! | `tether_cluster_lease_confirmed` | gauge | | with `[cluster]`: 1 while the node's lease is confirmed, 0 while it is fenced |
 
 mod actors;
