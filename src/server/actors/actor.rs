@@ -153,16 +153,20 @@ impl Actor {
     }
 
     /// For `StartActor.output_seen` to a runner that does (`conn_marks`)
-    /// or does not take `RestoreConn.output_seen`.
+    /// or does not take `RestoreConn.output_seen`. The first knows "none
+    /// received" (1) from "not known" (0): an actor whose first saved
+    /// batches never arrived has them sent again by mark, not by indices,
+    /// which miss batches that only handled closes (PROTOCOL §5a).
     pub fn output_seen(&self, conn_marks: bool) -> u64 {
-        match self.marks_via_peer.get() && !conn_marks {
-            true => 0,
-            false => self.output_seen.get(),
+        match (conn_marks, self.marks_via_peer.get()) {
+            (true, _) => self.output_seen_here(),
+            (false, true) => 0,
+            (false, false) => self.output_seen.get(),
         }
     }
 
-    /// For `RestoreConn.output_seen` of this node's own clients, restored
-    /// on another node: what they received (1: none of it; 0: unknown).
+    /// What this node's own clients received of the actor's saved output
+    /// (1: none of it; 0: unknown).
     pub fn output_seen_here(&self) -> u64 {
         match self.output_seen.get() {
             0 if self.marks_known.get() => 1,
