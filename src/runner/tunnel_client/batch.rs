@@ -12,7 +12,6 @@ use tracing::warn;
 
 use super::kept::{self, Kept};
 use super::outbox;
-use super::resend::Resend;
 use super::{Batch, TunnelState};
 use crate::runner::state::{Record, SaveRequest};
 use crate::runner::Shared;
@@ -29,31 +28,14 @@ impl TunnelState {
         index: u32,
         batch: &mut Batch,
     ) {
+        if let Frame::RestoreConn { .. } = &frame {
+            return self.queued_restores.push((frame, index));
+        }
+        self.flush_restores(shared, batch);
         if let Frame::StopActor { actor_id } = &frame {
             if self.dirty.remove(actor_id) {
                 let failed = self.save_actors(shared, [*actor_id].into(), batch);
                 batch.failed.extend(failed);
-            }
-        }
-        if let Frame::RestoreConn {
-            conn_id,
-            actor_id,
-            last_index,
-            output_seen,
-            ..
-        } = &frame
-        {
-            let start = batch.out.len();
-            let seen = (*last_index, *output_seen);
-            match self.resend_lost_output(*conn_id, *actor_id, seen, &mut batch.out) {
-                // Counted as the actor's output of this batch: if the
-                // runner dies again before it leaves, the next save keeps
-                // it too.
-                Resend::Whole => batch.touched.push((*actor_id, start..batch.out.len())),
-                // The actor had closed it (the close went again): a
-                // restore would bring back a connection no one holds.
-                Resend::Own { closed: true } => return,
-                Resend::Own { closed: false } => {}
             }
         }
         let actor = self.actor_of(&frame);
@@ -66,9 +48,9 @@ impl TunnelState {
 
     /// Saves what the batch changed; what an actor whose save failed did is
     /// withdrawn. Returns what may leave.
-    pub(super) fn finish_batch(&mut self, shared: &Shared, mut batch: Batch) -> BytesMut {
+    pub(super) fn finish_batch(&mut self, shared: &Arc<Shared>, mut batch: Batch) -> BytesMut {
+        self.flush_restores(shared, &mut batch);
         self.resent_attachments.clear();
-        self.own_resent.clear();
         self.mark_resent(&mut batch.out);
         let dirty = std::mem::take(&mut self.dirty);
         let failed = self.save_actors(shared, dirty, &mut batch);

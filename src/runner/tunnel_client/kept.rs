@@ -48,43 +48,53 @@ pub(super) fn keep(mut kept: Kept, seq: u64, output: Bytes) -> Kept {
     kept
 }
 
-/// What was sent again to one connection.
+/// What was sent again.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Resent {
     /// The highest record number whose output went again, if any did.
     pub upto: Option<u64>,
-    /// Attachments it set again.
-    pub attachments: Vec<Bytes>,
-    /// The actor had closed it: it is not restored.
-    pub closed: bool,
+    /// Attachments set again, in order, per connection.
+    pub attachments: Vec<(ConnId, Bytes)>,
+    /// Connections the actor had closed (the close went again).
+    pub closed: Vec<ConnId>,
 }
 
-/// One connection, as kept output is sent again to it.
+/// A connection kept output is sent again to: what the records numbered
+/// `seen` and above sent it, among those it was a member of (`spans`).
+#[derive(Debug, Clone, Copy)]
 pub(super) struct Target<'a> {
     pub conn: ConnId,
-    /// The records whose broadcasts to all were for it (`members.rs`).
+    pub seen: u64,
     pub spans: &'a [(u64, u64)],
-    /// The actor's new instance, which says it again.
-    pub actor_id: u64,
 }
 
-/// Appends to `out` what the kept outputs numbered `seen` and above sent
-/// to the target connection, as the actor's new instance says it: its
-/// messages, attachments, close, and the broadcasts it was among (to it
-/// alone). Acknowledgements and answers to requests are not sent again.
-pub(super) fn resend_to(kept: &Kept, seen: u64, to: &Target, out: &mut BytesMut) -> Resent {
+/// Appends to `out` what the kept outputs sent the targets and they never
+/// received, as the actor's new instance `actor_id` says it: messages,
+/// attachments and closes for each, and each broadcast once, to those of
+/// them it was for. Acknowledgements and answers to requests are not
+/// sent again.
+pub(super) fn resend_to(
+    kept: &Kept,
+    targets: &[Target],
+    actor_id: u64,
+    out: &mut BytesMut,
+) -> Resent {
     let mut resent = Resent::default();
-    for (seq, output) in kept.iter().filter(|(seq, _)| *seq >= seen) {
-        let member = super::members::covers(to.spans, *seq);
+    let Some(from) = targets.iter().map(|t| t.seen).min() else {
+        return resent;
+    };
+    for (seq, output) in kept.iter().filter(|(seq, _)| *seq >= from) {
+        let due: Vec<&Target> = targets.iter().filter(|t| t.seen <= *seq).collect();
         for frame in decode_frames(output.clone()).map_while(Result::ok) {
-            let Some(frame) = to_conn(frame, to, member) else {
+            let Some(frame) = for_due(frame, &due, *seq, actor_id) else {
                 continue;
             };
             match &frame {
-                Frame::SetAttachment { attachment, .. } => {
-                    resent.attachments.push(attachment.clone())
-                }
-                Frame::Close { .. } => resent.closed = true,
+                Frame::SetAttachment {
+                    conn_id,
+                    attachment,
+                } => resent.attachments.push((*conn_id, attachment.clone())),
+                Frame::Close { conn_id, .. } => resent.closed.push(*conn_id),
                 _ => {}
             }
             encode_frame(out, &frame);
@@ -94,25 +104,29 @@ pub(super) fn resend_to(kept: &Kept, seen: u64, to: &Target, out: &mut BytesMut)
     resent
 }
 
-/// `frame` as sent again to the target alone, if it was for it (`member`:
-/// it was among the actor's connections when the frame was made).
-fn to_conn(frame: Frame, target: &Target, member: bool) -> Option<Frame> {
+/// `frame` of record `seq`, as sent again to those of `due` it was for.
+fn for_due(frame: Frame, due: &[&Target], seq: u64, actor_id: u64) -> Option<Frame> {
     match frame {
         Frame::Message { conn_id, .. }
         | Frame::Close { conn_id, .. }
-        | Frame::SetAttachment { conn_id, .. }
-            if conn_id == target.conn =>
-        {
-            Some(frame)
+        | Frame::SetAttachment { conn_id, .. } => {
+            due.iter().any(|t| t.conn == conn_id).then_some(frame)
         }
         Frame::Broadcast {
             kind, to, payload, ..
-        } if names(&to, target.conn, member) => Some(Frame::Broadcast {
-            actor_id: target.actor_id,
-            kind,
-            to: Recipients::Only(vec![target.conn]),
-            payload,
-        }),
+        } => {
+            let reached: Vec<ConnId> = due
+                .iter()
+                .filter(|t| names(&to, t.conn, super::members::covers(t.spans, seq)))
+                .map(|t| t.conn)
+                .collect();
+            (!reached.is_empty()).then_some(Frame::Broadcast {
+                actor_id,
+                kind,
+                to: Recipients::Only(reached),
+                payload,
+            })
+        }
         _ => None,
     }
 }
@@ -184,10 +198,10 @@ mod tests {
             let mut out = BytesMut::new();
             let to = Target {
                 conn,
+                seen: 1,
                 spans,
-                actor_id: 2,
             };
-            resend_to(&kept, 1, &to, &mut out);
+            resend_to(&kept, &[to], 2, &mut out);
             decoded(out)
                 .into_iter()
                 .filter_map(|f| match f {
@@ -244,13 +258,13 @@ mod tests {
             6,
             encoded(&[broadcast(1, Recipients::Only(vec![8]), "six")]),
         );
-        let target = |conn| Target {
+        let target = |conn, seen| Target {
             conn,
+            seen,
             spans: &[(0, u64::MAX)],
-            actor_id: 2,
         };
         let mut out = BytesMut::new();
-        let resent = resend_to(&kept, 5, &target(7), &mut out);
+        let resent = resend_to(&kept, &[target(7, 5)], 2, &mut out);
         assert_eq!(
             decoded(out),
             [
@@ -262,9 +276,26 @@ mod tests {
             ]
         );
         assert_eq!(resent.upto, Some(5));
-        assert_eq!(resent.attachments, [Bytes::from_static(b"a7")]);
+        assert_eq!(resent.attachments, [(7, Bytes::from_static(b"a7"))]);
         let mut out = BytesMut::new();
-        assert_eq!(resend_to(&kept, 7, &target(8), &mut out), Resent::default());
+        let none = resend_to(&kept, &[target(8, 7)], 2, &mut out);
+        assert_eq!(none, Resent::default());
         assert!(out.is_empty(), "its gateway saw everything");
+        // Two connections whose gateways stopped at different records: a
+        // broadcast goes once, to those it was for and who missed it.
+        let mut out = BytesMut::new();
+        resend_to(&kept, &[target(7, 5), target(8, 4)], 2, &mut out);
+        let broadcasts: Vec<Frame> = decoded(out)
+            .into_iter()
+            .filter(|f| matches!(f, Frame::Broadcast { .. }))
+            .collect();
+        assert_eq!(
+            broadcasts,
+            [
+                broadcast(2, Recipients::Only(vec![8]), "four"),
+                broadcast(2, Recipients::Only(vec![7, 8]), "five"),
+                broadcast(2, Recipients::Only(vec![8]), "six"),
+            ]
+        );
     }
 }

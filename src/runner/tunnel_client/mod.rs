@@ -224,9 +224,9 @@ struct TunnelState {
     /// Per actor, the highest record whose kept output went again this
     /// batch: its mark ends the batch, so the gateways know it arrived.
     resent_marks: HashMap<u64, u64>,
-    /// Per actor, connections restored this batch by their own gateway's
-    /// mark (left out of a whole resend by indices).
-    own_resent: HashMap<u64, Vec<ConnId>>,
+    /// Restores of this batch, answered together (`resend.rs`) before the
+    /// batch's next other frame.
+    queued_restores: Vec<(Frame, u32)>,
     /// Actors that handled something in this batch: saved before it is acknowledged.
     dirty: BTreeSet<u64>,
     drain_sent: bool,

@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 
+use super::kept::Resent;
 use crate::tunnel::{decode_frames, encode_frame, Frame, Recipients};
 
 /// The bytes of `out` that `actor_id` produced (`touched`: who produced
@@ -29,15 +30,11 @@ pub(super) fn of_actor(out: &[u8], touched: &[(u64, Range<usize>)], actor_id: u6
 /// `actor_id`: frames naming the actor are renamed, and acknowledgements
 /// are left out (the replays they answered are acknowledged again), and so
 /// is what was for the connections `except` (sent their own share by
-/// their gateways' marks). Returns the attachments it sets again, which
-/// the gateway will hold instead of those its restores carry.
-pub(super) fn resend(
-    outbox: Bytes,
-    actor_id: u64,
-    except: &[u64],
-    out: &mut BytesMut,
-) -> Vec<(u64, Bytes)> {
-    let mut attachments = Vec::new();
+/// their gateways' marks). Returns the attachments it sets again (which
+/// the gateway will hold instead of those its restores carry) and the
+/// connections it closes.
+pub(super) fn resend(outbox: Bytes, actor_id: u64, except: &[u64], out: &mut BytesMut) -> Resent {
+    let mut resent = Resent::default();
     for frame in decode_frames(outbox).map_while(Result::ok) {
         let frame = match frame {
             // Answers belong to requests, which a new instance gets anew.
@@ -52,6 +49,18 @@ pub(super) fn resend(
             {
                 continue
             }
+            Frame::Close {
+                conn_id,
+                code,
+                reason,
+            } => {
+                resent.closed.push(conn_id);
+                Frame::Close {
+                    conn_id,
+                    code,
+                    reason,
+                }
+            }
             Frame::SetAttachment {
                 conn_id,
                 attachment,
@@ -59,7 +68,7 @@ pub(super) fn resend(
                 if except.contains(&conn_id) {
                     continue;
                 }
-                attachments.push((conn_id, attachment.clone()));
+                resent.attachments.push((conn_id, attachment.clone()));
                 Frame::SetAttachment {
                     conn_id,
                     attachment,
@@ -81,7 +90,7 @@ pub(super) fn resend(
         };
         encode_frame(out, &frame);
     }
-    attachments
+    resent
 }
 
 /// `to` without the connections `except`; None if no one is left.

@@ -304,11 +304,28 @@ impl Actors {
             return;
         }
         let links = self.links.borrow();
-        let mut told: Vec<(*const PeerOut, u64)> = Vec::new();
-        for conn_id in actor.conn_ids() {
-            let Some(r) = relays.get(&conn_id) else {
-                continue;
+        let conns = actor.conns();
+        // Whichever is fewer: the actor's connections, or this worker's
+        // relayed ones (an actor of many local clients, few remote).
+        let relayed: Vec<(u64, &Relay)> = if relays.len() < conns.len() {
+            let of_actor = |id: &u64| {
+                links
+                    .get(id)
+                    .is_some_and(|l| std::ptr::eq(&*l.actor, actor))
             };
+            relays
+                .iter()
+                .filter(|(id, _)| of_actor(id))
+                .map(|(id, r)| (*id, r))
+                .collect()
+        } else {
+            conns
+                .iter()
+                .filter_map(|id| Some((*id, relays.get(id)?)))
+                .collect()
+        };
+        let mut told: Vec<(*const PeerOut, u64)> = Vec::new();
+        for (conn_id, r) in relayed {
             // Its node restores it here and is sent what it missed first:
             // a mark now would say it has what it has not yet.
             if links.get(&conn_id).is_some_and(|l| l.is_restoring()) {

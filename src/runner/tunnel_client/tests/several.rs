@@ -358,3 +358,23 @@ fn a_late_restore_is_not_sent_what_the_new_instance_said_before_it() {
         "record 3 was made before 10 was restored here"
     );
 }
+
+/// A start's restores are answered together: each lost broadcast goes
+/// again once, to every restored connection it was for, not once each.
+#[test]
+fn a_lost_broadcast_goes_again_once_for_all_restored_connections() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    three_batches(&shared(&seen, &store), vec![restore_conn(10, 0)]);
+    let again = run_frames(
+        &shared(&seen, &store),
+        vec![start_seen(2), restore_conn(9, 1), restore_conn(10, 0)],
+    );
+    assert_eq!(
+        broadcasts_to(&again),
+        [
+            (vec![9, 10], "saw m2".to_string()),
+            (vec![9, 10], "saw m3".to_string())
+        ]
+    );
+}
