@@ -38,6 +38,8 @@ mod links;
 mod opens;
 mod outstanding;
 mod peers;
+#[cfg(test)]
+mod peers_tests;
 mod placement;
 mod requests;
 mod restore;
