@@ -328,17 +328,19 @@ const WITH_OUTBOX: u64 = u64::MAX;
 /// Starts a record that carries its sequence number, then an outbox.
 const WITH_SEQ: u64 = u64::MAX - 1;
 /// Starts a record that carries its sequence number, an outbox, the
-/// earlier outputs still kept and which records recent connections were
-/// members of (the layout written now; the three before it are still
-/// read).
+/// earlier outputs still kept, and per recent connection the first record
+/// it could be in (a layout of development builds, still read).
 const WITH_EARLIER: u64 = u64::MAX - 2;
+/// As `WITH_EARLIER`, with membership spans instead of first records (the
+/// layout written now; the four before it are still read).
+const WITH_SPANS: u64 = u64::MAX - 3;
 
 impl Record {
     pub fn encode(&self) -> BytesMut {
         let earlier: usize = self.earlier.iter().map(|(_, b)| b.len() + 16).sum();
         let size = 48 + self.outbox.len() + earlier + self.state.len();
         let mut out = BytesMut::with_capacity(size);
-        put_varint(&mut out, WITH_EARLIER);
+        put_varint(&mut out, WITH_SPANS);
         put_varint(&mut out, self.seq);
         put_varint(&mut out, self.handled.len() as u64);
         for (conn, index) in &self.handled {
@@ -367,7 +369,8 @@ impl Record {
     pub fn decode(bytes: Vec<u8>) -> Option<Record> {
         let mut r = Reader::new(Bytes::from(bytes));
         let first = r.varint().ok()?;
-        let with_earlier = first == WITH_EARLIER;
+        let with_spans = first == WITH_SPANS;
+        let with_earlier = with_spans || first == WITH_EARLIER;
         let with_seq = with_earlier || first == WITH_SEQ;
         let with_outbox = with_seq || first == WITH_OUTBOX;
         let seq = if with_seq { r.varint().ok()? } else { 0 };
@@ -386,7 +389,12 @@ impl Record {
                 earlier.push((r.varint().ok()?, r.bytes().ok()?));
             }
             for _ in 0..r.varint().ok()? {
-                spans.push((r.varint().ok()?, decode_spans(&mut r)?));
+                let conn = r.varint().ok()?;
+                let conn_spans = match with_spans {
+                    true => decode_spans(&mut r)?,
+                    false => vec![(r.varint().ok()?, u64::MAX)],
+                };
+                spans.push((conn, conn_spans));
             }
         }
         Some(Record {
@@ -417,6 +425,28 @@ fn decode_spans(r: &mut Reader) -> Option<Vec<(u64, u64)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record of the `joined` layout (`WITH_EARLIER`: `(conn, first
+    /// record)` pairs) reads as spans from those records on, its state
+    /// whole.
+    #[test]
+    fn a_record_of_the_joined_layout_reads_as_spans() {
+        let mut old = BytesMut::new();
+        // Marker, number, one handled (7 at index 2), no outbox, no
+        // earlier output, one joined (7 from record 4), then the state.
+        put_varint(&mut old, WITH_EARLIER);
+        for n in [3, 1, 7, 2] {
+            put_varint(&mut old, n);
+        }
+        put_bytes(&mut old, b"");
+        for n in [0, 1, 7, 4] {
+            put_varint(&mut old, n);
+        }
+        old.extend_from_slice(b"counter=42");
+        let r = Record::decode(old.to_vec()).expect("read");
+        assert_eq!(r.spans, [(7, vec![(4, u64::MAX)])]);
+        assert_eq!(&r.state[..], b"counter=42");
+    }
 
     fn fresh_dir(what: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("tether-{what}-{}", std::process::id()));

@@ -126,7 +126,7 @@ impl TunnelState {
     /// batch so far), each with its output in the batch, and marks each
     /// saved actor's output with its record's number; returns those whose
     /// save failed, with why.
-    fn save_actors(
+    pub(super) fn save_actors(
         &mut self,
         shared: &Shared,
         dirty: BTreeSet<u64>,
@@ -196,6 +196,7 @@ impl TunnelState {
         let slot = self.actors.get(&actor_id)?;
         let state = slot.actor.save_state()?;
         let seq = slot.next_seq();
+        let outbox = kept::resendable(outbox);
         let kept = kept::keep(slot.kept.clone(), seq, outbox.clone());
         // The newest kept output is this batch's own, if it sent anything.
         let mut earlier: Vec<(u64, Bytes)> = kept.iter().cloned().collect();

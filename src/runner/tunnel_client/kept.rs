@@ -48,6 +48,33 @@ pub(super) fn keep(mut kept: Kept, seq: u64, output: Bytes) -> Kept {
     kept
 }
 
+/// The frames of a batch's output that could ever go again (messages,
+/// attachments, closes, broadcasts): acknowledgements, accepts and
+/// answers to requests take no room among the kept outputs.
+pub(super) fn resendable(output: Bytes) -> Bytes {
+    let frames: Vec<Frame> = decode_frames(output.clone())
+        .map_while(Result::ok)
+        .collect();
+    if frames.iter().all(is_resendable) {
+        return output;
+    }
+    let mut kept = BytesMut::new();
+    for frame in frames.iter().filter(|f| is_resendable(f)) {
+        encode_frame(&mut kept, frame);
+    }
+    kept.freeze()
+}
+
+fn is_resendable(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::Message { .. }
+            | Frame::Close { .. }
+            | Frame::SetAttachment { .. }
+            | Frame::Broadcast { .. }
+    )
+}
+
 /// What was sent again.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(super) struct Resent {

@@ -87,10 +87,14 @@ impl Members {
         self.spans
             .iter()
             .filter_map(|(conn, spans)| {
+                // Spans are in order: an open one from before `oldest` is
+                // the only one reaching it (most members: no allocation).
+                if matches!(spans.last(), Some(&(from, OPEN)) if from <= oldest) {
+                    return None;
+                }
                 let reaching: Vec<(u64, u64)> =
                     spans.iter().copied().filter(|s| s.1 > oldest).collect();
-                let whole = matches!(reaching[..], [(from, OPEN)] if from <= oldest);
-                (!reaching.is_empty() && !whole).then_some((*conn, reaching))
+                (!reaching.is_empty()).then_some((*conn, reaching))
             })
             .collect()
     }

@@ -175,7 +175,7 @@ impl ActorSlot {
     /// them) does not number from 1 again.
     fn next_seq(&self) -> u64 {
         self.saved_seq
-            .max(self.output_seen.saturating_sub(1))
+            .max(self.marks_seen.saturating_sub(1))
             .saturating_add(1)
     }
 }
@@ -199,6 +199,9 @@ struct ActorSlot {
     /// `StartActor.output_seen`: the last mark the gateway received, plus
     /// one; 0 if it does not know (then restores' indices tell).
     output_seen: u64,
+    /// The highest mark plus one any gateway said it received (start or
+    /// restores): records are numbered past it.
+    marks_seen: u64,
 }
 
 /// The actors and connections of one tunnel.
@@ -451,6 +454,7 @@ impl TunnelState {
             saved_seq: record.seq,
             loaded_seq: record.seq,
             output_seen: if self.marks { output_seen } else { 0 },
+            marks_seen: if self.marks { output_seen } else { 0 },
         };
         self.actors.insert(actor_id, slot);
         encode_frame(out, &Frame::ActorReady { actor_id });
@@ -615,15 +619,16 @@ impl TunnelState {
             protocols: protocol.into_iter().collect(),
             peer: peer.parse().ok(),
         };
-        let mut ctx = Ctx::new(actor_id, &slot.conns, &mut *out, &mut self.io);
-        slot.actor.on_restore(&mut ctx, conn_id, &info);
         if self.conn_marks {
             // Says the restore was handled: a gateway holds the actor's
             // broadcasts and marks back from it until then (what the actor
-            // said before did not include it).
+            // said before did not include it). Before `on_restore`: what it
+            // says to all there includes this connection.
             let index = last_index.max(saved);
             encode_frame(out, &Frame::Ack { conn_id, index });
         }
+        let mut ctx = Ctx::new(actor_id, &slot.conns, &mut *out, &mut self.io);
+        slot.actor.on_restore(&mut ctx, conn_id, &info);
     }
 }
 

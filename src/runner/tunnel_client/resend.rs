@@ -51,6 +51,7 @@ impl TunnelState {
             }
         }
         for actor_id in actors {
+            self.save_before_restores(shared, actor_id, batch);
             let seen: Vec<Seen> = queued
                 .iter()
                 .filter_map(|(f, _)| seen_of(f, actor_id))
@@ -69,9 +70,33 @@ impl TunnelState {
         }
     }
 
+    /// What the actor said earlier in this batch was not for the
+    /// connections restored now: it is saved as a record of its own, which
+    /// they join after (and which a later save of this batch does not
+    /// count again).
+    fn save_before_restores(&mut self, shared: &Arc<Shared>, actor_id: u64, batch: &mut Batch) {
+        let said = batch
+            .touched
+            .iter()
+            .any(|(a, r)| *a == actor_id && !r.is_empty());
+        if !self.dirty.remove(&actor_id) && !said {
+            return;
+        }
+        let failed = self.save_actors(shared, [actor_id].into(), batch);
+        if failed.is_empty() {
+            batch.touched.retain(|(a, _)| *a != actor_id);
+        }
+        batch.failed.extend(failed);
+    }
+
     /// Sends again what the restored connections of `actor_id` missed;
     /// returns those whose close went again.
     fn resend_lost_output(&mut self, actor_id: u64, seen: &[Seen], batch: &mut Batch) -> Vec<u64> {
+        let marks = self.marks;
+        if let Some(slot) = self.actors.get_mut(&actor_id).filter(|_| marks) {
+            let highest = seen.iter().map(|s| s.output_seen).max().unwrap_or(0);
+            slot.marks_seen = slot.marks_seen.max(highest);
+        }
         let judged: Vec<(u64, Judged)> = seen
             .iter()
             .map(|s| (s.conn, self.judge(actor_id, s)))

@@ -152,15 +152,16 @@ impl Actor {
         self.marks_known.set(false);
     }
 
-    /// For `StartActor.output_seen` to a runner that does (`conn_marks`)
-    /// or does not take `RestoreConn.output_seen`. The first knows "none
-    /// received" (1) from "not known" (0): an actor whose first saved
-    /// batches never arrived has them sent again by mark, not by indices,
-    /// which miss batches that only handled closes (PROTOCOL §5a).
+    /// For `StartActor.output_seen`. A runner that takes
+    /// `RestoreConn.output_seen` (`conn_marks`) is told there, per
+    /// connection, what each one's gateway received ("none" and "not
+    /// known" apart): the start says 0, and a restore that does not know
+    /// is judged by its indices, not by this node's view. An older runner
+    /// judges every restore by this one number, which marks that came
+    /// through another node cannot be (they are this node's share only).
     pub fn output_seen(&self, conn_marks: bool) -> u64 {
         match (conn_marks, self.marks_via_peer.get()) {
-            (true, _) => self.output_seen_here(),
-            (false, true) => 0,
+            (true, _) | (false, true) => 0,
             (false, false) => self.output_seen.get(),
         }
     }

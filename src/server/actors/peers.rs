@@ -20,7 +20,7 @@ use super::links::{ClientLink, ConnMeta, OpenAnswer, OpenRequest, Peer};
 use super::restore::restore_conn;
 use super::Actors;
 use crate::server::conn::control::ConnControl;
-use crate::server::tunnels::{PeerOut, Tunnel};
+use crate::server::tunnels::PeerOut;
 use crate::tunnel::{features, Frame, MessageKind};
 use crate::ws::CloseCode;
 
@@ -142,7 +142,7 @@ impl Actors {
         actor.add_conn(conn_id);
         if actor.state() == ActorState::Running {
             if let Some(tunnel) = actor.tunnel() {
-                let seen = self.conn_output_seen(conn_id, actor, &tunnel);
+                let seen = self.conn_output_seen(conn_id, actor);
                 tunnel.send(&restore_conn(conn_id, actor, &link, seen));
                 // Until the runner answers, what it says to all its
                 // connections was said before it knew this one.
@@ -344,17 +344,19 @@ impl Actors {
         }
     }
 
-    /// `RestoreConn.output_seen` for `conn_id` restored on `tunnel`: what
-    /// its node said for another node's client; for this node's own, 0
-    /// on this node's runners (`StartActor.output_seen` says it) and what
-    /// this node received when the actor runs on another node.
-    pub(super) fn conn_output_seen(&self, conn_id: u64, actor: &Actor, tunnel: &Tunnel) -> u64 {
-        if let Some(r) = self.relays.borrow().get(&conn_id) {
-            return r.output_seen.get();
-        }
-        match tunnel.peer_node() {
-            Some(_) => actor.output_seen_here(),
-            None => 0,
+    /// `RestoreConn.output_seen` for `conn_id`: what its node said for
+    /// another node's client (raised by the marks relayed to it since),
+    /// and for this node's own what this node received (1: none; 0: not
+    /// known, after an upgrade handed the actor over).
+    pub(super) fn conn_output_seen(&self, conn_id: u64, actor: &Actor) -> u64 {
+        let relayed = self
+            .relays
+            .borrow()
+            .get(&conn_id)
+            .map(|r| r.output_seen.get());
+        match relayed {
+            Some(seen) if seen > 0 => seen,
+            _ => actor.output_seen_here(),
         }
     }
 

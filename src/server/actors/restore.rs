@@ -28,7 +28,7 @@ impl Actors {
             // (On another node's tunnel they went with the start.)
             if tunnel.peer_node().is_none() {
                 for (conn_id, link) in linked() {
-                    let seen = self.conn_output_seen(conn_id, actor, &tunnel);
+                    let seen = self.conn_output_seen(conn_id, actor);
                     tunnel.send(&restore_conn(conn_id, actor, link, seen));
                     // Restored before anything else: no answer awaited.
                     link.set_restoring(false);
@@ -59,7 +59,7 @@ impl Actors {
         let links = self.links.borrow();
         for conn_id in actor.conn_ids() {
             if let Some(link) = links.get(&conn_id) {
-                let seen = self.conn_output_seen(conn_id, actor, tunnel);
+                let seen = self.conn_output_seen(conn_id, actor);
                 tunnel.send(&restore_conn(conn_id, actor, link, seen));
             }
         }

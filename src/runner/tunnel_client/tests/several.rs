@@ -68,6 +68,18 @@ fn broadcasts_to(frames: &[Frame]) -> Vec<(Vec<u64>, String)> {
         .collect()
 }
 
+/// Messages 1 and 2 of connection 9, with 10 a member too: records 1
+/// and 2.
+fn records_1_and_2_with_9_and_10(shared: &Arc<Shared>) {
+    let first = vec![
+        start_seen(0),
+        restore_conn(9, 0),
+        restore_conn(10, 0),
+        message(1),
+    ];
+    run_batches(shared, vec![first, vec![message(2)]]);
+}
+
 /// Three messages on one connection, one batch each, saved as records
 /// 1, 2 and 3.
 fn three_batches(shared: &Arc<Shared>, also: Vec<Frame>) -> Vec<Vec<Frame>> {
@@ -289,18 +301,7 @@ fn a_late_restore_judged_by_indices_gets_its_share_of_the_start_batch() {
 fn a_whole_resend_by_indices_leaves_out_connections_judged_by_their_marks() {
     let store = MemoryStore::default();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    run_batches(
-        &shared(&seen, &store),
-        vec![
-            vec![
-                start_seen(0),
-                restore_conn(9, 0),
-                restore_conn(10, 0),
-                message(1),
-            ],
-            vec![message(2)],
-        ],
-    );
+    records_1_and_2_with_9_and_10(&shared(&seen, &store));
     // Conn 10's node received record 1 only (output_seen 2); conn 9's
     // gateway saw index 1 acknowledged only (record 2 lost by indices).
     let again = run_frames(
@@ -331,18 +332,7 @@ fn a_whole_resend_by_indices_leaves_out_connections_judged_by_their_marks() {
 fn a_late_restore_is_not_sent_what_the_new_instance_said_before_it() {
     let store = MemoryStore::default();
     let seen = Arc::new(Mutex::new(Vec::new()));
-    run_batches(
-        &shared(&seen, &store),
-        vec![
-            vec![
-                start_seen(0),
-                restore_conn(9, 0),
-                restore_conn(10, 0),
-                message(1),
-            ],
-            vec![message(2)],
-        ],
-    );
+    records_1_and_2_with_9_and_10(&shared(&seen, &store));
     // 9's node got marks 1 and 2 (owner now); 10's node only mark 1.
     let sent = run_batches(
         &shared(&seen, &store),
@@ -374,6 +364,172 @@ fn a_lost_broadcast_goes_again_once_for_all_restored_connections() {
         broadcasts_to(&again),
         [
             (vec![9, 10], "saw m2".to_string()),
+            (vec![9, 10], "saw m3".to_string())
+        ]
+    );
+}
+
+// ---- review 2 -------------------------------------------------------------
+
+/// A connection restored late, in the same batch as (after) a message
+/// whose handler broadcast to all: that broadcast was made before it
+/// joined (the owner's gateway held it back from it, fenced), so it was
+/// never a member of it. Its record counts it a member of the whole
+/// batch (joined at `next_seq`), and a later restore by mark sends it
+/// "saw m3", which it was never meant to get.
+#[test]
+fn a_restore_after_a_broadcast_in_its_batch_is_no_member_of_it() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    records_1_and_2_with_9_and_10(&shared(&seen, &store));
+    // A new owner: 9's node has marks 1 and 2; 10's node restores it
+    // late, in the same batch as message 3 (after it).
+    let sent = run_batches(
+        &shared(&seen, &store),
+        vec![vec![
+            start_seen(3),
+            restore_conn(9, 2),
+            message(3),
+            restore_seen(10, 0, 2),
+        ]],
+    );
+    assert_eq!(
+        broadcasts_to(&sent[0]),
+        [(vec![10], "saw m2".to_string())],
+        "10 gets its share of record 2; saw m3 (all) was before it joined"
+    );
+    // That owner dies before it relayed this batch to 10's node (one link
+    // message: 10's node has none of it, still mark 1, seen 2).
+    let again = run_batches(
+        &shared(&seen, &store),
+        vec![vec![
+            start_seen(4),
+            restore_conn(9, 3),
+            restore_seen(10, 0, 2),
+        ]],
+    );
+    assert_eq!(
+        broadcasts_to(&again[0]),
+        [(vec![10], "saw m2".to_string())],
+        "10 again gets its share of record 2, but never was sent saw m3"
+    );
+}
+
+/// Broadcasts to all when a connection comes back.
+struct Greeter;
+
+impl Actor for Greeter {
+    fn on_restore(&mut self, ctx: &mut Ctx<'_>, conn: ConnId, _info: &ConnInfo) {
+        ctx.broadcast(&Message::Text(format!("back {conn}")));
+    }
+    fn on_message(&mut self, _ctx: &mut Ctx<'_>, _conn: ConnId, _message: Message) {}
+    fn save_state(&self) -> Option<Vec<u8>> {
+        Some(b"g".to_vec())
+    }
+}
+
+struct GreeterFactory;
+
+impl ActorFactory for GreeterFactory {
+    fn actor_names(&self) -> Vec<String> {
+        vec!["rec".into()]
+    }
+    fn create(&self, _name: &str, _key: &[String]) -> Option<Box<dyn Actor>> {
+        Some(Box::new(Greeter))
+    }
+}
+
+/// The gateway fences a late-restored connection from broadcasts to all
+/// until the restore's `Ack`: what `on_restore` says to all (the runner
+/// counts the connection in) must come after that `Ack`, or the restored
+/// connection never hears it.
+#[test]
+fn a_late_restore_is_acknowledged_before_what_on_restore_says_to_all() {
+    let store = MemoryStore::default();
+    let mut options = RunnerOptions::new("ws://127.0.0.1:1", "t");
+    options.state = Some(Arc::new(store.clone()));
+    let shared = Arc::new(Shared::new(options, Box::new(GreeterFactory)));
+    let mut t = TunnelState {
+        marks: true,
+        conn_marks: true,
+        ..TunnelState::default()
+    };
+    t.io.broadcasts = true;
+    let mut sent = Vec::new();
+    for frames in [
+        vec![start_seen(0), restore_conn(9, 0)],
+        vec![restore_conn(10, 0)],
+    ] {
+        let mut batch = Batch::default();
+        for f in frames {
+            t.handle_in_batch(&shared, f, 0, &mut batch);
+        }
+        let out = t.finish_batch(&shared, batch);
+        sent.push(
+            decode_frames(out.freeze())
+                .map(Result::unwrap)
+                .collect::<Vec<Frame>>(),
+        );
+    }
+    let late = &sent[1];
+    let ack = late
+        .iter()
+        .position(|f| matches!(f, Frame::Ack { conn_id: 10, .. }))
+        .expect("the late restore is acknowledged");
+    let back = late
+        .iter()
+        .position(|f| matches!(f, Frame::Broadcast { payload, .. } if &payload[..] == b"back 10"))
+        .expect("on_restore broadcast to all");
+    assert!(
+        ack < back,
+        "Ack for 10 at {ack} after the broadcast to all at {back}: the fenced gateway drops it for 10"
+    );
+}
+
+/// A gateway that takes restores' own marks (CONN_MARKS) says 0 at the
+/// start and per connection what it received: a connection whose node
+/// does not know (0: handed over by an upgrade, or an older node) is
+/// judged by its indices, not sent again every kept batch it was in.
+#[test]
+fn an_unknown_restore_is_not_judged_by_a_fresh_owners_none_received() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    records_1_and_2_with_9_and_10(&shared(&seen, &store));
+    // Node of 10 got everything, then was upgraded (marks forgotten); the
+    // owner died; a node with no clients of its own places the actor.
+    let sent = run_batches(
+        &shared(&seen, &store),
+        vec![vec![start_seen(0), restore_seen(10, 0, 0)]],
+    );
+    assert_eq!(
+        broadcasts_to(&sent[0]),
+        [] as [(Vec<u64>, String); 0],
+        "10's node does not know; its indices show nothing lost"
+    );
+}
+
+/// Saved before a restore in the middle of a batch, what the actor said
+/// earlier is in that record only, not again in the batch's last one.
+#[test]
+fn output_saved_before_a_restore_is_not_kept_twice() {
+    let store = MemoryStore::default();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let shared = shared(&seen, &store);
+    run_batches(
+        &shared,
+        vec![
+            vec![start_seen(0), restore_conn(9, 0), message(1)],
+            vec![message(2), restore_seen(10, 0, 2), message(3)],
+        ],
+    );
+    let again = run_frames(
+        &shared,
+        vec![start_seen(0), restore_seen(9, 1, 2), restore_seen(10, 0, 2)],
+    );
+    assert_eq!(
+        broadcasts_to(&again),
+        [
+            (vec![9], "saw m2".to_string()),
             (vec![9, 10], "saw m3".to_string())
         ]
     );
