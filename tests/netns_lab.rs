@@ -1,4 +1,4 @@
-//! The network-namespace lab (tests/common/netns.rs) the cluster tests use
+//! The network-namespace lab (testkit/src/netns.rs) the cluster tests use
 //! to partition a node: connectivity between the root namespace and the
 //! nodes and among the nodes, what a cut does to new and established TCP
 //! connections, healing, cleanup, and labs side by side. Skipped (SKIPPED)

@@ -16,7 +16,7 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 pub mod census;
 pub mod http_load;
 pub mod load;
-pub mod netns;
+pub use tether_testkit::netns;
 pub mod targets;
 
 /// The environment variable that tells a gateway child to serve its client

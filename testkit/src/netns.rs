@@ -1,8 +1,5 @@
-//! (Copied from tests/common/netns.rs for the `cluster` benchmark's
-//! `--partition` scenario, plus `remove_own` for a bench interrupted by a
-//! signal.)
-//!
-//! Several hosts on one machine: a small network of Linux network
+//! Several hosts on one machine (the cluster tests, and the `cluster`
+//! benchmark's `--partition` scenario): a small network of Linux network
 //! namespaces, so that a cluster test can cut one node off the network (a
 //! partition: its packets are dropped silently, its peers see no reset)
 //! instead of only killing it. Needs root and iproute2's `ip`; tests print
@@ -215,6 +212,14 @@ impl Lab {
     }
 
     /// Node i's address (`10.A.B.(10+i)`), reachable from the root namespace.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.nodes.is_empty()
+    }
+
     pub fn node_addr(&self, i: usize) -> Ipv4Addr {
         self.nodes[i].addr
     }
